@@ -1,0 +1,125 @@
+// One benchmark per (kernel, ISA, shape). Counters: MAC/s (items_per_second) for the GEMMs, elements/s
+// for packing and quantizing. Compare rows of one run with each other, never with another day's run.
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "fewmul/isa.hpp"
+#include "fewmul/kernels.hpp"
+
+namespace {
+
+using namespace fewmul;
+
+struct shape {
+  const char* name;
+  std::size_t m, n, k;
+};
+
+// MNIST MLP layers (batch x out x in) at batch 1, 200 and 1000, and square 1024.
+const shape gemm_shapes[] = {
+    {"mnist_l1_b1", 1, 1024, 784},        {"mnist_l1_b200", 200, 1024, 784},   {"mnist_l2_b200", 200, 1024, 1024},
+    {"mnist_l4_b200", 200, 10, 1024},     {"mnist_l2_b1000", 1000, 1024, 1024}, {"square_1024", 1024, 1024, 1024}};
+
+std::vector<float> floats(std::size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(gen);
+  return v;
+}
+
+std::vector<std::uint64_t> bits(std::size_t rows, std::size_t cols, unsigned seed) {
+  std::mt19937_64 gen(seed);
+  std::vector<std::uint64_t> v(rows * kernels::words_for(cols));
+  for (auto& x : v) x = gen();
+  return v;
+}
+
+bool skip_unsupported(benchmark::State& state, isa which) {
+  if (isa_supported(which)) return false;
+  state.SkipWithError(("ISA " + std::string(isa_name(which)) + " not supported on this CPU").c_str());
+  return true;
+}
+
+void gemm_bench(benchmark::State& state, isa which, shape s, const std::string& kind) {
+  if (skip_unsupported(state, which)) return;
+  const auto& k = kernels::kernels_for(which);
+  const auto a = floats(s.m * s.k, 1), b = floats(s.k * s.n, 2);
+  const auto w = bits(s.k, s.n, 3);
+  auto nz = bits(s.k, s.n, 4);
+  auto sign = w;
+  for (std::size_t i = 0; i < sign.size(); ++i) sign[i] &= nz[i];
+  std::vector<float> rowsum(s.m), c(s.m * s.n);
+  kernels::row_sums(a.data(), s.m, s.k, s.k, 1, rowsum.data());
+  std::vector<std::int8_t> codes(s.k * s.n);
+  k.quantize_pow2(b.data(), b.size(), codes.data(), -4, 3, 1, 0);
+  const std::size_t ldb = kernels::words_for(s.n);
+  for (auto _ : state) {
+    if (kind == "f32")
+      k.gemm_f32(s.m, s.n, s.k, a.data(), s.k, 1, b.data(), s.n, c.data(), s.n);
+    else if (kind == "binary")
+      k.gemm_binary(s.m, s.n, s.k, a.data(), s.k, 1, rowsum.data(), w.data(), ldb, c.data(), s.n);
+    else if (kind == "ternary")
+      k.gemm_ternary(s.m, s.n, s.k, a.data(), s.k, 1, sign.data(), nz.data(), ldb, c.data(), s.n);
+    else
+      k.gemm_shift(s.m, s.n, s.k, a.data(), s.k, 1, codes.data(), s.n, c.data(), s.n);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * s.m * s.n * s.k));
+}
+
+void pack_bench(benchmark::State& state, isa which, bool ternary, kernels::sample_mode mode) {
+  if (skip_unsupported(state, which)) return;
+  const auto& k = kernels::kernels_for(which);
+  const std::size_t rows = 1024, cols = 1024;
+  const auto w = floats(rows * cols, 5);
+  std::vector<std::uint64_t> s(rows * kernels::words_for(cols)), z(s.size());
+  for (auto _ : state) {
+    if (ternary)
+      k.pack_ternary(w.data(), rows, cols, cols, s.data(), z.data(), kernels::words_for(cols), mode, 9);
+    else
+      k.pack_binary(w.data(), rows, cols, cols, s.data(), kernels::words_for(cols), mode, 9);
+    benchmark::DoNotOptimize(s.data());
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * rows * cols));
+}
+
+void quantize_bench(benchmark::State& state, isa which) {
+  if (skip_unsupported(state, which)) return;
+  const auto& k = kernels::kernels_for(which);
+  const auto x = floats(200 * 1024, 6);
+  std::vector<std::int8_t> codes(x.size());
+  for (auto _ : state) {
+    k.quantize_pow2(x.data(), x.size(), codes.data(), -4, 3, 3, 0);
+    benchmark::DoNotOptimize(codes.data());
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * x.size()));
+}
+
+const int registered = [] {
+  for (isa which : {isa::scalar, isa::sse4_2, isa::avx2, isa::avx512bw, isa::neon64}) {
+    const std::string isa_text(isa_name(which));
+    for (const shape& s : gemm_shapes)
+      for (const char* kind : {"f32", "binary", "ternary", "shift"})
+        benchmark::RegisterBenchmark(("gemm_" + std::string(kind) + "/" + isa_text + "/" + s.name).c_str(), gemm_bench,
+                                     which, s, std::string(kind))
+            ->Unit(benchmark::kMicrosecond);
+    for (bool ternary : {false, true})
+      for (auto mode : {kernels::sample_mode::deterministic, kernels::sample_mode::stochastic})
+        benchmark::RegisterBenchmark(
+            (std::string(ternary ? "pack_ternary" : "pack_binary") +
+             (mode == kernels::sample_mode::stochastic ? "_stochastic/" : "_deterministic/") + isa_text + "/1024x1024")
+                .c_str(),
+            pack_bench, which, ternary, mode)
+            ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("quantize_pow2/" + isa_text + "/200x1024").c_str(), quantize_bench, which)
+        ->Unit(benchmark::kMicrosecond);
+  }
+  return 0;
+}();
+
+}  // namespace

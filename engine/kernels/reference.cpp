@@ -1,0 +1,172 @@
+// Plain scalar reference of every kernel: the specification the SIMD variants are tested against.
+#include <cmath>
+#include <cstring>
+
+#include "fewmul/kernels.hpp"
+
+namespace fewmul::kernels {
+namespace {
+
+std::uint32_t float_bits(float x) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return u;
+}
+
+// Uniform integer in [0, 2^23) for element `index`.
+std::uint32_t uniform23(std::uint64_t key, std::uint32_t index) { return counter_hash(key, index) >> 9; }
+
+bool sample_binary(float w, sample_mode mode, std::uint64_t key, std::uint32_t index) {
+  if (mode == sample_mode::deterministic) return w >= 0.0f;
+  // P(+1) = (w+1)/2: compare a 23-bit uniform with (w+1) * 2^22 (exact scaling by a power of two).
+  return static_cast<float>(uniform23(key, index)) < (w + 1.0f) * 4194304.0f;
+}
+
+bool sample_nonzero(float w, sample_mode mode, std::uint64_t key, std::uint32_t index) {
+  const float a = std::fabs(w);
+  if (mode == sample_mode::deterministic) return a >= 0.5f;
+  return static_cast<float>(uniform23(key, index)) < a * 8388608.0f;
+}
+
+void pack_binary_ref(const float* w, std::size_t rows, std::size_t cols, std::size_t ldw, std::uint64_t* bits,
+                     std::size_t ldb, sample_mode mode, std::uint64_t key) noexcept {
+  for (std::size_t r = 0; r < rows; ++r) {
+    for (std::size_t word = 0; word < words_for(cols); ++word) bits[r * ldb + word] = 0;
+    for (std::size_t c = 0; c < cols; ++c) {
+      const auto index = static_cast<std::uint32_t>(r * ldw + c);
+      if (sample_binary(w[r * ldw + c], mode, key, index)) bits[r * ldb + c / 64] |= std::uint64_t{1} << (c % 64);
+    }
+  }
+}
+
+void pack_ternary_ref(const float* w, std::size_t rows, std::size_t cols, std::size_t ldw, std::uint64_t* sign,
+                      std::uint64_t* nonzero, std::size_t ldb, sample_mode mode, std::uint64_t key) noexcept {
+  for (std::size_t r = 0; r < rows; ++r) {
+    for (std::size_t word = 0; word < words_for(cols); ++word) sign[r * ldb + word] = nonzero[r * ldb + word] = 0;
+    for (std::size_t c = 0; c < cols; ++c) {
+      const float v = w[r * ldw + c];
+      const auto index = static_cast<std::uint32_t>(r * ldw + c);
+      if (!sample_nonzero(v, mode, key, index)) continue;
+      const std::uint64_t bit = std::uint64_t{1} << (c % 64);
+      nonzero[r * ldb + c / 64] |= bit;
+      if (v > 0.0f) sign[r * ldb + c / 64] |= bit;
+    }
+  }
+}
+
+bool bit_at(const std::uint64_t* bits, std::size_t ldb, std::size_t r, std::size_t c) {
+  return (bits[r * ldb + c / 64] >> (c % 64)) & 1u;
+}
+
+void gemm_f32_ref(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs, std::size_t a_cs,
+                  const float* b, std::size_t ldb, float* c, std::size_t ldc) noexcept {
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) {
+      float acc = 0.0f;
+      for (std::size_t p = 0; p < k; ++p) {
+        const float product = a[i * a_rs + p * a_cs] * b[p * ldb + j];
+        acc = acc + product;
+      }
+      c[i * ldc + j] = acc;
+    }
+}
+
+void gemm_binary_ref(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs, std::size_t a_cs,
+                     const float* a_rowsum, const std::uint64_t* bits, std::size_t ldb, float* c,
+                     std::size_t ldc) noexcept {
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) {
+      float positive = 0.0f;
+      for (std::size_t p = 0; p < k; ++p)
+        if (bit_at(bits, ldb, p, j)) positive += a[i * a_rs + p * a_cs];
+      c[i * ldc + j] = (positive + positive) - a_rowsum[i];
+    }
+}
+
+void gemm_ternary_ref(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
+                      std::size_t a_cs, const std::uint64_t* sign, const std::uint64_t* nonzero, std::size_t ldb,
+                      float* c, std::size_t ldc) noexcept {
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) {
+      float acc = 0.0f;
+      for (std::size_t p = 0; p < k; ++p) {
+        if (!bit_at(nonzero, ldb, p, j)) continue;
+        const float v = a[i * a_rs + p * a_cs];
+        if (bit_at(sign, ldb, p, j))
+          acc += v;
+        else
+          acc -= v;
+      }
+      c[i * ldc + j] = acc;
+    }
+}
+
+void gemm_shift_ref(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs, std::size_t a_cs,
+                    const std::int8_t* q, std::size_t ldq, float* c, std::size_t ldc) noexcept {
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) {
+      float acc = 0.0f;
+      for (std::size_t p = 0; p < k; ++p) {
+        const float v = a[i * a_rs + p * a_cs];
+        const int code = q[p * ldq + j];
+        if (v == 0.0f || code == 0) continue;
+        const float scaled = std::ldexp(v, (code < 0 ? -code : code) - pow2_code_bias);
+        acc += code < 0 ? -scaled : scaled;
+      }
+      c[i * ldc + j] = acc;
+    }
+}
+
+void quantize_pow2_ref(const float* x, std::size_t n, std::int8_t* codes, int kmin, int kmax, std::uint64_t key,
+                       std::uint32_t index0) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t bits = float_bits(x[i]) & 0x7fffffffu;
+    const bool negative = x[i] < 0.0f;
+    const std::uint32_t u = uniform23(key, static_cast<std::uint32_t>(index0 + i));
+    const int exponent = static_cast<int>(bits >> 23) - 127;  // floor(log2|x|) for normal |x|
+    int k;
+    bool zero = false;
+    if (bits == 0) {
+      zero = true;
+      k = 0;
+    } else if (exponent >= kmax) {
+      k = kmax;
+    } else if (exponent >= kmin) {
+      // |x| = 2^e (1 + f) with f = mantissa / 2^23; round up with probability f.
+      k = exponent + (u < (bits & 0x7fffffu) ? 1 : 0);
+    } else {
+      // |x| < 2^kmin: 2^kmin with probability |x| / 2^kmin, compared on the 2^23 scale.
+      const float threshold = std::ldexp(std::fabs(x[i]), 23 - kmin);
+      k = kmin;
+      zero = !(static_cast<float>(u) < threshold);
+    }
+    codes[i] = zero ? std::int8_t{0} : static_cast<std::int8_t>(negative ? -(k + pow2_code_bias) : k + pow2_code_bias);
+  }
+}
+
+}  // namespace
+
+const kernel_table& reference_kernels() {
+  static const kernel_table table{fewmul::isa::scalar, pack_binary_ref, pack_ternary_ref, gemm_f32_ref,
+                                  gemm_binary_ref,     gemm_ternary_ref, gemm_shift_ref,   quantize_pow2_ref,
+                                  1};
+  return table;
+}
+
+void row_sums(const float* a, std::size_t rows, std::size_t cols, std::size_t a_rs, std::size_t a_cs,
+              float* out) noexcept {
+  for (std::size_t r = 0; r < rows; ++r) {
+    float acc = 0.0f;
+    for (std::size_t c = 0; c < cols; ++c) acc += a[r * a_rs + c * a_cs];
+    out[r] = acc;
+  }
+}
+
+float pow2_code_value(std::int8_t code) noexcept {
+  if (code == 0) return 0.0f;
+  const int c = code;
+  const float magnitude = std::ldexp(1.0f, (c < 0 ? -c : c) - pow2_code_bias);
+  return c < 0 ? -magnitude : magnitude;
+}
+
+}  // namespace fewmul::kernels

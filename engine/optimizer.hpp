@@ -1,0 +1,24 @@
+#pragma once
+#include <vector>
+
+#include "fewmul/network.hpp"
+#include "fewmul/train.hpp"
+
+namespace fewmul::detail {
+
+/// SGD (optional momentum) or Adam over a fixed list of parameters; applies each parameter's
+/// learning-rate scale and clip after the update.
+class optimizer {
+ public:
+  optimizer(optimizer_kind kind, float momentum, std::vector<parameter*> params);
+  void step(float lr, const runtime& rt);
+
+ private:
+  optimizer_kind kind_;
+  float momentum_;
+  std::vector<parameter*> params_;
+  std::vector<std::vector<float>> first_, second_;
+  long steps_ = 0;
+};
+
+}  // namespace fewmul::detail

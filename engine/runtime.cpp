@@ -1,0 +1,53 @@
+#include "fewmul/runtime.hpp"
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/global_control.h>
+#include <oneapi/tbb/info.h>
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/partitioner.h>
+#include <oneapi/tbb/task_arena.h>
+
+#include <string>
+
+#include "fewmul/error.hpp"
+
+namespace fewmul {
+
+struct runtime::arena {
+  // More threads than cores (e.g. 16 on a 2-core machine) must really run on that many threads, as
+  // the thread-count determinism checks ask; TBB caps workers at the core count unless told otherwise.
+  std::unique_ptr<tbb::global_control> allow;
+  tbb::task_arena value;
+  explicit arena(int threads)
+      : allow(threads > tbb::info::default_concurrency()
+                  ? std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
+                                                          static_cast<std::size_t>(threads))
+                  : nullptr),
+        value(threads) {}
+};
+
+runtime::runtime(int threads) {
+  if (threads < 0) throw error("thread count must be >= 1 (or 0 for all hardware threads), got " + std::to_string(threads));
+  threads_ = threads == 0 ? tbb::info::default_concurrency() : threads;
+  arena_ = std::make_unique<arena>(threads_);
+}
+
+runtime::~runtime() = default;
+
+void runtime::parallel_for(std::size_t tasks, const std::function<void(std::size_t)>& body) const {
+  if (tasks == 0) return;
+  if (tasks == 1 || threads_ == 1) {
+    for (std::size_t t = 0; t < tasks; ++t) body(t);
+    return;
+  }
+  arena_->value.execute([&] {
+    tbb::parallel_for(
+        tbb::blocked_range<std::size_t>(0, tasks, 1),
+        [&](const tbb::blocked_range<std::size_t>& range) {
+          for (std::size_t t = range.begin(); t != range.end(); ++t) body(t);
+        },
+        tbb::simple_partitioner());
+  });
+}
+
+}  // namespace fewmul

@@ -1,0 +1,201 @@
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <string>
+
+#include "fewmul/error.hpp"
+#include "fewmul/train.hpp"
+#include "optimizer.hpp"
+
+namespace fewmul {
+namespace {
+
+struct method_entry {
+  method m;
+  std::string_view name;
+};
+constexpr method_entry method_names[] = {{method::fp32, "fp32"}, {method::bc, "bc"},         {method::bc_stoch, "bc-stoch"},
+                                         {method::tc, "tc"},     {method::bc_qbp, "bc+qbp"}, {method::tc_qbp, "tc+qbp"}};
+
+// Fisher-Yates with the counter hash, so the order is the same on every platform and library.
+void shuffle(std::vector<std::uint32_t>& order, std::uint64_t key) {
+  for (std::size_t i = order.size(); i > 1; --i) {
+    const std::uint64_t r = (std::uint64_t{kernels::counter_hash(key, static_cast<std::uint32_t>(2 * i))} << 32) |
+                            kernels::counter_hash(key, static_cast<std::uint32_t>(2 * i + 1));
+    std::swap(order[i - 1], order[r % i]);
+  }
+}
+
+void gather(const dataset& data, const std::uint32_t* indices, std::size_t count, matrix& x,
+            std::vector<std::uint8_t>& y) {
+  x.resize(count, data.features);
+  y.resize(count);
+  for (std::size_t b = 0; b < count; ++b) {
+    std::copy_n(data.example(indices[b]), data.features, x.row(b));
+    y[b] = data.y[indices[b]];
+  }
+}
+
+void check_finite_parameters(network& net, std::size_t epoch) {
+  for (const auto& l : net.layers())
+    for (parameter* p : l->parameters())
+      for (float v : p->value)
+        if (!std::isfinite(v))
+          throw error("parameter " + p->name + " of layer " + std::to_string(l->index) + " (" + l->describe() +
+                      ") became non-finite in epoch " + std::to_string(epoch));
+}
+
+}  // namespace
+
+std::string_view method_name(method m) {
+  for (const auto& e : method_names)
+    if (e.m == m) return e.name;
+  return "unknown";
+}
+
+method parse_method(std::string_view name) {
+  for (const auto& e : method_names)
+    if (e.name == name) return e.m;
+  throw error("unknown method '" + std::string(name) + "' (expected fp32, bc, bc-stoch, tc, bc+qbp or tc+qbp)");
+}
+
+dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax) {
+  dense_options o;
+  o.qbp_kmin = qbp_kmin;
+  o.qbp_kmax = qbp_kmax;
+  switch (m) {
+    case method::fp32: o.kind = weight_kind::fp32; break;
+    case method::bc: o.kind = weight_kind::binary; break;
+    case method::bc_stoch:
+    case method::bc_qbp:
+      o.kind = weight_kind::binary;
+      o.training_sampling = kernels::sample_mode::stochastic;
+      break;
+    case method::tc:
+    case method::tc_qbp:
+      o.kind = weight_kind::ternary;
+      o.training_sampling = kernels::sample_mode::stochastic;
+      break;
+  }
+  o.qbp = m == method::bc_qbp || m == method::tc_qbp;
+  return o;
+}
+
+network make_mlp(std::size_t inputs, const std::vector<std::size_t>& hidden, std::size_t outputs,
+                 const dense_options& options, activation act, std::uint64_t seed) {
+  network net;
+  std::size_t width = inputs;
+  std::vector<std::size_t> sizes = hidden;
+  sizes.push_back(outputs);
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    net.add(make_dense(width, sizes[i], options, kernels::derive_key(seed, 0xde, i)));
+    net.add(make_batch_norm(sizes[i]));
+    if (i + 1 < sizes.size()) net.add(act == activation::relu ? make_relu(sizes[i]) : make_hard_tanh(sizes[i]));
+    width = sizes[i];
+  }
+  return net;
+}
+
+double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights, std::size_t batch) {
+  if (data.size() == 0) return 0.0;
+  const step_context ctx{rt, kernels::active_kernels(), 0, 0, false, expected_weights};
+  matrix x;
+  std::size_t errors = 0;
+  for (std::size_t first = 0; first < data.size(); first += batch) {
+    const std::size_t count = std::min(batch, data.size() - first);
+    x.resize(count, data.features);
+    std::copy_n(data.example(first), count * data.features, x.data.data());
+    errors += count_errors(net.forward(x, ctx), data.y.data() + first);
+  }
+  return static_cast<double>(errors) / static_cast<double>(data.size());
+}
+
+train_result train(network& net, const dataset& train_set, const dataset& test, const train_config& config,
+                   const train_observer& observer) {
+  if (config.epochs == 0) throw error("--epochs must be at least 1");
+  if (config.batch < 2) throw error("--batch must be at least 2 (batch normalization needs a batch)");
+  if (!(config.lr > 0.0f) || !std::isfinite(config.lr)) throw error("--lr must be a positive number");
+  if (config.lr_decay < 0.0f || config.lr_decay > 1.0f) throw error("--lr-decay must lie in (0, 1] (or 0 for automatic)");
+  if (config.momentum < 0.0f || config.momentum >= 1.0f) throw error("--momentum must lie in [0, 1)");
+  if (train_set.features != net.input_size())
+    throw error("training data has " + std::to_string(train_set.features) + " features, the network expects " +
+                std::to_string(net.input_size()));
+  if (config.validation >= train_set.size())
+    throw error("validation split of " + std::to_string(config.validation) + " leaves no training data (" +
+                std::to_string(train_set.size()) + " examples)");
+  const std::size_t train_count = train_set.size() - config.validation;
+  if (train_count < config.batch)
+    throw error("only " + std::to_string(train_count) + " training examples for a batch of " +
+                std::to_string(config.batch));
+  const dataset validation = train_set.slice(train_count, config.validation);
+
+  runtime rt(config.threads);
+  const kernels::kernel_table& k = kernels::active_kernels();
+  detail::optimizer opt(config.optimizer, config.momentum, net.parameters());
+  const float decay = config.lr_decay > 0.0f
+                          ? config.lr_decay
+                          : (config.epochs > 1 ? std::pow(0.01f, 1.0f / static_cast<float>(config.epochs - 1)) : 1.0f);
+
+  std::vector<std::uint32_t> order(train_count);
+  matrix x, grad;
+  std::vector<std::uint8_t> y;
+  train_result result;
+  std::vector<std::vector<float>> best_state;
+  std::uint64_t step = 0;
+  const std::size_t batches = train_count / config.batch;  // the remainder is dropped each epoch
+  const auto run_start = std::chrono::steady_clock::now();
+
+  for (std::size_t epoch = 1; epoch <= config.epochs; ++epoch) {
+    const auto start = std::chrono::steady_clock::now();
+    const float lr = config.lr * std::pow(decay, static_cast<float>(epoch - 1));
+    std::iota(order.begin(), order.end(), 0u);
+    shuffle(order, kernels::derive_key(config.seed, 0x5f, epoch));
+    double loss_sum = 0.0;
+    std::size_t errors = 0;
+    for (std::size_t b = 0; b < batches; ++b, ++step) {
+      gather(train_set, order.data() + b * config.batch, config.batch, x, y);
+      const step_context ctx{rt, k, config.seed, step, true};
+      const matrix& out = net.forward(x, ctx);
+      std::size_t batch_errors = 0;
+      const float loss = loss_and_gradient(config.loss, out, y.data(), grad, batch_errors);
+      if (!std::isfinite(loss))
+        throw error("loss became non-finite in epoch " + std::to_string(epoch) + ", minibatch " + std::to_string(b + 1) +
+                    " (try a smaller --lr)");
+      loss_sum += loss;
+      errors += batch_errors;
+      net.backward(grad, ctx);
+      opt.step(lr, rt);
+      net.parameters_changed();
+      if (observer.on_batch) observer.on_batch(b + 1, batches);
+    }
+    check_finite_parameters(net, epoch);
+    const double train_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    epoch_metrics m;
+    m.epoch = epoch;
+    m.loss = loss_sum / static_cast<double>(batches);
+    m.train_error = static_cast<double>(errors) / static_cast<double>(batches * config.batch);
+    const bool stochastic = dense_options_for(config.training_method).training_sampling == kernels::sample_mode::stochastic;
+    m.validation_error = evaluate(net, validation, rt, stochastic);
+    m.test_error = evaluate(net, test, rt, stochastic);
+    m.test_error_packed = stochastic ? evaluate(net, test, rt, false) : m.test_error;
+    m.lr = lr;
+    m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    m.images_per_second = static_cast<double>(batches * config.batch) / train_seconds;
+    if (epoch == 1 || config.validation == 0 || m.validation_error < result.best_validation_error) {
+      m.best = true;
+      result.best_epoch = epoch;
+      result.best_validation_error = m.validation_error;
+      result.test_error_at_best = m.test_error;
+      result.test_error_packed_at_best = m.test_error_packed;
+      best_state = net.snapshot();
+    }
+    result.epochs.push_back(m);
+    if (observer.on_epoch) observer.on_epoch(m);
+  }
+  net.restore(best_state);
+  result.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+  return result;
+}
+
+}  // namespace fewmul

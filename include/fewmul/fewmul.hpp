@@ -1,0 +1,10 @@
+#pragma once
+/// Umbrella header of the fewmul engine.
+#include "fewmul/data.hpp"
+#include "fewmul/error.hpp"
+#include "fewmul/isa.hpp"
+#include "fewmul/kernels.hpp"
+#include "fewmul/network.hpp"
+#include "fewmul/runtime.hpp"
+#include "fewmul/tensor.hpp"
+#include "fewmul/train.hpp"

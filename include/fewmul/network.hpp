@@ -1,0 +1,115 @@
+#pragma once
+// Layers and networks. Layers own shapes, validation, threading and memory; kernels do the arithmetic.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fewmul/kernels.hpp"
+#include "fewmul/runtime.hpp"
+#include "fewmul/tensor.hpp"
+
+namespace fewmul {
+
+/// A trainable tensor: master values, the gradient of the last backward pass, and how to update it.
+struct parameter {
+  std::string name;
+  std::vector<float> value;
+  std::vector<float> grad;
+  float lr_scale = 1.0f;  ///< per-parameter learning-rate multiplier
+  float clip = 0.0f;      ///< > 0: values are clipped to [-clip, clip] after each update
+};
+
+/// What a layer needs to know about the current step.
+struct step_context {
+  const runtime& rt;
+  const kernels::kernel_table& kernels;
+  std::uint64_t seed = 0;   ///< run seed (stochastic sampling keys derive from it)
+  std::uint64_t step = 0;   ///< global minibatch counter
+  bool training = false;    ///< batch statistics and stochastic sampling when true
+  /// Inference only: layers trained with stochastic weights use their expectation E[Wb] = clip(W)
+  /// (BinaryConnect's test-time protocol) instead of the deterministic binary/ternary weights.
+  bool expected_weights = false;
+};
+
+/// Base class of all layers: y = f(x) on a minibatch held row-wise.
+class layer {
+ public:
+  virtual ~layer() = default;
+  /// Short description, e.g. "dense 784->1024 binary(stochastic)+qbp[-4,3]".
+  virtual std::string describe() const = 0;
+  virtual std::size_t input_size() const = 0;
+  virtual std::size_t output_size() const = 0;
+  /// y (resized by the layer) = f(x).
+  virtual void forward(const matrix& x, matrix& y, const step_context& ctx) = 0;
+  /// Given x, y of the last forward pass and dL/dy, sets parameter gradients and, when dx is not
+  /// null, writes dL/dx.
+  virtual void backward(const matrix& x, const matrix& y, const matrix& dy, matrix* dx, const step_context& ctx) = 0;
+  /// Trainable parameters (empty for parameter-free layers).
+  virtual std::vector<parameter*> parameters() { return {}; }
+  /// Non-trained state that belongs to a model (batch-norm running statistics).
+  virtual std::vector<std::vector<float>*> buffers() { return {}; }
+  /// Called after the optimizer changed parameters (drops cached packed weights).
+  virtual void parameters_changed() {}
+  /// Index of this layer in its network (part of the random keys).
+  std::uint32_t index = 0;
+};
+
+/// Weight representation of a dense layer.
+enum class weight_kind { fp32, binary, ternary };
+
+/// Options of a dense layer.
+struct dense_options {
+  weight_kind kind = weight_kind::fp32;
+  /// Sampling during training (inference always samples deterministically).
+  kernels::sample_mode training_sampling = kernels::sample_mode::deterministic;
+  /// Quantized backprop: the weight gradient uses the layer input rounded stochastically to powers of
+  /// two in [2^qbp_kmin, 2^qbp_kmax], computed with shifts.
+  bool qbp = false;
+  int qbp_kmin = -4;
+  int qbp_kmax = 3;
+  /// Binary/ternary: scale the learning rate by 1/sqrt(1.5/(fan_in+fan_out)) as in BinaryConnect.
+  bool glorot_lr_scale = true;
+};
+
+/// Fully connected layer without bias (a batch-norm layer follows it in every preset).
+std::unique_ptr<layer> make_dense(std::size_t inputs, std::size_t outputs, const dense_options& options,
+                                  std::uint64_t init_seed);
+/// Batch normalization over features, with learned scale/shift and running statistics for inference.
+std::unique_ptr<layer> make_batch_norm(std::size_t features, float epsilon = 1e-4f, float momentum = 0.1f);
+/// max(0, x).
+std::unique_ptr<layer> make_relu(std::size_t features);
+/// clamp(x, -1, 1); gradient passes where |x| <= 1.
+std::unique_ptr<layer> make_hard_tanh(std::size_t features);
+
+/// A feed-forward stack of layers with the activation buffers of one minibatch.
+class network {
+ public:
+  network() = default;
+  network(network&&) = default;
+  network& operator=(network&&) = default;
+  /// Appends a layer; its input size must equal the previous layer's output size.
+  void add(std::unique_ptr<layer> l);
+  std::size_t input_size() const;
+  std::size_t output_size() const;
+  const std::vector<std::unique_ptr<layer>>& layers() const { return layers_; }
+  /// Runs the minibatch x through every layer; returns the last layer's output.
+  const matrix& forward(const matrix& x, const step_context& ctx);
+  /// Back-propagates dL/d(output) of the last forward pass, filling every parameter's gradient.
+  void backward(const matrix& output_grad, const step_context& ctx);
+  std::vector<parameter*> parameters();
+  /// Copies of all parameter values and buffers (for keeping the best model).
+  std::vector<std::vector<float>> snapshot();
+  void restore(const std::vector<std::vector<float>>& state);
+  /// Notifies layers that parameters changed.
+  void parameters_changed();
+  std::string describe() const;
+
+ private:
+  std::vector<std::unique_ptr<layer>> layers_;
+  std::vector<matrix> activations_;  // activations_[i] = output of layer i
+  const matrix* input_ = nullptr;
+  matrix grad_a_, grad_b_;
+};
+
+}  // namespace fewmul

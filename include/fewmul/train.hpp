@@ -1,0 +1,98 @@
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "fewmul/data.hpp"
+#include "fewmul/network.hpp"
+
+namespace fewmul {
+
+/// The training methods of the papers.
+enum class method {
+  fp32,      ///< full-precision weights and gradients
+  bc,        ///< BinaryConnect, deterministic sign
+  bc_stoch,  ///< BinaryConnect, stochastic P(+1) = (w+1)/2
+  tc,        ///< TernaryConnect, stochastic P(sign w) = |w|
+  bc_qbp,    ///< stochastic BinaryConnect + quantized backprop
+  tc_qbp     ///< TernaryConnect + quantized backprop
+};
+/// CLI spelling: fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp.
+std::string_view method_name(method m);
+/// Parses method_name(); throws fewmul::error on anything else.
+method parse_method(std::string_view name);
+/// The dense-layer options a method uses.
+dense_options dense_options_for(method m, int qbp_kmin = -4, int qbp_kmax = 3);
+
+/// Hidden-layer activation of an MLP.
+enum class activation { relu, hard_tanh };
+
+/// Builds inputs -> hidden... -> outputs, each dense layer followed by batch norm and (except the
+/// last) the activation.
+network make_mlp(std::size_t inputs, const std::vector<std::size_t>& hidden, std::size_t outputs,
+                 const dense_options& options, activation act, std::uint64_t seed);
+
+enum class loss_kind { squared_hinge, softmax_cross_entropy };
+enum class optimizer_kind { sgd, adam };
+
+/// Mean loss of a batch and dL/d(output). Squared hinge: sum over classes of max(0, 1 - t*y)^2 with
+/// t = +1 for the label, -1 otherwise, averaged over examples. Returns the loss; counts errors.
+float loss_and_gradient(loss_kind kind, const matrix& output, const std::uint8_t* labels, matrix& grad,
+                        std::size_t& errors);
+/// Number of rows whose arg-max differs from the label.
+std::size_t count_errors(const matrix& output, const std::uint8_t* labels);
+
+/// Everything a training run needs besides the data.
+struct train_config {
+  method training_method = method::bc_qbp;
+  std::size_t epochs = 20;
+  std::size_t batch = 200;
+  float lr = 0.3f;
+  float lr_decay = 0.0f;  ///< per-epoch factor; 0 means: reach lr/100 at the last epoch
+  optimizer_kind optimizer = optimizer_kind::sgd;
+  float momentum = 0.0f;
+  loss_kind loss = loss_kind::squared_hinge;
+  std::uint64_t seed = 1;
+  int threads = 0;
+  std::size_t validation = 10000;  ///< last examples of the training set held out for validation
+  int qbp_kmin = -4;
+  int qbp_kmax = 3;
+};
+
+/// Metrics of one finished epoch (errors are fractions in [0, 1]).
+struct epoch_metrics {
+  std::size_t epoch = 0;
+  double loss = 0, train_error = 0, validation_error = 0, test_error = 0;
+  /// Test error with the deterministic binary/ternary weights (equals test_error for fp32 and for
+  /// deterministic methods; for stochastic methods test_error uses E[Wb], the papers' protocol).
+  double test_error_packed = 0;
+  double lr = 0, seconds = 0, images_per_second = 0;
+  bool best = false;  ///< validation error improved at this epoch
+};
+
+/// Result of a training run; the network holds the best-on-validation parameters.
+struct train_result {
+  std::vector<epoch_metrics> epochs;
+  std::size_t best_epoch = 0;
+  double best_validation_error = 1, test_error_at_best = 1, test_error_packed_at_best = 1;
+  double total_seconds = 0;
+};
+
+/// Progress callbacks: after each minibatch (done, total) and after each epoch.
+struct train_observer {
+  std::function<void(std::size_t, std::size_t)> on_batch;
+  std::function<void(const epoch_metrics&)> on_epoch;
+};
+
+/// Trains `net` on `train` (the last config.validation examples held out), evaluates on `test` each
+/// epoch, and leaves the best-on-validation parameters in `net`. Same seed => same result, whatever the
+/// thread count or ISA. Throws fewmul::error on bad configuration or a non-finite loss.
+train_result train(network& net, const dataset& train, const dataset& test, const train_config& config,
+                   const train_observer& observer = {});
+
+/// Error rate of `net` on `data` in inference mode; `expected_weights` as in step_context.
+double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights = false,
+                std::size_t batch = 1000);
+
+}  // namespace fewmul

@@ -1,0 +1,198 @@
+// Finite-difference gradient checks of the layers in fp32 mode, and the packed layers against
+// explicit ±1 / ternary matrices.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "fewmul/error.hpp"
+#include "fewmul/network.hpp"
+#include "fewmul/train.hpp"
+#include "test_support.hpp"
+
+using namespace fewmul;
+using namespace fewmul_test;
+
+namespace {
+
+matrix random_matrix(std::size_t rows, std::size_t cols, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  matrix m(rows, cols);
+  m.data = random_floats(rows * cols, seed, lo, hi);
+  return m;
+}
+
+// Loss of a network on fixed data, evaluated in training mode (batch statistics), in double.
+double network_loss(network& net, const matrix& x, const std::vector<std::uint8_t>& labels, loss_kind kind,
+                    const runtime& rt) {
+  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+  matrix grad;
+  std::size_t errors = 0;
+  return loss_and_gradient(kind, net.forward(x, ctx), labels.data(), grad, errors);
+}
+
+void check_network_gradients(network& net, const matrix& x, const std::vector<std::uint8_t>& labels, loss_kind kind) {
+  runtime rt(1);
+  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+  matrix grad;
+  std::size_t errors = 0;
+  loss_and_gradient(kind, net.forward(x, ctx), labels.data(), grad, errors);
+  net.backward(grad, ctx);
+  std::mt19937 pick(3);
+  int checked = 0, trials = 0;
+  auto numeric_gradient = [&](parameter* p, std::size_t i, float h) {
+    const float saved = p->value[i];
+    p->value[i] = saved + h;
+    net.parameters_changed();
+    const double plus = network_loss(net, x, labels, kind, rt);
+    p->value[i] = saved - h;
+    net.parameters_changed();
+    const double minus = network_loss(net, x, labels, kind, rt);
+    p->value[i] = saved;
+    net.parameters_changed();
+    return (plus - minus) / (2.0 * h);
+  };
+  for (parameter* p : net.parameters()) {
+    const std::vector<float> analytic = p->grad;
+    for (int trial = 0; trial < 12; ++trial, ++trials) {
+      const std::size_t i = pick() % p->value.size();
+      const float h = 1e-2f * std::fmax(1.0f, std::fabs(p->value[i]));
+      const double coarse = numeric_gradient(p, i, h), fine = numeric_gradient(p, i, h / 2);
+      // A step that crosses a ReLU or hinge kink shows as disagreement between the two step sizes;
+      // float rounding forbids much smaller steps, so such samples are skipped (and counted).
+      if (std::fabs(coarse - fine) > 0.02 * std::fmax(std::fabs(fine), 1e-2)) continue;
+      CAPTURE(p->name);
+      CAPTURE(i);
+      CHECK(analytic[i] == doctest::Approx(fine).epsilon(0.03).scale(1e-3));
+      ++checked;
+    }
+  }
+  CHECK(checked >= trials * 3 / 4);
+}
+
+}  // namespace
+
+TEST_CASE("fp32 MLP gradients match finite differences (cross-entropy and squared hinge)") {
+  const matrix x = random_matrix(16, 12, 1);
+  std::vector<std::uint8_t> labels(16);
+  for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<std::uint8_t>(i % 5);
+  for (auto kind : {loss_kind::softmax_cross_entropy, loss_kind::squared_hinge})
+    for (auto act : {activation::hard_tanh, activation::relu}) {
+      CAPTURE(static_cast<int>(kind));
+      CAPTURE(static_cast<int>(act));
+      network net = make_mlp(12, {9, 7}, 5, dense_options_for(method::fp32), act, 42);
+      check_network_gradients(net, x, labels, kind);
+    }
+}
+
+TEST_CASE("layer input gradients match finite differences") {
+  runtime rt(1);
+  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+  std::vector<std::unique_ptr<layer>> layers;
+  layers.push_back(make_dense(6, 5, dense_options_for(method::fp32), 3));
+  layers.push_back(make_batch_norm(6));
+  layers.push_back(make_hard_tanh(6));
+  layers.push_back(make_relu(6));
+  for (auto& l : layers) {
+    CAPTURE(l->describe());
+    matrix x = random_matrix(8, l->input_size(), 9, -1.5f, 1.5f);
+    const matrix weights = random_matrix(8, l->output_size(), 10);  // loss = sum(weights * y)
+    matrix y, dx;
+    l->forward(x, y, ctx);
+    l->backward(x, y, weights, &dx, ctx);
+    auto loss = [&](const matrix& input) {
+      matrix out;
+      l->forward(input, out, ctx);
+      double s = 0;
+      for (std::size_t i = 0; i < out.data.size(); ++i) s += static_cast<double>(out.data[i]) * weights.data[i];
+      return s;
+    };
+    for (std::size_t i = 0; i < x.data.size(); i += 3) {
+      const float saved = x.data[i];
+      if (std::fabs(std::fabs(saved) - 1.0f) < 0.02f || std::fabs(saved) < 0.02f) continue;  // kinks
+      x.data[i] = saved + 1e-2f;
+      const double plus = loss(x);
+      x.data[i] = saved - 1e-2f;
+      const double minus = loss(x);
+      x.data[i] = saved;
+      CHECK(dx.data[i] == doctest::Approx((plus - minus) / 2e-2).epsilon(0.02).scale(1e-3));
+    }
+  }
+}
+
+TEST_CASE("binary and ternary dense layers compute with the sampled weights forward and backward") {
+  runtime rt(2);
+  for (auto m : {method::bc, method::tc}) {
+    for (bool training : {false, true}) {
+      CAPTURE(method_name(m));
+      CAPTURE(training);
+      const std::size_t in = 70, out = 130, batch = 9;
+      auto options = dense_options_for(m);
+      options.training_sampling = kernels::sample_mode::deterministic;
+      auto l = make_dense(in, out, options, 5);
+      const std::vector<float>& w = l->parameters()[0]->value;
+      const step_context ctx{rt, kernels::active_kernels(), 3, 1, training};
+      const matrix x = random_matrix(batch, in, 6);
+      const matrix dy = random_matrix(batch, out, 7);
+      matrix y, dx;
+      l->forward(x, y, ctx);
+      l->backward(x, y, dy, &dx, ctx);
+      auto sampled = [&](std::size_t o, std::size_t i) {
+        const float v = w[o * in + i];
+        if (m == method::bc) return v >= 0.0f ? 1.0 : -1.0;
+        return std::fabs(v) >= 0.5f ? (v > 0 ? 1.0 : -1.0) : 0.0;
+      };
+      for (std::size_t b = 0; b < batch; ++b) {
+        for (std::size_t o = 0; o < out; ++o) {
+          double want = 0;
+          for (std::size_t i = 0; i < in; ++i) want += x.at(b, i) * sampled(o, i);
+          CHECK(y.at(b, o) == doctest::Approx(want).epsilon(1e-4).scale(10));
+        }
+        for (std::size_t i = 0; i < in; ++i) {
+          double want = 0;
+          for (std::size_t o = 0; o < out; ++o) want += dy.at(b, o) * sampled(o, i);
+          CHECK(dx.at(b, i) == doctest::Approx(want).epsilon(1e-4).scale(10));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("quantized-backprop weight gradient is an unbiased estimate of the float gradient") {
+  runtime rt(2);
+  const std::size_t in = 40, out = 24, batch = 32;
+  auto l = make_dense(in, out, dense_options_for(method::bc_qbp), 5);
+  const matrix x = random_matrix(batch, in, 8, -2.0f, 2.0f);
+  const matrix dy = random_matrix(batch, out, 9);
+  std::vector<double> mean(in * out, 0.0);
+  const int steps = 400;
+  matrix y;
+  for (int s = 0; s < steps; ++s) {
+    const step_context ctx{rt, kernels::active_kernels(), 77, static_cast<std::uint64_t>(s), true};
+    l->forward(x, y, ctx);
+    l->backward(x, y, dy, nullptr, ctx);
+    const auto& g = l->parameters()[0]->grad;
+    for (std::size_t i = 0; i < g.size(); ++i) mean[i] += g[i] / steps;
+  }
+  double err = 0, norm = 0;
+  for (std::size_t o = 0; o < out; ++o)
+    for (std::size_t i = 0; i < in; ++i) {
+      double exact = 0;
+      for (std::size_t b = 0; b < batch; ++b) exact += static_cast<double>(dy.at(b, o)) * x.at(b, i);
+      err += (mean[o * in + i] - exact) * (mean[o * in + i] - exact);
+      norm += exact * exact;
+    }
+  // Rounding noise averages out as 1/sqrt(steps); a bias of a few percent would not.
+  CHECK(std::sqrt(err / norm) < 0.03);
+}
+
+TEST_CASE("layers reject inputs of the wrong width with a clear error") {
+  runtime rt(1);
+  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+  auto l = make_dense(10, 4, dense_options_for(method::bc), 1);
+  matrix x(3, 11), y;
+  CHECK_THROWS_WITH_AS(l->forward(x, y, ctx), doctest::Contains("got inputs of width 11"), fewmul::error);
+  auto options = dense_options_for(method::bc_qbp, -20, 3);
+  CHECK_THROWS_AS(make_dense(10, 4, options, 1), fewmul::error);
+  network net;
+  net.add(make_dense(10, 4, dense_options_for(method::fp32), 1));
+  CHECK_THROWS_AS(net.add(make_relu(5)), fewmul::error);
+}

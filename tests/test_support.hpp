@@ -1,0 +1,45 @@
+#pragma once
+// Helpers shared by the tests: deterministic random data and the list of ISAs to check.
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "fewmul/isa.hpp"
+#include "fewmul/kernels.hpp"
+
+namespace fewmul_test {
+
+inline std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(gen);
+  return v;
+}
+
+inline std::vector<std::uint64_t> random_bits(std::size_t rows, std::size_t cols, std::uint32_t seed) {
+  std::mt19937_64 gen(seed);
+  const std::size_t words = fewmul::kernels::words_for(cols);
+  std::vector<std::uint64_t> v(rows * words);
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t w = 0; w < words; ++w) {
+      std::uint64_t bits = gen();
+      const std::size_t valid = cols - w * 64;
+      if (valid < 64) bits &= (std::uint64_t{1} << valid) - 1;  // padding bits are 0
+      v[r * words + w] = bits;
+    }
+  return v;
+}
+
+/// Every ISA this machine runs, the reference included.
+inline std::vector<fewmul::isa> isas_under_test() { return fewmul::supported_isas(); }
+
+inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+inline std::string isa_label(fewmul::isa i) { return std::string(fewmul::isa_name(i)); }
+
+}  // namespace fewmul_test
