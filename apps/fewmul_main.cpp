@@ -15,7 +15,7 @@ struct train_flags {
   std::string method_text = "bc+qbp";
   std::size_t epochs = 20;
   std::size_t batch = 200;
-  float lr = 0.3f;
+  float lr = 0.0f;  // 0: the method's preset
   float lr_decay = 0.0f;
   std::string optimizer_text = "sgd";
   float momentum = 0.0f;
@@ -71,7 +71,7 @@ int run_train(const train_flags& f) {
   config.training_method = fewmul::parse_method(f.method_text);
   config.epochs = f.epochs;
   config.batch = f.batch;
-  config.lr = f.lr;
+  config.lr = f.lr > 0.0f ? f.lr : fewmul::default_learning_rate(config.training_method);
   config.lr_decay = f.lr_decay;
   config.optimizer = f.optimizer_text == "adam" ? fewmul::optimizer_kind::adam : fewmul::optimizer_kind::sgd;
   config.momentum = f.momentum;
@@ -144,7 +144,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train->add_option("--epochs", f.epochs, "Epochs")->check(CLI::Range(1, 100000))->capture_default_str();
   train->add_option("--batch", f.batch, "Minibatch size")->check(CLI::Range(2, 100000))->capture_default_str();
-  train->add_option("--lr", f.lr, "Initial learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+  train->add_option("--lr", f.lr, "Initial learning rate (default: 0.3 for fp32, 1.0 for binary/ternary methods)")
+      ->check(CLI::PositiveNumber);
   train->add_option("--lr-decay", f.lr_decay, "Per-epoch learning-rate factor (default: reach lr/100 at the end)")
       ->check(CLI::Range(0.0f, 1.0f));
   train->add_option("--optimizer", f.optimizer_text, "sgd or adam")

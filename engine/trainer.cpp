@@ -59,6 +59,8 @@ method parse_method(std::string_view name) {
   throw error("unknown method '" + std::string(name) + "' (expected fp32, bc, bc-stoch, tc, bc+qbp or tc+qbp)");
 }
 
+float default_learning_rate(method m) { return m == method::fp32 ? 0.3f : 1.0f; }
+
 dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax) {
   dense_options o;
   o.qbp_kmin = qbp_kmin;

@@ -25,6 +25,10 @@ method parse_method(std::string_view name);
 /// The dense-layer options a method uses.
 dense_options dense_options_for(method m, int qbp_kmin = -4, int qbp_kmax = 3);
 
+/// The preset learning rate of a method: 0.3 for fp32 (the paper's), 1.0 for binary/ternary weights,
+/// whose master weights also get the per-layer scale of dense_options::glorot_lr_scale.
+float default_learning_rate(method m);
+
 /// Hidden-layer activation of an MLP.
 enum class activation { relu, hard_tanh };
 
