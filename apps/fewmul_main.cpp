@@ -1,10 +1,18 @@
 // fewmul command-line interface: training and inspection.
+#include <spng.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <csignal>
+#include <memory>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
 #include <string>
+
+#include <filesystem>
 
 #include "fewmul/fewmul.hpp"
 
@@ -29,6 +37,9 @@ struct train_flags {
   int qbp_kmax = 3;
   std::string data_dir = "build/data/mnist";
   std::string hidden_text = "1024,1024,1024";
+  std::string checkpoint_path;
+  std::string resume_path;
+  std::string save_model_path;
   bool quiet = false;
 };
 
@@ -65,65 +76,188 @@ void print_progress(std::size_t done, std::size_t total) {
   std::fflush(stderr);
 }
 
-int run_train(const train_flags& f) {
+fewmul::model_metadata mnist_metadata(const std::string& method) {
+  fewmul::model_metadata meta;
+  meta.dataset = "mnist";
+  meta.method = method;
+  for (int d = 0; d < 10; ++d) meta.class_names.push_back(std::to_string(d));
+  return meta;
+}
+
+void print_epoch(const fewmul::epoch_metrics& m, const std::string& method) {
+  std::printf(
+      "{\"epoch\": %zu, \"method\": \"%s\", \"loss\": %.6f, \"train_error\": %.4f, \"val_error\": %.4f, "
+      "\"test_error\": %.4f, \"test_error_packed\": %.4f, \"lr\": %.6g, \"seconds\": %.2f, \"images_per_s\": %.0f, "
+      "\"best\": %s}\n",
+      m.epoch, method.c_str(), m.loss, m.train_error, m.validation_error, m.test_error, m.test_error_packed, m.lr,
+      m.seconds, m.images_per_second, m.best ? "true" : "false");
+  std::fflush(stdout);
+}
+
+int run_train(const train_flags& f, bool epochs_given, bool threads_given) {
   if (f.dataset != "mnist") throw fewmul::error("unknown dataset '" + f.dataset + "' (this build trains: mnist)");
-  fewmul::train_config config;
-  config.training_method = fewmul::parse_method(f.method_text);
-  config.epochs = f.epochs;
-  config.batch = f.batch;
-  config.lr = f.lr > 0.0f ? f.lr : fewmul::default_learning_rate(config.training_method);
-  config.lr_decay = f.lr_decay;
-  config.optimizer = f.optimizer_text == "adam" ? fewmul::optimizer_kind::adam : fewmul::optimizer_kind::sgd;
-  config.momentum = f.momentum;
-  config.loss = f.loss_text == "xent" ? fewmul::loss_kind::softmax_cross_entropy : fewmul::loss_kind::squared_hinge;
-  config.seed = f.seed;
-  config.threads = f.threads;
-  config.validation = f.validation;
-  config.qbp_kmin = f.qbp_kmin;
-  config.qbp_kmax = f.qbp_kmax;
-  const auto hidden = parse_hidden(f.hidden_text);
+  fewmul::checkpoint c;
+  std::unique_ptr<fewmul::training_state> resume;
+  if (!f.resume_path.empty()) {
+    // The checkpoint fixes the run; only the epoch count (to extend it) and the threads may change.
+    c = fewmul::load_checkpoint(f.resume_path);
+    if (epochs_given) c.config.epochs = f.epochs;
+    if (threads_given) c.config.threads = f.threads;
+    resume = std::make_unique<fewmul::training_state>(c.state);
+  } else {
+    fewmul::train_config& config = c.config;
+    config.training_method = fewmul::parse_method(f.method_text);
+    config.epochs = f.epochs;
+    config.batch = f.batch;
+    config.lr = f.lr > 0.0f ? f.lr : fewmul::default_learning_rate(config.training_method);
+    config.lr_decay = f.lr_decay;
+    config.optimizer = f.optimizer_text == "adam" ? fewmul::optimizer_kind::adam : fewmul::optimizer_kind::sgd;
+    config.momentum = f.momentum;
+    config.loss = f.loss_text == "xent" ? fewmul::loss_kind::softmax_cross_entropy : fewmul::loss_kind::squared_hinge;
+    config.seed = f.seed;
+    config.threads = f.threads;
+    config.validation = f.validation;
+    config.qbp_kmin = f.qbp_kmin;
+    config.qbp_kmax = f.qbp_kmax;
+    c.architecture.hidden = parse_hidden(f.hidden_text);
+    c.architecture.act = f.activation_text == "hardtanh" ? fewmul::activation::hard_tanh : fewmul::activation::relu;
+    c.meta = mnist_metadata(f.method_text);
+  }
+  const fewmul::train_config& config = c.config;
+  const std::string method(fewmul::method_name(config.training_method));
 
   fewmul::mnist_data data = fewmul::load_mnist(f.data_dir);
   if (f.train_limit > 0 && f.train_limit < data.train.size()) data.train = data.train.slice(0, f.train_limit);
 
-  const auto options = fewmul::dense_options_for(config.training_method, config.qbp_kmin, config.qbp_kmax);
-  fewmul::network net = fewmul::make_mlp(28 * 28, hidden, 10, options,
-                                         f.activation_text == "hardtanh" ? fewmul::activation::hard_tanh
-                                                                          : fewmul::activation::relu,
-                                         config.seed);
-  std::fprintf(stderr, "fewmul: mnist, method %s, isa %s, %d threads, %zu train / %zu validation / %zu test\n",
-               f.method_text.c_str(), std::string(fewmul::isa_name(fewmul::active_isa())).c_str(),
-               fewmul::runtime(config.threads).threads(), data.train.size() - config.validation, config.validation,
-               data.test.size());
+  fewmul::network net = fewmul::make_mlp(
+      c.architecture.inputs, c.architecture.hidden, c.architecture.outputs,
+      fewmul::dense_options_for(config.training_method, config.qbp_kmin, config.qbp_kmax), c.architecture.act,
+      config.seed);
+  std::fprintf(stderr, "fewmul: mnist, method %s, isa %s, %d threads, %zu train / %zu validation / %zu test%s\n",
+               method.c_str(), std::string(fewmul::isa_name(fewmul::active_isa())).c_str(),
+               fewmul::runtime(config.threads).threads(), data.train.size() - std::min(config.validation, data.train.size()),
+               config.validation, data.test.size(),
+               resume ? (", resuming after epoch " + std::to_string(c.state.progress.epochs.size())).c_str() : "");
   std::fprintf(stderr, "fewmul: %s\n", net.describe().c_str());
 
   fewmul::train_observer observer;
   if (!f.quiet) observer.on_batch = print_progress;
-  observer.on_epoch = [&](const fewmul::epoch_metrics& m) {
-    std::printf(
-        "{\"epoch\": %zu, \"method\": \"%s\", \"loss\": %.6f, \"train_error\": %.4f, \"val_error\": %.4f, "
-        "\"test_error\": %.4f, \"test_error_packed\": %.4f, \"lr\": %.6g, \"seconds\": %.2f, \"images_per_s\": %.0f, "
-        "\"best\": %s}\n",
-        m.epoch, f.method_text.c_str(), m.loss, m.train_error, m.validation_error, m.test_error, m.test_error_packed,
-        m.lr, m.seconds,
-        m.images_per_second, m.best ? "true" : "false");
-    std::fflush(stdout);
-  };
-  const fewmul::train_result r = fewmul::train(net, data.train, data.test, config, observer);
+  observer.on_epoch = [&](const fewmul::epoch_metrics& m) { print_epoch(m, method); };
+  if (!f.checkpoint_path.empty())
+    observer.on_state = [&](const fewmul::training_state& state) {
+      c.state = state;
+      fewmul::save_checkpoint(f.checkpoint_path, c);
+    };
+  std::signal(SIGINT, [](int) { fewmul::request_stop(); });
+  const fewmul::train_result r = fewmul::train(net, data.train, data.test, config, observer, resume.get());
+  std::signal(SIGINT, SIG_DFL);
   double mean_ips = 0;
   for (const auto& e : r.epochs) mean_ips += e.images_per_second;
-  mean_ips /= static_cast<double>(r.epochs.size());
+  mean_ips /= static_cast<double>(std::max<std::size_t>(1, r.epochs.size()));
   std::printf(
       "{\"summary\": true, \"method\": \"%s\", \"epochs\": %zu, \"best_epoch\": %zu, \"best_val_error\": %.4f, "
       "\"test_error\": %.4f, \"test_error_packed\": %.4f, \"final_test_error\": %.4f, \"total_seconds\": %.1f, "
       "\"mean_images_per_s\": %.0f}\n",
-      f.method_text.c_str(), r.epochs.size(), r.best_epoch, r.best_validation_error, r.test_error_at_best,
-      r.test_error_packed_at_best,
-      r.epochs.back().test_error, r.total_seconds, mean_ips);
+      method.c_str(), r.epochs.size(), r.best_epoch, r.best_validation_error, r.test_error_at_best,
+      r.test_error_packed_at_best, r.epochs.empty() ? 1.0 : r.epochs.back().test_error, r.total_seconds, mean_ips);
   std::fprintf(stderr,
                "fewmul: test error %.2f%% (%.2f%% with packed deterministic weights), model of best validation "
                "epoch %zu, %.1f s in all\n",
                100.0 * r.test_error_at_best, 100.0 * r.test_error_packed_at_best, r.best_epoch, r.total_seconds);
+  if (!f.save_model_path.empty()) {
+    const std::size_t bytes = fewmul::save_model(f.save_model_path, net, c.meta);
+    std::fprintf(stderr, "fewmul: wrote %s (%zu bytes, float32 parameters would take %zu)\n",
+                 f.save_model_path.c_str(), bytes, fewmul::float32_parameter_bytes(net));
+  }
+  return 0;
+}
+
+int run_export(const std::string& checkpoint_path, const std::string& out_path) {
+  const fewmul::checkpoint c = fewmul::load_checkpoint(checkpoint_path);
+  fewmul::network net = fewmul::network_from_checkpoint(c, !c.state.best_state.empty());
+  const std::size_t bytes = fewmul::save_model(out_path, net, c.meta);
+  const std::size_t float_bytes = fewmul::float32_parameter_bytes(net);
+  std::printf(
+      "{\"model\": \"%s\", \"method\": \"%s\", \"epoch\": %zu, \"bytes\": %zu, \"float32_bytes\": %zu, "
+      "\"ratio\": %.2f}\n",
+      out_path.c_str(), c.meta.method.c_str(), c.state.progress.best_epoch, bytes, float_bytes,
+      static_cast<double>(float_bytes) / static_cast<double>(bytes));
+  return 0;
+}
+
+int run_eval(const std::string& model_path, const std::string& data_dir, int threads) {
+  fewmul::model m = fewmul::load_model(model_path);
+  if (m.meta.dataset != "mnist") throw fewmul::error(model_path + ": trained on '" + m.meta.dataset + "'; eval reads mnist");
+  const fewmul::mnist_data data = fewmul::load_mnist(data_dir);
+  const fewmul::runtime rt(threads);
+  const double err = fewmul::evaluate(m.net, data.test, rt, false);
+  std::printf("{\"model\": \"%s\", \"dataset\": \"mnist\", \"examples\": %zu, \"test_error\": %.4f}\n",
+              model_path.c_str(), data.test.size(), err);
+  return 0;
+}
+
+int run_info(const std::string& model_path) {
+  fewmul::model m = fewmul::load_model(model_path);
+  std::printf("model: %s\ndataset: %s\nmethod: %s\ninput: %ux%ux%u, scale %g\nclasses: %zu\nlayers: %s\n",
+              model_path.c_str(), m.meta.dataset.c_str(), m.meta.method.c_str(), m.meta.width, m.meta.height,
+              m.meta.channels, static_cast<double>(m.meta.input_scale), m.net.output_size(), m.net.describe().c_str());
+  std::printf("file bytes: %ju, float32 parameter bytes: %zu\n",
+              static_cast<std::uintmax_t>(std::filesystem::file_size(model_path)),
+              fewmul::float32_parameter_bytes(m.net));
+  return 0;
+}
+
+// Decodes a PNG into 8-bit channels (gray when the model takes one channel).
+std::vector<float> read_png_features(const std::string& path, const fewmul::model_metadata& meta) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) throw fewmul::error(path + ": cannot open");
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> closer(file, std::fclose);
+  std::unique_ptr<spng_ctx, void (*)(spng_ctx*)> ctx(spng_ctx_new(0), spng_ctx_free);
+  spng_set_crc_action(ctx.get(), SPNG_CRC_ERROR, SPNG_CRC_ERROR);
+  spng_set_image_limits(ctx.get(), 1u << 14, 1u << 14);
+  spng_set_png_file(ctx.get(), file);
+  spng_ihdr header{};
+  if (int e = spng_get_ihdr(ctx.get(), &header)) throw fewmul::error(path + ": not a readable PNG (" + spng_strerror(e) + ")");
+  if (header.width != meta.width || header.height != meta.height)
+    throw fewmul::error(path + ": image is " + std::to_string(header.width) + "x" + std::to_string(header.height) +
+                        ", the model takes " + std::to_string(meta.width) + "x" + std::to_string(meta.height));
+  std::size_t size = 0;
+  if (int e = spng_decoded_image_size(ctx.get(), SPNG_FMT_RGB8, &size)) throw fewmul::error(path + ": " + spng_strerror(e));
+  std::vector<unsigned char> rgb(size);
+  if (int e = spng_decode_image(ctx.get(), rgb.data(), size, SPNG_FMT_RGB8, SPNG_DECODE_TRNS))
+    throw fewmul::error(path + ": corrupt PNG (" + spng_strerror(e) + ")");
+  const std::size_t pixels = std::size_t{header.width} * header.height;
+  std::vector<float> features(pixels * meta.channels);
+  for (std::size_t p = 0; p < pixels; ++p) {
+    if (meta.channels == 1) {
+      const int sum = rgb[3 * p] + rgb[3 * p + 1] + rgb[3 * p + 2];
+      features[p] = static_cast<float>((sum + 1) / 3) * meta.input_scale;
+    } else {
+      for (std::uint32_t ch = 0; ch < meta.channels; ++ch)  // channel-major, as the datasets are stored
+        features[ch * pixels + p] = static_cast<float>(rgb[3 * p + ch]) * meta.input_scale;
+    }
+  }
+  return features;
+}
+
+int run_predict(const std::string& model_path, const std::string& image_path) {
+  fewmul::model m = fewmul::load_model(model_path);
+  fewmul::matrix x(1, m.net.input_size());
+  x.data = read_png_features(image_path, m.meta);
+  const fewmul::runtime rt(1);
+  const fewmul::matrix& scores = m.run(x, rt);
+  // Softmax of the scores as probabilities (the hinge-trained scores are not calibrated).
+  std::vector<std::pair<double, std::size_t>> ranked;
+  double peak = scores.at(0, 0), total = 0;
+  for (std::size_t c = 0; c < scores.cols; ++c) peak = std::max(peak, static_cast<double>(scores.at(0, c)));
+  for (std::size_t c = 0; c < scores.cols; ++c) total += std::exp(scores.at(0, c) - peak);
+  for (std::size_t c = 0; c < scores.cols; ++c) ranked.emplace_back(std::exp(scores.at(0, c) - peak) / total, c);
+  std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (std::size_t i = 0; i < std::min<std::size_t>(5, ranked.size()); ++i) {
+    const std::size_t c = ranked[i].second;
+    const std::string name = c < m.meta.class_names.size() ? m.meta.class_names[c] : std::to_string(c);
+    std::printf("%zu. %s  %.4f\n", i + 1, name.c_str(), ranked[i].first);
+  }
   return 0;
 }
 
@@ -171,6 +305,26 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train->add_option("--data", f.data_dir, "Directory of the MNIST IDX files")->capture_default_str();
   train->add_flag("--quiet", f.quiet, "No progress bar");
+  train->add_option("--checkpoint", f.checkpoint_path, "Write a training checkpoint here after every epoch");
+  train->add_option("--resume", f.resume_path, "Continue the run of this checkpoint (bit-identical to an uninterrupted run)")
+      ->check(CLI::ExistingFile);
+  train->add_option("--save-model", f.save_model_path, "Export the best-on-validation model here at the end");
+
+  std::string checkpoint_in, model_out, model_path, image_path;
+  int eval_threads = 0;
+  CLI::App* exporter = app.add_subcommand("export", "Export a checkpoint's best model as a packed inference model");
+  exporter->add_option("checkpoint", checkpoint_in, "Training checkpoint")->required()->check(CLI::ExistingFile);
+  exporter->add_option("model", model_out, "Model file to write")->required();
+  CLI::App* eval = app.add_subcommand("eval", "Test error of a model file");
+  eval->add_option("model", model_path, "Model file")->required()->check(CLI::ExistingFile);
+  eval->add_option("--dataset", f.dataset, "Dataset")->check(CLI::IsMember({"mnist"}))->capture_default_str();
+  eval->add_option("--data", f.data_dir, "Directory of the MNIST IDX files")->capture_default_str();
+  eval->add_option("--threads", eval_threads, "Threads (0 = all)")->check(CLI::Range(0, 1024));
+  CLI::App* predict = app.add_subcommand("predict", "Top-5 classes of one PNG image");
+  predict->add_option("model", model_path, "Model file")->required()->check(CLI::ExistingFile);
+  predict->add_option("image", image_path, "PNG image of the model's input size")->required()->check(CLI::ExistingFile);
+  CLI::App* info = app.add_subcommand("info", "Describe a model file");
+  info->add_option("model", model_path, "Model file")->required()->check(CLI::ExistingFile);
 
   CLI::App* isas = app.add_subcommand("isa", "List the kernel ISAs this CPU supports (best last)");
 
@@ -185,8 +339,12 @@ int main(int argc, char** argv) {
       for (fewmul::isa i : fewmul::supported_isas()) std::cout << fewmul::isa_name(i) << "\n";
       return 0;
     }
+    if (*exporter) return run_export(checkpoint_in, model_out);
+    if (*eval) return run_eval(model_path, f.data_dir, eval_threads);
+    if (*predict) return run_predict(model_path, image_path);
+    if (*info) return run_info(model_path);
     if (f.qbp_kmin > f.qbp_kmax) throw fewmul::error("--qbp-kmin must not exceed --qbp-kmax");
-    return run_train(f);
+    return run_train(f, train->count("--epochs") > 0, train->count("--threads") > 0);
   } catch (const fewmul::error& e) {
     std::fprintf(stderr, "fewmul: error: %s\n", e.what());
     return 1;

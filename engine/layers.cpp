@@ -5,9 +5,12 @@
 #include "fewmul/error.hpp"
 #include "fewmul/network.hpp"
 #include "parallel_gemm.hpp"
+#include "serialize.hpp"
 
 namespace fewmul {
 namespace {
+
+enum layer_tag : std::uint32_t { tag_dense = 1, tag_batch_norm = 2, tag_relu = 3, tag_hard_tanh = 4 };
 
 using detail::parallel_gemm;
 using detail::parallel_rows;
@@ -59,6 +62,84 @@ class dense_layer final : public layer {
   std::size_t output_size() const override { return out_; }
   std::vector<parameter*> parameters() override { return {&weight_}; }
   void parameters_changed() override { inference_packed_ = expectation_ready_ = false; }
+
+  void write(detail::byte_writer& out, bool packed) const override {
+    out.put<std::uint32_t>(tag_dense);
+    out.put<std::uint64_t>(in_);
+    out.put<std::uint64_t>(out_);
+    out.put<std::uint8_t>(static_cast<std::uint8_t>(options_.kind));
+    const bool as_bits = packed && options_.kind != weight_kind::fp32;
+    // A packed model is an inference model: deterministic weights, no quantized backprop.
+    out.put<std::uint8_t>(as_bits ? 0 : static_cast<std::uint8_t>(options_.training_sampling));
+    out.put<std::uint8_t>(as_bits ? 0 : options_.qbp);
+    out.put<std::int32_t>(options_.qbp_kmin);
+    out.put<std::int32_t>(options_.qbp_kmax);
+    out.put<std::uint8_t>(options_.glorot_lr_scale);
+    if (!as_bits) {
+      out.put_vector(weight_.value);
+      return;
+    }
+    const std::size_t words = kernels::words_for(in_);
+    const auto& ref = kernels::reference_kernels();
+    std::vector<std::uint64_t> sign(out_ * words), nonzero(out_ * words);
+    if (options_.kind == weight_kind::binary) {
+      ref.pack_binary(weight_.value.data(), out_, in_, in_, sign.data(), words, kernels::sample_mode::deterministic, 0);
+      out.put_vector(sign);
+    } else {
+      ref.pack_ternary(weight_.value.data(), out_, in_, in_, sign.data(), nonzero.data(), words,
+                       kernels::sample_mode::deterministic, 0);
+      out.put_vector(sign);
+      out.put_vector(nonzero);
+    }
+  }
+
+  static std::unique_ptr<layer> read(detail::byte_reader& in, bool packed) {
+    const auto inputs = in.get<std::uint64_t>("dense input size");
+    const auto outputs = in.get<std::uint64_t>("dense output size");
+    if (inputs == 0 || outputs == 0 || inputs > (1u << 24) || outputs > (1u << 24))
+      in.invalid("implausible dense layer size " + std::to_string(inputs) + "x" + std::to_string(outputs));
+    dense_options o;
+    const auto kind = in.get<std::uint8_t>("weight kind");
+    const auto sampling = in.get<std::uint8_t>("sampling mode");
+    const auto qbp = in.get<std::uint8_t>("qbp flag");
+    o.qbp_kmin = in.get<std::int32_t>("qbp range");
+    o.qbp_kmax = in.get<std::int32_t>("qbp range");
+    const auto glorot = in.get<std::uint8_t>("lr scale flag");
+    if (kind > 2 || sampling > 1 || qbp > 1 || glorot > 1) in.invalid("unknown dense layer options");
+    o.kind = static_cast<weight_kind>(kind);
+    o.training_sampling = static_cast<kernels::sample_mode>(sampling);
+    o.qbp = qbp != 0;
+    o.glorot_lr_scale = glorot != 0;
+    auto l = std::make_unique<dense_layer>(inputs, outputs, o, 0);
+    std::vector<float>& w = l->weight_.value;
+    if (!packed || o.kind == weight_kind::fp32) {
+      w = in.get_vector<float>("dense weights", inputs * outputs);
+      for (float v : w)
+        if (!std::isfinite(v)) in.invalid("non-finite dense weight");
+      return l;
+    }
+    const std::size_t words = kernels::words_for(inputs);
+    const auto sign = in.get_vector<std::uint64_t>("packed sign bits", outputs * words);
+    std::vector<std::uint64_t> nonzero;
+    if (o.kind == weight_kind::ternary) nonzero = in.get_vector<std::uint64_t>("packed nonzero bits", outputs * words);
+    const std::size_t tail = inputs % 64;
+    const std::uint64_t padding = tail ? ~((std::uint64_t{1} << tail) - 1) : 0;
+    for (std::size_t r = 0; r < outputs; ++r) {
+      if ((sign[r * words + words - 1] & padding) || (!nonzero.empty() && (nonzero[r * words + words - 1] & padding)))
+        in.invalid("packed weights have padding bits set");
+      for (std::size_t c = 0; c < inputs; ++c) {
+        const bool s = (sign[r * words + c / 64] >> (c % 64)) & 1u;
+        if (nonzero.empty()) {
+          w[r * inputs + c] = s ? 1.0f : -1.0f;
+          continue;
+        }
+        const bool z = (nonzero[r * words + c / 64] >> (c % 64)) & 1u;
+        if (s && !z) in.invalid("ternary sign bit set where the weight is zero");
+        w[r * inputs + c] = z ? (s ? 1.0f : -1.0f) : 0.0f;
+      }
+    }
+    return l;
+  }
 
   void forward(const matrix& x, matrix& y, const step_context& ctx) override {
     check_input(x);
@@ -267,6 +348,34 @@ class batch_norm_layer final : public layer {
   std::vector<parameter*> parameters() override { return {&gamma_, &beta_}; }
   std::vector<std::vector<float>*> buffers() override { return {&running_mean_, &running_var_}; }
 
+  void write(detail::byte_writer& out, bool) const override {
+    out.put<std::uint32_t>(tag_batch_norm);
+    out.put<std::uint64_t>(n_);
+    out.put<float>(epsilon_);
+    out.put<float>(momentum_);
+    out.put_vector(gamma_.value);
+    out.put_vector(beta_.value);
+    out.put_vector(running_mean_);
+    out.put_vector(running_var_);
+  }
+
+  static std::unique_ptr<layer> read(detail::byte_reader& in) {
+    const auto n = in.get<std::uint64_t>("batch-norm size");
+    if (n == 0 || n > (1u << 24)) in.invalid("implausible batch-norm size " + std::to_string(n));
+    const float epsilon = in.get<float>("batch-norm epsilon"), momentum = in.get<float>("batch-norm momentum");
+    if (!(epsilon > 0.0f) || !(momentum >= 0.0f && momentum <= 1.0f)) in.invalid("bad batch-norm epsilon or momentum");
+    auto l = std::make_unique<batch_norm_layer>(n, epsilon, momentum);
+    l->gamma_.value = in.get_vector<float>("batch-norm scale", n);
+    l->beta_.value = in.get_vector<float>("batch-norm shift", n);
+    l->running_mean_ = in.get_vector<float>("batch-norm mean", n);
+    l->running_var_ = in.get_vector<float>("batch-norm variance", n);
+    for (std::size_t i = 0; i < n; ++i)
+      if (!std::isfinite(l->gamma_.value[i]) || !std::isfinite(l->beta_.value[i]) ||
+          !std::isfinite(l->running_mean_[i]) || !(l->running_var_[i] >= 0.0f) || !std::isfinite(l->running_var_[i]))
+        in.invalid("non-finite or negative batch-norm statistics");
+    return l;
+  }
+
   // Work is split over fixed blocks of features; each feature's sums over the batch run in order.
   void forward(const matrix& x, matrix& y, const step_context& ctx) override {
     if (x.cols != n_) throw error("layer " + std::to_string(index) + " (" + describe() + ") got width " + std::to_string(x.cols));
@@ -345,7 +454,12 @@ class batch_norm_layer final : public layer {
 template <class F, class G>
 class elementwise_layer final : public layer {
  public:
-  elementwise_layer(std::string name, std::size_t n, F f, G gate) : name_(std::move(name)), n_(n), f_(f), gate_(gate) {}
+  elementwise_layer(std::uint32_t tag, std::string name, std::size_t n, F f, G gate)
+      : tag_(tag), name_(std::move(name)), n_(n), f_(f), gate_(gate) {}
+  void write(detail::byte_writer& out, bool) const override {
+    out.put<std::uint32_t>(tag_);
+    out.put<std::uint64_t>(n_);
+  }
   std::string describe() const override { return name_ + " " + std::to_string(n_); }
   std::size_t input_size() const override { return n_; }
   std::size_t output_size() const override { return n_; }
@@ -365,6 +479,7 @@ class elementwise_layer final : public layer {
   }
 
  private:
+  std::uint32_t tag_;
   std::string name_;
   std::size_t n_;
   F f_;
@@ -372,8 +487,8 @@ class elementwise_layer final : public layer {
 };
 
 template <class F, class G>
-std::unique_ptr<layer> make_elementwise(std::string name, std::size_t n, F f, G gate) {
-  return std::make_unique<elementwise_layer<F, G>>(std::move(name), n, f, gate);
+std::unique_ptr<layer> make_elementwise(std::uint32_t tag, std::string name, std::size_t n, F f, G gate) {
+  return std::make_unique<elementwise_layer<F, G>>(tag, std::move(name), n, f, gate);
 }
 
 }  // namespace
@@ -389,13 +504,28 @@ std::unique_ptr<layer> make_batch_norm(std::size_t features, float epsilon, floa
 
 std::unique_ptr<layer> make_relu(std::size_t features) {
   return make_elementwise(
-      "relu", features, [](float v) { return v > 0.0f ? v : 0.0f; }, [](float v) { return v > 0.0f; });
+      tag_relu, "relu", features, [](float v) { return v > 0.0f ? v : 0.0f; }, [](float v) { return v > 0.0f; });
 }
 
 std::unique_ptr<layer> make_hard_tanh(std::size_t features) {
   return make_elementwise(
-      "hardtanh", features, [](float v) { return v < -1.0f ? -1.0f : v > 1.0f ? 1.0f : v; },
+      tag_hard_tanh, "hardtanh", features, [](float v) { return v < -1.0f ? -1.0f : v > 1.0f ? 1.0f : v; },
       [](float v) { return v >= -1.0f && v <= 1.0f; });
+}
+
+std::unique_ptr<layer> read_layer(detail::byte_reader& in, bool packed) {
+  const auto tag = in.get<std::uint32_t>("layer type");
+  switch (tag) {
+    case tag_dense: return dense_layer::read(in, packed);
+    case tag_batch_norm: return batch_norm_layer::read(in);
+    case tag_relu:
+    case tag_hard_tanh: {
+      const auto n = in.get<std::uint64_t>("activation size");
+      if (n == 0 || n > (1u << 24)) in.invalid("implausible activation size " + std::to_string(n));
+      return tag == tag_relu ? make_relu(n) : make_hard_tanh(n);
+    }
+    default: in.invalid("unknown layer type " + std::to_string(tag));
+  }
 }
 
 }  // namespace fewmul

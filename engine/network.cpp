@@ -2,6 +2,7 @@
 
 #include "fewmul/error.hpp"
 #include "fewmul/network.hpp"
+#include "serialize.hpp"
 
 namespace fewmul {
 
@@ -65,6 +66,30 @@ void network::restore(const std::vector<std::vector<float>>& state) {
 
 void network::parameters_changed() {
   for (auto& l : layers_) l->parameters_changed();
+}
+
+// Defined in layers.cpp, next to the layer classes.
+std::unique_ptr<layer> read_layer(detail::byte_reader& in, bool packed);
+
+void network::write(detail::byte_writer& out, bool packed) const {
+  out.put<std::uint32_t>(static_cast<std::uint32_t>(layers_.size()));
+  for (const auto& l : layers_) l->write(out, packed);
+}
+
+network network::read(detail::byte_reader& in, bool packed) {
+  const auto count = in.get<std::uint32_t>("layer count");
+  if (count == 0 || count > 4096) in.invalid("implausible layer count " + std::to_string(count));
+  network net;
+  for (std::uint32_t i = 0; i < count; ++i) {
+    try {
+      net.add(read_layer(in, packed));
+    } catch (const error& e) {
+      const std::string what = e.what();
+      if (what.rfind(in.source(), 0) == 0) throw;
+      in.invalid("layer " + std::to_string(i) + ": " + what);
+    }
+  }
+  return net;
 }
 
 std::string network::describe() const {

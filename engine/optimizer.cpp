@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "fewmul/error.hpp"
+
 #include "parallel_gemm.hpp"
 
 namespace fewmul::detail {
@@ -45,6 +47,23 @@ void optimizer::step(float lr, const runtime& rt) {
       }
     });
   }
+}
+
+std::vector<std::vector<float>> optimizer::state() const {
+  std::vector<std::vector<float>> out = first_;
+  out.insert(out.end(), second_.begin(), second_.end());
+  return out;
+}
+
+void optimizer::restore(const std::vector<std::vector<float>>& state, std::int64_t steps) {
+  if (state.size() != first_.size() + second_.size()) throw error("optimizer state does not match the network");
+  for (std::size_t i = 0; i < first_.size(); ++i) {
+    if (state[i].size() != first_[i].size() || state[first_.size() + i].size() != second_[i].size())
+      throw error("optimizer state does not match the network");
+    first_[i] = state[i];
+    second_[i] = state[first_.size() + i];
+  }
+  steps_ = steps;
 }
 
 }  // namespace fewmul::detail

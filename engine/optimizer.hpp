@@ -12,13 +12,17 @@ class optimizer {
  public:
   optimizer(optimizer_kind kind, float momentum, std::vector<parameter*> params);
   void step(float lr, const runtime& rt);
+  /// Moments and step count, for checkpoints.
+  std::vector<std::vector<float>> state() const;
+  std::int64_t steps() const { return steps_; }
+  void restore(const std::vector<std::vector<float>>& state, std::int64_t steps);
 
  private:
   optimizer_kind kind_;
   float momentum_;
   std::vector<parameter*> params_;
   std::vector<std::vector<float>> first_, second_;
-  long steps_ = 0;
+  std::int64_t steps_ = 0;
 };
 
 }  // namespace fewmul::detail

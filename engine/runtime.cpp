@@ -1,18 +1,24 @@
 #include "fewmul/runtime.hpp"
 
+#if FEWMUL_USE_TBB
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/global_control.h>
 #include <oneapi/tbb/info.h>
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/partitioner.h>
 #include <oneapi/tbb/task_arena.h>
+#else
+#include <thread>
+#endif
 
+#include <algorithm>
 #include <string>
 
 #include "fewmul/error.hpp"
 
 namespace fewmul {
 
+#if FEWMUL_USE_TBB
 struct runtime::arena {
   // More threads than cores (e.g. 16 on a 2-core machine) must really run on that many threads, as
   // the thread-count determinism checks ask; TBB caps workers at the core count unless told otherwise.
@@ -26,9 +32,19 @@ struct runtime::arena {
         value(threads) {}
 };
 
+#else
+struct runtime::arena {  // built without oneTBB: tasks run in order on the calling thread
+  explicit arena(int) {}
+};
+#endif
+
 runtime::runtime(int threads) {
   if (threads < 0) throw error("thread count must be >= 1 (or 0 for all hardware threads), got " + std::to_string(threads));
+#if FEWMUL_USE_TBB
   threads_ = threads == 0 ? tbb::info::default_concurrency() : threads;
+#else
+  threads_ = threads == 0 ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) : threads;
+#endif
   arena_ = std::make_unique<arena>(threads_);
 }
 
@@ -36,9 +52,12 @@ runtime::~runtime() = default;
 
 void runtime::parallel_for(std::size_t tasks, const std::function<void(std::size_t)>& body) const {
   if (tasks == 0) return;
+#if FEWMUL_USE_TBB
   if (tasks == 1 || threads_ == 1) {
+#endif
     for (std::size_t t = 0; t < tasks; ++t) body(t);
     return;
+#if FEWMUL_USE_TBB
   }
   arena_->value.execute([&] {
     tbb::parallel_for(
@@ -48,6 +67,7 @@ void runtime::parallel_for(std::size_t tasks, const std::function<void(std::size
         },
         tbb::simple_partitioner());
   });
+#endif
 }
 
 }  // namespace fewmul

@@ -1,3 +1,4 @@
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <numeric>
@@ -26,6 +27,8 @@ void shuffle(std::vector<std::uint32_t>& order, std::uint64_t key) {
   }
 }
 
+std::atomic<bool> stop_requested{false};
+
 void gather(const dataset& data, const std::uint32_t* indices, std::size_t count, matrix& x,
             std::vector<std::uint8_t>& y) {
   x.resize(count, data.features);
@@ -46,6 +49,8 @@ void check_finite_parameters(network& net, std::size_t epoch) {
 }
 
 }  // namespace
+
+void request_stop() noexcept { stop_requested.store(true); }
 
 std::string_view method_name(method m) {
   for (const auto& e : method_names)
@@ -113,7 +118,8 @@ double evaluate(network& net, const dataset& data, const runtime& rt, bool expec
 }
 
 train_result train(network& net, const dataset& train_set, const dataset& test, const train_config& config,
-                   const train_observer& observer) {
+                   const train_observer& observer, const training_state* resume) {
+  stop_requested.store(false);
   if (config.epochs == 0) throw error("--epochs must be at least 1");
   if (config.batch < 2) throw error("--batch must be at least 2 (batch normalization needs a batch)");
   if (!(config.lr > 0.0f) || !std::isfinite(config.lr)) throw error("--lr must be a positive number");
@@ -145,9 +151,24 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
   std::vector<std::vector<float>> best_state;
   std::uint64_t step = 0;
   const std::size_t batches = train_count / config.batch;  // the remainder is dropped each epoch
+  std::size_t first_epoch = 1;
+  double earlier_seconds = 0;
+  if (resume != nullptr) {
+    // Everything random derives from (seed, epoch, step), so restoring the parameters, the optimizer
+    // and the counters continues the run exactly as if it had not stopped.
+    net.restore(resume->network_state);
+    opt.restore(resume->optimizer_state, resume->optimizer_steps);
+    result = resume->progress;
+    best_state = resume->best_state;
+    step = resume->step;
+    first_epoch = result.epochs.size() + 1;
+    earlier_seconds = result.total_seconds;
+    if (step != result.epochs.size() * batches)
+      throw error("checkpoint was written with a different batch size or training set size");
+  }
   const auto run_start = std::chrono::steady_clock::now();
 
-  for (std::size_t epoch = 1; epoch <= config.epochs; ++epoch) {
+  for (std::size_t epoch = first_epoch; epoch <= config.epochs; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
     const float lr = config.lr * std::pow(decay, static_cast<float>(epoch - 1));
     std::iota(order.begin(), order.end(), 0u);
@@ -169,6 +190,9 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
       opt.step(lr, rt);
       net.parameters_changed();
       if (observer.on_batch) observer.on_batch(b + 1, batches);
+      if (stop_requested.load())
+        throw error("interrupted in epoch " + std::to_string(epoch) + "; the last checkpoint (end of epoch " +
+                    std::to_string(epoch - 1) + ") is intact");
     }
     check_finite_parameters(net, epoch);
     const double train_seconds =
@@ -193,10 +217,12 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
       best_state = net.snapshot();
     }
     result.epochs.push_back(m);
+    result.total_seconds =
+        earlier_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
     if (observer.on_epoch) observer.on_epoch(m);
+    if (observer.on_state) observer.on_state(training_state{net.snapshot(), opt.state(), opt.steps(), step, result, best_state});
   }
-  net.restore(best_state);
-  result.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+  if (!best_state.empty()) net.restore(best_state);
   return result;
 }
 

@@ -4,6 +4,7 @@
 #include "fewmul/error.hpp"
 #include "fewmul/isa.hpp"
 #include "fewmul/kernels.hpp"
+#include "fewmul/model.hpp"
 #include "fewmul/network.hpp"
 #include "fewmul/runtime.hpp"
 #include "fewmul/tensor.hpp"

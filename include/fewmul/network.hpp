@@ -11,6 +11,11 @@
 
 namespace fewmul {
 
+namespace detail {
+class byte_writer;
+class byte_reader;
+}  // namespace detail
+
 /// A trainable tensor: master values, the gradient of the last backward pass, and how to update it.
 struct parameter {
   std::string name;
@@ -51,6 +56,9 @@ class layer {
   virtual std::vector<std::vector<float>*> buffers() { return {}; }
   /// Called after the optimizer changed parameters (drops cached packed weights).
   virtual void parameters_changed() {}
+  /// Appends the layer's type, configuration and parameters to a model (`packed`: deterministic
+  /// 1/2-bit weights for inference) or checkpoint (master weights) payload.
+  virtual void write(detail::byte_writer& out, bool packed) const = 0;
   /// Index of this layer in its network (part of the random keys).
   std::uint32_t index = 0;
 };
@@ -104,6 +112,9 @@ class network {
   /// Notifies layers that parameters changed.
   void parameters_changed();
   std::string describe() const;
+  /// Serializes every layer (see layer::write) / rebuilds a network from such a payload.
+  void write(detail::byte_writer& out, bool packed) const;
+  static network read(detail::byte_reader& in, bool packed);
 
  private:
   std::vector<std::unique_ptr<layer>> layers_;

@@ -83,17 +83,33 @@ struct train_result {
   double total_seconds = 0;
 };
 
-/// Progress callbacks: after each minibatch (done, total) and after each epoch.
+/// What train() needs to continue a run bit-identically from the end of an epoch.
+struct training_state {
+  std::vector<std::vector<float>> network_state;    ///< network::snapshot() after the epoch
+  std::vector<std::vector<float>> optimizer_state;  ///< optimizer moments
+  std::int64_t optimizer_steps = 0;
+  std::uint64_t step = 0;                           ///< minibatches done
+  train_result progress;                            ///< epochs done so far, best epoch
+  std::vector<std::vector<float>> best_state;       ///< snapshot of the best-on-validation epoch
+};
+
+/// Progress callbacks: after each minibatch (done, total), after each epoch, and with the state to
+/// checkpoint after each epoch.
 struct train_observer {
   std::function<void(std::size_t, std::size_t)> on_batch;
   std::function<void(const epoch_metrics&)> on_epoch;
+  std::function<void(const training_state&)> on_state;
 };
+
+/// Asks a running train() to stop after the current minibatch (async-signal-safe, for SIGINT);
+/// train() then throws fewmul::error saying so. Checkpoints already written stay intact.
+void request_stop() noexcept;
 
 /// Trains `net` on `train` (the last config.validation examples held out), evaluates on `test` each
 /// epoch, and leaves the best-on-validation parameters in `net`. Same seed => same result, whatever the
 /// thread count or ISA. Throws fewmul::error on bad configuration or a non-finite loss.
 train_result train(network& net, const dataset& train, const dataset& test, const train_config& config,
-                   const train_observer& observer = {});
+                   const train_observer& observer = {}, const training_state* resume = nullptr);
 
 /// Error rate of `net` on `data` in inference mode; `expected_weights` as in step_context.
 double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights = false,

@@ -1,0 +1,281 @@
+// Model and checkpoint files: one checksummed container, written to a temporary file and renamed.
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "fewmul/error.hpp"
+#include "fewmul/model.hpp"
+#include "serialize.hpp"
+
+namespace fewmul {
+namespace {
+
+constexpr char model_magic[8] = {'F', 'E', 'W', 'M', 'U', 'L', 'M', '1'};
+constexpr char checkpoint_magic[8] = {'F', 'E', 'W', 'M', 'U', 'L', 'C', '1'};
+constexpr std::size_t header_bytes = 8 + 4 + 8;
+constexpr std::uint64_t max_file_bytes = std::uint64_t{1} << 34;
+
+std::uint32_t crc_of(const unsigned char* data, std::size_t size) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  while (size > 0) {
+    const auto chunk = static_cast<uInt>(std::min<std::size_t>(size, 1u << 30));
+    crc = crc32(crc, data, chunk);
+    data += chunk;
+    size -= chunk;
+  }
+  return static_cast<std::uint32_t>(crc);
+}
+
+// Writes header + payload + CRC to path.tmp, flushes it to disk and renames it over path.
+std::size_t write_container(const std::string& path, const char (&magic)[8], const std::vector<unsigned char>& payload) {
+  const std::string temp = path + ".tmp";
+  detail::byte_writer header;
+  for (char c : magic) header.put<char>(c);
+  header.put<std::uint32_t>(model_format_version);
+  header.put<std::uint64_t>(payload.size());
+  const std::uint32_t crc = crc_of(payload.data(), payload.size());
+  std::FILE* f = std::fopen(temp.c_str(), "wb");
+  if (f == nullptr) throw error(path + ": cannot create " + temp + " (" + std::strerror(errno) + ")");
+  bool ok = std::fwrite(header.bytes().data(), 1, header.bytes().size(), f) == header.bytes().size() &&
+            std::fwrite(payload.data(), 1, payload.size(), f) == payload.size() &&
+            std::fwrite(&crc, 1, sizeof crc, f) == sizeof crc && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
+  const int saved_errno = errno;
+  ok = std::fclose(f) == 0 && ok;
+  if (!ok) {
+    std::remove(temp.c_str());
+    throw error(path + ": writing failed (" + std::strerror(saved_errno) + "); any previous " + path +
+                " is unchanged");
+  }
+  if (std::rename(temp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    std::remove(temp.c_str());
+    throw error(path + ": cannot rename " + temp + " into place (" + std::strerror(e) + ")");
+  }
+  return header.bytes().size() + payload.size() + sizeof crc;
+}
+
+// Reads and validates a container; returns its payload.
+std::vector<unsigned char> read_container(const std::string& path, const char (&magic)[8], const char* kind) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw error(path + ": no such file");
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) throw error(path + ": cannot read (" + ec.message() + ")");
+  if (size > max_file_bytes) throw error(path + ": implausibly large (" + std::to_string(size) + " bytes)");
+  std::vector<unsigned char> bytes(size);
+  std::ifstream in(path, std::ios::binary);
+  if (!in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))
+    throw error(path + ": cannot read");
+  if (size < header_bytes + 4) throw error(path + ": truncated: " + std::to_string(size) + " bytes is shorter than a header");
+  if (std::memcmp(bytes.data(), magic, 8) != 0) {
+    const bool want_model = &magic[0] == &model_magic[0];
+    const bool other = std::memcmp(bytes.data(), want_model ? checkpoint_magic : model_magic, 8) == 0;
+    throw error(path + ": not a fewmul " + kind + " file" +
+                (other ? (want_model ? " (it is a training checkpoint: run `fewmul export` first)"
+                                     : " (it is an exported model, not a checkpoint)")
+                       : " (bad magic)"));
+  }
+  detail::byte_reader header(bytes.data() + 8, header_bytes - 8, path);
+  const auto version = header.get<std::uint32_t>("version");
+  const auto payload_size = header.get<std::uint64_t>("payload size");
+  if (version > model_format_version)
+    throw error(path + ": format version " + std::to_string(version) + " is newer than this build reads (" +
+                std::to_string(model_format_version) + "); upgrade fewmul");
+  if (version == 0) throw error(path + ": invalid format version 0");
+  if (payload_size != size - header_bytes - 4)
+    throw error(path + ": truncated or padded: header announces " + std::to_string(payload_size) +
+                " payload bytes, the file holds " + std::to_string(size - header_bytes - 4));
+  std::uint32_t stored;
+  std::memcpy(&stored, bytes.data() + size - 4, 4);
+  if (stored != crc_of(bytes.data() + header_bytes, payload_size))
+    throw error(path + ": corrupted (CRC-32 mismatch)");
+  return {bytes.begin() + header_bytes, bytes.end() - 4};
+}
+
+void write_metadata(detail::byte_writer& out, const model_metadata& m) {
+  out.put_string(m.dataset);
+  out.put_string(m.method);
+  out.put<std::uint32_t>(m.width);
+  out.put<std::uint32_t>(m.height);
+  out.put<std::uint32_t>(m.channels);
+  out.put<float>(m.input_scale);
+  out.put<std::uint32_t>(static_cast<std::uint32_t>(m.class_names.size()));
+  for (const auto& n : m.class_names) out.put_string(n);
+}
+
+model_metadata read_metadata(detail::byte_reader& in) {
+  model_metadata m;
+  m.dataset = in.get_string("dataset name");
+  m.method = in.get_string("method name");
+  m.width = in.get<std::uint32_t>("input width");
+  m.height = in.get<std::uint32_t>("input height");
+  m.channels = in.get<std::uint32_t>("input channels");
+  m.input_scale = in.get<float>("input scale");
+  const auto classes = in.get<std::uint32_t>("class count");
+  if (classes > 100000) in.invalid("implausible class count");
+  for (std::uint32_t i = 0; i < classes; ++i) m.class_names.push_back(in.get_string("class name"));
+  if (m.width == 0 || m.height == 0 || m.channels == 0 || m.width > 65536 || m.height > 65536 || m.channels > 64 ||
+      !std::isfinite(m.input_scale))
+    in.invalid("bad input shape or scale in the metadata");
+  return m;
+}
+
+void write_states(detail::byte_writer& out, const std::vector<std::vector<float>>& states) {
+  out.put<std::uint64_t>(states.size());
+  for (const auto& s : states) out.put_vector(s);
+}
+
+std::vector<std::vector<float>> read_states(detail::byte_reader& in, const char* what) {
+  const auto count = in.get<std::uint64_t>(what);
+  if (count > 100000) in.invalid(std::string("implausible count in ") + what);
+  std::vector<std::vector<float>> states;
+  for (std::uint64_t i = 0; i < count; ++i) states.push_back(in.get_vector<float>(what));
+  return states;
+}
+
+}  // namespace
+
+const matrix& model::run(const matrix& x, const runtime& rt) {
+  const step_context ctx{rt, kernels::active_kernels(), 0, 0, false};
+  return net.forward(x, ctx);
+}
+
+std::size_t save_model(const std::string& path, network& net, const model_metadata& meta) {
+  detail::byte_writer out;
+  write_metadata(out, meta);
+  net.write(out, true);
+  return write_container(path, model_magic, out.bytes());
+}
+
+model load_model(const std::string& path) {
+  const auto payload = read_container(path, model_magic, "model");
+  detail::byte_reader in(payload.data(), payload.size(), path);
+  model m;
+  m.meta = read_metadata(in);
+  m.net = network::read(in, true);
+  if (!in.done()) in.invalid("unexpected bytes after the last layer");
+  if (m.net.input_size() != std::size_t{m.meta.width} * m.meta.height * m.meta.channels)
+    in.invalid("first layer expects " + std::to_string(m.net.input_size()) + " inputs, the metadata describes " +
+               std::to_string(std::size_t{m.meta.width} * m.meta.height * m.meta.channels));
+  return m;
+}
+
+std::size_t float32_parameter_bytes(network& net) {
+  std::size_t bytes = 0;
+  for (const auto& l : net.layers()) {
+    for (parameter* p : l->parameters()) bytes += p->value.size() * sizeof(float);
+    for (auto* b : l->buffers()) bytes += b->size() * sizeof(float);
+  }
+  return bytes;
+}
+
+void save_checkpoint(const std::string& path, const checkpoint& c) {
+  detail::byte_writer out;
+  const train_config& k = c.config;
+  out.put<std::uint32_t>(static_cast<std::uint32_t>(k.training_method));
+  out.put<std::uint64_t>(k.epochs);
+  out.put<std::uint64_t>(k.batch);
+  out.put<float>(k.lr);
+  out.put<float>(k.lr_decay);
+  out.put<std::uint32_t>(static_cast<std::uint32_t>(k.optimizer));
+  out.put<float>(k.momentum);
+  out.put<std::uint32_t>(static_cast<std::uint32_t>(k.loss));
+  out.put<std::uint64_t>(k.seed);
+  out.put<std::uint64_t>(k.validation);
+  out.put<std::int32_t>(k.qbp_kmin);
+  out.put<std::int32_t>(k.qbp_kmax);
+  out.put<std::uint64_t>(c.architecture.inputs);
+  out.put_vector(std::vector<std::uint64_t>(c.architecture.hidden.begin(), c.architecture.hidden.end()));
+  out.put<std::uint64_t>(c.architecture.outputs);
+  out.put<std::uint32_t>(static_cast<std::uint32_t>(c.architecture.act));
+  write_metadata(out, c.meta);
+  write_states(out, c.state.network_state);
+  write_states(out, c.state.optimizer_state);
+  out.put<std::int64_t>(c.state.optimizer_steps);
+  out.put<std::uint64_t>(c.state.step);
+  out.put<std::uint64_t>(c.state.progress.best_epoch);
+  out.put<double>(c.state.progress.best_validation_error);
+  out.put<double>(c.state.progress.test_error_at_best);
+  out.put<double>(c.state.progress.test_error_packed_at_best);
+  out.put<double>(c.state.progress.total_seconds);
+  out.put_vector(c.state.progress.epochs);
+  write_states(out, c.state.best_state);
+  write_container(path, checkpoint_magic, out.bytes());
+}
+
+checkpoint load_checkpoint(const std::string& path) {
+  const auto payload = read_container(path, checkpoint_magic, "checkpoint");
+  detail::byte_reader in(payload.data(), payload.size(), path);
+  checkpoint c;
+  train_config& k = c.config;
+  const auto m = in.get<std::uint32_t>("method");
+  if (m > static_cast<std::uint32_t>(method::tc_qbp)) in.invalid("unknown method");
+  k.training_method = static_cast<method>(m);
+  k.epochs = in.get<std::uint64_t>("epochs");
+  k.batch = in.get<std::uint64_t>("batch");
+  k.lr = in.get<float>("lr");
+  k.lr_decay = in.get<float>("lr decay");
+  const auto opt = in.get<std::uint32_t>("optimizer");
+  if (opt > 1) in.invalid("unknown optimizer");
+  k.optimizer = static_cast<optimizer_kind>(opt);
+  k.momentum = in.get<float>("momentum");
+  const auto loss = in.get<std::uint32_t>("loss");
+  if (loss > 1) in.invalid("unknown loss");
+  k.loss = static_cast<loss_kind>(loss);
+  k.seed = in.get<std::uint64_t>("seed");
+  k.validation = in.get<std::uint64_t>("validation size");
+  k.qbp_kmin = in.get<std::int32_t>("qbp range");
+  k.qbp_kmax = in.get<std::int32_t>("qbp range");
+  c.architecture.inputs = in.get<std::uint64_t>("input size");
+  const auto hidden = in.get_vector<std::uint64_t>("hidden sizes");
+  c.architecture.hidden.assign(hidden.begin(), hidden.end());
+  c.architecture.outputs = in.get<std::uint64_t>("output size");
+  const auto act = in.get<std::uint32_t>("activation");
+  if (act > 1) in.invalid("unknown activation");
+  c.architecture.act = static_cast<activation>(act);
+  c.meta = read_metadata(in);
+  c.state.network_state = read_states(in, "network state");
+  c.state.optimizer_state = read_states(in, "optimizer state");
+  c.state.optimizer_steps = in.get<std::int64_t>("optimizer steps");
+  c.state.step = in.get<std::uint64_t>("step");
+  c.state.progress.best_epoch = in.get<std::uint64_t>("best epoch");
+  c.state.progress.best_validation_error = in.get<double>("best validation error");
+  c.state.progress.test_error_at_best = in.get<double>("test error");
+  c.state.progress.test_error_packed_at_best = in.get<double>("test error");
+  c.state.progress.total_seconds = in.get<double>("seconds");
+  c.state.progress.epochs = in.get_vector<epoch_metrics>("epoch history");
+  c.state.best_state = read_states(in, "best state");
+  if (!in.done()) in.invalid("unexpected bytes at the end");
+  // Rebuilding checks that the states fit the architecture.
+  try {
+    network_from_checkpoint(c, false);
+    if (!c.state.best_state.empty()) network_from_checkpoint(c, true);
+  } catch (const error& e) {
+    in.invalid(std::string("state does not match its architecture: ") + e.what());
+  }
+  return c;
+}
+
+network network_from_checkpoint(const checkpoint& c, bool best) {
+  const auto& a = c.architecture;
+  if (a.inputs == 0 || a.outputs == 0 || a.hidden.size() > 64) throw error("implausible architecture");
+  for (std::size_t h : a.hidden)
+    if (h == 0 || h > (1u << 20)) throw error("implausible hidden width " + std::to_string(h));
+  network net = make_mlp(a.inputs, a.hidden, a.outputs,
+                         dense_options_for(c.config.training_method, c.config.qbp_kmin, c.config.qbp_kmax), a.act,
+                         c.config.seed);
+  const auto& state = best ? c.state.best_state : c.state.network_state;
+  const auto reference = net.snapshot();
+  if (state.size() != reference.size()) throw error("parameter count differs");
+  for (std::size_t i = 0; i < state.size(); ++i)
+    if (state[i].size() != reference[i].size()) throw error("parameter " + std::to_string(i) + " has the wrong size");
+  net.restore(state);
+  return net;
+}
+
+}  // namespace fewmul

@@ -1,0 +1,69 @@
+#pragma once
+// Model files (packed, for inference) and training checkpoints (master weights and optimizer state).
+//
+// Both are one container: 8-byte magic ("FEWMULM1" model, "FEWMULC1" checkpoint), u32 format version,
+// u64 payload size, the payload, and the payload's CRC-32 (zlib). Files are written to "<path>.tmp",
+// flushed and renamed over <path>, so a crash or a full disk never leaves a half-written file behind
+// the final name. Loading a truncated, corrupted, mislabelled or newer-version file throws
+// fewmul::error naming the file and the problem.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fewmul/network.hpp"
+#include "fewmul/train.hpp"
+
+namespace fewmul {
+
+/// Format version this build writes and the newest it reads.
+constexpr std::uint32_t model_format_version = 1;
+
+/// What a model needs besides its layers: how inputs are shaped and scaled, and what it was trained as.
+struct model_metadata {
+  std::string dataset = "mnist";
+  std::string method = "bc+qbp";
+  std::uint32_t width = 28, height = 28, channels = 1;  ///< input image shape
+  float input_scale = 1.0f / 255.0f;                    ///< feature = pixel * input_scale
+  std::vector<std::string> class_names;                 ///< one per output (may be empty)
+};
+
+/// A network ready for inference plus its metadata.
+struct model {
+  model_metadata meta;
+  network net;
+  /// Scores of a batch (rows of width*height*channels features, already scaled) in inference mode.
+  const matrix& run(const matrix& x, const runtime& rt);
+};
+
+/// Writes `net` as an inference model: binary/ternary weights packed deterministically (sign(W), or
+/// round(W) for ternary) at 1 or 2 bits per weight, fp32 layers and batch norm as float32.
+/// Returns the file size in bytes.
+std::size_t save_model(const std::string& path, network& net, const model_metadata& meta);
+/// Reads a model file. Packed layers run exactly as the trainer's deterministic inference does.
+model load_model(const std::string& path);
+/// Bytes of the same network with every parameter stored as float32 (the comparison of `fewmul export`).
+std::size_t float32_parameter_bytes(network& net);
+
+/// Architecture of an MLP as make_mlp builds it (what a checkpoint records to rebuild the network).
+struct mlp_architecture {
+  std::size_t inputs = 784;
+  std::vector<std::size_t> hidden{1024, 1024, 1024};
+  std::size_t outputs = 10;
+  activation act = activation::relu;
+};
+
+/// A training checkpoint: configuration, architecture and the state train() resumes from
+/// (master weights, optimizer moments, progress). Separate from exported inference models.
+struct checkpoint {
+  train_config config;
+  mlp_architecture architecture;
+  model_metadata meta;
+  training_state state;
+};
+
+void save_checkpoint(const std::string& path, const checkpoint& c);
+checkpoint load_checkpoint(const std::string& path);
+/// Rebuilds the network of a checkpoint with its last (or, with `best`, its best-epoch) parameters.
+network network_from_checkpoint(const checkpoint& c, bool best);
+
+}  // namespace fewmul

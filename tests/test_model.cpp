@@ -1,0 +1,199 @@
+// Model files and checkpoints: round trips, exact reproduction, resume, and broken files.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "fewmul/error.hpp"
+#include "fewmul/model.hpp"
+#include "test_support.hpp"
+
+using namespace fewmul;
+using namespace fewmul_test;
+namespace fs = std::filesystem;
+
+namespace {
+
+dataset blobs(std::size_t n, std::size_t features, std::uint32_t seed) {
+  dataset d;
+  d.features = features;
+  d.classes = 3;
+  d.x = random_floats(n * features, seed);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto label = static_cast<std::uint8_t>(i % 3);
+    d.x[i * features + label] += 2.0f;  // a separable shift per class
+    d.y.push_back(label);
+  }
+  return d;
+}
+
+std::string temp_path(const std::string& name) {
+  return (fs::temp_directory_path() / ("fewmul_test_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
+std::vector<unsigned char> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+void write_bytes(const std::string& path, const std::vector<unsigned char>& bytes) {
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                              static_cast<std::streamsize>(bytes.size()));
+}
+
+model_metadata small_meta(const char* method) {
+  model_metadata meta;
+  meta.method = method;
+  meta.width = 20;
+  meta.height = 1;
+  return meta;
+}
+
+}  // namespace
+
+TEST_CASE("an exported model reproduces the trainer's packed inference exactly, at the predicted size") {
+  const dataset train_set = blobs(600, 20, 1), test_set = blobs(300, 20, 2);
+  for (method m : {method::fp32, method::bc_qbp, method::tc_qbp}) {
+    CAPTURE(method_name(m));
+    network net = make_mlp(20, {70, 33}, 3, dense_options_for(m), activation::relu, 5);
+    train_config config;
+    config.training_method = m;
+    config.epochs = 2;
+    config.batch = 50;
+    config.validation = 100;
+    const train_result r = train(net, train_set, test_set, config);
+    const std::string path = temp_path("model.fwm");
+    const std::size_t bytes = save_model(path, net, small_meta(std::string(method_name(m)).c_str()));
+    CHECK(bytes == fs::file_size(path));
+    // Predicted size: header and CRC, metadata, and per dense layer 1 bit (binary), 2 bits (ternary) or
+    // 32 bits (fp32) per weight in 64-bit words per row, plus batch norm in float32.
+    std::size_t weight_bytes = 0;
+    for (auto [in, out] : {std::pair{20, 70}, std::pair{70, 33}, std::pair{33, 3}}) {
+      const std::size_t row_words = (in + 63) / 64;
+      weight_bytes += m == method::fp32 ? std::size_t(in) * out * 4 : (m == method::tc_qbp ? 2 : 1) * out * row_words * 8;
+    }
+    CHECK(bytes > weight_bytes);
+    CHECK(bytes < weight_bytes + 4 * 4 * (70 + 33 + 3) + 600);
+    model loaded = load_model(path);
+    CHECK(loaded.meta.method == method_name(m));
+    const runtime rt(2);
+    CHECK(evaluate(loaded.net, test_set, rt, false) == r.test_error_packed_at_best);
+    matrix x(test_set.size(), 20);
+    x.data = test_set.x;
+    const matrix a = loaded.run(x, rt);
+    const step_context ctx{rt, kernels::active_kernels(), 0, 0, false, false};
+    CHECK(same_bits(a.data, net.forward(x, ctx).data));
+    fs::remove(path);
+  }
+}
+
+TEST_CASE("broken model files are rejected with a clear error, never a crash") {
+  const dataset train_set = blobs(200, 20, 1);
+  network net = make_mlp(20, {30}, 3, dense_options_for(method::bc), activation::relu, 5);
+  const std::string path = temp_path("broken.fwm");
+  save_model(path, net, small_meta("bc"));
+  const auto good = read_bytes(path);
+  auto expect = [&](const std::vector<unsigned char>& bytes, const char* message) {
+    write_bytes(path, bytes);
+    CAPTURE(message);
+    CHECK_THROWS_WITH_AS(load_model(path), doctest::Contains(message), fewmul::error);
+  };
+  for (std::size_t cut : {std::size_t{0}, std::size_t{5}, std::size_t{19}, good.size() / 2, good.size() - 1}) {
+    auto truncated = good;
+    truncated.resize(cut);
+    expect(truncated, "truncated");
+  }
+  auto flipped = good;
+  flipped[good.size() / 2] ^= 0x10;
+  expect(flipped, "corrupted (CRC-32 mismatch)");
+  auto future = good;
+  future[8] = 9;
+  expect(future, "format version 9 is newer than this build reads");
+  auto magic = good;
+  magic[0] = 'X';
+  expect(magic, "bad magic");
+  // Every single-byte corruption and every truncation either loads or throws fewmul::error.
+  for (std::size_t i = 0; i < good.size(); i += 7) {
+    auto bytes = good;
+    bytes[i] ^= 0xff;
+    write_bytes(path, bytes);
+    try {
+      load_model(path);
+    } catch (const fewmul::error&) {
+    }
+  }
+  fs::remove(path);
+  CHECK_THROWS_WITH_AS(load_model(path), doctest::Contains("no such file"), fewmul::error);
+}
+
+TEST_CASE("a checkpoint is not a model and a model is not a checkpoint") {
+  network net = make_mlp(20, {30}, 3, dense_options_for(method::bc), activation::relu, 5);
+  const std::string model_path = temp_path("kind.fwm"), ckpt_path = temp_path("kind.ckpt");
+  save_model(model_path, net, small_meta("bc"));
+  checkpoint c;
+  c.architecture = {20, {30}, 3, activation::relu};
+  c.config.training_method = method::bc;
+  c.state.network_state = net.snapshot();
+  save_checkpoint(ckpt_path, c);
+  CHECK_THROWS_WITH_AS(load_model(ckpt_path), doctest::Contains("training checkpoint"), fewmul::error);
+  CHECK_THROWS_WITH_AS(load_checkpoint(model_path), doctest::Contains("exported model"), fewmul::error);
+  fs::remove(model_path);
+  fs::remove(ckpt_path);
+}
+
+TEST_CASE("resuming from a checkpoint gives the bit-identical result of an uninterrupted run") {
+  const dataset train_set = blobs(600, 20, 1), test_set = blobs(150, 20, 2);
+  for (method m : {method::bc_qbp, method::fp32}) {
+    CAPTURE(method_name(m));
+    train_config config;
+    config.training_method = m;
+    config.epochs = 4;
+    config.batch = 50;
+    config.validation = 100;
+    config.optimizer = m == method::fp32 ? optimizer_kind::adam : optimizer_kind::sgd;
+    const mlp_architecture arch{20, {40}, 3, activation::relu};
+    auto fresh = [&] { return make_mlp(20, {40}, 3, dense_options_for(m), activation::relu, config.seed); };
+
+    network whole = fresh();
+    const train_result uninterrupted = train(whole, train_set, test_set, config);
+
+    // The same 4-epoch run, interrupted (as by Ctrl-C) after its second epoch's checkpoint.
+    const std::string path = temp_path("resume.ckpt");
+    checkpoint c;
+    c.config = config;
+    c.architecture = arch;
+    train_observer observer;
+    observer.on_state = [&](const training_state& s) {
+      c.state = s;
+      save_checkpoint(path, c);
+      if (s.progress.epochs.size() == 2) request_stop();
+    };
+    network first = fresh();
+    CHECK_THROWS_WITH_AS(train(first, train_set, test_set, config, observer), doctest::Contains("interrupted in epoch 3"),
+                         fewmul::error);
+    checkpoint loaded = load_checkpoint(path);
+    CHECK(loaded.state.progress.epochs.size() == 2);
+    network resumed = network_from_checkpoint(loaded, false);
+    const train_result continued = train(resumed, train_set, test_set, loaded.config, {}, &loaded.state);
+    CHECK(whole.snapshot() == resumed.snapshot());
+    CHECK(continued.epochs.size() == 4);
+    CHECK(continued.best_epoch == uninterrupted.best_epoch);
+    CHECK(continued.test_error_at_best == uninterrupted.test_error_at_best);
+    fs::remove(path);
+  }
+}
+
+TEST_CASE("a failed write leaves the previous file intact and no temporary behind") {
+  network net = make_mlp(20, {30}, 3, dense_options_for(method::bc), activation::relu, 5);
+  const std::string dir = temp_path("ro_dir");
+  fs::create_directories(dir);
+  const std::string path = dir + "/model.fwm";
+  save_model(path, net, small_meta("bc"));
+  const auto before = read_bytes(path);
+  // A directory where the temporary file should go makes the write fail.
+  fs::create_directories(path + ".tmp");
+  CHECK_THROWS_WITH_AS(save_model(path, net, small_meta("bc")), doctest::Contains(path.c_str()), fewmul::error);
+  CHECK(read_bytes(path) == before);
+  CHECK(load_model(path).net.output_size() == 3);
+  fs::remove_all(dir);
+}
