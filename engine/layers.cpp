@@ -143,35 +143,11 @@ class dense_layer final : public layer {
 
   void forward(const matrix& x, matrix& y, const step_context& ctx) override {
     check_input(x);
-    const std::size_t batch = x.rows;
-    y.resize(batch, out_);
     const bool use_expectation = !ctx.training && ctx.expected_weights && options_.kind != weight_kind::fp32 &&
                                  options_.training_sampling == kernels::sample_mode::stochastic;
     prepare_weights(ctx, use_expectation);
-    const auto& k = ctx.kernels;
-    switch (use_expectation ? weight_kind::fp32 : options_.kind) {
-      case weight_kind::fp32:
-        parallel_gemm(ctx.rt, batch, out_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-          k.gemm_f32(i1 - i0, j1 - j0, in_, x.row(i0), in_, 1, transposed_.data() + j0, out_, y.row(i0) + j0, out_);
-        });
-        break;
-      case weight_kind::binary:
-        rowsum_.resize(batch);
-        parallel_rows(ctx.rt, batch, 64, [&](std::size_t r0, std::size_t r1) {
-          kernels::row_sums(x.row(r0), r1 - r0, in_, in_, 1, rowsum_.data() + r0);
-        });
-        parallel_gemm(ctx.rt, batch, out_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-          k.gemm_binary(i1 - i0, j1 - j0, in_, x.row(i0), in_, 1, rowsum_.data() + i0, sign_t_.data() + j0 / 64,
-                        kernels::words_for(out_), y.row(i0) + j0, out_);
-        });
-        break;
-      case weight_kind::ternary:
-        parallel_gemm(ctx.rt, batch, out_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-          k.gemm_ternary(i1 - i0, j1 - j0, in_, x.row(i0), in_, 1, sign_t_.data() + j0 / 64,
-                         nonzero_t_.data() + j0 / 64, kernels::words_for(out_), y.row(i0) + j0, out_);
-        });
-        break;
-    }
+    multiply(use_expectation ? weight_kind::fp32 : options_.kind, x, out_,
+             {transposed_.data(), sign_t_.data(), nonzero_t_.data()}, y, ctx);
   }
 
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
@@ -198,34 +174,45 @@ class dense_layer final : public layer {
     }
     if (dx == nullptr) return;
     // dx[b][i] = sum_o dy[b][o] * W[o][i].
-    dx->resize(batch, in_);
-    switch (options_.kind) {
-      case weight_kind::fp32:
-        parallel_gemm(ctx.rt, batch, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-          k.gemm_f32(i1 - i0, j1 - j0, out_, dy.row(i0), out_, 1, weight_.value.data() + j0, in_, dx->row(i0) + j0,
-                     in_);
-        });
-        break;
-      case weight_kind::binary:
-        rowsum_.resize(batch);
-        parallel_rows(ctx.rt, batch, 64, [&](std::size_t r0, std::size_t r1) {
-          kernels::row_sums(dy.row(r0), r1 - r0, out_, out_, 1, rowsum_.data() + r0);
-        });
-        parallel_gemm(ctx.rt, batch, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-          k.gemm_binary(i1 - i0, j1 - j0, out_, dy.row(i0), out_, 1, rowsum_.data() + i0, sign_.data() + j0 / 64,
-                        kernels::words_for(in_), dx->row(i0) + j0, in_);
-        });
-        break;
-      case weight_kind::ternary:
-        parallel_gemm(ctx.rt, batch, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-          k.gemm_ternary(i1 - i0, j1 - j0, out_, dy.row(i0), out_, 1, sign_.data() + j0 / 64,
-                         nonzero_.data() + j0 / 64, kernels::words_for(in_), dx->row(i0) + j0, in_);
-        });
-        break;
-    }
+    multiply(options_.kind, dy, in_, {weight_.value.data(), sign_.data(), nonzero_.data()}, *dx, ctx);
   }
 
  private:
+  // The step's weights in one layout: [in][out] (forward) or [out][in] (input gradient); `values`
+  // for fp32, `sign`/`nonzero` bit planes (row stride words_for(width)) for binary and ternary.
+  struct weight_view {
+    const float* values;
+    const std::uint64_t* sign;
+    const std::uint64_t* nonzero;
+  };
+
+  // out[rows x width] = a[rows x depth] · w, split over the fixed block grid of parallel_gemm.
+  void multiply(weight_kind kind, const matrix& a, std::size_t width, const weight_view& w, matrix& out,
+                const step_context& ctx) {
+    const std::size_t rows = a.rows, depth = a.cols, ldb = kernels::words_for(width);
+    const auto& k = ctx.kernels;
+    out.resize(rows, width);
+    if (kind == weight_kind::binary) {
+      rowsum_.resize(rows);
+      parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
+        kernels::row_sums(a.row(r0), r1 - r0, depth, depth, 1, rowsum_.data() + r0);
+      });
+    }
+    parallel_gemm(ctx.rt, rows, width, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+      const std::size_t m = i1 - i0, n = j1 - j0;
+      float* c = out.row(i0) + j0;
+      switch (kind) {
+        case weight_kind::fp32: k.gemm_f32(m, n, depth, a.row(i0), depth, 1, w.values + j0, width, c, width); break;
+        case weight_kind::binary:
+          k.gemm_binary(m, n, depth, a.row(i0), depth, 1, rowsum_.data() + i0, w.sign + j0 / 64, ldb, c, width);
+          break;
+        case weight_kind::ternary:
+          k.gemm_ternary(m, n, depth, a.row(i0), depth, 1, w.sign + j0 / 64, w.nonzero + j0 / 64, ldb, c, width);
+          break;
+      }
+    });
+  }
+
   void check_input(const matrix& x) const {
     if (x.cols != in_)
       throw error("layer " + std::to_string(index) + " (" + describe() + ") got inputs of width " +

@@ -141,13 +141,23 @@ struct simd_kernels {
     }
   }
 
+  template <std::size_t R>
+  static void zero_tile(fb (&acc)[R][nv]) {
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb(0.0f);
+  }
+  template <std::size_t R>
+  static void store_tile(const fb (&acc)[R][nv], float* c, std::size_t ldc) {
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < nv; ++v) acc[r][v].store_unaligned(c + r * ldc + v * lanes);
+  }
+
   // ---- float GEMM (the fp32 path) ------------------------------------------------------------------
   static void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
                        std::size_t a_cs, const float* b, std::size_t ldb, float* c, std::size_t ldc) noexcept {
     auto tile = [&]<std::size_t R>(std::size_t i0, std::size_t j0) {
       fb acc[R][nv];
-      for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb(0.0f);
+      zero_tile(acc);
       for (std::size_t p = 0; p < k; ++p) {
         fb bv[nv];
         for (std::size_t v = 0; v < nv; ++v) bv[v] = fb::load_unaligned(b + p * ldb + j0 + v * lanes);
@@ -156,8 +166,7 @@ struct simd_kernels {
           for (std::size_t v = 0; v < nv; ++v) acc[r][v] = acc[r][v] + av * bv[v];
         }
       }
-      for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < nv; ++v) acc[r][v].store_unaligned(c + (i0 + r) * ldc + j0 + v * lanes);
+      store_tile(acc, c + i0 * ldc + j0, ldc);
     };
     auto column = [&](std::size_t i, std::size_t j) {
       float acc = 0.0f;
@@ -180,8 +189,7 @@ struct simd_kernels {
                           float* c, std::size_t ldc) noexcept {
     auto tile = [&]<std::size_t R>(std::size_t i0, std::size_t j0) {
       fb acc[R][nv];
-      for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb(0.0f);
+      zero_tile(acc);
       for (std::size_t p = 0; p < k; ++p) {
         const std::uint64_t chunk = tile_bits(bits + p * ldb, j0);
         fm plus[nv];
@@ -212,8 +220,7 @@ struct simd_kernels {
                            std::size_t ldb, float* c, std::size_t ldc) noexcept {
     auto tile = [&]<std::size_t R>(std::size_t i0, std::size_t j0) {
       fb acc[R][nv];
-      for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb(0.0f);
+      zero_tile(acc);
       for (std::size_t p = 0; p < k; ++p) {
         const std::uint64_t s = tile_bits(sign + p * ldb, j0);
         const std::uint64_t neg = tile_bits(nonzero + p * ldb, j0) ^ s;  // sign ⊆ nonzero
@@ -230,8 +237,7 @@ struct simd_kernels {
           }
         }
       }
-      for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < nv; ++v) acc[r][v].store_unaligned(c + (i0 + r) * ldc + j0 + v * lanes);
+      store_tile(acc, c + i0 * ldc + j0, ldc);
     };
     auto column = [&](std::size_t i, std::size_t j) {
       float acc = 0.0f;
@@ -267,8 +273,7 @@ struct simd_kernels {
                          std::size_t a_cs, const std::int8_t* q, std::size_t ldq, float* c, std::size_t ldc) noexcept {
     auto tile = [&]<std::size_t R>(std::size_t i0, std::size_t j0) {
       fb acc[R][nv];
-      for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb(0.0f);
+      zero_tile(acc);
       for (std::size_t p = 0; p < k; ++p) {
         fm nonzero[nv];
         ub addend[nv];
@@ -289,8 +294,7 @@ struct simd_kernels {
             acc[r][v] = xsimd::select(nonzero[v], acc[r][v] + simd_compat::as_float<A>(ab + addend[v]), acc[r][v]);
         }
       }
-      for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < nv; ++v) acc[r][v].store_unaligned(c + (i0 + r) * ldc + j0 + v * lanes);
+      store_tile(acc, c + i0 * ldc + j0, ldc);
     };
     auto column = [&](std::size_t i, std::size_t j) {
       float acc = 0.0f;
