@@ -172,6 +172,21 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given) {
   return 0;
 }
 
+int run_count(std::size_t batch, const std::vector<std::size_t>& hidden) {
+  for (fewmul::method m : {fewmul::method::fp32, fewmul::method::bc, fewmul::method::bc_stoch, fewmul::method::tc,
+                           fewmul::method::bc_qbp, fewmul::method::tc_qbp}) {
+    const fewmul::network net =
+        fewmul::make_mlp(784, hidden, 10, fewmul::dense_options_for(m), fewmul::activation::relu, 1);
+    const fewmul::op_counts engine = net.training_ops(batch), paper = net.training_ops(batch, true);
+    std::printf(
+        "{\"method\": \"%s\", \"batch\": %zu, \"multiplications\": %.4e, \"additions\": %.4e, \"shifts\": %.4e, "
+        "\"paper_convention_multiplications\": %.4e}\n",
+        std::string(fewmul::method_name(m)).c_str(), batch, engine.multiplications, engine.additions, engine.shifts,
+        paper.multiplications);
+  }
+  return 0;
+}
+
 int run_export(const std::string& checkpoint_path, const std::string& out_path) {
   const fewmul::checkpoint c = fewmul::load_checkpoint(checkpoint_path);
   fewmul::network net = fewmul::network_from_checkpoint(c, !c.state.best_state.empty());
@@ -326,6 +341,10 @@ int main(int argc, char** argv) {
   CLI::App* info = app.add_subcommand("info", "Describe a model file");
   info->add_option("model", model_path, "Model file")->required()->check(CLI::ExistingFile);
 
+  std::size_t count_batch = 200;
+  CLI::App* count = app.add_subcommand("count", "Multiplications, additions and shifts of one training step, per method");
+  count->add_option("--batch", count_batch, "Minibatch size")->check(CLI::Range(1, 1000000))->capture_default_str();
+  count->add_option("--hidden", f.hidden_text, "Hidden layer widths")->capture_default_str();
   CLI::App* isas = app.add_subcommand("isa", "List the kernel ISAs this CPU supports (best last)");
 
   try {
@@ -339,6 +358,7 @@ int main(int argc, char** argv) {
       for (fewmul::isa i : fewmul::supported_isas()) std::cout << fewmul::isa_name(i) << "\n";
       return 0;
     }
+    if (*count) return run_count(count_batch, parse_hidden(f.hidden_text));
     if (*exporter) return run_export(checkpoint_in, model_out);
     if (*eval) return run_eval(model_path, f.data_dir, eval_threads);
     if (*predict) return run_predict(model_path, image_path);

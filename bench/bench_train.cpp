@@ -61,6 +61,17 @@ const int registered = [] {
         ->Iterations(1)
         ->UseManualTime()
         ->Unit(benchmark::kMillisecond);
+    if (m == method::bc_qbp)  // thread scaling: compare each row with threads:1 of the same run
+      benchmark::RegisterBenchmark("train_epoch_10k_threads/bc+qbp", train_bench, m)
+          ->ArgName("threads")
+          ->Arg(1)
+          ->Arg(2)
+          ->Arg(4)
+          ->Arg(8)
+          ->Arg(16)
+          ->Iterations(1)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark(("inference/" + name).c_str(), inference_bench, m)
         ->Args({1, 1})
         ->Args({10000, 0})

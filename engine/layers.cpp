@@ -1,3 +1,4 @@
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -62,6 +63,21 @@ class dense_layer final : public layer {
   std::size_t output_size() const override { return out_; }
   std::vector<parameter*> parameters() override { return {&weight_}; }
   void parameters_changed() override { inference_packed_ = expectation_ready_ = false; }
+
+  // Forward y = x W^T and input gradient dx = dy W: a multiply-add per weight and example in fp32, a
+  // masked add otherwise. Weight gradient dW = dy^T x: a multiply-add per weight and example, or with
+  // quantized backprop a shift (exponent add) and an add.
+  op_counts training_ops(std::size_t batch, bool input_gradient) const override {
+    const double macs = static_cast<double>(batch) * in_ * out_;
+    const bool fp32 = options_.kind == weight_kind::fp32;
+    const double passes = input_gradient ? 2.0 : 1.0;
+    op_counts c;
+    (fp32 ? c.multiplications : c.additions) += passes * macs;
+    c.additions += passes * (fp32 ? macs : 0.0);
+    (options_.qbp ? c.shifts : c.multiplications) += macs;
+    c.additions += macs;
+    return c;
+  }
 
   void write(detail::byte_writer& out, bool packed) const override {
     out.put<std::uint32_t>(tag_dense);
@@ -291,14 +307,18 @@ class dense_layer final : public layer {
     conditioned_.resize(dy.data.size());
     const float tiny = std::ldexp(1.0f, -kernels::shift_safe_exponent);
     const float huge = std::ldexp(1.0f, kernels::shift_safe_exponent);
-    bool bad = false;
-    for (std::size_t i = 0; i < dy.data.size(); ++i) {
-      const float v = dy.data[i];
-      const float a = std::fabs(v);
-      if (!(a <= huge)) bad = true;
-      conditioned_[i] = a < tiny ? 0.0f : v;
-    }
-    if (bad)
+    std::atomic<bool> bad{false};
+    parallel_rows(ctx.rt, dy.data.size(), 16384, [&](std::size_t i0, std::size_t i1) {
+      bool chunk_bad = false;
+      for (std::size_t i = i0; i < i1; ++i) {
+        const float v = dy.data[i];
+        const float a = std::fabs(v);
+        chunk_bad |= !(a <= huge);
+        conditioned_[i] = a < tiny ? 0.0f : v;
+      }
+      if (chunk_bad) bad.store(true);
+    });
+    if (bad.load())
       throw error("non-finite or exploding gradient at layer " + std::to_string(index) + " (" + describe() +
                   ") in step " + std::to_string(ctx.step));
   }
@@ -334,6 +354,13 @@ class batch_norm_layer final : public layer {
   std::size_t output_size() const override { return n_; }
   std::vector<parameter*> parameters() override { return {&gamma_, &beta_}; }
   std::vector<std::vector<float>*> buffers() override { return {&running_mean_, &running_var_}; }
+
+  // Counted as in Lin et al.: three multiplications per feature and example (scale in the forward
+  // pass, scale and the xhat product in the backward pass); sums and differences as additions.
+  op_counts training_ops(std::size_t batch, bool) const override {
+    const double n = static_cast<double>(batch) * n_;
+    return op_counts{3.0 * n, 6.0 * n, 0.0};
+  }
 
   void write(detail::byte_writer& out, bool) const override {
     out.put<std::uint32_t>(tag_batch_norm);
@@ -443,6 +470,7 @@ class elementwise_layer final : public layer {
  public:
   elementwise_layer(std::uint32_t tag, std::string name, std::size_t n, F f, G gate)
       : tag_(tag), name_(std::move(name)), n_(n), f_(f), gate_(gate) {}
+  op_counts training_ops(std::size_t, bool) const override { return {}; }  // comparisons only
   void write(detail::byte_writer& out, bool) const override {
     out.put<std::uint32_t>(tag_);
     out.put<std::uint64_t>(n_);

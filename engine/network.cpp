@@ -92,6 +92,13 @@ network network::read(detail::byte_reader& in, bool packed) {
   return net;
 }
 
+op_counts network::training_ops(std::size_t batch, bool with_first_input_gradient) const {
+  op_counts total;
+  for (std::size_t i = 0; i < layers_.size(); ++i)
+    total += layers_[i]->training_ops(batch, i > 0 || with_first_input_gradient);
+  return total;
+}
+
 std::string network::describe() const {
   std::string s;
   for (const auto& l : layers_) s += (s.empty() ? "" : " | ") + l->describe();

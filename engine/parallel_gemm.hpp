@@ -9,8 +9,8 @@
 
 namespace fewmul::detail {
 
-constexpr std::size_t gemm_block_rows = 64;
-constexpr std::size_t gemm_block_cols = 256;
+constexpr std::size_t gemm_block_rows = 32;
+constexpr std::size_t gemm_block_cols = 128;
 
 /// Calls block(i0, i1, j0, j1) for each block of the grid, in parallel.
 template <class Block>

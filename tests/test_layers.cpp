@@ -196,3 +196,19 @@ TEST_CASE("layers reject inputs of the wrong width with a clear error") {
   net.add(make_dense(10, 4, dense_options_for(method::fp32), 1));
   CHECK_THROWS_AS(net.add(make_relu(5)), fewmul::error);
 }
+
+TEST_CASE("operation counts reproduce Lin et al.'s figures for the MNIST MLP at batch 200") {
+  auto count = [](method m, bool paper) {
+    const network net = make_mlp(784, {1024, 1024, 1024}, 10, dense_options_for(m), activation::relu, 1);
+    return net.training_ops(200, paper);
+  };
+  // Paper: full precision 1.7480e9 multiplications, TernaryConnect + quantized backprop 1.8492e6 (what
+  // remains are batch norm's: 3 per feature and example, 3082 features).
+  CHECK(count(method::fp32, true).multiplications == 3.0 * 2910208 * 200 + 3.0 * 3082 * 200);
+  CHECK(count(method::tc_qbp, true).multiplications == 3.0 * 3082 * 200);
+  CHECK(count(method::bc_qbp, false).multiplications == 3.0 * 3082 * 200);
+  CHECK(count(method::bc_qbp, false).shifts == 2910208.0 * 200);
+  // The engine computes no input gradient for the first layer: 784*1024 fewer per example.
+  CHECK(count(method::fp32, false).multiplications == count(method::fp32, true).multiplications - 784.0 * 1024 * 200);
+  CHECK(count(method::bc, false).multiplications == 2910208.0 * 200 + 3.0 * 3082 * 200);
+}

@@ -16,6 +16,19 @@ class byte_writer;
 class byte_reader;
 }  // namespace detail
 
+/// Arithmetic of one training step, by kind of operation (what the engine executes, not FLOPs).
+struct op_counts {
+  double multiplications = 0;
+  double additions = 0;  ///< plain and masked adds/subtracts
+  double shifts = 0;     ///< exponent adds replacing multiplications by powers of two
+  op_counts& operator+=(const op_counts& o) {
+    multiplications += o.multiplications;
+    additions += o.additions;
+    shifts += o.shifts;
+    return *this;
+  }
+};
+
 /// A trainable tensor: master values, the gradient of the last backward pass, and how to update it.
 struct parameter {
   std::string name;
@@ -59,6 +72,9 @@ class layer {
   /// Appends the layer's type, configuration and parameters to a model (`packed`: deterministic
   /// 1/2-bit weights for inference) or checkpoint (master weights) payload.
   virtual void write(detail::byte_writer& out, bool packed) const = 0;
+  /// Operations of one training step (forward, input gradient when `input_gradient`, parameter
+  /// gradients) on a minibatch of `batch` examples.
+  virtual op_counts training_ops(std::size_t batch, bool input_gradient) const = 0;
   /// Index of this layer in its network (part of the random keys).
   std::uint32_t index = 0;
 };
@@ -112,6 +128,9 @@ class network {
   /// Notifies layers that parameters changed.
   void parameters_changed();
   std::string describe() const;
+  /// Operations of one training step on a minibatch. The engine computes no input gradient for the
+  /// first layer; `with_first_input_gradient` counts one anyway, as Lin et al.'s figures do.
+  op_counts training_ops(std::size_t batch, bool with_first_input_gradient = false) const;
   /// Serializes every layer (see layer::write) / rebuilds a network from such a payload.
   void write(detail::byte_writer& out, bool packed) const;
   static network read(detail::byte_reader& in, bool packed);
