@@ -88,6 +88,21 @@ void pack_bench(benchmark::State& state, isa which, bool ternary, kernels::sampl
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * rows * cols));
 }
 
+// XNOR-popcount GEMM on ±1 bits: MAC/s counts one ±1 multiply-accumulate per bit pair.
+void xnor_bench(benchmark::State& state, isa which, shape s) {
+  if (skip_unsupported(state, which)) return;
+  const auto& k = kernels::kernels_for(which);
+  const std::size_t words = kernels::words_for(s.k);
+  const auto a = bits(s.m, s.k, 7), bt = bits(s.n, s.k, 8);  // bt[w][n]: any bits serve for timing
+  std::vector<std::int32_t> c(s.m * s.n);
+  for (auto _ : state) {
+    k.gemm_xnor(s.m, s.n, words, static_cast<std::int32_t>(s.k), a.data(), words, bt.data(), s.n, c.data(), s.n);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * s.m * s.n * s.k));
+}
+
 void quantize_bench(benchmark::State& state, isa which) {
   if (skip_unsupported(state, which)) return;
   const auto& k = kernels::kernels_for(which);
@@ -108,6 +123,9 @@ const int registered = [] {
         benchmark::RegisterBenchmark(("gemm_" + std::string(kind) + "/" + isa_text + "/" + s.name).c_str(), gemm_bench,
                                      which, s, std::string(kind))
             ->Unit(benchmark::kMicrosecond);
+    for (const shape& s : gemm_shapes)
+      benchmark::RegisterBenchmark(("gemm_xnor/" + isa_text + "/" + s.name).c_str(), xnor_bench, which, s)
+          ->Unit(benchmark::kMicrosecond);
     for (bool ternary : {false, true})
       for (auto mode : {kernels::sample_mode::deterministic, kernels::sample_mode::stochastic})
         benchmark::RegisterBenchmark(

@@ -344,9 +344,54 @@ struct simd_kernels {
     }
   }
 
+  // ---- XNOR-popcount GEMM ---------------------------------------------------------------------------
+  // Tiles of MR rows x NV vectors of 64-bit lanes (columns); per word: broadcast A's word, XOR with B's
+  // words of those columns, add the lane popcounts. Counts stay exact in 64-bit lanes.
+  using wb = simd_compat::u64batch<A>;
+  static constexpr std::size_t word_lanes = wb::size;
+  static constexpr std::size_t xnor_nr = nv * word_lanes;
+
+  static void gemm_xnor(std::size_t m, std::size_t n, std::size_t k_words, std::int32_t k_bits, const std::uint64_t* a,
+                        std::size_t lda, const std::uint64_t* bt, std::size_t ldbt, std::int32_t* c,
+                        std::size_t ldc) noexcept {
+    auto tile = [&]<std::size_t R>(std::size_t i0, std::size_t j0) {
+      wb different[R][nv];
+      for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t v = 0; v < nv; ++v) different[r][v] = wb(std::uint64_t{0});
+      for (std::size_t w = 0; w < k_words; ++w) {
+        wb b[nv];
+        for (std::size_t v = 0; v < nv; ++v) b[v] = wb::load_unaligned(bt + w * ldbt + j0 + v * word_lanes);
+        for (std::size_t r = 0; r < R; ++r) {
+          const wb av(a[(i0 + r) * lda + w]);
+          for (std::size_t v = 0; v < nv; ++v) different[r][v] = different[r][v] + simd_compat::popcount_lanes<A>(av ^ b[v]);
+        }
+      }
+      for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t v = 0; v < nv; ++v) {
+          alignas(64) std::uint64_t lanes_out[word_lanes];
+          different[r][v].store_aligned(lanes_out);
+          for (std::size_t l = 0; l < word_lanes; ++l)
+            c[(i0 + r) * ldc + j0 + v * word_lanes + l] = k_bits - 2 * static_cast<std::int32_t>(lanes_out[l]);
+        }
+    };
+    const std::size_t full_n = n / xnor_nr * xnor_nr;
+    for (std::size_t j = 0; j < full_n; j += xnor_nr) {
+      std::size_t i = 0;
+      for (; i + mr <= m; i += mr) tile.template operator()<mr>(i, j);
+      dispatch_rows(m - i, [&]<std::size_t R>() { tile.template operator()<R>(i, j); });
+    }
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = full_n; j < n; ++j) {
+        std::int32_t different = 0;
+        for (std::size_t w = 0; w < k_words; ++w)
+          different += static_cast<std::int32_t>(__builtin_popcountll(a[i * lda + w] ^ bt[w * ldbt + j]));
+        c[i * ldc + j] = k_bits - 2 * different;
+      }
+  }
+
   static kernel_table table(fewmul::isa which) {
-    return kernel_table{which,        &pack_binary, &pack_ternary,  &gemm_f32, &gemm_binary,
-                        &gemm_ternary, &gemm_shift,  &quantize_pow2, nr};
+    return kernel_table{which,         &pack_binary, &pack_ternary,  &gemm_f32,  &gemm_binary,
+                        &gemm_ternary, &gemm_shift,  &quantize_pow2, &gemm_xnor, nr};
   }
 };
 

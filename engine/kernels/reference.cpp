@@ -117,6 +117,20 @@ void gemm_shift_ref(std::size_t m, std::size_t n, std::size_t k, const float* a,
     }
 }
 
+void gemm_xnor_ref(std::size_t m, std::size_t n, std::size_t k_words, std::int32_t k_bits, const std::uint64_t* a,
+                   std::size_t lda, const std::uint64_t* bt, std::size_t ldbt, std::int32_t* c,
+                   std::size_t ldc) noexcept {
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) {
+      std::int32_t different = 0;
+      for (std::size_t w = 0; w < k_words; ++w) {
+        const std::uint64_t x = a[i * lda + w] ^ bt[w * ldbt + j];
+        for (int bit = 0; bit < 64; ++bit) different += static_cast<std::int32_t>((x >> bit) & 1u);
+      }
+      c[i * ldc + j] = k_bits - 2 * different;
+    }
+}
+
 void quantize_pow2_ref(const float* x, std::size_t n, std::int8_t* codes, int kmin, int kmax, std::uint64_t key,
                        std::uint32_t index0) noexcept {
   for (std::size_t i = 0; i < n; ++i) {
@@ -149,7 +163,7 @@ void quantize_pow2_ref(const float* x, std::size_t n, std::int8_t* codes, int km
 const kernel_table& reference_kernels() {
   static const kernel_table table{fewmul::isa::scalar, pack_binary_ref, pack_ternary_ref, gemm_f32_ref,
                                   gemm_binary_ref,     gemm_ternary_ref, gemm_shift_ref,   quantize_pow2_ref,
-                                  1};
+                                  gemm_xnor_ref,       1};
   return table;
 }
 

@@ -103,6 +103,46 @@ inline ibatch<A> load_i8_as_i32(const std::int8_t* p) noexcept {
 }
 
 template <class A>
+using u64batch = xsimd::batch<std::uint64_t, A>;
+
+/// Per-lane popcount of 64-bit lanes. xsimd 8.1 has none: VPOPCNTDQ where the unit is compiled for it,
+/// else the nibble table of pshufb summed by psadbw (AVX2, AVX-512BW), scalar popcnt (SSE4.2), vcnt (NEON).
+template <class A>
+inline u64batch<A> popcount_lanes(u64batch<A> x) noexcept {
+#if defined(__AVX512VPOPCNTDQ__)
+  if constexpr (is_avx512<A>) return _mm512_popcnt_epi64(x.data);
+#endif
+#if defined(__AVX512BW__)
+  if constexpr (is_avx512<A>) {
+    const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
+    const __m512i low = _mm512_set1_epi8(0x0f);
+    const __m512i counts = _mm512_add_epi8(_mm512_shuffle_epi8(table, _mm512_and_si512(x.data, low)),
+                                           _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(x.data, 4), low)));
+    return _mm512_sad_epu8(counts, _mm512_setzero_si512());
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (is_avx<A>) {
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                           2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    const __m256i counts = _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(x.data, low)),
+                                           _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x.data, 4), low)));
+    return _mm256_sad_epu8(counts, _mm256_setzero_si256());
+  }
+#endif
+#if defined(__SSE4_2__)
+  if constexpr (is_sse<A>) {
+    return _mm_set_epi64x(static_cast<long long>(_mm_popcnt_u64(static_cast<std::uint64_t>(_mm_extract_epi64(x.data, 1)))),
+                          static_cast<long long>(_mm_popcnt_u64(static_cast<std::uint64_t>(_mm_cvtsi128_si64(x.data)))));
+  }
+#endif
+#if defined(__aarch64__)
+  if constexpr (std::is_base_of_v<xsimd::neon, A>) return vpaddlq_u32(vpaddlq_u16(vpaddlq_u8(vcntq_u8(vreinterpretq_u8_u64(x.data)))));
+#endif
+}
+
+template <class A>
 inline ubatch<A> as_bits(fbatch<A> x) noexcept {
   return xsimd::bitwise_cast<ubatch<A>>(x);
 }

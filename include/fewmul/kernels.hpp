@@ -107,6 +107,16 @@ using gemm_shift_fn = void (*)(std::size_t m, std::size_t n, std::size_t k, cons
 using quantize_pow2_fn = void (*)(const float* x, std::size_t n, std::int8_t* codes, int kmin, int kmax,
                                   std::uint64_t key, std::uint32_t index0) noexcept;
 
+/// XNOR-popcount GEMM of ±1 matrices held as bits (1 = +1): C[m,n] = sum_k A[m,k] * B[k,n]
+///   = k_bits - 2 * sum_w popcount(a[m][w] XOR bt[w][n]),
+/// since each equal bit pair contributes +1 and each differing pair -1 (K - 2 * differences).
+/// A is packed along k ([m][k_words], row stride lda words); B is given word-interleaved, bt[w][n] is
+/// word w of column n (row stride ldbt), so one vector load covers several columns. Padding bits past
+/// k_bits must be 0 in both (they then XOR to 0 and count nothing).
+using gemm_xnor_fn = void (*)(std::size_t m, std::size_t n, std::size_t k_words, std::int32_t k_bits,
+                              const std::uint64_t* a, std::size_t lda, const std::uint64_t* bt, std::size_t ldbt,
+                              std::int32_t* c, std::size_t ldc) noexcept;
+
 /// One set of kernels for one ISA.
 struct kernel_table {
   fewmul::isa isa;
@@ -117,6 +127,7 @@ struct kernel_table {
   gemm_ternary_fn gemm_ternary;
   gemm_shift_fn gemm_shift;
   quantize_pow2_fn quantize_pow2;
+  gemm_xnor_fn gemm_xnor;
   /// Column tile of the GEMM kernels: layers split work at multiples of 64 columns and this.
   std::size_t column_tile;
 };
