@@ -111,9 +111,10 @@ struct simd_kernels {
   // Runs tile<R>(row0, col0) for every full-width column tile, with R = mr except for the last rows,
   // and scalar_column(row, col) for the columns that do not fill a tile.
   template <class Tile, class ScalarColumn>
-  static void for_each_tile(std::size_t m, std::size_t n, Tile&& tile, ScalarColumn&& scalar_column) {
-    const std::size_t full_n = n / nr * nr;
-    for (std::size_t j = 0; j < full_n; j += nr) {
+  static void for_each_tile(std::size_t m, std::size_t n, Tile&& tile, ScalarColumn&& scalar_column,
+                            std::size_t tile_columns = nr) {
+    const std::size_t full_n = n / tile_columns * tile_columns;
+    for (std::size_t j = 0; j < full_n; j += tile_columns) {
       std::size_t i = 0;
       for (; i + mr <= m; i += mr) tile.template operator()<mr>(i, j);
       dispatch_rows(m - i, [&]<std::size_t R>() { tile.template operator()<R>(i, j); });
@@ -374,19 +375,13 @@ struct simd_kernels {
             c[(i0 + r) * ldc + j0 + v * word_lanes + l] = k_bits - 2 * static_cast<std::int32_t>(lanes_out[l]);
         }
     };
-    const std::size_t full_n = n / xnor_nr * xnor_nr;
-    for (std::size_t j = 0; j < full_n; j += xnor_nr) {
-      std::size_t i = 0;
-      for (; i + mr <= m; i += mr) tile.template operator()<mr>(i, j);
-      dispatch_rows(m - i, [&]<std::size_t R>() { tile.template operator()<R>(i, j); });
-    }
-    for (std::size_t i = 0; i < m; ++i)
-      for (std::size_t j = full_n; j < n; ++j) {
-        std::int32_t different = 0;
-        for (std::size_t w = 0; w < k_words; ++w)
-          different += static_cast<std::int32_t>(__builtin_popcountll(a[i * lda + w] ^ bt[w * ldbt + j]));
-        c[i * ldc + j] = k_bits - 2 * different;
-      }
+    auto column = [&](std::size_t i, std::size_t j) {
+      std::int32_t different = 0;
+      for (std::size_t w = 0; w < k_words; ++w)
+        different += static_cast<std::int32_t>(__builtin_popcountll(a[i * lda + w] ^ bt[w * ldbt + j]));
+      c[i * ldc + j] = k_bits - 2 * different;
+    };
+    for_each_tile(m, n, tile, column, xnor_nr);
   }
 
   static kernel_table table(fewmul::isa which) {
