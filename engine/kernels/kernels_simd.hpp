@@ -2,9 +2,10 @@
 // The one xsimd template behind every SIMD kernel variant. Each kernels_<isa>.cpp instantiates it for
 // its own xsimd architecture and is compiled with only that ISA's flags.
 //
-// GEMM kernels tile the output into MR rows x NR columns (NR = NV vectors) held in registers and run
-// the whole k loop per tile, in order, so every output is the same sequential sum as the reference.
-// Columns that do not fill a vector tile are done by a scalar loop with the same summation order.
+// GEMM kernels tile the output into MR rows x NV vectors of columns held in registers (single-vector
+// tiles where NV no longer fit) and run the whole k loop per tile, in order, so every output is the same
+// sequential sum as the reference. Columns that do not fill a vector are done by a scalar loop with the
+// same summation order.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -108,19 +109,22 @@ struct simd_kernels {
   }
 
   // ---- shared tile driver --------------------------------------------------------------------------
-  // Runs tile<R>(row0, col0) for every full-width column tile, with R = mr except for the last rows,
-  // and scalar_column(row, col) for the columns that do not fill a tile.
+  // Runs tile<R, V>(row0, col0) over the output: tiles of nv vectors while they fit, then single-vector
+  // tiles, with R = mr except for the last rows; scalar_column(row, col) does the columns that do not
+  // fill a vector. `vector_columns` is the columns one vector covers.
   template <class Tile, class ScalarColumn>
   static void for_each_tile(std::size_t m, std::size_t n, Tile&& tile, ScalarColumn&& scalar_column,
-                            std::size_t tile_columns = nr) {
-    const std::size_t full_n = n / tile_columns * tile_columns;
-    for (std::size_t j = 0; j < full_n; j += tile_columns) {
+                            std::size_t vector_columns = lanes) {
+    auto rows = [&]<std::size_t V>(std::size_t j) {
       std::size_t i = 0;
-      for (; i + mr <= m; i += mr) tile.template operator()<mr>(i, j);
-      dispatch_rows(m - i, [&]<std::size_t R>() { tile.template operator()<R>(i, j); });
-    }
+      for (; i + mr <= m; i += mr) tile.template operator()<mr, V>(i, j);
+      dispatch_rows(m - i, [&]<std::size_t R>() { tile.template operator()<R, V>(i, j); });
+    };
+    std::size_t j = 0;
+    for (; j + nv * vector_columns <= n; j += nv * vector_columns) rows.template operator()<nv>(j);
+    for (; j + vector_columns <= n; j += vector_columns) rows.template operator()<1>(j);
     for (std::size_t i = 0; i < m; ++i)
-      for (std::size_t j = full_n; j < n; ++j) scalar_column(i, j);
+      for (std::size_t jj = j; jj < n; ++jj) scalar_column(i, jj);
   }
   template <class F>
   static void dispatch_rows(std::size_t rows, F&& f) {
@@ -142,29 +146,29 @@ struct simd_kernels {
     }
   }
 
-  template <std::size_t R>
-  static void zero_tile(fb (&acc)[R][nv]) {
+  template <std::size_t R, std::size_t V>
+  static void zero_tile(fb (&acc)[R][V]) {
     for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb(0.0f);
+      for (std::size_t v = 0; v < V; ++v) acc[r][v] = fb(0.0f);
   }
-  template <std::size_t R>
-  static void store_tile(const fb (&acc)[R][nv], float* c, std::size_t ldc) {
+  template <std::size_t R, std::size_t V>
+  static void store_tile(const fb (&acc)[R][V], float* c, std::size_t ldc) {
     for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t v = 0; v < nv; ++v) acc[r][v].store_unaligned(c + r * ldc + v * lanes);
+      for (std::size_t v = 0; v < V; ++v) acc[r][v].store_unaligned(c + r * ldc + v * lanes);
   }
 
   // ---- float GEMM (the fp32 path) ------------------------------------------------------------------
   static void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
                        std::size_t a_cs, const float* b, std::size_t ldb, float* c, std::size_t ldc) noexcept {
-    auto tile = [&]<std::size_t R>(std::size_t i0, std::size_t j0) {
-      fb acc[R][nv];
+    auto tile = [&]<std::size_t R, std::size_t V>(std::size_t i0, std::size_t j0) {
+      fb acc[R][V];
       zero_tile(acc);
       for (std::size_t p = 0; p < k; ++p) {
-        fb bv[nv];
-        for (std::size_t v = 0; v < nv; ++v) bv[v] = fb::load_unaligned(b + p * ldb + j0 + v * lanes);
+        fb bv[V];
+        for (std::size_t v = 0; v < V; ++v) bv[v] = fb::load_unaligned(b + p * ldb + j0 + v * lanes);
         for (std::size_t r = 0; r < R; ++r) {
           const fb av(a[(i0 + r) * a_rs + p * a_cs]);
-          for (std::size_t v = 0; v < nv; ++v) acc[r][v] = acc[r][v] + av * bv[v];
+          for (std::size_t v = 0; v < V; ++v) acc[r][v] = acc[r][v] + av * bv[v];
         }
       }
       store_tile(acc, c + i0 * ldc + j0, ldc);
@@ -188,22 +192,22 @@ struct simd_kernels {
   static void gemm_binary(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
                           std::size_t a_cs, const float* a_rowsum, const std::uint64_t* bits, std::size_t ldb,
                           float* c, std::size_t ldc) noexcept {
-    auto tile = [&]<std::size_t R>(std::size_t i0, std::size_t j0) {
-      fb acc[R][nv];
+    auto tile = [&]<std::size_t R, std::size_t V>(std::size_t i0, std::size_t j0) {
+      fb acc[R][V];
       zero_tile(acc);
       for (std::size_t p = 0; p < k; ++p) {
         const std::uint64_t chunk = tile_bits(bits + p * ldb, j0);
-        fm plus[nv];
-        for (std::size_t v = 0; v < nv; ++v)
+        fm plus[V];
+        for (std::size_t v = 0; v < V; ++v)
           plus[v] = simd_compat::mask_from_bits<A>(static_cast<std::uint32_t>(chunk >> (v * lanes)) & lane_mask);
         for (std::size_t r = 0; r < R; ++r) {
           const fb av(a[(i0 + r) * a_rs + p * a_cs]);
-          for (std::size_t v = 0; v < nv; ++v) acc[r][v] = xsimd::select(plus[v], acc[r][v] + av, acc[r][v]);
+          for (std::size_t v = 0; v < V; ++v) acc[r][v] = xsimd::select(plus[v], acc[r][v] + av, acc[r][v]);
         }
       }
       for (std::size_t r = 0; r < R; ++r) {
         const fb rowsum(a_rowsum[i0 + r]);
-        for (std::size_t v = 0; v < nv; ++v)
+        for (std::size_t v = 0; v < V; ++v)
           ((acc[r][v] + acc[r][v]) - rowsum).store_unaligned(c + (i0 + r) * ldc + j0 + v * lanes);
       }
     };
@@ -219,20 +223,20 @@ struct simd_kernels {
   static void gemm_ternary(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
                            std::size_t a_cs, const std::uint64_t* sign, const std::uint64_t* nonzero,
                            std::size_t ldb, float* c, std::size_t ldc) noexcept {
-    auto tile = [&]<std::size_t R>(std::size_t i0, std::size_t j0) {
-      fb acc[R][nv];
+    auto tile = [&]<std::size_t R, std::size_t V>(std::size_t i0, std::size_t j0) {
+      fb acc[R][V];
       zero_tile(acc);
       for (std::size_t p = 0; p < k; ++p) {
         const std::uint64_t s = tile_bits(sign + p * ldb, j0);
         const std::uint64_t neg = tile_bits(nonzero + p * ldb, j0) ^ s;  // sign ⊆ nonzero
-        fm plus[nv], minus[nv];
-        for (std::size_t v = 0; v < nv; ++v) {
+        fm plus[V], minus[V];
+        for (std::size_t v = 0; v < V; ++v) {
           plus[v] = simd_compat::mask_from_bits<A>(static_cast<std::uint32_t>(s >> (v * lanes)) & lane_mask);
           minus[v] = simd_compat::mask_from_bits<A>(static_cast<std::uint32_t>(neg >> (v * lanes)) & lane_mask);
         }
         for (std::size_t r = 0; r < R; ++r) {
           const fb av(a[(i0 + r) * a_rs + p * a_cs]);
-          for (std::size_t v = 0; v < nv; ++v) {
+          for (std::size_t v = 0; v < V; ++v) {
             acc[r][v] = xsimd::select(plus[v], acc[r][v] + av, acc[r][v]);
             acc[r][v] = xsimd::select(minus[v], acc[r][v] - av, acc[r][v]);
           }
@@ -272,13 +276,13 @@ struct simd_kernels {
 
   static void gemm_shift(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
                          std::size_t a_cs, const std::int8_t* q, std::size_t ldq, float* c, std::size_t ldc) noexcept {
-    auto tile = [&]<std::size_t R>(std::size_t i0, std::size_t j0) {
-      fb acc[R][nv];
+    auto tile = [&]<std::size_t R, std::size_t V>(std::size_t i0, std::size_t j0) {
+      fb acc[R][V];
       zero_tile(acc);
       for (std::size_t p = 0; p < k; ++p) {
-        fm nonzero[nv];
-        ub addend[nv];
-        for (std::size_t v = 0; v < nv; ++v) {
+        fm nonzero[V];
+        ub addend[V];
+        for (std::size_t v = 0; v < V; ++v) {
           const ib code = simd_compat::load_i8_as_i32<A>(q + p * ldq + j0 + v * lanes);
           nonzero[v] = xsimd::to_float(code) != fb(0.0f);
           const ub sign_bit = xsimd::bitwise_cast<ub>(code) & ub(0x80000000u);
@@ -291,7 +295,7 @@ struct simd_kernels {
           std::uint32_t a_bits;
           std::memcpy(&a_bits, &v_a, 4);
           const ub ab(a_bits);
-          for (std::size_t v = 0; v < nv; ++v)
+          for (std::size_t v = 0; v < V; ++v)
             acc[r][v] = xsimd::select(nonzero[v], acc[r][v] + simd_compat::as_float<A>(ab + addend[v]), acc[r][v]);
         }
       }
@@ -350,25 +354,24 @@ struct simd_kernels {
   // words of those columns, add the lane popcounts. Counts stay exact in 64-bit lanes.
   using wb = simd_compat::u64batch<A>;
   static constexpr std::size_t word_lanes = wb::size;
-  static constexpr std::size_t xnor_nr = nv * word_lanes;
 
   static void gemm_xnor(std::size_t m, std::size_t n, std::size_t k_words, std::int32_t k_bits, const std::uint64_t* a,
                         std::size_t lda, const std::uint64_t* bt, std::size_t ldbt, std::int32_t* c,
                         std::size_t ldc) noexcept {
-    auto tile = [&]<std::size_t R>(std::size_t i0, std::size_t j0) {
-      wb different[R][nv];
+    auto tile = [&]<std::size_t R, std::size_t V>(std::size_t i0, std::size_t j0) {
+      wb different[R][V];
       for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < nv; ++v) different[r][v] = wb(std::uint64_t{0});
+        for (std::size_t v = 0; v < V; ++v) different[r][v] = wb(std::uint64_t{0});
       for (std::size_t w = 0; w < k_words; ++w) {
-        wb b[nv];
-        for (std::size_t v = 0; v < nv; ++v) b[v] = wb::load_unaligned(bt + w * ldbt + j0 + v * word_lanes);
+        wb b[V];
+        for (std::size_t v = 0; v < V; ++v) b[v] = wb::load_unaligned(bt + w * ldbt + j0 + v * word_lanes);
         for (std::size_t r = 0; r < R; ++r) {
           const wb av(a[(i0 + r) * lda + w]);
-          for (std::size_t v = 0; v < nv; ++v) different[r][v] = different[r][v] + simd_compat::popcount_lanes<A>(av ^ b[v]);
+          for (std::size_t v = 0; v < V; ++v) different[r][v] = different[r][v] + simd_compat::popcount_lanes<A>(av ^ b[v]);
         }
       }
       for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < nv; ++v) {
+        for (std::size_t v = 0; v < V; ++v) {
           alignas(64) std::uint64_t lanes_out[word_lanes];
           different[r][v].store_aligned(lanes_out);
           for (std::size_t l = 0; l < word_lanes; ++l)
@@ -381,7 +384,7 @@ struct simd_kernels {
         different += static_cast<std::int32_t>(__builtin_popcountll(a[i * lda + w] ^ bt[w * ldbt + j]));
       c[i * ldc + j] = k_bits - 2 * different;
     };
-    for_each_tile(m, n, tile, column, xnor_nr);
+    for_each_tile(m, n, tile, column, word_lanes);
   }
 
   static kernel_table table(fewmul::isa which) {
