@@ -129,10 +129,7 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given) {
   fewmul::mnist_data data = fewmul::load_mnist(f.data_dir);
   if (f.train_limit > 0 && f.train_limit < data.train.size()) data.train = data.train.slice(0, f.train_limit);
 
-  fewmul::network net = fewmul::make_mlp(
-      c.architecture.inputs, c.architecture.hidden, c.architecture.outputs,
-      fewmul::dense_options_for(config.training_method, config.qbp_kmin, config.qbp_kmax), c.architecture.act,
-      config.seed);
+  fewmul::network net = fewmul::make_network(c);
   std::fprintf(stderr, "fewmul: mnist, method %s, isa %s, %d threads, %zu train / %zu validation / %zu test%s\n",
                method.c_str(), std::string(fewmul::isa_name(fewmul::active_isa())).c_str(),
                fewmul::runtime(config.threads).threads(), data.train.size() - std::min(config.validation, data.train.size()),

@@ -261,14 +261,18 @@ checkpoint load_checkpoint(const std::string& path) {
   return c;
 }
 
-network network_from_checkpoint(const checkpoint& c, bool best) {
+network make_network(const checkpoint& c) {
   const auto& a = c.architecture;
   if (a.inputs == 0 || a.outputs == 0 || a.hidden.size() > 64) throw error("implausible architecture");
   for (std::size_t h : a.hidden)
     if (h == 0 || h > (1u << 20)) throw error("implausible hidden width " + std::to_string(h));
-  network net = make_mlp(a.inputs, a.hidden, a.outputs,
-                         dense_options_for(c.config.training_method, c.config.qbp_kmin, c.config.qbp_kmax), a.act,
-                         c.config.seed);
+  return make_mlp(a.inputs, a.hidden, a.outputs,
+                  dense_options_for(c.config.training_method, c.config.qbp_kmin, c.config.qbp_kmax), a.act,
+                  c.config.seed);
+}
+
+network network_from_checkpoint(const checkpoint& c, bool best) {
+  network net = make_network(c);
   const auto& state = best ? c.state.best_state : c.state.network_state;
   const auto reference = net.snapshot();
   if (state.size() != reference.size()) throw error("parameter count differs");

@@ -1,6 +1,7 @@
 #pragma once
 // Little-endian byte buffers for model and checkpoint files. The reader checks every read against
 // the bytes left, so a lying or truncated payload raises fewmul::error instead of reading past the end.
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <string>

@@ -63,6 +63,8 @@ struct checkpoint {
 
 void save_checkpoint(const std::string& path, const checkpoint& c);
 checkpoint load_checkpoint(const std::string& path);
+/// The freshly initialized network a checkpoint's run starts from (its architecture, method and seed).
+network make_network(const checkpoint& c);
 /// Rebuilds the network of a checkpoint with its last (or, with `best`, its best-epoch) parameters.
 network network_from_checkpoint(const checkpoint& c, bool best);
 
