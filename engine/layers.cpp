@@ -6,107 +6,45 @@
 #include "fewmul/error.hpp"
 #include "fewmul/network.hpp"
 #include "parallel_gemm.hpp"
+#include "layer_io.hpp"
 #include "serialize.hpp"
+#include "weight_core.hpp"
 
 namespace fewmul {
 namespace {
 
-enum layer_tag : std::uint32_t { tag_dense = 1, tag_batch_norm = 2, tag_relu = 3, tag_hard_tanh = 4 };
-
-using detail::parallel_gemm;
 using detail::parallel_rows;
-
-// Uniform in [-1, 1) from the counter hash, so initialization is the same on every platform.
-float uniform_pm1(std::uint64_t key, std::uint32_t index) {
-  return static_cast<float>(kernels::counter_hash(key, index) >> 8) * (2.0f / 16777216.0f) - 1.0f;
-}
-
-std::string kind_name(const dense_options& o) {
-  std::string s = o.kind == weight_kind::fp32 ? "fp32" : o.kind == weight_kind::binary ? "binary" : "ternary";
-  if (o.kind != weight_kind::fp32)
-    s += o.training_sampling == kernels::sample_mode::stochastic ? "(stochastic)" : "(deterministic)";
-  if (o.qbp) s += "+qbp[" + std::to_string(o.qbp_kmin) + "," + std::to_string(o.qbp_kmax) + "]";
-  return s;
-}
+using detail::weight_core;
+using detail::check_width;
+using namespace detail;  // layer tags
 
 class dense_layer final : public layer {
  public:
   dense_layer(std::size_t inputs, std::size_t outputs, const dense_options& options, std::uint64_t init_seed)
-      : in_(inputs), out_(outputs), options_(options) {
-    if (inputs == 0 || outputs == 0) throw error("dense layer needs positive sizes");
-    if (options.qbp && (options.qbp_kmin < kernels::pow2_min_exponent || options.qbp_kmax > kernels::pow2_max_exponent ||
-                        options.qbp_kmin > options.qbp_kmax))
-      throw error("quantized-backprop exponent range [" + std::to_string(options.qbp_kmin) + ", " +
-                  std::to_string(options.qbp_kmax) + "] must lie within [" +
-                  std::to_string(kernels::pow2_min_exponent) + ", " + std::to_string(kernels::pow2_max_exponent) +
-                  "] with kmin <= kmax");
-    weight_.name = "W";
-    weight_.value.resize(in_ * out_);
-    weight_.grad.assign(in_ * out_, 0.0f);
-    const float fan = static_cast<float>(in_ + out_);
-    // fp32: Glorot uniform. Binary/ternary: uniform in [-1, 1] (the clip range) with the learning rate
-    // scaled by the inverse Glorot factor instead, as BinaryConnect does.
-    const float range = options_.kind == weight_kind::fp32 ? std::sqrt(6.0f / fan) : 1.0f;
-    const std::uint64_t key = kernels::derive_key(init_seed, 0x1a11);
-    for (std::size_t i = 0; i < weight_.value.size(); ++i)
-      weight_.value[i] = range * uniform_pm1(key, static_cast<std::uint32_t>(i));
-    if (options_.kind != weight_kind::fp32) {
-      weight_.clip = 1.0f;
-      if (options_.glorot_lr_scale) weight_.lr_scale = fan / 1.5f;
-    }
-  }
+      : core_(inputs, outputs, options, init_seed, static_cast<float>(inputs + outputs)) {}
 
   std::string describe() const override {
-    return "dense " + std::to_string(in_) + "->" + std::to_string(out_) + " " + kind_name(options_);
+    return "dense " + std::to_string(core_.inputs()) + "->" + std::to_string(core_.outputs()) + " " + core_.kind_name();
   }
-  std::size_t input_size() const override { return in_; }
-  std::size_t output_size() const override { return out_; }
-  std::vector<parameter*> parameters() override { return {&weight_}; }
-  void parameters_changed() override { inference_packed_ = expectation_ready_ = false; }
+  std::size_t input_size() const override { return core_.inputs(); }
+  std::size_t output_size() const override { return core_.outputs(); }
+  std::vector<parameter*> parameters() override { return {&core_.weight()}; }
+  void parameters_changed() override { core_.invalidate(); }
 
-  // Forward y = x W^T and input gradient dx = dy W: a multiply-add per weight and example in fp32, a
-  // masked add otherwise. Weight gradient dW = dy^T x: a multiply-add per weight and example, or with
-  // quantized backprop a shift (exponent add) and an add.
   op_counts training_ops(std::size_t batch, bool input_gradient) const override {
-    const double macs = static_cast<double>(batch) * in_ * out_;
-    const bool fp32 = options_.kind == weight_kind::fp32;
-    const double passes = input_gradient ? 2.0 : 1.0;
     op_counts c;
-    (fp32 ? c.multiplications : c.additions) += passes * macs;
-    c.additions += passes * (fp32 ? macs : 0.0);
-    (options_.qbp ? c.shifts : c.multiplications) += macs;
-    c.additions += macs;
+    const double rows = static_cast<double>(batch);
+    core_.count_product(c, rows, false);
+    if (input_gradient) core_.count_product(c, rows, false);
+    core_.count_product(c, rows, true);
     return c;
   }
 
   void write(detail::byte_writer& out, bool packed) const override {
     out.put<std::uint32_t>(tag_dense);
-    out.put<std::uint64_t>(in_);
-    out.put<std::uint64_t>(out_);
-    out.put<std::uint8_t>(static_cast<std::uint8_t>(options_.kind));
-    const bool as_bits = packed && options_.kind != weight_kind::fp32;
-    // A packed model is an inference model: deterministic weights, no quantized backprop.
-    out.put<std::uint8_t>(as_bits ? 0 : static_cast<std::uint8_t>(options_.training_sampling));
-    out.put<std::uint8_t>(as_bits ? 0 : options_.qbp);
-    out.put<std::int32_t>(options_.qbp_kmin);
-    out.put<std::int32_t>(options_.qbp_kmax);
-    out.put<std::uint8_t>(options_.glorot_lr_scale);
-    if (!as_bits) {
-      out.put_vector(weight_.value);
-      return;
-    }
-    const std::size_t words = kernels::words_for(in_);
-    const auto& ref = kernels::reference_kernels();
-    std::vector<std::uint64_t> sign(out_ * words), nonzero(out_ * words);
-    if (options_.kind == weight_kind::binary) {
-      ref.pack_binary(weight_.value.data(), out_, in_, in_, sign.data(), words, kernels::sample_mode::deterministic, 0);
-      out.put_vector(sign);
-    } else {
-      ref.pack_ternary(weight_.value.data(), out_, in_, in_, sign.data(), nonzero.data(), words,
-                       kernels::sample_mode::deterministic, 0);
-      out.put_vector(sign);
-      out.put_vector(nonzero);
-    }
+    out.put<std::uint64_t>(core_.inputs());
+    out.put<std::uint64_t>(core_.outputs());
+    core_.write(out, packed);
   }
 
   static std::unique_ptr<layer> read(detail::byte_reader& in, bool packed) {
@@ -114,232 +52,38 @@ class dense_layer final : public layer {
     const auto outputs = in.get<std::uint64_t>("dense output size");
     if (inputs == 0 || outputs == 0 || inputs > (1u << 24) || outputs > (1u << 24))
       in.invalid("implausible dense layer size " + std::to_string(inputs) + "x" + std::to_string(outputs));
-    dense_options o;
-    const auto kind = in.get<std::uint8_t>("weight kind");
-    const auto sampling = in.get<std::uint8_t>("sampling mode");
-    const auto qbp = in.get<std::uint8_t>("qbp flag");
-    o.qbp_kmin = in.get<std::int32_t>("qbp range");
-    o.qbp_kmax = in.get<std::int32_t>("qbp range");
-    const auto glorot = in.get<std::uint8_t>("lr scale flag");
-    if (kind > 2 || sampling > 1 || qbp > 1 || glorot > 1) in.invalid("unknown dense layer options");
-    o.kind = static_cast<weight_kind>(kind);
-    o.training_sampling = static_cast<kernels::sample_mode>(sampling);
-    o.qbp = qbp != 0;
-    o.glorot_lr_scale = glorot != 0;
-    auto l = std::make_unique<dense_layer>(inputs, outputs, o, 0);
-    std::vector<float>& w = l->weight_.value;
-    if (!packed || o.kind == weight_kind::fp32) {
-      w = in.get_vector<float>("dense weights", inputs * outputs);
-      for (float v : w)
-        if (!std::isfinite(v)) in.invalid("non-finite dense weight");
-      return l;
-    }
-    const std::size_t words = kernels::words_for(inputs);
-    const auto sign = in.get_vector<std::uint64_t>("packed sign bits", outputs * words);
-    std::vector<std::uint64_t> nonzero;
-    if (o.kind == weight_kind::ternary) nonzero = in.get_vector<std::uint64_t>("packed nonzero bits", outputs * words);
-    const std::size_t tail = inputs % 64;
-    const std::uint64_t padding = tail ? ~((std::uint64_t{1} << tail) - 1) : 0;
-    for (std::size_t r = 0; r < outputs; ++r) {
-      if ((sign[r * words + words - 1] & padding) || (!nonzero.empty() && (nonzero[r * words + words - 1] & padding)))
-        in.invalid("packed weights have padding bits set");
-      for (std::size_t c = 0; c < inputs; ++c) {
-        const bool s = (sign[r * words + c / 64] >> (c % 64)) & 1u;
-        if (nonzero.empty()) {
-          w[r * inputs + c] = s ? 1.0f : -1.0f;
-          continue;
-        }
-        const bool z = (nonzero[r * words + c / 64] >> (c % 64)) & 1u;
-        if (s && !z) in.invalid("ternary sign bit set where the weight is zero");
-        w[r * inputs + c] = z ? (s ? 1.0f : -1.0f) : 0.0f;
-      }
-    }
+    auto l = std::make_unique<dense_layer>(inputs, outputs, weight_core::read_options(in), 0);
+    l->core_.read(in, packed);
     return l;
   }
 
   void forward(const matrix& x, matrix& y, const step_context& ctx) override {
-    check_input(x);
-    const bool use_expectation = !ctx.training && ctx.expected_weights && options_.kind != weight_kind::fp32 &&
-                                 options_.training_sampling == kernels::sample_mode::stochastic;
-    prepare_weights(ctx, use_expectation);
-    multiply(use_expectation ? weight_kind::fp32 : options_.kind, x, out_,
-             {transposed_.data(), sign_t_.data(), nonzero_t_.data()}, y, ctx);
+    check_width(*this, x);
+    core_.prepare(ctx, index);
+    y.resize(x.rows, core_.outputs());
+    core_.forward(x.data.data(), x.rows, y.data.data(), ctx);
   }
 
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
-    const std::size_t batch = x.rows;
-    const auto& k = ctx.kernels;
-    // Weight gradient dW[o][i] = sum_b dy[b][o] * x[b][i]  (A(m=o, k=b) = dy[b][o]).
-    if (options_.qbp) {
-      condition_gradient(dy, ctx);
-      codes_.resize(batch * in_);
-      const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, index, 0x9b9);
-      parallel_rows(ctx.rt, batch, 16, [&](std::size_t r0, std::size_t r1) {
-        k.quantize_pow2(x.row(r0), (r1 - r0) * in_, codes_.data() + r0 * in_, options_.qbp_kmin, options_.qbp_kmax, key,
-                        static_cast<std::uint32_t>(r0 * in_));
-      });
-      parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-        k.gemm_shift(i1 - i0, j1 - j0, batch, conditioned_.data() + i0, 1, out_, codes_.data() + j0, in_,
-                     weight_.grad.data() + i0 * in_ + j0, in_);
-      });
-    } else {
-      parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-        k.gemm_f32(i1 - i0, j1 - j0, batch, dy.data.data() + i0, 1, out_, x.data.data() + j0, in_,
-                   weight_.grad.data() + i0 * in_ + j0, in_);
-      });
-    }
+    core_.weight_gradient(dy.data.data(), x.data.data(), x.rows, core_.weight().grad.data(), index, 0, ctx);
     if (dx == nullptr) return;
-    // dx[b][i] = sum_o dy[b][o] * W[o][i].
-    multiply(options_.kind, dy, in_, {weight_.value.data(), sign_.data(), nonzero_.data()}, *dx, ctx);
+    dx->resize(x.rows, core_.inputs());
+    core_.input_gradient(dy.data.data(), x.rows, dx->data.data(), ctx);
   }
 
  private:
-  // The step's weights in one layout: [in][out] (forward) or [out][in] (input gradient); `values`
-  // for fp32, `sign`/`nonzero` bit planes (row stride words_for(width)) for binary and ternary.
-  struct weight_view {
-    const float* values;
-    const std::uint64_t* sign;
-    const std::uint64_t* nonzero;
-  };
-
-  // out[rows x width] = a[rows x depth] · w, split over the fixed block grid of parallel_gemm.
-  void multiply(weight_kind kind, const matrix& a, std::size_t width, const weight_view& w, matrix& out,
-                const step_context& ctx) {
-    const std::size_t rows = a.rows, depth = a.cols, ldb = kernels::words_for(width);
-    const auto& k = ctx.kernels;
-    out.resize(rows, width);
-    if (kind == weight_kind::binary) {
-      rowsum_.resize(rows);
-      parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
-        kernels::row_sums(a.row(r0), r1 - r0, depth, depth, 1, rowsum_.data() + r0);
-      });
-    }
-    parallel_gemm(ctx.rt, rows, width, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-      const std::size_t m = i1 - i0, n = j1 - j0;
-      float* c = out.row(i0) + j0;
-      switch (kind) {
-        case weight_kind::fp32: k.gemm_f32(m, n, depth, a.row(i0), depth, 1, w.values + j0, width, c, width); break;
-        case weight_kind::binary:
-          k.gemm_binary(m, n, depth, a.row(i0), depth, 1, rowsum_.data() + i0, w.sign + j0 / 64, ldb, c, width);
-          break;
-        case weight_kind::ternary:
-          k.gemm_ternary(m, n, depth, a.row(i0), depth, 1, w.sign + j0 / 64, w.nonzero + j0 / 64, ldb, c, width);
-          break;
-      }
-    });
-  }
-
-  void check_input(const matrix& x) const {
-    if (x.cols != in_)
-      throw error("layer " + std::to_string(index) + " (" + describe() + ") got inputs of width " +
-                  std::to_string(x.cols));
-  }
-
-  // Samples the weights used by this step: stochastic weights are drawn anew every training step;
-  // deterministic weights only change when the parameters do.
-  void prepare_weights(const step_context& ctx, bool use_expectation) {
-    const bool stochastic = ctx.training && options_.training_sampling == kernels::sample_mode::stochastic;
-    if (use_expectation) {
-      if (!expectation_ready_) transpose_master(ctx);
-      expectation_ready_ = true;
-      return;
-    }
-    if (!stochastic && inference_packed_) return;
-    const std::size_t words_in = kernels::words_for(in_), words_out = kernels::words_for(out_);
-    const auto mode = stochastic ? kernels::sample_mode::stochastic : kernels::sample_mode::deterministic;
-    const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, index, 0x5a3);
-    const auto& k = ctx.kernels;
-    switch (options_.kind) {
-      case weight_kind::fp32: transpose_master(ctx); break;
-      case weight_kind::binary:
-        sign_.resize(out_ * words_in);
-        sign_t_.resize(in_ * words_out);
-        parallel_rows(ctx.rt, out_, 32, [&](std::size_t r0, std::size_t r1) {
-          k.pack_binary(weight_.value.data() + r0 * in_, r1 - r0, in_, in_, sign_.data() + r0 * words_in, words_in,
-                        mode, key_for_rows(key, r0));
-        });
-        transpose(sign_, sign_t_, ctx);
-        break;
-      case weight_kind::ternary:
-        sign_.resize(out_ * words_in);
-        nonzero_.resize(out_ * words_in);
-        sign_t_.resize(in_ * words_out);
-        nonzero_t_.resize(in_ * words_out);
-        parallel_rows(ctx.rt, out_, 32, [&](std::size_t r0, std::size_t r1) {
-          k.pack_ternary(weight_.value.data() + r0 * in_, r1 - r0, in_, in_, sign_.data() + r0 * words_in,
-                         nonzero_.data() + r0 * words_in, words_in, mode, key_for_rows(key, r0));
-        });
-        transpose(sign_, sign_t_, ctx);
-        transpose(nonzero_, nonzero_t_, ctx);
-        break;
-    }
-    inference_packed_ = !stochastic;
-  }
-
-  void transpose_master(const step_context& ctx) {
-    transposed_.resize(in_ * out_);
-    parallel_rows(ctx.rt, in_, 64, [&](std::size_t r0, std::size_t r1) {
-      for (std::size_t i = r0; i < r1; ++i)
-        for (std::size_t o = 0; o < out_; ++o) transposed_[i * out_ + o] = weight_.value[o * in_ + i];
-    });
-  }
-
-  // The pack kernels number elements from their first row; a key per row chunk keeps every weight's
-  // random stream distinct across chunks.
-  static std::uint64_t key_for_rows(std::uint64_t key, std::size_t first_row) {
-    return kernels::derive_key(key, first_row);
-  }
-
-  // Transposes [out][in] bits into [in][out] bits in 64-row stripes of the output.
-  void transpose(const std::vector<std::uint64_t>& rows_o, std::vector<std::uint64_t>& rows_i,
-                 const step_context& ctx) const {
-    const std::size_t words_in = kernels::words_for(in_), words_out = kernels::words_for(out_);
-    parallel_rows(ctx.rt, out_, 64, [&](std::size_t o0, std::size_t o1) {
-      // Output words o0/64 of every row i: input rows o0..o1 transposed.
-      kernels::transpose_bits(rows_o.data() + o0 * words_in, o1 - o0, in_, words_in, rows_i.data() + o0 / 64,
-                              words_out);
-    });
-  }
-
-  // gemm_shift needs each gradient to be 0 or within [2^-110, 2^110]: values too small to matter are
-  // flushed to 0, and anything non-finite or huge stops training with a clear message.
-  void condition_gradient(const matrix& dy, const step_context& ctx) {
-    conditioned_.resize(dy.data.size());
-    const float tiny = std::ldexp(1.0f, -kernels::shift_safe_exponent);
-    const float huge = std::ldexp(1.0f, kernels::shift_safe_exponent);
-    std::atomic<bool> bad{false};
-    parallel_rows(ctx.rt, dy.data.size(), 16384, [&](std::size_t i0, std::size_t i1) {
-      bool chunk_bad = false;
-      for (std::size_t i = i0; i < i1; ++i) {
-        const float v = dy.data[i];
-        const float a = std::fabs(v);
-        chunk_bad |= !(a <= huge);
-        conditioned_[i] = a < tiny ? 0.0f : v;
-      }
-      if (chunk_bad) bad.store(true);
-    });
-    if (bad.load())
-      throw error("non-finite or exploding gradient at layer " + std::to_string(index) + " (" + describe() +
-                  ") in step " + std::to_string(ctx.step));
-  }
-
-  std::size_t in_, out_;
-  dense_options options_;
-  parameter weight_;  // [out][in]
-  bool inference_packed_ = false;
-  bool expectation_ready_ = false;
-  std::vector<std::uint64_t> sign_, nonzero_;      // [out][words(in)]
-  std::vector<std::uint64_t> sign_t_, nonzero_t_;  // [in][words(out)]
-  std::vector<float> transposed_;                  // fp32 W^T [in][out]
-  std::vector<float> rowsum_;
-  std::vector<float> conditioned_;
-  std::vector<std::int8_t> codes_;
+  weight_core core_;
 };
 
+// Batch normalization of `features` channels, each seen at `spatial` positions per example (1 for a
+// dense layer's output; height*width after a convolution, whose outputs are stored channel-last).
+// Sums over the batch run in fixed chunks of rows whose partial sums are added in chunk order, so
+// the result does not depend on the thread count.
 class batch_norm_layer final : public layer {
  public:
-  batch_norm_layer(std::size_t features, float epsilon, float momentum)
-      : n_(features), epsilon_(epsilon), momentum_(momentum) {
+  batch_norm_layer(std::size_t features, std::size_t spatial, float epsilon, float momentum)
+      : n_(features), spatial_(spatial), epsilon_(epsilon), momentum_(momentum) {
+    if (features == 0 || spatial == 0) throw error("batch normalization needs positive sizes");
     gamma_.name = "gamma";
     gamma_.value.assign(n_, 1.0f);
     gamma_.grad.assign(n_, 0.0f);
@@ -349,22 +93,25 @@ class batch_norm_layer final : public layer {
     running_mean_.assign(n_, 0.0f);
     running_var_.assign(n_, 1.0f);
   }
-  std::string describe() const override { return "batchnorm " + std::to_string(n_); }
-  std::size_t input_size() const override { return n_; }
-  std::size_t output_size() const override { return n_; }
+  std::string describe() const override {
+    return "batchnorm " + std::to_string(n_) + (spatial_ > 1 ? " channels x " + std::to_string(spatial_) : "");
+  }
+  std::size_t input_size() const override { return n_ * spatial_; }
+  std::size_t output_size() const override { return n_ * spatial_; }
   std::vector<parameter*> parameters() override { return {&gamma_, &beta_}; }
   std::vector<std::vector<float>*> buffers() override { return {&running_mean_, &running_var_}; }
 
-  // Counted as in Lin et al.: three multiplications per feature and example (scale in the forward
-  // pass, scale and the xhat product in the backward pass); sums and differences as additions.
+  // Counted as in Lin et al.: three multiplications per value (scale in the forward pass, scale and
+  // the xhat product in the backward pass); sums and differences as additions.
   op_counts training_ops(std::size_t batch, bool) const override {
-    const double n = static_cast<double>(batch) * n_;
+    const double n = static_cast<double>(batch) * static_cast<double>(n_ * spatial_);
     return op_counts{3.0 * n, 6.0 * n, 0.0};
   }
 
   void write(detail::byte_writer& out, bool) const override {
-    out.put<std::uint32_t>(tag_batch_norm);
+    out.put<std::uint32_t>(spatial_ == 1 ? tag_batch_norm : tag_batch_norm_spatial);
     out.put<std::uint64_t>(n_);
+    if (spatial_ != 1) out.put<std::uint64_t>(spatial_);
     out.put<float>(epsilon_);
     out.put<float>(momentum_);
     out.put_vector(gamma_.value);
@@ -373,12 +120,14 @@ class batch_norm_layer final : public layer {
     out.put_vector(running_var_);
   }
 
-  static std::unique_ptr<layer> read(detail::byte_reader& in) {
+  static std::unique_ptr<layer> read(detail::byte_reader& in, bool spatial) {
     const auto n = in.get<std::uint64_t>("batch-norm size");
-    if (n == 0 || n > (1u << 24)) in.invalid("implausible batch-norm size " + std::to_string(n));
+    const auto s = spatial ? in.get<std::uint64_t>("batch-norm positions") : 1;
+    if (n == 0 || n > (1u << 24) || s == 0 || s > (1u << 24) || n * s > (1u << 26))
+      in.invalid("implausible batch-norm size " + std::to_string(n) + "x" + std::to_string(s));
     const float epsilon = in.get<float>("batch-norm epsilon"), momentum = in.get<float>("batch-norm momentum");
     if (!(epsilon > 0.0f) || !(momentum >= 0.0f && momentum <= 1.0f)) in.invalid("bad batch-norm epsilon or momentum");
-    auto l = std::make_unique<batch_norm_layer>(n, epsilon, momentum);
+    auto l = std::make_unique<batch_norm_layer>(n, s, epsilon, momentum);
     l->gamma_.value = in.get_vector<float>("batch-norm scale", n);
     l->beta_.value = in.get_vector<float>("batch-norm shift", n);
     l->running_mean_ = in.get_vector<float>("batch-norm mean", n);
@@ -390,78 +139,106 @@ class batch_norm_layer final : public layer {
     return l;
   }
 
-  // Work is split over fixed blocks of features; each feature's sums over the batch run in order.
   void forward(const matrix& x, matrix& y, const step_context& ctx) override {
-    if (x.cols != n_) throw error("layer " + std::to_string(index) + " (" + describe() + ") got width " + std::to_string(x.cols));
-    const std::size_t batch = x.rows;
-    y.resize(batch, n_);
+    check_width(*this, x);
+    const std::size_t rows = x.rows * spatial_;  // one row per (example, position), n_ values each
+    const float* xv = x.data.data();
+    y.resize(x.rows, n_ * spatial_);
+    float* yv = y.data.data();
     if (!ctx.training) {
-      parallel_rows(ctx.rt, batch, 64, [&](std::size_t r0, std::size_t r1) {
-        for (std::size_t b = r0; b < r1; ++b)
-          for (std::size_t f = 0; f < n_; ++f) {
-            const float inv_std = 1.0f / std::sqrt(running_var_[f] + epsilon_);
-            y.at(b, f) = gamma_.value[f] * (x.at(b, f) - running_mean_[f]) * inv_std + beta_.value[f];
-          }
+      running_inv_std_.resize(n_);
+      for (std::size_t f = 0; f < n_; ++f) running_inv_std_[f] = 1.0f / std::sqrt(running_var_[f] + epsilon_);
+      for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
+        for (std::size_t r = r0; r < r1; ++r)
+          for (std::size_t f = f0; f < f1; ++f)
+            yv[r * n_ + f] = gamma_.value[f] * (xv[r * n_ + f] - running_mean_[f]) * running_inv_std_[f] + beta_.value[f];
       });
       return;
     }
-    if (batch < 2) throw error("batch normalization needs a minibatch of at least 2 examples in training");
+    if (rows < 2) throw error("batch normalization needs at least 2 values per channel in training");
+    const float count = static_cast<float>(rows);
     mean_.resize(n_);
     inv_std_.resize(n_);
-    parallel_rows(ctx.rt, n_, 64, [&](std::size_t f0, std::size_t f1) {
-      for (std::size_t f = f0; f < f1; ++f) mean_[f] = 0.0f;
-      for (std::size_t b = 0; b < batch; ++b)
-        for (std::size_t f = f0; f < f1; ++f) mean_[f] += x.at(b, f);
-      for (std::size_t f = f0; f < f1; ++f) mean_[f] /= static_cast<float>(batch);
-      for (std::size_t f = f0; f < f1; ++f) inv_std_[f] = 0.0f;  // holds the variance until the end
-      for (std::size_t b = 0; b < batch; ++b)
-        for (std::size_t f = f0; f < f1; ++f) {
-          const float d = x.at(b, f) - mean_[f];
-          inv_std_[f] += d * d;
-        }
-      for (std::size_t f = f0; f < f1; ++f) {
-        const float var = inv_std_[f] / static_cast<float>(batch);
-        const float unbiased = inv_std_[f] / static_cast<float>(batch - 1);
-        running_mean_[f] = (1.0f - momentum_) * running_mean_[f] + momentum_ * mean_[f];
-        running_var_[f] = (1.0f - momentum_) * running_var_[f] + momentum_ * unbiased;
-        inv_std_[f] = 1.0f / std::sqrt(var + epsilon_);
-      }
-      for (std::size_t b = 0; b < batch; ++b)
+    column_sums(ctx, rows, [&](std::size_t r, std::size_t f) { return xv[r * n_ + f]; }, mean_.data());
+    for (std::size_t f = 0; f < n_; ++f) mean_[f] /= count;
+    column_sums(ctx, rows, [&](std::size_t r, std::size_t f) {
+      const float d = xv[r * n_ + f] - mean_[f];
+      return d * d;
+    }, inv_std_.data());
+    for (std::size_t f = 0; f < n_; ++f) {
+      const float var = inv_std_[f] / count;
+      const float unbiased = inv_std_[f] / (count - 1.0f);
+      running_mean_[f] = (1.0f - momentum_) * running_mean_[f] + momentum_ * mean_[f];
+      running_var_[f] = (1.0f - momentum_) * running_var_[f] + momentum_ * unbiased;
+      inv_std_[f] = 1.0f / std::sqrt(var + epsilon_);
+    }
+    for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
+      for (std::size_t r = r0; r < r1; ++r)
         for (std::size_t f = f0; f < f1; ++f)
-          y.at(b, f) = gamma_.value[f] * ((x.at(b, f) - mean_[f]) * inv_std_[f]) + beta_.value[f];
+          yv[r * n_ + f] = gamma_.value[f] * ((xv[r * n_ + f] - mean_[f]) * inv_std_[f]) + beta_.value[f];
     });
   }
 
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
-    const std::size_t batch = x.rows;
-    if (dx) dx->resize(batch, n_);
-    parallel_rows(ctx.rt, n_, 64, [&](std::size_t f0, std::size_t f1) {
-      // With xhat = (x - mean) * inv_std:  dgamma = sum dy*xhat, dbeta = sum dy and
-      // dx = gamma*inv_std/B * (B*dy - dbeta - xhat*dgamma).
-      for (std::size_t f = f0; f < f1; ++f) gamma_.grad[f] = beta_.grad[f] = 0.0f;
-      for (std::size_t b = 0; b < batch; ++b)
+    const std::size_t rows = x.rows * spatial_;
+    const float* xv = x.data.data();
+    const float* dv = dy.data.data();
+    // With xhat = (x - mean) * inv_std:  dgamma = sum dy*xhat, dbeta = sum dy and
+    // dx = gamma*inv_std/N * (N*dy - dbeta - xhat*dgamma), N values per channel.
+    column_sums(ctx, rows, [&](std::size_t r, std::size_t f) {
+      return dv[r * n_ + f] * ((xv[r * n_ + f] - mean_[f]) * inv_std_[f]);
+    }, gamma_.grad.data());
+    column_sums(ctx, rows, [&](std::size_t r, std::size_t f) { return dv[r * n_ + f]; }, beta_.grad.data());
+    if (!dx) return;
+    dx->resize(x.rows, n_ * spatial_);
+    float* out = dx->data.data();
+    const float count = static_cast<float>(rows);
+    for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
+      for (std::size_t r = r0; r < r1; ++r)
         for (std::size_t f = f0; f < f1; ++f) {
-          const float xhat = (x.at(b, f) - mean_[f]) * inv_std_[f];
-          gamma_.grad[f] += dy.at(b, f) * xhat;
-          beta_.grad[f] += dy.at(b, f);
-        }
-      if (!dx) return;
-      const float count = static_cast<float>(batch);
-      for (std::size_t b = 0; b < batch; ++b)
-        for (std::size_t f = f0; f < f1; ++f) {
-          const float xhat = (x.at(b, f) - mean_[f]) * inv_std_[f];
-          dx->at(b, f) = gamma_.value[f] * inv_std_[f] / count *
-                         (count * dy.at(b, f) - beta_.grad[f] - xhat * gamma_.grad[f]);
+          const float xhat = (xv[r * n_ + f] - mean_[f]) * inv_std_[f];
+          out[r * n_ + f] = gamma_.value[f] * inv_std_[f] / count *
+                            (count * dv[r * n_ + f] - beta_.grad[f] - xhat * gamma_.grad[f]);
         }
     });
   }
 
  private:
-  std::size_t n_;
+  static constexpr std::size_t chunk_rows = 1024, block_features = 64;
+
+  // Calls body(r0, r1, f0, f1, partial) over a fixed grid of row chunks x feature blocks, in parallel;
+  // `partial` points at the chunk's row of partial_ (n_ floats).
+  template <class Body>
+  void for_blocks(const step_context& ctx, std::size_t rows, Body&& body) {
+    const std::size_t chunks = (rows + chunk_rows - 1) / chunk_rows;
+    const std::size_t blocks = (n_ + block_features - 1) / block_features;
+    partial_.resize(chunks * n_);
+    ctx.rt.parallel_for(chunks * blocks, [&](std::size_t task) {
+      const std::size_t c = task / blocks, fb = task % blocks;
+      body(c * chunk_rows, std::min(rows, (c + 1) * chunk_rows), fb * block_features,
+           std::min(n_, (fb + 1) * block_features), partial_.data() + c * n_);
+    });
+  }
+
+  // out[f] = sum over rows of value(r, f): sequential within each chunk, chunks added in order.
+  template <class Value>
+  void column_sums(const step_context& ctx, std::size_t rows, Value&& value, float* out) {
+    for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float* partial) {
+      for (std::size_t f = f0; f < f1; ++f) partial[f] = 0.0f;
+      for (std::size_t r = r0; r < r1; ++r)
+        for (std::size_t f = f0; f < f1; ++f) partial[f] += value(r, f);
+    });
+    const std::size_t chunks = (rows + chunk_rows - 1) / chunk_rows;
+    for (std::size_t f = 0; f < n_; ++f) out[f] = partial_[f];
+    for (std::size_t c = 1; c < chunks; ++c)
+      for (std::size_t f = 0; f < n_; ++f) out[f] += partial_[c * n_ + f];
+  }
+
+  std::size_t n_, spatial_;
   float epsilon_, momentum_;
   parameter gamma_, beta_;
   std::vector<float> running_mean_, running_var_;
-  std::vector<float> mean_, inv_std_;
+  std::vector<float> mean_, inv_std_, running_inv_std_, partial_;
 };
 
 // Element-wise activations: y = f(x), dx = dy * f'(x).
@@ -479,7 +256,7 @@ class elementwise_layer final : public layer {
   std::size_t input_size() const override { return n_; }
   std::size_t output_size() const override { return n_; }
   void forward(const matrix& x, matrix& y, const step_context& ctx) override {
-    if (x.cols != n_) throw error("layer " + std::to_string(index) + " (" + describe() + ") got width " + std::to_string(x.cols));
+    check_width(*this, x);
     y.resize(x.rows, n_);
     parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
       for (std::size_t i = i0; i < i1; ++i) y.data[i] = f_(x.data[i]);
@@ -514,7 +291,12 @@ std::unique_ptr<layer> make_dense(std::size_t inputs, std::size_t outputs, const
 }
 
 std::unique_ptr<layer> make_batch_norm(std::size_t features, float epsilon, float momentum) {
-  return std::make_unique<batch_norm_layer>(features, epsilon, momentum);
+  return std::make_unique<batch_norm_layer>(features, 1, epsilon, momentum);
+}
+
+std::unique_ptr<layer> make_spatial_batch_norm(std::size_t channels, std::size_t positions, float epsilon,
+                                               float momentum) {
+  return std::make_unique<batch_norm_layer>(channels, positions, epsilon, momentum);
 }
 
 std::unique_ptr<layer> make_relu(std::size_t features) {
@@ -532,7 +314,10 @@ std::unique_ptr<layer> read_layer(detail::byte_reader& in, bool packed) {
   const auto tag = in.get<std::uint32_t>("layer type");
   switch (tag) {
     case tag_dense: return dense_layer::read(in, packed);
-    case tag_batch_norm: return batch_norm_layer::read(in);
+    case tag_batch_norm: return batch_norm_layer::read(in, false);
+    case tag_batch_norm_spatial: return batch_norm_layer::read(in, true);
+    case tag_conv2d: return read_conv2d(in, packed);
+    case tag_max_pool: return read_max_pool(in);
     case tag_relu:
     case tag_hard_tanh: {
       const auto n = in.get<std::uint64_t>("activation size");

@@ -100,6 +100,9 @@ dataset dataset::slice(std::size_t first, std::size_t count) const {
   dataset out;
   out.features = features;
   out.classes = classes;
+  out.height = height;
+  out.width = width;
+  out.channels = channels;
   out.x.assign(x.begin() + static_cast<std::ptrdiff_t>(first * features),
                x.begin() + static_cast<std::ptrdiff_t>((first + count) * features));
   out.y.assign(y.begin() + static_cast<std::ptrdiff_t>(first), y.begin() + static_cast<std::ptrdiff_t>(first + count));
@@ -116,6 +119,9 @@ dataset load_idx_images(const std::string& path, std::size_t expected_rows, std:
                 std::to_string(expected_rows) + "x" + std::to_string(expected_cols));
   dataset out;
   out.features = std::size_t{rows} * cols;
+  out.height = rows;
+  out.width = cols;
+  out.channels = 1;
   std::vector<unsigned char> pixels(std::size_t{count} * out.features);
   in.read(pixels.data(), pixels.size(), "pixel data");
   in.expect_end();

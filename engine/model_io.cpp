@@ -60,8 +60,9 @@ std::size_t write_container(const std::string& path, const char (&magic)[8], con
   return header.bytes().size() + payload.size() + sizeof crc;
 }
 
-// Reads and validates a container; returns its payload.
-std::vector<unsigned char> read_container(const std::string& path, const char (&magic)[8], const char* kind) {
+// Reads and validates a container; returns its payload and sets `version`.
+std::vector<unsigned char> read_container(const std::string& path, const char (&magic)[8], const char* kind,
+                                          std::uint32_t& version) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) throw error(path + ": no such file");
   const auto size = std::filesystem::file_size(path, ec);
@@ -81,7 +82,7 @@ std::vector<unsigned char> read_container(const std::string& path, const char (&
                        : " (bad magic)"));
   }
   detail::byte_reader header(bytes.data() + 8, header_bytes - 8, path);
-  const auto version = header.get<std::uint32_t>("version");
+  version = header.get<std::uint32_t>("version");
   const auto payload_size = header.get<std::uint64_t>("payload size");
   if (version > model_format_version)
     throw error(path + ": format version " + std::to_string(version) + " is newer than this build reads (" +
@@ -106,9 +107,13 @@ void write_metadata(detail::byte_writer& out, const model_metadata& m) {
   out.put<float>(m.input_scale);
   out.put<std::uint32_t>(static_cast<std::uint32_t>(m.class_names.size()));
   for (const auto& n : m.class_names) out.put_string(n);
+  out.put<std::uint8_t>(m.preprocess.gcn);
+  out.put<float>(m.preprocess.gcn_scale);
+  out.put_vector(m.preprocess.zca_mean);
+  out.put_vector(m.preprocess.zca_matrix);
 }
 
-model_metadata read_metadata(detail::byte_reader& in) {
+model_metadata read_metadata(detail::byte_reader& in, std::uint32_t version) {
   model_metadata m;
   m.dataset = in.get_string("dataset name");
   m.method = in.get_string("method name");
@@ -119,9 +124,26 @@ model_metadata read_metadata(detail::byte_reader& in) {
   const auto classes = in.get<std::uint32_t>("class count");
   if (classes > 100000) in.invalid("implausible class count");
   for (std::uint32_t i = 0; i < classes; ++i) m.class_names.push_back(in.get_string("class name"));
+  if (version >= 2) {
+    const auto gcn = in.get<std::uint8_t>("preprocessing flag");
+    if (gcn > 1) in.invalid("bad preprocessing flag");
+    m.preprocess.gcn = gcn != 0;
+    m.preprocess.gcn_scale = in.get<float>("contrast normalization scale");
+    m.preprocess.zca_mean = in.get_vector<float>("whitening mean");
+    const std::size_t features = m.preprocess.zca_mean.size();
+    m.preprocess.zca_matrix = in.get_vector<float>("whitening matrix", features * features);
+    if (!std::isfinite(m.preprocess.gcn_scale) || !(m.preprocess.gcn_scale > 0.0f)) in.invalid("bad contrast scale");
+    for (float v : m.preprocess.zca_mean)
+      if (!std::isfinite(v)) in.invalid("non-finite whitening mean");
+    for (float v : m.preprocess.zca_matrix)
+      if (!std::isfinite(v)) in.invalid("non-finite whitening matrix");
+  }
   if (m.width == 0 || m.height == 0 || m.channels == 0 || m.width > 65536 || m.height > 65536 || m.channels > 64 ||
       !std::isfinite(m.input_scale))
     in.invalid("bad input shape or scale in the metadata");
+  if (!m.preprocess.zca_mean.empty() && m.preprocess.zca_mean.size() != std::size_t{m.width} * m.height * m.channels)
+    in.invalid("whitening fitted on " + std::to_string(m.preprocess.zca_mean.size()) + " features, the input has " +
+               std::to_string(std::size_t{m.width} * m.height * m.channels));
   return m;
 }
 
@@ -153,10 +175,11 @@ std::size_t save_model(const std::string& path, network& net, const model_metada
 }
 
 model load_model(const std::string& path) {
-  const auto payload = read_container(path, model_magic, "model");
+  std::uint32_t version = 0;
+  const auto payload = read_container(path, model_magic, "model", version);
   detail::byte_reader in(payload.data(), payload.size(), path);
   model m;
-  m.meta = read_metadata(in);
+  m.meta = read_metadata(in, version);
   m.net = network::read(in, true);
   if (!in.done()) in.invalid("unexpected bytes after the last layer");
   if (m.net.input_size() != std::size_t{m.meta.width} * m.meta.height * m.meta.channels)
@@ -189,10 +212,16 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put<std::uint64_t>(k.validation);
   out.put<std::int32_t>(k.qbp_kmin);
   out.put<std::int32_t>(k.qbp_kmax);
-  out.put<std::uint64_t>(c.architecture.inputs);
+  out.put<std::uint32_t>(k.augment_shift);
+  out.put<std::uint8_t>(k.augment_flip);
+  out.put<std::uint64_t>(c.architecture.inputs());
   out.put_vector(std::vector<std::uint64_t>(c.architecture.hidden.begin(), c.architecture.hidden.end()));
   out.put<std::uint64_t>(c.architecture.outputs);
   out.put<std::uint32_t>(static_cast<std::uint32_t>(c.architecture.act));
+  out.put<std::uint32_t>(c.architecture.height);
+  out.put<std::uint32_t>(c.architecture.width);
+  out.put<std::uint32_t>(c.architecture.channels);
+  out.put_vector(std::vector<std::uint64_t>(c.architecture.conv.begin(), c.architecture.conv.end()));
   write_metadata(out, c.meta);
   write_states(out, c.state.network_state);
   write_states(out, c.state.optimizer_state);
@@ -209,7 +238,8 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
 }
 
 checkpoint load_checkpoint(const std::string& path) {
-  const auto payload = read_container(path, checkpoint_magic, "checkpoint");
+  std::uint32_t version = 0;
+  const auto payload = read_container(path, checkpoint_magic, "checkpoint", version);
   detail::byte_reader in(payload.data(), payload.size(), path);
   checkpoint c;
   train_config& k = c.config;
@@ -231,14 +261,32 @@ checkpoint load_checkpoint(const std::string& path) {
   k.validation = in.get<std::uint64_t>("validation size");
   k.qbp_kmin = in.get<std::int32_t>("qbp range");
   k.qbp_kmax = in.get<std::int32_t>("qbp range");
-  c.architecture.inputs = in.get<std::uint64_t>("input size");
+  if (version >= 2) {
+    k.augment_shift = in.get<std::uint32_t>("augmentation shift");
+    const auto flip = in.get<std::uint8_t>("augmentation flip");
+    if (flip > 1 || k.augment_shift > 16) in.invalid("bad augmentation settings");
+    k.augment_flip = flip != 0;
+  }
+  const auto inputs = in.get<std::uint64_t>("input size");
   const auto hidden = in.get_vector<std::uint64_t>("hidden sizes");
   c.architecture.hidden.assign(hidden.begin(), hidden.end());
   c.architecture.outputs = in.get<std::uint64_t>("output size");
   const auto act = in.get<std::uint32_t>("activation");
   if (act > 1) in.invalid("unknown activation");
   c.architecture.act = static_cast<activation>(act);
-  c.meta = read_metadata(in);
+  if (version >= 2) {
+    c.architecture.height = in.get<std::uint32_t>("input height");
+    c.architecture.width = in.get<std::uint32_t>("input width");
+    c.architecture.channels = in.get<std::uint32_t>("input channels");
+    const auto conv = in.get_vector<std::uint64_t>("convolution channels");
+    c.architecture.conv.assign(conv.begin(), conv.end());
+  } else {  // version 1: MLPs only, the input shape is the flat input size
+    c.architecture.height = 1;
+    c.architecture.width = static_cast<std::uint32_t>(std::min<std::uint64_t>(inputs, 1u << 30));
+    c.architecture.channels = 1;
+  }
+  if (c.architecture.inputs() != inputs) in.invalid("input size does not match the input shape");
+  c.meta = read_metadata(in, version);
   c.state.network_state = read_states(in, "network state");
   c.state.optimizer_state = read_states(in, "optimizer state");
   c.state.optimizer_steps = in.get<std::int64_t>("optimizer steps");
@@ -263,12 +311,14 @@ checkpoint load_checkpoint(const std::string& path) {
 
 network make_network(const checkpoint& c) {
   const auto& a = c.architecture;
-  if (a.inputs == 0 || a.outputs == 0 || a.hidden.size() > 64) throw error("implausible architecture");
+  if (a.inputs() == 0 || a.inputs() > (1u << 26) || a.outputs == 0 || a.hidden.size() > 64 || a.conv.size() > 64)
+    throw error("implausible architecture");
   for (std::size_t h : a.hidden)
     if (h == 0 || h > (1u << 20)) throw error("implausible hidden width " + std::to_string(h));
-  return make_mlp(a.inputs, a.hidden, a.outputs,
-                  dense_options_for(c.config.training_method, c.config.qbp_kmin, c.config.qbp_kmax), a.act,
-                  c.config.seed);
+  for (std::size_t ch : a.conv)
+    if (ch > 65536) throw error("implausible channel count " + std::to_string(ch));
+  return make_network(a, dense_options_for(c.config.training_method, c.config.qbp_kmin, c.config.qbp_kmax),
+                      c.config.seed);
 }
 
 network network_from_checkpoint(const checkpoint& c, bool best) {

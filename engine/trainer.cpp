@@ -7,6 +7,7 @@
 #include "fewmul/error.hpp"
 #include "fewmul/train.hpp"
 #include "optimizer.hpp"
+#include "parallel_gemm.hpp"
 
 namespace fewmul {
 namespace {
@@ -37,6 +38,36 @@ void gather(const dataset& data, const std::uint32_t* indices, std::size_t count
     std::copy_n(data.example(indices[b]), data.features, x.row(b));
     y[b] = data.y[indices[b]];
   }
+}
+
+// Shifts (zero fill) and mirrors each channel-last image of the batch in place, drawn per example.
+void augment(matrix& x, const dataset& data, const train_config& config, std::uint64_t step, const runtime& rt) {
+  const std::size_t h = data.height, w = data.width, c = data.channels;
+  const long shift = static_cast<long>(config.augment_shift);
+  const std::uint64_t key = kernels::derive_key(config.seed, step, 0xa06);
+  detail::parallel_rows(rt, x.rows, 8, [&](std::size_t b0, std::size_t b1) {
+    std::vector<float> image(h * w * c);
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::uint32_t r = kernels::counter_hash(key, static_cast<std::uint32_t>(b));
+      const long span = 2 * shift + 1;
+      const long dy = static_cast<long>(r % static_cast<std::uint32_t>(span)) - shift;
+      const long dx = static_cast<long>((r >> 8) % static_cast<std::uint32_t>(span)) - shift;
+      const bool flip = config.augment_flip && ((r >> 31) & 1u);
+      float* row = x.row(b);
+      std::copy_n(row, image.size(), image.begin());
+      for (std::size_t yy = 0; yy < h; ++yy)
+        for (std::size_t xx = 0; xx < w; ++xx) {
+          const long sy = static_cast<long>(yy) + dy;
+          const long sx0 = static_cast<long>(flip ? w - 1 - xx : xx) + dx;
+          float* out = row + (yy * w + xx) * c;
+          if (sy < 0 || sx0 < 0 || sy >= static_cast<long>(h) || sx0 >= static_cast<long>(w)) {
+            std::fill_n(out, c, 0.0f);
+            continue;
+          }
+          std::copy_n(image.data() + (static_cast<std::size_t>(sy) * w + static_cast<std::size_t>(sx0)) * c, c, out);
+        }
+    }
+  });
 }
 
 void check_finite_parameters(network& net, std::size_t epoch) {
@@ -103,6 +134,57 @@ network make_mlp(std::size_t inputs, const std::vector<std::size_t>& hidden, std
   return net;
 }
 
+network make_network(const network_architecture& arch, const dense_options& options, std::uint64_t seed) {
+  if (arch.height == 0 || arch.width == 0 || arch.channels == 0 || arch.outputs == 0)
+    throw error("network architecture needs a positive input shape and output count");
+  if (arch.conv.empty()) return make_mlp(arch.inputs(), arch.hidden, arch.outputs, options, arch.act, seed);
+  network net;
+  std::size_t h = arch.height, w = arch.width, c = arch.channels;
+  auto add_activation = [&](std::size_t n) { net.add(arch.act == activation::relu ? make_relu(n) : make_hard_tanh(n)); };
+  for (std::size_t i = 0; i < arch.conv.size(); ++i) {
+    if (arch.conv[i] == 0) throw error("a max-pool must follow a convolution (architecture entry " + std::to_string(i) + ")");
+    conv_shape shape;
+    shape.height = h;
+    shape.width = w;
+    shape.in_channels = c;
+    shape.out_channels = arch.conv[i];
+    net.add(make_conv2d(shape, options, kernels::derive_key(seed, 0xc0, i)));
+    c = arch.conv[i];
+    if (i + 1 < arch.conv.size() && arch.conv[i + 1] == 0) {
+      net.add(make_max_pool(h, w, c));
+      h /= 2;
+      w /= 2;
+      ++i;
+    }
+    net.add(make_spatial_batch_norm(c, h * w));
+    add_activation(h * w * c);
+  }
+  std::size_t width = h * w * c;
+  std::vector<std::size_t> sizes = arch.hidden;
+  sizes.push_back(arch.outputs);
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    net.add(make_dense(width, sizes[i], options, kernels::derive_key(seed, 0xde, i)));
+    net.add(make_batch_norm(sizes[i]));
+    if (i + 1 < sizes.size()) add_activation(sizes[i]);
+    width = sizes[i];
+  }
+  return net;
+}
+
+network_architecture convnet_preset(std::uint32_t height, std::uint32_t width, std::uint32_t channels,
+                                    std::size_t classes, double width_multiplier) {
+  if (!(width_multiplier > 0.0) || width_multiplier > 16.0) throw error("--width must lie in (0, 16]");
+  auto scaled = [&](double n) { return std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(n * width_multiplier))); };
+  network_architecture a;
+  a.height = height;
+  a.width = width;
+  a.channels = channels;
+  a.conv = {scaled(128), scaled(128), 0, scaled(256), scaled(256), 0, scaled(512), scaled(512), 0};
+  a.hidden = {scaled(1024), scaled(1024)};
+  a.outputs = classes;
+  return a;
+}
+
 double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights, std::size_t batch) {
   if (data.size() == 0) return 0.0;
   const step_context ctx{rt, kernels::active_kernels(), 0, 0, false, expected_weights};
@@ -136,6 +218,11 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
     throw error("only " + std::to_string(train_count) + " training examples for a batch of " +
                 std::to_string(config.batch));
   const dataset validation = train_set.slice(train_count, config.validation);
+  const bool augmenting = config.augment_shift > 0 || config.augment_flip;
+  if (augmenting && (train_set.height == 0 || train_set.width == 0 || train_set.channels == 0 ||
+                     std::size_t{train_set.height} * train_set.width * train_set.channels != train_set.features))
+    throw error("data augmentation needs an image dataset (height, width and channels)");
+  if (config.augment_shift > 16) throw error("augmentation shift above 16 pixels is implausible");
 
   runtime rt(config.threads);
   const kernels::kernel_table& k = kernels::active_kernels();
@@ -177,6 +264,7 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
     std::size_t errors = 0;
     for (std::size_t b = 0; b < batches; ++b, ++step) {
       gather(train_set, order.data() + b * config.batch, config.batch, x, y);
+      if (augmenting) augment(x, train_set, config, step, rt);
       const step_context ctx{rt, k, config.seed, step, true};
       const matrix& out = net.forward(x, ctx);
       std::size_t batch_errors = 0;

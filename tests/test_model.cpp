@@ -131,7 +131,10 @@ TEST_CASE("a checkpoint is not a model and a model is not a checkpoint") {
   const std::string model_path = temp_path("kind.fwm"), ckpt_path = temp_path("kind.ckpt");
   save_model(model_path, net, small_meta("bc"));
   checkpoint c;
-  c.architecture = {20, {30}, 3, activation::relu};
+  c.architecture.height = 1;
+  c.architecture.width = 20;
+  c.architecture.hidden = {30};
+  c.architecture.outputs = 3;
   c.config.training_method = method::bc;
   c.state.network_state = net.snapshot();
   save_checkpoint(ckpt_path, c);
@@ -151,7 +154,12 @@ TEST_CASE("resuming from a checkpoint gives the bit-identical result of an unint
     config.batch = 50;
     config.validation = 100;
     config.optimizer = m == method::fp32 ? optimizer_kind::adam : optimizer_kind::sgd;
-    const mlp_architecture arch{20, {40}, 3, activation::relu};
+    network_architecture arch;
+    arch.height = 1;
+    arch.width = 20;
+    arch.channels = 1;
+    arch.hidden = {40};
+    arch.outputs = 3;
     auto fresh = [&] { return make_mlp(20, {40}, 3, dense_options_for(m), activation::relu, config.seed); };
 
     network whole = fresh();

@@ -4,12 +4,16 @@
 #include <string>
 #include <vector>
 
+#include "fewmul/runtime.hpp"
+
 namespace fewmul {
 
-/// Labelled examples, one row of `features` floats per example.
+/// Labelled examples, one row of `features` floats per example. Images are stored channel-last:
+/// feature (y * width + x) * channels + c.
 struct dataset {
   std::size_t features = 0;
   std::size_t classes = 0;
+  std::uint32_t height = 0, width = 0, channels = 0;  ///< image shape (0 when not images)
   std::vector<float> x;          ///< size() * features values
   std::vector<std::uint8_t> y;   ///< one label in [0, classes) per example
   std::size_t size() const { return y.size(); }
@@ -34,5 +38,42 @@ mnist_data load_mnist(const std::string& directory);
 dataset load_idx_images(const std::string& path, std::size_t expected_rows, std::size_t expected_cols);
 /// Reads one IDX labels file (magic 0x00000801).
 std::vector<std::uint8_t> load_idx_labels(const std::string& path, std::uint8_t max_label);
+
+/// CIFAR-10 train (data_batch_1..5, 50000 examples) and test (test_batch, 10000) sets, 32x32x3 in [0, 1].
+struct cifar10_data {
+  dataset train;
+  dataset test;
+};
+/// Reads the official CIFAR-10 binary batches (data_batch_1.bin .. data_batch_5.bin, test_batch.bin)
+/// from `directory`: per image 1 label byte, then 1024 red, 1024 green and 1024 blue bytes (row-major
+/// 32x32). Throws fewmul::error naming the file on a missing, truncated or padded file or a label above 9.
+cifar10_data load_cifar10(const std::string& directory);
+/// Reads one CIFAR-10 binary batch file (any whole number of 3073-byte records).
+dataset load_cifar10_batch(const std::string& path);
+/// The class names of CIFAR-10, in label order.
+const std::vector<std::string>& cifar10_class_names();
+
+/// Reads an SVHN cropped-digits MAT-file (train_32x32.mat, test_32x32.mat, extra_32x32.mat): MATLAB 5
+/// format, variables X (uint8 [32,32,3,N], column-major) and y (double [N,1], label 10 meaning digit 0),
+/// each stored plainly or zlib-compressed. Pixels scaled to [0, 1]. Throws fewmul::error naming the
+/// file on anything else (bad header, truncation, wrong types or dimensions, labels outside 1..10).
+dataset load_svhn_mat(const std::string& path);
+
+/// Input preprocessing fitted on training data and stored with models: optional global contrast
+/// normalization of each example, then optional ZCA whitening.
+struct preprocessing {
+  bool gcn = false;
+  float gcn_scale = 55.0f;        ///< GCN centres each example and scales it to this L2 norm (pylearn2's)
+  std::vector<float> zca_mean;    ///< per-feature mean (empty: no whitening)
+  std::vector<float> zca_matrix;  ///< features x features, symmetric: x <- (x - mean) * zca_matrix
+  bool active() const { return gcn || !zca_mean.empty(); }
+  /// Transforms `n` rows of `features` values in place.
+  void apply(float* rows, std::size_t n, std::size_t features, const runtime& rt) const;
+  void apply(dataset& data, const runtime& rt) const { apply(data.x.data(), data.size(), data.features, rt); }
+};
+
+/// Fits preprocessing on `train`: GCN when `gcn`, then, when `zca`, ZCA whitening
+/// W = (C + zca_bias I)^(-1/2) of the (GCN'd) training covariance C, as pylearn2's ZCA with filter_bias.
+preprocessing fit_preprocessing(const dataset& train, bool gcn, bool zca, float zca_bias, const runtime& rt);
 
 }  // namespace fewmul

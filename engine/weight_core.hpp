@@ -1,0 +1,77 @@
+#pragma once
+// The weights of a dense or convolutional layer and the three products such a layer needs over
+// row-major activations: forward y = a W^T, input gradient dx = dy W and weight gradient dW = dy^T x.
+// A convolution is the same products over im2col rows, so both layers share this one implementation.
+#include <cstdint>
+#include <vector>
+
+#include "fewmul/network.hpp"
+
+namespace fewmul::detail {
+
+class byte_writer;
+class byte_reader;
+
+class weight_core {
+ public:
+  /// `fan` is fan_in + fan_out (Glorot initialization for fp32, learning-rate scale otherwise).
+  weight_core(std::size_t inputs, std::size_t outputs, const dense_options& options, std::uint64_t init_seed,
+              float fan);
+
+  std::size_t inputs() const { return in_; }
+  std::size_t outputs() const { return out_; }
+  const dense_options& options() const { return options_; }
+  parameter& weight() { return weight_; }
+  const parameter& weight() const { return weight_; }
+  /// Drops the cached packed weights (the master weights changed).
+  void invalidate() { inference_packed_ = expectation_ready_ = false; }
+
+  /// Samples (training) or packs (inference) the weights every product of this step uses; `layer`
+  /// is part of the random key.
+  void prepare(const step_context& ctx, std::uint32_t layer);
+  /// y[rows][outputs] = a[rows][inputs] W^T (row strides = the widths).
+  void forward(const float* a, std::size_t rows, float* y, const step_context& ctx);
+  /// dx[rows][inputs] = dy[rows][outputs] W.
+  void input_gradient(const float* dy, std::size_t rows, float* dx, const step_context& ctx);
+  /// grad[outputs][inputs] = dy^T x over `rows` rows. With quantized backprop x is first rounded to
+  /// powers of two (random stream keyed by the step, `layer` and `part`) and the products are shifts.
+  void weight_gradient(const float* dy, const float* x, std::size_t rows, float* grad, std::uint32_t layer,
+                       std::uint64_t part, const step_context& ctx);
+
+  /// Options and weights (packed: deterministic bits) in the format of the dense layer.
+  void write(byte_writer& out, bool packed) const;
+  /// Reads what write() wrote (after the layer's own header), given the shape.
+  void read(byte_reader& in, bool packed);
+  static dense_options read_options(byte_reader& in);
+  /// Ops of one weight product over `rows` rows (forward, input gradient or weight gradient).
+  void count_product(op_counts& c, double rows, bool weight_gradient) const;
+  std::string kind_name() const;
+
+ private:
+  struct weight_view {
+    const float* values;
+    const std::uint64_t* sign;
+    const std::uint64_t* nonzero;
+  };
+  void multiply(weight_kind kind, const float* a, std::size_t rows, std::size_t depth, std::size_t width,
+                const weight_view& w, float* out, const step_context& ctx);
+  void transpose_master(const step_context& ctx);
+  void transpose(const std::vector<std::uint64_t>& rows_o, std::vector<std::uint64_t>& rows_i,
+                 const step_context& ctx) const;
+  void condition_gradient(const float* dy, std::size_t count, std::uint32_t layer, const step_context& ctx);
+
+  std::size_t in_, out_;
+  dense_options options_;
+  parameter weight_;  // [out][in]
+  bool inference_packed_ = false;
+  bool expectation_ready_ = false;
+  bool use_expectation_ = false;
+  std::vector<std::uint64_t> sign_, nonzero_;      // [out][words(in)]
+  std::vector<std::uint64_t> sign_t_, nonzero_t_;  // [in][words(out)]
+  std::vector<float> transposed_;                  // fp32 W^T [in][out]
+  std::vector<float> rowsum_;
+  std::vector<float> conditioned_;
+  std::vector<std::int8_t> codes_;
+};
+
+}  // namespace fewmul::detail
