@@ -7,6 +7,7 @@
 #include <cmath>
 #include <csignal>
 #include <memory>
+#include <new>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -165,7 +166,7 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
     config.training_method = fewmul::parse_method(f.method_text);
     config.epochs = f.epochs;
     config.batch = f.batch;
-    config.lr = f.lr > 0.0f ? f.lr : fewmul::default_learning_rate(config.training_method);
+    config.lr = f.lr > 0.0f ? f.lr : fewmul::default_learning_rate(config.training_method, dataset != "mnist");
     config.lr_decay = f.lr_decay;
     config.optimizer = f.optimizer_text == "adam" ? fewmul::optimizer_kind::adam : fewmul::optimizer_kind::sgd;
     config.momentum = f.momentum;
@@ -379,7 +380,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train->add_option("--epochs", f.epochs, "Epochs")->check(CLI::Range(1, 100000))->capture_default_str();
   train->add_option("--batch", f.batch, "Minibatch size")->check(CLI::Range(2, 100000))->capture_default_str();
-  train->add_option("--lr", f.lr, "Initial learning rate (default: 0.3 for fp32, 1.0 for binary/ternary methods)")
+  train->add_option("--lr", f.lr, "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary; convnets 0.1)")
       ->check(CLI::PositiveNumber);
   train->add_option("--lr-decay", f.lr_decay, "Per-epoch learning-rate factor (default: reach lr/100 at the end)")
       ->check(CLI::Range(0.0f, 1.0f));
@@ -480,6 +481,11 @@ int main(int argc, char** argv) {
     return run_train(f, train->count("--epochs") > 0, train->count("--threads") > 0, train->count("--validation") > 0);
   } catch (const fewmul::error& e) {
     std::fprintf(stderr, "fewmul: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr,
+                 "fewmul: error: out of memory: the network, batch or dataset does not fit in this machine's memory "
+                 "(try a smaller --hidden, --width or --batch)\n");
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fewmul: internal error: %s\n", e.what());

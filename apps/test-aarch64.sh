@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
 need=""
-for p in g++-aarch64-linux-gnu qemu-user zlib1g-dev:arm64 libbenchmark-dev:arm64; do
+for p in g++-aarch64-linux-gnu qemu-user zlib1g-dev:arm64 libbenchmark-dev:arm64 libspng-dev:arm64; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
 done
 if [ -n "$need" ]; then

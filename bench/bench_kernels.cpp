@@ -1,13 +1,22 @@
 // One benchmark per (kernel, ISA, shape). Counters: MAC/s (items_per_second) for the GEMMs, elements/s
-// for packing and quantizing. Compare rows of one run with each other, never with another day's run.
+// for packing and quantizing, and, when built with OpenBLAS, vs_openblas: this row's MAC/s divided by
+// single-threaded OpenBLAS sgemm's on the same shape, measured in the same process. Compare rows of
+// one run with each other, never with another day's run.
 #include <benchmark/benchmark.h>
 
+#include <chrono>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "fewmul/isa.hpp"
 #include "fewmul/kernels.hpp"
+
+#ifdef FEWMUL_BENCH_OPENBLAS
+#include <cblas.h>
+extern "C" void openblas_set_num_threads(int);
+#endif
 
 namespace {
 
@@ -18,10 +27,16 @@ struct shape {
   std::size_t m, n, k;
 };
 
-// MNIST MLP layers (batch x out x in) at batch 1, 200 and 1000, and square 1024.
+// MNIST MLP layers (batch x out x in) at batch 1, 200 and 1000, and square 1024 and 4096.
 const shape gemm_shapes[] = {
-    {"mnist_l1_b1", 1, 1024, 784},        {"mnist_l1_b200", 200, 1024, 784},   {"mnist_l2_b200", 200, 1024, 1024},
-    {"mnist_l4_b200", 200, 10, 1024},     {"mnist_l2_b1000", 1000, 1024, 1024}, {"square_1024", 1024, 1024, 1024}};
+    {"mnist_l1_b1", 1, 1024, 784},        {"mnist_l1_b200", 200, 1024, 784},    {"mnist_l2_b200", 200, 1024, 1024},
+    {"mnist_l4_b200", 200, 10, 1024},     {"mnist_l2_b1000", 1000, 1024, 1024}, {"square_1024", 1024, 1024, 1024},
+    {"square_4096", 4096, 4096, 4096}};
+
+using bench_clock = std::chrono::steady_clock;
+double seconds_since(bench_clock::time_point start) {
+  return std::chrono::duration<double>(bench_clock::now() - start).count();
+}
 
 std::vector<float> floats(std::size_t n, unsigned seed) {
   std::mt19937 gen(seed);
@@ -38,14 +53,69 @@ std::vector<std::uint64_t> bits(std::size_t rows, std::size_t cols, unsigned see
   return v;
 }
 
-bool skip_unsupported(benchmark::State& state, isa which) {
-  if (isa_supported(which)) return false;
-  state.SkipWithError(("ISA " + std::string(isa_name(which)) + " not supported on this CPU").c_str());
-  return true;
+bool skip_unsupported(benchmark::State& state, isa which, const shape* s = nullptr) {
+  if (!isa_supported(which)) {
+    state.SkipWithError(("ISA " + std::string(isa_name(which)) + " not supported on this CPU").c_str());
+    return true;
+  }
+  if (which == isa::scalar && s != nullptr && double(s->m) * double(s->n) * double(s->k) > 2e9) {
+    state.SkipWithError("the bit-at-a-time reference would take minutes on this shape");
+    return true;
+  }
+  return false;
+}
+
+#ifdef FEWMUL_BENCH_OPENBLAS
+// MAC/s of single-threaded OpenBLAS sgemm on `s`, measured once per process: the float reference every
+// row of that shape is divided by.
+double openblas_rate(const shape& s) {
+  static std::map<std::string, double> rates;
+  if (auto it = rates.find(s.name); it != rates.end()) return it->second;
+  openblas_set_num_threads(1);
+  const auto a = floats(s.m * s.k, 1), b = floats(s.k * s.n, 2);
+  std::vector<float> c(s.m * s.n);
+  auto run = [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(s.m), static_cast<int>(s.n),
+                static_cast<int>(s.k), 1.0f, a.data(), static_cast<int>(s.k), b.data(), static_cast<int>(s.n), 0.0f,
+                c.data(), static_cast<int>(s.n));
+  };
+  run();
+  std::size_t calls = 0;
+  const auto start = bench_clock::now();
+  do {
+    run();
+    ++calls;
+  } while (seconds_since(start) < 0.3);
+  return rates[s.name] = double(calls) * double(s.m) * double(s.n) * double(s.k) / seconds_since(start);
+}
+
+void openblas_bench(benchmark::State& state, shape s) {
+  openblas_set_num_threads(1);
+  const auto a = floats(s.m * s.k, 1), b = floats(s.k * s.n, 2);
+  std::vector<float> c(s.m * s.n);
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(s.m), static_cast<int>(s.n),
+                static_cast<int>(s.k), 1.0f, a.data(), static_cast<int>(s.k), b.data(), static_cast<int>(s.n), 0.0f,
+                c.data(), static_cast<int>(s.n));
+    benchmark::DoNotOptimize(c.data());
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * s.m * s.n * s.k));
+}
+#endif
+
+// Sets MAC/s and, with OpenBLAS, the ratio to its sgemm on the same shape.
+void report_macs(benchmark::State& state, const shape& s, double seconds) {
+  const double macs = double(state.iterations()) * double(s.m) * double(s.n) * double(s.k);
+  state.SetItemsProcessed(static_cast<std::int64_t>(macs));
+#ifdef FEWMUL_BENCH_OPENBLAS
+  if (seconds > 0) state.counters["vs_openblas"] = macs / seconds / openblas_rate(s);
+#else
+  (void)seconds;
+#endif
 }
 
 void gemm_bench(benchmark::State& state, isa which, shape s, const std::string& kind) {
-  if (skip_unsupported(state, which)) return;
+  if (skip_unsupported(state, which, &s)) return;
   const auto& k = kernels::kernels_for(which);
   const auto a = floats(s.m * s.k, 1), b = floats(s.k * s.n, 2);
   const auto w = bits(s.k, s.n, 3);
@@ -57,6 +127,7 @@ void gemm_bench(benchmark::State& state, isa which, shape s, const std::string& 
   std::vector<std::int8_t> codes(s.k * s.n);
   k.quantize_pow2(b.data(), b.size(), codes.data(), -4, 3, 1, 0);
   const std::size_t ldb = kernels::words_for(s.n);
+  const auto start = bench_clock::now();
   for (auto _ : state) {
     if (kind == "f32")
       k.gemm_f32(s.m, s.n, s.k, a.data(), s.k, 1, b.data(), s.n, c.data(), s.n);
@@ -69,7 +140,7 @@ void gemm_bench(benchmark::State& state, isa which, shape s, const std::string& 
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * s.m * s.n * s.k));
+  report_macs(state, s, seconds_since(start));
 }
 
 void pack_bench(benchmark::State& state, isa which, bool ternary, kernels::sample_mode mode) {
@@ -90,17 +161,18 @@ void pack_bench(benchmark::State& state, isa which, bool ternary, kernels::sampl
 
 // XNOR-popcount GEMM on ±1 bits: MAC/s counts one ±1 multiply-accumulate per bit pair.
 void xnor_bench(benchmark::State& state, isa which, shape s) {
-  if (skip_unsupported(state, which)) return;
+  if (skip_unsupported(state, which, &s)) return;
   const auto& k = kernels::kernels_for(which);
   const std::size_t words = kernels::words_for(s.k);
   const auto a = bits(s.m, s.k, 7), bt = bits(s.n, s.k, 8);  // bt[w][n]: any bits serve for timing
   std::vector<std::int32_t> c(s.m * s.n);
+  const auto start = bench_clock::now();
   for (auto _ : state) {
     k.gemm_xnor(s.m, s.n, words, static_cast<std::int32_t>(s.k), a.data(), words, bt.data(), s.n, c.data(), s.n);
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * s.m * s.n * s.k));
+  report_macs(state, s, seconds_since(start));
 }
 
 void quantize_bench(benchmark::State& state, isa which) {
@@ -116,6 +188,11 @@ void quantize_bench(benchmark::State& state, isa which) {
 }
 
 const int registered = [] {
+#ifdef FEWMUL_BENCH_OPENBLAS
+  for (const shape& s : gemm_shapes)
+    benchmark::RegisterBenchmark(("sgemm_openblas/" + std::string(s.name)).c_str(), openblas_bench, s)
+        ->Unit(benchmark::kMicrosecond);
+#endif
   for (isa which : {isa::scalar, isa::sse4_2, isa::avx2, isa::avx512bw, isa::neon64}) {
     const std::string isa_text(isa_name(which));
     for (const shape& s : gemm_shapes)

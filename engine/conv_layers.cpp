@@ -135,7 +135,9 @@ class conv2d_layer final : public layer {
     } catch (const error& e) {
       in.invalid(e.what());
     }
-    auto l = std::make_unique<conv2d_layer>(s, detail::weight_core::read_options(in), 0);
+    const dense_options options = detail::weight_core::read_options(in);
+    detail::weight_core::expect_payload(in, s.kernel * s.kernel * s.in_channels, s.out_channels, options, packed);
+    auto l = std::make_unique<conv2d_layer>(s, options, 0);
     l->core_.read(in, packed);
     return l;
   }

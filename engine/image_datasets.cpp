@@ -184,7 +184,8 @@ std::vector<unsigned char> inflate_element(const mat_element& e, const std::stri
   const std::size_t got_tag = run(0, 8);
   std::uint32_t inner_size = 0;
   if (got_tag == 8) std::memcpy(&inner_size, out.data() + 4, 4);
-  if (got_tag != 8 || inner_size > (std::uint64_t{1} << 32) - 16) {
+  // Deflate expands at most ~1032:1, so a larger announced size is a lie (and must not be allocated).
+  if (got_tag != 8 || std::uint64_t{inner_size} > std::uint64_t{e.size} * 1040 + 64) {
     inflateEnd(&z);
     throw error(path + ": compressed element is truncated or has a bad inner tag");
   }

@@ -52,7 +52,9 @@ class dense_layer final : public layer {
     const auto outputs = in.get<std::uint64_t>("dense output size");
     if (inputs == 0 || outputs == 0 || inputs > (1u << 24) || outputs > (1u << 24))
       in.invalid("implausible dense layer size " + std::to_string(inputs) + "x" + std::to_string(outputs));
-    auto l = std::make_unique<dense_layer>(inputs, outputs, weight_core::read_options(in), 0);
+    const dense_options options = weight_core::read_options(in);
+    weight_core::expect_payload(in, inputs, outputs, options, packed);
+    auto l = std::make_unique<dense_layer>(inputs, outputs, options, 0);
     l->core_.read(in, packed);
     return l;
   }
@@ -127,6 +129,7 @@ class batch_norm_layer final : public layer {
       in.invalid("implausible batch-norm size " + std::to_string(n) + "x" + std::to_string(s));
     const float epsilon = in.get<float>("batch-norm epsilon"), momentum = in.get<float>("batch-norm momentum");
     if (!(epsilon > 0.0f) || !(momentum >= 0.0f && momentum <= 1.0f)) in.invalid("bad batch-norm epsilon or momentum");
+    in.expect_at_least(n * 4 * sizeof(float), "batch-norm parameters");
     auto l = std::make_unique<batch_norm_layer>(n, s, epsilon, momentum);
     l->gamma_.value = in.get_vector<float>("batch-norm scale", n);
     l->beta_.value = in.get_vector<float>("batch-norm shift", n);

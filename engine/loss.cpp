@@ -28,7 +28,7 @@ float loss_and_gradient(loss_kind kind, const matrix& output, const std::uint8_t
       for (std::size_t c = 0; c < output.cols; ++c) {
         const float t = c == labels[b] ? 1.0f : -1.0f;
         const float margin = 1.0f - t * output.at(b, c);
-        const float hinge = margin > 0.0f ? margin : 0.0f;
+        const float hinge = margin <= 0.0f ? 0.0f : margin;  // a NaN margin stays NaN (and stops training)
         total += static_cast<double>(hinge) * hinge;
         grad.at(b, c) = -2.0f * t * hinge * scale;
       }

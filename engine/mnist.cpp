@@ -122,8 +122,15 @@ dataset load_idx_images(const std::string& path, std::size_t expected_rows, std:
   out.height = rows;
   out.width = cols;
   out.channels = 1;
-  std::vector<unsigned char> pixels(std::size_t{count} * out.features);
-  in.read(pixels.data(), pixels.size(), "pixel data");
+  // Read in chunks: memory follows the bytes actually present, not the header's claim.
+  const std::size_t total = std::size_t{count} * out.features;
+  std::vector<unsigned char> pixels;
+  for (std::size_t done = 0; done < total;) {
+    const std::size_t chunk = std::min<std::size_t>(total - done, std::size_t{1} << 24);
+    pixels.resize(done + chunk);
+    in.read(pixels.data() + done, chunk, "pixel data");
+    done += chunk;
+  }
   in.expect_end();
   out.x.resize(pixels.size());
   for (std::size_t i = 0; i < pixels.size(); ++i) out.x[i] = static_cast<float>(pixels[i]) / 255.0f;
@@ -135,8 +142,13 @@ std::vector<std::uint8_t> load_idx_labels(const std::string& path, std::uint8_t 
   idx_reader in(path);
   in.read_magic(idx_labels_magic, "IDX labels");
   const std::uint32_t count = in.read_count();
-  std::vector<std::uint8_t> labels(count);
-  in.read(labels.data(), labels.size(), "labels");
+  std::vector<std::uint8_t> labels;
+  for (std::size_t done = 0; done < count;) {
+    const std::size_t chunk = std::min<std::size_t>(count - done, std::size_t{1} << 24);
+    labels.resize(done + chunk);
+    in.read(labels.data() + done, chunk, "labels");
+    done += chunk;
+  }
   in.expect_end();
   for (std::size_t i = 0; i < labels.size(); ++i)
     if (labels[i] > max_label)

@@ -58,7 +58,7 @@ class byte_reader {
                   std::to_string(expected));
     if (count > (size_ - offset_) / sizeof(T)) fail(what);
     std::vector<T> values(count);
-    std::memcpy(values.data(), data_ + offset_, count * sizeof(T));
+    if (count > 0) std::memcpy(values.data(), data_ + offset_, count * sizeof(T));  // data() may be null when empty
     offset_ += count * sizeof(T);
     return values;
   }
@@ -70,6 +70,11 @@ class byte_reader {
     return s;
   }
   bool done() const { return offset_ == size_; }
+  std::size_t remaining() const { return size_ - offset_; }
+  /// Throws unless `bytes` more bytes are present (checked before allocating what they describe).
+  void expect_at_least(std::size_t bytes, const char* what) const {
+    if (bytes > size_ - offset_) fail(what);
+  }
   const std::string& source() const { return source_; }
   [[noreturn]] void invalid(const std::string& message) const { throw error(source_ + ": " + message); }
 

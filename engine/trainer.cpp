@@ -97,6 +97,8 @@ method parse_method(std::string_view name) {
 
 float default_learning_rate(method m) { return m == method::fp32 ? 0.3f : 1.0f; }
 
+float default_learning_rate(method m, bool convnet) { return convnet ? 0.1f : default_learning_rate(m); }
+
 dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax) {
   dense_options o;
   o.qbp_kmin = qbp_kmin;
@@ -266,15 +268,19 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
       gather(train_set, order.data() + b * config.batch, config.batch, x, y);
       if (augmenting) augment(x, train_set, config, step, rt);
       const step_context ctx{rt, k, config.seed, step, true};
-      const matrix& out = net.forward(x, ctx);
+      float loss = 0;
       std::size_t batch_errors = 0;
-      const float loss = loss_and_gradient(config.loss, out, y.data(), grad, batch_errors);
-      if (!std::isfinite(loss))
-        throw error("loss became non-finite in epoch " + std::to_string(epoch) + ", minibatch " + std::to_string(b + 1) +
-                    " (try a smaller --lr)");
+      try {
+        const matrix& out = net.forward(x, ctx);
+        loss = loss_and_gradient(config.loss, out, y.data(), grad, batch_errors);
+        if (!std::isfinite(loss)) throw error("loss became non-finite (try a smaller --lr)");
+        net.backward(grad, ctx);
+      } catch (const error& e) {
+        throw error(std::string(e.what()) + " in epoch " + std::to_string(epoch) + ", minibatch " + std::to_string(b + 1) +
+                    (epoch > 1 ? "; checkpoints of earlier epochs are intact" : ""));
+      }
       loss_sum += loss;
       errors += batch_errors;
-      net.backward(grad, ctx);
       opt.step(lr, rt);
       net.parameters_changed();
       if (observer.on_batch) observer.on_batch(b + 1, batches);

@@ -97,6 +97,16 @@ void weight_core::write(byte_writer& out, bool packed) const {
   }
 }
 
+void weight_core::expect_payload(byte_reader& in, std::size_t inputs, std::size_t outputs, const dense_options& o,
+                                 bool packed) {
+  const bool as_bits = packed && o.kind != weight_kind::fp32;
+  const double planes = o.kind == weight_kind::ternary ? 2.0 : 1.0;
+  const double bytes = as_bits ? planes * static_cast<double>(outputs) * static_cast<double>(kernels::words_for(inputs)) * 8.0
+                               : static_cast<double>(outputs) * static_cast<double>(inputs) * 4.0;
+  if (bytes > static_cast<double>(in.remaining())) in.invalid("weights of " + std::to_string(outputs) + "x" +
+                                                              std::to_string(inputs) + " run past the end of the data");
+}
+
 dense_options weight_core::read_options(byte_reader& in) {
   dense_options o;
   const auto kind = in.get<std::uint8_t>("weight kind");

@@ -43,6 +43,9 @@ class weight_core {
   /// Reads what write() wrote (after the layer's own header), given the shape.
   void read(byte_reader& in, bool packed);
   static dense_options read_options(byte_reader& in);
+  /// Throws unless the payload still holds the weights of such a layer (before allocating them).
+  static void expect_payload(byte_reader& in, std::size_t inputs, std::size_t outputs, const dense_options& o,
+                             bool packed);
   /// Ops of one weight product over `rows` rows (forward, input gradient or weight gradient).
   void count_product(op_counts& c, double rows, bool weight_gradient) const;
   std::string kind_name() const;

@@ -1,6 +1,10 @@
 // Model files and checkpoints: round trips, exact reproduction, resume, and broken files.
 #include <doctest/doctest.h>
 
+#include <sys/resource.h>
+
+#include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 
@@ -204,4 +208,80 @@ TEST_CASE("a failed write leaves the previous file intact and no temporary behin
   CHECK(read_bytes(path) == before);
   CHECK(load_model(path).net.output_size() == 3);
   fs::remove_all(dir);
+}
+
+TEST_CASE("a full disk during checkpointing leaves the previous checkpoint intact") {
+  // RLIMIT_FSIZE makes writes past the limit fail (EFBIG) exactly as a full disk does (ENOSPC).
+  network net = make_mlp(20, {30}, 3, dense_options_for(method::bc), activation::relu, 5);
+  checkpoint c;
+  c.architecture.height = 1;
+  c.architecture.width = 20;
+  c.architecture.hidden = {30};
+  c.architecture.outputs = 3;
+  c.state.network_state = net.snapshot();
+  const std::string path = temp_path("full_disk.ckpt");
+  save_checkpoint(path, c);
+  const auto before = read_bytes(path);
+  c.state.step = 7;
+  rlimit saved{};
+  getrlimit(RLIMIT_FSIZE, &saved);
+  auto* old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit small = saved;
+  small.rlim_cur = 1000;
+  setrlimit(RLIMIT_FSIZE, &small);
+  std::string message;
+  try {
+    save_checkpoint(path, c);
+  } catch (const fewmul::error& e) {
+    message = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &saved);
+  std::signal(SIGXFSZ, old_handler);
+  CHECK(message.find("writing failed") != std::string::npos);
+  CHECK(read_bytes(path) == before);
+  CHECK(!fs::exists(path + ".tmp"));
+  CHECK(load_checkpoint(path).state.step == 0);
+  fs::remove(path);
+}
+
+TEST_CASE("a diverging run stops naming the epoch and keeps the last good checkpoint") {
+  const dataset train_set = blobs(600, 20, 1), test_set = blobs(150, 20, 2);
+  train_config config;
+  config.training_method = method::bc_qbp;
+  config.epochs = 3;
+  config.batch = 50;
+  config.validation = 100;
+  network net = make_mlp(20, {40}, 3, dense_options_for(config.training_method), activation::relu, config.seed);
+  const std::string path = temp_path("diverge.ckpt");
+  checkpoint c;
+  c.config = config;
+  c.architecture.height = 1;
+  c.architecture.width = 20;
+  c.architecture.hidden = {40};
+  c.architecture.outputs = 3;
+  train_observer observer;
+  std::size_t epochs_done = 0, batches_seen = 0;
+  observer.on_state = [&](const training_state& s) {
+    c.state = s;
+    save_checkpoint(path, c);
+    epochs_done = s.progress.epochs.size();
+  };
+  // A batch-norm scale turning to NaN in epoch 2 stands for a diverging update.
+  observer.on_batch = [&](std::size_t, std::size_t) {
+    if (epochs_done == 1 && ++batches_seen == 3) net.parameters()[1]->value[0] = std::nanf("");
+  };
+  std::string message;
+  try {
+    train(net, train_set, test_set, config, observer);
+  } catch (const fewmul::error& e) {
+    message = e.what();
+  }
+  CAPTURE(message);
+  CHECK(message.find("non-finite") != std::string::npos);
+  CHECK(message.find("epoch 2") != std::string::npos);
+  const checkpoint kept = load_checkpoint(path);
+  CHECK(kept.state.progress.epochs.size() == 1);
+  for (const auto& values : kept.state.network_state)
+    for (float v : values) CHECK(std::isfinite(v));
+  fs::remove(path);
 }

@@ -5,7 +5,8 @@
 
 namespace fewmul {
 
-/// Owns the one oneTBB task_arena that every layer runs its parallel work in.
+/// Owns the one oneTBB task_arena that every layer runs its parallel work in (built with
+/// FEWMUL_USE_TBB=OFF: a team of std::threads per parallel_for instead).
 class runtime {
  public:
   /// `threads` = 0 uses every hardware thread; otherwise exactly that many (>= 1).

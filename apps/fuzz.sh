@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang, AddressSanitizer + UndefinedBehaviorSanitizer) and fuzzes every
+# parser for FUZZ_SECONDS seconds each (default 20), starting from small valid seeds. Exits non-zero on
+# any crash, sanitizer report, leak, timeout or oversized allocation; the input that caused it is left
+# as build-fuzz/<target>-crash-*. Longer runs: FUZZ_SECONDS=600 bash apps/fuzz.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${FUZZ_SECONDS:-20}
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+need=""
+for p in clang libclang-rt-14-dev cmake ninja-build pkg-config libxsimd-dev zlib1g-dev libspng-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
+done
+if [ -n "$need" ]; then
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $need
+fi
+build=build-fuzz
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -DFEWMUL_FUZZING" \
+  -DFEWMUL_BUILD_FUZZERS=ON -DFEWMUL_BUILD_TESTS=OFF -DFEWMUL_BUILD_BENCH=OFF -DFEWMUL_BUILD_APPS=OFF -DFEWMUL_USE_TBB=OFF
+cmake --build "$build"
+rm -rf "$build/seeds"
+"$build/tests/fuzz/fewmul_fuzz_seeds" "$build/seeds"
+cp -n ../shared/fixtures/svhn_format_test.mat "$build/seeds/svhn_mat/" 2>/dev/null || true
+status=0
+for target in idx cifar_batch cifar_png svhn_mat model; do
+  corpus="$build/corpus/$target"
+  mkdir -p "$corpus"
+  log="$build/fuzz_$target.log"
+  if (cd "$build" && "./tests/fuzz/fuzz_$target" -max_total_time="$seconds" -max_len=1048576 -rss_limit_mb=3072 \
+        -malloc_limit_mb=1536 -timeout=20 -artifact_prefix="$target-" "corpus/$target" "seeds/$target") > "$log" 2>&1; then
+    runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -1)
+    echo "fuzz $target: ${runs:-?} in ${seconds} s, no crash"
+  else
+    echo "fuzz $target: FAILED (see $log)"
+    tail -30 "$log"
+    status=1
+  fi
+done
+exit $status
