@@ -145,7 +145,8 @@ void print_epoch(const fewmul::epoch_metrics& m, const std::string& method) {
   std::fflush(stdout);
 }
 
-int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool validation_given) {
+int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool validation_given, bool optimizer_given,
+              bool activation_given) {
   fewmul::checkpoint c;
   std::unique_ptr<fewmul::training_state> resume;
   std::string dataset = f.dataset;
@@ -168,7 +169,10 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
     config.batch = f.batch;
     config.lr = f.lr > 0.0f ? f.lr : fewmul::default_learning_rate(config.training_method, dataset != "mnist");
     config.lr_decay = f.lr_decay;
-    config.optimizer = f.optimizer_text == "adam" ? fewmul::optimizer_kind::adam : fewmul::optimizer_kind::sgd;
+    const bool bnn = config.training_method == fewmul::method::bnn;
+    // BNN trains with Adam unless told otherwise (Hubara et al.).
+    config.optimizer = f.optimizer_text == "adam" || (bnn && !optimizer_given) ? fewmul::optimizer_kind::adam
+                                                                               : fewmul::optimizer_kind::sgd;
     config.momentum = f.momentum;
     config.loss = f.loss_text == "xent" ? fewmul::loss_kind::softmax_cross_entropy : fewmul::loss_kind::squared_hinge;
     config.seed = f.seed;
@@ -178,7 +182,10 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
     config.qbp_kmax = f.qbp_kmax;
     config.augment_shift = f.augment_shift;
     config.augment_flip = f.augment_flip;
-    const auto act = f.activation_text == "hardtanh" ? fewmul::activation::hard_tanh : fewmul::activation::relu;
+    const auto act = !activation_given ? fewmul::default_activation(config.training_method)
+                     : f.activation_text == "hardtanh" ? fewmul::activation::hard_tanh
+                     : f.activation_text == "sign"     ? fewmul::activation::sign
+                                                       : fewmul::activation::relu;
     if (dataset == "mnist") {
       c.architecture.hidden = parse_hidden(f.hidden_text);
     } else {
@@ -251,9 +258,9 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
 
 int run_count(std::size_t batch, const std::vector<std::size_t>& hidden) {
   for (fewmul::method m : {fewmul::method::fp32, fewmul::method::bc, fewmul::method::bc_stoch, fewmul::method::tc,
-                           fewmul::method::bc_qbp, fewmul::method::tc_qbp}) {
+                           fewmul::method::bc_qbp, fewmul::method::tc_qbp, fewmul::method::bnn}) {
     const fewmul::network net =
-        fewmul::make_mlp(784, hidden, 10, fewmul::dense_options_for(m), fewmul::activation::relu, 1);
+        fewmul::make_mlp(784, hidden, 10, fewmul::dense_options_for(m), fewmul::default_activation(m), 1);
     const fewmul::op_counts engine = net.training_ops(batch), paper = net.training_ops(batch, true);
     std::printf(
         "{\"method\": \"%s\", \"batch\": %zu, \"multiplications\": %.4e, \"additions\": %.4e, \"shifts\": %.4e, "
@@ -375,12 +382,12 @@ int main(int argc, char** argv) {
   train->add_option("dataset", f.dataset, "Dataset: mnist (MLP), cifar10 or svhn (convnet)")
       ->required()
       ->check(CLI::IsMember({"mnist", "cifar10", "svhn"}));
-  train->add_option("--method", f.method_text, "fp32, bc, bc-stoch, tc, bc+qbp or tc+qbp")
-      ->check(CLI::IsMember({"fp32", "bc", "bc-stoch", "tc", "bc+qbp", "tc+qbp"}))
+  train->add_option("--method", f.method_text, "fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp or bnn")
+      ->check(CLI::IsMember({"fp32", "bc", "bc-stoch", "tc", "bc+qbp", "tc+qbp", "bnn"}))
       ->capture_default_str();
   train->add_option("--epochs", f.epochs, "Epochs")->check(CLI::Range(1, 100000))->capture_default_str();
   train->add_option("--batch", f.batch, "Minibatch size")->check(CLI::Range(2, 100000))->capture_default_str();
-  train->add_option("--lr", f.lr, "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary; convnets 0.1)")
+  train->add_option("--lr", f.lr, "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary, 0.003 for bnn (Adam); convnets 0.1)")
       ->check(CLI::PositiveNumber);
   train->add_option("--lr-decay", f.lr_decay, "Per-epoch learning-rate factor (default: reach lr/100 at the end)")
       ->check(CLI::Range(0.0f, 1.0f));
@@ -391,8 +398,8 @@ int main(int argc, char** argv) {
   train->add_option("--loss", f.loss_text, "hinge (squared hinge) or xent (softmax cross-entropy)")
       ->check(CLI::IsMember({"hinge", "xent"}))
       ->capture_default_str();
-  train->add_option("--activation", f.activation_text, "relu or hardtanh")
-      ->check(CLI::IsMember({"relu", "hardtanh"}))
+  train->add_option("--activation", f.activation_text, "relu, hardtanh or sign (default: sign for bnn, else relu)")
+      ->check(CLI::IsMember({"relu", "hardtanh", "sign"}))
       ->capture_default_str();
   train->add_option("--hidden", f.hidden_text, "MNIST MLP: hidden layer widths, comma-separated")->capture_default_str();
   train->add_option("--width", f.width, "CIFAR-10/SVHN convnet: multiplier of every layer width (e.g. 0.25)")
@@ -478,7 +485,8 @@ int main(int argc, char** argv) {
     if (*predict) return run_predict(model_path, image_path);
     if (*info) return run_info(model_path);
     if (f.qbp_kmin > f.qbp_kmax) throw fewmul::error("--qbp-kmin must not exceed --qbp-kmax");
-    return run_train(f, train->count("--epochs") > 0, train->count("--threads") > 0, train->count("--validation") > 0);
+    return run_train(f, train->count("--epochs") > 0, train->count("--threads") > 0, train->count("--validation") > 0,
+                     train->count("--optimizer") > 0, train->count("--activation") > 0);
   } catch (const fewmul::error& e) {
     std::fprintf(stderr, "fewmul: error: %s\n", e.what());
     return 1;

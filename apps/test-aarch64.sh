@@ -20,7 +20,7 @@ if [ -n "$need" ]; then
 fi
 build_dir=${BUILD_DIR:-build-aarch64}
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_TOOLCHAIN_FILE="$PWD/.ci/aarch64-toolchain.cmake" -DFEWMUL_BUILD_APPS=OFF -DFEWMUL_USE_TBB=OFF
+  -DCMAKE_TOOLCHAIN_FILE="$PWD/.ci/aarch64-toolchain.cmake" -DFEWMUL_BUILD_APPS=OFF -DFEWMUL_USE_TBB=OFF -DFEWMUL_STD_THREADS=OFF
 cmake --build "$build_dir"
 readelf -h "$build_dir/tests/fewmul_tests" | grep -q AArch64
 # Everything but the real-MNIST run (it needs the data files and minutes of emulated time).

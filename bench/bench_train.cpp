@@ -27,9 +27,11 @@ void train_bench(benchmark::State& state, method m) {
   const dataset data = synthetic_mnist(10200), test = synthetic_mnist(10);
   const int threads = static_cast<int>(state.range(0));
   for (auto _ : state) {
-    network net = make_mlp(784, {1024, 1024, 1024}, 10, dense_options_for(m), activation::relu, 1);
+    network net = make_mlp(784, {1024, 1024, 1024}, 10, dense_options_for(m), default_activation(m), 1);
     train_config config;
     config.training_method = m;
+    config.lr = default_learning_rate(m);
+    if (m == method::bnn) config.optimizer = optimizer_kind::adam;
     config.epochs = 1;
     config.validation = 200;
     config.threads = threads;
@@ -42,7 +44,7 @@ void train_bench(benchmark::State& state, method m) {
 
 void inference_bench(benchmark::State& state, method m) {
   const std::size_t batch = static_cast<std::size_t>(state.range(0));
-  network net = make_mlp(784, {1024, 1024, 1024}, 10, dense_options_for(m), activation::relu, 1);
+  network net = make_mlp(784, {1024, 1024, 1024}, 10, dense_options_for(m), default_activation(m), 1);
   runtime rt(static_cast<int>(state.range(1)));
   const dataset data = synthetic_mnist(batch);
   matrix x(batch, 784);
@@ -54,7 +56,8 @@ void inference_bench(benchmark::State& state, method m) {
 }
 
 const int registered = [] {
-  for (method m : {method::fp32, method::bc, method::bc_stoch, method::tc, method::bc_qbp, method::tc_qbp}) {
+  for (method m :
+       {method::fp32, method::bc, method::bc_stoch, method::tc, method::bc_qbp, method::tc_qbp, method::bnn}) {
     const std::string name(method_name(m));
     benchmark::RegisterBenchmark(("train_epoch_10k/" + name).c_str(), train_bench, m)
         ->Arg(0)

@@ -9,25 +9,13 @@
 
 #include "fewmul/data.hpp"
 #include "fewmul/error.hpp"
+#include "serialize.hpp"
 
 namespace fewmul {
 namespace {
 
 constexpr std::size_t cifar_pixels = 32 * 32;
 constexpr std::size_t cifar_record = 1 + 3 * cifar_pixels;
-
-std::vector<unsigned char> read_whole_file(const std::string& path, std::uint64_t limit) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) throw error(path + ": no such file");
-  const auto size = std::filesystem::file_size(path, ec);
-  if (ec) throw error(path + ": cannot read (" + ec.message() + ")");
-  if (size > limit) throw error(path + ": implausibly large (" + std::to_string(size) + " bytes)");
-  std::vector<unsigned char> bytes(size);
-  std::ifstream in(path, std::ios::binary);
-  if (!in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))
-    throw error(path + ": cannot read");
-  return bytes;
-}
 
 dataset image_set(std::size_t count, std::uint32_t height, std::uint32_t width, std::uint32_t channels) {
   dataset d;
@@ -207,7 +195,7 @@ const std::vector<std::string>& cifar10_class_names() {
 }
 
 dataset load_cifar10_batch(const std::string& path) {
-  const auto bytes = read_whole_file(path, std::uint64_t{1} << 32);
+  const auto bytes = detail::read_file(path, std::uint64_t{1} << 32);
   if (bytes.empty() || bytes.size() % cifar_record != 0)
     throw error(path + ": " + std::to_string(bytes.size()) + " bytes is not a whole number of " +
                 std::to_string(cifar_record) + "-byte CIFAR-10 records (truncated or not a CIFAR-10 batch)");
@@ -250,7 +238,7 @@ cifar10_data load_cifar10(const std::string& directory) {
 }
 
 dataset load_svhn_mat(const std::string& path) {
-  const auto bytes = read_whole_file(path, std::uint64_t{1} << 34);
+  const auto bytes = detail::read_file(path, std::uint64_t{1} << 34);
   if (bytes.size() < 128) throw error(path + ": truncated: shorter than a MAT-file header");
   if (std::memcmp(bytes.data(), "MATLAB 5.0 MAT-file", 19) != 0)
     throw error(path + ": not a MATLAB 5 MAT-file (MATLAB 7.3/HDF5 files are not supported; re-save with -v7)");

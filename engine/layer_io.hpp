@@ -19,6 +19,7 @@ enum layer_tag : std::uint32_t {
   tag_conv2d = 5,
   tag_max_pool = 6,
   tag_batch_norm_spatial = 7,
+  tag_sign = 8,
 };
 
 /// Throws fewmul::error unless x has the layer's input width.

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -30,6 +31,10 @@ class dense_layer final : public layer {
   std::size_t output_size() const override { return core_.outputs(); }
   std::vector<parameter*> parameters() override { return {&core_.weight()}; }
   void parameters_changed() override { core_.invalidate(); }
+  void set_binary_input(bool on) override {
+    core_.set_binary_input(on);
+    core_.invalidate();
+  }
 
   op_counts training_ops(std::size_t batch, bool input_gradient) const override {
     op_counts c;
@@ -281,6 +286,51 @@ class elementwise_layer final : public layer {
   G gate_;
 };
 
+class sign_layer final : public layer {
+ public:
+  sign_layer(std::size_t n, bool stochastic) : n_(n), stochastic_(stochastic) {}
+  std::string describe() const override { return std::string(stochastic_ ? "sign(stochastic) " : "sign ") + std::to_string(n_); }
+  std::size_t input_size() const override { return n_; }
+  std::size_t output_size() const override { return n_; }
+  bool outputs_signs() const override { return true; }
+  op_counts training_ops(std::size_t, bool) const override { return {}; }  // comparisons only
+  void write(detail::byte_writer& out, bool packed) const override {
+    out.put<std::uint32_t>(tag_sign);
+    out.put<std::uint64_t>(n_);
+    out.put<std::uint8_t>(packed ? 0 : stochastic_);
+  }
+  void forward(const matrix& x, matrix& y, const step_context& ctx) override {
+    check_width(*this, x);
+    y.resize(x.rows, n_);
+    const bool sample = stochastic_ && ctx.training;
+    const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, index, 0x519);
+    parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t i = i0; i < i1; ++i) {
+        const float v = x.data[i];
+        if (!sample) {
+          y.data[i] = v >= 0.0f ? 1.0f : -1.0f;
+          continue;
+        }
+        // P(+1) = hard_sigmoid(v); u uniform in [0, 1) from the counter hash.
+        const float p = std::clamp((v + 1.0f) * 0.5f, 0.0f, 1.0f);
+        const float u = static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(i)) >> 8) * (1.0f / 16777216.0f);
+        y.data[i] = u < p ? 1.0f : -1.0f;
+      }
+    });
+  }
+  void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
+    if (!dx) return;
+    dx->resize(x.rows, n_);
+    parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t i = i0; i < i1; ++i) dx->data[i] = std::fabs(x.data[i]) <= 1.0f ? dy.data[i] : 0.0f;
+    });
+  }
+
+ private:
+  std::size_t n_;
+  bool stochastic_;
+};
+
 template <class F, class G>
 std::unique_ptr<layer> make_elementwise(std::uint32_t tag, std::string name, std::size_t n, F f, G gate) {
   return std::make_unique<elementwise_layer<F, G>>(tag, std::move(name), n, f, gate);
@@ -302,6 +352,10 @@ std::unique_ptr<layer> make_spatial_batch_norm(std::size_t channels, std::size_t
   return std::make_unique<batch_norm_layer>(channels, positions, epsilon, momentum);
 }
 
+std::unique_ptr<layer> make_sign(std::size_t features, bool stochastic) {
+  return std::make_unique<sign_layer>(features, stochastic);
+}
+
 std::unique_ptr<layer> make_relu(std::size_t features) {
   return make_elementwise(
       tag_relu, "relu", features, [](float v) { return v > 0.0f ? v : 0.0f; }, [](float v) { return v > 0.0f; });
@@ -320,6 +374,12 @@ std::unique_ptr<layer> read_layer(detail::byte_reader& in, bool packed) {
     case tag_batch_norm: return batch_norm_layer::read(in, false);
     case tag_batch_norm_spatial: return batch_norm_layer::read(in, true);
     case tag_conv2d: return read_conv2d(in, packed);
+    case tag_sign: {
+      const auto n = in.get<std::uint64_t>("activation size");
+      const auto stochastic = in.get<std::uint8_t>("sign sampling");
+      if (n == 0 || n > (1u << 24) || stochastic > 1) in.invalid("bad sign activation");
+      return make_sign(n, stochastic != 0);
+    }
     case tag_max_pool: return read_max_pool(in);
     case tag_relu:
     case tag_hard_tanh: {

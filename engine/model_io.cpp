@@ -63,15 +63,8 @@ std::size_t write_container(const std::string& path, const char (&magic)[8], con
 // Reads and validates a container; returns its payload and sets `version`.
 std::vector<unsigned char> read_container(const std::string& path, const char (&magic)[8], const char* kind,
                                           std::uint32_t& version) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) throw error(path + ": no such file");
-  const auto size = std::filesystem::file_size(path, ec);
-  if (ec) throw error(path + ": cannot read (" + ec.message() + ")");
-  if (size > max_file_bytes) throw error(path + ": implausibly large (" + std::to_string(size) + " bytes)");
-  std::vector<unsigned char> bytes(size);
-  std::ifstream in(path, std::ios::binary);
-  if (!in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))
-    throw error(path + ": cannot read");
+  const std::vector<unsigned char> bytes = detail::read_file(path, max_file_bytes);
+  const std::size_t size = bytes.size();
   if (size < header_bytes + 4) throw error(path + ": truncated: " + std::to_string(size) + " bytes is shorter than a header");
   if (std::memcmp(bytes.data(), magic, 8) != 0) {
     const bool want_model = &magic[0] == &model_magic[0];
@@ -267,7 +260,7 @@ checkpoint load_checkpoint(const std::string& path) {
   checkpoint c;
   train_config& k = c.config;
   const auto m = in.get<std::uint32_t>("method");
-  if (m > static_cast<std::uint32_t>(method::tc_qbp)) in.invalid("unknown method");
+  if (m > static_cast<std::uint32_t>(method::bnn)) in.invalid("unknown method");
   k.training_method = static_cast<method>(m);
   k.epochs = in.get<std::uint64_t>("epochs");
   k.batch = in.get<std::uint64_t>("batch");
@@ -295,7 +288,7 @@ checkpoint load_checkpoint(const std::string& path) {
   c.architecture.hidden.assign(hidden.begin(), hidden.end());
   c.architecture.outputs = in.get<std::uint64_t>("output size");
   const auto act = in.get<std::uint32_t>("activation");
-  if (act > 1) in.invalid("unknown activation");
+  if (act > 2) in.invalid("unknown activation");
   c.architecture.act = static_cast<activation>(act);
   if (version >= 2) {
     c.architecture.height = in.get<std::uint32_t>("input height");

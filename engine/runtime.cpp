@@ -9,6 +9,7 @@
 #include <oneapi/tbb/task_arena.h>
 #else
 #include <atomic>
+#include <condition_variable>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -36,11 +37,85 @@ struct runtime::arena {
         value(threads) {}
 };
 
-#else
-// Built without oneTBB (the AArch64 build under qemu, the ThreadSanitizer build): each parallel_for
-// starts a team of std::threads that take tasks from an atomic counter. Slower to start than an
-// arena, but every synchronization is visible to ThreadSanitizer.
+#elif FEWMUL_STD_THREADS
+// Built without oneTBB (the ThreadSanitizer build): a team of threads-1 std::threads, started once, that every parallel_for wakes; tasks come from an atomic
+// counter and the caller takes part. Every synchronization is a mutex or condition variable that
+// ThreadSanitizer sees.
+thread_local bool in_team_task = false;  // nested parallel_for calls run serially (no deadlock)
+
 struct runtime::arena {
+  std::vector<std::thread> team;
+  std::mutex lock;
+  std::condition_variable wake, done;
+  const std::function<void(std::size_t)>* body = nullptr;
+  std::size_t tasks = 0, generation = 0, finished = 0;
+  std::atomic<std::size_t> next{0};
+  std::exception_ptr failure;
+  bool stop = false;
+
+  explicit arena(int threads) {
+    for (int i = 1; i < threads; ++i) team.emplace_back([this] { serve(); });
+  }
+  ~arena() {
+    {
+      const std::lock_guard<std::mutex> hold(lock);
+      stop = true;
+    }
+    wake.notify_all();
+    for (auto& t : team) t.join();
+  }
+  void work(const std::function<void(std::size_t)>& f, std::size_t n) {
+    try {
+      for (std::size_t t; (t = next.fetch_add(1)) < n;) f(t);
+    } catch (...) {
+      const std::lock_guard<std::mutex> hold(lock);
+      if (!failure) failure = std::current_exception();
+      next.store(n);
+    }
+  }
+  void serve() {
+    in_team_task = true;
+    std::size_t seen = 0;
+    for (;;) {
+      std::unique_lock<std::mutex> hold(lock);
+      wake.wait(hold, [&] { return stop || generation != seen; });
+      if (stop) return;
+      seen = generation;
+      const auto* f = body;
+      const std::size_t n = tasks;
+      hold.unlock();
+      work(*f, n);
+      hold.lock();
+      if (++finished == team.size()) done.notify_one();
+    }
+  }
+  void run(std::size_t n, const std::function<void(std::size_t)>& f) {
+    if (in_team_task) {
+      for (std::size_t t = 0; t < n; ++t) f(t);
+      return;
+    }
+    in_team_task = true;
+    struct reset {
+      ~reset() { in_team_task = false; }
+    } leave;
+    {
+      const std::lock_guard<std::mutex> hold(lock);
+      body = &f;
+      tasks = n;
+      next.store(0);
+      finished = 0;
+      failure = nullptr;
+      ++generation;
+    }
+    wake.notify_all();
+    work(f, n);
+    std::unique_lock<std::mutex> hold(lock);
+    done.wait(hold, [&] { return finished == team.size(); });
+    if (failure) std::rethrow_exception(failure);
+  }
+};
+#else
+struct runtime::arena {  // built without threads (AArch64 under qemu-user): tasks run in order
   explicit arena(int) {}
 };
 #endif
@@ -63,24 +138,10 @@ void runtime::parallel_for(std::size_t tasks, const std::function<void(std::size
     for (std::size_t t = 0; t < tasks; ++t) body(t);
     return;
   }
-#if !FEWMUL_USE_TBB
-  std::atomic<std::size_t> next{0};
-  std::exception_ptr failure;
-  std::mutex failure_lock;
-  auto work = [&] {
-    try {
-      for (std::size_t t; (t = next.fetch_add(1)) < tasks;) body(t);
-    } catch (...) {
-      const std::lock_guard<std::mutex> hold(failure_lock);
-      if (!failure) failure = std::current_exception();
-      next.store(tasks);
-    }
-  };
-  std::vector<std::thread> team;
-  for (std::size_t i = 1; i < std::min<std::size_t>(static_cast<std::size_t>(threads_), tasks); ++i) team.emplace_back(work);
-  work();
-  for (auto& t : team) t.join();
-  if (failure) std::rethrow_exception(failure);
+#if FEWMUL_STD_THREADS
+  arena_->run(tasks, body);
+#elif !FEWMUL_USE_TBB
+  for (std::size_t t = 0; t < tasks; ++t) body(t);
 #else
   arena_->value.execute([&] {
     tbb::parallel_for(

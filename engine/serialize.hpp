@@ -4,6 +4,8 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -90,5 +92,19 @@ class byte_reader {
   std::size_t offset_ = 0;
   std::string source_;
 };
+
+/// The bytes of a regular file of at most `limit` bytes (errors name the file).
+inline std::vector<unsigned char> read_file(const std::string& path, std::uint64_t limit) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw error(path + ": no such file");
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) throw error(path + ": cannot read (" + ec.message() + ")");
+  if (size > limit) throw error(path + ": implausibly large (" + std::to_string(size) + " bytes)");
+  std::vector<unsigned char> bytes(size);
+  std::ifstream in(path, std::ios::binary);
+  if (!in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))
+    throw error(path + ": cannot read");
+  return bytes;
+}
 
 }  // namespace fewmul::detail

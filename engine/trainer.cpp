@@ -17,7 +17,8 @@ struct method_entry {
   std::string_view name;
 };
 constexpr method_entry method_names[] = {{method::fp32, "fp32"}, {method::bc, "bc"},         {method::bc_stoch, "bc-stoch"},
-                                         {method::tc, "tc"},     {method::bc_qbp, "bc+qbp"}, {method::tc_qbp, "tc+qbp"}};
+                                         {method::tc, "tc"},     {method::bc_qbp, "bc+qbp"}, {method::tc_qbp, "tc+qbp"},
+                                         {method::bnn, "bnn"}};
 
 // Fisher-Yates with the counter hash, so the order is the same on every platform and library.
 void shuffle(std::vector<std::uint32_t>& order, std::uint64_t key) {
@@ -70,6 +71,15 @@ void augment(matrix& x, const dataset& data, const train_config& config, std::ui
   });
 }
 
+std::unique_ptr<layer> make_activation(activation act, std::size_t n) {
+  switch (act) {
+    case activation::relu: return make_relu(n);
+    case activation::hard_tanh: return make_hard_tanh(n);
+    case activation::sign: return make_sign(n);
+  }
+  throw error("unknown activation");
+}
+
 void check_finite_parameters(network& net, std::size_t epoch) {
   for (const auto& l : net.layers())
     for (parameter* p : l->parameters())
@@ -92,12 +102,16 @@ std::string_view method_name(method m) {
 method parse_method(std::string_view name) {
   for (const auto& e : method_names)
     if (e.name == name) return e.m;
-  throw error("unknown method '" + std::string(name) + "' (expected fp32, bc, bc-stoch, tc, bc+qbp or tc+qbp)");
+  throw error("unknown method '" + std::string(name) + "' (expected fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp or bnn)");
 }
 
-float default_learning_rate(method m) { return m == method::fp32 ? 0.3f : 1.0f; }
+float default_learning_rate(method m) { return m == method::fp32 ? 0.3f : m == method::bnn ? 0.003f : 1.0f; }
 
-float default_learning_rate(method m, bool convnet) { return convnet ? 0.1f : default_learning_rate(m); }
+activation default_activation(method m) { return m == method::bnn ? activation::sign : activation::relu; }
+
+float default_learning_rate(method m, bool convnet) {
+  return convnet && m != method::bnn ? 0.1f : default_learning_rate(m);
+}
 
 dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax) {
   dense_options o;
@@ -116,6 +130,10 @@ dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax) {
       o.kind = weight_kind::ternary;
       o.training_sampling = kernels::sample_mode::stochastic;
       break;
+    case method::bnn:
+      o.kind = weight_kind::binary;
+      o.glorot_lr_scale = false;  // BNN's Adam steps are already scale-free
+      break;
   }
   o.qbp = m == method::bc_qbp || m == method::tc_qbp;
   return o;
@@ -130,7 +148,7 @@ network make_mlp(std::size_t inputs, const std::vector<std::size_t>& hidden, std
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     net.add(make_dense(width, sizes[i], options, kernels::derive_key(seed, 0xde, i)));
     net.add(make_batch_norm(sizes[i]));
-    if (i + 1 < sizes.size()) net.add(act == activation::relu ? make_relu(sizes[i]) : make_hard_tanh(sizes[i]));
+    if (i + 1 < sizes.size()) net.add(make_activation(act, sizes[i]));
     width = sizes[i];
   }
   return net;
@@ -142,7 +160,7 @@ network make_network(const network_architecture& arch, const dense_options& opti
   if (arch.conv.empty()) return make_mlp(arch.inputs(), arch.hidden, arch.outputs, options, arch.act, seed);
   network net;
   std::size_t h = arch.height, w = arch.width, c = arch.channels;
-  auto add_activation = [&](std::size_t n) { net.add(arch.act == activation::relu ? make_relu(n) : make_hard_tanh(n)); };
+  auto add_activation = [&](std::size_t n) { net.add(make_activation(arch.act, n)); };
   for (std::size_t i = 0; i < arch.conv.size(); ++i) {
     if (arch.conv[i] == 0) throw error("a max-pool must follow a convolution (architecture entry " + std::to_string(i) + ")");
     conv_shape shape;

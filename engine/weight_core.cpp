@@ -36,9 +36,11 @@ weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_op
   weight_.name = "W";
   weight_.value.resize(in_ * out_);
   weight_.grad.assign(in_ * out_, 0.0f);
-  // fp32: Glorot uniform. Binary/ternary: uniform in [-1, 1] (the clip range) with the learning rate
-  // scaled by the inverse Glorot factor instead, as BinaryConnect does.
-  const float range = options_.kind == weight_kind::fp32 ? std::sqrt(6.0f / fan) : 1.0f;
+  // fp32, and binary/ternary without the learning-rate scale (BNN): Glorot uniform, so that signs
+  // flip after a few small Adam steps. Binary/ternary with the scale: uniform in [-1, 1] (the clip
+  // range) with the learning rate scaled by the inverse Glorot factor instead, as BinaryConnect does.
+  const bool glorot_init = options_.kind == weight_kind::fp32 || !options_.glorot_lr_scale;
+  const float range = glorot_init ? std::sqrt(6.0f / fan) : 1.0f;
   const std::uint64_t key = kernels::derive_key(init_seed, 0x1a11);
   for (std::size_t i = 0; i < weight_.value.size(); ++i)
     weight_.value[i] = range * uniform_pm1(key, static_cast<std::uint32_t>(i));
@@ -179,6 +181,13 @@ void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
                       key_for_rows(key, r0));
       });
       transpose(sign_, sign_t_, ctx);
+      if (xnor_forward()) {  // word-interleaved copy for gemm_xnor: bt[w][o] = word w of row o
+        xnor_bt_.resize(words_in * out_);
+        parallel_rows(ctx.rt, words_in, 16, [&](std::size_t w0, std::size_t w1) {
+          for (std::size_t w = w0; w < w1; ++w)
+            for (std::size_t o = 0; o < out_; ++o) xnor_bt_[w * out_ + o] = sign_[o * words_in + w];
+        });
+      }
       break;
     case weight_kind::ternary:
       sign_.resize(out_ * words_in);
@@ -197,6 +206,7 @@ void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
 }
 
 void weight_core::forward(const float* a, std::size_t rows, float* y, const step_context& ctx) {
+  if (xnor_forward() && !use_expectation_) return forward_xnor(a, rows, y, ctx);
   multiply(use_expectation_ ? weight_kind::fp32 : options_.kind, a, rows, in_, out_,
            {transposed_.data(), sign_t_.data(), nonzero_t_.data()}, y, ctx);
 }
@@ -225,6 +235,26 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
   parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
     k.gemm_shift(i1 - i0, j1 - j0, rows, conditioned_.data() + i0, 1, out_, codes_.data() + j0, in_,
                  grad + i0 * in_ + j0, in_);
+  });
+}
+
+// y = a Wb^T for a = ±1 (bit 1 = +1, the engine's convention): pack a to bits, then XNOR-popcount,
+// sum_k a_k w_k = in - 2 * popcount(a XOR w). The integer sums are exact, so y equals the masked-add
+// path bit for bit.
+void weight_core::forward_xnor(const float* a, std::size_t rows, float* y, const step_context& ctx) {
+  const std::size_t words = kernels::words_for(in_);
+  const auto& k = ctx.kernels;
+  input_bits_.resize(rows * words);
+  counts_.resize(rows * out_);
+  parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
+    k.pack_binary(a + r0 * in_, r1 - r0, in_, in_, input_bits_.data() + r0 * words, words,
+                  kernels::sample_mode::deterministic, 0);
+  });
+  parallel_gemm(ctx.rt, rows, out_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+    k.gemm_xnor(i1 - i0, j1 - j0, words, static_cast<std::int32_t>(in_), input_bits_.data() + i0 * words, words,
+                xnor_bt_.data() + j0, out_, counts_.data() + i0 * out_ + j0, out_);
+    for (std::size_t i = i0; i < i1; ++i)
+      for (std::size_t j = j0; j < j1; ++j) y[i * out_ + j] = static_cast<float>(counts_[i * out_ + j]);
   });
 }
 

@@ -23,6 +23,9 @@ class weight_core {
   const dense_options& options() const { return options_; }
   parameter& weight() { return weight_; }
   const parameter& weight() const { return weight_; }
+  /// Inputs are exactly ±1: binary weights then run the forward pass as XNOR-popcount.
+  void set_binary_input(bool on) { binary_input_ = on; }
+  bool xnor_forward() const { return binary_input_ && options_.kind == weight_kind::binary; }
   /// Drops the cached packed weights (the master weights changed).
   void invalidate() { inference_packed_ = expectation_ready_ = false; }
 
@@ -56,6 +59,7 @@ class weight_core {
     const std::uint64_t* sign;
     const std::uint64_t* nonzero;
   };
+  void forward_xnor(const float* a, std::size_t rows, float* y, const step_context& ctx);
   void multiply(weight_kind kind, const float* a, std::size_t rows, std::size_t depth, std::size_t width,
                 const weight_view& w, float* out, const step_context& ctx);
   void transpose_master(const step_context& ctx);
@@ -69,6 +73,10 @@ class weight_core {
   bool inference_packed_ = false;
   bool expectation_ready_ = false;
   bool use_expectation_ = false;
+  bool binary_input_ = false;
+  std::vector<std::uint64_t> xnor_bt_;    // [words(in)][out]: word w of every output's weight row
+  std::vector<std::uint64_t> input_bits_;  // [rows][words(in)]
+  std::vector<std::int32_t> counts_;       // [rows][out]
   std::vector<std::uint64_t> sign_, nonzero_;      // [out][words(in)]
   std::vector<std::uint64_t> sign_t_, nonzero_t_;  // [in][words(out)]
   std::vector<float> transposed_;                  // fp32 W^T [in][out]

@@ -22,20 +22,6 @@ namespace {
 
 const std::string fixtures = FEWMUL_FIXTURES_DIR;
 
-std::string temp_path(const std::string& name) {
-  return (fs::temp_directory_path() / ("fewmul_img_" + std::to_string(::getpid()) + "_" + name)).string();
-}
-
-std::vector<unsigned char> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void write_bytes(const std::string& path, const std::vector<unsigned char>& bytes) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                              static_cast<std::streamsize>(bytes.size()));
-}
-
 std::uint32_t u32_at(const std::vector<unsigned char>& b, std::size_t at) {
   std::uint32_t v;
   std::memcpy(&v, b.data() + at, 4);

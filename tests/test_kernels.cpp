@@ -254,3 +254,23 @@ TEST_CASE("gemm_xnor matches the reference bit for bit on ragged sizes, padding 
         }
   }
 }
+
+TEST_CASE("row_sums sums each row in order (bit-exact) on ragged row counts and strides") {
+  for (std::size_t rows : {1u, 7u, 8u, 9u, 17u, 200u})
+    for (std::size_t cols : {1u, 5u, 288u}) {
+      CAPTURE(rows);
+      CAPTURE(cols);
+      const auto a = random_floats(rows * cols * 2, static_cast<std::uint32_t>(rows * 1000 + cols));
+      for (bool transposed : {false, true}) {
+        const std::size_t a_rs = transposed ? 1 : 2 * cols, a_cs = transposed ? rows : 1;
+        std::vector<float> got(rows), want(rows);
+        kernels::row_sums(a.data(), rows, cols, a_rs, a_cs, got.data());
+        for (std::size_t r = 0; r < rows; ++r) {
+          float acc = 0.0f;
+          for (std::size_t c = 0; c < cols; ++c) acc += a[r * a_rs + c * a_cs];
+          want[r] = acc;
+        }
+        CHECK(same_bits(got, want));
+      }
+    }
+}

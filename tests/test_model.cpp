@@ -31,20 +31,6 @@ dataset blobs(std::size_t n, std::size_t features, std::uint32_t seed) {
   return d;
 }
 
-std::string temp_path(const std::string& name) {
-  return (fs::temp_directory_path() / ("fewmul_test_" + std::to_string(::getpid()) + "_" + name)).string();
-}
-
-std::vector<unsigned char> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void write_bytes(const std::string& path, const std::vector<unsigned char>& bytes) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                              static_cast<std::streamsize>(bytes.size()));
-}
-
 model_metadata small_meta(const char* method) {
   model_metadata meta;
   meta.method = method;

@@ -1,7 +1,11 @@
 #pragma once
 // Helpers shared by the tests: deterministic random data and the list of ISAs to check.
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -41,5 +45,20 @@ inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) 
 }
 
 inline std::string isa_label(fewmul::isa i) { return std::string(fewmul::isa_name(i)); }
+
+/// A path in the temporary directory, unique to this test process.
+inline std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("fewmul_test_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
+inline std::vector<unsigned char> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+inline void write_bytes(const std::string& path, const std::vector<unsigned char>& bytes) {
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                              static_cast<std::streamsize>(bytes.size()));
+}
 
 }  // namespace fewmul_test

@@ -169,7 +169,18 @@ const kernel_table& reference_kernels() {
 
 void row_sums(const float* a, std::size_t rows, std::size_t cols, std::size_t a_rs, std::size_t a_cs,
               float* out) noexcept {
-  for (std::size_t r = 0; r < rows; ++r) {
+  // Eight rows at a time: eight independent add chains instead of one (each row still sums in order,
+  // so the bits do not change). Convolutions have many short im2col rows, where one dependent chain
+  // per row cost as much as the masked-add GEMM itself.
+  constexpr std::size_t group = 8;
+  std::size_t r0 = 0;
+  for (; r0 + group <= rows; r0 += group) {
+    float acc[group] = {};
+    for (std::size_t c = 0; c < cols; ++c)
+      for (std::size_t i = 0; i < group; ++i) acc[i] += a[(r0 + i) * a_rs + c * a_cs];
+    for (std::size_t i = 0; i < group; ++i) out[r0 + i] = acc[i];
+  }
+  for (std::size_t r = r0; r < rows; ++r) {
     float acc = 0.0f;
     for (std::size_t c = 0; c < cols; ++c) acc += a[r * a_rs + c * a_cs];
     out[r] = acc;

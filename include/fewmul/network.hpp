@@ -75,6 +75,11 @@ class layer {
   /// Operations of one training step (forward, input gradient when `input_gradient`, parameter
   /// gradients) on a minibatch of `batch` examples.
   virtual op_counts training_ops(std::size_t batch, bool input_gradient) const = 0;
+  /// True for layers whose outputs are exactly ±1 (sign activations).
+  virtual bool outputs_signs() const { return false; }
+  /// Told by network::add whether the inputs will be exactly ±1; binary dense layers then compute
+  /// their forward pass as XNOR-popcount on bit-packed inputs (same results, bit for bit).
+  virtual void set_binary_input(bool) {}
   /// Index of this layer in its network (part of the random keys).
   std::uint32_t index = 0;
 };
@@ -92,8 +97,9 @@ struct dense_options {
   bool qbp = false;
   int qbp_kmin = -4;
   int qbp_kmax = 3;
-  /// Binary/ternary: scale the learning rate by (fan_in + fan_out) / 1.5, BinaryConnect's inverse
-  /// Glorot factor 1/sqrt(1.5/(fan_in+fan_out)) squared (what our presets are tuned with).
+  /// Binary/ternary: master weights start uniform in [-1, 1] and their learning rate is scaled by
+  /// (fan_in + fan_out) / 1.5, BinaryConnect's inverse Glorot factor 1/sqrt(1.5/(fan_in+fan_out))
+  /// squared (what our presets are tuned with). Off (BNN): Glorot-uniform start, no scale.
   bool glorot_lr_scale = true;
 };
 
@@ -124,6 +130,10 @@ struct conv_shape {
 std::unique_ptr<layer> make_conv2d(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed);
 /// 2x2 max-pooling with stride 2 of channel-last maps (odd last rows/columns are dropped).
 std::unique_ptr<layer> make_max_pool(std::size_t height, std::size_t width, std::size_t channels);
+/// Sign activation of BNNs: +1 where x >= 0, else -1 (deterministic), or in training with
+/// `stochastic` +1 with probability hard_sigmoid(x) = clip((x + 1) / 2, 0, 1). Backward is the
+/// straight-through estimator: dx = dy where |x| <= 1, 0 elsewhere.
+std::unique_ptr<layer> make_sign(std::size_t features, bool stochastic = false);
 /// max(0, x).
 std::unique_ptr<layer> make_relu(std::size_t features);
 /// clamp(x, -1, 1); gradient passes where |x| <= 1.

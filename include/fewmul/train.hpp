@@ -16,9 +16,10 @@ enum class method {
   bc_stoch,  ///< BinaryConnect, stochastic P(+1) = (w+1)/2
   tc,        ///< TernaryConnect, stochastic P(sign w) = |w|
   bc_qbp,    ///< stochastic BinaryConnect + quantized backprop
-  tc_qbp     ///< TernaryConnect + quantized backprop
+  tc_qbp,    ///< TernaryConnect + quantized backprop
+  bnn        ///< BNN (Hubara et al.): deterministic binary weights and sign activations (XNOR-popcount forward)
 };
-/// CLI spelling: fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp.
+/// CLI spelling: fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp, bnn.
 std::string_view method_name(method m);
 /// Parses method_name(); throws fewmul::error on anything else.
 method parse_method(std::string_view name);
@@ -26,14 +27,21 @@ method parse_method(std::string_view name);
 dense_options dense_options_for(method m, int qbp_kmin = -4, int qbp_kmax = 3);
 
 /// The preset learning rate of a method: 0.3 for fp32 (the paper's), 1.0 for binary/ternary weights,
-/// whose master weights also get the per-layer scale of dense_options::glorot_lr_scale.
+/// whose master weights also get the per-layer scale of dense_options::glorot_lr_scale; bnn 0.003
+/// (with Adam, BNN's optimizer, and no per-layer scale).
 float default_learning_rate(method m);
 /// The preset learning rate of a method for a network with convolutions: 0.1 for every method
 /// (measured on CIFAR-10 at width 0.25: 1.0 and 0.3 diverge or stall for binary weights).
 float default_learning_rate(method m, bool convnet);
 
 /// Hidden-layer activation of an MLP.
-enum class activation { relu, hard_tanh };
+enum class activation {
+  relu,
+  hard_tanh,
+  sign  ///< BNN: ±1 outputs with the straight-through estimator; the next binary layer runs XNOR-popcount
+};
+/// The activation a method trains with by default: sign for bnn, else relu.
+activation default_activation(method m);
 
 /// Builds inputs -> hidden... -> outputs, each dense layer followed by batch norm and (except the
 /// last) the activation.
