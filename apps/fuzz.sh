@@ -23,7 +23,7 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_CO
 cmake --build "$build"
 rm -rf "$build/seeds"
 "$build/tests/fuzz/fewmul_fuzz_seeds" "$build/seeds"
-cp -n ../shared/fixtures/svhn_format_test.mat "$build/seeds/svhn_mat/" 2>/dev/null || true
+cp tests/data/svhn_format_test.mat "$build/seeds/svhn_mat/"
 status=0
 for target in idx cifar_batch cifar_png svhn_mat model; do
   corpus="$build/corpus/$target"
