@@ -10,6 +10,7 @@
 
 #include "fewmul/error.hpp"
 #include "fewmul/model.hpp"
+#include "serialize.hpp"
 #include "test_support.hpp"
 
 using namespace fewmul;
@@ -270,4 +271,16 @@ TEST_CASE("a diverging run stops naming the epoch and keeps the last good checkp
   for (const auto& values : kept.state.network_state)
     for (float v : values) CHECK(std::isfinite(v));
   fs::remove(path);
+}
+
+TEST_CASE("empty vectors in a payload read back as empty (fuzz regression)") {
+  // fuzz_model found memcpy(nullptr, ..., 0) here, undefined behaviour that UBSan (CI's sanitizer
+  // job) reports: a model without whitening stores two empty vectors.
+  detail::byte_writer out;
+  out.put_vector(std::vector<float>{});
+  out.put_vector(std::vector<float>{1.5f});
+  detail::byte_reader in(out.bytes().data(), out.bytes().size(), "payload");
+  CHECK(in.get_vector<float>("empty").empty());
+  CHECK(in.get_vector<float>("one") == std::vector<float>{1.5f});
+  CHECK(in.done());
 }
