@@ -59,7 +59,7 @@ std::vector<unsigned char> parse_label_json(const std::string& text, const std::
   return labels;
 }
 
-std::vector<unsigned char> decode_sheet(const std::string& path, std::size_t& height) {
+std::vector<unsigned char> decode_sheet(const std::string& path, std::size_t& height, std::size_t max_rows) {
   std::FILE* file = std::fopen(path.c_str(), "rb");
   if (file == nullptr) throw fewmul::error(path + ": cannot open");
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> closer(file, std::fclose);
@@ -73,6 +73,10 @@ std::vector<unsigned char> decode_sheet(const std::string& path, std::size_t& he
     throw fewmul::error(path + ": not a readable PNG (" + spng_strerror(e) + ")");
   if (header.width != sheet_width)
     throw fewmul::error(path + ": sheet is " + std::to_string(header.width) + " pixels wide, expected 1024 (one 32x32 image per row)");
+  // The header alone can claim a gigabyte image that compresses to a few bytes (fuzz finding).
+  if (header.height > max_rows)
+    throw fewmul::error(path + ": sheet claims " + std::to_string(header.height) + " rows, at most " +
+                        std::to_string(max_rows) + " expected");
   height = header.height;
   std::size_t size = 0;
   if (int e = spng_decoded_image_size(ctx.get(), SPNG_FMT_RGB8, &size)) throw fewmul::error(path + ": " + spng_strerror(e));

@@ -17,7 +17,8 @@ void convert_cifar10_package(const std::string& package_dir, const std::string& 
 /// The labels of a JSON array of integers in [0, 9] (throws fewmul::error naming `source`).
 std::vector<unsigned char> parse_label_json(const std::string& text, const std::string& source);
 
-/// Decodes a PNG sprite sheet into RGB8 rows; checks the width is 1024 and sets `height`.
-std::vector<unsigned char> decode_sheet(const std::string& path, std::size_t& height);
+/// Decodes a PNG sprite sheet into RGB8 rows; checks the width is 1024 and the height at most
+/// `max_rows` (before allocating anything) and sets `height`.
+std::vector<unsigned char> decode_sheet(const std::string& path, std::size_t& height, std::size_t max_rows = 10000);
 
 }  // namespace fewmul_app
