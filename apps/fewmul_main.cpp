@@ -374,8 +374,8 @@ int main(int argc, char** argv) {
   CLI::App app{"fewmul: train and run neural networks with (almost) no multiplications"};
   app.require_subcommand(1);
   std::string isa_text = "auto";
-  app.add_option("--isa", isa_text, "Kernel ISA: auto, scalar, sse4.2, avx2, avx512bw, neon64")
-      ->check(CLI::IsMember({"auto", "scalar", "sse4.2", "avx2", "avx512bw", "neon64"}));
+  app.add_option("--isa", isa_text, "Kernel ISA: auto, scalar, sse4.2, avx2, avx512bw, avx512vpopcntdq, neon64")
+      ->check(CLI::IsMember({"auto", "scalar", "sse4.2", "avx2", "avx512bw", "avx512vpopcntdq", "neon64"}));
 
   train_flags f;
   CLI::App* train = app.add_subcommand("train", "Train a network on a dataset");

@@ -193,7 +193,7 @@ const int registered = [] {
     benchmark::RegisterBenchmark(("sgemm_openblas/" + std::string(s.name)).c_str(), openblas_bench, s)
         ->Unit(benchmark::kMicrosecond);
 #endif
-  for (isa which : {isa::scalar, isa::sse4_2, isa::avx2, isa::avx512bw, isa::neon64}) {
+  for (isa which : {isa::scalar, isa::sse4_2, isa::avx2, isa::avx512bw, isa::avx512vpopcntdq, isa::neon64}) {
     const std::string isa_text(isa_name(which));
     for (const shape& s : gemm_shapes)
       for (const char* kind : {"f32", "binary", "ternary", "shift"})

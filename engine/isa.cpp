@@ -18,6 +18,7 @@ bool cpu_has(isa which) {
     case isa::avx512bw:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("bmi2");
+    case isa::avx512vpopcntdq: return cpu_has(isa::avx512bw) && __builtin_cpu_supports("avx512vpopcntdq");
 #endif
 #if defined(FEWMUL_HAVE_NEON_KERNELS)
     case isa::neon64: return true;  // Advanced SIMD is mandatory on AArch64.
@@ -26,7 +27,7 @@ bool cpu_has(isa which) {
   }
 }
 
-constexpr isa all_isas[] = {isa::scalar, isa::sse4_2, isa::avx2, isa::avx512bw, isa::neon64};
+constexpr isa all_isas[] = {isa::scalar, isa::sse4_2, isa::avx2, isa::avx512bw, isa::avx512vpopcntdq, isa::neon64};
 
 std::atomic<int>& forced() {
   static std::atomic<int> value{-1};
@@ -41,6 +42,7 @@ std::string_view isa_name(isa which) {
     case isa::sse4_2: return "sse4.2";
     case isa::avx2: return "avx2";
     case isa::avx512bw: return "avx512bw";
+    case isa::avx512vpopcntdq: return "avx512vpopcntdq";
     case isa::neon64: return "neon64";
   }
   return "unknown";
@@ -50,7 +52,7 @@ isa parse_isa(std::string_view name) {
   if (name == "auto") return best_isa();
   for (isa which : all_isas)
     if (isa_name(which) == name) return which;
-  throw error("unknown ISA '" + std::string(name) + "' (expected auto, scalar, sse4.2, avx2, avx512bw or neon64)");
+  throw error("unknown ISA '" + std::string(name) + "' (expected auto, scalar, sse4.2, avx2, avx512bw, avx512vpopcntdq or neon64)");
 }
 
 bool isa_supported(isa which) { return cpu_has(which); }

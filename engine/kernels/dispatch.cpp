@@ -10,6 +10,7 @@ namespace detail {
 kernel_table make_sse4_2_table();
 kernel_table make_avx2_table();
 kernel_table make_avx512bw_table();
+kernel_table make_avx512vpopcntdq_table();
 #endif
 #if defined(FEWMUL_HAVE_NEON_KERNELS)
 kernel_table make_neon64_table();
@@ -29,6 +30,10 @@ const kernel_table* table_or_null(fewmul::isa which) {
     }
     case fewmul::isa::avx512bw: {
       static const kernel_table table = make_avx512bw_table();
+      return &table;
+    }
+    case fewmul::isa::avx512vpopcntdq: {
+      static const kernel_table table = make_avx512vpopcntdq_table();
       return &table;
     }
 #endif

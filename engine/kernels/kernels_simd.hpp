@@ -15,6 +15,7 @@
 #include "kernels/xsimd_compat.hpp"
 
 namespace fewmul::kernels::detail {
+namespace {  // one copy per translation unit (see xsimd_compat.hpp)
 
 template <class A>
 struct simd_kernels {
@@ -393,4 +394,5 @@ struct simd_kernels {
   }
 };
 
+}  // namespace
 }  // namespace fewmul::kernels::detail

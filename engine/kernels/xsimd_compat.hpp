@@ -17,6 +17,9 @@
 #endif
 
 namespace fewmul::simd_compat {
+// Internal linkage: several translation units instantiate these for the same xsimd architecture with
+// different flags (avx512bw with and without VPOPCNTDQ); each must keep its own copy.
+namespace {
 
 template <class A>
 constexpr bool is_avx512 = std::is_base_of_v<xsimd::avx512f, A>;
@@ -156,4 +159,5 @@ inline fbatch<A> small_uint_to_float(ubatch<A> x) noexcept {
   return xsimd::to_float(xsimd::bitwise_cast<ibatch<A>>(x));
 }
 
+}  // namespace
 }  // namespace fewmul::simd_compat

@@ -5,9 +5,17 @@
 namespace fewmul {
 
 /// Instruction sets that have their own kernel table. `scalar` is the plain reference code.
-enum class isa { scalar, sse4_2, avx2, avx512bw, neon64 };
+enum class isa {
+  scalar,
+  sse4_2,
+  avx2,
+  avx512bw,
+  avx512vpopcntdq,  ///< avx512bw plus the VPOPCNTDQ vector popcount (XNOR-popcount GEMM)
+  neon64
+};
 
-/// Lower-case name as accepted by `--isa`: scalar, sse4.2, avx2, avx512bw, neon64.
+/// Lower-case name as accepted by `--isa`: scalar, sse4.2, avx2, avx512bw, avx512vpopcntdq,
+/// neon64.
 std::string_view isa_name(isa which);
 /// Parses a name from isa_name() (or "auto" for the best supported); throws fewmul::error otherwise.
 isa parse_isa(std::string_view name);
