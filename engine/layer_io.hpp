@@ -20,6 +20,9 @@ enum layer_tag : std::uint32_t {
   tag_max_pool = 6,
   tag_batch_norm_spatial = 7,
   tag_sign = 8,
+  tag_quantized_activation = 9,
+  tag_dropout = 10,
+  tag_shift_batch_norm = 11,
 };
 
 /// Throws fewmul::error unless x has the layer's input width.
@@ -30,6 +33,27 @@ inline void check_width(const layer& l, const matrix& x) {
 }
 
 std::unique_ptr<layer> read_conv2d(byte_reader& in, bool packed);
+
+class weight_core;
+/// What inference compilers (packed_mlp) read of the layers defined in layers.cpp.
+struct batch_norm_view {
+  std::size_t channels = 0, positions = 0;
+  const float* gamma = nullptr;
+  const float* beta = nullptr;
+  const float* mean = nullptr;
+  const float* inv_std = nullptr;  ///< 1/sqrt(running variance + epsilon), AP2-rounded when shift-based
+  bool shift = false;              ///< gamma is used as AP2(gamma)
+  /// The layer's inference output for value x of channel f, computed exactly as its forward pass does.
+  float apply(std::size_t f, float x) const;
+};
+/// The weights of a dense layer, or nullptr for any other layer.
+const weight_core* dense_weights(const layer& l);
+/// The running statistics of a batch-norm layer (refreshed on each call), or false for any other layer.
+bool batch_norm_inference_view(const layer& l, batch_norm_view& view);
+/// Bits of a sign (1) or k-bit activation layer, 0 for any other layer.
+int activation_bits(const layer& l);
+/// True for dropout layers (the identity at inference).
+bool is_dropout(const layer& l);
 std::unique_ptr<layer> read_max_pool(byte_reader& in);
 
 }  // namespace fewmul::detail

@@ -31,10 +31,11 @@ class dense_layer final : public layer {
   std::size_t output_size() const override { return core_.outputs(); }
   std::vector<parameter*> parameters() override { return {&core_.weight()}; }
   void parameters_changed() override { core_.invalidate(); }
-  void set_binary_input(bool on) override {
-    core_.set_binary_input(on);
+  void set_input_bits(int inference_bits, int training_bits) override {
+    core_.set_input_bits(inference_bits, training_bits);
     core_.invalidate();
   }
+  const weight_core& core() const { return core_; }
 
   op_counts training_ops(std::size_t batch, bool input_gradient) const override {
     op_counts c;
@@ -88,8 +89,8 @@ class dense_layer final : public layer {
 // the result does not depend on the thread count.
 class batch_norm_layer final : public layer {
  public:
-  batch_norm_layer(std::size_t features, std::size_t spatial, float epsilon, float momentum)
-      : n_(features), spatial_(spatial), epsilon_(epsilon), momentum_(momentum) {
+  batch_norm_layer(std::size_t features, std::size_t spatial, float epsilon, float momentum, bool shift)
+      : n_(features), spatial_(spatial), epsilon_(epsilon), momentum_(momentum), shift_(shift) {
     if (features == 0 || spatial == 0) throw error("batch normalization needs positive sizes");
     gamma_.name = "gamma";
     gamma_.value.assign(n_, 1.0f);
@@ -101,7 +102,8 @@ class batch_norm_layer final : public layer {
     running_var_.assign(n_, 1.0f);
   }
   std::string describe() const override {
-    return "batchnorm " + std::to_string(n_) + (spatial_ > 1 ? " channels x " + std::to_string(spatial_) : "");
+    return std::string(shift_ ? "shift-batchnorm " : "batchnorm ") + std::to_string(n_) +
+           (spatial_ > 1 ? " channels x " + std::to_string(spatial_) : "");
   }
   std::size_t input_size() const override { return n_ * spatial_; }
   std::size_t output_size() const override { return n_ * spatial_; }
@@ -109,16 +111,38 @@ class batch_norm_layer final : public layer {
   std::vector<std::vector<float>*> buffers() override { return {&running_mean_, &running_var_}; }
 
   // Counted as in Lin et al.: three multiplications per value (scale in the forward pass, scale and
-  // the xhat product in the backward pass); sums and differences as additions.
+  // the xhat product in the backward pass); sums and differences as additions. Shift-based: the
+  // forward products (variance, 1/std, gamma) are shifts.
   op_counts training_ops(std::size_t batch, bool) const override {
     const double n = static_cast<double>(batch) * static_cast<double>(n_ * spatial_);
-    return op_counts{3.0 * n, 6.0 * n, 0.0};
+    return shift_ ? op_counts{2.0 * n, 6.0 * n, 3.0 * n} : op_counts{3.0 * n, 6.0 * n, 0.0};
+  }
+
+  // Inference statistics: the factor 1/sqrt(var + eps) per channel (AP2-rounded when shift-based).
+  const std::vector<float>& inference_inv_std() {
+    running_inv_std_.resize(n_);
+    for (std::size_t f = 0; f < n_; ++f) {
+      const float s = 1.0f / std::sqrt(running_var_[f] + epsilon_);
+      running_inv_std_[f] = shift_ ? ap2(s) : s;
+    }
+    return running_inv_std_;
+  }
+  void view(batch_norm_view& v) {
+    v.channels = n_;
+    v.positions = spatial_;
+    v.inv_std = inference_inv_std().data();
+    gamma_used_.resize(n_);
+    for (std::size_t f = 0; f < n_; ++f) gamma_used_[f] = shift_ ? ap2(gamma_.value[f]) : gamma_.value[f];
+    v.gamma = gamma_used_.data();
+    v.beta = beta_.value.data();
+    v.mean = running_mean_.data();
+    v.shift = shift_;
   }
 
   void write(detail::byte_writer& out, bool) const override {
-    out.put<std::uint32_t>(spatial_ == 1 ? tag_batch_norm : tag_batch_norm_spatial);
+    out.put<std::uint32_t>(shift_ ? tag_shift_batch_norm : spatial_ == 1 ? tag_batch_norm : tag_batch_norm_spatial);
     out.put<std::uint64_t>(n_);
-    if (spatial_ != 1) out.put<std::uint64_t>(spatial_);
+    if (spatial_ != 1 || shift_) out.put<std::uint64_t>(spatial_);
     out.put<float>(epsilon_);
     out.put<float>(momentum_);
     out.put_vector(gamma_.value);
@@ -127,7 +151,7 @@ class batch_norm_layer final : public layer {
     out.put_vector(running_var_);
   }
 
-  static std::unique_ptr<layer> read(detail::byte_reader& in, bool spatial) {
+  static std::unique_ptr<layer> read(detail::byte_reader& in, bool spatial, bool shift) {
     const auto n = in.get<std::uint64_t>("batch-norm size");
     const auto s = spatial ? in.get<std::uint64_t>("batch-norm positions") : 1;
     if (n == 0 || n > (1u << 24) || s == 0 || s > (1u << 24) || n * s > (1u << 26))
@@ -135,7 +159,7 @@ class batch_norm_layer final : public layer {
     const float epsilon = in.get<float>("batch-norm epsilon"), momentum = in.get<float>("batch-norm momentum");
     if (!(epsilon > 0.0f) || !(momentum >= 0.0f && momentum <= 1.0f)) in.invalid("bad batch-norm epsilon or momentum");
     in.expect_at_least(n * 4 * sizeof(float), "batch-norm parameters");
-    auto l = std::make_unique<batch_norm_layer>(n, s, epsilon, momentum);
+    auto l = std::make_unique<batch_norm_layer>(n, s, epsilon, momentum, shift);
     l->gamma_.value = in.get_vector<float>("batch-norm scale", n);
     l->beta_.value = in.get_vector<float>("batch-norm shift", n);
     l->running_mean_ = in.get_vector<float>("batch-norm mean", n);
@@ -154,12 +178,11 @@ class batch_norm_layer final : public layer {
     y.resize(x.rows, n_ * spatial_);
     float* yv = y.data.data();
     if (!ctx.training) {
-      running_inv_std_.resize(n_);
-      for (std::size_t f = 0; f < n_; ++f) running_inv_std_[f] = 1.0f / std::sqrt(running_var_[f] + epsilon_);
+      batch_norm_view v;
+      view(v);
       for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
         for (std::size_t r = r0; r < r1; ++r)
-          for (std::size_t f = f0; f < f1; ++f)
-            yv[r * n_ + f] = gamma_.value[f] * (xv[r * n_ + f] - running_mean_[f]) * running_inv_std_[f] + beta_.value[f];
+          for (std::size_t f = f0; f < f1; ++f) yv[r * n_ + f] = v.apply(f, xv[r * n_ + f]);
       });
       return;
     }
@@ -169,9 +192,10 @@ class batch_norm_layer final : public layer {
     inv_std_.resize(n_);
     column_sums(ctx, rows, [&](std::size_t r, std::size_t f) { return xv[r * n_ + f]; }, mean_.data());
     for (std::size_t f = 0; f < n_; ++f) mean_[f] /= count;
+    // Shift-based (Hubara et al., Algorithm 3): the variance sums C * AP2(C), C = x - mean.
     column_sums(ctx, rows, [&](std::size_t r, std::size_t f) {
       const float d = xv[r * n_ + f] - mean_[f];
-      return d * d;
+      return shift_ ? d * ap2(d) : d * d;
     }, inv_std_.data());
     for (std::size_t f = 0; f < n_; ++f) {
       const float var = inv_std_[f] / count;
@@ -179,11 +203,14 @@ class batch_norm_layer final : public layer {
       running_mean_[f] = (1.0f - momentum_) * running_mean_[f] + momentum_ * mean_[f];
       running_var_[f] = (1.0f - momentum_) * running_var_[f] + momentum_ * unbiased;
       inv_std_[f] = 1.0f / std::sqrt(var + epsilon_);
+      if (shift_) inv_std_[f] = ap2(inv_std_[f]);
     }
+    gamma_used_.resize(n_);
+    for (std::size_t f = 0; f < n_; ++f) gamma_used_[f] = shift_ ? ap2(gamma_.value[f]) : gamma_.value[f];
     for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
       for (std::size_t r = r0; r < r1; ++r)
         for (std::size_t f = f0; f < f1; ++f)
-          yv[r * n_ + f] = gamma_.value[f] * ((xv[r * n_ + f] - mean_[f]) * inv_std_[f]) + beta_.value[f];
+          yv[r * n_ + f] = gamma_used_[f] * ((xv[r * n_ + f] - mean_[f]) * inv_std_[f]) + beta_.value[f];
     });
   }
 
@@ -192,7 +219,8 @@ class batch_norm_layer final : public layer {
     const float* xv = x.data.data();
     const float* dv = dy.data.data();
     // With xhat = (x - mean) * inv_std:  dgamma = sum dy*xhat, dbeta = sum dy and
-    // dx = gamma*inv_std/N * (N*dy - dbeta - xhat*dgamma), N values per channel.
+    // dx = gamma*inv_std/N * (N*dy - dbeta - xhat*dgamma), N values per channel. Shift-based: the same
+    // with the AP2-rounded gamma and inv_std of the forward pass (AP2 passes gradients straight through).
     column_sums(ctx, rows, [&](std::size_t r, std::size_t f) {
       return dv[r * n_ + f] * ((xv[r * n_ + f] - mean_[f]) * inv_std_[f]);
     }, gamma_.grad.data());
@@ -205,7 +233,7 @@ class batch_norm_layer final : public layer {
       for (std::size_t r = r0; r < r1; ++r)
         for (std::size_t f = f0; f < f1; ++f) {
           const float xhat = (xv[r * n_ + f] - mean_[f]) * inv_std_[f];
-          out[r * n_ + f] = gamma_.value[f] * inv_std_[f] / count *
+          out[r * n_ + f] = gamma_used_[f] * inv_std_[f] / count *
                             (count * dv[r * n_ + f] - beta_.grad[f] - xhat * gamma_.grad[f]);
         }
     });
@@ -244,9 +272,10 @@ class batch_norm_layer final : public layer {
 
   std::size_t n_, spatial_;
   float epsilon_, momentum_;
+  bool shift_;
   parameter gamma_, beta_;
   std::vector<float> running_mean_, running_var_;
-  std::vector<float> mean_, inv_std_, running_inv_std_, partial_;
+  std::vector<float> mean_, inv_std_, running_inv_std_, gamma_used_, partial_;
 };
 
 // Element-wise activations: y = f(x), dx = dy * f'(x).
@@ -286,17 +315,26 @@ class elementwise_layer final : public layer {
   G gate_;
 };
 
-class sign_layer final : public layer {
+// Sign (1 bit) and k-bit activations with the straight-through estimator.
+class quantized_activation_layer final : public layer {
  public:
-  sign_layer(std::size_t n, bool stochastic) : n_(n), stochastic_(stochastic) {}
-  std::string describe() const override { return std::string(stochastic_ ? "sign(stochastic) " : "sign ") + std::to_string(n_); }
+  quantized_activation_layer(std::size_t n, int bits, bool stochastic) : n_(n), bits_(bits), stochastic_(stochastic) {
+    if (n == 0) throw error("an activation needs a positive size");
+    if (bits < 1 || bits > 8) throw error("quantized activations need 1 to 8 bits, not " + std::to_string(bits));
+  }
+  std::string describe() const override {
+    const std::string name = bits_ == 1 ? "sign" : std::to_string(bits_) + "-bit activation";
+    return name + (stochastic_ ? "(stochastic) " : " ") + std::to_string(n_);
+  }
   std::size_t input_size() const override { return n_; }
   std::size_t output_size() const override { return n_; }
-  bool outputs_signs() const override { return true; }
+  int output_bits(bool) const override { return bits_; }
+  int bits() const { return bits_; }
   op_counts training_ops(std::size_t, bool) const override { return {}; }  // comparisons only
   void write(detail::byte_writer& out, bool packed) const override {
-    out.put<std::uint32_t>(tag_sign);
+    out.put<std::uint32_t>(bits_ == 1 ? tag_sign : tag_quantized_activation);
     out.put<std::uint64_t>(n_);
+    if (bits_ != 1) out.put<std::uint8_t>(static_cast<std::uint8_t>(bits_));
     out.put<std::uint8_t>(packed ? 0 : stochastic_);
   }
   void forward(const matrix& x, matrix& y, const step_context& ctx) override {
@@ -304,6 +342,7 @@ class sign_layer final : public layer {
     y.resize(x.rows, n_);
     const bool sample = stochastic_ && ctx.training;
     const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, index, 0x519);
+    if (bits_ > 1) return forward_levels(x, y, sample, key, ctx);
     parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
       for (std::size_t i = i0; i < i1; ++i) {
         const float v = x.data[i];
@@ -327,8 +366,87 @@ class sign_layer final : public layer {
   }
 
  private:
+  // k bits: nearest level, or stochastic rounding between the two neighbouring levels.
+  void forward_levels(const matrix& x, matrix& y, bool sample, std::uint64_t key, const step_context& ctx) const {
+    const float top = static_cast<float>((1 << bits_) - 1);
+    parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t i = i0; i < i1; ++i) {
+        const float v = x.data[i];
+        std::uint32_t u = kernels::level_of(v, bits_);
+        if (sample) {
+          const float c = v >= -1.0f ? (v <= 1.0f ? v : 1.0f) : -1.0f;
+          const float r = static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(i)) >> 8) * (1.0f / 16777216.0f);
+          const float t = (c + 1.0f) * 0.5f * top + r;
+          u = std::min(static_cast<std::uint32_t>(t), static_cast<std::uint32_t>(top));
+        }
+        y.data[i] = kernels::level_value(u, bits_);
+      }
+    });
+  }
+
   std::size_t n_;
+  int bits_;
   bool stochastic_;
+};
+
+// Inverted dropout; at inference the identity, so quantized inputs stay quantized for the next layer.
+class dropout_layer final : public layer {
+ public:
+  dropout_layer(std::size_t n, float p) : n_(n), p_(p) {
+    if (n == 0) throw error("dropout needs a positive size");
+    if (!(p >= 0.0f && p < 1.0f)) throw error("dropout probability must lie in [0, 1)");
+  }
+  std::string describe() const override { return "dropout(" + std::to_string(p_).substr(0, 4) + ") " + std::to_string(n_); }
+  std::size_t input_size() const override { return n_; }
+  std::size_t output_size() const override { return n_; }
+  int output_bits(bool training) const override { return training && p_ > 0.0f ? 0 : input_bits_; }
+  void set_input_bits(int inference_bits, int) override { input_bits_ = inference_bits; }
+  op_counts training_ops(std::size_t batch, bool) const override {
+    return {static_cast<double>(batch) * static_cast<double>(n_), 0.0, 0.0};  // the 1/(1-p) scale
+  }
+  void write(detail::byte_writer& out, bool) const override {
+    out.put<std::uint32_t>(tag_dropout);
+    out.put<std::uint64_t>(n_);
+    out.put<float>(p_);
+  }
+  void forward(const matrix& x, matrix& y, const step_context& ctx) override {
+    check_width(*this, x);
+    y.resize(x.rows, n_);
+    if (!ctx.training || p_ == 0.0f) {
+      y.data = x.data;
+      return;
+    }
+    const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, index, 0xd20);
+    const float scale = 1.0f / (1.0f - p_);
+    const auto threshold = static_cast<std::uint32_t>(static_cast<double>(p_) * 4294967296.0);
+    parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t i = i0; i < i1; ++i)
+        y.data[i] = kernels::counter_hash(key, static_cast<std::uint32_t>(i)) < threshold ? 0.0f : x.data[i] * scale;
+    });
+  }
+  void backward(const matrix& x, const matrix& y, const matrix& dy, matrix* dx, const step_context& ctx) override {
+    if (!dx) return;
+    dx->resize(x.rows, n_);
+    if (p_ == 0.0f) {
+      dx->data = dy.data;
+      return;
+    }
+    // The mask is recomputed from the same counter hash (y cannot tell a dropped value from a kept 0).
+    const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, index, 0xd20);
+    const float scale = 1.0f / (1.0f - p_);
+    const auto threshold = static_cast<std::uint32_t>(static_cast<double>(p_) * 4294967296.0);
+    (void)y;
+    parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t i = i0; i < i1; ++i)
+        dx->data[i] = kernels::counter_hash(key, static_cast<std::uint32_t>(i)) < threshold ? 0.0f : dy.data[i] * scale;
+    });
+  }
+  float probability() const { return p_; }
+
+ private:
+  std::size_t n_;
+  float p_;
+  int input_bits_ = 0;
 };
 
 template <class F, class G>
@@ -344,17 +462,69 @@ std::unique_ptr<layer> make_dense(std::size_t inputs, std::size_t outputs, const
 }
 
 std::unique_ptr<layer> make_batch_norm(std::size_t features, float epsilon, float momentum) {
-  return std::make_unique<batch_norm_layer>(features, 1, epsilon, momentum);
+  return std::make_unique<batch_norm_layer>(features, 1, epsilon, momentum, false);
 }
 
 std::unique_ptr<layer> make_spatial_batch_norm(std::size_t channels, std::size_t positions, float epsilon,
                                                float momentum) {
-  return std::make_unique<batch_norm_layer>(channels, positions, epsilon, momentum);
+  return std::make_unique<batch_norm_layer>(channels, positions, epsilon, momentum, false);
 }
 
-std::unique_ptr<layer> make_sign(std::size_t features, bool stochastic) {
-  return std::make_unique<sign_layer>(features, stochastic);
+std::unique_ptr<layer> make_shift_batch_norm(std::size_t channels, std::size_t positions, float epsilon, float momentum) {
+  return std::make_unique<batch_norm_layer>(channels, positions, epsilon, momentum, true);
 }
+
+// AP2 on the float's bits: keep sign and exponent, round the exponent up when the significand
+// 1.m >= sqrt(2) (log2 of it >= 1/2); sqrt(2) = 1.0110101000001001111001100...b, whose first 23
+// fraction bits are 0x3504f3 (and the rest non-zero), so 1.m >= sqrt(2) iff m >= 0x3504f4.
+float ap2(float v) noexcept {
+  if (v == 0.0f || !std::isfinite(v)) return v;
+  std::uint32_t b;
+  std::memcpy(&b, &v, sizeof b);
+  const std::uint32_t sign = b & 0x80000000u, magnitude = b & 0x7fffffffu;
+  if (magnitude < 0x00800000u) {  // subnormal: via frexp, |v| = f 2^e with f in [0.5, 1)
+    int e = 0;
+    const float f = std::frexp(std::fabs(v), &e);
+    const float r = std::ldexp(1.0f, f >= 0.70710678f ? e : e - 1);
+    return sign ? -r : r;
+  }
+  std::uint32_t exponent = magnitude & 0x7f800000u;
+  if ((magnitude & 0x007fffffu) >= 0x3504f4u) exponent += 0x00800000u;
+  const std::uint32_t out = sign | exponent;
+  float r;
+  std::memcpy(&r, &out, sizeof r);
+  return r;
+}
+
+float detail::batch_norm_view::apply(std::size_t f, float x) const { return gamma[f] * (x - mean[f]) * inv_std[f] + beta[f]; }
+
+std::unique_ptr<layer> make_sign(std::size_t features, bool stochastic) {
+  return std::make_unique<quantized_activation_layer>(features, 1, stochastic);
+}
+
+std::unique_ptr<layer> make_quantized_activation(std::size_t features, int bits, bool stochastic) {
+  return std::make_unique<quantized_activation_layer>(features, bits, stochastic);
+}
+
+std::unique_ptr<layer> make_dropout(std::size_t features, float p) { return std::make_unique<dropout_layer>(features, p); }
+
+namespace detail {
+const weight_core* dense_weights(const layer& l) {
+  const auto* d = dynamic_cast<const dense_layer*>(&l);
+  return d ? &d->core() : nullptr;
+}
+bool batch_norm_inference_view(const layer& l, batch_norm_view& view) {
+  auto* bn = dynamic_cast<batch_norm_layer*>(const_cast<layer*>(&l));
+  if (!bn) return false;
+  bn->view(view);
+  return true;
+}
+int activation_bits(const layer& l) {
+  const auto* a = dynamic_cast<const quantized_activation_layer*>(&l);
+  return a ? a->bits() : 0;
+}
+bool is_dropout(const layer& l) { return dynamic_cast<const dropout_layer*>(&l) != nullptr; }
+}  // namespace detail
 
 std::unique_ptr<layer> make_relu(std::size_t features) {
   return make_elementwise(
@@ -371,8 +541,22 @@ std::unique_ptr<layer> read_layer(detail::byte_reader& in, bool packed) {
   const auto tag = in.get<std::uint32_t>("layer type");
   switch (tag) {
     case tag_dense: return dense_layer::read(in, packed);
-    case tag_batch_norm: return batch_norm_layer::read(in, false);
-    case tag_batch_norm_spatial: return batch_norm_layer::read(in, true);
+    case tag_batch_norm: return batch_norm_layer::read(in, false, false);
+    case tag_batch_norm_spatial: return batch_norm_layer::read(in, true, false);
+    case tag_shift_batch_norm: return batch_norm_layer::read(in, true, true);
+    case tag_quantized_activation: {
+      const auto n = in.get<std::uint64_t>("activation size");
+      const auto bits = in.get<std::uint8_t>("activation bits");
+      const auto stochastic = in.get<std::uint8_t>("activation sampling");
+      if (n == 0 || n > (1u << 24) || bits < 2 || bits > 8 || stochastic > 1) in.invalid("bad k-bit activation");
+      return make_quantized_activation(n, bits, stochastic != 0);
+    }
+    case tag_dropout: {
+      const auto n = in.get<std::uint64_t>("dropout size");
+      const auto p = in.get<float>("dropout probability");
+      if (n == 0 || n > (1u << 24) || !(p >= 0.0f && p < 1.0f)) in.invalid("bad dropout layer");
+      return make_dropout(n, p);
+    }
     case tag_conv2d: return read_conv2d(in, packed);
     case tag_sign: {
       const auto n = in.get<std::uint64_t>("activation size");

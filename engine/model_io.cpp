@@ -238,6 +238,11 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put<std::uint32_t>(c.architecture.width);
   out.put<std::uint32_t>(c.architecture.channels);
   out.put_vector(std::vector<std::uint64_t>(c.architecture.conv.begin(), c.architecture.conv.end()));
+  out.put<std::int32_t>(k.weight_bits);  // version 3: QNN bits, dropout, shift-based batch norm
+  out.put<std::int32_t>(c.architecture.activation_bits);
+  out.put<float>(c.architecture.dropout_input);
+  out.put<float>(c.architecture.dropout_hidden);
+  out.put<std::uint8_t>(c.architecture.shift_batch_norm);
   write_metadata(out, c.meta);
   write_states(out, c.state.network_state);
   write_states(out, c.state.optimizer_state);
@@ -260,14 +265,14 @@ checkpoint load_checkpoint(const std::string& path) {
   checkpoint c;
   train_config& k = c.config;
   const auto m = in.get<std::uint32_t>("method");
-  if (m > static_cast<std::uint32_t>(method::bnn)) in.invalid("unknown method");
+  if (m > static_cast<std::uint32_t>(method::qnn)) in.invalid("unknown method");
   k.training_method = static_cast<method>(m);
   k.epochs = in.get<std::uint64_t>("epochs");
   k.batch = in.get<std::uint64_t>("batch");
   k.lr = in.get<float>("lr");
   k.lr_decay = in.get<float>("lr decay");
   const auto opt = in.get<std::uint32_t>("optimizer");
-  if (opt > 1) in.invalid("unknown optimizer");
+  if (opt > static_cast<std::uint32_t>(optimizer_kind::shift_adamax)) in.invalid("unknown optimizer");
   k.optimizer = static_cast<optimizer_kind>(opt);
   k.momentum = in.get<float>("momentum");
   const auto loss = in.get<std::uint32_t>("loss");
@@ -288,7 +293,7 @@ checkpoint load_checkpoint(const std::string& path) {
   c.architecture.hidden.assign(hidden.begin(), hidden.end());
   c.architecture.outputs = in.get<std::uint64_t>("output size");
   const auto act = in.get<std::uint32_t>("activation");
-  if (act > 2) in.invalid("unknown activation");
+  if (act > static_cast<std::uint32_t>(activation::quantized)) in.invalid("unknown activation");
   c.architecture.act = static_cast<activation>(act);
   if (version >= 2) {
     c.architecture.height = in.get<std::uint32_t>("input height");
@@ -302,6 +307,19 @@ checkpoint load_checkpoint(const std::string& path) {
     c.architecture.channels = 1;
   }
   if (c.architecture.inputs() != inputs) in.invalid("input size does not match the input shape");
+  if (version >= 3) {
+    k.weight_bits = in.get<std::int32_t>("weight bits");
+    c.architecture.activation_bits = in.get<std::int32_t>("activation bits");
+    c.architecture.dropout_input = in.get<float>("input dropout");
+    c.architecture.dropout_hidden = in.get<float>("hidden dropout");
+    const auto shift = in.get<std::uint8_t>("shift batch-norm flag");
+    auto probability = [](float p) { return p >= 0.0f && p < 1.0f; };
+    if (k.weight_bits < 1 || k.weight_bits > 8 || c.architecture.activation_bits < 1 ||
+        c.architecture.activation_bits > 8 || !probability(c.architecture.dropout_input) ||
+        !probability(c.architecture.dropout_hidden) || shift > 1)
+      in.invalid("bad quantization, dropout or batch-norm settings");
+    c.architecture.shift_batch_norm = shift != 0;
+  }
   c.meta = read_metadata(in, version);
   c.state.network_state = read_states(in, "network state");
   c.state.optimizer_state = read_states(in, "optimizer state");
@@ -340,8 +358,9 @@ network make_network(const checkpoint& c) {
     if (h == 0 || h > (1u << 20)) throw error("implausible hidden width " + std::to_string(h));
   for (std::size_t ch : a.conv)
     if (ch > 65536) throw error("implausible channel count " + std::to_string(ch));
-  return make_network(a, dense_options_for(c.config.training_method, c.config.qbp_kmin, c.config.qbp_kmax),
-                      c.config.seed);
+  return make_network(
+      a, dense_options_for(c.config.training_method, c.config.qbp_kmin, c.config.qbp_kmax, c.config.weight_bits),
+      c.config.seed);
 }
 
 network network_from_checkpoint(const checkpoint& c, bool best) {

@@ -10,7 +10,7 @@ void network::add(std::unique_ptr<layer> l) {
   if (!layers_.empty() && layers_.back()->output_size() != l->input_size())
     throw error("cannot stack '" + l->describe() + "' after '" + layers_.back()->describe() + "': sizes differ");
   l->index = static_cast<std::uint32_t>(layers_.size());
-  l->set_binary_input(!layers_.empty() && layers_.back()->outputs_signs());
+  if (!layers_.empty()) l->set_input_bits(layers_.back()->output_bits(false), layers_.back()->output_bits(true));
   layers_.push_back(std::move(l));
   activations_.resize(layers_.size());
 }

@@ -1,5 +1,6 @@
 #include "optimizer.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "fewmul/error.hpp"
@@ -12,7 +13,7 @@ optimizer::optimizer(optimizer_kind kind, float momentum, std::vector<parameter*
     : kind_(kind), momentum_(momentum), params_(std::move(params)) {
   for (parameter* p : params_) {
     first_.emplace_back(p->value.size(), 0.0f);
-    second_.emplace_back(kind_ == optimizer_kind::adam ? p->value.size() : 0, 0.0f);
+    second_.emplace_back(kind_ == optimizer_kind::sgd ? 0 : p->value.size(), 0.0f);
   }
 }
 
@@ -38,6 +39,24 @@ void optimizer::step(float lr, const runtime& rt) {
           m1[i] = beta1 * m1[i] + (1.0f - beta1) * g[i];
           m2[i] = beta2 * m2[i] + (1.0f - beta2) * g[i] * g[i];
           w[i] -= rate * (m1[i] / correction1) / (std::sqrt(m2[i] / correction2) + eps);
+        }
+      } else if (kind_ == optimizer_kind::adamax) {
+        // AdaMax (Kingma & Ba): v = max(beta2 v, |g|), step = lr / (1 - beta1^t) * m / v.
+        const float step = rate / correction1;
+        for (std::size_t i = i0; i < i1; ++i) {
+          m1[i] = beta1 * m1[i] + (1.0f - beta1) * g[i];
+          m2[i] = std::max(beta2 * m2[i], std::fabs(g[i]));
+          w[i] -= step * (m1[i] / (m2[i] + eps));
+        }
+      } else if (kind_ == optimizer_kind::shift_adamax) {
+        // Shift-based AdaMax (Hubara et al., Algorithm 4): theta -= (lr <<>> (1 - beta1^t)^-1) *
+        // (m <<>> v^-1), where x <<>> y = x * AP2(y); the learning rate is rounded with AP2 as well, so
+        // both factors are powers of two and the update is an exponent add on m.
+        const float step = ap2(rate * ap2(1.0f / correction1));
+        for (std::size_t i = i0; i < i1; ++i) {
+          m1[i] = beta1 * m1[i] + (1.0f - beta1) * g[i];
+          m2[i] = std::max(beta2 * m2[i], std::fabs(g[i]));
+          w[i] -= step * (m1[i] * ap2(1.0f / (m2[i] + eps)));
         }
       } else if (momentum_ != 0.0f) {
         for (std::size_t i = i0; i < i1; ++i) {

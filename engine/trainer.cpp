@@ -18,7 +18,7 @@ struct method_entry {
 };
 constexpr method_entry method_names[] = {{method::fp32, "fp32"}, {method::bc, "bc"},         {method::bc_stoch, "bc-stoch"},
                                          {method::tc, "tc"},     {method::bc_qbp, "bc+qbp"}, {method::tc_qbp, "tc+qbp"},
-                                         {method::bnn, "bnn"}};
+                                         {method::bnn, "bnn"},   {method::qnn, "qnn"}};
 
 // Fisher-Yates with the counter hash, so the order is the same on every platform and library.
 void shuffle(std::vector<std::uint32_t>& order, std::uint64_t key) {
@@ -71,11 +71,12 @@ void augment(matrix& x, const dataset& data, const train_config& config, std::ui
   });
 }
 
-std::unique_ptr<layer> make_activation(activation act, std::size_t n) {
+std::unique_ptr<layer> make_activation(activation act, std::size_t n, int bits) {
   switch (act) {
     case activation::relu: return make_relu(n);
     case activation::hard_tanh: return make_hard_tanh(n);
     case activation::sign: return make_sign(n);
+    case activation::quantized: return bits == 1 ? make_sign(n) : make_quantized_activation(n, bits);
   }
   throw error("unknown activation");
 }
@@ -102,18 +103,29 @@ std::string_view method_name(method m) {
 method parse_method(std::string_view name) {
   for (const auto& e : method_names)
     if (e.name == name) return e.m;
-  throw error("unknown method '" + std::string(name) + "' (expected fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp or bnn)");
+  throw error("unknown method '" + std::string(name) + "' (expected fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp, bnn or qnn)");
 }
 
-float default_learning_rate(method m) { return m == method::fp32 ? 0.3f : m == method::bnn ? 0.003f : 1.0f; }
+float default_learning_rate(method m) {
+  return m == method::fp32 ? 0.3f : m == method::bnn || m == method::qnn ? 0.003f : 1.0f;
+}
 
-activation default_activation(method m) { return m == method::bnn ? activation::sign : activation::relu; }
+activation default_activation(method m) {
+  return m == method::bnn ? activation::sign : m == method::qnn ? activation::quantized : activation::relu;
+}
 
 float default_learning_rate(method m, bool convnet) {
-  return convnet && m != method::bnn ? 0.1f : default_learning_rate(m);
+  return convnet && m != method::bnn && m != method::qnn ? 0.1f : default_learning_rate(m);
 }
 
-dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax) {
+std::vector<std::size_t> mlp_preset_hidden(method m, double width_multiplier) {
+  if (!(width_multiplier > 0.0) || width_multiplier > 16.0) throw error("--width must lie in (0, 16]");
+  const double base = m == method::bnn || m == method::qnn ? 4096.0 : 1024.0;
+  const auto n = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(base * width_multiplier)));
+  return {n, n, n};
+}
+
+dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax, int weight_bits) {
   dense_options o;
   o.qbp_kmin = qbp_kmin;
   o.qbp_kmax = qbp_kmax;
@@ -134,6 +146,12 @@ dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax) {
       o.kind = weight_kind::binary;
       o.glorot_lr_scale = false;  // BNN's Adam steps are already scale-free
       break;
+    case method::qnn:
+      if (weight_bits < 1 || weight_bits > 8) throw error("--wbits must lie in 1..8, not " + std::to_string(weight_bits));
+      o.kind = weight_bits == 1 ? weight_kind::binary : weight_kind::quantized;
+      o.weight_bits = weight_bits == 1 ? 2 : weight_bits;
+      o.glorot_lr_scale = false;
+      break;
   }
   o.qbp = m == method::bc_qbp || m == method::tc_qbp;
   return o;
@@ -141,26 +159,32 @@ dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax) {
 
 network make_mlp(std::size_t inputs, const std::vector<std::size_t>& hidden, std::size_t outputs,
                  const dense_options& options, activation act, std::uint64_t seed) {
-  network net;
-  std::size_t width = inputs;
-  std::vector<std::size_t> sizes = hidden;
-  sizes.push_back(outputs);
-  for (std::size_t i = 0; i < sizes.size(); ++i) {
-    net.add(make_dense(width, sizes[i], options, kernels::derive_key(seed, 0xde, i)));
-    net.add(make_batch_norm(sizes[i]));
-    if (i + 1 < sizes.size()) net.add(make_activation(act, sizes[i]));
-    width = sizes[i];
-  }
-  return net;
+  network_architecture arch;
+  arch.height = 1;
+  arch.width = static_cast<std::uint32_t>(inputs);
+  arch.channels = 1;
+  arch.hidden = hidden;
+  arch.outputs = outputs;
+  arch.act = act;
+  return make_network(arch, options, seed);
 }
 
 network make_network(const network_architecture& arch, const dense_options& options, std::uint64_t seed) {
   if (arch.height == 0 || arch.width == 0 || arch.channels == 0 || arch.outputs == 0)
     throw error("network architecture needs a positive input shape and output count");
-  if (arch.conv.empty()) return make_mlp(arch.inputs(), arch.hidden, arch.outputs, options, arch.act, seed);
+  if (arch.activation_bits < 1 || arch.activation_bits > 8)
+    throw error("activations need 1 to 8 bits, not " + std::to_string(arch.activation_bits));
   network net;
   std::size_t h = arch.height, w = arch.width, c = arch.channels;
-  auto add_activation = [&](std::size_t n) { net.add(make_activation(arch.act, n)); };
+  auto add_batch_norm = [&](std::size_t channels, std::size_t positions) {
+    net.add(arch.shift_batch_norm ? make_shift_batch_norm(channels, positions)
+                                  : positions == 1 ? make_batch_norm(channels) : make_spatial_batch_norm(channels, positions));
+  };
+  auto add_activation = [&](std::size_t n) {
+    net.add(make_activation(arch.act, n, arch.activation_bits));
+    if (arch.dropout_hidden > 0.0f) net.add(make_dropout(n, arch.dropout_hidden));
+  };
+  if (arch.dropout_input > 0.0f) net.add(make_dropout(arch.inputs(), arch.dropout_input));
   for (std::size_t i = 0; i < arch.conv.size(); ++i) {
     if (arch.conv[i] == 0) throw error("a max-pool must follow a convolution (architecture entry " + std::to_string(i) + ")");
     conv_shape shape;
@@ -176,7 +200,7 @@ network make_network(const network_architecture& arch, const dense_options& opti
       w /= 2;
       ++i;
     }
-    net.add(make_spatial_batch_norm(c, h * w));
+    add_batch_norm(c, h * w);
     add_activation(h * w * c);
   }
   std::size_t width = h * w * c;
@@ -184,7 +208,7 @@ network make_network(const network_architecture& arch, const dense_options& opti
   sizes.push_back(arch.outputs);
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     net.add(make_dense(width, sizes[i], options, kernels::derive_key(seed, 0xde, i)));
-    net.add(make_batch_norm(sizes[i]));
+    add_batch_norm(sizes[i], 1);
     if (i + 1 < sizes.size()) add_activation(sizes[i]);
     width = sizes[i];
   }

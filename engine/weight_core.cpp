@@ -1,5 +1,6 @@
 #include "weight_core.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <string>
@@ -33,6 +34,12 @@ weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_op
     throw error("quantized-backprop exponent range [" + std::to_string(options.qbp_kmin) + ", " +
                 std::to_string(options.qbp_kmax) + "] must lie within [" + std::to_string(kernels::pow2_min_exponent) +
                 ", " + std::to_string(kernels::pow2_max_exponent) + "] with kmin <= kmax");
+  if (options.kind == weight_kind::quantized) {
+    if (options.weight_bits < 2 || options.weight_bits > 8)
+      throw error("k-bit weights need 2 to 8 bits, not " + std::to_string(options.weight_bits));
+    if (options.training_sampling != kernels::sample_mode::deterministic)
+      throw error("k-bit weights are rounded deterministically");
+  }
   weight_.name = "W";
   weight_.value.resize(in_ * out_);
   weight_.grad.assign(in_ * out_, 0.0f);
@@ -52,6 +59,7 @@ weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_op
 
 std::string weight_core::kind_name() const {
   const dense_options& o = options_;
+  if (o.kind == weight_kind::quantized) return std::to_string(o.weight_bits) + "-bit" + (o.qbp ? "+qbp" : "");
   std::string s = o.kind == weight_kind::fp32 ? "fp32" : o.kind == weight_kind::binary ? "binary" : "ternary";
   if (o.kind != weight_kind::fp32)
     s += o.training_sampling == kernels::sample_mode::stochastic ? "(stochastic)" : "(deterministic)";
@@ -69,7 +77,22 @@ void weight_core::count_product(op_counts& c, double rows, bool weight_gradient)
     return;
   }
   if (options_.kind == weight_kind::fp32) c.multiplications += macs;
-  c.additions += macs;
+  c.additions += macs * std::max(1, weight_planes());  // one masked add (or popcount share) per plane
+}
+
+int weight_core::weight_planes() const {
+  return options_.kind == weight_kind::binary ? 1 : options_.kind == weight_kind::quantized ? options_.weight_bits : 0;
+}
+
+std::vector<std::uint64_t> weight_core::inference_planes() const {
+  const std::size_t words = kernels::words_for(in_);
+  std::vector<std::uint64_t> planes(static_cast<std::size_t>(std::max(1, weight_planes())) * out_ * words);
+  if (options_.kind == weight_kind::binary)
+    kernels::reference_kernels().pack_binary(weight_.value.data(), out_, in_, in_, planes.data(), words,
+                                             kernels::sample_mode::deterministic, 0);
+  else if (options_.kind == weight_kind::quantized)
+    kernels::pack_levels(weight_.value.data(), out_, in_, in_, options_.weight_bits, planes.data(), out_ * words, words);
+  return planes;
 }
 
 void weight_core::write(byte_writer& out, bool packed) const {
@@ -81,17 +104,17 @@ void weight_core::write(byte_writer& out, bool packed) const {
   out.put<std::int32_t>(options_.qbp_kmin);
   out.put<std::int32_t>(options_.qbp_kmax);
   out.put<std::uint8_t>(options_.glorot_lr_scale);
+  if (options_.kind == weight_kind::quantized) out.put<std::uint8_t>(static_cast<std::uint8_t>(options_.weight_bits));
   if (!as_bits) {
     out.put_vector(weight_.value);
     return;
   }
   const std::size_t words = kernels::words_for(in_);
   const auto& ref = kernels::reference_kernels();
-  std::vector<std::uint64_t> sign(out_ * words), nonzero(out_ * words);
-  if (options_.kind == weight_kind::binary) {
-    ref.pack_binary(weight_.value.data(), out_, in_, in_, sign.data(), words, kernels::sample_mode::deterministic, 0);
-    out.put_vector(sign);
+  if (weight_planes() > 0) {
+    out.put_vector(inference_planes());
   } else {
+    std::vector<std::uint64_t> sign(out_ * words), nonzero(out_ * words);
     ref.pack_ternary(weight_.value.data(), out_, in_, in_, sign.data(), nonzero.data(), words,
                      kernels::sample_mode::deterministic, 0);
     out.put_vector(sign);
@@ -102,7 +125,7 @@ void weight_core::write(byte_writer& out, bool packed) const {
 void weight_core::expect_payload(byte_reader& in, std::size_t inputs, std::size_t outputs, const dense_options& o,
                                  bool packed) {
   const bool as_bits = packed && o.kind != weight_kind::fp32;
-  const double planes = o.kind == weight_kind::ternary ? 2.0 : 1.0;
+  const double planes = o.kind == weight_kind::ternary ? 2.0 : o.kind == weight_kind::quantized ? o.weight_bits : 1.0;
   const double bytes = as_bits ? planes * static_cast<double>(outputs) * static_cast<double>(kernels::words_for(inputs)) * 8.0
                                : static_cast<double>(outputs) * static_cast<double>(inputs) * 4.0;
   if (bytes > static_cast<double>(in.remaining())) in.invalid("weights of " + std::to_string(outputs) + "x" +
@@ -117,7 +140,11 @@ dense_options weight_core::read_options(byte_reader& in) {
   o.qbp_kmin = in.get<std::int32_t>("qbp range");
   o.qbp_kmax = in.get<std::int32_t>("qbp range");
   const auto glorot = in.get<std::uint8_t>("lr scale flag");
-  if (kind > 2 || sampling > 1 || qbp > 1 || glorot > 1) in.invalid("unknown weight layer options");
+  if (kind > 3 || sampling > 1 || qbp > 1 || glorot > 1) in.invalid("unknown weight layer options");
+  if (kind == static_cast<std::uint8_t>(weight_kind::quantized)) {
+    o.weight_bits = in.get<std::uint8_t>("weight bits");
+    if (o.weight_bits < 2 || o.weight_bits > 8 || sampling != 0) in.invalid("bad k-bit weight options");
+  }
   o.kind = static_cast<weight_kind>(kind);
   o.training_sampling = static_cast<kernels::sample_mode>(sampling);
   o.qbp = qbp != 0;
@@ -134,11 +161,25 @@ void weight_core::read(byte_reader& in, bool packed) {
     return;
   }
   const std::size_t words = kernels::words_for(in_);
+  const std::size_t tail = in_ % 64;
+  const std::uint64_t padding = tail ? ~((std::uint64_t{1} << tail) - 1) : 0;
+  if (options_.kind == weight_kind::quantized) {
+    const int bits = options_.weight_bits;
+    const auto planes = in.get_vector<std::uint64_t>("packed weight planes", static_cast<std::size_t>(bits) * out_ * words);
+    for (std::size_t pr = 0; pr < static_cast<std::size_t>(bits) * out_; ++pr)
+      if (planes[pr * words + words - 1] & padding) in.invalid("packed weights have padding bits set");
+    for (std::size_t r = 0; r < out_; ++r)
+      for (std::size_t c = 0; c < in_; ++c) {
+        std::uint32_t u = 0;
+        for (int i = 0; i < bits; ++i)
+          u |= static_cast<std::uint32_t>((planes[(static_cast<std::size_t>(i) * out_ + r) * words + c / 64] >> (c % 64)) & 1u) << i;
+        w[r * in_ + c] = kernels::level_value(u, bits);
+      }
+    return;
+  }
   const auto sign = in.get_vector<std::uint64_t>("packed sign bits", out_ * words);
   std::vector<std::uint64_t> nonzero;
   if (options_.kind == weight_kind::ternary) nonzero = in.get_vector<std::uint64_t>("packed nonzero bits", out_ * words);
-  const std::size_t tail = in_ % 64;
-  const std::uint64_t padding = tail ? ~((std::uint64_t{1} << tail) - 1) : 0;
   for (std::size_t r = 0; r < out_; ++r) {
     if ((sign[r * words + words - 1] & padding) || (!nonzero.empty() && (nonzero[r * words + words - 1] & padding)))
       in.invalid("packed weights have padding bits set");
@@ -174,21 +215,7 @@ void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
   switch (options_.kind) {
     case weight_kind::fp32: transpose_master(ctx); break;
     case weight_kind::binary:
-      sign_.resize(out_ * words_in);
-      sign_t_.resize(in_ * words_out);
-      parallel_rows(ctx.rt, out_, 32, [&](std::size_t r0, std::size_t r1) {
-        k.pack_binary(weight_.value.data() + r0 * in_, r1 - r0, in_, in_, sign_.data() + r0 * words_in, words_in, mode,
-                      key_for_rows(key, r0));
-      });
-      transpose(sign_, sign_t_, ctx);
-      if (xnor_forward()) {  // word-interleaved copy for gemm_xnor: bt[w][o] = word w of row o
-        xnor_bt_.resize(words_in * out_);
-        parallel_rows(ctx.rt, words_in, 16, [&](std::size_t w0, std::size_t w1) {
-          for (std::size_t w = w0; w < w1; ++w)
-            for (std::size_t o = 0; o < out_; ++o) xnor_bt_[w * out_ + o] = sign_[o * words_in + w];
-        });
-      }
-      break;
+    case weight_kind::quantized: pack_planes(ctx, mode, key); break;
     case weight_kind::ternary:
       sign_.resize(out_ * words_in);
       nonzero_.resize(out_ * words_in);
@@ -198,21 +225,51 @@ void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
         k.pack_ternary(weight_.value.data() + r0 * in_, r1 - r0, in_, in_, sign_.data() + r0 * words_in,
                        nonzero_.data() + r0 * words_in, words_in, mode, key_for_rows(key, r0));
       });
-      transpose(sign_, sign_t_, ctx);
-      transpose(nonzero_, nonzero_t_, ctx);
+      transpose(sign_.data(), sign_t_.data(), ctx);
+      transpose(nonzero_.data(), nonzero_t_.data(), ctx);
       break;
   }
   inference_packed_ = !stochastic;
 }
 
+// Binary (one plane, sampled as `mode` says) or k-bit (k planes of the nearest levels) weights, their
+// transposes, and the word-interleaved copy gemm_xnor reads when inputs are quantized.
+void weight_core::pack_planes(const step_context& ctx, kernels::sample_mode mode, std::uint64_t key) {
+  const std::size_t words_in = kernels::words_for(in_), words_out = kernels::words_for(out_);
+  const std::size_t planes = static_cast<std::size_t>(weight_planes());
+  const std::size_t plane = out_ * words_in, plane_t = in_ * words_out;
+  const auto& k = ctx.kernels;
+  sign_.resize(planes * plane);
+  sign_t_.resize(planes * plane_t);
+  parallel_rows(ctx.rt, out_, 32, [&](std::size_t r0, std::size_t r1) {
+    if (options_.kind == weight_kind::binary)
+      k.pack_binary(weight_.value.data() + r0 * in_, r1 - r0, in_, in_, sign_.data() + r0 * words_in, words_in, mode,
+                    key_for_rows(key, r0));
+    else
+      kernels::pack_levels(weight_.value.data() + r0 * in_, r1 - r0, in_, in_, options_.weight_bits,
+                           sign_.data() + r0 * words_in, plane, words_in);
+  });
+  for (std::size_t j = 0; j < planes; ++j) transpose(sign_.data() + j * plane, sign_t_.data() + j * plane_t, ctx);
+  if (input_bits_[0] == 0 && input_bits_[1] == 0) return;
+  xnor_bt_.resize(planes * words_in * out_);  // bt[j][w][o] = word w of row o of plane j
+  parallel_rows(ctx.rt, planes * words_in, 16, [&](std::size_t w0, std::size_t w1) {
+    for (std::size_t pw = w0; pw < w1; ++pw) {
+      const std::size_t j = pw / words_in, w = pw % words_in;
+      for (std::size_t o = 0; o < out_; ++o) xnor_bt_[pw * out_ + o] = sign_[j * plane + o * words_in + w];
+    }
+  });
+}
+
 void weight_core::forward(const float* a, std::size_t rows, float* y, const step_context& ctx) {
-  if (xnor_forward() && !use_expectation_) return forward_xnor(a, rows, y, ctx);
+  const int bits = xnor_input_bits(ctx.training);
+  if (bits > 0 && !use_expectation_) return forward_xnor(a, rows, bits, y, ctx);
   multiply(use_expectation_ ? weight_kind::fp32 : options_.kind, a, rows, in_, out_,
-           {transposed_.data(), sign_t_.data(), nonzero_t_.data()}, y, ctx);
+           {transposed_.data(), sign_t_.data(), nonzero_t_.data(), in_ * kernels::words_for(out_)}, y, ctx);
 }
 
 void weight_core::input_gradient(const float* dy, std::size_t rows, float* dx, const step_context& ctx) {
-  multiply(options_.kind, dy, rows, out_, in_, {weight_.value.data(), sign_.data(), nonzero_.data()}, dx, ctx);
+  multiply(options_.kind, dy, rows, out_, in_,
+           {weight_.value.data(), sign_.data(), nonzero_.data(), out_ * kernels::words_for(in_)}, dx, ctx);
 }
 
 // dW[o][i] = sum_r dy[r][o] * x[r][i]: A(m=o, k=r) = dy[r*out + o].
@@ -238,23 +295,40 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
   });
 }
 
-// y = a Wb^T for a = ±1 (bit 1 = +1, the engine's convention): pack a to bits, then XNOR-popcount,
-// sum_k a_k w_k = in - 2 * popcount(a XOR w). The integer sums are exact, so y equals the masked-add
-// path bit for bit.
-void weight_core::forward_xnor(const float* a, std::size_t rows, float* y, const step_context& ctx) {
-  const std::size_t words = kernels::words_for(in_);
+// y = a W^T for k_a-bit inputs a and binary or k_w-bit weights: pack a into bit planes (bit 1 = +1,
+// the engine's convention), then one XNOR-popcount GEMM per pair of planes, summed with shifts (see
+// kernels.hpp, "k-bit levels"). BNN (one plane each): sum_k a_k w_k = in - 2 * popcount(a XOR w); the
+// integer sums are exact, so y equals the masked-add path bit for bit. k-bit: y = S / (L_a L_w) with
+// the exact integer S, one division per output.
+void weight_core::forward_xnor(const float* a, std::size_t rows, int input_bits, float* y, const step_context& ctx) {
+  const std::size_t words = kernels::words_for(in_), plane = rows * words;
+  const std::size_t a_planes = static_cast<std::size_t>(input_bits), w_planes = static_cast<std::size_t>(weight_planes());
   const auto& k = ctx.kernels;
-  input_bits_.resize(rows * words);
+  input_planes_.resize(a_planes * plane);
   counts_.resize(rows * out_);
   parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
-    k.pack_binary(a + r0 * in_, r1 - r0, in_, in_, input_bits_.data() + r0 * words, words,
-                  kernels::sample_mode::deterministic, 0);
+    kernels::pack_levels(a + r0 * in_, r1 - r0, in_, in_, input_bits, input_planes_.data() + r0 * words, plane, words);
   });
+  const bool single = a_planes == 1 && w_planes == 1;
+  if (!single) sums_.resize(rows * out_);
+  const double levels = static_cast<double>((1 << input_bits) - 1) * static_cast<double>((1 << weight_planes()) - 1);
   parallel_gemm(ctx.rt, rows, out_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-    k.gemm_xnor(i1 - i0, j1 - j0, words, static_cast<std::int32_t>(in_), input_bits_.data() + i0 * words, words,
-                xnor_bt_.data() + j0, out_, counts_.data() + i0 * out_ + j0, out_);
+    for (std::size_t pa = 0; pa < a_planes; ++pa)
+      for (std::size_t pw = 0; pw < w_planes; ++pw) {
+        k.gemm_xnor(i1 - i0, j1 - j0, words, static_cast<std::int32_t>(in_), input_planes_.data() + pa * plane + i0 * words,
+                    words, xnor_bt_.data() + pw * words * out_ + j0, out_, counts_.data() + i0 * out_ + j0, out_);
+        if (single) break;
+        const int shift = static_cast<int>(pa + pw);
+        for (std::size_t i = i0; i < i1; ++i)
+          for (std::size_t j = j0; j < j1; ++j) {
+            const std::int64_t term = static_cast<std::int64_t>(counts_[i * out_ + j]) * (std::int64_t{1} << shift);
+            sums_[i * out_ + j] = (pa == 0 && pw == 0 ? 0 : sums_[i * out_ + j]) + term;
+          }
+      }
     for (std::size_t i = i0; i < i1; ++i)
-      for (std::size_t j = j0; j < j1; ++j) y[i * out_ + j] = static_cast<float>(counts_[i * out_ + j]);
+      for (std::size_t j = j0; j < j1; ++j)
+        y[i * out_ + j] = single ? static_cast<float>(counts_[i * out_ + j])
+                                 : static_cast<float>(static_cast<double>(sums_[i * out_ + j]) / levels);
   });
 }
 
@@ -263,6 +337,8 @@ void weight_core::multiply(weight_kind kind, const float* a, std::size_t rows, s
                            const weight_view& w, float* out, const step_context& ctx) {
   const std::size_t ldb = kernels::words_for(width);
   const auto& k = ctx.kernels;
+  const int planes = kind == weight_kind::binary ? 1 : kind == weight_kind::quantized ? options_.weight_bits : 0;
+  if (planes > 1) return multiply_planes(a, rows, depth, width, w, out, ctx);
   if (kind == weight_kind::binary) {
     rowsum_.resize(rows);
     parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
@@ -281,7 +357,37 @@ void weight_core::multiply(weight_kind kind, const float* a, std::size_t rows, s
       case weight_kind::ternary:
         k.gemm_ternary(m, n, depth, ai, depth, 1, w.sign + j0 / 64, w.nonzero + j0 / 64, ldb, c, width);
         break;
+      case weight_kind::quantized: break;  // multiply_planes
     }
+  });
+}
+
+// k-bit weights: out = (sum_j 2^j a · plane_j) / L, one masked-add GEMM per plane; the power-of-two
+// factors are exact, then one multiplication by 1/L per output.
+void weight_core::multiply_planes(const float* a, std::size_t rows, std::size_t depth, std::size_t width,
+                                  const weight_view& w, float* out, const step_context& ctx) {
+  const std::size_t ldb = kernels::words_for(width);
+  const int planes = options_.weight_bits;
+  const auto& k = ctx.kernels;
+  rowsum_.resize(rows);
+  parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
+    kernels::row_sums(a + r0 * depth, r1 - r0, depth, depth, 1, rowsum_.data() + r0);
+  });
+  plane_out_.resize(rows * width);
+  const float inverse_levels = 1.0f / static_cast<float>((1 << planes) - 1);
+  parallel_gemm(ctx.rt, rows, width, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+    const std::size_t m = i1 - i0, n = j1 - j0;
+    for (int j = planes - 1; j >= 0; --j) {
+      float* c = (j == planes - 1 ? out : plane_out_.data()) + i0 * width + j0;
+      k.gemm_binary(m, n, depth, a + i0 * depth, depth, 1, rowsum_.data() + i0,
+                    w.sign + static_cast<std::size_t>(j) * w.plane_words + j0 / 64, ldb, c, width);
+      if (j == planes - 1) continue;
+      // Horner: out = 2 * out + plane_j, exact doublings.
+      for (std::size_t i = i0; i < i1; ++i)
+        for (std::size_t q = j0; q < j1; ++q) out[i * width + q] = 2.0f * out[i * width + q] + plane_out_[i * width + q];
+    }
+    for (std::size_t i = i0; i < i1; ++i)
+      for (std::size_t q = j0; q < j1; ++q) out[i * width + q] *= inverse_levels;
   });
 }
 
@@ -294,12 +400,11 @@ void weight_core::transpose_master(const step_context& ctx) {
 }
 
 // Transposes [out][in] bits into [in][out] bits in 64-row stripes of the output.
-void weight_core::transpose(const std::vector<std::uint64_t>& rows_o, std::vector<std::uint64_t>& rows_i,
-                            const step_context& ctx) const {
+void weight_core::transpose(const std::uint64_t* rows_o, std::uint64_t* rows_i, const step_context& ctx) const {
   const std::size_t words_in = kernels::words_for(in_), words_out = kernels::words_for(out_);
   parallel_rows(ctx.rt, out_, 64, [&](std::size_t o0, std::size_t o1) {
     // Output words o0/64 of every row i: input rows o0..o1 transposed.
-    kernels::transpose_bits(rows_o.data() + o0 * words_in, o1 - o0, in_, words_in, rows_i.data() + o0 / 64, words_out);
+    kernels::transpose_bits(rows_o + o0 * words_in, o1 - o0, in_, words_in, rows_i + o0 / 64, words_out);
   });
 }
 

@@ -23,9 +23,18 @@ class weight_core {
   const dense_options& options() const { return options_; }
   parameter& weight() { return weight_; }
   const parameter& weight() const { return weight_; }
-  /// Inputs are exactly ±1: binary weights then run the forward pass as XNOR-popcount.
-  void set_binary_input(bool on) { binary_input_ = on; }
-  bool xnor_forward() const { return binary_input_ && options_.kind == weight_kind::binary; }
+  /// Inputs are k-bit quantized activations (0: arbitrary floats) at inference and in training; binary
+  /// and k-bit weights then run the forward pass as XNOR-popcount over bit planes.
+  void set_input_bits(int inference_bits, int training_bits) {
+    input_bits_[0] = inference_bits;
+    input_bits_[1] = training_bits;
+  }
+  /// Bit planes of the weights: 1 for binary, k for k-bit, 0 otherwise.
+  int weight_planes() const;
+  /// Bits of the inputs in this pass when the forward pass runs as XNOR-popcount, else 0.
+  int xnor_input_bits(bool training) const { return weight_planes() > 0 ? input_bits_[training ? 1 : 0] : 0; }
+  /// The deterministic packed weights used at inference: weight_planes() planes of [outputs][words(inputs)].
+  std::vector<std::uint64_t> inference_planes() const;
   /// Drops the cached packed weights (the master weights changed).
   void invalidate() { inference_packed_ = expectation_ready_ = false; }
 
@@ -58,13 +67,16 @@ class weight_core {
     const float* values;
     const std::uint64_t* sign;
     const std::uint64_t* nonzero;
+    std::size_t plane_words;  // words between consecutive bit planes of `sign`
   };
-  void forward_xnor(const float* a, std::size_t rows, float* y, const step_context& ctx);
+  void forward_xnor(const float* a, std::size_t rows, int input_bits, float* y, const step_context& ctx);
+  void pack_planes(const step_context& ctx, kernels::sample_mode mode, std::uint64_t key);
   void multiply(weight_kind kind, const float* a, std::size_t rows, std::size_t depth, std::size_t width,
                 const weight_view& w, float* out, const step_context& ctx);
+  void multiply_planes(const float* a, std::size_t rows, std::size_t depth, std::size_t width, const weight_view& w,
+                       float* out, const step_context& ctx);
   void transpose_master(const step_context& ctx);
-  void transpose(const std::vector<std::uint64_t>& rows_o, std::vector<std::uint64_t>& rows_i,
-                 const step_context& ctx) const;
+  void transpose(const std::uint64_t* rows_o, std::uint64_t* rows_i, const step_context& ctx) const;
   void condition_gradient(const float* dy, std::size_t count, std::uint32_t layer, const step_context& ctx);
 
   std::size_t in_, out_;
@@ -73,12 +85,16 @@ class weight_core {
   bool inference_packed_ = false;
   bool expectation_ready_ = false;
   bool use_expectation_ = false;
-  bool binary_input_ = false;
-  std::vector<std::uint64_t> xnor_bt_;    // [words(in)][out]: word w of every output's weight row
-  std::vector<std::uint64_t> input_bits_;  // [rows][words(in)]
-  std::vector<std::int32_t> counts_;       // [rows][out]
-  std::vector<std::uint64_t> sign_, nonzero_;      // [out][words(in)]
-  std::vector<std::uint64_t> sign_t_, nonzero_t_;  // [in][words(out)]
+  int input_bits_[2] = {0, 0};              // inference, training
+  std::vector<std::uint64_t> xnor_bt_;      // [planes][words(in)][out]: word w of every output's weight row
+  std::vector<std::uint64_t> input_planes_;  // [input bits][rows][words(in)]
+  std::vector<std::int32_t> counts_;        // [rows][out]
+  std::vector<std::int64_t> sums_;          // [rows][out]: sums over plane pairs (k-bit)
+  std::vector<float> plane_out_;            // [rows][width]: one weight plane's product (k-bit)
+  // Binary and k-bit weights: `sign_` holds the planes one after another, [planes][out][words(in)],
+  // and `sign_t_` their transposes [planes][in][words(out)]. Ternary: sign_/nonzero_ as the kernels say.
+  std::vector<std::uint64_t> sign_, nonzero_;
+  std::vector<std::uint64_t> sign_t_, nonzero_t_;
   std::vector<float> transposed_;                  // fp32 W^T [in][out]
   std::vector<float> rowsum_;
   std::vector<float> conditioned_;

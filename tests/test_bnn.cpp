@@ -15,7 +15,8 @@ using namespace fewmul_test;
 TEST_CASE("sign activation: ±1 forward, straight-through gradient cancelled where |x| > 1") {
   runtime rt(2);
   auto l = make_sign(7);
-  CHECK(l->outputs_signs());
+  CHECK(l->output_bits(true) == 1);
+  CHECK(l->output_bits(false) == 1);
   matrix x(2, 7), y, dx;
   const float values[] = {-2.0f, -1.0f, -0.3f, 0.0f, 0.4f, 1.0f, 1.5f};
   for (std::size_t r = 0; r < 2; ++r)
@@ -65,7 +66,7 @@ TEST_CASE("binary layers on ±1 inputs: XNOR-popcount forward equals the masked-
         runtime rt(3);
         auto options = dense_options_for(method::bnn);
         auto plain = make_dense(in, out, options, 7), packed = make_dense(in, out, options, 7);
-        packed->set_binary_input(true);
+        packed->set_input_bits(1, 1);
         matrix x(9, in), y1, y2;
         const auto r = random_floats(x.data.size(), static_cast<std::uint32_t>(in * 31 + out));
         for (std::size_t i = 0; i < r.size(); ++i) x.data[i] = r[i] >= 0.0f ? 1.0f : -1.0f;

@@ -1,4 +1,5 @@
 // Plain scalar reference of every kernel: the specification the SIMD variants are tested against.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -185,6 +186,21 @@ void row_sums(const float* a, std::size_t rows, std::size_t cols, std::size_t a_
     for (std::size_t c = 0; c < cols; ++c) acc += a[r * a_rs + c * a_cs];
     out[r] = acc;
   }
+}
+
+void pack_levels(const float* x, std::size_t rows, std::size_t cols, std::size_t ldx, int bits, std::uint64_t* planes,
+                 std::size_t plane_stride, std::size_t ldb) noexcept {
+  const std::size_t words = words_for(cols);
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t w = 0; w < words; ++w) {
+      std::uint64_t word[8] = {};
+      const std::size_t c1 = std::min(cols, w * 64 + 64);
+      for (std::size_t c = w * 64; c < c1; ++c) {
+        const std::uint32_t u = level_of(x[r * ldx + c], bits);
+        for (int i = 0; i < bits; ++i) word[i] |= static_cast<std::uint64_t>((u >> i) & 1u) << (c % 64);
+      }
+      for (int i = 0; i < bits; ++i) planes[static_cast<std::size_t>(i) * plane_stride + r * ldb + w] = word[i];
+    }
 }
 
 float pow2_code_value(std::int8_t code) noexcept {

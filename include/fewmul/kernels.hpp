@@ -148,4 +148,33 @@ void transpose_bits(const std::uint64_t* in, std::size_t rows, std::size_t cols,
 /// Value of a power-of-two code as a float (for tests and inspection).
 float pow2_code_value(std::int8_t code) noexcept;
 
+// k-bit levels (QNN weights and activations)
+// ------------------------------------------
+// A k-bit value is one of the 2^k levels (2u - L)/L, u = 0..L, L = 2^k - 1 (for k = 1: ±1). Its bit
+// planes are the bits of u: plane i holds bit i of u (bit 1 = +1 in the ±1 reading of the plane), and
+// 2u - L = sum_i 2^i (2 b_i - 1), so a k-bit value is sum_i 2^i p_i / L with p_i = ±1 planes. A dot
+// product of a k_a-bit vector and a k_w-bit vector is then
+//   L_a L_w sum_k a_k w_k = sum_i sum_j 2^(i+j) xnor_dot(plane_i(a), plane_j(w)),
+// one XNOR-popcount GEMM per pair of planes (gemm_xnor).
+
+/// Level u in 0..L of v: the nearest level, u = clamp(floor((v + 1)/2 * L + 1/2), 0, L); for one bit
+/// u = (v >= 0), exactly the sign activation. NaN gives 0.
+inline std::uint32_t level_of(float v, int bits) noexcept {
+  if (bits == 1) return v >= 0.0f ? 1u : 0u;
+  const float top = static_cast<float>((1u << bits) - 1u);
+  const float c = v >= -1.0f ? (v <= 1.0f ? v : 1.0f) : -1.0f;
+  const float t = (c + 1.0f) * 0.5f * top + 0.5f;
+  const auto u = static_cast<std::uint32_t>(t);  // t >= 0.5, so truncation is floor
+  return u > (1u << bits) - 1u ? (1u << bits) - 1u : u;
+}
+/// The value (2u - L)/L of level u.
+inline float level_value(std::uint32_t u, int bits) noexcept {
+  const int top = (1 << bits) - 1;
+  return static_cast<float>(2 * static_cast<int>(u) - top) / static_cast<float>(top);
+}
+/// Bit planes of the levels of rows x cols values (row stride ldx): plane i of row r is written at
+/// planes + i * plane_stride + r * ldb (ldb >= words_for(cols)); padding bits are 0.
+void pack_levels(const float* x, std::size_t rows, std::size_t cols, std::size_t ldx, int bits, std::uint64_t* planes,
+                 std::size_t plane_stride, std::size_t ldb) noexcept;
+
 }  // namespace fewmul::kernels

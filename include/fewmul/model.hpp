@@ -16,9 +16,9 @@
 namespace fewmul {
 
 /// Format version this build writes and the newest it reads.
-/// Version 2 added convolutional layers, the input preprocessing and convnet checkpoints; version 1
-/// files are still read.
-constexpr std::uint32_t model_format_version = 2;
+/// Version 2 added convolutional layers, the input preprocessing and convnet checkpoints; version 3
+/// k-bit weights and activations, dropout and shift-based batch norm. Older files are still read.
+constexpr std::uint32_t model_format_version = 3;
 
 /// What a model needs besides its layers: how inputs are shaped and scaled, and what it was trained as.
 struct model_metadata {

@@ -75,17 +75,23 @@ class layer {
   /// Operations of one training step (forward, input gradient when `input_gradient`, parameter
   /// gradients) on a minibatch of `batch` examples.
   virtual op_counts training_ops(std::size_t batch, bool input_gradient) const = 0;
-  /// True for layers whose outputs are exactly ±1 (sign activations).
-  virtual bool outputs_signs() const { return false; }
-  /// Told by network::add whether the inputs will be exactly ±1; binary dense layers then compute
-  /// their forward pass as XNOR-popcount on bit-packed inputs (same results, bit for bit).
-  virtual void set_binary_input(bool) {}
+  /// k > 0 when this layer's outputs are k-bit quantized activations (1: exactly ±1; k bits: the 2^k
+  /// levels (2u - L)/L, u = 0..L, L = 2^k - 1), in training or at inference; 0 for anything else.
+  virtual int output_bits(bool /*training*/) const { return 0; }
+  /// Told by network::add what the previous layer's output_bits() are. Binary and k-bit dense layers
+  /// then compute their forward pass as XNOR-popcount over bit planes of the inputs.
+  virtual void set_input_bits(int /*inference_bits*/, int /*training_bits*/) {}
   /// Index of this layer in its network (part of the random keys).
   std::uint32_t index = 0;
 };
 
 /// Weight representation of a dense layer.
-enum class weight_kind { fp32, binary, ternary };
+enum class weight_kind {
+  fp32,
+  binary,
+  ternary,
+  quantized  ///< QNN: k-bit weights, the 2^k levels (2u - L)/L (u = 0..L, L = 2^k - 1) held as k bit planes
+};
 
 /// Options of a dense layer.
 struct dense_options {
@@ -101,6 +107,8 @@ struct dense_options {
   /// (fan_in + fan_out) / 1.5, BinaryConnect's inverse Glorot factor 1/sqrt(1.5/(fan_in+fan_out))
   /// squared (what our presets are tuned with). Off (BNN): Glorot-uniform start, no scale.
   bool glorot_lr_scale = true;
+  /// Bits per weight of weight_kind::quantized (2..8; deterministic rounding to the nearest level).
+  int weight_bits = 2;
 };
 
 /// Fully connected layer without bias (a batch-norm layer follows it in every preset).
@@ -108,6 +116,13 @@ std::unique_ptr<layer> make_dense(std::size_t inputs, std::size_t outputs, const
                                   std::uint64_t init_seed);
 /// Batch normalization over features, with learned scale/shift and running statistics for inference.
 std::unique_ptr<layer> make_batch_norm(std::size_t features, float epsilon = 1e-4f, float momentum = 0.1f);
+/// Shift-based batch normalization (Hubara et al., Algorithm 3): the products of the variance, the
+/// scaling by 1/std and by gamma use AP2(v) = sign(v) 2^round(log2|v|), so each is an exponent add.
+/// `positions` as in make_spatial_batch_norm (1 after a dense layer).
+std::unique_ptr<layer> make_shift_batch_norm(std::size_t channels, std::size_t positions = 1, float epsilon = 1e-4f,
+                                             float momentum = 0.1f);
+/// AP2(v) = sign(v) * 2^round(log2|v|) (0 stays 0): the power of two nearest v in log scale.
+float ap2(float v) noexcept;
 /// Batch normalization over `channels` channels of channel-last feature maps with `positions`
 /// (height*width) positions per example: statistics per channel over the batch and all positions.
 std::unique_ptr<layer> make_spatial_batch_norm(std::size_t channels, std::size_t positions, float epsilon = 1e-4f,
@@ -130,6 +145,14 @@ struct conv_shape {
 std::unique_ptr<layer> make_conv2d(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed);
 /// 2x2 max-pooling with stride 2 of channel-last maps (odd last rows/columns are dropped).
 std::unique_ptr<layer> make_max_pool(std::size_t height, std::size_t width, std::size_t channels);
+/// k-bit activation of QNNs (bits 2..8; 1 is make_sign): y = (2u - L)/L with L = 2^bits - 1 and
+/// u = clamp(floor((x + 1)/2 * L + 1/2), 0, L), the nearest of 2^bits levels in [-1, 1] (with
+/// `stochastic` in training: floor((x + 1)/2 * L + r), r uniform in [0, 1), unbiased inside [-1, 1]).
+/// Backward is the straight-through estimator, as for sign.
+std::unique_ptr<layer> make_quantized_activation(std::size_t features, int bits, bool stochastic = false);
+/// Dropout: in training each value is zeroed with probability p (drawn from the run seed, the step
+/// and the layer) and the kept ones are scaled by 1/(1-p); identity at inference.
+std::unique_ptr<layer> make_dropout(std::size_t features, float p);
 /// Sign activation of BNNs: +1 where x >= 0, else -1 (deterministic), or in training with
 /// `stochastic` +1 with probability hard_sigmoid(x) = clip((x + 1) / 2, 0, 1). Backward is the
 /// straight-through estimator: dx = dy where |x| <= 1, 0 elsewhere.

@@ -17,14 +17,15 @@ enum class method {
   tc,        ///< TernaryConnect, stochastic P(sign w) = |w|
   bc_qbp,    ///< stochastic BinaryConnect + quantized backprop
   tc_qbp,    ///< TernaryConnect + quantized backprop
-  bnn        ///< BNN (Hubara et al.): deterministic binary weights and sign activations (XNOR-popcount forward)
+  bnn,       ///< BNN (Hubara et al.): deterministic binary weights and sign activations (XNOR-popcount forward)
+  qnn        ///< QNN: k-bit weights (train_config::weight_bits) and k-bit activations, XNOR-popcount on bit planes
 };
-/// CLI spelling: fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp, bnn.
+/// CLI spelling: fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp, bnn, qnn.
 std::string_view method_name(method m);
 /// Parses method_name(); throws fewmul::error on anything else.
 method parse_method(std::string_view name);
-/// The dense-layer options a method uses.
-dense_options dense_options_for(method m, int qbp_kmin = -4, int qbp_kmax = 3);
+/// The dense-layer options a method uses (`weight_bits`: qnn only; 1 gives bnn's binary weights).
+dense_options dense_options_for(method m, int qbp_kmin = -4, int qbp_kmax = 3, int weight_bits = 2);
 
 /// The preset learning rate of a method: 0.3 for fp32 (the paper's), 1.0 for binary/ternary weights,
 /// whose master weights also get the per-layer scale of dense_options::glorot_lr_scale; bnn 0.003
@@ -38,15 +39,19 @@ float default_learning_rate(method m, bool convnet);
 enum class activation {
   relu,
   hard_tanh,
-  sign  ///< BNN: ±1 outputs with the straight-through estimator; the next binary layer runs XNOR-popcount
+  sign,      ///< BNN: ±1 outputs with the straight-through estimator; the next binary layer runs XNOR-popcount
+  quantized  ///< QNN: k-bit outputs (network_architecture::activation_bits), straight-through estimator
 };
-/// The activation a method trains with by default: sign for bnn, else relu.
+/// The activation a method trains with by default: sign for bnn, quantized for qnn, else relu.
 activation default_activation(method m);
 
 /// Builds inputs -> hidden... -> outputs, each dense layer followed by batch norm and (except the
-/// last) the activation.
+/// last) the activation (quantized: 2-bit; use make_network for other widths, dropout or shift BN).
 network make_mlp(std::size_t inputs, const std::vector<std::size_t>& hidden, std::size_t outputs,
                  const dense_options& options, activation act, std::uint64_t seed);
+/// The MNIST MLP preset of a method: 1024x3 (BinaryConnect), 4096x3 for bnn and qnn (BNN paper), every
+/// width multiplied by `width_multiplier` (rounded, at least 1).
+std::vector<std::size_t> mlp_preset_hidden(method m, double width_multiplier = 1.0);
 
 /// Layer sizes of a network: optional 3x3 "same" convolutions over the input image (output channel
 /// counts, where 0 stands for a 2x2 max-pool), then dense hidden layers, then the output layer. Every
@@ -58,6 +63,10 @@ struct network_architecture {
   std::vector<std::size_t> hidden{1024, 1024, 1024};
   std::size_t outputs = 10;
   activation act = activation::relu;
+  int activation_bits = 2;             ///< bits of activation::quantized
+  float dropout_input = 0.0f;          ///< dropout probability on the input (MLPs)
+  float dropout_hidden = 0.0f;         ///< dropout probability after every hidden activation
+  bool shift_batch_norm = false;       ///< shift-based batch norm (make_shift_batch_norm) everywhere
   std::size_t inputs() const { return std::size_t{height} * width * channels; }
 };
 
@@ -72,7 +81,9 @@ network_architecture convnet_preset(std::uint32_t height, std::uint32_t width, s
                                     std::size_t classes, double width_multiplier = 1.0);
 
 enum class loss_kind { squared_hinge, softmax_cross_entropy };
-enum class optimizer_kind { sgd, adam };
+/// sgd (optional momentum), adam, adamax, and shift_adamax (Hubara et al., Algorithm 4: AdaMax whose
+/// step m / v and learning-rate correction are rounded with AP2, so the update is a shift).
+enum class optimizer_kind { sgd, adam, adamax, shift_adamax };
 
 /// Mean loss of a batch and dL/d(output). Squared hinge: sum over classes of max(0, 1 - t*y)^2 with
 /// t = +1 for the label, -1 otherwise, averaged over examples. Returns the loss; counts errors.
@@ -96,6 +107,7 @@ struct train_config {
   std::size_t validation = 10000;  ///< last examples of the training set held out for validation
   int qbp_kmin = -4;
   int qbp_kmax = 3;
+  int weight_bits = 2;  ///< qnn: bits per weight (1..8)
   /// Data augmentation of image datasets during training: each example is shifted by up to
   /// `augment_shift` pixels in x and y (zero fill; a random crop of the zero-padded image) and, with
   /// `augment_flip`, mirrored left-right with probability 1/2. Drawn from (seed, step, example).
