@@ -309,9 +309,37 @@ int run_eval(const std::string& model_path, const std::string& dataset_given, co
                         " images have " + std::to_string(data.test.features));
   const fewmul::runtime rt(threads);
   m.meta.preprocess.apply(data.test, rt);
+  auto start = std::chrono::steady_clock::now();
   const double err = fewmul::evaluate(m.net, data.test, rt, false);
-  std::printf("{\"model\": \"%s\", \"dataset\": \"%s\", \"examples\": %zu, \"test_error\": %.4f}\n",
-              model_path.c_str(), dataset.c_str(), data.test.size(), err);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("{\"model\": \"%s\", \"dataset\": \"%s\", \"examples\": %zu, \"test_error\": %.4f, \"images_per_s\": %.0f",
+              model_path.c_str(), dataset.c_str(), data.test.size(), err, static_cast<double>(data.test.size()) / seconds);
+  // BNN/QNN MLPs also run with bit-plane activations end to end (fused batch norm + activation).
+  std::unique_ptr<fewmul::packed_mlp> packed;
+  try {
+    packed = std::make_unique<fewmul::packed_mlp>(m.net);
+  } catch (const fewmul::error&) {
+  }
+  if (packed) {
+    constexpr std::size_t batch = 1000;
+    std::vector<float> scores(batch * packed->output_size());
+    std::size_t errors = 0;
+    bool bytes = true;
+    start = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < data.test.size(); i += batch) {
+      const std::size_t rows = std::min(batch, data.test.size() - i);
+      packed->run(data.test.x.data() + i * data.test.features, rows, scores.data(), rt);
+      bytes = bytes && packed->last_run_used_input_bytes();
+      fewmul::matrix out(rows, packed->output_size());
+      std::copy_n(scores.begin(), out.data.size(), out.data.begin());
+      errors += fewmul::count_errors(out, data.test.y.data() + i);
+    }
+    const double packed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf(", \"packed_test_error\": %.4f, \"packed_images_per_s\": %.0f, \"packed_input\": \"%s\"",
+                static_cast<double>(errors) / static_cast<double>(data.test.size()),
+                static_cast<double>(data.test.size()) / packed_seconds, bytes ? "bytes" : "floats");
+  }
+  std::printf("}\n");
   return 0;
 }
 

@@ -3,8 +3,14 @@
 // the data files.
 #include <benchmark/benchmark.h>
 
+#include <cmath>
+#include <functional>
+#include <memory>
 #include <random>
 
+#include <chrono>
+
+#include "fewmul/packed_mlp.hpp"
 #include "fewmul/train.hpp"
 
 namespace {
@@ -31,7 +37,7 @@ void train_bench(benchmark::State& state, method m) {
     train_config config;
     config.training_method = m;
     config.lr = default_learning_rate(m);
-    if (m == method::bnn) config.optimizer = optimizer_kind::adam;
+    if (m == method::bnn || m == method::qnn) config.optimizer = optimizer_kind::adam;
     config.epochs = 1;
     config.validation = 200;
     config.threads = threads;
@@ -55,9 +61,69 @@ void inference_bench(benchmark::State& state, method m) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch));
 }
 
+// BNN paper's MNIST MLP 784-W-W-W-10 at inference, batch given: the float network, the BNN/QNN network
+// (XNOR-popcount, float activations between layers) and packed_mlp (bit planes end to end, input
+// bytes). speedup_vs_fp32 divides the fp32 network's time, measured in the same process just before.
+enum class mlp_variant { fp32, bnn_network, bnn_packed, qnn2_packed };
+
+double seconds_per_run(const std::function<void()>& f, int repeats) {
+  f();
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < repeats; ++i) f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / repeats;
+}
+
+void inference_mlp_bench(benchmark::State& state, mlp_variant v) {
+  const std::size_t width = static_cast<std::size_t>(state.range(0)), batch = static_cast<std::size_t>(state.range(1));
+  runtime rt(static_cast<int>(state.range(2)));
+  dataset data = synthetic_mnist(batch);
+  for (float& p : data.x) p = std::round(p * 255.0f) / 255.0f;  // bytes, as MNIST is
+  matrix x(batch, 784);
+  x.data = data.x;
+  const step_context ctx{rt, kernels::active_kernels(), 0, 0, false};
+  const std::vector<std::size_t> hidden{width, width, width};
+  network fp32 = make_mlp(784, hidden, 10, dense_options_for(method::fp32), activation::relu, 1);
+  const int repeats = batch == 1 ? 200 : 3;
+  const double fp32_seconds = seconds_per_run([&] { fp32.forward(x, ctx); }, repeats);
+  const method m = v == mlp_variant::qnn2_packed ? method::qnn : method::bnn;
+  network net = v == mlp_variant::fp32 ? make_mlp(784, hidden, 10, dense_options_for(method::fp32), activation::relu, 1)
+                                       : make_mlp(784, hidden, 10, dense_options_for(m), default_activation(m), 1);
+  std::unique_ptr<packed_mlp> packed;
+  if (v == mlp_variant::bnn_packed || v == mlp_variant::qnn2_packed) packed = std::make_unique<packed_mlp>(net);
+  std::vector<float> scores(batch * 10);
+  auto run = [&] {
+    if (packed) packed->run(x.data.data(), batch, scores.data(), rt);
+    else benchmark::DoNotOptimize(net.forward(x, ctx).data.data());
+  };
+  run();
+  double total = 0;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    state.SetIterationTime(t);
+    total += t;
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch));
+  state.counters["speedup_vs_fp32"] = fp32_seconds / (total / static_cast<double>(state.iterations()));
+  if (packed) state.counters["packed_bytes"] = static_cast<double>(packed->bytes());
+}
+
 const int registered = [] {
-  for (method m :
-       {method::fp32, method::bc, method::bc_stoch, method::tc, method::bc_qbp, method::tc_qbp, method::bnn}) {
+  const std::pair<mlp_variant, const char*> variants[] = {{mlp_variant::fp32, "fp32"},
+                                                          {mlp_variant::bnn_network, "bnn_network"},
+                                                          {mlp_variant::bnn_packed, "bnn_packed"},
+                                                          {mlp_variant::qnn2_packed, "qnn_w2a2_packed"}};
+  for (const auto& [v, name] : variants)
+    benchmark::RegisterBenchmark((std::string("inference_mlp/") + name).c_str(), inference_mlp_bench, v)
+        ->ArgNames({"width", "batch", "threads"})
+        ->Args({4096, 1, 1})
+        ->Args({4096, 1000, 0})
+        ->Args({1024, 1, 1})
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  for (method m : {method::fp32, method::bc, method::bc_stoch, method::tc, method::bc_qbp, method::tc_qbp, method::bnn,
+                   method::qnn}) {
     const std::string name(method_name(m));
     benchmark::RegisterBenchmark(("train_epoch_10k/" + name).c_str(), train_bench, m)
         ->Arg(0)

@@ -21,10 +21,12 @@ struct packed_mlp::stage {
   int output_bits = 0;  // 0 for the last layer (float scores)
   std::vector<std::uint64_t> bt;        // [weight_bits][words(in)][out], for gemm_xnor
   std::vector<std::uint64_t> planes_t;  // first layer: [weight_bits][in][words(out)], for gemm_binary
-  std::vector<std::int64_t> rowsum;     // first layer: [weight_bits][out], sum_k s_k of each ±1 plane
+  std::vector<std::int32_t> rowsum;     // first layer: [weight_bits][out], sum_k s_k of each ±1 plane
   std::vector<float> gamma, beta, mean, inv_std;
-  std::vector<std::int64_t> thresholds;  // [out][2^output_bits - 1]
-  std::vector<std::uint8_t> descending;  // [out]: level >= l where S <= t_l (gamma < 0)
+  // [out][2^output_bits - 1]: level >= l exactly when (S >= thresholds[l-1]) != descending; for
+  // gamma < 0 (descending) "S <= t_l" is stored as "not S >= t_l + 1".
+  std::vector<std::int32_t> thresholds;
+  std::vector<std::uint8_t> descending;  // [out]
   double divisor = 1;                    // y(S) = S / divisor (hidden: L_a L_w; first layer bytes: 255 L_w)
   bool integer_output = true;            // y(S) = float(S): one plane each, as weight_core computes it
 
@@ -42,14 +44,12 @@ struct packed_mlp::stage {
     return integer_output ? static_cast<float>(s) : static_cast<float>(static_cast<double>(s) / divisor);
   }
   void fit_thresholds(std::int64_t smax);
-  std::uint32_t level(std::size_t o, std::int64_t s) const {
+  std::uint32_t level(std::size_t o, std::int32_t s) const {
     const std::size_t levels = (std::size_t{1} << output_bits) - 1;
-    const std::int64_t* t = thresholds.data() + o * levels;
+    const std::int32_t* t = thresholds.data() + o * levels;
+    const std::uint32_t flip = descending[o];
     std::uint32_t u = 0;
-    if (descending[o])
-      for (std::size_t l = 0; l < levels; ++l) u += s <= t[l];
-    else
-      for (std::size_t l = 0; l < levels; ++l) u += s >= t[l];
+    for (std::size_t l = 0; l < levels; ++l) u += static_cast<std::uint32_t>(s >= t[l]) ^ flip;
     return u;
   }
 };
@@ -97,7 +97,7 @@ packed_mlp::packed_mlp(const network& net) {
         for (std::size_t o = 0; o < st.out; ++o) {
           std::int64_t ones = 0;
           for (std::size_t w = 0; w < words_in; ++w) ones += __builtin_popcountll(planes[(j * st.out + o) * words_in + w]);
-          st.rowsum[j * st.out + o] = 2 * ones - static_cast<std::int64_t>(st.in);
+          st.rowsum[j * st.out + o] = static_cast<std::int32_t>(2 * ones - static_cast<std::int64_t>(st.in));
         }
       }
     }
@@ -105,6 +105,9 @@ packed_mlp::packed_mlp(const network& net) {
     const double input_levels = input_bits == 0 ? 255.0 : static_cast<double>((1 << input_bits) - 1);
     st.divisor = weight_levels * input_levels;
     st.integer_output = input_bits == 1 && st.weight_bits == 1;
+    // Integer sums lie within +-in * divisor; they are kept in 32 bits.
+    const std::int64_t smax = static_cast<std::int64_t>(st.in) * static_cast<std::int64_t>(st.divisor);
+    if (smax >= (std::int64_t{1} << 30)) fail("sums below 2^30 (fewer inputs or bits)");
     ++i;
     detail::batch_norm_view view;
     if (i >= layers.size() || !detail::batch_norm_inference_view(*layers[i], view) || view.positions != 1 ||
@@ -123,7 +126,6 @@ packed_mlp::packed_mlp(const network& net) {
     st.output_bits = detail::activation_bits(*layers[i]);
     if (st.output_bits == 0) fail("a sign or k-bit activation");
     ++i;
-    const std::int64_t smax = static_cast<std::int64_t>(st.in) * static_cast<std::int64_t>(st.divisor);
     st.fit_thresholds(smax);
     input_bits = st.output_bits;
     stages_.push_back(std::move(st));
@@ -142,34 +144,27 @@ void packed_mlp::stage::fit_thresholds(std::int64_t smax) {
     const float g = st.gamma[o];
     st.descending[o] = g < 0.0f;
     for (std::size_t l = 1; l <= levels; ++l) {
-      std::int64_t& t = st.thresholds[o * levels + l - 1];
+      std::int64_t t = 0;
       if (g == 0.0f) {  // constant level
         t = level(0) >= l ? -smax : smax + 1;
       } else if (g > 0.0f) {  // smallest S with level(S) >= l
-        if (level(smax) < l) {
-          t = smax + 1;
-          continue;
-        }
-        std::int64_t lo = -smax, hi = smax;
+        std::int64_t lo = -smax, hi = smax + 1;  // level(smax + 1) counts as >= l: "never"
         while (lo < hi) {
           const std::int64_t mid = lo + (hi - lo) / 2;
-          if (level(mid) >= l) hi = mid;
+          if (mid > smax || level(mid) >= l) hi = mid;
           else lo = mid + 1;
         }
         t = lo;
       } else {  // largest S with level(S) >= l
-        if (level(-smax) < l) {
-          t = -smax - 1;
-          continue;
-        }
-        std::int64_t lo = -smax, hi = smax;
+        std::int64_t lo = -smax - 1, hi = smax;  // level(-smax - 1) counts as >= l: "never"
         while (lo < hi) {
           const std::int64_t mid = hi - (hi - lo) / 2;
-          if (level(mid) >= l) lo = mid;
+          if (mid < -smax || level(mid) >= l) lo = mid;
           else hi = mid - 1;
         }
-        t = lo;
+        t = lo + 1;  // S <= lo  <=>  not S >= lo + 1
       }
+      st.thresholds[o * levels + l - 1] = static_cast<std::int32_t>(t);
     }
   }
 }
@@ -198,7 +193,7 @@ std::size_t packed_mlp::bytes() const {
 // Writes the block's outputs: float scores (last layer) or the levels' bit planes into planes_out_.
 // `sums` holds integer sums S, or `values` floats y (first layer on floats).
 void packed_mlp::finish(const stage& st, std::size_t rows, std::size_t i0, std::size_t i1, std::size_t j0,
-                        std::size_t j1, const std::int64_t* sums, const float* values, float* scores) {
+                        std::size_t j1, const std::int32_t* sums, const float* values, float* scores) {
   const detail::batch_norm_view bn = st.bn();
   if (st.output_bits == 0) {
     for (std::size_t i = i0; i < i1; ++i)
@@ -209,6 +204,16 @@ void packed_mlp::finish(const stage& st, std::size_t rows, std::size_t i0, std::
     return;
   }
   const std::size_t words = kernels::words_for(st.out), plane = rows * words;
+  if (sums && st.output_bits == 1) {  // BNN: one compare per output
+    for (std::size_t i = i0; i < i1; ++i)
+      for (std::size_t w = j0 / 64; w * 64 < j1; ++w) {
+        std::uint64_t word = 0;
+        for (std::size_t j = w * 64; j < std::min(j1, w * 64 + 64); ++j)
+          word |= static_cast<std::uint64_t>((sums[i * st.out + j] >= st.thresholds[j]) ^ st.descending[j]) << (j % 64);
+        planes_out_[i * words + w] = word;
+      }
+    return;
+  }
   for (std::size_t i = i0; i < i1; ++i)
     for (std::size_t w = j0 / 64; w * 64 < j1; ++w) {  // blocks start at multiples of 64: whole words
       std::uint64_t word[8] = {};
@@ -233,7 +238,8 @@ void packed_mlp::run(const float* x, std::size_t rows, float* scores, const runt
 void packed_mlp::run_first(const stage& st, const float* x, std::size_t rows, float* scores, const runtime& rt) {
   const auto& k = kernels::active_kernels();
   const std::size_t words = kernels::words_for(st.in), plane = rows * words, n = rows * st.in;
-  if (st.output_bits > 0) planes_out_.assign(static_cast<std::size_t>(st.output_bits) * rows * kernels::words_for(st.out), 0);
+  // finish() writes every word of every output plane (blocks start at multiples of 64 columns).
+  if (st.output_bits > 0) planes_out_.resize(static_cast<std::size_t>(st.output_bits) * rows * kernels::words_for(st.out));
   counts_.resize(rows * st.out);
   sums_.resize(rows * st.out);
   // Bytes when every input is p/255 for an integer p in [0, 255].
@@ -245,27 +251,35 @@ void packed_mlp::run_first(const stage& st, const float* x, std::size_t rows, fl
   }
   const std::size_t wb = static_cast<std::size_t>(st.weight_bits);
   if (used_bytes_) {
-    planes_in_.assign(8 * plane, 0);
+    planes_in_.resize(8 * plane);
     parallel_rows(rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
       for (std::size_t r = r0; r < r1; ++r)
-        for (std::size_t c = 0; c < st.in; ++c) {
-          const auto p = static_cast<std::uint32_t>(std::nearbyint(x[r * st.in + c] * 255.0f));
-          for (std::size_t b = 0; b < 8; ++b)
-            planes_in_[b * plane + r * words + c / 64] |= static_cast<std::uint64_t>((p >> b) & 1u) << (c % 64);
+        for (std::size_t w = 0; w < words; ++w) {
+          std::uint64_t word[8] = {};
+          for (std::size_t c = w * 64; c < std::min(st.in, w * 64 + 64); ++c) {
+            const auto p = static_cast<std::uint32_t>(std::nearbyint(x[r * st.in + c] * 255.0f));
+            for (std::size_t b = 0; b < 8; ++b) word[b] |= static_cast<std::uint64_t>((p >> b) & 1u) << (c % 64);
+          }
+          for (std::size_t b = 0; b < 8; ++b) planes_in_[b * plane + r * words + w] = word[b];
         }
     });
     // sum_k w_k p_k = sum_j 2^j sum_i 2^i (xnor_dot(plane_j, b_i) + rowsum_j) / 2 (header comment).
     parallel_gemm(rt, rows, st.out, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+      for (std::size_t i = i0; i < i1; ++i) std::fill(sums_.data() + i * st.out + j0, sums_.data() + i * st.out + j1, 0);
       for (std::size_t b = 0; b < 8; ++b)
         for (std::size_t pw = 0; pw < wb; ++pw) {
           k.gemm_xnor(i1 - i0, j1 - j0, words, static_cast<std::int32_t>(st.in), planes_in_.data() + b * plane + i0 * words,
                       words, st.bt.data() + pw * words * st.out + j0, st.out, counts_.data() + i0 * st.out + j0, st.out);
-          for (std::size_t i = i0; i < i1; ++i)
-            for (std::size_t j = j0; j < j1; ++j) {
-              const std::int64_t dot = (counts_[i * st.out + j] + st.rowsum[pw * st.out + j]) / 2;
-              const std::int64_t term = dot * (std::int64_t{1} << (b + pw));
-              sums_[i * st.out + j] = (b == 0 && pw == 0 ? 0 : sums_[i * st.out + j]) + term;
-            }
+          const int shift = static_cast<int>(b + pw) - 1;  // (c + rowsum) is even: halve within the shift
+          for (std::size_t i = i0; i < i1; ++i) {
+            const std::int32_t* c = counts_.data() + i * st.out;
+            std::int32_t* sum = sums_.data() + i * st.out;
+            const std::int32_t* rowsum = st.rowsum.data() + pw * st.out;
+            if (shift < 0)
+              for (std::size_t j = j0; j < j1; ++j) sum[j] += (c[j] + rowsum[j]) / 2;
+            else
+              for (std::size_t j = j0; j < j1; ++j) sum[j] += (c[j] + rowsum[j]) * (1 << shift);
+          }
         }
       finish(st, rows, i0, i1, j0, j1, sums_.data(), nullptr, scores);
     });
@@ -301,19 +315,24 @@ void packed_mlp::run_hidden(const stage& st, std::size_t rows, float* scores, co
   const auto& k = kernels::active_kernels();
   const std::size_t words = kernels::words_for(st.in), plane = rows * words;
   const std::size_t ab = static_cast<std::size_t>(st.input_bits), wb = static_cast<std::size_t>(st.weight_bits);
-  if (st.output_bits > 0) planes_out_.assign(static_cast<std::size_t>(st.output_bits) * rows * kernels::words_for(st.out), 0);
+  if (st.output_bits > 0) planes_out_.resize(static_cast<std::size_t>(st.output_bits) * rows * kernels::words_for(st.out));
   counts_.resize(rows * st.out);
   sums_.resize(rows * st.out);
   parallel_gemm(rt, rows, st.out, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+    if (ab == 1 && wb == 1) {  // BNN: the counts are the sums
+      k.gemm_xnor(i1 - i0, j1 - j0, words, static_cast<std::int32_t>(st.in), planes_in_.data() + i0 * words, words,
+                  st.bt.data() + j0, st.out, sums_.data() + i0 * st.out + j0, st.out);
+      finish(st, rows, i0, i1, j0, j1, sums_.data(), nullptr, scores);
+      return;
+    }
+    for (std::size_t i = i0; i < i1; ++i) std::fill(sums_.data() + i * st.out + j0, sums_.data() + i * st.out + j1, 0);
     for (std::size_t pa = 0; pa < ab; ++pa)
       for (std::size_t pw = 0; pw < wb; ++pw) {
         k.gemm_xnor(i1 - i0, j1 - j0, words, static_cast<std::int32_t>(st.in), planes_in_.data() + pa * plane + i0 * words,
                     words, st.bt.data() + pw * words * st.out + j0, st.out, counts_.data() + i0 * st.out + j0, st.out);
+        const std::int32_t scale = std::int32_t{1} << (pa + pw);
         for (std::size_t i = i0; i < i1; ++i)
-          for (std::size_t j = j0; j < j1; ++j) {
-            const std::int64_t term = static_cast<std::int64_t>(counts_[i * st.out + j]) * (std::int64_t{1} << (pa + pw));
-            sums_[i * st.out + j] = (pa == 0 && pw == 0 ? 0 : sums_[i * st.out + j]) + term;
-          }
+          for (std::size_t j = j0; j < j1; ++j) sums_[i * st.out + j] += counts_[i * st.out + j] * scale;
       }
     finish(st, rows, i0, i1, j0, j1, sums_.data(), nullptr, scores);
   });

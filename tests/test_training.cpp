@@ -4,21 +4,30 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <utility>
 
 #include "fewmul/packed_mlp.hpp"
 #include "fewmul/train.hpp"
 
 using namespace fewmul;
 
-TEST_CASE("binary-connect + quantized backprop learns real MNIST digits") {
+namespace {
+
+// The first 6,000 training and 2,000 test images. The test script fetches MNIST first; a missing copy
+// is a failure, not a skip.
+std::pair<dataset, dataset> mnist_subset() {
   const char* env = std::getenv("FEWMUL_MNIST_DIR");
   const std::string dir = env ? env : FEWMUL_MNIST_DIR;
-  // The test script fetches MNIST first; a missing copy is a failure, not a skip.
   REQUIRE_MESSAGE(std::filesystem::exists(std::filesystem::path(dir) / "train-labels-idx1-ubyte"),
                   "MNIST not found in " << dir << " (run apps/fetch-data.sh mnist)");
   mnist_data data = load_mnist(dir);
-  const dataset train_set = data.train.slice(0, 6000);
-  const dataset test_set = data.test.slice(0, 2000);
+  return {data.train.slice(0, 6000), data.test.slice(0, 2000)};
+}
+
+}  // namespace
+
+TEST_CASE("binary-connect + quantized backprop learns real MNIST digits") {
+  const auto [train_set, test_set] = mnist_subset();
   for (method m : {method::bc_qbp, method::tc_qbp}) {
     CAPTURE(method_name(m));
     network net = make_mlp(784, {256, 256}, 10, dense_options_for(m), activation::relu, 7);
@@ -38,13 +47,7 @@ TEST_CASE("binary-connect + quantized backprop learns real MNIST digits") {
 }
 
 TEST_CASE("BNN and 2-bit QNN learn real MNIST digits; packed inference on the input bytes agrees") {
-  const char* env = std::getenv("FEWMUL_MNIST_DIR");
-  const std::string dir = env ? env : FEWMUL_MNIST_DIR;
-  REQUIRE_MESSAGE(std::filesystem::exists(std::filesystem::path(dir) / "train-labels-idx1-ubyte"),
-                  "MNIST not found in " << dir << " (run apps/fetch-data.sh mnist)");
-  mnist_data data = load_mnist(dir);
-  const dataset train_set = data.train.slice(0, 6000);
-  const dataset test_set = data.test.slice(0, 2000);
+  const auto [train_set, test_set] = mnist_subset();
   for (method m : {method::bnn, method::qnn}) {
     CAPTURE(method_name(m));
     network_architecture arch;

@@ -6,6 +6,7 @@
 #include "fewmul/kernels.hpp"
 #include "fewmul/model.hpp"
 #include "fewmul/network.hpp"
+#include "fewmul/packed_mlp.hpp"
 #include "fewmul/runtime.hpp"
 #include "fewmul/tensor.hpp"
 #include "fewmul/train.hpp"

@@ -55,12 +55,12 @@ class packed_mlp {
   void run_first(const stage& st, const float* x, std::size_t rows, float* scores, const runtime& rt);
   void run_hidden(const stage& st, std::size_t rows, float* scores, const runtime& rt);
   void finish(const stage& st, std::size_t rows, std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1,
-              const std::int64_t* sums, const float* values, float* scores);
+              const std::int32_t* sums, const float* values, float* scores);
 
   std::vector<stage> stages_;
   std::vector<std::uint64_t> planes_in_, planes_out_;  // activation bit planes [bits][rows][words]
   std::vector<std::int32_t> counts_;
-  std::vector<std::int64_t> sums_;
+  std::vector<std::int32_t> sums_;
   std::vector<float> floats_, plane_floats_, rowsum_;
   bool used_bytes_ = false;
 };

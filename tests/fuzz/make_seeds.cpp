@@ -145,6 +145,18 @@ int main(int argc, char** argv) {
   fs::create_directories(dir / "model");
   fewmul::network mlp = fewmul::make_mlp(12, {70}, 3, fewmul::dense_options_for(fewmul::method::bc), fewmul::activation::relu, 1);
   fewmul::save_model((dir / "model/mlp_bc.fwm").string(), mlp, meta);
+  // A 3-bit QNN with dropout and shift-based batch norm (the version-3 layer kinds).
+  fewmul::network_architecture qnn;
+  qnn.height = 1;
+  qnn.width = 12;
+  qnn.hidden = {9};
+  qnn.outputs = 3;
+  qnn.act = fewmul::activation::quantized;
+  qnn.activation_bits = 2;
+  qnn.dropout_hidden = 0.5f;
+  qnn.shift_batch_norm = true;
+  fewmul::network qnn_net = fewmul::make_network(qnn, fewmul::dense_options_for(fewmul::method::qnn, -4, 3, 3), 3);
+  fewmul::save_model((dir / "model/mlp_qnn.fwm").string(), qnn_net, meta);
   fewmul::network_architecture conv;
   conv.height = conv.width = 6;
   conv.channels = 2;
