@@ -122,6 +122,12 @@ const int registered = [] {
         ->Args({1024, 1, 1})
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
+  // Thread scaling of packed BNN inference: compare each row with threads:1 of the same run.
+  benchmark::RegisterBenchmark("inference_mlp_threads/bnn_packed", inference_mlp_bench, mlp_variant::bnn_packed)
+      ->ArgNames({"width", "batch", "threads"})
+      ->ArgsProduct({{4096}, {1000}, {1, 2, 4, 8, 16}})
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
   for (method m : {method::fp32, method::bc, method::bc_stoch, method::tc, method::bc_qbp, method::tc_qbp, method::bnn,
                    method::qnn}) {
     const std::string name(method_name(m));
