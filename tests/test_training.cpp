@@ -24,6 +24,17 @@ std::pair<dataset, dataset> mnist_subset() {
   return {data.train.slice(0, 6000), data.test.slice(0, 2000)};
 }
 
+// Minibatches of 100, 1,000 validation images, 2 threads.
+train_config short_run(method m, std::size_t epochs) {
+  train_config config;
+  config.training_method = m;
+  config.epochs = epochs;
+  config.batch = 100;
+  config.validation = 1000;
+  config.threads = 2;
+  return config;
+}
+
 }  // namespace
 
 TEST_CASE("binary-connect + quantized backprop learns real MNIST digits") {
@@ -31,13 +42,7 @@ TEST_CASE("binary-connect + quantized backprop learns real MNIST digits") {
   for (method m : {method::bc_qbp, method::tc_qbp}) {
     CAPTURE(method_name(m));
     network net = make_mlp(784, {256, 256}, 10, dense_options_for(m), activation::relu, 7);
-    train_config config;
-    config.training_method = m;
-    config.epochs = 5;
-    config.batch = 100;
-    config.validation = 1000;
-    config.threads = 2;
-    const train_result r = train(net, train_set, test_set, config);
+    const train_result r = train(net, train_set, test_set, short_run(m, 5));
     MESSAGE(method_name(m) << ": test error " << r.test_error_at_best);
     CHECK(r.test_error_at_best < 0.15);  // chance is 0.90
     CHECK(evaluate(net, test_set, runtime(2), true) == doctest::Approx(r.test_error_at_best));
@@ -54,14 +59,9 @@ TEST_CASE("BNN and 2-bit QNN learn real MNIST digits, and packed inference on th
     arch.hidden = {256, 256};
     arch.act = default_activation(m);
     network net = make_network(arch, dense_options_for(m, -4, 3, 2), 7);
-    train_config config;
-    config.training_method = m;
+    train_config config = short_run(m, 4);
     config.optimizer = optimizer_kind::adam;
     config.lr = default_learning_rate(m);
-    config.epochs = 4;
-    config.batch = 100;
-    config.validation = 1000;
-    config.threads = 2;
     const train_result r = train(net, train_set, test_set, config);
     MESSAGE(method_name(m) << ": test error " << r.test_error_at_best);
     CHECK(r.test_error_at_best < 0.2);  // chance is 0.90
