@@ -543,6 +543,9 @@ int main(int argc, char** argv) {
     if (*predict) return run_predict(model_path, image_path);
     if (*info) return run_info(model_path);
     if (f.qbp_kmin > f.qbp_kmax) throw fewmul::error("--qbp-kmin must not exceed --qbp-kmax");
+    if (train->count("--wbits") > 0 && f.method_text != "qnn") throw fewmul::error("--wbits applies to --method qnn");
+    if (train->count("--abits") > 0 && f.method_text != "qnn" && f.activation_text != "quantized")
+      throw fewmul::error("--abits applies to --method qnn or --activation quantized");
     return run_train(f, train->count("--epochs") > 0, train->count("--threads") > 0, train->count("--validation") > 0,
                      train->count("--optimizer") > 0, train->count("--activation") > 0);
   } catch (const fewmul::error& e) {

@@ -137,7 +137,8 @@ TEST_CASE("a checkpoint is not a model and a model is not a checkpoint") {
 
 TEST_CASE("resuming from a checkpoint gives the bit-identical result of an uninterrupted run") {
   const dataset train_set = blobs(600, 20, 1), test_set = blobs(150, 20, 2);
-  for (method m : {method::bc_qbp, method::fp32}) {
+  // qnn: the version-3 settings (k-bit weights and activations, dropout, shift BN, shift AdaMax) too.
+  for (method m : {method::bc_qbp, method::fp32, method::qnn}) {
     CAPTURE(method_name(m));
     train_config config;
     config.training_method = m;
@@ -151,7 +152,18 @@ TEST_CASE("resuming from a checkpoint gives the bit-identical result of an unint
     arch.channels = 1;
     arch.hidden = {40};
     arch.outputs = 3;
-    auto fresh = [&] { return make_mlp(20, {40}, 3, dense_options_for(m), activation::relu, config.seed); };
+    if (m == method::qnn) {
+      config.weight_bits = 3;
+      config.optimizer = optimizer_kind::shift_adamax;
+      config.lr = 0.003f;
+      arch.act = activation::quantized;
+      arch.activation_bits = 2;
+      arch.dropout_hidden = 0.2f;
+      arch.shift_batch_norm = true;
+    }
+    auto fresh = [&] {
+      return make_network(arch, dense_options_for(m, config.qbp_kmin, config.qbp_kmax, config.weight_bits), config.seed);
+    };
 
     network whole = fresh();
     const train_result uninterrupted = train(whole, train_set, test_set, config);
@@ -172,6 +184,12 @@ TEST_CASE("resuming from a checkpoint gives the bit-identical result of an unint
                          fewmul::error);
     checkpoint loaded = load_checkpoint(path);
     CHECK(loaded.state.progress.epochs.size() == 2);
+    CHECK(loaded.config.weight_bits == config.weight_bits);
+    CHECK(loaded.config.optimizer == config.optimizer);
+    CHECK(loaded.architecture.act == arch.act);
+    CHECK(loaded.architecture.activation_bits == arch.activation_bits);
+    CHECK(loaded.architecture.dropout_hidden == arch.dropout_hidden);
+    CHECK(loaded.architecture.shift_batch_norm == arch.shift_batch_norm);
     network resumed = network_from_checkpoint(loaded, false);
     const train_result continued = train(resumed, train_set, test_set, loaded.config, {}, &loaded.state);
     CHECK(whole.snapshot() == resumed.snapshot());
