@@ -32,6 +32,10 @@ void conv_bench(benchmark::State& state, method m, conv_case c, bool inference) 
   auto reference = make_conv2d(c.shape, dense_options_for(method::fp32), 1);
   matrix x(c.batch, l->input_size()), dy(c.batch, l->output_size()), y, dx;
   for (std::size_t i = 0; i < x.data.size(); ++i) x.data[i] = static_cast<float>((i * 7919) % 97) / 97.0f;
+  if (m == method::bnn) {  // ±1 inputs from a sign layer: the XNOR forward with the padding correction
+    l->set_input_bits(1, 1);
+    for (float& v : x.data) v = v >= 0.5f ? 1.0f : -1.0f;
+  }
   for (std::size_t i = 0; i < dy.data.size(); ++i) dy.data[i] = static_cast<float>((i * 104729) % 89) / 89.0f - 0.5f;
   std::uint64_t step = 0;
   double own = 0, fp32 = 0;
@@ -56,14 +60,14 @@ const int registered = [] {
       {"8x8x512->512", {8, 8, 512, 512, 3, true}, 50},      // full width, sixth layer
   };
   for (const conv_case& c : cases)
-    for (method m : {method::fp32, method::bc, method::tc, method::bc_qbp, method::tc_qbp}) {
+    for (method m : {method::fp32, method::bc, method::tc, method::bc_qbp, method::tc_qbp, method::bnn}) {
       const std::string suffix = std::string(method_name(m)) + "/" + c.name;
       benchmark::RegisterBenchmark(("conv_train_step/" + suffix).c_str(), conv_bench, m, c, false)
           ->ArgName("threads")
           ->Arg(0)
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
-      if (m == method::fp32 || m == method::bc || m == method::tc)
+      if (m == method::fp32 || m == method::bc || m == method::tc || m == method::bnn)
         benchmark::RegisterBenchmark(("conv_inference/" + suffix).c_str(), conv_bench, m, c, true)
             ->ArgName("threads")
             ->Arg(0)

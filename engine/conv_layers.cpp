@@ -88,7 +88,13 @@ class conv2d_layer final : public layer {
   conv2d_layer(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed)
       : shape_((check_shape(shape), shape)),
         core_(shape.kernel * shape.kernel * shape.in_channels, shape.out_channels, options, init_seed,
-              static_cast<float>(shape.kernel * shape.kernel * (shape.in_channels + shape.out_channels))) {}
+              static_cast<float>(shape.kernel * shape.kernel * (shape.in_channels + shape.out_channels))) {
+    if (shape.same_padding && shape.kernel > 1) describe_padding();
+  }
+  void set_input_bits(int inference_bits, int training_bits) override {
+    core_.set_input_bits(inference_bits, training_bits);
+    core_.invalidate();
+  }
 
   std::string describe() const override {
     return "conv" + std::to_string(shape_.kernel) + "x" + std::to_string(shape_.kernel) + " " +
@@ -181,6 +187,44 @@ class conv2d_layer final : public layer {
 
  private:
   std::size_t positions() const { return shape_.out_height() * shape_.out_width(); }
+
+  // Tells the weights which im2col inputs of each output position are zero padding (one pattern per
+  // distinct set: at most kernel^2 of them), so their XNOR forward on quantized inputs stays exact.
+  void describe_padding() {
+    const std::size_t kernel = shape_.kernel, c_in = shape_.in_channels;
+    const auto pad = static_cast<std::ptrdiff_t>((kernel - 1) / 2);
+    std::vector<std::uint32_t> row_pattern(positions());
+    std::vector<std::vector<std::uint32_t>> padded;
+    std::vector<std::pair<std::ptrdiff_t, std::ptrdiff_t>> keys;  // (y class, x class) of each pattern
+    auto border = [&](std::size_t o, std::size_t size) -> std::ptrdiff_t {
+      const auto v = static_cast<std::ptrdiff_t>(o);
+      if (v < pad) return v - pad;                                           // taps above/left are padding
+      if (v + pad >= static_cast<std::ptrdiff_t>(size)) return v + pad + 1 - static_cast<std::ptrdiff_t>(size);
+      return 0;
+    };
+    for (std::size_t oy = 0; oy < shape_.out_height(); ++oy)
+      for (std::size_t ox = 0; ox < shape_.out_width(); ++ox) {
+        const std::pair<std::ptrdiff_t, std::ptrdiff_t> key{border(oy, shape_.height), border(ox, shape_.width)};
+        auto found = std::find(keys.begin(), keys.end(), key);
+        if (found == keys.end()) {
+          keys.push_back(key);
+          std::vector<std::uint32_t> taps;
+          for (std::size_t ky = 0; ky < kernel; ++ky)
+            for (std::size_t kx = 0; kx < kernel; ++kx) {
+              const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(oy + ky) - pad;
+              const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(ox + kx) - pad;
+              if (iy >= 0 && iy < static_cast<std::ptrdiff_t>(shape_.height) && ix >= 0 &&
+                  ix < static_cast<std::ptrdiff_t>(shape_.width))
+                continue;
+              for (std::size_t c = 0; c < c_in; ++c) taps.push_back(static_cast<std::uint32_t>((ky * kernel + kx) * c_in + c));
+            }
+          padded.push_back(std::move(taps));
+          found = keys.end() - 1;
+        }
+        row_pattern[oy * shape_.out_width() + ox] = static_cast<std::uint32_t>(found - keys.begin());
+      }
+    core_.set_padding(std::move(row_pattern), std::move(padded));
+  }
 
   template <class Body>
   void for_slabs(std::size_t batch, Body&& body) const {

@@ -239,6 +239,7 @@ void weight_core::pack_planes(const step_context& ctx, kernels::sample_mode mode
   const std::size_t planes = static_cast<std::size_t>(weight_planes());
   const std::size_t plane = out_ * words_in, plane_t = in_ * words_out;
   const auto& k = ctx.kernels;
+  corrections_bits_ = -1;
   sign_.resize(planes * plane);
   sign_t_.resize(planes * plane_t);
   parallel_rows(ctx.rt, out_, 32, [&](std::size_t r0, std::size_t r1) {
@@ -307,10 +308,17 @@ void weight_core::forward_xnor(const float* a, std::size_t rows, int input_bits,
   input_planes_.resize(a_planes * plane);
   counts_.resize(rows * out_);
   parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
-    kernels::pack_levels(a + r0 * in_, r1 - r0, in_, in_, input_bits, input_planes_.data() + r0 * words, plane, words);
+    if (input_bits == 1)  // the SIMD sign packer: v >= 0 -> 1, as level_of for one bit
+      k.pack_binary(a + r0 * in_, r1 - r0, in_, in_, input_planes_.data() + r0 * words, words,
+                    kernels::sample_mode::deterministic, 0);
+    else
+      kernels::pack_levels(a + r0 * in_, r1 - r0, in_, in_, input_bits, input_planes_.data() + r0 * words, plane, words);
   });
   const bool single = a_planes == 1 && w_planes == 1;
   if (!single) sums_.resize(rows * out_);
+  const bool padded = !row_pattern_.empty();
+  if (padded && corrections_bits_ != input_bits) padding_corrections(input_bits);
+  const std::size_t patterns_period = std::max<std::size_t>(1, row_pattern_.size());
   const double levels = static_cast<double>((1 << input_bits) - 1) * static_cast<double>((1 << weight_planes()) - 1);
   parallel_gemm(ctx.rt, rows, out_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
     for (std::size_t pa = 0; pa < a_planes; ++pa)
@@ -325,11 +333,37 @@ void weight_core::forward_xnor(const float* a, std::size_t rows, int input_bits,
             sums_[i * out_ + j] = (pa == 0 && pw == 0 ? 0 : sums_[i * out_ + j]) + term;
           }
       }
-    for (std::size_t i = i0; i < i1; ++i)
-      for (std::size_t j = j0; j < j1; ++j)
-        y[i * out_ + j] = single ? static_cast<float>(counts_[i * out_ + j])
-                                 : static_cast<float>(static_cast<double>(sums_[i * out_ + j]) / levels);
+    for (std::size_t i = i0; i < i1; ++i) {
+      const std::int64_t* correction =
+          padded ? corrections_.data() + row_pattern_[i % patterns_period] * out_ : nullptr;
+      for (std::size_t j = j0; j < j1; ++j) {
+        std::int64_t s = single ? counts_[i * out_ + j] : sums_[i * out_ + j];
+        if (correction) s -= correction[j];
+        y[i * out_ + j] = single ? static_cast<float>(s) : static_cast<float>(static_cast<double>(s) / levels);
+      }
+    }
   });
+}
+
+// A padded input is 0, which the plane packing reads as level u0 = level_of(0) (for one bit: +1), so the
+// integer sum holds an extra (2 u0 - L_a) * w_int for each padded input, with w_int = sum_j 2^j (±1)_j
+// the weight's odd integer. corrections_[p][o] sums those over the inputs pattern p pads.
+void weight_core::padding_corrections(int input_bits) {
+  const std::size_t words = kernels::words_for(in_), plane = out_ * words;
+  const std::int64_t zero_level =
+      2 * static_cast<std::int64_t>(kernels::level_of(0.0f, input_bits)) - ((std::int64_t{1} << input_bits) - 1);
+  corrections_.assign(padded_.size() * out_, 0);
+  for (std::size_t p = 0; p < padded_.size(); ++p)
+    for (std::size_t o = 0; o < out_; ++o) {
+      std::int64_t total = 0;
+      for (std::uint32_t k : padded_[p])
+        for (int j = 0; j < weight_planes(); ++j) {
+          const bool plus = (sign_[static_cast<std::size_t>(j) * plane + o * words + k / 64] >> (k % 64)) & 1u;
+          total += (plus ? 1 : -1) * (std::int64_t{1} << j);
+        }
+      corrections_[p * out_ + o] = zero_level * total;
+    }
+  corrections_bits_ = input_bits;
 }
 
 // out[rows x width] = a[rows x depth] · w, split over the fixed block grid of parallel_gemm.

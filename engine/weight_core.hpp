@@ -29,6 +29,13 @@ class weight_core {
     input_bits_[0] = inference_bits;
     input_bits_[1] = training_bits;
   }
+  /// Convolutions: which inputs of a row are zero padding. Row r follows pattern
+  /// row_pattern[r % row_pattern.size()], and pattern p pads the inputs padded[p]. The XNOR forward reads
+  /// a padded 0 as the level 0 rounds to and subtracts that share again, so it stays exact.
+  void set_padding(std::vector<std::uint32_t> row_pattern, std::vector<std::vector<std::uint32_t>> padded) {
+    row_pattern_ = std::move(row_pattern);
+    padded_ = std::move(padded);
+  }
   /// Bit planes of the weights: 1 for binary, k for k-bit, 0 otherwise.
   int weight_planes() const;
   /// Bits of the inputs in this pass when the forward pass runs as XNOR-popcount, else 0.
@@ -71,6 +78,7 @@ class weight_core {
   };
   void forward_xnor(const float* a, std::size_t rows, int input_bits, float* y, const step_context& ctx);
   void pack_planes(const step_context& ctx, kernels::sample_mode mode, std::uint64_t key);
+  void padding_corrections(int input_bits);
   void multiply(weight_kind kind, const float* a, std::size_t rows, std::size_t depth, std::size_t width,
                 const weight_view& w, float* out, const step_context& ctx);
   void multiply_planes(const float* a, std::size_t rows, std::size_t depth, std::size_t width, const weight_view& w,
@@ -86,6 +94,10 @@ class weight_core {
   bool expectation_ready_ = false;
   bool use_expectation_ = false;
   int input_bits_[2] = {0, 0};              // inference, training
+  std::vector<std::uint32_t> row_pattern_;  // convolutions: padding pattern of each output position
+  std::vector<std::vector<std::uint32_t>> padded_;
+  std::vector<std::int64_t> corrections_;   // [pattern][out]: the padded inputs' share of the integer sum
+  int corrections_bits_ = -1;               // input bits corrections_ was computed for; -1: stale
   std::vector<std::uint64_t> xnor_bt_;      // [planes][words(in)][out]: word w of every output's weight row
   std::vector<std::uint64_t> input_planes_;  // [input bits][rows][words(in)]
   std::vector<std::int32_t> counts_;        // [rows][out]

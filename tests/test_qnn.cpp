@@ -312,3 +312,49 @@ TEST_CASE("packed inference refuses networks it cannot compile, naming the layer
   network relu = make_mlp(20, {16}, 4, dense_options_for(method::bnn), activation::relu, 1);
   CHECK_THROWS_WITH_AS(packed_mlp{relu}, doctest::Contains("sign or k-bit activation"), error);
 }
+
+TEST_CASE("convolutions on quantized inputs: XNOR forward with the padding correction matches the masked-add path") {
+  const isa saved = active_isa();
+  for (isa which : isas_under_test()) {
+    force_isa(which);
+    for (std::size_t kernel : {1u, 3u, 5u})
+      for (bool same : {true, false})
+        for (std::size_t c_in : {1u, 63u, 65u})
+          for (int bits : {1, 2}) {
+            CAPTURE(isa_label(which));
+            CAPTURE(kernel);
+            CAPTURE(same);
+            CAPTURE(c_in);
+            CAPTURE(bits);
+            conv_shape shape;
+            shape.height = 6;
+            shape.width = 5;
+            shape.in_channels = c_in;
+            shape.out_channels = 17;
+            shape.kernel = kernel;
+            shape.same_padding = same;
+            const auto options = bits == 1 ? dense_options_for(method::bnn) : dense_options_for(method::qnn, -4, 3, 2);
+            auto plain = make_conv2d(shape, options, 9), xnor = make_conv2d(shape, options, 9);
+            xnor->set_input_bits(bits, bits);
+            runtime rt(3);
+            matrix x(3, plain->input_size()), y1, y2;
+            x.data = random_floats(x.data.size(), static_cast<std::uint32_t>(kernel * 100 + c_in));
+            for (float& v : x.data) v = kernels::level_value(kernels::level_of(v, bits), bits);
+            for (bool training : {true, false}) {
+              const step_context ctx{rt, kernels::active_kernels(), 1, 2, training};
+              plain->forward(x, y1, ctx);
+              xnor->forward(x, y2, ctx);
+              if (bits == 1) {
+                CHECK(same_bits(y1.data, y2.data));  // integer sums: exact on both paths
+              } else {
+                double worst = 0;
+                for (std::size_t i = 0; i < y1.data.size(); ++i)
+                  worst = std::max(worst, static_cast<double>(std::fabs(y1.data[i] - y2.data[i])) / (1.0 + std::fabs(y1.data[i])));
+                // The float path rounds once per add: a relative error of up to K ulps.
+                CHECK(worst < 1.2e-7 * static_cast<double>(kernel * kernel * c_in) + 1e-6);
+              }
+            }
+          }
+  }
+  force_isa(saved);
+}
