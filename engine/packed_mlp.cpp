@@ -84,10 +84,7 @@ packed_mlp::packed_mlp(const network& net) {
     const std::vector<std::uint64_t> planes = core->inference_planes();  // [wb][out][words_in]
     const std::size_t wb = static_cast<std::size_t>(st.weight_bits);
     st.bt.resize(wb * words_in * st.out);
-    for (std::size_t j = 0; j < wb; ++j)
-      for (std::size_t w = 0; w < words_in; ++w)
-        for (std::size_t o = 0; o < st.out; ++o)
-          st.bt[(j * words_in + w) * st.out + o] = planes[(j * st.out + o) * words_in + w];
+    detail::interleave_plane_words(planes.data(), st.out, words_in, 0, wb * words_in, st.bt.data());
     if (input_bits == 0) {
       st.planes_t.resize(wb * st.in * words_out);
       st.rowsum.resize(wb * st.out);
@@ -285,28 +282,17 @@ void packed_mlp::run_first(const stage& st, const float* x, std::size_t rows, fl
     });
     return;
   }
-  // Floats: the masked-add path of weight_core (same kernels, same order, same results).
+  // Floats: the layers' masked-add path (binary_planes_block), so the same bits as network::forward.
   const std::size_t words_out = kernels::words_for(st.out);
   rowsum_.resize(rows);
   floats_.resize(rows * st.out);
-  plane_floats_.resize(rows * st.out);
+  if (wb > 1) plane_floats_.resize(rows * st.out);
   parallel_rows(rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
     kernels::row_sums(x + r0 * st.in, r1 - r0, st.in, st.in, 1, rowsum_.data() + r0);
   });
-  const float inverse_levels = 1.0f / static_cast<float>((1 << st.weight_bits) - 1);
   parallel_gemm(rt, rows, st.out, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-    for (std::size_t pw = wb; pw-- > 0;) {
-      float* c = (pw == wb - 1 ? floats_.data() : plane_floats_.data()) + i0 * st.out + j0;
-      k.gemm_binary(i1 - i0, j1 - j0, st.in, x + i0 * st.in, st.in, 1, rowsum_.data() + i0,
-                    st.planes_t.data() + pw * st.in * words_out + j0 / 64, words_out, c, st.out);
-      if (pw == wb - 1) continue;
-      for (std::size_t i = i0; i < i1; ++i)
-        for (std::size_t j = j0; j < j1; ++j)
-          floats_[i * st.out + j] = 2.0f * floats_[i * st.out + j] + plane_floats_[i * st.out + j];
-    }
-    if (wb > 1)
-      for (std::size_t i = i0; i < i1; ++i)
-        for (std::size_t j = j0; j < j1; ++j) floats_[i * st.out + j] *= inverse_levels;
+    detail::binary_planes_block(k, st.weight_bits, x, st.in, rowsum_.data(), st.planes_t.data(), st.in * words_out,
+                                st.out, floats_.data(), plane_floats_.data(), i0, i1, j0, j1);
     finish(st, rows, i0, i1, j0, j1, nullptr, floats_.data(), scores);
   });
 }

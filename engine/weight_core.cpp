@@ -23,6 +23,34 @@ std::uint64_t key_for_rows(std::uint64_t key, std::size_t first_row) { return ke
 
 }  // namespace
 
+void binary_planes_block(const kernels::kernel_table& k, int planes, const float* a, std::size_t depth,
+                         const float* rowsum, const std::uint64_t* planes_t, std::size_t plane_words, std::size_t width,
+                         float* out, float* scratch, std::size_t i0, std::size_t i1, std::size_t j0,
+                         std::size_t j1) noexcept {
+  const std::size_t m = i1 - i0, n = j1 - j0, ldb = kernels::words_for(width);
+  for (int j = planes - 1; j >= 0; --j) {
+    float* c = (j == planes - 1 ? out : scratch) + i0 * width + j0;
+    k.gemm_binary(m, n, depth, a + i0 * depth, depth, 1, rowsum + i0,
+                  planes_t + static_cast<std::size_t>(j) * plane_words + j0 / 64, ldb, c, width);
+    if (j == planes - 1) continue;
+    // Horner: out = 2 * out + plane_j, exact doublings.
+    for (std::size_t i = i0; i < i1; ++i)
+      for (std::size_t q = j0; q < j1; ++q) out[i * width + q] = 2.0f * out[i * width + q] + scratch[i * width + q];
+  }
+  if (planes == 1) return;
+  const float inverse_levels = 1.0f / static_cast<float>((1 << planes) - 1);
+  for (std::size_t i = i0; i < i1; ++i)
+    for (std::size_t q = j0; q < j1; ++q) out[i * width + q] *= inverse_levels;
+}
+
+void interleave_plane_words(const std::uint64_t* planes, std::size_t outputs, std::size_t words, std::size_t p0,
+                            std::size_t p1, std::uint64_t* bt) noexcept {
+  for (std::size_t p = p0; p < p1; ++p) {
+    const std::size_t j = p / words, w = p % words;
+    for (std::size_t o = 0; o < outputs; ++o) bt[p * outputs + o] = planes[(j * outputs + o) * words + w];
+  }
+}
+
 weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_options& options,
                          std::uint64_t init_seed, float fan)
     : in_(inputs), out_(outputs), options_(options) {
@@ -252,12 +280,9 @@ void weight_core::pack_planes(const step_context& ctx, kernels::sample_mode mode
   });
   for (std::size_t j = 0; j < planes; ++j) transpose(sign_.data() + j * plane, sign_t_.data() + j * plane_t, ctx);
   if (input_bits_[0] == 0 && input_bits_[1] == 0) return;
-  xnor_bt_.resize(planes * words_in * out_);  // bt[j][w][o] = word w of row o of plane j
-  parallel_rows(ctx.rt, planes * words_in, 16, [&](std::size_t w0, std::size_t w1) {
-    for (std::size_t pw = w0; pw < w1; ++pw) {
-      const std::size_t j = pw / words_in, w = pw % words_in;
-      for (std::size_t o = 0; o < out_; ++o) xnor_bt_[pw * out_ + o] = sign_[j * plane + o * words_in + w];
-    }
+  xnor_bt_.resize(planes * words_in * out_);
+  parallel_rows(ctx.rt, planes * words_in, 16, [&](std::size_t p0, std::size_t p1) {
+    interleave_plane_words(sign_.data(), out_, words_in, p0, p1, xnor_bt_.data());
   });
 }
 
@@ -372,56 +397,33 @@ void weight_core::multiply(weight_kind kind, const float* a, std::size_t rows, s
   const std::size_t ldb = kernels::words_for(width);
   const auto& k = ctx.kernels;
   const int planes = kind == weight_kind::binary ? 1 : kind == weight_kind::quantized ? options_.weight_bits : 0;
-  if (planes > 1) return multiply_planes(a, rows, depth, width, w, out, ctx);
-  if (kind == weight_kind::binary) {
-    rowsum_.resize(rows);
-    parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
-      kernels::row_sums(a + r0 * depth, r1 - r0, depth, depth, 1, rowsum_.data() + r0);
-    });
-  }
+  if (planes > 0) return multiply_planes(planes, a, rows, depth, width, w, out, ctx);
   parallel_gemm(ctx.rt, rows, width, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
     const std::size_t m = i1 - i0, n = j1 - j0;
     const float* ai = a + i0 * depth;
     float* c = out + i0 * width + j0;
     switch (kind) {
       case weight_kind::fp32: k.gemm_f32(m, n, depth, ai, depth, 1, w.values + j0, width, c, width); break;
-      case weight_kind::binary:
-        k.gemm_binary(m, n, depth, ai, depth, 1, rowsum_.data() + i0, w.sign + j0 / 64, ldb, c, width);
-        break;
       case weight_kind::ternary:
         k.gemm_ternary(m, n, depth, ai, depth, 1, w.sign + j0 / 64, w.nonzero + j0 / 64, ldb, c, width);
         break;
+      case weight_kind::binary:
       case weight_kind::quantized: break;  // multiply_planes
     }
   });
 }
 
-// k-bit weights: out = (sum_j 2^j a · plane_j) / L, one masked-add GEMM per plane; the power-of-two
-// factors are exact, then one multiplication by 1/L per output.
-void weight_core::multiply_planes(const float* a, std::size_t rows, std::size_t depth, std::size_t width,
+// Binary and k-bit weights: masked adds per plane (binary_planes_block) over the row sums of a.
+void weight_core::multiply_planes(int planes, const float* a, std::size_t rows, std::size_t depth, std::size_t width,
                                   const weight_view& w, float* out, const step_context& ctx) {
-  const std::size_t ldb = kernels::words_for(width);
-  const int planes = options_.weight_bits;
-  const auto& k = ctx.kernels;
   rowsum_.resize(rows);
   parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
     kernels::row_sums(a + r0 * depth, r1 - r0, depth, depth, 1, rowsum_.data() + r0);
   });
-  plane_out_.resize(rows * width);
-  const float inverse_levels = 1.0f / static_cast<float>((1 << planes) - 1);
+  if (planes > 1) plane_out_.resize(rows * width);
   parallel_gemm(ctx.rt, rows, width, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-    const std::size_t m = i1 - i0, n = j1 - j0;
-    for (int j = planes - 1; j >= 0; --j) {
-      float* c = (j == planes - 1 ? out : plane_out_.data()) + i0 * width + j0;
-      k.gemm_binary(m, n, depth, a + i0 * depth, depth, 1, rowsum_.data() + i0,
-                    w.sign + static_cast<std::size_t>(j) * w.plane_words + j0 / 64, ldb, c, width);
-      if (j == planes - 1) continue;
-      // Horner: out = 2 * out + plane_j, exact doublings.
-      for (std::size_t i = i0; i < i1; ++i)
-        for (std::size_t q = j0; q < j1; ++q) out[i * width + q] = 2.0f * out[i * width + q] + plane_out_[i * width + q];
-    }
-    for (std::size_t i = i0; i < i1; ++i)
-      for (std::size_t q = j0; q < j1; ++q) out[i * width + q] *= inverse_levels;
+    binary_planes_block(ctx.kernels, planes, a, depth, rowsum_.data(), w.sign, w.plane_words, width, out,
+                        plane_out_.data(), i0, i1, j0, j1);
   });
 }
 

@@ -12,6 +12,22 @@ namespace fewmul::detail {
 class byte_writer;
 class byte_reader;
 
+/// One block [i0, i1) x [j0, j1) of out[rows][width] = a[rows][depth] · W for binary or k-bit weights W
+/// given as `planes` ±1 bit planes, each depth x width bits (row stride words_for(width)), `plane_words`
+/// apart: out = (sum_j 2^j a · plane_j) / L, L = 2^planes - 1, one masked-add GEMM per plane summed by
+/// exact Horner doublings, then one multiplication by 1/L (none for one plane). `rowsum` holds a's row
+/// sums; `scratch` has out's shape (unused for one plane). The layers and packed_mlp both call it, so
+/// their float paths give the same bits.
+void binary_planes_block(const kernels::kernel_table& k, int planes, const float* a, std::size_t depth,
+                         const float* rowsum, const std::uint64_t* planes_t, std::size_t plane_words, std::size_t width,
+                         float* out, float* scratch, std::size_t i0, std::size_t i1, std::size_t j0,
+                         std::size_t j1) noexcept;
+
+/// The word-interleaved weights gemm_xnor reads: bt[j][w][o] = word w of row o of plane j, for the
+/// (plane, word) pairs p = j * words + w in [p0, p1); `planes` is [count][outputs][words].
+void interleave_plane_words(const std::uint64_t* planes, std::size_t outputs, std::size_t words, std::size_t p0,
+                            std::size_t p1, std::uint64_t* bt) noexcept;
+
 class weight_core {
  public:
   /// `fan` is fan_in + fan_out (Glorot initialization for fp32, learning-rate scale otherwise).
@@ -81,8 +97,8 @@ class weight_core {
   void padding_corrections(int input_bits);
   void multiply(weight_kind kind, const float* a, std::size_t rows, std::size_t depth, std::size_t width,
                 const weight_view& w, float* out, const step_context& ctx);
-  void multiply_planes(const float* a, std::size_t rows, std::size_t depth, std::size_t width, const weight_view& w,
-                       float* out, const step_context& ctx);
+  void multiply_planes(int planes, const float* a, std::size_t rows, std::size_t depth, std::size_t width,
+                       const weight_view& w, float* out, const step_context& ctx);
   void transpose_master(const step_context& ctx);
   void transpose(const std::uint64_t* rows_o, std::uint64_t* rows_i, const step_context& ctx) const;
   void condition_gradient(const float* dy, std::size_t count, std::uint32_t layer, const step_context& ctx);
