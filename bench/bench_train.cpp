@@ -86,8 +86,9 @@ void inference_mlp_bench(benchmark::State& state, mlp_variant v) {
   const int repeats = batch == 1 ? 200 : 3;
   const double fp32_seconds = seconds_per_run([&] { fp32.forward(x, ctx); }, repeats);
   const method m = v == mlp_variant::qnn2_packed ? method::qnn : method::bnn;
-  network net = v == mlp_variant::fp32 ? make_mlp(784, hidden, 10, dense_options_for(method::fp32), activation::relu, 1)
-                                       : make_mlp(784, hidden, 10, dense_options_for(m), default_activation(m), 1);
+  network quantized;
+  if (v != mlp_variant::fp32) quantized = make_mlp(784, hidden, 10, dense_options_for(m), default_activation(m), 1);
+  network& net = v == mlp_variant::fp32 ? fp32 : quantized;
   std::unique_ptr<packed_mlp> packed;
   if (v == mlp_variant::bnn_packed || v == mlp_variant::qnn2_packed) packed = std::make_unique<packed_mlp>(net);
   std::vector<float> scores(batch * 10);

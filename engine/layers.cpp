@@ -416,34 +416,31 @@ class dropout_layer final : public layer {
       y.data = x.data;
       return;
     }
-    const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, index, 0xd20);
-    const float scale = 1.0f / (1.0f - p_);
-    const auto threshold = static_cast<std::uint32_t>(static_cast<double>(p_) * 4294967296.0);
-    parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
-      for (std::size_t i = i0; i < i1; ++i)
-        y.data[i] = kernels::counter_hash(key, static_cast<std::uint32_t>(i)) < threshold ? 0.0f : x.data[i] * scale;
-    });
+    apply_mask(x.data, y.data, ctx);
   }
-  void backward(const matrix& x, const matrix& y, const matrix& dy, matrix* dx, const step_context& ctx) override {
+  void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
     if (!dx) return;
     dx->resize(x.rows, n_);
     if (p_ == 0.0f) {
       dx->data = dy.data;
       return;
     }
-    // The mask is recomputed from the same counter hash (y cannot tell a dropped value from a kept 0).
+    // The same mask again, from the same counter hash (y cannot tell a dropped value from a kept 0).
+    apply_mask(dy.data, dx->data, ctx);
+  }
+
+ private:
+  // out = in * mask / (1 - p), the mask drawn from (seed, step, layer, element).
+  void apply_mask(const std::vector<float>& in, std::vector<float>& out, const step_context& ctx) const {
     const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, index, 0xd20);
     const float scale = 1.0f / (1.0f - p_);
     const auto threshold = static_cast<std::uint32_t>(static_cast<double>(p_) * 4294967296.0);
-    (void)y;
-    parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
+    parallel_rows(ctx.rt, in.size(), 65536, [&](std::size_t i0, std::size_t i1) {
       for (std::size_t i = i0; i < i1; ++i)
-        dx->data[i] = kernels::counter_hash(key, static_cast<std::uint32_t>(i)) < threshold ? 0.0f : dy.data[i] * scale;
+        out[i] = kernels::counter_hash(key, static_cast<std::uint32_t>(i)) < threshold ? 0.0f : in[i] * scale;
     });
   }
-  float probability() const { return p_; }
 
- private:
   std::size_t n_;
   float p_;
   int input_bits_ = 0;
