@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -59,31 +60,39 @@ std::vector<unsigned char> parse_label_json(const std::string& text, const std::
   return labels;
 }
 
-std::vector<unsigned char> decode_sheet(const std::string& path, std::size_t& height, std::size_t max_rows) {
+std::vector<unsigned char> decode_png_rgb8(const std::string& path, std::uint32_t max_width, std::uint32_t max_height,
+                                           const std::function<void(std::uint32_t, std::uint32_t)>& check,
+                                           int decode_flags) {
   std::FILE* file = std::fopen(path.c_str(), "rb");
   if (file == nullptr) throw fewmul::error(path + ": cannot open");
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> closer(file, std::fclose);
   std::unique_ptr<spng_ctx, void (*)(spng_ctx*)> ctx(spng_ctx_new(0), spng_ctx_free);
   spng_set_crc_action(ctx.get(), SPNG_CRC_ERROR, SPNG_CRC_ERROR);
-  spng_set_image_limits(ctx.get(), 1u << 16, 1u << 20);
+  spng_set_image_limits(ctx.get(), max_width, max_height);
   spng_set_chunk_limits(ctx.get(), 1u << 26, 1u << 28);
   spng_set_png_file(ctx.get(), file);
   spng_ihdr header{};
   if (int e = spng_get_ihdr(ctx.get(), &header))
     throw fewmul::error(path + ": not a readable PNG (" + spng_strerror(e) + ")");
-  if (header.width != sheet_width)
-    throw fewmul::error(path + ": sheet is " + std::to_string(header.width) + " pixels wide, expected 1024 (one 32x32 image per row)");
-  // The header alone can claim a gigabyte image that compresses to a few bytes (fuzz finding).
-  if (header.height > max_rows)
-    throw fewmul::error(path + ": sheet claims " + std::to_string(header.height) + " rows, at most " +
-                        std::to_string(max_rows) + " expected");
-  height = header.height;
+  check(header.width, header.height);
   std::size_t size = 0;
   if (int e = spng_decoded_image_size(ctx.get(), SPNG_FMT_RGB8, &size)) throw fewmul::error(path + ": " + spng_strerror(e));
   std::vector<unsigned char> rgb(size);
-  if (int e = spng_decode_image(ctx.get(), rgb.data(), size, SPNG_FMT_RGB8, 0))
+  if (int e = spng_decode_image(ctx.get(), rgb.data(), size, SPNG_FMT_RGB8, decode_flags))
     throw fewmul::error(path + ": corrupt or truncated PNG (" + spng_strerror(e) + ")");
   return rgb;
+}
+
+std::vector<unsigned char> decode_sheet(const std::string& path, std::size_t& height, std::size_t max_rows) {
+  return decode_png_rgb8(path, 1u << 16, 1u << 20, [&](std::uint32_t width, std::uint32_t rows) {
+    if (width != sheet_width)
+      throw fewmul::error(path + ": sheet is " + std::to_string(width) + " pixels wide, expected 1024 (one 32x32 image per row)");
+    // The header alone can claim a gigabyte image that compresses to a few bytes (fuzz finding).
+    if (rows > max_rows)
+      throw fewmul::error(path + ": sheet claims " + std::to_string(rows) + " rows, at most " + std::to_string(max_rows) +
+                          " expected");
+    height = rows;
+  });
 }
 
 void convert_cifar10_package(const std::string& package_dir, const std::string& out_dir) {

