@@ -131,9 +131,7 @@ class batch_norm_layer final : public layer {
     v.channels = n_;
     v.positions = spatial_;
     v.inv_std = inference_inv_std().data();
-    gamma_used_.resize(n_);
-    for (std::size_t f = 0; f < n_; ++f) gamma_used_[f] = shift_ ? ap2(gamma_.value[f]) : gamma_.value[f];
-    v.gamma = gamma_used_.data();
+    v.gamma = refresh_gamma_used();
     v.beta = beta_.value.data();
     v.mean = running_mean_.data();
     v.shift = shift_;
@@ -205,8 +203,7 @@ class batch_norm_layer final : public layer {
       inv_std_[f] = 1.0f / std::sqrt(var + epsilon_);
       if (shift_) inv_std_[f] = ap2(inv_std_[f]);
     }
-    gamma_used_.resize(n_);
-    for (std::size_t f = 0; f < n_; ++f) gamma_used_[f] = shift_ ? ap2(gamma_.value[f]) : gamma_.value[f];
+    refresh_gamma_used();
     for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
       for (std::size_t r = r0; r < r1; ++r)
         for (std::size_t f = f0; f < f1; ++f)
@@ -241,6 +238,13 @@ class batch_norm_layer final : public layer {
 
  private:
   static constexpr std::size_t chunk_rows = 1024, block_features = 64;
+
+  // The scale the forward pass multiplies by: gamma, or AP2(gamma) when shift-based.
+  const float* refresh_gamma_used() {
+    gamma_used_.resize(n_);
+    for (std::size_t f = 0; f < n_; ++f) gamma_used_[f] = shift_ ? ap2(gamma_.value[f]) : gamma_.value[f];
+    return gamma_used_.data();
+  }
 
   // Calls body(r0, r1, f0, f1, partial) over a fixed grid of row chunks x feature blocks, in parallel;
   // `partial` points at the chunk's row of partial_ (n_ floats).
