@@ -122,21 +122,32 @@ void gemm_bench(benchmark::State& state, isa which, shape s, const std::string& 
   auto nz = bits(s.k, s.n, 4);
   auto sign = w;
   for (std::size_t i = 0; i < sign.size(); ++i) sign[i] &= nz[i];
-  std::vector<float> rowsum(s.m), c(s.m * s.n);
-  kernels::row_sums(a.data(), s.m, s.k, s.k, 1, rowsum.data());
-  std::vector<std::int8_t> codes(s.k * s.n);
-  k.quantize_pow2(b.data(), b.size(), codes.data(), -4, 3, 1, 0);
+  std::vector<float> c(s.m * s.n);
+  const kernels::cache_sizes caches = kernels::detect_cache_sizes();
+  std::vector<float> workspace(k.workspace_bytes(caches) / sizeof(float) + 16);
+  void* ws = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(workspace.data()) + 63) / 64 * 64);
+  // Shift: the m x k codes of inputs that are zero half the time, as after a ReLU.
+  auto relu = a;
+  std::mt19937 coin(7);
+  for (auto& x : relu)
+    if (coin() & 1u) x = 0.0f;
+  std::vector<std::int8_t> codes(s.m * s.k);
+  k.quantize_pow2(relu.data(), relu.size(), codes.data(), -4, 3, 1, 0);
   const std::size_t ldb = kernels::words_for(s.n);
   const auto start = bench_clock::now();
   for (auto _ : state) {
     if (kind == "f32")
-      k.gemm_f32(s.m, s.n, s.k, a.data(), s.k, 1, b.data(), s.n, c.data(), s.n);
+      k.gemm_f32({.m = s.m, .n = s.n, .k = s.k, .a = a.data(), .a_rs = s.k, .a_cs = 1, .b = b.data(), .ldb = s.n,
+                  .c = c.data(), .ldc = s.n, .caches = caches, .workspace = ws});
     else if (kind == "binary")
-      k.gemm_binary(s.m, s.n, s.k, a.data(), s.k, 1, rowsum.data(), w.data(), ldb, c.data(), s.n);
+      k.gemm_binary({.m = s.m, .n = s.n, .k = s.k, .a = a.data(), .a_rs = s.k, .a_cs = 1, .bits = w.data(), .ldb = ldb,
+                     .c = c.data(), .ldc = s.n, .caches = caches, .workspace = ws});
     else if (kind == "ternary")
-      k.gemm_ternary(s.m, s.n, s.k, a.data(), s.k, 1, sign.data(), nz.data(), ldb, c.data(), s.n);
+      k.gemm_ternary({.m = s.m, .n = s.n, .k = s.k, .a = a.data(), .a_rs = s.k, .a_cs = 1, .sign = sign.data(),
+                      .nonzero = nz.data(), .ldb = ldb, .c = c.data(), .ldc = s.n, .caches = caches, .workspace = ws});
     else
-      k.gemm_shift(s.m, s.n, s.k, a.data(), s.k, 1, codes.data(), s.n, c.data(), s.n);
+      k.gemm_shift({.m = s.m, .n = s.n, .k = s.k, .q = codes.data(), .q_rs = s.k, .q_cs = 1, .b = b.data(),
+                    .ldb = s.n, .c = c.data(), .c_rs = s.n, .c_cs = 1, .caches = caches, .workspace = ws});
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }
@@ -168,7 +179,8 @@ void xnor_bench(benchmark::State& state, isa which, shape s) {
   std::vector<std::int32_t> c(s.m * s.n);
   const auto start = bench_clock::now();
   for (auto _ : state) {
-    k.gemm_xnor(s.m, s.n, words, static_cast<std::int32_t>(s.k), a.data(), words, bt.data(), s.n, c.data(), s.n);
+    k.gemm_xnor({.m = s.m, .n = s.n, .k_words = words, .k_bits = static_cast<std::int32_t>(s.k), .a = a.data(),
+                 .lda = words, .bt = bt.data(), .ldbt = s.n, .c = c.data(), .ldc = s.n});
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }

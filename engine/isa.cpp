@@ -14,7 +14,8 @@ bool cpu_has(isa which) {
 #if defined(FEWMUL_HAVE_X86_KERNELS)
     // __builtin_cpu_supports also checks that the OS saves the wider registers.
     case isa::sse4_2: return __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("popcnt");
-    case isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
+    case isa::avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
     case isa::avx512bw:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("bmi2");

@@ -265,8 +265,16 @@ void packed_mlp::run_first(const stage& st, const float* x, std::size_t rows, fl
       for (std::size_t i = i0; i < i1; ++i) std::fill(sums_.data() + i * st.out + j0, sums_.data() + i * st.out + j1, 0);
       for (std::size_t b = 0; b < 8; ++b)
         for (std::size_t pw = 0; pw < wb; ++pw) {
-          k.gemm_xnor(i1 - i0, j1 - j0, words, static_cast<std::int32_t>(st.in), planes_in_.data() + b * plane + i0 * words,
-                      words, st.bt.data() + pw * words * st.out + j0, st.out, counts_.data() + i0 * st.out + j0, st.out);
+          k.gemm_xnor({.m = i1 - i0,
+                       .n = j1 - j0,
+                       .k_words = words,
+                       .k_bits = static_cast<std::int32_t>(st.in),
+                       .a = planes_in_.data() + b * plane + i0 * words,
+                       .lda = words,
+                       .bt = st.bt.data() + pw * words * st.out + j0,
+                       .ldbt = st.out,
+                       .c = counts_.data() + i0 * st.out + j0,
+                       .ldc = st.out});
           const int shift = static_cast<int>(b + pw) - 1;  // (c + rowsum) is even: halve within the shift
           for (std::size_t i = i0; i < i1; ++i) {
             const std::int32_t* c = counts_.data() + i * st.out;
@@ -284,14 +292,10 @@ void packed_mlp::run_first(const stage& st, const float* x, std::size_t rows, fl
   }
   // Floats: the layers' masked-add path (binary_planes_block), so the same bits as network::forward.
   const std::size_t words_out = kernels::words_for(st.out);
-  rowsum_.resize(rows);
   floats_.resize(rows * st.out);
   if (wb > 1) plane_floats_.resize(rows * st.out);
-  parallel_rows(rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
-    kernels::row_sums(x + r0 * st.in, r1 - r0, st.in, st.in, 1, rowsum_.data() + r0);
-  });
   parallel_gemm(rt, rows, st.out, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-    detail::binary_planes_block(k, st.weight_bits, x, st.in, rowsum_.data(), st.planes_t.data(), st.in * words_out,
+    detail::binary_planes_block(k, st.weight_bits, x, st.in, st.planes_t.data(), st.in * words_out,
                                 st.out, floats_.data(), plane_floats_.data(), i0, i1, j0, j1);
     finish(st, rows, i0, i1, j0, j1, nullptr, floats_.data(), scores);
   });
@@ -306,16 +310,32 @@ void packed_mlp::run_hidden(const stage& st, std::size_t rows, float* scores, co
   sums_.resize(rows * st.out);
   parallel_gemm(rt, rows, st.out, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
     if (ab == 1 && wb == 1) {  // BNN: the counts are the sums
-      k.gemm_xnor(i1 - i0, j1 - j0, words, static_cast<std::int32_t>(st.in), planes_in_.data() + i0 * words, words,
-                  st.bt.data() + j0, st.out, sums_.data() + i0 * st.out + j0, st.out);
+      k.gemm_xnor({.m = i1 - i0,
+                   .n = j1 - j0,
+                   .k_words = words,
+                   .k_bits = static_cast<std::int32_t>(st.in),
+                   .a = planes_in_.data() + i0 * words,
+                   .lda = words,
+                   .bt = st.bt.data() + j0,
+                   .ldbt = st.out,
+                   .c = sums_.data() + i0 * st.out + j0,
+                   .ldc = st.out});
       finish(st, rows, i0, i1, j0, j1, sums_.data(), nullptr, scores);
       return;
     }
     for (std::size_t i = i0; i < i1; ++i) std::fill(sums_.data() + i * st.out + j0, sums_.data() + i * st.out + j1, 0);
     for (std::size_t pa = 0; pa < ab; ++pa)
       for (std::size_t pw = 0; pw < wb; ++pw) {
-        k.gemm_xnor(i1 - i0, j1 - j0, words, static_cast<std::int32_t>(st.in), planes_in_.data() + pa * plane + i0 * words,
-                    words, st.bt.data() + pw * words * st.out + j0, st.out, counts_.data() + i0 * st.out + j0, st.out);
+        k.gemm_xnor({.m = i1 - i0,
+                     .n = j1 - j0,
+                     .k_words = words,
+                     .k_bits = static_cast<std::int32_t>(st.in),
+                     .a = planes_in_.data() + pa * plane + i0 * words,
+                     .lda = words,
+                     .bt = st.bt.data() + pw * words * st.out + j0,
+                     .ldbt = st.out,
+                     .c = counts_.data() + i0 * st.out + j0,
+                     .ldc = st.out});
         const std::int32_t scale = std::int32_t{1} << (pa + pw);
         for (std::size_t i = i0; i < i1; ++i)
           for (std::size_t j = j0; j < j1; ++j) sums_[i * st.out + j] += counts_[i * st.out + j] * scale;

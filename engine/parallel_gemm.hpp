@@ -1,26 +1,35 @@
 #pragma once
-// Splits a GEMM's m x n output into a fixed grid of blocks (independent of the thread count) and runs
-// them on the runtime. Column blocks start at multiples of 64, so packed-bit operands can be offset by
-// whole words. Each output element is still one sequential sum, so the split never changes results.
+// Runs a GEMM's m x n output as a grid of blocks on the runtime, and owns what the packed GEMM kernels
+// need from the op layer: the CPU's cache sizes and one workspace per thread.
+//
+// Every output element is one sum whose order the kernel fixes (see fewmul/kernels.hpp), whichever block
+// computes it, so the grid may follow the thread count without changing a bit: blocks wide enough that
+// packing pays off (at least 256 columns, about 2 blocks per thread). Column blocks start at multiples of
+// 64, so packed-bit operands can be offset by whole words.
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 
+#include "fewmul/kernels.hpp"
 #include "fewmul/runtime.hpp"
 
 namespace fewmul::detail {
 
-constexpr std::size_t gemm_block_rows = 32;
-constexpr std::size_t gemm_block_cols = 128;
-
 /// Calls block(i0, i1, j0, j1) for each block of the grid, in parallel.
 template <class Block>
 void parallel_gemm(const runtime& rt, std::size_t m, std::size_t n, Block&& block) {
-  const std::size_t row_blocks = (m + gemm_block_rows - 1) / gemm_block_rows;
-  const std::size_t col_blocks = (n + gemm_block_cols - 1) / gemm_block_cols;
+  if (m == 0 || n == 0) return;
+  const std::size_t threads = static_cast<std::size_t>(std::max(1, rt.threads()));
+  const std::size_t per_thread_cols = (n + threads - 1) / threads;
+  const std::size_t block_cols = std::max<std::size_t>(256, (per_thread_cols + 63) / 64 * 64);
+  const std::size_t col_blocks = (n + block_cols - 1) / block_cols;
+  const std::size_t row_target = std::max<std::size_t>(1, (2 * threads + col_blocks - 1) / col_blocks);
+  const std::size_t block_rows = std::max<std::size_t>(16, ((m + row_target - 1) / row_target + 7) / 8 * 8);
+  const std::size_t row_blocks = (m + block_rows - 1) / block_rows;
   rt.parallel_for(row_blocks * col_blocks, [&](std::size_t task) {
     const std::size_t rb = task / col_blocks, cb = task % col_blocks;
-    const std::size_t i0 = rb * gemm_block_rows, j0 = cb * gemm_block_cols;
-    block(i0, std::min(m, i0 + gemm_block_rows), j0, std::min(n, j0 + gemm_block_cols));
+    const std::size_t i0 = rb * block_rows, j0 = cb * block_cols;
+    block(i0, std::min(m, i0 + block_rows), j0, std::min(n, j0 + block_cols));
   });
 }
 
@@ -29,6 +38,22 @@ template <class Body>
 void parallel_rows(const runtime& rt, std::size_t rows, std::size_t chunk, Body&& body) {
   const std::size_t chunks = (rows + chunk - 1) / chunk;
   rt.parallel_for(chunks, [&](std::size_t c) { body(c * chunk, std::min(rows, (c + 1) * chunk)); });
+}
+
+/// The cache sizes of this CPU, detected once.
+const kernels::cache_sizes& gemm_caches();
+/// This thread's workspace for the packed GEMMs of `k`: allocated on first use, grown if ever needed,
+/// then reused by every call on this thread.
+void* gemm_workspace(const kernels::kernel_table& k);
+
+/// Runs one of k's packed GEMMs (gemm_f32, gemm_binary, gemm_ternary, gemm_shift) on `p` with this CPU's
+/// cache sizes and this thread's workspace: run_packed_gemm(k, k.gemm_f32, {.m = ..., ...}).
+template <class Params>
+void run_packed_gemm(const kernels::kernel_table& k, void (*gemm)(const Params&) noexcept,
+                     std::type_identity_t<Params> p) {
+  p.caches = gemm_caches();
+  p.workspace = gemm_workspace(k);
+  gemm(p);
 }
 
 }  // namespace fewmul::detail

@@ -24,14 +24,20 @@ std::uint64_t key_for_rows(std::uint64_t key, std::size_t first_row) { return ke
 }  // namespace
 
 void binary_planes_block(const kernels::kernel_table& k, int planes, const float* a, std::size_t depth,
-                         const float* rowsum, const std::uint64_t* planes_t, std::size_t plane_words, std::size_t width,
-                         float* out, float* scratch, std::size_t i0, std::size_t i1, std::size_t j0,
-                         std::size_t j1) noexcept {
-  const std::size_t m = i1 - i0, n = j1 - j0, ldb = kernels::words_for(width);
+                         const std::uint64_t* planes_t, std::size_t plane_words, std::size_t width, float* out,
+                         float* scratch, std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+  const std::size_t ldb = kernels::words_for(width);
   for (int j = planes - 1; j >= 0; --j) {
-    float* c = (j == planes - 1 ? out : scratch) + i0 * width + j0;
-    k.gemm_binary(m, n, depth, a + i0 * depth, depth, 1, rowsum + i0,
-                  planes_t + static_cast<std::size_t>(j) * plane_words + j0 / 64, ldb, c, width);
+    run_packed_gemm(k, k.gemm_binary, {.m = i1 - i0,
+                        .n = j1 - j0,
+                        .k = depth,
+                        .a = a + i0 * depth,
+                        .a_rs = depth,
+                        .a_cs = 1,
+                        .bits = planes_t + static_cast<std::size_t>(j) * plane_words + j0 / 64,
+                        .ldb = ldb,
+                        .c = (j == planes - 1 ? out : scratch) + i0 * width + j0,
+                        .ldc = width});
     if (j == planes - 1) continue;
     // Horner: out = 2 * out + plane_j, exact doublings.
     for (std::size_t i = i0; i < i1; ++i)
@@ -304,7 +310,16 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
   const auto& k = ctx.kernels;
   if (!options_.qbp) {
     parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-      k.gemm_f32(i1 - i0, j1 - j0, rows, dy + i0, 1, out_, x + j0, in_, grad + i0 * in_ + j0, in_);
+      run_packed_gemm(k, k.gemm_f32, {.m = i1 - i0,
+                       .n = j1 - j0,
+                       .k = rows,
+                       .a = dy + i0,
+                       .a_rs = 1,
+                       .a_cs = out_,
+                       .b = x + j0,
+                       .ldb = in_,
+                       .c = grad + i0 * in_ + j0,
+                       .ldc = in_});
     });
     return;
   }
@@ -315,9 +330,21 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
     k.quantize_pow2(x + r0 * in_, (r1 - r0) * in_, codes_.data() + r0 * in_, options_.qbp_kmin, options_.qbp_kmax, key,
                     static_cast<std::uint32_t>(r0 * in_));
   });
-  parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-    k.gemm_shift(i1 - i0, j1 - j0, rows, conditioned_.data() + i0, 1, out_, codes_.data() + j0, in_,
-                 grad + i0 * in_ + j0, in_);
+  // Computed as grad^T[i][o] = sum_r code(x[r][i]) * dy[r][o], so the codes are gemm_shift's broadcast
+  // operand (a zero code skips a whole row), and written through strides into grad[o][i].
+  parallel_gemm(ctx.rt, in_, out_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+    run_packed_gemm(k, k.gemm_shift,
+                    {.m = i1 - i0,
+                     .n = j1 - j0,
+                     .k = rows,
+                     .q = codes_.data() + i0,
+                     .q_rs = 1,
+                     .q_cs = in_,
+                     .b = conditioned_.data() + j0,
+                     .ldb = out_,
+                     .c = grad + j0 * in_ + i0,
+                     .c_rs = 1,
+                     .c_cs = in_});
   });
 }
 
@@ -348,8 +375,16 @@ void weight_core::forward_xnor(const float* a, std::size_t rows, int input_bits,
   parallel_gemm(ctx.rt, rows, out_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
     for (std::size_t pa = 0; pa < a_planes; ++pa)
       for (std::size_t pw = 0; pw < w_planes; ++pw) {
-        k.gemm_xnor(i1 - i0, j1 - j0, words, static_cast<std::int32_t>(in_), input_planes_.data() + pa * plane + i0 * words,
-                    words, xnor_bt_.data() + pw * words * out_ + j0, out_, counts_.data() + i0 * out_ + j0, out_);
+        k.gemm_xnor({.m = i1 - i0,
+                     .n = j1 - j0,
+                     .k_words = words,
+                     .k_bits = static_cast<std::int32_t>(in_),
+                     .a = input_planes_.data() + pa * plane + i0 * words,
+                     .lda = words,
+                     .bt = xnor_bt_.data() + pw * words * out_ + j0,
+                     .ldbt = out_,
+                     .c = counts_.data() + i0 * out_ + j0,
+                     .ldc = out_});
         if (single) break;
         const int shift = static_cast<int>(pa + pw);
         for (std::size_t i = i0; i < i1; ++i)
@@ -403,9 +438,14 @@ void weight_core::multiply(weight_kind kind, const float* a, std::size_t rows, s
     const float* ai = a + i0 * depth;
     float* c = out + i0 * width + j0;
     switch (kind) {
-      case weight_kind::fp32: k.gemm_f32(m, n, depth, ai, depth, 1, w.values + j0, width, c, width); break;
+      case weight_kind::fp32:
+        run_packed_gemm(k, k.gemm_f32, {.m = m, .n = n, .k = depth, .a = ai, .a_rs = depth, .a_cs = 1, .b = w.values + j0,
+                         .ldb = width, .c = c, .ldc = width});
+        break;
       case weight_kind::ternary:
-        k.gemm_ternary(m, n, depth, ai, depth, 1, w.sign + j0 / 64, w.nonzero + j0 / 64, ldb, c, width);
+        run_packed_gemm(k, k.gemm_ternary,
+                        {.m = m, .n = n, .k = depth, .a = ai, .a_rs = depth, .a_cs = 1, .sign = w.sign + j0 / 64,
+                         .nonzero = w.nonzero + j0 / 64, .ldb = ldb, .c = c, .ldc = width});
         break;
       case weight_kind::binary:
       case weight_kind::quantized: break;  // multiply_planes
@@ -413,16 +453,12 @@ void weight_core::multiply(weight_kind kind, const float* a, std::size_t rows, s
   });
 }
 
-// Binary and k-bit weights: masked adds per plane (binary_planes_block) over the row sums of a.
+// Binary and k-bit weights: grouped-lookup adds per plane (binary_planes_block).
 void weight_core::multiply_planes(int planes, const float* a, std::size_t rows, std::size_t depth, std::size_t width,
                                   const weight_view& w, float* out, const step_context& ctx) {
-  rowsum_.resize(rows);
-  parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
-    kernels::row_sums(a + r0 * depth, r1 - r0, depth, depth, 1, rowsum_.data() + r0);
-  });
   if (planes > 1) plane_out_.resize(rows * width);
   parallel_gemm(ctx.rt, rows, width, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-    binary_planes_block(ctx.kernels, planes, a, depth, rowsum_.data(), w.sign, w.plane_words, width, out,
+    binary_planes_block(ctx.kernels, planes, a, depth, w.sign, w.plane_words, width, out,
                         plane_out_.data(), i0, i1, j0, j1);
   });
 }

@@ -14,14 +14,12 @@ class byte_reader;
 
 /// One block [i0, i1) x [j0, j1) of out[rows][width] = a[rows][depth] · W for binary or k-bit weights W
 /// given as `planes` ±1 bit planes, each depth x width bits (row stride words_for(width)), `plane_words`
-/// apart: out = (sum_j 2^j a · plane_j) / L, L = 2^planes - 1, one masked-add GEMM per plane summed by
-/// exact Horner doublings, then one multiplication by 1/L (none for one plane). `rowsum` holds a's row
-/// sums; `scratch` has out's shape (unused for one plane). The layers and packed_mlp both call it, so
-/// their float paths give the same bits.
+/// apart: out = (sum_j 2^j a · plane_j) / L, L = 2^planes - 1, one gemm_binary per plane summed by
+/// exact Horner doublings, then one multiplication by 1/L (none for one plane). `scratch` has out's shape
+/// (unused for one plane). The layers and packed_mlp both call it, so their float paths give the same bits.
 void binary_planes_block(const kernels::kernel_table& k, int planes, const float* a, std::size_t depth,
-                         const float* rowsum, const std::uint64_t* planes_t, std::size_t plane_words, std::size_t width,
-                         float* out, float* scratch, std::size_t i0, std::size_t i1, std::size_t j0,
-                         std::size_t j1) noexcept;
+                         const std::uint64_t* planes_t, std::size_t plane_words, std::size_t width, float* out,
+                         float* scratch, std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1);
 
 /// The word-interleaved weights gemm_xnor reads: bt[j][w][o] = word w of row o of plane j, for the
 /// (plane, word) pairs p = j * words + w in [p0, p1); `planes` is [count][outputs][words].
@@ -124,7 +122,6 @@ class weight_core {
   std::vector<std::uint64_t> sign_, nonzero_;
   std::vector<std::uint64_t> sign_t_, nonzero_t_;
   std::vector<float> transposed_;                  // fp32 W^T [in][out]
-  std::vector<float> rowsum_;
   std::vector<float> conditioned_;
   std::vector<std::int8_t> codes_;
 };

@@ -61,7 +61,10 @@ void check_network_gradients(network& net, const matrix& x, const std::vector<st
       if (std::fabs(coarse - fine) > 0.02 * std::fmax(std::fabs(fine), 1e-2)) continue;
       CAPTURE(p->name);
       CAPTURE(i);
-      CHECK(analytic[i] == doctest::Approx(fine).epsilon(0.03).scale(1e-3));
+      // The loss is a float sum near 1, so each evaluation carries rounding noise of about 1e-7 and a
+      // central difference over 2h = 1e-2 about 2e-5: gradients that small read as noise (a zero gradient
+      // once measured 3.6e-5), hence the absolute floor of 0.03 * 3e-3 = 9e-5.
+      CHECK(analytic[i] == doctest::Approx(fine).epsilon(0.03).scale(3e-3));
       ++checked;
     }
   }

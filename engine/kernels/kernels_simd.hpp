@@ -6,12 +6,14 @@
 // tiles where NV no longer fit) and run the whole k loop per tile, in order, so every output is the same
 // sequential sum as the reference. Columns that do not fill a vector are done by a scalar loop with the
 // same summation order.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
 #include "fewmul/kernels.hpp"
+#include "kernels/gemm_blocking.hpp"
 #include "kernels/xsimd_compat.hpp"
 
 namespace fewmul::kernels::detail {
@@ -158,161 +160,469 @@ struct simd_kernels {
       for (std::size_t v = 0; v < V; ++v) acc[r][v].store_unaligned(c + r * ldc + v * lanes);
   }
 
-  // ---- float GEMM (the fp32 path) ------------------------------------------------------------------
-  static void gemm_f32(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
-                       std::size_t a_cs, const float* b, std::size_t ldb, float* c, std::size_t ldc) noexcept {
-    auto tile = [&]<std::size_t R, std::size_t V>(std::size_t i0, std::size_t j0) {
-      fb acc[R][V];
-      zero_tile(acc);
-      for (std::size_t p = 0; p < k; ++p) {
-        fb bv[V];
-        for (std::size_t v = 0; v < V; ++v) bv[v] = fb::load_unaligned(b + p * ldb + j0 + v * lanes);
-        for (std::size_t r = 0; r < R; ++r) {
-          const fb av(a[(i0 + r) * a_rs + p * a_cs]);
-          for (std::size_t v = 0; v < V; ++v) acc[r][v] = acc[r][v] + av * bv[v];
-        }
-      }
-      store_tile(acc, c + i0 * ldc + j0, ldc);
-    };
-    auto column = [&](std::size_t i, std::size_t j) {
-      float acc = 0.0f;
-      for (std::size_t p = 0; p < k; ++p) {
-        const float product = a[i * a_rs + p * a_cs] * b[p * ldb + j];
-        acc = acc + product;
-      }
-      c[i * ldc + j] = acc;
-    };
-    for_each_tile(m, n, tile, column);
+  // ---- packed GEMMs (gemm_f32, gemm_binary) --------------------------------------------------------
+  // Blocked as gemm_blocking.hpp says; both operands packed into the workspace as zero-padded panels, so
+  // the register tile never sees a ragged edge: padded rows and columns compute values nobody stores.
+  // Each K block continues the accumulator the previous one stored in C.
+  static constexpr std::size_t f32_mr = lanes == 16 ? 12 : 6;  // rows of the register tile
+  static constexpr std::size_t bin_mr = lanes == 16 ? 8 : 4;
+  static constexpr std::size_t panel_nr = nv * lanes;          // columns of the register tile, divides 64
+
+  template <class T>
+  static T* at_bytes(void* base, std::size_t offset) {
+    return reinterpret_cast<T*>(static_cast<unsigned char*>(base) + round_up(offset, 64));
+  }
+  static void zero_output(std::size_t m, std::size_t n, float* c, std::size_t ldc) {
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0f;
+  }
+  // Loads (or zeroes, for the first K block) an R x nr tile of C, rows < h and columns < w valid.
+  template <std::size_t R>
+  static void load_panel_tile(fb (&acc)[R][nv], bool first, const float* c, std::size_t ldc, std::size_t h, std::size_t w) {
+    if (first) {
+      for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb(0.0f);
+    } else if (h == R && w == panel_nr) {
+      for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb::load_unaligned(c + r * ldc + v * lanes);
+    } else {
+      alignas(64) float tile[R * panel_nr] = {};
+      for (std::size_t r = 0; r < h; ++r)
+        for (std::size_t j = 0; j < w; ++j) tile[r * panel_nr + j] = c[r * ldc + j];
+      for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb::load_aligned(tile + r * panel_nr + v * lanes);
+    }
+  }
+  template <std::size_t R>
+  static void store_panel_tile(const fb (&acc)[R][nv], float* c, std::size_t ldc, std::size_t h, std::size_t w) {
+    if (h == R && w == panel_nr) {
+      for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t v = 0; v < nv; ++v) acc[r][v].store_unaligned(c + r * ldc + v * lanes);
+      return;
+    }
+    alignas(64) float tile[R * panel_nr];
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < nv; ++v) acc[r][v].store_aligned(tile + r * panel_nr + v * lanes);
+    for (std::size_t r = 0; r < h; ++r)
+      for (std::size_t j = 0; j < w; ++j) c[r * ldc + j] = tile[r * panel_nr + j];
   }
 
-  // ---- masked-add GEMMs over packed weights -------------------------------------------------------
+  // f32: A(ic.., pc..) into row panels [rows/mr][kb][mr]; B(pc.., jc..) into column panels [cols/nr][kb][nr].
+  static void pack_a_f32(const gemm_f32_params& p, std::size_t ic, std::size_t mb, std::size_t pc, std::size_t kb,
+                         float* out) {
+    for (std::size_t i0 = 0; i0 < mb; i0 += f32_mr) {
+      float* panel = out + i0 * kb;
+      const std::size_t h = std::min(f32_mr, mb - i0);
+      const float* src = p.a + (ic + i0) * p.a_rs + pc * p.a_cs;
+      if (p.a_cs == 1) {
+        for (std::size_t r = 0; r < h; ++r)
+          for (std::size_t q = 0; q < kb; ++q) panel[q * f32_mr + r] = src[r * p.a_rs + q];
+      } else {
+        for (std::size_t q = 0; q < kb; ++q)
+          for (std::size_t r = 0; r < h; ++r) panel[q * f32_mr + r] = src[r * p.a_rs + q * p.a_cs];
+      }
+      for (std::size_t q = 0; q < kb; ++q)
+        for (std::size_t r = h; r < f32_mr; ++r) panel[q * f32_mr + r] = 0.0f;
+    }
+  }
+  static void pack_b_f32(const gemm_f32_params& p, std::size_t pc, std::size_t kb, std::size_t jc, std::size_t nb,
+                         float* out) {
+    for (std::size_t j0 = 0; j0 < nb; j0 += panel_nr) {
+      float* panel = out + j0 * kb;
+      const std::size_t w = std::min(panel_nr, nb - j0);
+      for (std::size_t q = 0; q < kb; ++q) {
+        const float* src = p.b + (pc + q) * p.ldb + jc + j0;
+        float* dst = panel + q * panel_nr;
+        if (w == panel_nr) {
+          for (std::size_t v = 0; v < nv; ++v) fb::load_unaligned(src + v * lanes).store_aligned(dst + v * lanes);
+        } else {
+          for (std::size_t j = 0; j < panel_nr; ++j) dst[j] = j < w ? src[j] : 0.0f;
+        }
+      }
+    }
+  }
+  // acc[r][v] = fma(A(r, q), B(q, v), acc[r][v]) for q in order: the reference's sum.
+  static void f32_tile(std::size_t kb, const float* ap, const float* bp, float* c, std::size_t ldc, std::size_t h,
+                       std::size_t w, bool first) {
+    fb acc[f32_mr][nv];
+    load_panel_tile(acc, first, c, ldc, h, w);
+    for (std::size_t q = 0; q < kb; ++q) {
+      fb bv[nv];
+      for (std::size_t v = 0; v < nv; ++v) bv[v] = fb::load_aligned(bp + q * panel_nr + v * lanes);
+      for (std::size_t r = 0; r < f32_mr; ++r) {
+        const fb av(ap[q * f32_mr + r]);
+        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = simd_compat::fused_multiply_add<A>(av, bv[v], acc[r][v]);
+      }
+    }
+    store_panel_tile(acc, c, ldc, h, w);
+  }
+
+  // Few rows (batch-1 inference): each element of B is used once or twice, so packing it would cost more
+  // than the products; rows of up to four vectors of columns run over all of K straight from B.
+  static void gemm_f32_few_rows(const gemm_f32_params& p) {
+    constexpr std::size_t width = 4 * lanes;
+    for (std::size_t i = 0; i < p.m; ++i)
+      for (std::size_t j0 = 0; j0 < p.n; j0 += width) {
+        const std::size_t w = std::min(width, p.n - j0);
+        fb acc[4] = {fb(0.0f), fb(0.0f), fb(0.0f), fb(0.0f)};
+        alignas(64) float row[width] = {};
+        for (std::size_t q = 0; q < p.k; ++q) {
+          const fb av(p.a[i * p.a_rs + q * p.a_cs]);
+          const float* b = p.b + q * p.ldb + j0;
+          if (w == width) {
+            for (std::size_t v = 0; v < 4; ++v)
+              acc[v] = simd_compat::fused_multiply_add<A>(av, fb::load_unaligned(b + v * lanes), acc[v]);
+          } else {
+            for (std::size_t j = 0; j < w; ++j) row[j] = b[j];
+            for (std::size_t v = 0; v < 4; ++v)
+              acc[v] = simd_compat::fused_multiply_add<A>(av, fb::load_aligned(row + v * lanes), acc[v]);
+          }
+        }
+        alignas(64) float out[width];
+        for (std::size_t v = 0; v < 4; ++v) acc[v].store_aligned(out + v * lanes);
+        for (std::size_t j = 0; j < w; ++j) p.c[i * p.ldc + j0 + j] = out[j];
+      }
+  }
+
+  static void gemm_f32(const gemm_f32_params& p) noexcept {
+    if (p.m == 0 || p.n == 0) return;
+    if (p.k == 0) return zero_output(p.m, p.n, p.c, p.ldc);
+    if (p.m < 4) return gemm_f32_few_rows(p);
+    const gemm_blocks bl = f32_blocks(p.caches, f32_mr, panel_nr);
+    float* a_pack = at_bytes<float>(p.workspace, 0);
+    float* b_pack = at_bytes<float>(p.workspace, 4 * bl.mc * bl.kc);
+    for (std::size_t pc = 0; pc < p.k; pc += bl.kc) {
+      const std::size_t kb = std::min(bl.kc, p.k - pc);
+      for (std::size_t jc = 0; jc < p.n; jc += bl.nc) {
+        const std::size_t nb = std::min(bl.nc, p.n - jc);
+        pack_b_f32(p, pc, kb, jc, nb, b_pack);
+        for (std::size_t ic = 0; ic < p.m; ic += bl.mc) {
+          const std::size_t mb = std::min(bl.mc, p.m - ic);
+          pack_a_f32(p, ic, mb, pc, kb, a_pack);
+          for (std::size_t j0 = 0; j0 < nb; j0 += panel_nr)
+            for (std::size_t i0 = 0; i0 < mb; i0 += f32_mr)
+              f32_tile(kb, a_pack + i0 * kb, b_pack + j0 * kb, p.c + (ic + i0) * p.ldc + jc + j0, p.ldc,
+                       std::min(f32_mr, mb - i0), std::min(panel_nr, nb - j0), pc == 0);
+        }
+      }
+    }
+  }
+
+  // Binary and ternary by grouped lookup (see "Summation order" in fewmul/kernels.hpp). A group covers
+  // `group` consecutive k of B's bit planes, starting at a multiple of `group` (K blocks start at
+  // multiples of 4). B becomes per column the 4-bit index of its group's bits, in panels
+  // [cols/nr][groups][nr] of int32; each row of A becomes per group a table of the 16 signed sums.
+  //   binary, group 4: index bit u = weight bit of k = 4g + u; T[p] = (s0 + s1) + (s2 + s3),
+  //     s_u = (bit u of p) ? a_u : -a_u.
+  //   ternary, group 2: index bits 2u, 2u + 1 = nonzero, sign of k = 2g + u; T[p] = v0 + v1,
+  //     v_u = (bit 2u of p) ? ((bit 2u + 1 of p) ? a_u : -a_u) : +0.
+  // Bits past K read as 0 and a_u past K as 0.
+  struct lookup_operands {
+    std::size_t m, n, k;
+    const float* a;
+    std::size_t a_rs, a_cs;
+    const std::uint64_t* sign;     // binary: the weight bits
+    const std::uint64_t* nonzero;  // ternary only
+    std::size_t ldb;
+    float* c;
+    std::size_t ldc;
+    cache_sizes caches;
+    void* workspace;
+  };
   static std::uint64_t tile_bits(const std::uint64_t* row, std::size_t j0) {
     return row[j0 / 64] >> (j0 % 64);
   }
-
-  static void gemm_binary(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
-                          std::size_t a_cs, const float* a_rowsum, const std::uint64_t* bits, std::size_t ldb,
-                          float* c, std::size_t ldc) noexcept {
-    auto tile = [&]<std::size_t R, std::size_t V>(std::size_t i0, std::size_t j0) {
-      fb acc[R][V];
-      zero_tile(acc);
-      for (std::size_t p = 0; p < k; ++p) {
-        const std::uint64_t chunk = tile_bits(bits + p * ldb, j0);
-        fm plus[V];
-        for (std::size_t v = 0; v < V; ++v)
-          plus[v] = simd_compat::mask_from_bits<A>(static_cast<std::uint32_t>(chunk >> (v * lanes)) & lane_mask);
-        for (std::size_t r = 0; r < R; ++r) {
-          const fb av(a[(i0 + r) * a_rs + p * a_cs]);
-          for (std::size_t v = 0; v < V; ++v) acc[r][v] = xsimd::select(plus[v], acc[r][v] + av, acc[r][v]);
+  template <std::size_t Group>
+  static void pack_indices(const lookup_operands& p, std::size_t pc, std::size_t kb, std::size_t jc, std::size_t nb,
+                           std::int32_t* out) {
+    const std::size_t groups = (kb + Group - 1) / Group;
+    alignas(64) static constexpr std::uint32_t lane_bits[16] = {1u << 0,  1u << 1,  1u << 2,  1u << 3,
+                                                                1u << 4,  1u << 5,  1u << 6,  1u << 7,
+                                                                1u << 8,  1u << 9,  1u << 10, 1u << 11,
+                                                                1u << 12, 1u << 13, 1u << 14, 1u << 15};
+    const ub lane_bit = ub::load_aligned(lane_bits);
+    for (std::size_t j0 = 0; j0 < nb; j0 += panel_nr) {
+      std::int32_t* panel = out + j0 * groups;
+      for (std::size_t g = 0; g < groups; ++g) {
+        std::uint64_t chunk[4] = {};  // the four index bits' source words, index bit order
+        for (std::size_t u = 0; u < Group && Group * g + u < kb; ++u) {
+          const std::size_t row = (pc + Group * g + u) * p.ldb;
+          if constexpr (Group == 4) {
+            chunk[u] = tile_bits(p.sign + row, jc + j0);
+          } else {
+            chunk[2 * u] = tile_bits(p.nonzero + row, jc + j0);
+            chunk[2 * u + 1] = tile_bits(p.sign + row, jc + j0);
+          }
+        }
+        for (std::size_t v = 0; v < nv; ++v) {
+          ub idx(0u);
+          for (std::size_t u = 0; u < 4; ++u) {
+            const ub word(static_cast<std::uint32_t>(chunk[u] >> (v * lanes)) & lane_mask);
+            idx = idx | xsimd::select((word & lane_bit) != ub(0u), ub(1u << u), ub(0u));
+          }
+          xsimd::bitwise_cast<ib>(idx).store_aligned(panel + g * panel_nr + v * lanes);
         }
       }
-      for (std::size_t r = 0; r < R; ++r) {
-        const fb rowsum(a_rowsum[i0 + r]);
-        for (std::size_t v = 0; v < V; ++v)
-          ((acc[r][v] + acc[r][v]) - rowsum).store_unaligned(c + (i0 + r) * ldc + j0 + v * lanes);
-      }
-    };
-    auto column = [&](std::size_t i, std::size_t j) {
-      float positive = 0.0f;
-      for (std::size_t p = 0; p < k; ++p)
-        if ((bits[p * ldb + j / 64] >> (j % 64)) & 1u) positive += a[i * a_rs + p * a_cs];
-      c[i * ldc + j] = (positive + positive) - a_rowsum[i];
-    };
-    for_each_tile(m, n, tile, column);
+    }
   }
-
-  static void gemm_ternary(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
-                           std::size_t a_cs, const std::uint64_t* sign, const std::uint64_t* nonzero,
-                           std::size_t ldb, float* c, std::size_t ldc) noexcept {
-    auto tile = [&]<std::size_t R, std::size_t V>(std::size_t i0, std::size_t j0) {
-      fb acc[R][V];
-      zero_tile(acc);
-      for (std::size_t p = 0; p < k; ++p) {
-        const std::uint64_t s = tile_bits(sign + p * ldb, j0);
-        const std::uint64_t neg = tile_bits(nonzero + p * ldb, j0) ^ s;  // sign ⊆ nonzero
-        fm plus[V], minus[V];
-        for (std::size_t v = 0; v < V; ++v) {
-          plus[v] = simd_compat::mask_from_bits<A>(static_cast<std::uint32_t>(s >> (v * lanes)) & lane_mask);
-          minus[v] = simd_compat::mask_from_bits<A>(static_cast<std::uint32_t>(neg >> (v * lanes)) & lane_mask);
-        }
-        for (std::size_t r = 0; r < R; ++r) {
-          const fb av(a[(i0 + r) * a_rs + p * a_cs]);
-          for (std::size_t v = 0; v < V; ++v) {
-            acc[r][v] = xsimd::select(plus[v], acc[r][v] + av, acc[r][v]);
-            acc[r][v] = xsimd::select(minus[v], acc[r][v] - av, acc[r][v]);
+  // Lane masks of the table entries p = 0..15: negate[u][p] has the sign bit where bit u of p is 0 (binary:
+  // -a_u there); ternary_sign[u][p] where bit 2u + 1 is 0; ternary_keep[u][p] is all ones where bit 2u is 1.
+  static constexpr std::uint32_t sign_bit = 0x80000000u;
+  static constexpr std::uint32_t entry_mask(std::size_t p, std::size_t bit, std::uint32_t when_clear,
+                                            std::uint32_t when_set) {
+    return (p >> bit) & 1u ? when_set : when_clear;
+  }
+  struct table_masks {
+    alignas(64) std::uint32_t negate[4][16];
+    alignas(64) std::uint32_t ternary_sign[2][16];
+    alignas(64) std::uint32_t ternary_keep[2][16];
+  };
+  static constexpr table_masks make_table_masks() {
+    table_masks t{};
+    for (std::size_t p = 0; p < 16; ++p) {
+      for (std::size_t u = 0; u < 4; ++u) t.negate[u][p] = entry_mask(p, u, sign_bit, 0);
+      for (std::size_t u = 0; u < 2; ++u) {
+        t.ternary_sign[u][p] = entry_mask(p, 2 * u + 1, sign_bit, 0);
+        t.ternary_keep[u][p] = entry_mask(p, 2 * u, 0, 0xffffffffu);
+      }
+    }
+    return t;
+  }
+  template <std::size_t Group, std::size_t MR>
+  static void build_tables(const lookup_operands& p, std::size_t i0, std::size_t h, std::size_t pc, std::size_t kb,
+                           float* out) {
+    alignas(64) static constexpr table_masks masks = make_table_masks();
+    const std::size_t groups = (kb + Group - 1) / Group;
+    for (std::size_t g = 0; g < groups; ++g)
+      for (std::size_t r = 0; r < MR; ++r) {
+        float a_u[Group] = {};
+        if (r < h)
+          for (std::size_t u = 0; u < Group && Group * g + u < kb; ++u)
+            a_u[u] = p.a[(i0 + r) * p.a_rs + (pc + Group * g + u) * p.a_cs];
+        float* table = out + (g * MR + r) * 16;
+        for (std::size_t q = 0; q < 16; q += lanes) {
+          if constexpr (Group == 4) {
+            fb s[4];
+            for (std::size_t u = 0; u < 4; ++u)
+              s[u] = simd_compat::as_float<A>(simd_compat::as_bits<A>(fb(a_u[u])) ^ ub::load_aligned(masks.negate[u] + q));
+            ((s[0] + s[1]) + (s[2] + s[3])).store_aligned(table + q);
+          } else {
+            fb v[2];
+            for (std::size_t u = 0; u < 2; ++u)
+              v[u] = simd_compat::as_float<A>((simd_compat::as_bits<A>(fb(a_u[u])) ^
+                                               ub::load_aligned(masks.ternary_sign[u] + q)) &
+                                              ub::load_aligned(masks.ternary_keep[u] + q));
+            (v[0] + v[1]).store_aligned(table + q);
           }
         }
       }
-      store_tile(acc, c + i0 * ldc + j0, ldc);
-    };
-    auto column = [&](std::size_t i, std::size_t j) {
-      float acc = 0.0f;
-      for (std::size_t p = 0; p < k; ++p) {
-        if (!((nonzero[p * ldb + j / 64] >> (j % 64)) & 1u)) continue;
-        const float v = a[i * a_rs + p * a_cs];
-        if ((sign[p * ldb + j / 64] >> (j % 64)) & 1u)
-          acc += v;
-        else
-          acc -= v;
+  }
+  template <std::size_t MR>
+  static void lookup_tile(std::size_t groups, const float* tables, const std::int32_t* ip, float* c, std::size_t ldc,
+                          std::size_t h, std::size_t w, bool first) {
+    fb acc[MR][nv];
+    load_panel_tile(acc, first, c, ldc, h, w);
+    for (std::size_t g = 0; g < groups; ++g) {
+      ib idx[nv];
+      for (std::size_t v = 0; v < nv; ++v) idx[v] = ib::load_aligned(ip + g * panel_nr + v * lanes);
+      for (std::size_t r = 0; r < MR; ++r) {
+        const auto table = simd_compat::load_table16<A>(tables + (g * MR + r) * 16);
+        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = acc[r][v] + simd_compat::lookup16<A>(table, idx[v]);
       }
-      c[i * ldc + j] = acc;
-    };
-    for_each_tile(m, n, tile, column);
+    }
+    store_panel_tile(acc, c, ldc, h, w);
+  }
+  // One group's signed sum for `lanes` columns starting at j0, formed in place with selects: the table
+  // entry those columns' indices would pick, computed the same way.
+  template <std::size_t Group>
+  static fb group_sum(const lookup_operands& p, std::size_t i, std::size_t q0, std::size_t j0) {
+    fb s[Group];
+    for (std::size_t u = 0; u < Group; ++u) {
+      const std::size_t q = q0 + u;
+      const fb av(q < p.k ? p.a[i * p.a_rs + q * p.a_cs] : 0.0f);
+      const auto sign = q < p.k ? static_cast<std::uint32_t>(tile_bits(p.sign + q * p.ldb, j0)) & lane_mask : 0u;
+      s[u] = xsimd::select(simd_compat::mask_from_bits<A>(sign), av, -av);
+      if constexpr (Group == 2) {
+        const auto nz = q < p.k ? static_cast<std::uint32_t>(tile_bits(p.nonzero + q * p.ldb, j0)) & lane_mask : 0u;
+        s[u] = xsimd::select(simd_compat::mask_from_bits<A>(nz), s[u], fb(0.0f));
+      }
+    }
+    if constexpr (Group == 4) return (s[0] + s[1]) + (s[2] + s[3]);
+    return s[0] + s[1];
+  }
+  // Few rows (batch-1 inference): packing would cost more than it saves.
+  template <std::size_t Group>
+  static void lookup_gemm_few_rows(const lookup_operands& p) {
+    for (std::size_t i = 0; i < p.m; ++i)
+      for (std::size_t j0 = 0; j0 < p.n; j0 += lanes) {
+        fb acc(0.0f);
+        for (std::size_t q0 = 0; q0 < p.k; q0 += Group) acc = acc + group_sum<Group>(p, i, q0, j0);
+        const std::size_t w = std::min(lanes, p.n - j0);
+        if (w == lanes) {
+          acc.store_unaligned(p.c + i * p.ldc + j0);
+        } else {
+          alignas(64) float out[lanes];
+          acc.store_aligned(out);
+          for (std::size_t j = 0; j < w; ++j) p.c[i * p.ldc + j0 + j] = out[j];
+        }
+      }
+  }
+  template <std::size_t Group, std::size_t MR>
+  static void lookup_gemm(const lookup_operands& p) {
+    if (p.m == 0 || p.n == 0) return;
+    if (p.k == 0) return zero_output(p.m, p.n, p.c, p.ldc);
+    if (p.m < 4) return lookup_gemm_few_rows<Group>(p);
+    const gemm_blocks bl = lookup_blocks(p.caches, Group, MR, panel_nr);
+    auto* indices = at_bytes<std::int32_t>(p.workspace, 0);
+    float* tables = at_bytes<float>(p.workspace, 4 * (bl.kc / Group * bl.nc));
+    for (std::size_t pc = 0; pc < p.k; pc += bl.kc) {
+      const std::size_t kb = std::min(bl.kc, p.k - pc), groups = (kb + Group - 1) / Group;
+      for (std::size_t jc = 0; jc < p.n; jc += bl.nc) {
+        const std::size_t nb = std::min(bl.nc, p.n - jc);
+        pack_indices<Group>(p, pc, kb, jc, nb, indices);
+        for (std::size_t i0 = 0; i0 < p.m; i0 += MR) {
+          const std::size_t h = std::min(MR, p.m - i0);
+          build_tables<Group, MR>(p, i0, h, pc, kb, tables);
+          for (std::size_t j0 = 0; j0 < nb; j0 += panel_nr)
+            lookup_tile<MR>(groups, tables, indices + j0 * groups, p.c + i0 * p.ldc + jc + j0, p.ldc, h,
+                            std::min(panel_nr, nb - j0), pc == 0);
+        }
+      }
+    }
+  }
+
+  static void gemm_binary(const gemm_binary_params& p) noexcept {
+    lookup_gemm<4, bin_mr>({p.m, p.n, p.k, p.a, p.a_rs, p.a_cs, p.bits, nullptr, p.ldb, p.c, p.ldc, p.caches,
+                            p.workspace});
+  }
+  static void gemm_ternary(const gemm_ternary_params& p) noexcept {
+    lookup_gemm<2, bin_mr>({p.m, p.n, p.k, p.a, p.a_rs, p.a_cs, p.sign, p.nonzero, p.ldb, p.c, p.ldc, p.caches,
+                            p.workspace});
+  }
+
+  static std::size_t workspace_bytes(const cache_sizes& caches) noexcept {
+    return std::max({f32_workspace_bytes(caches, f32_mr, panel_nr), lookup_workspace_bytes(caches, 4, bin_mr, panel_nr),
+                     lookup_workspace_bytes(caches, 2, bin_mr, panel_nr),
+                     shift_workspace_bytes(caches, shift_mr, panel_nr)});
   }
 
   // ---- shift GEMM (quantized-backprop weight gradient) --------------------------------------------
-  // A product a * (±2^e) is the integer add  bits(a) + (e << 23) + (s << 31): the first term moves the
-  // exponent field by e (no carry out while the result stays normal, which the caller's range on A
+  // A product b * (±2^e) is the integer add  bits(b) + (e << 23) + (s << 31): the first term moves the
+  // exponent field by e (no carry out while the result stays normal, which the caller's range on B
   // guarantees), the second flips the sign bit (adding 2^31 modulo 2^32 is an XOR of bit 31).
-  static float shift_scalar(float v, int code) {
-    std::uint32_t bits;
-    std::memcpy(&bits, &v, 4);
+
+  // Codes are the broadcast operand, so a zero code (ReLU zeros: about half of a layer's inputs) skips a
+  // whole row of the register tile: each row of A becomes the list of its nonzero codes in k order, as
+  // (offset of B's row in the packed panel, addend (e << 23) + (s << 31)). The rows of a panel step
+  // through their lists together; a shorter list is padded with entries pointing at the panel's extra
+  // row of zeros, which B's own zero test then skips like any zero of B.
+  static constexpr std::size_t shift_mr = 4;
+  struct shift_entry {
+    std::uint32_t offset;  // floats into the B panel
+    std::uint32_t addend;
+  };
+  static std::uint32_t shift_addend(int code) {
     const int magnitude = code < 0 ? -code : code;
-    bits += static_cast<std::uint32_t>(magnitude - pow2_code_bias) << 23;
-    bits += code < 0 ? 0x80000000u : 0u;
-    float out;
-    std::memcpy(&out, &bits, 4);
-    return out;
+    return (static_cast<std::uint32_t>(magnitude - pow2_code_bias) << 23) + (code < 0 ? 0x80000000u : 0u);
+  }
+  // Lists of rows i0 .. i0 + h of the K block [pc, pc + kb), interleaved [step][shift_mr]; returns the steps.
+  static std::size_t build_shift_lists(const gemm_shift_params& p, std::size_t i0, std::size_t h, std::size_t pc,
+                                       std::size_t kb, shift_entry* list) {
+    std::size_t counts[shift_mr] = {}, steps = 0;
+    for (std::size_t r = 0; r < h; ++r) {
+      const std::int8_t* row = p.q + (i0 + r) * p.q_rs + pc * p.q_cs;
+      std::size_t count = 0;
+      for (std::size_t q = 0; q < kb; ++q) {
+        const int code = row[q * p.q_cs];
+        if (code == 0) continue;
+        list[count * shift_mr + r] = {static_cast<std::uint32_t>(q * panel_nr), shift_addend(code)};
+        ++count;
+      }
+      counts[r] = count;
+      steps = std::max(steps, count);
+    }
+    const shift_entry padding{static_cast<std::uint32_t>(kb * panel_nr), 0u};
+    for (std::size_t r = 0; r < shift_mr; ++r)
+      for (std::size_t s = counts[r]; s < steps; ++s) list[s * shift_mr + r] = padding;
+    return steps;
+  }
+  // B rows pc .. pc + kb, columns j0 .. j0 + w, into a panel [kb + 1][nr] whose last row is zeros.
+  static void pack_b_shift(const gemm_shift_params& p, std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w,
+                           float* panel) {
+    for (std::size_t q = 0; q < kb; ++q) {
+      const float* src = p.b + (pc + q) * p.ldb + j0;
+      float* dst = panel + q * panel_nr;
+      if (w == panel_nr) {
+        for (std::size_t v = 0; v < nv; ++v) fb::load_unaligned(src + v * lanes).store_aligned(dst + v * lanes);
+      } else {
+        for (std::size_t j = 0; j < panel_nr; ++j) dst[j] = j < w ? src[j] : 0.0f;
+      }
+    }
+    for (std::size_t j = 0; j < panel_nr; ++j) panel[kb * panel_nr + j] = 0.0f;
+  }
+  // C through its two strides: rows r < h, columns j < w of the tile at c.
+  static void load_strided_tile(fb (&acc)[shift_mr][nv], bool first, const float* c, std::size_t c_rs,
+                                std::size_t c_cs, std::size_t h, std::size_t w) {
+    alignas(64) float tile[shift_mr * panel_nr] = {};
+    if (!first)
+      for (std::size_t j = 0; j < w; ++j)
+        for (std::size_t r = 0; r < h; ++r) tile[r * panel_nr + j] = c[r * c_rs + j * c_cs];
+    for (std::size_t r = 0; r < shift_mr; ++r)
+      for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb::load_aligned(tile + r * panel_nr + v * lanes);
+  }
+  static void store_strided_tile(const fb (&acc)[shift_mr][nv], float* c, std::size_t c_rs, std::size_t c_cs,
+                                 std::size_t h, std::size_t w) {
+    alignas(64) float tile[shift_mr * panel_nr];
+    for (std::size_t r = 0; r < shift_mr; ++r)
+      for (std::size_t v = 0; v < nv; ++v) acc[r][v].store_aligned(tile + r * panel_nr + v * lanes);
+    for (std::size_t j = 0; j < w; ++j)
+      for (std::size_t r = 0; r < h; ++r) c[r * c_rs + j * c_cs] = tile[r * panel_nr + j];
+  }
+  static void shift_tile(std::size_t steps, const shift_entry* list, const float* panel, float* c, std::size_t c_rs,
+                         std::size_t c_cs, std::size_t h, std::size_t w, bool first) {
+    fb acc[shift_mr][nv];
+    load_strided_tile(acc, first, c, c_rs, c_cs, h, w);
+    for (std::size_t s = 0; s < steps; ++s)
+      for (std::size_t r = 0; r < shift_mr; ++r) {
+        const shift_entry e = list[s * shift_mr + r];
+        const ub addend(e.addend);
+        const float* row = panel + e.offset;
+        for (std::size_t v = 0; v < nv; ++v) {
+          const fb b = fb::load_aligned(row + v * lanes);
+          const fb product = simd_compat::as_float<A>(simd_compat::as_bits<A>(b) + addend);
+          acc[r][v] = xsimd::select(b != fb(0.0f), acc[r][v] + product, acc[r][v]);
+        }
+      }
+    store_strided_tile(acc, c, c_rs, c_cs, h, w);
   }
 
-  static void gemm_shift(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
-                         std::size_t a_cs, const std::int8_t* q, std::size_t ldq, float* c, std::size_t ldc) noexcept {
-    auto tile = [&]<std::size_t R, std::size_t V>(std::size_t i0, std::size_t j0) {
-      fb acc[R][V];
-      zero_tile(acc);
-      for (std::size_t p = 0; p < k; ++p) {
-        fm nonzero[V];
-        ub addend[V];
-        for (std::size_t v = 0; v < V; ++v) {
-          const ib code = simd_compat::load_i8_as_i32<A>(q + p * ldq + j0 + v * lanes);
-          nonzero[v] = xsimd::to_float(code) != fb(0.0f);
-          const ub sign_bit = xsimd::bitwise_cast<ub>(code) & ub(0x80000000u);
-          const ub exponent = xsimd::bitwise_cast<ub>(xsimd::abs(code) - ib(pow2_code_bias));
-          addend[v] = (exponent << 23) + sign_bit;
-        }
-        for (std::size_t r = 0; r < R; ++r) {
-          const float v_a = a[(i0 + r) * a_rs + p * a_cs];
-          if (v_a == 0.0f) continue;
-          std::uint32_t a_bits;
-          std::memcpy(&a_bits, &v_a, 4);
-          const ub ab(a_bits);
-          for (std::size_t v = 0; v < V; ++v)
-            acc[r][v] = xsimd::select(nonzero[v], acc[r][v] + simd_compat::as_float<A>(ab + addend[v]), acc[r][v]);
+  static void gemm_shift(const gemm_shift_params& p) noexcept {
+    if (p.m == 0 || p.n == 0) return;
+    if (p.k == 0) {
+      for (std::size_t i = 0; i < p.m; ++i)
+        for (std::size_t j = 0; j < p.n; ++j) p.c[i * p.c_rs + j * p.c_cs] = 0.0f;
+      return;
+    }
+    const gemm_blocks bl = shift_blocks(p.caches, shift_mr, panel_nr);
+    auto* lists = at_bytes<shift_entry>(p.workspace, 0);
+    auto* steps = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc);
+    float* panel = at_bytes<float>(p.workspace, 8 * bl.mc * bl.kc + 4 * bl.mc / shift_mr + 64);
+    for (std::size_t pc = 0; pc < p.k; pc += bl.kc) {
+      const std::size_t kb = std::min(bl.kc, p.k - pc);
+      for (std::size_t ic = 0; ic < p.m; ic += bl.mc) {
+        const std::size_t mb = std::min(bl.mc, p.m - ic);
+        for (std::size_t i0 = 0; i0 < mb; i0 += shift_mr)
+          steps[i0 / shift_mr] = static_cast<std::uint32_t>(
+              build_shift_lists(p, ic + i0, std::min(shift_mr, mb - i0), pc, kb, lists + i0 * kb));
+        for (std::size_t j0 = 0; j0 < p.n; j0 += panel_nr) {
+          const std::size_t w = std::min(panel_nr, p.n - j0);
+          pack_b_shift(p, pc, kb, j0, w, panel);
+          for (std::size_t i0 = 0; i0 < mb; i0 += shift_mr)
+            shift_tile(steps[i0 / shift_mr], lists + i0 * kb, panel, p.c + (ic + i0) * p.c_rs + j0 * p.c_cs, p.c_rs,
+                       p.c_cs, std::min(shift_mr, mb - i0), w, pc == 0);
         }
       }
-      store_tile(acc, c + i0 * ldc + j0, ldc);
-    };
-    auto column = [&](std::size_t i, std::size_t j) {
-      float acc = 0.0f;
-      for (std::size_t p = 0; p < k; ++p) {
-        const float v = a[i * a_rs + p * a_cs];
-        const int code = q[p * ldq + j];
-        if (v == 0.0f || code == 0) continue;
-        acc += shift_scalar(v, code);
-      }
-      c[i * ldc + j] = acc;
-    };
-    for_each_tile(m, n, tile, column);
+    }
   }
 
   // ---- stochastic power-of-two quantizer ----------------------------------------------------------
@@ -356,9 +666,11 @@ struct simd_kernels {
   using wb = simd_compat::u64batch<A>;
   static constexpr std::size_t word_lanes = wb::size;
 
-  static void gemm_xnor(std::size_t m, std::size_t n, std::size_t k_words, std::int32_t k_bits, const std::uint64_t* a,
-                        std::size_t lda, const std::uint64_t* bt, std::size_t ldbt, std::int32_t* c,
-                        std::size_t ldc) noexcept {
+  static void gemm_xnor(const gemm_xnor_params& p) noexcept {
+    const std::size_t m = p.m, n = p.n, k_words = p.k_words, lda = p.lda, ldbt = p.ldbt, ldc = p.ldc;
+    const std::int32_t k_bits = p.k_bits;
+    const std::uint64_t *a = p.a, *bt = p.bt;
+    std::int32_t* c = p.c;
     auto tile = [&]<std::size_t R, std::size_t V>(std::size_t i0, std::size_t j0) {
       wb different[R][V];
       for (std::size_t r = 0; r < R; ++r)
@@ -389,8 +701,8 @@ struct simd_kernels {
   }
 
   static kernel_table table(fewmul::isa which) {
-    return kernel_table{which,         &pack_binary, &pack_ternary,  &gemm_f32,  &gemm_binary,
-                        &gemm_ternary, &gemm_shift,  &quantize_pow2, &gemm_xnor, nr};
+    return kernel_table{which,      &pack_binary,   &pack_ternary, &gemm_f32,  &gemm_binary,    &gemm_ternary,
+                        &gemm_shift, &quantize_pow2, &gemm_xnor,    panel_nr, &workspace_bytes};
   }
 };
 

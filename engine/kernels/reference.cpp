@@ -59,76 +59,80 @@ bool bit_at(const std::uint64_t* bits, std::size_t ldb, std::size_t r, std::size
   return (bits[r * ldb + c / 64] >> (c % 64)) & 1u;
 }
 
-void gemm_f32_ref(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs, std::size_t a_cs,
-                  const float* b, std::size_t ldb, float* c, std::size_t ldc) noexcept {
-  for (std::size_t i = 0; i < m; ++i)
-    for (std::size_t j = 0; j < n; ++j) {
+void gemm_f32_ref(const gemm_f32_params& p) noexcept {
+  for (std::size_t i = 0; i < p.m; ++i)
+    for (std::size_t j = 0; j < p.n; ++j) {
       float acc = 0.0f;
-      for (std::size_t p = 0; p < k; ++p) {
-        const float product = a[i * a_rs + p * a_cs] * b[p * ldb + j];
-        acc = acc + product;
+      for (std::size_t q = 0; q < p.k; ++q) acc = std::fma(p.a[i * p.a_rs + q * p.a_cs], p.b[q * p.ldb + j], acc);
+      p.c[i * p.ldc + j] = acc;
+    }
+}
+
+// Groups of four k: t = (s0 + s1) + (s2 + s3) with s_u = ±a_u by the weight bit, -0 past K (a_u = 0, bit 0).
+void gemm_binary_ref(const gemm_binary_params& p) noexcept {
+  for (std::size_t i = 0; i < p.m; ++i)
+    for (std::size_t j = 0; j < p.n; ++j) {
+      float acc = 0.0f;
+      for (std::size_t q0 = 0; q0 < p.k; q0 += 4) {
+        float s[4];
+        for (std::size_t u = 0; u < 4; ++u) {
+          const std::size_t q = q0 + u;
+          if (q >= p.k) {
+            s[u] = -0.0f;
+            continue;
+          }
+          const float v = p.a[i * p.a_rs + q * p.a_cs];
+          s[u] = bit_at(p.bits, p.ldb, q, j) ? v : -v;
+        }
+        acc = acc + ((s[0] + s[1]) + (s[2] + s[3]));
       }
-      c[i * ldc + j] = acc;
+      p.c[i * p.ldc + j] = acc;
     }
 }
 
-void gemm_binary_ref(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs, std::size_t a_cs,
-                     const float* a_rowsum, const std::uint64_t* bits, std::size_t ldb, float* c,
-                     std::size_t ldc) noexcept {
-  for (std::size_t i = 0; i < m; ++i)
-    for (std::size_t j = 0; j < n; ++j) {
-      float positive = 0.0f;
-      for (std::size_t p = 0; p < k; ++p)
-        if (bit_at(bits, ldb, p, j)) positive += a[i * a_rs + p * a_cs];
-      c[i * ldc + j] = (positive + positive) - a_rowsum[i];
-    }
-}
-
-void gemm_ternary_ref(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
-                      std::size_t a_cs, const std::uint64_t* sign, const std::uint64_t* nonzero, std::size_t ldb,
-                      float* c, std::size_t ldc) noexcept {
-  for (std::size_t i = 0; i < m; ++i)
-    for (std::size_t j = 0; j < n; ++j) {
+// Pairs of k: acc = acc + (v0 + v1), v_u = nonzero ? (sign ? a_u : -a_u) : +0, +0 past K.
+void gemm_ternary_ref(const gemm_ternary_params& p) noexcept {
+  for (std::size_t i = 0; i < p.m; ++i)
+    for (std::size_t j = 0; j < p.n; ++j) {
       float acc = 0.0f;
-      for (std::size_t p = 0; p < k; ++p) {
-        if (!bit_at(nonzero, ldb, p, j)) continue;
-        const float v = a[i * a_rs + p * a_cs];
-        if (bit_at(sign, ldb, p, j))
-          acc += v;
-        else
-          acc -= v;
+      for (std::size_t q0 = 0; q0 < p.k; q0 += 2) {
+        float v[2] = {0.0f, 0.0f};
+        for (std::size_t u = 0; u < 2 && q0 + u < p.k; ++u) {
+          const std::size_t q = q0 + u;
+          if (!bit_at(p.nonzero, p.ldb, q, j)) continue;
+          const float a = p.a[i * p.a_rs + q * p.a_cs];
+          v[u] = bit_at(p.sign, p.ldb, q, j) ? a : -a;
+        }
+        acc = acc + (v[0] + v[1]);
       }
-      c[i * ldc + j] = acc;
+      p.c[i * p.ldc + j] = acc;
     }
 }
 
-void gemm_shift_ref(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs, std::size_t a_cs,
-                    const std::int8_t* q, std::size_t ldq, float* c, std::size_t ldc) noexcept {
-  for (std::size_t i = 0; i < m; ++i)
-    for (std::size_t j = 0; j < n; ++j) {
+void gemm_shift_ref(const gemm_shift_params& p) noexcept {
+  for (std::size_t i = 0; i < p.m; ++i)
+    for (std::size_t j = 0; j < p.n; ++j) {
       float acc = 0.0f;
-      for (std::size_t p = 0; p < k; ++p) {
-        const float v = a[i * a_rs + p * a_cs];
-        const int code = q[p * ldq + j];
+      for (std::size_t q = 0; q < p.k; ++q) {
+        const int code = p.q[i * p.q_rs + q * p.q_cs];
+        const float v = p.b[q * p.ldb + j];
         if (v == 0.0f || code == 0) continue;
         const float scaled = std::ldexp(v, (code < 0 ? -code : code) - pow2_code_bias);
         acc += code < 0 ? -scaled : scaled;
       }
-      c[i * ldc + j] = acc;
+      p.c[i * p.c_rs + j * p.c_cs] = acc;
     }
 }
 
-void gemm_xnor_ref(std::size_t m, std::size_t n, std::size_t k_words, std::int32_t k_bits, const std::uint64_t* a,
-                   std::size_t lda, const std::uint64_t* bt, std::size_t ldbt, std::int32_t* c,
-                   std::size_t ldc) noexcept {
-  for (std::size_t i = 0; i < m; ++i)
-    for (std::size_t j = 0; j < n; ++j) {
+void gemm_xnor_ref(const gemm_xnor_params& p) noexcept {
+  for (std::size_t i = 0; i < p.m; ++i)
+    for (std::size_t j = 0; j < p.n; ++j) {
       std::int32_t different = 0;
-      for (std::size_t w = 0; w < k_words; ++w) {
-        const std::uint64_t x = a[i * lda + w] ^ bt[w * ldbt + j];
+      for (std::size_t w = 0; w < p.k_words; ++w) {
+        const std::uint64_t x = p.a[i * p.lda + w] ^ p.bt[w * p.ldbt + j];
         for (int bit = 0; bit < 64; ++bit) different += static_cast<std::int32_t>((x >> bit) & 1u);
       }
-      c[i * ldc + j] = k_bits - 2 * different;
+      p.c[i * p.ldc + j] = p.k_bits - 2 * different;
     }
 }
 
@@ -159,33 +163,15 @@ void quantize_pow2_ref(const float* x, std::size_t n, std::int8_t* codes, int km
   }
 }
 
+std::size_t no_workspace_bytes(const cache_sizes&) noexcept { return 0; }
+
 }  // namespace
 
 const kernel_table& reference_kernels() {
-  static const kernel_table table{fewmul::isa::scalar, pack_binary_ref, pack_ternary_ref, gemm_f32_ref,
-                                  gemm_binary_ref,     gemm_ternary_ref, gemm_shift_ref,   quantize_pow2_ref,
-                                  gemm_xnor_ref,       1};
+  static const kernel_table table{fewmul::isa::scalar, pack_binary_ref, pack_ternary_ref,  gemm_f32_ref,
+                                  gemm_binary_ref,     gemm_ternary_ref, gemm_shift_ref,    quantize_pow2_ref,
+                                  gemm_xnor_ref,       1,                no_workspace_bytes};
   return table;
-}
-
-void row_sums(const float* a, std::size_t rows, std::size_t cols, std::size_t a_rs, std::size_t a_cs,
-              float* out) noexcept {
-  // Eight rows at a time: eight independent add chains instead of one (each row still sums in order,
-  // so the bits do not change). Convolutions have many short im2col rows, where one dependent chain
-  // per row cost as much as the masked-add GEMM itself.
-  constexpr std::size_t group = 8;
-  std::size_t r0 = 0;
-  for (; r0 + group <= rows; r0 += group) {
-    float acc[group] = {};
-    for (std::size_t c = 0; c < cols; ++c)
-      for (std::size_t i = 0; i < group; ++i) acc[i] += a[(r0 + i) * a_rs + c * a_cs];
-    for (std::size_t i = 0; i < group; ++i) out[r0 + i] = acc[i];
-  }
-  for (std::size_t r = r0; r < rows; ++r) {
-    float acc = 0.0f;
-    for (std::size_t c = 0; c < cols; ++c) acc += a[r * a_rs + c * a_cs];
-    out[r] = acc;
-  }
 }
 
 void pack_levels(const float* x, std::size_t rows, std::size_t cols, std::size_t ldx, int bits, std::uint64_t* planes,

@@ -1,6 +1,7 @@
 #pragma once
 // The few operations xsimd 8.1 lacks (or spells differently in later versions), in one place:
-// lane masks from/to bit fields, int8 -> int32 widening loads, and float <-> int reinterpretation.
+// lane masks from/to bit fields, int8 -> int32 widening loads, float <-> int reinterpretation, a fused
+// multiply-add that is exact on every ISA, and a 16-entry table lookup.
 // Each ISA's translation unit includes this with only its own ISA enabled, so the #if guards pick
 // the intrinsics that unit may use.
 #include <cstdint>
@@ -143,6 +144,121 @@ inline u64batch<A> popcount_lanes(u64batch<A> x) noexcept {
 #if defined(__aarch64__)
   if constexpr (std::is_base_of_v<xsimd::neon, A>) return vpaddlq_u32(vpaddlq_u16(vpaddlq_u8(vcntq_u8(vreinterpretq_u8_u64(x.data)))));
 #endif
+}
+
+/// a * b + c with one rounding on every ISA. xsimd 8.1's fma is a separate multiply and add on ISAs
+/// without FMA units, so: vfmadd (AVX-512, AVX2 units built with -mfma), vfma (NEON), and on SSE4.2 an
+/// exact emulation. There a*b is exact in double (24 + 24 bits < 53), s = a*b + c is rounded to
+/// double, TwoSum gives its exact error, and an inexact even s is moved one ulp toward the exact value
+/// (round to odd); rounding that to float is then correct because 53 >= 24 + 2 (Boldo and Melquiond,
+/// "Emulation of FMA and correctly rounded sums: proved algorithms using rounding to odd", 2008).
+template <class A>
+inline fbatch<A> fused_multiply_add(fbatch<A> a, fbatch<A> b, fbatch<A> c) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (is_avx512<A>) return _mm512_fmadd_ps(a.data, b.data, c.data);
+#endif
+#if defined(__FMA__)
+  if constexpr (is_avx<A>) return _mm256_fmadd_ps(a.data, b.data, c.data);
+#endif
+#if defined(__SSE4_1__) && !defined(__AVX__)
+  if constexpr (is_sse<A>) {
+    // Fast path: s = a*b + c rounded once to double is rounded correctly to float unless s is exactly
+    // halfway between two floats (the only place a second rounding can go wrong) or outside the normal
+    // float range; a vector with such a lane takes the round-to-odd path.
+    auto exact = [](__m128d x, __m128d y, __m128d z) {
+      const __m128d p = _mm_mul_pd(x, y);
+      const __m128d s = _mm_add_pd(p, z);
+      const __m128d bb = _mm_sub_pd(s, p);
+      const __m128d err = _mm_add_pd(_mm_sub_pd(p, _mm_sub_pd(s, bb)), _mm_sub_pd(z, bb));
+      const __m128i bits = _mm_castpd_si128(s);
+      const __m128i one = _mm_set1_epi64x(1);
+      const __m128d finite = _mm_cmplt_pd(_mm_andnot_pd(_mm_set1_pd(-0.0), s), _mm_set1_pd(__builtin_inf()));
+      const __m128i even = _mm_cmpeq_epi64(_mm_and_si128(bits, one), _mm_setzero_si128());
+      const __m128i adjust = _mm_and_si128(_mm_and_si128(even, _mm_castpd_si128(finite)),
+                                           _mm_castpd_si128(_mm_cmpneq_pd(err, _mm_setzero_pd())));
+      // One ulp up in magnitude when err has the sign of s, else one down.
+      const __m128i differ = _mm_srli_epi64(_mm_xor_si128(bits, _mm_castpd_si128(err)), 63);
+      const __m128i step = _mm_sub_epi64(one, _mm_slli_epi64(differ, 1));
+      return _mm_cvtpd_ps(_mm_castsi128_pd(_mm_add_epi64(bits, _mm_and_si128(step, adjust))));
+    };
+    // Lanes whose double sum sits on a float midpoint (low 29 mantissa bits 1000...0) or whose magnitude
+    // is not a normal float's.
+    auto awkward = [](__m128d s) {
+      const __m128i low = _mm_and_si128(_mm_castpd_si128(s), _mm_set1_epi64x(0x1fffffff));
+      const __m128d magnitude = _mm_andnot_pd(_mm_set1_pd(-0.0), s);
+      const __m128d outside = _mm_or_pd(_mm_cmplt_pd(magnitude, _mm_set1_pd(0x1p-126)),
+                                        _mm_cmpge_pd(magnitude, _mm_set1_pd(0x1p127)));
+      const __m128d zero = _mm_cmpeq_pd(s, _mm_setzero_pd());
+      return _mm_or_pd(_mm_castsi128_pd(_mm_cmpeq_epi64(low, _mm_set1_epi64x(0x10000000))),
+                       _mm_andnot_pd(zero, outside));
+    };
+    const __m128d a_lo = _mm_cvtps_pd(a.data), a_hi = _mm_cvtps_pd(_mm_movehl_ps(a.data, a.data));
+    const __m128d b_lo = _mm_cvtps_pd(b.data), b_hi = _mm_cvtps_pd(_mm_movehl_ps(b.data, b.data));
+    const __m128d c_lo = _mm_cvtps_pd(c.data), c_hi = _mm_cvtps_pd(_mm_movehl_ps(c.data, c.data));
+    const __m128d s_lo = _mm_add_pd(_mm_mul_pd(a_lo, b_lo), c_lo), s_hi = _mm_add_pd(_mm_mul_pd(a_hi, b_hi), c_hi);
+    if (_mm_movemask_pd(_mm_or_pd(awkward(s_lo), awkward(s_hi))) == 0)
+      return _mm_movelh_ps(_mm_cvtpd_ps(s_lo), _mm_cvtpd_ps(s_hi));
+    return _mm_movelh_ps(exact(a_lo, b_lo, c_lo), exact(a_hi, b_hi, c_hi));
+  }
+#endif
+#if defined(__aarch64__)
+  if constexpr (std::is_base_of_v<xsimd::neon, A>) return vfmaq_f32(c.data, a.data, b.data);
+#endif
+}
+
+/// A 16-entry float table held the way lookup16 reads it: one register (AVX-512), two (AVX2), or
+/// memory (SSE4.2 and NEON, which look up lane by lane).
+template <class A>
+struct table16 {
+  const float* entries;
+};
+#if defined(__AVX512F__)
+template <>
+struct table16<xsimd::avx512bw> {
+  __m512 entries;
+};
+#endif
+#if defined(__AVX2__)
+template <>
+struct table16<xsimd::avx2> {
+  __m256 low, high;
+};
+#endif
+
+/// Loads the 16 floats at `t` (64-byte aligned).
+template <class A>
+inline table16<A> load_table16(const float* t) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<A, xsimd::avx512bw>) return {_mm512_load_ps(t)};
+#endif
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<A, xsimd::avx2>) return {_mm256_load_ps(t), _mm256_load_ps(t + 8)};
+#endif
+  if constexpr (!is_avx512<A> && !is_avx<A>) return {t};
+}
+
+/// Lane l of the result is entry idx[l] (0..15) of the table: vpermps (AVX-512), two vpermps and a
+/// blend on index bit 3 (AVX2), lane by lane elsewhere.
+template <class A>
+inline fbatch<A> lookup16(const table16<A>& t, ibatch<A> idx) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<A, xsimd::avx512bw>) return _mm512_permutexvar_ps(idx.data, t.entries);
+#endif
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<A, xsimd::avx2>) {
+    const __m256 low = _mm256_permutevar8x32_ps(t.low, idx.data);
+    const __m256 high = _mm256_permutevar8x32_ps(t.high, idx.data);
+    return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(idx.data, 28)));
+  }
+#endif
+  if constexpr (!is_avx512<A> && !is_avx<A>) {
+    constexpr std::size_t n = fbatch<A>::size;
+    alignas(64) std::int32_t lanes[n];
+    alignas(64) float out[n];
+    idx.store_aligned(lanes);
+    for (std::size_t l = 0; l < n; ++l) out[l] = t.entries[lanes[l]];
+    return fbatch<A>::load_aligned(out);
+  }
 }
 
 template <class A>

@@ -18,9 +18,19 @@
 //
 // Summation order
 // ---------------
-// Every GEMM-like kernel computes each output element as one sequential sum over k = 0..K-1 with
-// plain (non-fused) adds, exactly as its scalar reference does. The SIMD variants vectorize across
-// output columns only, so all variants (and any tiling or thread split of the outputs) agree bit for bit.
+// Every GEMM-like kernel computes each output element as one fixed sequential sum over k = 0..K-1,
+// defined by its scalar reference; the SIMD variants vectorize across output columns, block K so that
+// a K block continues the accumulator the previous one left, and tile the output in registers, none of
+// which changes the order, so all variants (and any tiling, blocking or thread split) agree bit for bit.
+// * gemm_f32: acc = fma(a, b, acc), one rounding per step (std::fma in the reference; every ISA uses a
+//   fused multiply-add, emulated exactly where the hardware has none).
+// * gemm_binary: grouped lookup. K is cut into groups of four; group g adds
+//   t = (s0 + s1) + (s2 + s3), s_j = (bit of k = 4g + j ? +a_j : -a_j), with a_j = 0 past K,
+//   so acc = acc + t per group: one table of the 16 signed sums of four inputs per row, and one 16-way
+//   lookup (vpermps) per 16 outputs replaces four masked adds. Still no multiplication.
+// * gemm_ternary: grouped lookup over pairs, acc = acc + (v0 + v1), v_u = nonzero ? ±a_u : +0 (+0 past K).
+// * gemm_shift: plain adds of the shifted values in k order, zero terms skipped.
+// * gemm_xnor: integer sums, exact in any order.
 #include <cstddef>
 #include <cstdint>
 
@@ -78,27 +88,79 @@ using pack_binary_fn = void (*)(const float* w, std::size_t rows, std::size_t co
 using pack_ternary_fn = void (*)(const float* w, std::size_t rows, std::size_t cols, std::size_t ldw,
                                  std::uint64_t* sign, std::uint64_t* nonzero, std::size_t ldb, sample_mode mode,
                                  std::uint64_t key) noexcept;
-/// C[m,n] = sum_k A(m,k) * B[k,n]; A(m,k) = a[m*a_rs + k*a_cs]; B row-major with row stride ldb.
-using gemm_f32_fn = void (*)(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
-                             std::size_t a_cs, const float* b, std::size_t ldb, float* c, std::size_t ldc) noexcept;
-/// C[m,n] = sum_k A(m,k) * Bb[k,n] with Bb = ±1 from packed bits (row stride ldb words).
-/// Computed with masked adds only: P = sum over set bits of A(m,k), then C = 2P - a_rowsum[m], where
-/// a_rowsum[m] = sum_k A(m,k) (see row_sums). Derivation: sum_k s_k a_k = sum_{s=+1} a - sum_{s=-1} a
-/// = P - (R - P) = 2P - R.
-using gemm_binary_fn = void (*)(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
-                                std::size_t a_cs, const float* a_rowsum, const std::uint64_t* bits, std::size_t ldb,
-                                float* c, std::size_t ldc) noexcept;
-/// C[m,n] = sum_k A(m,k) * Bt[k,n], Bt ternary from planes sign/nonzero: masked add where +1,
-/// masked subtract where -1.
-using gemm_ternary_fn = void (*)(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
-                                 std::size_t a_cs, const std::uint64_t* sign, const std::uint64_t* nonzero,
-                                 std::size_t ldb, float* c, std::size_t ldc) noexcept;
-/// C[m,n] = sum_k A(m,k) * Q[k,n] where Q holds power-of-two codes (row stride ldq). Each product is an
-/// integer add on the float's bits (exponent += e, sign ^= s): no multiplication. A values must be 0 or
-/// within the shift-safe range (see shift_safe_exponent).
-using gemm_shift_fn = void (*)(std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t a_rs,
-                               std::size_t a_cs, const std::int8_t* q, std::size_t ldq, float* c,
-                               std::size_t ldc) noexcept;
+/// Cache sizes in bytes (per core for L1 and L2, the share of one core for L3) from which the packed
+/// GEMMs derive their K, M and N blocks. detect_cache_sizes() reads the CPU's; tests pass small ones to
+/// cross block boundaries on small shapes. Any sizes give the same results, only at another speed.
+struct cache_sizes {
+  std::size_t l1 = 32 * 1024;
+  std::size_t l2 = 512 * 1024;
+  std::size_t l3 = 2 * 1024 * 1024;
+};
+/// The sizes this CPU reports (sysfs cache/index*), each falling back to the default above when absent.
+cache_sizes detect_cache_sizes() noexcept;
+
+/// Operands of gemm_f32: C[m,n] = sum_k A(m,k) * B[k,n] with A(m,k) = a[m*a_rs + k*a_cs] and B row-major
+/// with row stride ldb. `workspace` holds at least kernel_table::workspace_bytes(caches) bytes, 64-byte
+/// aligned; the kernel packs A and B into it (it allocates nothing itself).
+struct gemm_f32_params {
+  std::size_t m = 0, n = 0, k = 0;
+  const float* a = nullptr;
+  std::size_t a_rs = 0, a_cs = 0;
+  const float* b = nullptr;
+  std::size_t ldb = 0;
+  float* c = nullptr;
+  std::size_t ldc = 0;
+  cache_sizes caches{};
+  void* workspace = nullptr;
+};
+using gemm_f32_fn = void (*)(const gemm_f32_params& p) noexcept;
+/// Operands of gemm_binary: C[m,n] = sum_k A(m,k) * Bb[k,n] with Bb = ±1 from packed bits (row stride ldb
+/// words; column 0 at bit 0 of each row's first word). Summed by grouped lookup (see "Summation order").
+struct gemm_binary_params {
+  std::size_t m = 0, n = 0, k = 0;
+  const float* a = nullptr;
+  std::size_t a_rs = 0, a_cs = 0;
+  const std::uint64_t* bits = nullptr;
+  std::size_t ldb = 0;
+  float* c = nullptr;
+  std::size_t ldc = 0;
+  cache_sizes caches{};
+  void* workspace = nullptr;
+};
+using gemm_binary_fn = void (*)(const gemm_binary_params& p) noexcept;
+/// Operands of gemm_ternary: C[m,n] = sum_k A(m,k) * Bt[k,n] with Bt ternary from the planes sign and
+/// nonzero (row stride ldb words). Summed by grouped lookup over pairs of k (see "Summation order").
+struct gemm_ternary_params {
+  std::size_t m = 0, n = 0, k = 0;
+  const float* a = nullptr;
+  std::size_t a_rs = 0, a_cs = 0;
+  const std::uint64_t* sign = nullptr;
+  const std::uint64_t* nonzero = nullptr;
+  std::size_t ldb = 0;
+  float* c = nullptr;
+  std::size_t ldc = 0;
+  cache_sizes caches{};
+  void* workspace = nullptr;
+};
+using gemm_ternary_fn = void (*)(const gemm_ternary_params& p) noexcept;
+/// Operands of gemm_shift, the QBP weight gradient: C(m,n) = sum_k Q(m,k) * B[k,n] with power-of-two codes
+/// Q(m,k) = q[m*q_rs + k*q_cs], floats B row-major (row stride ldb) and C(m,n) = c[m*c_rs + n*c_cs] (the
+/// layers write the gradient transposed). Each product is an integer add on B's bits (exponent += e,
+/// sign ^= s): no multiplication. Terms with a zero code or a zero B are skipped (a zero code skips a
+/// whole row of the register tile); the others are added in k order with plain adds. B values must be 0
+/// or within the shift-safe range (see shift_safe_exponent).
+struct gemm_shift_params {
+  std::size_t m = 0, n = 0, k = 0;
+  const std::int8_t* q = nullptr;
+  std::size_t q_rs = 0, q_cs = 0;
+  const float* b = nullptr;
+  std::size_t ldb = 0;
+  float* c = nullptr;
+  std::size_t c_rs = 0, c_cs = 0;
+  cache_sizes caches{};
+  void* workspace = nullptr;
+};
+using gemm_shift_fn = void (*)(const gemm_shift_params& p) noexcept;
 /// Stochastic power-of-two rounding of n floats into codes with E[value(code)] = x for |x| <= 2^kmax:
 /// |x| in [2^e, 2^(e+1)) goes to 2^(e+1) with probability |x|/2^e - 1, else 2^e; |x| < 2^kmin goes to
 /// 2^kmin with probability |x|/2^kmin, else 0; |x| >= 2^kmax saturates at 2^kmax; 0 stays 0.
@@ -112,10 +174,18 @@ using quantize_pow2_fn = void (*)(const float* x, std::size_t n, std::int8_t* co
 /// since each equal bit pair contributes +1 and each differing pair -1 (K - 2 * differences).
 /// A is packed along k ([m][k_words], row stride lda words); B is given word-interleaved, bt[w][n] is
 /// word w of column n (row stride ldbt), so one vector load covers several columns. Padding bits past
-/// k_bits must be 0 in both (they then XOR to 0 and count nothing).
-using gemm_xnor_fn = void (*)(std::size_t m, std::size_t n, std::size_t k_words, std::int32_t k_bits,
-                              const std::uint64_t* a, std::size_t lda, const std::uint64_t* bt, std::size_t ldbt,
-                              std::int32_t* c, std::size_t ldc) noexcept;
+/// k_bits must be 0 in both (they then XOR to 0 and count nothing). Integer sums: exact in any order.
+struct gemm_xnor_params {
+  std::size_t m = 0, n = 0, k_words = 0;
+  std::int32_t k_bits = 0;
+  const std::uint64_t* a = nullptr;
+  std::size_t lda = 0;
+  const std::uint64_t* bt = nullptr;
+  std::size_t ldbt = 0;
+  std::int32_t* c = nullptr;
+  std::size_t ldc = 0;
+};
+using gemm_xnor_fn = void (*)(const gemm_xnor_params& p) noexcept;
 
 /// One set of kernels for one ISA.
 struct kernel_table {
@@ -130,6 +200,8 @@ struct kernel_table {
   gemm_xnor_fn gemm_xnor;
   /// Column tile of the GEMM kernels: layers split work at multiples of 64 columns and this.
   std::size_t column_tile;
+  /// Bytes of workspace the packed GEMMs (f32, binary, ternary, shift) need for these cache sizes.
+  std::size_t (*workspace_bytes)(const cache_sizes& caches) noexcept;
 };
 
 /// The plain scalar reference kernels.
@@ -139,8 +211,6 @@ const kernel_table& kernels_for(fewmul::isa which);
 /// The kernels of fewmul::active_isa().
 const kernel_table& active_kernels();
 
-/// out[r] = sum_c A(r,c) in sequential order (the a_rowsum input of gemm_binary).
-void row_sums(const float* a, std::size_t rows, std::size_t cols, std::size_t a_rs, std::size_t a_cs, float* out) noexcept;
 /// Transposes a rows x cols bit matrix (row stride ldi words) into cols x rows (row stride ldo words),
 /// keeping padding bits 0.
 void transpose_bits(const std::uint64_t* in, std::size_t rows, std::size_t cols, std::size_t ldi, std::uint64_t* out,

@@ -61,7 +61,7 @@ class packed_mlp {
   std::vector<std::uint64_t> planes_in_, planes_out_;  // activation bit planes [bits][rows][words]
   std::vector<std::int32_t> counts_;
   std::vector<std::int32_t> sums_;
-  std::vector<float> floats_, plane_floats_, rowsum_;
+  std::vector<float> floats_, plane_floats_;
   bool used_bytes_ = false;
 };
 

@@ -1,0 +1,64 @@
+#pragma once
+// Cache blocking of the packed GEMMs (gemm_f32, gemm_binary), derived from the cache sizes the CPU
+// reports, never tuned to one CPU. Shared by every ISA's kernels and by kernel_table::workspace_bytes.
+//
+// gemm_f32 (BLIS order: K block -> N block -> pack B -> M block -> pack A -> column panel -> row panel):
+//   the B micro-panel (kc x nr floats) stays in half of L1 while every A micro-panel of the M block
+//   passes it, the packed A block (mc x kc floats) in half of L2, the packed B block (kc x nc) in half
+//   of the L3 share.
+// gemm_binary and gemm_ternary, grouped lookup over groups of `group` k (4 and 2) (K block -> N block ->
+//   pack B indices -> row panel -> build tables -> column panel): a row panel's lookup tables (mr rows x
+//   kc/group groups x 16 floats) stay in half of L1 while all column panels pass them; the packed 4-bit
+//   indices of the N block (kc/group x nc int32) in half of L2.
+// gemm_shift (K block -> M block -> lists of nonzero codes -> column panel -> pack B -> row panel): the B
+//   panel ((kc + 1) x nr floats, one row of zeros for padding) stays in three quarters of L1 while
+//   every row panel of the M block passes it; the M block's lists (mc x kc entries of 8 bytes) in half of L2.
+// Blocks only decide where a K block stops and starts again, never the order of a sum, so any cache
+// sizes give the same bits.
+#include <algorithm>
+#include <cstddef>
+
+#include "fewmul/kernels.hpp"
+
+namespace fewmul::kernels::detail {
+
+struct gemm_blocks {
+  std::size_t kc, mc, nc;
+};
+
+constexpr std::size_t round_down(std::size_t x, std::size_t step) { return x / step * step; }
+constexpr std::size_t round_up(std::size_t x, std::size_t step) { return (x + step - 1) / step * step; }
+
+constexpr gemm_blocks f32_blocks(const cache_sizes& c, std::size_t mr, std::size_t nr) {
+  const std::size_t kc = std::clamp<std::size_t>(round_down(c.l1 / 2 / (nr * 4), 8), 8, 1024);
+  const std::size_t mc = std::clamp<std::size_t>(round_down(c.l2 / 2 / (kc * 4), mr), mr, 4096);
+  const std::size_t nc = std::clamp<std::size_t>(round_down(c.l3 / 2 / (kc * 4), nr), nr, 16384);
+  return {kc, mc, nc};
+}
+constexpr std::size_t f32_workspace_bytes(const cache_sizes& c, std::size_t mr, std::size_t nr) {
+  const gemm_blocks b = f32_blocks(c, mr, nr);
+  return 4 * (b.mc * b.kc + b.kc * b.nc) + 128;
+}
+
+constexpr gemm_blocks lookup_blocks(const cache_sizes& c, std::size_t group, std::size_t mr, std::size_t nr) {
+  const std::size_t kc = std::clamp<std::size_t>(round_down(c.l1 / 2 * group / (64 * mr), 4), 4, 2048);
+  const std::size_t nc = std::clamp<std::size_t>(round_down(c.l2 / 2 * group / (4 * kc), nr), nr, 16384);
+  return {kc, mr, nc};
+}
+constexpr std::size_t lookup_workspace_bytes(const cache_sizes& c, std::size_t group, std::size_t mr,
+                                             std::size_t nr) {
+  const gemm_blocks b = lookup_blocks(c, group, mr, nr);
+  return 4 * ((b.kc / group) * b.nc) + 64 * mr * (b.kc / group) + 128;
+}
+
+constexpr gemm_blocks shift_blocks(const cache_sizes& c, std::size_t mr, std::size_t nr) {
+  const std::size_t kc = std::clamp<std::size_t>(round_down(c.l1 * 3 / 4 / (nr * 4), 4), 4, 4096);
+  const std::size_t mc = std::clamp<std::size_t>(round_down(c.l2 / 2 / (kc * 8), mr), mr, 4096);
+  return {kc, mc, nr};
+}
+constexpr std::size_t shift_workspace_bytes(const cache_sizes& c, std::size_t mr, std::size_t nr) {
+  const gemm_blocks b = shift_blocks(c, mr, nr);
+  return 8 * b.mc * b.kc + 4 * b.mc / mr + 4 * (b.kc + 1) * nr + 256;
+}
+
+}  // namespace fewmul::kernels::detail
