@@ -1,7 +1,9 @@
 // One benchmark per (kernel, ISA, shape). Counters: MAC/s (items_per_second) for the GEMMs, elements/s
-// for packing and quantizing, and, when built with OpenBLAS, vs_openblas: this row's MAC/s divided by
-// single-threaded OpenBLAS sgemm's on the same shape, measured in the same process. Compare rows of
-// one run with each other, never with another day's run.
+// for packing and quantizing; when built with OpenBLAS, vs_openblas: this row's MAC/s divided by
+// single-threaded OpenBLAS sgemm's on the same shape, measured in the same process; roofline: the
+// fraction of this CPU's peak for the kernel's inner instruction mix (roofline.cpp, measured in the same
+// process). gemm_shift's codes are zero half the time, as after a ReLU, and skipped; its roofline counts
+// the products actually computed. Compare rows of one run with each other, never with another day's run.
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -12,10 +14,12 @@
 
 #include "fewmul/isa.hpp"
 #include "fewmul/kernels.hpp"
+#include "roofline.hpp"
 
 #ifdef FEWMUL_BENCH_OPENBLAS
 #include <cblas.h>
 extern "C" void openblas_set_num_threads(int);
+extern "C" char* openblas_get_corename(void);
 #endif
 
 namespace {
@@ -27,11 +31,37 @@ struct shape {
   std::size_t m, n, k;
 };
 
-// MNIST MLP layers (batch x out x in) at batch 1, 200 and 1000, and square 1024 and 4096.
-const shape gemm_shapes[] = {
-    {"mnist_l1_b1", 1, 1024, 784},        {"mnist_l1_b200", 200, 1024, 784},    {"mnist_l2_b200", 200, 1024, 1024},
-    {"mnist_l4_b200", 200, 10, 1024},     {"mnist_l2_b1000", 1000, 1024, 1024}, {"square_1024", 1024, 1024, 1024},
-    {"square_4096", 4096, 4096, 4096}};
+// MNIST MLP layers (batch x out x in) at batch 1, 200 and 1000; the CIFAR-10 convnet's im2col products
+// (2048 positions x out channels x 9 in channels) of its 32x32, 16x16 and 8x8 stages at width 0.25, 0.5
+// and 1; square sizes from 256 to 4096 (200 x 256 x 256: the smallest shape of the f32 target).
+const shape gemm_shapes[] = {{"mnist_l1_b1", 1, 1024, 784},
+                             {"mnist_l1_b200", 200, 1024, 784},
+                             {"mnist_l2_b200", 200, 1024, 1024},
+                             {"mnist_l4_b200", 200, 10, 1024},
+                             {"mnist_l2_b1000", 1000, 1024, 1024},
+                             {"cifar_c2_w0.25", 2048, 32, 288},
+                             {"cifar_c4_w0.25", 2048, 64, 576},
+                             {"cifar_c6_w0.25", 2048, 128, 1152},
+                             {"cifar_c2_w0.5", 2048, 64, 576},
+                             {"cifar_c4_w0.5", 2048, 128, 1152},
+                             {"cifar_c6_w0.5", 2048, 256, 2304},
+                             {"cifar_c2_w1", 2048, 128, 1152},
+                             {"cifar_c4_w1", 2048, 256, 2304},
+                             {"cifar_c6_w1", 2048, 512, 4608},
+                             {"square_200x256", 200, 256, 256},
+                             {"square_512", 512, 512, 512},
+                             {"square_1024", 1024, 1024, 1024},
+                             {"square_2048", 2048, 2048, 2048},
+                             {"square_4096", 4096, 4096, 4096}};
+
+// Which instruction mix each kernel's inner loop runs.
+fewmul_bench::mix mix_of(const std::string& kind) {
+  if (kind == "f32") return fewmul_bench::mix::f32_fma;
+  if (kind == "binary") return fewmul_bench::mix::binary_lookup;
+  if (kind == "ternary") return fewmul_bench::mix::ternary_lookup;
+  if (kind == "shift") return fewmul_bench::mix::shift_add;
+  return fewmul_bench::mix::xnor_popcount;
+}
 
 using bench_clock = std::chrono::steady_clock;
 double seconds_since(bench_clock::time_point start) {
@@ -103,10 +133,14 @@ void openblas_bench(benchmark::State& state, shape s) {
 }
 #endif
 
-// Sets MAC/s and, with OpenBLAS, the ratio to its sgemm on the same shape.
-void report_macs(benchmark::State& state, const shape& s, double seconds) {
+// Sets MAC/s, the roofline fraction (computed products: `computed` of the m n k) and, with OpenBLAS, the
+// ratio to its sgemm on the same shape.
+void report_macs(benchmark::State& state, const shape& s, double seconds, isa which, const std::string& kind,
+                 double computed = 1.0) {
   const double macs = double(state.iterations()) * double(s.m) * double(s.n) * double(s.k);
   state.SetItemsProcessed(static_cast<std::int64_t>(macs));
+  const double peak = fewmul_bench::peak_products_per_second(mix_of(kind), which);
+  if (seconds > 0 && peak > 0) state.counters["roofline"] = macs * computed / seconds / peak;
 #ifdef FEWMUL_BENCH_OPENBLAS
   if (seconds > 0) state.counters["vs_openblas"] = macs / seconds / openblas_rate(s);
 #else
@@ -133,6 +167,9 @@ void gemm_bench(benchmark::State& state, isa which, shape s, const std::string& 
     if (coin() & 1u) x = 0.0f;
   std::vector<std::int8_t> codes(s.m * s.k);
   k.quantize_pow2(relu.data(), relu.size(), codes.data(), -4, 3, 1, 0);
+  double nonzero = 0;
+  for (std::int8_t code : codes) nonzero += code != 0 ? 1.0 : 0.0;
+  nonzero /= static_cast<double>(codes.size());
   const std::size_t ldb = kernels::words_for(s.n);
   const auto start = bench_clock::now();
   for (auto _ : state) {
@@ -151,7 +188,7 @@ void gemm_bench(benchmark::State& state, isa which, shape s, const std::string& 
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }
-  report_macs(state, s, seconds_since(start));
+  report_macs(state, s, seconds_since(start), which, kind, kind == "shift" ? nonzero : 1.0);
 }
 
 void pack_bench(benchmark::State& state, isa which, bool ternary, kernels::sample_mode mode) {
@@ -184,7 +221,7 @@ void xnor_bench(benchmark::State& state, isa which, shape s) {
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }
-  report_macs(state, s, seconds_since(start));
+  report_macs(state, s, seconds_since(start), which, "xnor");
 }
 
 void quantize_bench(benchmark::State& state, isa which) {
@@ -201,6 +238,9 @@ void quantize_bench(benchmark::State& state, isa which) {
 
 const int registered = [] {
 #ifdef FEWMUL_BENCH_OPENBLAS
+  // OPENBLAS_CORETYPE (set on some machines for old OpenBLAS builds) can hold OpenBLAS to an older kernel:
+  // the vs_openblas ratios are against the core named here.
+  benchmark::AddCustomContext("openblas_core", openblas_get_corename());
   for (const shape& s : gemm_shapes)
     benchmark::RegisterBenchmark(("sgemm_openblas/" + std::string(s.name)).c_str(), openblas_bench, s)
         ->Unit(benchmark::kMicrosecond);

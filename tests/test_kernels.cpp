@@ -125,6 +125,14 @@ TEST_CASE("gemm_f32, gemm_binary, gemm_ternary and gemm_shift match the referenc
               std::fill(got.begin(), got.end(), -7.0f);
               k.gemm_shift(h);
               CHECK(same_bits(want, got));
+              // And B without zeros (the usual gradient), which the kernel multiplies without testing B.
+              h.b = b.data();
+              h.c = want.data();
+              ref.gemm_shift(h);
+              h.c = got.data();
+              std::fill(got.begin(), got.end(), -7.0f);
+              k.gemm_shift(h);
+              CHECK(same_bits(want, got));
             }
           }
     }

@@ -6,9 +6,9 @@
 //   the B micro-panel (kc x nr floats) stays in half of L1 while every A micro-panel of the M block
 //   passes it, the packed A block (mc x kc floats) in half of L2, the packed B block (kc x nc) in half
 //   of the L3 share.
-// gemm_binary and gemm_ternary, grouped lookup over groups of `group` k (4 and 2) (K block -> N block ->
+// gemm_binary and gemm_ternary, grouped lookup over groups of `group` k (4 and 3) (K block -> N block ->
 //   pack B indices -> row panel -> build tables -> column panel): a row panel's lookup tables (mr rows x
-//   kc/group groups x 16 floats) stay in half of L1 while all column panels pass them; the packed 4-bit
+//   kc/group groups x 16 or 32 floats) stay in half of L1 while all column panels pass them; the packed
 //   indices of the N block (kc/group x nc int32) in half of L2.
 // gemm_shift (K block -> M block -> lists of nonzero codes -> column panel -> pack B -> row panel): the B
 //   panel ((kc + 1) x nr floats, one row of zeros for padding) stays in three quarters of L1 while
@@ -40,15 +40,18 @@ constexpr std::size_t f32_workspace_bytes(const cache_sizes& c, std::size_t mr, 
   return 4 * (b.mc * b.kc + b.kc * b.nc) + 128;
 }
 
-constexpr gemm_blocks lookup_blocks(const cache_sizes& c, std::size_t group, std::size_t mr, std::size_t nr) {
-  const std::size_t kc = std::clamp<std::size_t>(round_down(c.l1 / 2 * group / (64 * mr), 4), 4, 2048);
+// K blocks are multiples of 12, so every block starts at a group boundary for groups of 4 and of 3.
+constexpr gemm_blocks lookup_blocks(const cache_sizes& c, std::size_t group, std::size_t entries, std::size_t mr,
+                                    std::size_t nr) {
+  const std::size_t kc = std::clamp<std::size_t>(round_down(c.l1 / 2 * group / (4 * entries * mr), 12), 12, 2040);
   const std::size_t nc = std::clamp<std::size_t>(round_down(c.l2 / 2 * group / (4 * kc), nr), nr, 16384);
   return {kc, mr, nc};
 }
-constexpr std::size_t lookup_workspace_bytes(const cache_sizes& c, std::size_t group, std::size_t mr,
-                                             std::size_t nr) {
-  const gemm_blocks b = lookup_blocks(c, group, mr, nr);
-  return 4 * ((b.kc / group) * b.nc) + 64 * mr * (b.kc / group) + 128;
+constexpr std::size_t lookup_workspace_bytes(const cache_sizes& c, std::size_t group, std::size_t entries,
+                                             std::size_t mr, std::size_t nr) {
+  const gemm_blocks b = lookup_blocks(c, group, entries, mr, nr);
+  const std::size_t groups = (b.kc + group - 1) / group;
+  return 4 * groups * b.nc + 4 * entries * mr * groups + 128;
 }
 
 constexpr gemm_blocks shift_blocks(const cache_sizes& c, std::size_t mr, std::size_t nr) {

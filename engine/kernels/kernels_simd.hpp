@@ -165,7 +165,6 @@ struct simd_kernels {
   // the register tile never sees a ragged edge: padded rows and columns compute values nobody stores.
   // Each K block continues the accumulator the previous one stored in C.
   static constexpr std::size_t f32_mr = lanes == 16 ? 12 : 6;  // rows of the register tile
-  static constexpr std::size_t bin_mr = lanes == 16 ? 8 : 4;
   static constexpr std::size_t panel_nr = nv * lanes;          // columns of the register tile, divides 64
 
   template <class T>
@@ -176,35 +175,38 @@ struct simd_kernels {
     for (std::size_t i = 0; i < m; ++i)
       for (std::size_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0f;
   }
-  // Loads (or zeroes, for the first K block) an R x nr tile of C, rows < h and columns < w valid.
-  template <std::size_t R>
-  static void load_panel_tile(fb (&acc)[R][nv], bool first, const float* c, std::size_t ldc, std::size_t h, std::size_t w) {
+  // Loads (or zeroes, for the first K block) an R x NV-vector tile of C, rows < h and columns < w valid.
+  template <std::size_t R, std::size_t NV>
+  static void load_panel_tile(fb (&acc)[R][NV], bool first, const float* c, std::size_t ldc, std::size_t h,
+                              std::size_t w) {
+    constexpr std::size_t width = NV * lanes;
     if (first) {
       for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb(0.0f);
-    } else if (h == R && w == panel_nr) {
+        for (std::size_t v = 0; v < NV; ++v) acc[r][v] = fb(0.0f);
+    } else if (h == R && w == width) {
       for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb::load_unaligned(c + r * ldc + v * lanes);
+        for (std::size_t v = 0; v < NV; ++v) acc[r][v] = fb::load_unaligned(c + r * ldc + v * lanes);
     } else {
-      alignas(64) float tile[R * panel_nr] = {};
+      alignas(64) float tile[R * width] = {};
       for (std::size_t r = 0; r < h; ++r)
-        for (std::size_t j = 0; j < w; ++j) tile[r * panel_nr + j] = c[r * ldc + j];
+        for (std::size_t j = 0; j < w; ++j) tile[r * width + j] = c[r * ldc + j];
       for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb::load_aligned(tile + r * panel_nr + v * lanes);
+        for (std::size_t v = 0; v < NV; ++v) acc[r][v] = fb::load_aligned(tile + r * width + v * lanes);
     }
   }
-  template <std::size_t R>
-  static void store_panel_tile(const fb (&acc)[R][nv], float* c, std::size_t ldc, std::size_t h, std::size_t w) {
-    if (h == R && w == panel_nr) {
+  template <std::size_t R, std::size_t NV>
+  static void store_panel_tile(const fb (&acc)[R][NV], float* c, std::size_t ldc, std::size_t h, std::size_t w) {
+    constexpr std::size_t width = NV * lanes;
+    if (h == R && w == width) {
       for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < nv; ++v) acc[r][v].store_unaligned(c + r * ldc + v * lanes);
+        for (std::size_t v = 0; v < NV; ++v) acc[r][v].store_unaligned(c + r * ldc + v * lanes);
       return;
     }
-    alignas(64) float tile[R * panel_nr];
+    alignas(64) float tile[R * width];
     for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t v = 0; v < nv; ++v) acc[r][v].store_aligned(tile + r * panel_nr + v * lanes);
+      for (std::size_t v = 0; v < NV; ++v) acc[r][v].store_aligned(tile + r * width + v * lanes);
     for (std::size_t r = 0; r < h; ++r)
-      for (std::size_t j = 0; j < w; ++j) c[r * ldc + j] = tile[r * panel_nr + j];
+      for (std::size_t j = 0; j < w; ++j) c[r * ldc + j] = tile[r * width + j];
   }
 
   // f32: A(ic.., pc..) into row panels [rows/mr][kb][mr]; B(pc.., jc..) into column panels [cols/nr][kb][nr].
@@ -309,14 +311,21 @@ struct simd_kernels {
   }
 
   // Binary and ternary by grouped lookup (see "Summation order" in fewmul/kernels.hpp). A group covers
-  // `group` consecutive k of B's bit planes, starting at a multiple of `group` (K blocks start at
-  // multiples of 4). B becomes per column the 4-bit index of its group's bits, in panels
-  // [cols/nr][groups][nr] of int32; each row of A becomes per group a table of the 16 signed sums.
-  //   binary, group 4: index bit u = weight bit of k = 4g + u; T[p] = (s0 + s1) + (s2 + s3),
+  // `Group` consecutive k of B's bit planes, starting at a multiple of Group (K blocks start at multiples
+  // of 12). B becomes per column the index of its group's weights, in panels [cols/nr][groups][nr] of
+  // int32; each row of A becomes per group a table of all signed sums, which one permute reads for a
+  // whole vector of columns.
+  //   binary, group 4, 16 entries: index bit u = weight bit of k = 4g + u; T[p] = (s0 + s1) + (s2 + s3),
   //     s_u = (bit u of p) ? a_u : -a_u.
-  //   ternary, group 2: index bits 2u, 2u + 1 = nonzero, sign of k = 2g + u; T[p] = v0 + v1,
-  //     v_u = (bit 2u of p) ? ((bit 2u + 1 of p) ? a_u : -a_u) : +0.
+  //   ternary, group 3, 32 entries (27 used): index = d0 + 3 d1 + 9 d2 with d_u = 0, 1, 2 for a weight
+  //     0, +1, -1 at k = 3g + u; T[p] = (v0 + v1) + v2, v_u = 0, a_u, -a_u by the digit d_u of p.
   // Bits past K read as 0 and a_u past K as 0.
+  // Register tile of the lookups: on AVX-512 6 rows x 4 vectors (64 columns: one word of bits), so each
+  // table loaded from L1 serves four permutes; elsewhere 4 rows x 2 vectors.
+  static constexpr std::size_t lookup_mr = lanes == 16 ? 6 : 4;
+  static constexpr std::size_t lookup_nv = lanes == 16 ? 4 : 2;
+  static constexpr std::size_t lookup_nr = lookup_nv * lanes;
+  static_assert(64 % lookup_nr == 0, "a lookup panel's bits must lie inside one 64-bit word");
   struct lookup_operands {
     std::size_t m, n, k;
     const float* a;
@@ -329,69 +338,74 @@ struct simd_kernels {
     cache_sizes caches;
     void* workspace;
   };
+  template <std::size_t Group>
+  static constexpr std::size_t table_entries = Group == 4 ? 16 : 32;
+
   static std::uint64_t tile_bits(const std::uint64_t* row, std::size_t j0) {
     return row[j0 / 64] >> (j0 % 64);
+  }
+  // Lanes of `word` (bits of `lanes` columns) as 0/1 integers.
+  static ub lane_ones(std::uint64_t word) {
+    alignas(64) static constexpr std::uint32_t lane_bits[16] = {1u << 0,  1u << 1,  1u << 2,  1u << 3,
+                                                                1u << 4,  1u << 5,  1u << 6,  1u << 7,
+                                                                1u << 8,  1u << 9,  1u << 10, 1u << 11,
+                                                                1u << 12, 1u << 13, 1u << 14, 1u << 15};
+    const ub bit = ub::load_aligned(lane_bits);
+    return xsimd::select((ub(static_cast<std::uint32_t>(word) & lane_mask) & bit) != ub(0u), ub(1u), ub(0u));
+  }
+  template <std::size_t Group>
+  static ub group_index(const lookup_operands& p, std::size_t q0, std::size_t j0) {
+    ub idx(0u);
+    for (std::size_t u = 0; u < Group; ++u) {
+      const std::size_t q = q0 + u;
+      if (q >= p.k) break;
+      if constexpr (Group == 4) {
+        idx = idx + (lane_ones(tile_bits(p.sign + q * p.ldb, j0)) << u);
+      } else {
+        const ub nz = lane_ones(tile_bits(p.nonzero + q * p.ldb, j0));
+        const ub digit = nz + (nz ^ lane_ones(tile_bits(p.sign + q * p.ldb, j0)));  // sign ⊆ nonzero
+        const ub weighted = u == 0 ? digit : u == 1 ? digit + (digit << 1) : digit + (digit << 3);
+        idx = idx + weighted;
+      }
+    }
+    return idx;
   }
   template <std::size_t Group>
   static void pack_indices(const lookup_operands& p, std::size_t pc, std::size_t kb, std::size_t jc, std::size_t nb,
                            std::int32_t* out) {
     const std::size_t groups = (kb + Group - 1) / Group;
-    alignas(64) static constexpr std::uint32_t lane_bits[16] = {1u << 0,  1u << 1,  1u << 2,  1u << 3,
-                                                                1u << 4,  1u << 5,  1u << 6,  1u << 7,
-                                                                1u << 8,  1u << 9,  1u << 10, 1u << 11,
-                                                                1u << 12, 1u << 13, 1u << 14, 1u << 15};
-    const ub lane_bit = ub::load_aligned(lane_bits);
-    for (std::size_t j0 = 0; j0 < nb; j0 += panel_nr) {
+    for (std::size_t j0 = 0; j0 < nb; j0 += lookup_nr) {
       std::int32_t* panel = out + j0 * groups;
-      for (std::size_t g = 0; g < groups; ++g) {
-        std::uint64_t chunk[4] = {};  // the four index bits' source words, index bit order
-        for (std::size_t u = 0; u < Group && Group * g + u < kb; ++u) {
-          const std::size_t row = (pc + Group * g + u) * p.ldb;
-          if constexpr (Group == 4) {
-            chunk[u] = tile_bits(p.sign + row, jc + j0);
-          } else {
-            chunk[2 * u] = tile_bits(p.nonzero + row, jc + j0);
-            chunk[2 * u + 1] = tile_bits(p.sign + row, jc + j0);
-          }
-        }
-        for (std::size_t v = 0; v < nv; ++v) {
-          ub idx(0u);
-          for (std::size_t u = 0; u < 4; ++u) {
-            const ub word(static_cast<std::uint32_t>(chunk[u] >> (v * lanes)) & lane_mask);
-            idx = idx | xsimd::select((word & lane_bit) != ub(0u), ub(1u << u), ub(0u));
-          }
-          xsimd::bitwise_cast<ib>(idx).store_aligned(panel + g * panel_nr + v * lanes);
-        }
-      }
+      for (std::size_t g = 0; g < groups; ++g)
+        for (std::size_t v = 0; v < lookup_nv; ++v)
+          xsimd::bitwise_cast<ib>(group_index<Group>(p, pc + Group * g, jc + j0 + v * lanes))
+              .store_aligned(panel + g * lookup_nr + v * lanes);
     }
   }
-  // Lane masks of the table entries p = 0..15: negate[u][p] has the sign bit where bit u of p is 0 (binary:
-  // -a_u there); ternary_sign[u][p] where bit 2u + 1 is 0; ternary_keep[u][p] is all ones where bit 2u is 1.
-  static constexpr std::uint32_t sign_bit = 0x80000000u;
-  static constexpr std::uint32_t entry_mask(std::size_t p, std::size_t bit, std::uint32_t when_clear,
-                                            std::uint32_t when_set) {
-    return (p >> bit) & 1u ? when_set : when_clear;
-  }
+  // Lane masks of the table entries: negate[u][p] has the sign bit where bit u of p is 0 (binary: -a_u);
+  // ternary_negate[u][p] where digit u of p is 2, ternary_keep[u][p] is all ones where it is not 0.
   struct table_masks {
     alignas(64) std::uint32_t negate[4][16];
-    alignas(64) std::uint32_t ternary_sign[2][16];
-    alignas(64) std::uint32_t ternary_keep[2][16];
+    alignas(64) std::uint32_t ternary_negate[3][32];
+    alignas(64) std::uint32_t ternary_keep[3][32];
   };
   static constexpr table_masks make_table_masks() {
     table_masks t{};
-    for (std::size_t p = 0; p < 16; ++p) {
-      for (std::size_t u = 0; u < 4; ++u) t.negate[u][p] = entry_mask(p, u, sign_bit, 0);
-      for (std::size_t u = 0; u < 2; ++u) {
-        t.ternary_sign[u][p] = entry_mask(p, 2 * u + 1, sign_bit, 0);
-        t.ternary_keep[u][p] = entry_mask(p, 2 * u, 0, 0xffffffffu);
+    for (std::size_t p = 0; p < 16; ++p)
+      for (std::size_t u = 0; u < 4; ++u) t.negate[u][p] = (p >> u) & 1u ? 0u : 0x80000000u;
+    for (std::size_t p = 0; p < 32; ++p)
+      for (std::size_t u = 0, d = p; u < 3; ++u, d /= 3) {
+        const std::size_t digit = p < 27 ? d % 3 : 0;
+        t.ternary_negate[u][p] = digit == 2 ? 0x80000000u : 0u;
+        t.ternary_keep[u][p] = digit != 0 ? 0xffffffffu : 0u;
       }
-    }
     return t;
   }
   template <std::size_t Group, std::size_t MR>
   static void build_tables(const lookup_operands& p, std::size_t i0, std::size_t h, std::size_t pc, std::size_t kb,
                            float* out) {
     alignas(64) static constexpr table_masks masks = make_table_masks();
+    constexpr std::size_t entries = table_entries<Group>;
     const std::size_t groups = (kb + Group - 1) / Group;
     for (std::size_t g = 0; g < groups; ++g)
       for (std::size_t r = 0; r < MR; ++r) {
@@ -399,35 +413,42 @@ struct simd_kernels {
         if (r < h)
           for (std::size_t u = 0; u < Group && Group * g + u < kb; ++u)
             a_u[u] = p.a[(i0 + r) * p.a_rs + (pc + Group * g + u) * p.a_cs];
-        float* table = out + (g * MR + r) * 16;
-        for (std::size_t q = 0; q < 16; q += lanes) {
+        float* table = out + (g * MR + r) * entries;
+        for (std::size_t q = 0; q < entries; q += lanes) {
           if constexpr (Group == 4) {
             fb s[4];
             for (std::size_t u = 0; u < 4; ++u)
               s[u] = simd_compat::as_float<A>(simd_compat::as_bits<A>(fb(a_u[u])) ^ ub::load_aligned(masks.negate[u] + q));
             ((s[0] + s[1]) + (s[2] + s[3])).store_aligned(table + q);
           } else {
-            fb v[2];
-            for (std::size_t u = 0; u < 2; ++u)
+            fb v[3];
+            for (std::size_t u = 0; u < 3; ++u)
               v[u] = simd_compat::as_float<A>((simd_compat::as_bits<A>(fb(a_u[u])) ^
-                                               ub::load_aligned(masks.ternary_sign[u] + q)) &
+                                               ub::load_aligned(masks.ternary_negate[u] + q)) &
                                               ub::load_aligned(masks.ternary_keep[u] + q));
-            (v[0] + v[1]).store_aligned(table + q);
+            ((v[0] + v[1]) + v[2]).store_aligned(table + q);
           }
         }
       }
   }
-  template <std::size_t MR>
+  template <std::size_t Group, std::size_t MR>
   static void lookup_tile(std::size_t groups, const float* tables, const std::int32_t* ip, float* c, std::size_t ldc,
                           std::size_t h, std::size_t w, bool first) {
-    fb acc[MR][nv];
+    constexpr std::size_t entries = table_entries<Group>;
+    fb acc[MR][lookup_nv];
     load_panel_tile(acc, first, c, ldc, h, w);
     for (std::size_t g = 0; g < groups; ++g) {
-      ib idx[nv];
-      for (std::size_t v = 0; v < nv; ++v) idx[v] = ib::load_aligned(ip + g * panel_nr + v * lanes);
+      ib idx[lookup_nv];
+      for (std::size_t v = 0; v < lookup_nv; ++v) idx[v] = ib::load_aligned(ip + g * lookup_nr + v * lanes);
       for (std::size_t r = 0; r < MR; ++r) {
-        const auto table = simd_compat::load_table16<A>(tables + (g * MR + r) * 16);
-        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = acc[r][v] + simd_compat::lookup16<A>(table, idx[v]);
+        const float* t = tables + (g * MR + r) * entries;
+        if constexpr (entries == 16) {
+          const auto table = simd_compat::load_table16<A>(t);
+          for (std::size_t v = 0; v < lookup_nv; ++v) acc[r][v] = acc[r][v] + simd_compat::lookup16<A>(table, idx[v]);
+        } else {
+          const auto table = simd_compat::load_table32<A>(t);
+          for (std::size_t v = 0; v < lookup_nv; ++v) acc[r][v] = acc[r][v] + simd_compat::lookup32<A>(table, idx[v]);
+        }
       }
     }
     store_panel_tile(acc, c, ldc, h, w);
@@ -441,14 +462,16 @@ struct simd_kernels {
       const std::size_t q = q0 + u;
       const fb av(q < p.k ? p.a[i * p.a_rs + q * p.a_cs] : 0.0f);
       const auto sign = q < p.k ? static_cast<std::uint32_t>(tile_bits(p.sign + q * p.ldb, j0)) & lane_mask : 0u;
-      s[u] = xsimd::select(simd_compat::mask_from_bits<A>(sign), av, -av);
-      if constexpr (Group == 2) {
+      if constexpr (Group == 4) {
+        s[u] = xsimd::select(simd_compat::mask_from_bits<A>(sign), av, -av);
+      } else {
         const auto nz = q < p.k ? static_cast<std::uint32_t>(tile_bits(p.nonzero + q * p.ldb, j0)) & lane_mask : 0u;
-        s[u] = xsimd::select(simd_compat::mask_from_bits<A>(nz), s[u], fb(0.0f));
+        s[u] = xsimd::select(simd_compat::mask_from_bits<A>(nz),
+                             xsimd::select(simd_compat::mask_from_bits<A>(sign), av, -av), fb(0.0f));
       }
     }
     if constexpr (Group == 4) return (s[0] + s[1]) + (s[2] + s[3]);
-    return s[0] + s[1];
+    return (s[0] + s[1]) + s[2];
   }
   // Few rows (batch-1 inference): packing would cost more than it saves.
   template <std::size_t Group>
@@ -472,7 +495,7 @@ struct simd_kernels {
     if (p.m == 0 || p.n == 0) return;
     if (p.k == 0) return zero_output(p.m, p.n, p.c, p.ldc);
     if (p.m < 4) return lookup_gemm_few_rows<Group>(p);
-    const gemm_blocks bl = lookup_blocks(p.caches, Group, MR, panel_nr);
+    const gemm_blocks bl = lookup_blocks(p.caches, Group, table_entries<Group>, MR, lookup_nr);
     auto* indices = at_bytes<std::int32_t>(p.workspace, 0);
     float* tables = at_bytes<float>(p.workspace, 4 * (bl.kc / Group * bl.nc));
     for (std::size_t pc = 0; pc < p.k; pc += bl.kc) {
@@ -483,27 +506,28 @@ struct simd_kernels {
         for (std::size_t i0 = 0; i0 < p.m; i0 += MR) {
           const std::size_t h = std::min(MR, p.m - i0);
           build_tables<Group, MR>(p, i0, h, pc, kb, tables);
-          for (std::size_t j0 = 0; j0 < nb; j0 += panel_nr)
-            lookup_tile<MR>(groups, tables, indices + j0 * groups, p.c + i0 * p.ldc + jc + j0, p.ldc, h,
-                            std::min(panel_nr, nb - j0), pc == 0);
+          for (std::size_t j0 = 0; j0 < nb; j0 += lookup_nr)
+            lookup_tile<Group, MR>(groups, tables, indices + j0 * groups, p.c + i0 * p.ldc + jc + j0, p.ldc, h,
+                                   std::min(lookup_nr, nb - j0), pc == 0);
         }
       }
     }
   }
 
   static void gemm_binary(const gemm_binary_params& p) noexcept {
-    lookup_gemm<4, bin_mr>({p.m, p.n, p.k, p.a, p.a_rs, p.a_cs, p.bits, nullptr, p.ldb, p.c, p.ldc, p.caches,
+    lookup_gemm<4, lookup_mr>({p.m, p.n, p.k, p.a, p.a_rs, p.a_cs, p.bits, nullptr, p.ldb, p.c, p.ldc, p.caches,
                             p.workspace});
   }
   static void gemm_ternary(const gemm_ternary_params& p) noexcept {
-    lookup_gemm<2, bin_mr>({p.m, p.n, p.k, p.a, p.a_rs, p.a_cs, p.sign, p.nonzero, p.ldb, p.c, p.ldc, p.caches,
+    lookup_gemm<3, lookup_mr>({p.m, p.n, p.k, p.a, p.a_rs, p.a_cs, p.sign, p.nonzero, p.ldb, p.c, p.ldc, p.caches,
                             p.workspace});
   }
 
   static std::size_t workspace_bytes(const cache_sizes& caches) noexcept {
-    return std::max({f32_workspace_bytes(caches, f32_mr, panel_nr), lookup_workspace_bytes(caches, 4, bin_mr, panel_nr),
-                     lookup_workspace_bytes(caches, 2, bin_mr, panel_nr),
-                     shift_workspace_bytes(caches, shift_mr, panel_nr)});
+    return std::max({f32_workspace_bytes(caches, f32_mr, panel_nr),
+                     lookup_workspace_bytes(caches, 4, table_entries<4>, lookup_mr, lookup_nr),
+                     lookup_workspace_bytes(caches, 3, table_entries<3>, lookup_mr, lookup_nr),
+                     shift_workspace_bytes(caches, shift_mr, shift_nr)});
   }
 
   // ---- shift GEMM (quantized-backprop weight gradient) --------------------------------------------
@@ -517,6 +541,10 @@ struct simd_kernels {
   // through their lists together; a shorter list is padded with entries pointing at the panel's extra
   // row of zeros, which B's own zero test then skips like any zero of B.
   static constexpr std::size_t shift_mr = 4;
+  // Four vectors of columns on AVX-512 (32 registers): every row step loads an entry and broadcasts its
+  // addend, which more columns amortize; two elsewhere.
+  static constexpr std::size_t shift_nv = lanes == 16 ? 4 : 2;
+  static constexpr std::size_t shift_nr = shift_nv * lanes;
   struct shift_entry {
     std::uint32_t offset;  // floats into the B panel
     std::uint32_t addend;
@@ -532,65 +560,92 @@ struct simd_kernels {
     for (std::size_t r = 0; r < h; ++r) {
       const std::int8_t* row = p.q + (i0 + r) * p.q_rs + pc * p.q_cs;
       std::size_t count = 0;
-      for (std::size_t q = 0; q < kb; ++q) {
+      for (std::size_t q = 0; q < kb; ++q) {  // branch-free: zeros are random, so a branch would mispredict
         const int code = row[q * p.q_cs];
-        if (code == 0) continue;
-        list[count * shift_mr + r] = {static_cast<std::uint32_t>(q * panel_nr), shift_addend(code)};
-        ++count;
+        list[count * shift_mr + r] = {static_cast<std::uint32_t>(q * shift_nr), shift_addend(code)};
+        count += code != 0 ? 1 : 0;
       }
       counts[r] = count;
       steps = std::max(steps, count);
     }
-    const shift_entry padding{static_cast<std::uint32_t>(kb * panel_nr), 0u};
+    const shift_entry padding{static_cast<std::uint32_t>(kb * shift_nr), 0u};
     for (std::size_t r = 0; r < shift_mr; ++r)
       for (std::size_t s = counts[r]; s < steps; ++s) list[s * shift_mr + r] = padding;
     return steps;
   }
-  // B rows pc .. pc + kb, columns j0 .. j0 + w, into a panel [kb + 1][nr] whose last row is zeros.
-  static void pack_b_shift(const gemm_shift_params& p, std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w,
+  // B rows pc .. pc + kb, columns j0 .. j0 + w, into a panel [kb + 1][nr] whose last row is zeros. Returns
+  // whether B's rows pc .. pc + kb hold a zero in those columns, i.e. whether the tile must test B.
+  static bool pack_b_shift(const gemm_shift_params& p, std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w,
                            float* panel) {
+    auto zero = fb(1.0f) == fb(0.0f);
+    bool scalar_zero = false;
     for (std::size_t q = 0; q < kb; ++q) {
       const float* src = p.b + (pc + q) * p.ldb + j0;
-      float* dst = panel + q * panel_nr;
-      if (w == panel_nr) {
-        for (std::size_t v = 0; v < nv; ++v) fb::load_unaligned(src + v * lanes).store_aligned(dst + v * lanes);
-      } else {
-        for (std::size_t j = 0; j < panel_nr; ++j) dst[j] = j < w ? src[j] : 0.0f;
+      float* dst = panel + q * shift_nr;
+      if (w == shift_nr) {
+        for (std::size_t v = 0; v < shift_nv; ++v) {
+          const fb b = fb::load_unaligned(src + v * lanes);
+          b.store_aligned(dst + v * lanes);
+          zero = zero | (b == fb(0.0f));
+        }
+      } else {  // padding columns are zeros, but their sums are never stored: only real columns count
+        for (std::size_t j = 0; j < shift_nr; ++j) dst[j] = j < w ? src[j] : 0.0f;
+        for (std::size_t j = 0; j < w; ++j) scalar_zero |= src[j] == 0.0f;
       }
     }
-    for (std::size_t j = 0; j < panel_nr; ++j) panel[kb * panel_nr + j] = 0.0f;
+    for (std::size_t j = 0; j < shift_nr; ++j) panel[kb * shift_nr + j] = 0.0f;
+    return scalar_zero || xsimd::any(zero);
   }
+
   // C through its two strides: rows r < h, columns j < w of the tile at c.
-  static void load_strided_tile(fb (&acc)[shift_mr][nv], bool first, const float* c, std::size_t c_rs,
+  static void load_strided_tile(fb (&acc)[shift_mr][shift_nv], bool first, const float* c, std::size_t c_rs,
                                 std::size_t c_cs, std::size_t h, std::size_t w) {
-    alignas(64) float tile[shift_mr * panel_nr] = {};
+    if (c_cs == 1 && (first || (h == shift_mr && w == shift_nr))) {
+      for (std::size_t r = 0; r < shift_mr; ++r)
+        for (std::size_t v = 0; v < shift_nv; ++v)
+          acc[r][v] = first ? fb(0.0f) : fb::load_unaligned(c + r * c_rs + v * lanes);
+      return;
+    }
+    alignas(64) float tile[shift_mr * shift_nr] = {};
     if (!first)
       for (std::size_t j = 0; j < w; ++j)
-        for (std::size_t r = 0; r < h; ++r) tile[r * panel_nr + j] = c[r * c_rs + j * c_cs];
+        for (std::size_t r = 0; r < h; ++r) tile[r * shift_nr + j] = c[r * c_rs + j * c_cs];
     for (std::size_t r = 0; r < shift_mr; ++r)
-      for (std::size_t v = 0; v < nv; ++v) acc[r][v] = fb::load_aligned(tile + r * panel_nr + v * lanes);
+      for (std::size_t v = 0; v < shift_nv; ++v) acc[r][v] = fb::load_aligned(tile + r * shift_nr + v * lanes);
   }
-  static void store_strided_tile(const fb (&acc)[shift_mr][nv], float* c, std::size_t c_rs, std::size_t c_cs,
+  static void store_strided_tile(const fb (&acc)[shift_mr][shift_nv], float* c, std::size_t c_rs, std::size_t c_cs,
                                  std::size_t h, std::size_t w) {
-    alignas(64) float tile[shift_mr * panel_nr];
+    if (c_cs == 1 && h == shift_mr && w == shift_nr) {
+      for (std::size_t r = 0; r < shift_mr; ++r)
+        for (std::size_t v = 0; v < shift_nv; ++v) acc[r][v].store_unaligned(c + r * c_rs + v * lanes);
+      return;
+    }
+    alignas(64) float tile[shift_mr * shift_nr];
     for (std::size_t r = 0; r < shift_mr; ++r)
-      for (std::size_t v = 0; v < nv; ++v) acc[r][v].store_aligned(tile + r * panel_nr + v * lanes);
+      for (std::size_t v = 0; v < shift_nv; ++v) acc[r][v].store_aligned(tile + r * shift_nr + v * lanes);
     for (std::size_t j = 0; j < w; ++j)
-      for (std::size_t r = 0; r < h; ++r) c[r * c_rs + j * c_cs] = tile[r * panel_nr + j];
+      for (std::size_t r = 0; r < h; ++r) c[r * c_rs + j * c_cs] = tile[r * shift_nr + j];
   }
+  // TestB: B holds zeros, so each product is added only where B is nonzero. Without zeros in B (the usual
+  // gradient) only the padding entries meet a zero: their addend 0 leaves it +0, and adding +0 changes no
+  // accumulator (which is never -0: it starts at +0 and takes nonzero terms), so no test is needed.
+  template <bool TestB>
   static void shift_tile(std::size_t steps, const shift_entry* list, const float* panel, float* c, std::size_t c_rs,
                          std::size_t c_cs, std::size_t h, std::size_t w, bool first) {
-    fb acc[shift_mr][nv];
+    fb acc[shift_mr][shift_nv];
     load_strided_tile(acc, first, c, c_rs, c_cs, h, w);
     for (std::size_t s = 0; s < steps; ++s)
       for (std::size_t r = 0; r < shift_mr; ++r) {
         const shift_entry e = list[s * shift_mr + r];
         const ub addend(e.addend);
         const float* row = panel + e.offset;
-        for (std::size_t v = 0; v < nv; ++v) {
+        for (std::size_t v = 0; v < shift_nv; ++v) {
           const fb b = fb::load_aligned(row + v * lanes);
           const fb product = simd_compat::as_float<A>(simd_compat::as_bits<A>(b) + addend);
-          acc[r][v] = xsimd::select(b != fb(0.0f), acc[r][v] + product, acc[r][v]);
+          if constexpr (TestB)
+            acc[r][v] = xsimd::select(b != fb(0.0f), acc[r][v] + product, acc[r][v]);
+          else
+            acc[r][v] = acc[r][v] + product;
         }
       }
     store_strided_tile(acc, c, c_rs, c_cs, h, w);
@@ -603,7 +658,7 @@ struct simd_kernels {
         for (std::size_t j = 0; j < p.n; ++j) p.c[i * p.c_rs + j * p.c_cs] = 0.0f;
       return;
     }
-    const gemm_blocks bl = shift_blocks(p.caches, shift_mr, panel_nr);
+    const gemm_blocks bl = shift_blocks(p.caches, shift_mr, shift_nr);
     auto* lists = at_bytes<shift_entry>(p.workspace, 0);
     auto* steps = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc);
     float* panel = at_bytes<float>(p.workspace, 8 * bl.mc * bl.kc + 4 * bl.mc / shift_mr + 64);
@@ -614,12 +669,14 @@ struct simd_kernels {
         for (std::size_t i0 = 0; i0 < mb; i0 += shift_mr)
           steps[i0 / shift_mr] = static_cast<std::uint32_t>(
               build_shift_lists(p, ic + i0, std::min(shift_mr, mb - i0), pc, kb, lists + i0 * kb));
-        for (std::size_t j0 = 0; j0 < p.n; j0 += panel_nr) {
-          const std::size_t w = std::min(panel_nr, p.n - j0);
-          pack_b_shift(p, pc, kb, j0, w, panel);
-          for (std::size_t i0 = 0; i0 < mb; i0 += shift_mr)
-            shift_tile(steps[i0 / shift_mr], lists + i0 * kb, panel, p.c + (ic + i0) * p.c_rs + j0 * p.c_cs, p.c_rs,
-                       p.c_cs, std::min(shift_mr, mb - i0), w, pc == 0);
+        for (std::size_t j0 = 0; j0 < p.n; j0 += shift_nr) {
+          const std::size_t w = std::min(shift_nr, p.n - j0);
+          const bool b_has_zeros = pack_b_shift(p, pc, kb, j0, w, panel);
+          for (std::size_t i0 = 0; i0 < mb; i0 += shift_mr) {
+            const auto tile = b_has_zeros ? &shift_tile<true> : &shift_tile<false>;
+            tile(steps[i0 / shift_mr], lists + i0 * kb, panel, p.c + (ic + i0) * p.c_rs + j0 * p.c_cs, p.c_rs, p.c_cs,
+                 std::min(shift_mr, mb - i0), w, pc == 0);
+          }
         }
       }
     }

@@ -237,7 +237,7 @@ inline table16<A> load_table16(const float* t) noexcept {
   if constexpr (!is_avx512<A> && !is_avx<A>) return {t};
 }
 
-/// Lane l of the result is entry idx[l] (0..15) of the table: vpermps (AVX-512), two vpermps and a
+/// Lane l of the result is entry idx[l] (0..15; 0..31 where the table is memory) of the table: vpermps (AVX-512), two vpermps and a
 /// blend on index bit 3 (AVX2), lane by lane elsewhere.
 template <class A>
 inline fbatch<A> lookup16(const table16<A>& t, ibatch<A> idx) noexcept {
@@ -259,6 +259,58 @@ inline fbatch<A> lookup16(const table16<A>& t, ibatch<A> idx) noexcept {
     for (std::size_t l = 0; l < n; ++l) out[l] = t.entries[lanes[l]];
     return fbatch<A>::load_aligned(out);
   }
+}
+
+/// A 32-entry float table for lookup32: two registers (AVX-512), four (AVX2), or memory.
+template <class A>
+struct table32 {
+  const float* entries;
+};
+#if defined(__AVX512F__)
+template <>
+struct table32<xsimd::avx512bw> {
+  __m512 low, high;
+};
+#endif
+#if defined(__AVX2__)
+template <>
+struct table32<xsimd::avx2> {
+  __m256 part[4];
+};
+#endif
+
+/// Loads the 32 floats at `t` (64-byte aligned).
+template <class A>
+inline table32<A> load_table32(const float* t) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<A, xsimd::avx512bw>) return {_mm512_load_ps(t), _mm512_load_ps(t + 16)};
+#endif
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<A, xsimd::avx2>)
+    return {{_mm256_load_ps(t), _mm256_load_ps(t + 8), _mm256_load_ps(t + 16), _mm256_load_ps(t + 24)}};
+#endif
+  if constexpr (!is_avx512<A> && !is_avx<A>) return {t};
+}
+
+/// Lane l of the result is entry idx[l] (0..31) of the table: one two-source vpermt2ps (AVX-512), four
+/// vpermps and three blends on index bits 3 and 4 (AVX2), lane by lane elsewhere.
+template <class A>
+inline fbatch<A> lookup32(const table32<A>& t, ibatch<A> idx) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<A, xsimd::avx512bw>) return _mm512_permutex2var_ps(t.low, idx.data, t.high);
+#endif
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<A, xsimd::avx2>) {
+    const __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(idx.data, 28));
+    const __m256 bit4 = _mm256_castsi256_ps(_mm256_slli_epi32(idx.data, 27));
+    const __m256 low = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.part[0], idx.data),
+                                        _mm256_permutevar8x32_ps(t.part[1], idx.data), bit3);
+    const __m256 high = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.part[2], idx.data),
+                                         _mm256_permutevar8x32_ps(t.part[3], idx.data), bit3);
+    return _mm256_blendv_ps(low, high, bit4);
+  }
+#endif
+  if constexpr (!is_avx512<A> && !is_avx<A>) return lookup16<A>(table16<A>{t.entries}, idx);
 }
 
 template <class A>

@@ -28,7 +28,8 @@
 //   t = (s0 + s1) + (s2 + s3), s_j = (bit of k = 4g + j ? +a_j : -a_j), with a_j = 0 past K,
 //   so acc = acc + t per group: one table of the 16 signed sums of four inputs per row, and one 16-way
 //   lookup (vpermps) per 16 outputs replaces four masked adds. Still no multiplication.
-// * gemm_ternary: grouped lookup over pairs, acc = acc + (v0 + v1), v_u = nonzero ? ±a_u : +0 (+0 past K).
+// * gemm_ternary: grouped lookup over groups of three, acc = acc + ((v0 + v1) + v2), v_u = nonzero ? ±a_u : +0
+//   (+0 past K): a 27-entry table per row and group, one two-source vpermt2ps per 16 outputs.
 // * gemm_shift: plain adds of the shifted values in k order, zero terms skipped.
 // * gemm_xnor: integer sums, exact in any order.
 #include <cstddef>
@@ -129,7 +130,7 @@ struct gemm_binary_params {
 };
 using gemm_binary_fn = void (*)(const gemm_binary_params& p) noexcept;
 /// Operands of gemm_ternary: C[m,n] = sum_k A(m,k) * Bt[k,n] with Bt ternary from the planes sign and
-/// nonzero (row stride ldb words). Summed by grouped lookup over pairs of k (see "Summation order").
+/// nonzero (row stride ldb words). Summed by grouped lookup over groups of three k (see "Summation order").
 struct gemm_ternary_params {
   std::size_t m = 0, n = 0, k = 0;
   const float* a = nullptr;
