@@ -43,6 +43,7 @@ struct batch_norm_view {
   const float* beta = nullptr;
   const float* mean = nullptr;
   const float* inv_std = nullptr;  ///< 1/sqrt(running variance + epsilon), AP2-rounded when shift-based
+  const float* var = nullptr;      ///< the variance inv_std derives from
   bool shift = false;              ///< gamma is used as AP2(gamma)
   /// The layer's inference output for value x of channel f, computed exactly as its forward pass does.
   float apply(std::size_t f, float x) const;
@@ -50,7 +51,8 @@ struct batch_norm_view {
 /// The weights of a dense layer, or nullptr for any other layer.
 const weight_core* dense_weights(const layer& l);
 /// The running statistics of a batch-norm layer (refreshed on each call), or false for any other layer.
-bool batch_norm_inference_view(const layer& l, batch_norm_view& view);
+/// `expected`: the statistics inference with E[Wb] uses instead (the running ones when it has none).
+bool batch_norm_inference_view(const layer& l, batch_norm_view& view, bool expected = false);
 /// Channels, positions per example and kind of a batch-norm layer, or false for any other layer.
 bool batch_norm_shape(const layer& l, std::size_t& channels, std::size_t& positions, bool& shift);
 /// Sets a batch-norm layer's inference statistics (one value per channel): its running statistics, which

@@ -137,6 +137,7 @@ class batch_norm_layer final : public layer {
     v.gamma = refresh_gamma_used();
     v.beta = beta_.value.data();
     v.mean = use_expected ? expected_mean_.data() : running_mean_.data();
+    v.var = use_expected ? expected_var_.data() : running_var_.data();
     v.shift = shift_;
   }
   std::size_t channels() const { return n_; }
@@ -532,10 +533,10 @@ const weight_core* dense_weights(const layer& l) {
   const auto* d = dynamic_cast<const dense_layer*>(&l);
   return d ? &d->core() : nullptr;
 }
-bool batch_norm_inference_view(const layer& l, batch_norm_view& view) {
+bool batch_norm_inference_view(const layer& l, batch_norm_view& view, bool expected) {
   auto* bn = dynamic_cast<batch_norm_layer*>(const_cast<layer*>(&l));
   if (!bn) return false;
-  bn->view(view);
+  bn->view(view, expected);
   return true;
 }
 bool batch_norm_shape(const layer& l, std::size_t& channels, std::size_t& positions, bool& shift) {
