@@ -119,7 +119,7 @@ struct train_config {
   /// evaluation runs: E[Wb] for the validation and test errors of stochastic methods, the deterministic
   /// packed weights for test_error_packed and the exported model. 0 keeps the running averages gathered
   /// in training (the behaviour before re-estimation existed).
-  std::size_t bn_reestimate_examples = 10000;
+  std::size_t bn_reestimate_examples = 5000;
 };
 
 /// Metrics of one finished epoch (errors are fractions in [0, 1]).
