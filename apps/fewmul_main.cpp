@@ -48,6 +48,7 @@ struct train_flags {
   std::uint32_t augment_shift = 0;
   bool augment_flip = false;
   bool svhn_extra = false;
+  std::size_t bn_reestimate = fewmul::train_config{}.bn_reestimate_examples;
   std::string checkpoint_path;
   std::string resume_path;
   std::string save_model_path;
@@ -192,6 +193,7 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
     config.qbp_kmax = f.qbp_kmax;
     config.augment_shift = f.augment_shift;
     config.augment_flip = f.augment_flip;
+    config.bn_reestimate_examples = f.bn_reestimate;
     const auto act = !activation_given ? fewmul::default_activation(config.training_method)
                      : f.activation_text == "hardtanh" ? fewmul::activation::hard_tanh
                      : f.activation_text == "sign"     ? fewmul::activation::sign
@@ -257,9 +259,10 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
   std::printf(
       "{\"summary\": true, \"dataset\": \"%s\", \"method\": \"%s\", \"epochs\": %zu, \"best_epoch\": %zu, "
       "\"best_val_error\": %.4f, \"test_error\": %.4f, \"test_error_packed\": %.4f, \"final_test_error\": %.4f, "
-      "\"total_seconds\": %.1f, \"mean_images_per_s\": %.0f}\n",
+      "\"total_seconds\": %.1f, \"mean_images_per_s\": %.0f, \"bn_reestimate_seconds\": %.2f}\n",
       dataset.c_str(), method.c_str(), r.epochs.size(), r.best_epoch, r.best_validation_error, r.test_error_at_best,
-      r.test_error_packed_at_best, r.epochs.empty() ? 1.0 : r.epochs.back().test_error, r.total_seconds, mean_ips);
+      r.test_error_packed_at_best, r.epochs.empty() ? 1.0 : r.epochs.back().test_error, r.total_seconds, mean_ips,
+      r.bn_reestimate_seconds);
   std::fprintf(stderr,
                "fewmul: test error %.2f%% (%.2f%% with packed deterministic weights), model of best validation "
                "epoch %zu, %.1f s in all\n",
@@ -475,6 +478,11 @@ int main(int argc, char** argv) {
   train->add_option("--data", f.data_dir,
                     "Dataset directory (default build/data/<dataset>): MNIST IDX files, CIFAR-10 binary batches, or "
                     "SVHN train_32x32.mat/test_32x32.mat");
+  train->add_option("--bn-reestimate", f.bn_reestimate,
+                    "Recompute batch-norm statistics with the test-time weights over the first N training examples "
+                    "before each evaluation (0 = keep the training running averages)")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{100'000'000}))
+      ->capture_default_str();
   train->add_flag("--quiet", f.quiet, "No progress bar");
   train->add_option("--checkpoint", f.checkpoint_path, "Write a training checkpoint here after every epoch");
   train->add_option("--resume", f.resume_path, "Continue the run of this checkpoint (bit-identical to an uninterrupted run)")

@@ -3,6 +3,7 @@
 // outside layers.cpp.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "fewmul/error.hpp"
 #include "fewmul/network.hpp"
@@ -42,6 +43,7 @@ struct batch_norm_view {
   const float* beta = nullptr;
   const float* mean = nullptr;
   const float* inv_std = nullptr;  ///< 1/sqrt(running variance + epsilon), AP2-rounded when shift-based
+  const float* var = nullptr;      ///< the variance inv_std derives from
   bool shift = false;              ///< gamma is used as AP2(gamma)
   /// The layer's inference output for value x of channel f, computed exactly as its forward pass does.
   float apply(std::size_t f, float x) const;
@@ -49,7 +51,16 @@ struct batch_norm_view {
 /// The weights of a dense layer, or nullptr for any other layer.
 const weight_core* dense_weights(const layer& l);
 /// The running statistics of a batch-norm layer (refreshed on each call), or false for any other layer.
-bool batch_norm_inference_view(const layer& l, batch_norm_view& view);
+/// `expected`: the statistics inference with E[Wb] uses instead (the running ones when it has none).
+bool batch_norm_inference_view(const layer& l, batch_norm_view& view, bool expected = false);
+/// Channels, positions per example and kind of a batch-norm layer, or false for any other layer.
+bool batch_norm_shape(const layer& l, std::size_t& channels, std::size_t& positions, bool& shift);
+/// Sets a batch-norm layer's inference statistics (one value per channel): its running statistics, which
+/// deterministic inference and model files use, or with `expected` the separate statistics used at
+/// inference with E[Wb] (step_context::expected_weights). Throws fewmul::error for any other layer.
+void set_batch_norm_statistics(layer& l, std::vector<float> mean, std::vector<float> var, bool expected);
+/// Drops the E[Wb] statistics of a batch-norm layer (E[Wb] inference then uses the running ones).
+void clear_expected_batch_norm_statistics(layer& l);
 /// Bits of a sign (1) or k-bit activation layer, 0 for any other layer.
 int activation_bits(const layer& l);
 /// True for dropout layers (the identity at inference).

@@ -119,22 +119,40 @@ class batch_norm_layer final : public layer {
   }
 
   // Inference statistics: the factor 1/sqrt(var + eps) per channel (AP2-rounded when shift-based).
-  const std::vector<float>& inference_inv_std() {
+  const std::vector<float>& inference_inv_std(const std::vector<float>& var) {
     running_inv_std_.resize(n_);
     for (std::size_t f = 0; f < n_; ++f) {
-      const float s = 1.0f / std::sqrt(running_var_[f] + epsilon_);
+      const float s = 1.0f / std::sqrt(var[f] + epsilon_);
       running_inv_std_[f] = shift_ ? ap2(s) : s;
     }
     return running_inv_std_;
   }
-  void view(batch_norm_view& v) {
+  // `expected`: the statistics re-estimated under E[Wb], where there are some; else the running
+  // (deployed) ones, which are what model files hold.
+  void view(batch_norm_view& v, bool expected = false) {
+    const bool use_expected = expected && !expected_mean_.empty();
     v.channels = n_;
     v.positions = spatial_;
-    v.inv_std = inference_inv_std().data();
+    v.inv_std = inference_inv_std(use_expected ? expected_var_ : running_var_).data();
     v.gamma = refresh_gamma_used();
     v.beta = beta_.value.data();
-    v.mean = running_mean_.data();
+    v.mean = use_expected ? expected_mean_.data() : running_mean_.data();
+    v.var = use_expected ? expected_var_.data() : running_var_.data();
     v.shift = shift_;
+  }
+  std::size_t channels() const { return n_; }
+  std::size_t positions() const { return spatial_; }
+  bool shift() const { return shift_; }
+  // Test-time re-estimation (reestimate_batch_norm): replaces the running statistics, or with
+  // `expected` sets those used at inference with E[Wb] (kept apart: the model file holds the others).
+  void set_statistics(std::vector<float> mean, std::vector<float> var, bool expected) {
+    if (mean.size() != n_ || var.size() != n_) throw error("batch-norm statistics of the wrong size");
+    (expected ? expected_mean_ : running_mean_) = std::move(mean);
+    (expected ? expected_var_ : running_var_) = std::move(var);
+  }
+  void clear_expected_statistics() {
+    expected_mean_.clear();
+    expected_var_.clear();
   }
 
   void write(detail::byte_writer& out, bool) const override {
@@ -177,7 +195,7 @@ class batch_norm_layer final : public layer {
     float* yv = y.data.data();
     if (!ctx.training) {
       batch_norm_view v;
-      view(v);
+      view(v, ctx.expected_weights);
       for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
         for (std::size_t r = r0; r < r1; ++r)
           for (std::size_t f = f0; f < f1; ++f) yv[r * n_ + f] = v.apply(f, xv[r * n_ + f]);
@@ -279,6 +297,7 @@ class batch_norm_layer final : public layer {
   bool shift_;
   parameter gamma_, beta_;
   std::vector<float> running_mean_, running_var_;
+  std::vector<float> expected_mean_, expected_var_;  // empty unless re-estimated under E[Wb]
   std::vector<float> mean_, inv_std_, running_inv_std_, gamma_used_, partial_;
 };
 
@@ -514,11 +533,27 @@ const weight_core* dense_weights(const layer& l) {
   const auto* d = dynamic_cast<const dense_layer*>(&l);
   return d ? &d->core() : nullptr;
 }
-bool batch_norm_inference_view(const layer& l, batch_norm_view& view) {
+bool batch_norm_inference_view(const layer& l, batch_norm_view& view, bool expected) {
   auto* bn = dynamic_cast<batch_norm_layer*>(const_cast<layer*>(&l));
   if (!bn) return false;
-  bn->view(view);
+  bn->view(view, expected);
   return true;
+}
+bool batch_norm_shape(const layer& l, std::size_t& channels, std::size_t& positions, bool& shift) {
+  const auto* bn = dynamic_cast<const batch_norm_layer*>(&l);
+  if (!bn) return false;
+  channels = bn->channels();
+  positions = bn->positions();
+  shift = bn->shift();
+  return true;
+}
+void set_batch_norm_statistics(layer& l, std::vector<float> mean, std::vector<float> var, bool expected) {
+  auto* bn = dynamic_cast<batch_norm_layer*>(&l);
+  if (!bn) throw error("layer " + std::to_string(l.index) + " (" + l.describe() + ") is not a batch norm");
+  bn->set_statistics(std::move(mean), std::move(var), expected);
+}
+void clear_expected_batch_norm_statistics(layer& l) {
+  if (auto* bn = dynamic_cast<batch_norm_layer*>(&l)) bn->clear_expected_statistics();
 }
 int activation_bits(const layer& l) {
   const auto* a = dynamic_cast<const quantized_activation_layer*>(&l);

@@ -243,6 +243,7 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put<float>(c.architecture.dropout_input);
   out.put<float>(c.architecture.dropout_hidden);
   out.put<std::uint8_t>(c.architecture.shift_batch_norm);
+  out.put<std::uint64_t>(k.bn_reestimate_examples);  // version 4: test-time batch-norm re-estimation
   write_metadata(out, c.meta);
   write_states(out, c.state.network_state);
   write_states(out, c.state.optimizer_state);
@@ -320,6 +321,8 @@ checkpoint load_checkpoint(const std::string& path) {
       in.invalid("bad quantization, dropout or batch-norm settings");
     c.architecture.shift_batch_norm = shift != 0;
   }
+  // Runs of older versions evaluated with the running averages: resuming one keeps doing so.
+  k.bn_reestimate_examples = version >= 4 ? in.get<std::uint64_t>("batch-norm re-estimation examples") : 0;
   c.meta = read_metadata(in, version);
   c.state.network_state = read_states(in, "network state");
   c.state.optimizer_state = read_states(in, "optimizer state");

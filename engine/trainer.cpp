@@ -290,6 +290,7 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
     net.restore(resume->network_state);
     opt.restore(resume->optimizer_state, resume->optimizer_steps);
     result = resume->progress;
+    result.bn_reestimate_seconds = 0;
     best_state = resume->best_state;
     step = resume->step;
     first_epoch = result.epochs.size() + 1;
@@ -298,6 +299,18 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
       throw error("checkpoint was written with a different batch size or training set size");
   }
   const auto run_start = std::chrono::steady_clock::now();
+  const bool stochastic = dense_options_for(config.training_method).training_sampling == kernels::sample_mode::stochastic;
+  // Re-estimation data: the first training examples, not augmented (BinaryConnect: "not on the DA
+  // training set because no DA on valid and test").
+  const bool reestimating = config.bn_reestimate_examples > 0;
+  const dataset reestimate_set =
+      reestimating ? train_set.slice(0, std::min(config.bn_reestimate_examples, train_count)) : dataset{};
+  auto reestimate = [&](bool expected_weights) {
+    const auto t0 = std::chrono::steady_clock::now();
+    reestimate_batch_norm(net, reestimate_set, rt, expected_weights);
+    result.bn_reestimate_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  if (!reestimating) clear_expected_batch_norm(net);  // E[Wb] inference uses the running statistics
 
   for (std::size_t epoch = first_epoch; epoch <= config.epochs; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
@@ -337,9 +350,14 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
     m.epoch = epoch;
     m.loss = loss_sum / static_cast<double>(batches);
     m.train_error = static_cast<double>(errors) / static_cast<double>(batches * config.batch);
-    const bool stochastic = dense_options_for(config.training_method).training_sampling == kernels::sample_mode::stochastic;
+    // Stochastic methods are validated and tested with E[Wb] and, for test_error_packed, the
+    // deterministic weights; each gets batch-norm statistics re-estimated with its own weights. The
+    // deterministic ones land last, in the running statistics, so that snapshots, checkpoints and
+    // exported models hold the statistics of the weights a packed model deploys.
+    if (reestimating) reestimate(stochastic);
     m.validation_error = evaluate(net, validation, rt, stochastic);
     m.test_error = evaluate(net, test, rt, stochastic);
+    if (reestimating && stochastic) reestimate(false);
     m.test_error_packed = stochastic ? evaluate(net, test, rt, false) : m.test_error;
     m.lr = lr;
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -359,6 +377,9 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
     if (observer.on_state) observer.on_state(training_state{net.snapshot(), opt.state(), opt.steps(), step, result, best_state});
   }
   if (!best_state.empty()) net.restore(best_state);
+  // The snapshot holds the deterministic weights' statistics; E[Wb] inference of the returned network
+  // needs its own again (the same bits as at the best epoch: same weights, same data).
+  if (reestimating && stochastic) reestimate(true);
   return result;
 }
 

@@ -68,7 +68,9 @@ TEST_CASE("an exported model reproduces the trainer's packed inference exactly, 
     model loaded = load_model(path);
     CHECK(loaded.meta.method == method_name(m));
     const runtime rt(2);
+    // The model holds the batch-norm statistics re-estimated with the deterministic weights it deploys.
     CHECK(evaluate(loaded.net, test_set, rt, false) == r.test_error_packed_at_best);
+    CHECK(evaluate(net, test_set, rt, true) == r.test_error_at_best);
     matrix x(test_set.size(), 20);
     x.data = test_set.x;
     const matrix a = loaded.run(x, rt);
@@ -145,6 +147,7 @@ TEST_CASE("resuming from a checkpoint gives the bit-identical result of an unint
     config.epochs = 4;
     config.batch = 50;
     config.validation = 100;
+    config.bn_reestimate_examples = m == method::qnn ? 0 : 250;  // resumed as it ran, on or off
     config.optimizer = m == method::fp32 ? optimizer_kind::adam : optimizer_kind::sgd;
     network_architecture arch;
     arch.height = 1;
@@ -185,6 +188,7 @@ TEST_CASE("resuming from a checkpoint gives the bit-identical result of an unint
     checkpoint loaded = load_checkpoint(path);
     CHECK(loaded.state.progress.epochs.size() == 2);
     CHECK(loaded.config.weight_bits == config.weight_bits);
+    CHECK(loaded.config.bn_reestimate_examples == config.bn_reestimate_examples);  // format version 4
     CHECK(loaded.config.optimizer == config.optimizer);
     CHECK(loaded.architecture.act == arch.act);
     CHECK(loaded.architecture.activation_bits == arch.activation_bits);

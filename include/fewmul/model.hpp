@@ -17,8 +17,9 @@ namespace fewmul {
 
 /// Format version this build writes and the newest it reads.
 /// Version 2 added convolutional layers, the input preprocessing and convnet checkpoints; version 3
-/// k-bit weights and activations, dropout and shift-based batch norm. Older files are still read.
-constexpr std::uint32_t model_format_version = 3;
+/// k-bit weights and activations, dropout and shift-based batch norm; version 4 the batch-norm
+/// re-estimation setting in checkpoints (models are laid out as in version 3). Older files are still read.
+constexpr std::uint32_t model_format_version = 4;
 
 /// What a model needs besides its layers: how inputs are shaped and scaled, and what it was trained as.
 struct model_metadata {

@@ -46,7 +46,8 @@ struct step_context {
   std::uint64_t step = 0;   ///< global minibatch counter
   bool training = false;    ///< batch statistics and stochastic sampling when true
   /// Inference only: layers trained with stochastic weights use their expectation E[Wb] = clip(W)
-  /// (BinaryConnect's test-time protocol) instead of the deterministic binary/ternary weights.
+  /// (BinaryConnect's test-time protocol) instead of the deterministic binary/ternary weights, and batch
+  /// norm its statistics re-estimated under E[Wb] where it has some (reestimate_batch_norm).
   bool expected_weights = false;
 };
 

@@ -113,6 +113,13 @@ struct train_config {
   /// `augment_flip`, mirrored left-right with probability 1/2. Drawn from (seed, step, example).
   std::uint32_t augment_shift = 0;
   bool augment_flip = false;
+  /// Test-time batch norm (BinaryConnect's protocol): before every evaluation, each batch-norm layer's
+  /// inference statistics are recomputed (reestimate_batch_norm) over the first this many training
+  /// examples (validation excluded, no augmentation; all of them when fewer) with the weights that
+  /// evaluation runs: E[Wb] for the validation and test errors of stochastic methods, the deterministic
+  /// packed weights for test_error_packed and the exported model. 0 keeps the running averages gathered
+  /// in training (the behaviour before re-estimation existed).
+  std::size_t bn_reestimate_examples = 5000;
 };
 
 /// Metrics of one finished epoch (errors are fractions in [0, 1]).
@@ -132,6 +139,9 @@ struct train_result {
   std::size_t best_epoch = 0;
   double best_validation_error = 1, test_error_at_best = 1, test_error_packed_at_best = 1;
   double total_seconds = 0;
+  /// Seconds this train() call spent in batch-norm re-estimation (included in the epochs' seconds; not
+  /// kept in checkpoints).
+  double bn_reestimate_seconds = 0;
 };
 
 /// What train() needs to continue a run bit-identically from the end of an epoch.
@@ -161,6 +171,22 @@ void request_stop() noexcept;
 /// thread count or ISA. Throws fewmul::error on bad configuration or a non-finite loss.
 train_result train(network& net, const dataset& train, const dataset& test, const train_config& config,
                    const train_observer& observer = {}, const training_state* resume = nullptr);
+
+/// Test-time batch-norm re-estimation: sets every batch-norm layer's inference mean and variance to the
+/// exact population statistics (variance over N, not N - 1) of its input over the first `examples`
+/// examples of `data` (0: all), with the network in inference mode and the test-time weights: E[Wb] with
+/// `expected_weights`, else the deterministic weights a packed model runs. Layer by layer in order, so
+/// each layer's statistics are those of the input it gets once the layers before it use their new
+/// statistics (BinaryConnect's exact variant, hantek/BinaryConnect trainer.py set_mean_var). Without
+/// `expected_weights` the running statistics are replaced (what model files hold); with it the
+/// statistics are kept apart in each layer and used only by inference with expected_weights. Same
+/// data => same bits for any thread count. Layer inputs are kept between layers within `cache_bytes` and
+/// recomputed from the data beyond it (same result, more time). Throws fewmul::error on a size mismatch.
+void reestimate_batch_norm(network& net, const dataset& data, const runtime& rt, bool expected_weights,
+                           std::size_t examples = 0, std::size_t cache_bytes = std::size_t{256} << 20);
+/// Drops the E[Wb] statistics of reestimate_batch_norm: inference with expected_weights then uses the
+/// running statistics again.
+void clear_expected_batch_norm(network& net);
 
 /// Error rate of `net` on `data` in inference mode; `expected_weights` as in step_context.
 double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights = false,
