@@ -1,23 +1,31 @@
 #!/usr/bin/python3
-"""Side-by-side comparison of fewmul with PyTorch on the paper's MNIST MLP, in one run.
+"""Side-by-side training speed of fewmul and PyTorch on the papers' networks, in one run, on one CPU.
 
-Trains 784-1024-1024-1024-10 (batch norm, ReLU, batch 200, SGD without momentum, squared hinge loss) on
-the real MNIST training images with
-  * PyTorch fp32,
-  * PyTorch BinaryConnect by float emulation (stochastic +-1 weights sampled from clipped float master
-    weights each step, straight-through gradient to the master, clip after the update),
-  * fewmul fp32 and bc+qbp (the same network; `fewmul train mnist`),
-and times batch-1 inference. PyTorch gets its best thread setting: OpenMP (torch.set_num_threads) and
-OpenBLAS threads oversubscribe each other on few cores, so every combination up to the core count runs
-in its own process and the fastest counts. Prints a Markdown table with images/s and ratios.
+Suites (all by default, --suites to pick):
+  mlp   MNIST MLP 784-1024x3-10 (BN, ReLU, batch 200, SGD, squared hinge): PyTorch fp32 and BinaryConnect
+        emulated in float (stochastic +-1 weights sampled from clipped float masters each step, gradient
+        straight to the master, clip after the update); fewmul fp32, bc, bc+qbp, tc+qbp.
+  conv  CIFAR-10 convnet of fewmul's preset (2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-1024FC-1024FC-10 times
+        --width, conv -> [pool] -> BN -> ReLU, batch 200) at widths 0.25 and 0.5: PyTorch fp32 and
+        BinaryConnect emulation on inputs of the data's shape (speed does not depend on the pixel values);
+        fewmul fp32, bc, bc+qbp on the real CIFAR-10 files (`apps/fetch-data.sh cifar10`).
+  bnn   BNN MLP 784-4096x3-10 (sign weights and sign activations with the straight-through estimator,
+        BN, Adam, batch 200): PyTorch float emulation; fewmul bnn (XNOR-popcount forward).
+PyTorch gets its best thread setting: OpenMP (torch.set_num_threads) and BLAS threads oversubscribe each
+other on few cores, so every combination of 1, 2 and all cores runs in its own process and the fastest
+counts. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some machines for old OpenBLAS builds, which they hold
+to an older kernel) are removed from PyTorch's environment. fewmul uses all cores. Prints one Markdown
+table of images/s and ratios, naming the CPU.
 
-Usage: /usr/bin/python3 bench/peer_pytorch.py [--fewmul build/fewmul] [--data build/data/mnist] [--images 6000]
+Usage: /usr/bin/python3 bench/peer_pytorch.py [--fewmul build/fewmul] [--mnist build/data/mnist]
+           [--cifar build/data/cifar10] [--suites mlp,conv,bnn]
 Needs Debian's python3-torch.
 """
 import argparse
 import itertools
 import json
 import os
+import platform
 import struct
 import subprocess
 import sys
@@ -37,138 +45,199 @@ def load_idx(path):
     raise SystemExit(f"{path}: not an IDX file (magic {magic:#x})")
 
 
+def cpu_name():
+    family = model = name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "model name" and not name:
+                    name = value
+                elif key == "cpu family" and not family:
+                    family = value
+                elif key == "model" and not model:
+                    model = value
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    return f"{name} (family {family}, model {model})"
+
+
 def torch_worker(args):
     """Runs in a child process with the thread environment already set; prints one JSON line."""
     import torch
     torch.set_num_threads(args.torch_threads)
     torch.manual_seed(1)
-    x = load_idx(os.path.join(args.data, "train-images-idx3-ubyte"))[: args.images].float() / 255.0
-    y = load_idx(os.path.join(args.data, "train-labels-idx1-ubyte"))[: args.images].long()
+
+    def ste_sign(v):
+        # sign in the forward pass, the hard-tanh gradient (1 where |v| <= 1) in the backward pass
+        clipped = v.clamp(-1, 1)
+        return clipped + (torch.where(v >= 0, 1.0, -1.0) - clipped).detach()
 
     class BinaryLinear(torch.nn.Linear):
-        """BinaryConnect emulated in float: W_b ~ P(+1) = (W + 1) / 2, gradient straight to W."""
+        """Binary weights emulated in float: stochastic (bc) or sign (bnn), gradient straight to W."""
+        def forward(self, inp):
+            w = self.weight.clamp(-1, 1)
+            if args.mode == "bnn":
+                wb = torch.where(w >= 0, 1.0, -1.0)
+            else:
+                wb = torch.where(torch.rand_like(w) < (w + 1) / 2, 1.0, -1.0)
+            return torch.nn.functional.linear(inp, w + (wb - w).detach())
+
+    class BinaryConv(torch.nn.Conv2d):
         def forward(self, inp):
             w = self.weight.clamp(-1, 1)
             wb = torch.where(torch.rand_like(w) < (w + 1) / 2, 1.0, -1.0)
-            return torch.nn.functional.linear(inp, w + (wb - w).detach())
+            return self._conv_forward(inp, w + (wb - w).detach(), None)
 
-    linear = BinaryLinear if args.mode == "bc" else torch.nn.Linear
-    sizes = [784, 1024, 1024, 1024, 10]
-    layers = []
-    for i in range(4):
+    class Sign(torch.nn.Module):
+        def forward(self, v):
+            return ste_sign(v)
+
+    binary = args.mode in ("bc", "bnn")
+    linear = BinaryLinear if binary else torch.nn.Linear
+    if args.net == "conv":
+        width = args.width
+        scaled = lambda n: max(1, round(n * width))
+        conv = BinaryConv if binary else torch.nn.Conv2d
+        layers, channels = [], 3
+        for i, out in enumerate([128, 128, 0, 256, 256, 0, 512, 512, 0]):
+            if out == 0:
+                continue
+            layers.append(conv(channels, scaled(out), 3, padding=1, bias=False))
+            channels = scaled(out)
+            if i in (1, 4, 7):
+                layers.append(torch.nn.MaxPool2d(2))
+            layers += [torch.nn.BatchNorm2d(channels, eps=1e-4), torch.nn.ReLU()]
+        layers.append(torch.nn.Flatten())
+        sizes = [channels * 16, scaled(1024), scaled(1024), 10]
+        x = torch.randn(args.images, 3, 32, 32)
+        y = torch.randint(0, 10, (args.images,))
+    else:
+        hidden = 4096 if args.mode == "bnn" else 1024
+        sizes = [784, hidden, hidden, hidden, 10]
+        layers = []
+        x = load_idx(os.path.join(args.data, "train-images-idx3-ubyte"))[: args.images].float() / 255.0
+        y = load_idx(os.path.join(args.data, "train-labels-idx1-ubyte"))[: args.images].long()
+    for i in range(len(sizes) - 1):
         layers += [linear(sizes[i], sizes[i + 1], bias=False), torch.nn.BatchNorm1d(sizes[i + 1], eps=1e-4)]
-        if i < 3:
-            layers.append(torch.nn.ReLU())
+        if i < len(sizes) - 2:
+            layers.append(Sign() if args.mode == "bnn" else torch.nn.ReLU())
     net = torch.nn.Sequential(*layers)
-    opt = torch.optim.SGD(net.parameters(), lr=0.3 if args.mode == "fp32" else 1.0)
+    if args.mode == "bnn":
+        opt = torch.optim.Adam(net.parameters(), lr=0.003)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=0.3 if args.mode == "fp32" else 1.0)
     targets = -torch.ones(len(y), 10)
     targets[torch.arange(len(y)), y] = 1.0
+    batch = 200
 
     def step(b):
-        xb, tb = x[b * 200:(b + 1) * 200], targets[b * 200:(b + 1) * 200]
+        xb, tb = x[b * batch:(b + 1) * batch], targets[b * batch:(b + 1) * batch]
         loss = torch.clamp(1 - tb * net(xb), min=0).pow(2).sum(1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if args.mode == "bc":
+        if binary:
             with torch.no_grad():
                 for m in net:
-                    if isinstance(m, BinaryLinear):
+                    if isinstance(m, (BinaryLinear, BinaryConv)):
                         m.weight.clamp_(-1, 1)
 
-    batches = len(y) // 200
-    for b in range(3):  # warm-up
+    batches = len(y) // batch
+    for b in range(2):  # warm-up
         step(b)
     start = time.perf_counter()
     for b in range(batches):
         step(b)
-    train_ips = batches * 200 / (time.perf_counter() - start)
-
-    net.eval()
-    one = x[:1]
-    with torch.no_grad():
-        for _ in range(20):
-            net(one)
-        runs = 300
-        start = time.perf_counter()
-        for _ in range(runs):
-            net(one)
-        latency_us = (time.perf_counter() - start) / runs * 1e6
-    print(json.dumps({"images_per_s": train_ips, "batch1_us": latency_us}))
+    print(json.dumps({"images_per_s": batches * batch / (time.perf_counter() - start)}))
 
 
-def run_torch(args, mode, torch_threads, blas_threads):
+def run_torch(args, net, mode, width, images, torch_threads, blas_threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(torch_threads), OPENBLAS_NUM_THREADS=str(blas_threads),
                MKL_NUM_THREADS=str(blas_threads))
-    cmd = [sys.executable, __file__, "--worker", "--mode", mode, "--torch-threads", str(torch_threads),
-           "--data", args.data, "--images", str(args.images)]
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    cmd = [sys.executable, __file__, "--worker", "--net", net, "--mode", mode, "--width", str(width),
+           "--torch-threads", str(torch_threads), "--mnist", args.mnist, "--images", str(images)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
-        raise SystemExit(f"PyTorch worker failed ({mode}, {torch_threads}/{blas_threads} threads):\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"PyTorch worker failed ({net} {mode}, {torch_threads}/{blas_threads} threads):\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"]
 
 
-def run_fewmul_train(args, method):
-    cmd = [args.fewmul, "train", "mnist", "--method", method, "--epochs", "1", "--data", args.data,
-           "--train-limit", str(args.images + 1000), "--validation", "1000", "--quiet"]
+def best_torch(args, net, mode, width, images):
+    cores = os.cpu_count() or 1
+    counts = sorted({1, 2, cores} & set(range(1, cores + 1)))
+    best = None
+    for t, b in itertools.product(counts, counts):
+        rate = run_torch(args, net, mode, width, images, t, b)
+        print(f"pytorch {net} {mode} width {width}: torch threads {t}, BLAS threads {b}: {rate:.0f} images/s",
+              file=sys.stderr)
+        if best is None or rate > best[0]:
+            best = (rate, f"{t}/{b}")
+    return best
+
+
+def run_fewmul(args, dataset, method, images, extra=()):
+    data = args.mnist if dataset == "mnist" else args.cifar
+    cmd = [args.fewmul, "train", dataset, "--method", method, "--epochs", "1", "--data", data, "--batch", "200",
+           "--train-limit", str(images + 1000), "--validation", "1000", "--bn-reestimate", "0", "--quiet", *extra]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"fewmul failed: {' '.join(cmd)}\n{out.stderr}")
-    epoch = json.loads(out.stdout.strip().splitlines()[0])
-    return epoch["images_per_s"]
-
-
-def run_fewmul_latency(args):
-    bench = os.path.join(os.path.dirname(args.fewmul), "fewmul_bench")
-    cmd = [bench, "--benchmark_filter=^inference/(fp32|bc)/1/1$", "--benchmark_format=json",
-           "--benchmark_min_time=0.3"]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"fewmul_bench failed:\n{out.stderr}")
-    rows = json.loads(out.stdout)["benchmarks"]
-    return {r["name"].split("/")[1]: r["real_time"] for r in rows}  # microseconds
+    rate = json.loads(out.stdout.strip().splitlines()[0])["images_per_s"]
+    print(f"fewmul {dataset} {method} {' '.join(extra)}: {rate:.0f} images/s", file=sys.stderr)
+    return rate
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fewmul", default="build/fewmul")
-    p.add_argument("--data", default="build/data/mnist")
-    p.add_argument("--images", type=int, default=6000, help="training images timed per run")
+    p.add_argument("--mnist", default="build/data/mnist")
+    p.add_argument("--cifar", default="build/data/cifar10")
+    p.add_argument("--suites", default="mlp,conv,bnn")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--net", default="mlp", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--width", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument("--images", type=int, default=6000, help=argparse.SUPPRESS)
     p.add_argument("--torch-threads", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
+        args.data = args.mnist
         return torch_worker(args)
 
-    cores = os.cpu_count() or 1
-    counts = sorted({1, 2, cores} & set(range(1, cores + 1)))
-    best = {}
-    for mode in ("fp32", "bc"):
-        for t, b in itertools.product(counts, counts):
-            r = run_torch(args, mode, t, b)
-            print(f"pytorch {mode}: torch threads {t}, BLAS threads {b}: {r['images_per_s']:.0f} images/s, "
-                  f"batch-1 {r['batch1_us']:.0f} us", file=sys.stderr)
-            if mode not in best or r["images_per_s"] > best[mode]["images_per_s"]:
-                best[mode] = dict(r, setting=f"{t}/{b}")
-    fewmul_fp32 = run_fewmul_train(args, "fp32")
-    fewmul_bcqbp = run_fewmul_train(args, "bc+qbp")
-    latency = run_fewmul_latency(args)
+    suites = args.suites.split(",")
+    rows = []  # (network, run, images/s, reference images/s of PyTorch fp32, of PyTorch emulation)
 
-    print(f"\nMNIST MLP 784-1024-1024-1024-10, batch 200, {args.images} training images timed, {cores} cores\n")
-    print("| run | images/s | fewmul bc+qbp is |")
-    print("| --- | --- | --- |")
-    print(f"| PyTorch fp32 (best threads {best['fp32']['setting']} torch/BLAS) | {best['fp32']['images_per_s']:,.0f} | "
-          f"{fewmul_bcqbp / best['fp32']['images_per_s']:.2f}x |")
-    print(f"| PyTorch BinaryConnect emulation (best {best['bc']['setting']}) | {best['bc']['images_per_s']:,.0f} | "
-          f"{fewmul_bcqbp / best['bc']['images_per_s']:.2f}x |")
-    print(f"| fewmul fp32 | {fewmul_fp32:,.0f} | {fewmul_bcqbp / fewmul_fp32:.2f}x |")
-    print(f"| fewmul bc+qbp | {fewmul_bcqbp:,.0f} | 1x |")
-    print("\n| batch-1 inference | latency (us) | PyTorch fp32 / this |")
-    print("| --- | --- | --- |")
-    print(f"| PyTorch fp32 (best threads) | {best['fp32']['batch1_us']:.0f} | 1x |")
-    print(f"| fewmul fp32, 1 thread | {latency['fp32']:.0f} | {best['fp32']['batch1_us'] / latency['fp32']:.2f}x |")
-    print(f"| fewmul bc (packed), 1 thread | {latency['bc']:.0f} | {best['fp32']['batch1_us'] / latency['bc']:.2f}x |")
+    def suite(network, torch_net, width, images, fewmul_dataset, fewmul_methods, emulation, extra=()):
+        fp32 = best_torch(args, torch_net, "fp32", width, images) if emulation != "bnn" else None
+        emu = best_torch(args, torch_net, emulation, width, images)
+        if fp32:
+            rows.append((network, f"PyTorch fp32 (best torch/BLAS threads {fp32[1]})", fp32[0], fp32[0], emu[0]))
+        name = "BNN" if emulation == "bnn" else "BinaryConnect"
+        rows.append((network, f"PyTorch {name} emulation (best {emu[1]})", emu[0], fp32[0] if fp32 else None, emu[0]))
+        for method in fewmul_methods:
+            rate = run_fewmul(args, fewmul_dataset, method, images, extra)
+            rows.append((network, f"fewmul {method}", rate, fp32[0] if fp32 else None, emu[0]))
+
+    if "mlp" in suites:
+        suite("MNIST MLP 784-1024x3-10", "mlp", 1.0, 6000, "mnist", ["fp32", "bc", "bc+qbp", "tc+qbp"], "bc")
+    if "conv" in suites:
+        for width in (0.25, 0.5):
+            suite(f"CIFAR-10 convnet, width {width}", "conv", width, 1000, "cifar10", ["fp32", "bc", "bc+qbp"], "bc",
+                  ("--width", str(width)))
+    if "bnn" in suites:
+        suite("BNN MLP 784-4096x3-10", "mlp", 1.0, 2000, "mnist", ["bnn"], "bnn")
+
+    cores = os.cpu_count() or 1
+    print(f"\nTraining images/s, batch 200, {cores} cores of {cpu_name()}\n")
+    print("| network | run | images/s | vs PyTorch fp32 | vs PyTorch emulation |")
+    print("| --- | --- | --- | --- | --- |")
+    for network, run, rate, fp32, emu in rows:
+        vs_fp32 = f"{rate / fp32:.2f}x" if fp32 else "—"
+        print(f"| {network} | {run} | {rate:,.0f} | {vs_fp32} | {rate / emu:.2f}x |")
 
 
 if __name__ == "__main__":

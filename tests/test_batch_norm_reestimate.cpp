@@ -13,20 +13,6 @@ using namespace fewmul_test;
 
 namespace {
 
-// Three separable classes of `features` values (a channel-last image when the network is a convnet).
-dataset blobs(std::size_t n, std::size_t features, std::uint32_t seed) {
-  dataset d;
-  d.features = features;
-  d.classes = 3;
-  d.x = random_floats(n * features, seed);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto label = static_cast<std::uint8_t>(i % 3);
-    d.x[i * features + label] += 2.0f;
-    d.y.push_back(label);
-  }
-  return d;
-}
-
 struct trained {
   network net;
   dataset train_set, test_set;

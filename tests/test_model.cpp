@@ -19,19 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-dataset blobs(std::size_t n, std::size_t features, std::uint32_t seed) {
-  dataset d;
-  d.features = features;
-  d.classes = 3;
-  d.x = random_floats(n * features, seed);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto label = static_cast<std::uint8_t>(i % 3);
-    d.x[i * features + label] += 2.0f;  // a separable shift per class
-    d.y.push_back(label);
-  }
-  return d;
-}
-
 model_metadata small_meta(const char* method) {
   model_metadata meta;
   meta.method = method;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "fewmul/data.hpp"
 #include "fewmul/isa.hpp"
 #include "fewmul/kernels.hpp"
 
@@ -59,6 +60,21 @@ inline std::vector<unsigned char> read_bytes(const std::string& path) {
 inline void write_bytes(const std::string& path, const std::vector<unsigned char>& bytes) {
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
                                               static_cast<std::streamsize>(bytes.size()));
+}
+
+/// Three separable classes of `features` values (a channel-last image when the network is a convnet):
+/// random values with the label's feature shifted up.
+inline fewmul::dataset blobs(std::size_t n, std::size_t features, std::uint32_t seed) {
+  fewmul::dataset d;
+  d.features = features;
+  d.classes = 3;
+  d.x = random_floats(n * features, seed);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto label = static_cast<std::uint8_t>(i % 3);
+    d.x[i * features + label] += 2.0f;
+    d.y.push_back(label);
+  }
+  return d;
 }
 
 }  // namespace fewmul_test

@@ -175,38 +175,47 @@ struct simd_kernels {
     for (std::size_t i = 0; i < m; ++i)
       for (std::size_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0f;
   }
-  // Loads (or zeroes, for the first K block) an R x NV-vector tile of C, rows < h and columns < w valid.
+  // Loads (or zeroes, for the first K block) an R x NV-vector tile of C, whose element (r, j) lies at
+  // c[r * c_rs + j * c_cs]; rows < h and columns < w are valid.
   template <std::size_t R, std::size_t NV>
-  static void load_panel_tile(fb (&acc)[R][NV], bool first, const float* c, std::size_t ldc, std::size_t h,
-                              std::size_t w) {
+  static void load_strided_tile(fb (&acc)[R][NV], bool first, const float* c, std::size_t c_rs, std::size_t c_cs,
+                                std::size_t h, std::size_t w) {
     constexpr std::size_t width = NV * lanes;
-    if (first) {
+    if (first || (c_cs == 1 && h == R && w == width)) {
       for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < NV; ++v) acc[r][v] = fb(0.0f);
-    } else if (h == R && w == width) {
-      for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < NV; ++v) acc[r][v] = fb::load_unaligned(c + r * ldc + v * lanes);
-    } else {
-      alignas(64) float tile[R * width] = {};
-      for (std::size_t r = 0; r < h; ++r)
-        for (std::size_t j = 0; j < w; ++j) tile[r * width + j] = c[r * ldc + j];
-      for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < NV; ++v) acc[r][v] = fb::load_aligned(tile + r * width + v * lanes);
+        for (std::size_t v = 0; v < NV; ++v) acc[r][v] = first ? fb(0.0f) : fb::load_unaligned(c + r * c_rs + v * lanes);
+      return;
     }
+    alignas(64) float tile[R * width] = {};
+    for (std::size_t j = 0; j < w; ++j)
+      for (std::size_t r = 0; r < h; ++r) tile[r * width + j] = c[r * c_rs + j * c_cs];
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < NV; ++v) acc[r][v] = fb::load_aligned(tile + r * width + v * lanes);
   }
   template <std::size_t R, std::size_t NV>
-  static void store_panel_tile(const fb (&acc)[R][NV], float* c, std::size_t ldc, std::size_t h, std::size_t w) {
+  static void store_strided_tile(const fb (&acc)[R][NV], float* c, std::size_t c_rs, std::size_t c_cs, std::size_t h,
+                                 std::size_t w) {
     constexpr std::size_t width = NV * lanes;
-    if (h == R && w == width) {
+    if (c_cs == 1 && h == R && w == width) {
       for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < NV; ++v) acc[r][v].store_unaligned(c + r * ldc + v * lanes);
+        for (std::size_t v = 0; v < NV; ++v) acc[r][v].store_unaligned(c + r * c_rs + v * lanes);
       return;
     }
     alignas(64) float tile[R * width];
     for (std::size_t r = 0; r < R; ++r)
       for (std::size_t v = 0; v < NV; ++v) acc[r][v].store_aligned(tile + r * width + v * lanes);
-    for (std::size_t r = 0; r < h; ++r)
-      for (std::size_t j = 0; j < w; ++j) c[r * ldc + j] = tile[r * width + j];
+    for (std::size_t j = 0; j < w; ++j)
+      for (std::size_t r = 0; r < h; ++r) c[r * c_rs + j * c_cs] = tile[r * width + j];
+  }
+  // The same for a row-major C (row stride ldc).
+  template <std::size_t R, std::size_t NV>
+  static void load_panel_tile(fb (&acc)[R][NV], bool first, const float* c, std::size_t ldc, std::size_t h,
+                              std::size_t w) {
+    load_strided_tile(acc, first, c, ldc, 1, h, w);
+  }
+  template <std::size_t R, std::size_t NV>
+  static void store_panel_tile(const fb (&acc)[R][NV], float* c, std::size_t ldc, std::size_t h, std::size_t w) {
+    store_strided_tile(acc, c, ldc, 1, h, w);
   }
 
   // f32: A(ic.., pc..) into row panels [rows/mr][kb][mr]; B(pc.., jc..) into column panels [cols/nr][kb][nr].
@@ -597,35 +606,6 @@ struct simd_kernels {
     return scalar_zero || xsimd::any(zero);
   }
 
-  // C through its two strides: rows r < h, columns j < w of the tile at c.
-  static void load_strided_tile(fb (&acc)[shift_mr][shift_nv], bool first, const float* c, std::size_t c_rs,
-                                std::size_t c_cs, std::size_t h, std::size_t w) {
-    if (c_cs == 1 && (first || (h == shift_mr && w == shift_nr))) {
-      for (std::size_t r = 0; r < shift_mr; ++r)
-        for (std::size_t v = 0; v < shift_nv; ++v)
-          acc[r][v] = first ? fb(0.0f) : fb::load_unaligned(c + r * c_rs + v * lanes);
-      return;
-    }
-    alignas(64) float tile[shift_mr * shift_nr] = {};
-    if (!first)
-      for (std::size_t j = 0; j < w; ++j)
-        for (std::size_t r = 0; r < h; ++r) tile[r * shift_nr + j] = c[r * c_rs + j * c_cs];
-    for (std::size_t r = 0; r < shift_mr; ++r)
-      for (std::size_t v = 0; v < shift_nv; ++v) acc[r][v] = fb::load_aligned(tile + r * shift_nr + v * lanes);
-  }
-  static void store_strided_tile(const fb (&acc)[shift_mr][shift_nv], float* c, std::size_t c_rs, std::size_t c_cs,
-                                 std::size_t h, std::size_t w) {
-    if (c_cs == 1 && h == shift_mr && w == shift_nr) {
-      for (std::size_t r = 0; r < shift_mr; ++r)
-        for (std::size_t v = 0; v < shift_nv; ++v) acc[r][v].store_unaligned(c + r * c_rs + v * lanes);
-      return;
-    }
-    alignas(64) float tile[shift_mr * shift_nr];
-    for (std::size_t r = 0; r < shift_mr; ++r)
-      for (std::size_t v = 0; v < shift_nv; ++v) acc[r][v].store_aligned(tile + r * shift_nr + v * lanes);
-    for (std::size_t j = 0; j < w; ++j)
-      for (std::size_t r = 0; r < h; ++r) c[r * c_rs + j * c_cs] = tile[r * shift_nr + j];
-  }
   // TestB: B holds zeros, so each product is added only where B is nonzero. Without zeros in B (the usual
   // gradient) only the padding entries meet a zero: their addend 0 leaves it +0, and adding +0 changes no
   // accumulator (which is never -0: it starts at +0 and takes nonzero terms), so no test is needed.
