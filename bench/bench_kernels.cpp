@@ -191,6 +191,34 @@ void gemm_bench(benchmark::State& state, isa which, shape s, const std::string& 
   report_macs(state, s, seconds_since(start), which, kind, kind == "shift" ? nonzero : 1.0);
 }
 
+// gemm_shift as the layers call it for the QBP weight gradient of the MLP's hidden layer at batch 200:
+// ΔWᵀ[in][out] = Σ_r code(x[r][in]) δ[r][out], the codes read through a transposed view of the batch's
+// [200][1024] codes (half zero) and ΔW written through strides into [out][in].
+void shift_weight_gradient_bench(benchmark::State& state, isa which) {
+  if (skip_unsupported(state, which)) return;
+  const auto& k = kernels::kernels_for(which);
+  const shape s{"mnist_l2_b200", 1024, 1024, 200};
+  auto x = floats(s.k * s.m, 11);
+  std::mt19937 coin(5);
+  for (auto& v : x)
+    if (coin() & 1u) v = 0.0f;
+  std::vector<std::int8_t> codes(x.size());
+  k.quantize_pow2(x.data(), x.size(), codes.data(), -4, 3, 1, 0);
+  const auto delta = floats(s.k * s.n, 12);
+  std::vector<float> grad(s.m * s.n);
+  const kernels::cache_sizes caches = kernels::detect_cache_sizes();
+  std::vector<float> workspace(k.workspace_bytes(caches) / sizeof(float) + 16);
+  void* ws = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(workspace.data()) + 63) / 64 * 64);
+  const auto start = bench_clock::now();
+  for (auto _ : state) {
+    k.gemm_shift({.m = s.m, .n = s.n, .k = s.k, .q = codes.data(), .q_rs = 1, .q_cs = s.m, .b = delta.data(),
+                  .ldb = s.n, .c = grad.data(), .c_rs = 1, .c_cs = s.m, .caches = caches, .workspace = ws});
+    benchmark::DoNotOptimize(grad.data());
+    benchmark::ClobberMemory();
+  }
+  report_macs(state, s, seconds_since(start), which, "shift", 0.5);
+}
+
 void pack_bench(benchmark::State& state, isa which, bool ternary, kernels::sample_mode mode) {
   if (skip_unsupported(state, which)) return;
   const auto& k = kernels::kernels_for(which);
@@ -255,6 +283,9 @@ const int registered = [] {
     for (const shape& s : gemm_shapes)
       benchmark::RegisterBenchmark(("gemm_xnor/" + isa_text + "/" + s.name).c_str(), xnor_bench, which, s)
           ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("gemm_shift_weight_gradient/" + isa_text + "/mnist_l2_b200").c_str(),
+                                 shift_weight_gradient_bench, which)
+        ->Unit(benchmark::kMicrosecond);
     for (bool ternary : {false, true})
       for (auto mode : {kernels::sample_mode::deterministic, kernels::sample_mode::stochastic})
         benchmark::RegisterBenchmark(

@@ -318,15 +318,31 @@ class elementwise_layer final : public layer {
   void forward(const matrix& x, matrix& y, const step_context& ctx) override {
     check_width(*this, x);
     y.resize(x.rows, n_);
-    parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
-      for (std::size_t i = i0; i < i1; ++i) y.data[i] = f_(x.data[i]);
+    // Plain pointers, so the loop vectorizes into a branch-free blend: through the vectors' members the
+    // compiler must assume aliasing, and a per-element branch on the sign of a ReLU input mispredicts
+    // half the time (it was 5% of a bc+qbp step).
+    const float* in = x.data.data();
+    float* out = y.data.data();
+    const F f = f_;
+    parallel_rows(ctx.rt, x.data.size(), 65536, [in, out, f](std::size_t i0, std::size_t i1) {
+      const float* src = in;  // locals: a store through out cannot change them
+      float* dst = out;
+      for (std::size_t i = i0; i < i1; ++i) dst[i] = f(src[i]);
     });
   }
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
     if (!dx) return;
     dx->resize(x.rows, n_);
-    parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
-      for (std::size_t i = i0; i < i1; ++i) dx->data[i] = gate_(x.data[i]) ? dy.data[i] : 0.0f;
+    const float *in = x.data.data(), *grad = dy.data.data();
+    float* out = dx->data.data();
+    const G gate = gate_;
+    parallel_rows(ctx.rt, x.data.size(), 65536, [in, grad, out, gate](std::size_t i0, std::size_t i1) {
+      const float *src = in, *g = grad;
+      float* dst = out;
+      for (std::size_t i = i0; i < i1; ++i) {
+        const float through = g[i];  // loaded unconditionally, so the select needs no branch
+        dst[i] = gate(src[i]) ? through : 0.0f;
+      }
     });
   }
 

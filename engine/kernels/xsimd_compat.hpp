@@ -4,6 +4,7 @@
 // multiply-add that is exact on every ISA, and a 16-entry table lookup.
 // Each ISA's translation unit includes this with only its own ISA enabled, so the #if guards pick
 // the intrinsics that unit may use.
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -311,6 +312,79 @@ inline fbatch<A> lookup32(const table32<A>& t, ibatch<A> idx) noexcept {
   }
 #endif
   if constexpr (!is_avx512<A> && !is_avx<A>) return lookup16<A>(table16<A>{t.entries}, idx);
+}
+
+/// Column-wise store of four rows: for every lane j, c[j * stride + 0..3] = (r0[j], r1[j], r2[j], r3[j]).
+/// A 4x4 transpose inside each 128-bit lane (unpack + shuffle), then one 16-byte store per column, where
+/// the lane by lane version costs four scalar stores. (A transposed weight gradient is written so.)
+template <class A>
+inline void store_columns4(fbatch<A> r0, fbatch<A> r1, fbatch<A> r2, fbatch<A> r3, float* c,
+                           std::size_t stride) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (is_avx512<A>) {
+    const __m512 t0 = _mm512_unpacklo_ps(r0.data, r1.data), t1 = _mm512_unpackhi_ps(r0.data, r1.data);
+    const __m512 t2 = _mm512_unpacklo_ps(r2.data, r3.data), t3 = _mm512_unpackhi_ps(r2.data, r3.data);
+    const __m512 col[4] = {_mm512_shuffle_ps(t0, t2, 0x44), _mm512_shuffle_ps(t0, t2, 0xee),
+                           _mm512_shuffle_ps(t1, t3, 0x44), _mm512_shuffle_ps(t1, t3, 0xee)};
+    for (int q = 0; q < 4; ++q) {
+      _mm_storeu_ps(c + (0 + q) * stride, _mm512_castps512_ps128(col[q]));
+      _mm_storeu_ps(c + (4 + q) * stride, _mm512_extractf32x4_ps(col[q], 1));
+      _mm_storeu_ps(c + (8 + q) * stride, _mm512_extractf32x4_ps(col[q], 2));
+      _mm_storeu_ps(c + (12 + q) * stride, _mm512_extractf32x4_ps(col[q], 3));
+    }
+    return;
+  }
+#endif
+#if defined(__AVX__)
+  if constexpr (is_avx<A>) {
+    const __m256 t0 = _mm256_unpacklo_ps(r0.data, r1.data), t1 = _mm256_unpackhi_ps(r0.data, r1.data);
+    const __m256 t2 = _mm256_unpacklo_ps(r2.data, r3.data), t3 = _mm256_unpackhi_ps(r2.data, r3.data);
+    const __m256 col[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xee),
+                           _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xee)};
+    for (int q = 0; q < 4; ++q) {
+      _mm_storeu_ps(c + (0 + q) * stride, _mm256_castps256_ps128(col[q]));
+      _mm_storeu_ps(c + (4 + q) * stride, _mm256_extractf128_ps(col[q], 1));
+    }
+    return;
+  }
+#endif
+  constexpr std::size_t n = fbatch<A>::size;
+  alignas(64) float rows[4][n];
+  r0.store_aligned(rows[0]);
+  r1.store_aligned(rows[1]);
+  r2.store_aligned(rows[2]);
+  r3.store_aligned(rows[3]);
+  for (std::size_t j = 0; j < n; ++j)
+    for (std::size_t r = 0; r < 4; ++r) c[j * stride + r] = rows[r][j];
+}
+
+/// The inverse of store_columns4: rows r0..r3 from four floats at c + j * stride for every lane j.
+template <class A>
+inline void load_columns4(fbatch<A> (&r)[4], const float* c, std::size_t stride) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (is_avx512<A>) {
+    __m512 col[4];
+    for (int q = 0; q < 4; ++q) {
+      col[q] = _mm512_castps128_ps512(_mm_loadu_ps(c + (0 + q) * stride));
+      col[q] = _mm512_insertf32x4(col[q], _mm_loadu_ps(c + (4 + q) * stride), 1);
+      col[q] = _mm512_insertf32x4(col[q], _mm_loadu_ps(c + (8 + q) * stride), 2);
+      col[q] = _mm512_insertf32x4(col[q], _mm_loadu_ps(c + (12 + q) * stride), 3);
+    }
+    // A 4x4 transpose inside each 128-bit lane is its own inverse.
+    const __m512 t0 = _mm512_unpacklo_ps(col[0], col[1]), t1 = _mm512_unpackhi_ps(col[0], col[1]);
+    const __m512 t2 = _mm512_unpacklo_ps(col[2], col[3]), t3 = _mm512_unpackhi_ps(col[2], col[3]);
+    r[0] = _mm512_shuffle_ps(t0, t2, 0x44);
+    r[1] = _mm512_shuffle_ps(t0, t2, 0xee);
+    r[2] = _mm512_shuffle_ps(t1, t3, 0x44);
+    r[3] = _mm512_shuffle_ps(t1, t3, 0xee);
+    return;
+  }
+#endif
+  constexpr std::size_t n = fbatch<A>::size;
+  alignas(64) float rows[4][n];
+  for (std::size_t j = 0; j < n; ++j)
+    for (std::size_t q = 0; q < 4; ++q) rows[q][j] = c[j * stride + q];
+  for (std::size_t q = 0; q < 4; ++q) r[q] = fbatch<A>::load_aligned(rows[q]);
 }
 
 template <class A>
