@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <functional>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -271,11 +272,12 @@ class batch_norm_layer final : public layer {
     const std::size_t chunks = (rows + chunk_rows - 1) / chunk_rows;
     const std::size_t blocks = (n_ + block_features - 1) / block_features;
     partial_.resize(chunks * n_);
-    ctx.rt.parallel_for(chunks * blocks, [&](std::size_t task) {
-      const std::size_t c = task / blocks, fb = task % blocks;
+    auto task = [&](std::size_t t) {
+      const std::size_t c = t / blocks, fb = t % blocks;
       body(c * chunk_rows, std::min(rows, (c + 1) * chunk_rows), fb * block_features,
            std::min(n_, (fb + 1) * block_features), partial_.data() + c * n_);
-    });
+    };
+    ctx.rt.parallel_for(chunks * blocks, std::ref(task));  // no std::function allocation per call
   }
 
   // out[f] = sum over rows of value(r, f): sequential within each chunk, chunks added in order.

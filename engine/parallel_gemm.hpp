@@ -8,6 +8,7 @@
 // 64, so packed-bit operands can be offset by whole words.
 #include <algorithm>
 #include <cstddef>
+#include <functional>
 #include <type_traits>
 
 #include "fewmul/kernels.hpp"
@@ -26,18 +27,20 @@ void parallel_gemm(const runtime& rt, std::size_t m, std::size_t n, Block&& bloc
   const std::size_t row_target = std::max<std::size_t>(1, (2 * threads + col_blocks - 1) / col_blocks);
   const std::size_t block_rows = std::max<std::size_t>(16, ((m + row_target - 1) / row_target + 7) / 8 * 8);
   const std::size_t row_blocks = (m + block_rows - 1) / block_rows;
-  rt.parallel_for(row_blocks * col_blocks, [&](std::size_t task) {
-    const std::size_t rb = task / col_blocks, cb = task % col_blocks;
+  auto task = [&](std::size_t t) {
+    const std::size_t rb = t / col_blocks, cb = t % col_blocks;
     const std::size_t i0 = rb * block_rows, j0 = cb * block_cols;
     block(i0, std::min(m, i0 + block_rows), j0, std::min(n, j0 + block_cols));
-  });
+  };
+  rt.parallel_for(row_blocks * col_blocks, std::ref(task));  // a reference: std::function then allocates nothing
 }
 
 /// Calls body(r0, r1) over fixed chunks of `rows` rows, in parallel.
 template <class Body>
 void parallel_rows(const runtime& rt, std::size_t rows, std::size_t chunk, Body&& body) {
   const std::size_t chunks = (rows + chunk - 1) / chunk;
-  rt.parallel_for(chunks, [&](std::size_t c) { body(c * chunk, std::min(rows, (c + 1) * chunk)); });
+  auto task = [&](std::size_t c) { body(c * chunk, std::min(rows, (c + 1) * chunk)); };
+  rt.parallel_for(chunks, std::ref(task));
 }
 
 /// The cache sizes of this CPU, detected once.
