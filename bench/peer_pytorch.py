@@ -9,6 +9,7 @@ Suites (all by default, --suites to pick):
         --width, conv -> [pool] -> BN -> ReLU, batch 200) at widths 0.25 and 0.5: PyTorch fp32 and
         BinaryConnect emulation on inputs of the data's shape (speed does not depend on the pixel values);
         fewmul fp32, bc, bc+qbp on the real CIFAR-10 files (`apps/fetch-data.sh cifar10`).
+        Also batch-1 inference latency: PyTorch fp32 (best threads), fewmul fp32 and packed bc (one thread).
   bnn   BNN MLP 784-4096x3-10 (sign weights and sign activations with the straight-through estimator,
         BN, Adam, batch 200): PyTorch float emulation; fewmul bnn (XNOR-popcount forward).
 PyTorch gets its best thread setting: OpenMP (torch.set_num_threads) and BLAS threads oversubscribe each
@@ -150,7 +151,18 @@ def torch_worker(args):
     start = time.perf_counter()
     for b in range(batches):
         step(b)
-    print(json.dumps({"images_per_s": batches * batch / (time.perf_counter() - start)}))
+    result = {"images_per_s": batches * batch / (time.perf_counter() - start)}
+    if args.net == "mlp" and args.mode == "fp32":  # batch-1 inference latency of the trained MLP
+        net.eval()
+        with torch.no_grad():
+            for _ in range(20):
+                net(x[:1])
+            runs = 300
+            start = time.perf_counter()
+            for _ in range(runs):
+                net(x[:1])
+            result["batch1_us"] = (time.perf_counter() - start) / runs * 1e6
+    print(json.dumps(result))
 
 
 def run_torch(args, net, mode, width, images, torch_threads, blas_threads):
@@ -163,20 +175,33 @@ def run_torch(args, net, mode, width, images, torch_threads, blas_threads):
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"PyTorch worker failed ({net} {mode}, {torch_threads}/{blas_threads} threads):\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def best_torch(args, net, mode, width, images):
+    """(images/s, thread setting, batch-1 latency in us or None) of the fastest thread setting."""
     cores = os.cpu_count() or 1
     counts = sorted({1, 2, cores} & set(range(1, cores + 1)))
     best = None
     for t, b in itertools.product(counts, counts):
-        rate = run_torch(args, net, mode, width, images, t, b)
-        print(f"pytorch {net} {mode} width {width}: torch threads {t}, BLAS threads {b}: {rate:.0f} images/s",
-              file=sys.stderr)
-        if best is None or rate > best[0]:
-            best = (rate, f"{t}/{b}")
+        r = run_torch(args, net, mode, width, images, t, b)
+        print(f"pytorch {net} {mode} width {width}: torch threads {t}, BLAS threads {b}: {r['images_per_s']:.0f} "
+              "images/s", file=sys.stderr)
+        if best is None or r["images_per_s"] > best[0]:
+            best = (r["images_per_s"], f"{t}/{b}", r.get("batch1_us"))
     return best
+
+
+def run_fewmul_latency(args):
+    """Batch-1 inference latency (us, one thread) of the MNIST MLP: fp32 and packed bc, from fewmul_bench."""
+    bench = os.path.join(os.path.dirname(args.fewmul), "fewmul_bench")
+    cmd = [bench, "--benchmark_filter=^inference/(fp32|bc)/1/1$", "--benchmark_format=json",
+           "--benchmark_min_time=0.3"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"fewmul_bench failed:\n{out.stderr}")
+    rows = json.loads(out.stdout)["benchmarks"]
+    return {r["name"].split("/")[1]: r["real_time"] for r in rows}
 
 
 def run_fewmul(args, dataset, method, images, extra=()):
@@ -210,12 +235,15 @@ def main():
 
     suites = args.suites.split(",")
     rows = []  # (network, run, images/s, reference images/s of PyTorch fp32, of PyTorch emulation)
+    latency = {}
 
     def suite(network, torch_net, width, images, fewmul_dataset, fewmul_methods, emulation, extra=()):
         fp32 = best_torch(args, torch_net, "fp32", width, images) if emulation != "bnn" else None
         emu = best_torch(args, torch_net, emulation, width, images)
         if fp32:
             rows.append((network, f"PyTorch fp32 (best torch/BLAS threads {fp32[1]})", fp32[0], fp32[0], emu[0]))
+            if fp32[2] is not None:
+                latency["PyTorch fp32 (best threads)"] = fp32[2]
         name = "BNN" if emulation == "bnn" else "BinaryConnect"
         rows.append((network, f"PyTorch {name} emulation (best {emu[1]})", emu[0], fp32[0] if fp32 else None, emu[0]))
         for method in fewmul_methods:
@@ -224,6 +252,9 @@ def main():
 
     if "mlp" in suites:
         suite("MNIST MLP 784-1024x3-10", "mlp", 1.0, 6000, "mnist", ["fp32", "bc", "bc+qbp", "tc+qbp"], "bc")
+        fewmul_latency = run_fewmul_latency(args)
+        latency["fewmul fp32, 1 thread"] = fewmul_latency["fp32"]
+        latency["fewmul bc (packed +-1 weights), 1 thread"] = fewmul_latency["bc"]
     if "conv" in suites:
         for width in (0.25, 0.5):
             suite(f"CIFAR-10 convnet, width {width}", "conv", width, 1000, "cifar10", ["fp32", "bc", "bc+qbp"], "bc",
@@ -238,6 +269,12 @@ def main():
     for network, run, rate, fp32, emu in rows:
         vs_fp32 = f"{rate / fp32:.2f}x" if fp32 else "—"
         print(f"| {network} | {run} | {rate:,.0f} | {vs_fp32} | {rate / emu:.2f}x |")
+    if latency:
+        reference = latency["PyTorch fp32 (best threads)"]
+        print("\n| batch-1 inference, MNIST MLP | latency (us) | PyTorch fp32 / this |")
+        print("| --- | --- | --- |")
+        for run, us in latency.items():
+            print(f"| {run} | {us:.0f} | {reference / us:.2f}x |")
 
 
 if __name__ == "__main__":
