@@ -1,0 +1,17 @@
+// gemm_f32: scalar reference (contract in fewmul/kernels.hpp).
+#include <cmath>
+
+#include "kernels/reference.hpp"
+
+namespace fewmul::kernels::detail {
+
+void gemm_f32_ref(const gemm_f32_params& p) noexcept {
+  for (std::size_t i = 0; i < p.m; ++i)
+    for (std::size_t j = 0; j < p.n; ++j) {
+      float acc = 0.0f;
+      for (std::size_t q = 0; q < p.k; ++q) acc = std::fma(p.a[i * p.a_rs + q * p.a_cs], p.b[q * p.ldb + j], acc);
+      p.c[i * p.ldc + j] = acc;
+    }
+}
+
+}  // namespace fewmul::kernels::detail

@@ -1,0 +1,127 @@
+#pragma once
+// gemm_f32: packed float GEMM with explicit fused multiply-adds (contract in fewmul/kernels.hpp).
+#include "kernels/simd_common.hpp"
+
+namespace fewmul::kernels::detail {
+namespace {  // one copy per translation unit (see xsimd_compat.hpp)
+
+template <class A>
+struct gemm_f32_simd : simd_common<A> {
+  using base = simd_common<A>;
+  using typename base::fb;
+  using base::lanes;
+  using base::nv;
+  using base::load_panel_tile;
+  using base::store_panel_tile;
+
+  // ---- packed GEMMs (gemm_f32, gemm_binary) --------------------------------------------------------
+  // Blocked as gemm_blocking.hpp says; both operands packed into the workspace as zero-padded panels, so
+  // the register tile never sees a ragged edge: padded rows and columns compute values nobody stores.
+  // Each K block continues the accumulator the previous one stored in C.
+  static constexpr std::size_t f32_mr = lanes == 16 ? 12 : 6;  // rows of the register tile
+  static constexpr std::size_t panel_nr = nv * lanes;          // columns of the register tile, divides 64
+
+  // f32: A(ic.., pc..) into row panels [rows/mr][kb][mr]; B(pc.., jc..) into column panels [cols/nr][kb][nr].
+  static void pack_a_f32(const gemm_f32_params& p, std::size_t ic, std::size_t mb, std::size_t pc, std::size_t kb,
+                         float* out) {
+    for (std::size_t i0 = 0; i0 < mb; i0 += f32_mr) {
+      float* panel = out + i0 * kb;
+      const std::size_t h = std::min(f32_mr, mb - i0);
+      const float* src = p.a + (ic + i0) * p.a_rs + pc * p.a_cs;
+      if (p.a_cs == 1) {
+        for (std::size_t r = 0; r < h; ++r)
+          for (std::size_t q = 0; q < kb; ++q) panel[q * f32_mr + r] = src[r * p.a_rs + q];
+      } else {
+        for (std::size_t q = 0; q < kb; ++q)
+          for (std::size_t r = 0; r < h; ++r) panel[q * f32_mr + r] = src[r * p.a_rs + q * p.a_cs];
+      }
+      for (std::size_t q = 0; q < kb; ++q)
+        for (std::size_t r = h; r < f32_mr; ++r) panel[q * f32_mr + r] = 0.0f;
+    }
+  }
+  static void pack_b_f32(const gemm_f32_params& p, std::size_t pc, std::size_t kb, std::size_t jc, std::size_t nb,
+                         float* out) {
+    for (std::size_t j0 = 0; j0 < nb; j0 += panel_nr) {
+      float* panel = out + j0 * kb;
+      const std::size_t w = std::min(panel_nr, nb - j0);
+      for (std::size_t q = 0; q < kb; ++q) {
+        const float* src = p.b + (pc + q) * p.ldb + jc + j0;
+        float* dst = panel + q * panel_nr;
+        if (w == panel_nr) {
+          for (std::size_t v = 0; v < nv; ++v) fb::load_unaligned(src + v * lanes).store_aligned(dst + v * lanes);
+        } else {
+          for (std::size_t j = 0; j < panel_nr; ++j) dst[j] = j < w ? src[j] : 0.0f;
+        }
+      }
+    }
+  }
+  // acc[r][v] = fma(A(r, q), B(q, v), acc[r][v]) for q in order: the reference's sum.
+  static void f32_tile(std::size_t kb, const float* ap, const float* bp, float* c, std::size_t ldc, std::size_t h,
+                       std::size_t w, bool first) {
+    fb acc[f32_mr][nv];
+    load_panel_tile(acc, first, c, ldc, h, w);
+    for (std::size_t q = 0; q < kb; ++q) {
+      fb bv[nv];
+      for (std::size_t v = 0; v < nv; ++v) bv[v] = fb::load_aligned(bp + q * panel_nr + v * lanes);
+      for (std::size_t r = 0; r < f32_mr; ++r) {
+        const fb av(ap[q * f32_mr + r]);
+        for (std::size_t v = 0; v < nv; ++v) acc[r][v] = simd_compat::fused_multiply_add<A>(av, bv[v], acc[r][v]);
+      }
+    }
+    store_panel_tile(acc, c, ldc, h, w);
+  }
+
+  // Few rows (batch-1 inference): each element of B is used once or twice, so packing it would cost more
+  // than the products; rows of up to four vectors of columns run over all of K straight from B.
+  static void gemm_f32_few_rows(const gemm_f32_params& p) {
+    constexpr std::size_t width = 4 * lanes;
+    for (std::size_t i = 0; i < p.m; ++i)
+      for (std::size_t j0 = 0; j0 < p.n; j0 += width) {
+        const std::size_t w = std::min(width, p.n - j0);
+        fb acc[4] = {fb(0.0f), fb(0.0f), fb(0.0f), fb(0.0f)};
+        alignas(64) float row[width] = {};
+        for (std::size_t q = 0; q < p.k; ++q) {
+          const fb av(p.a[i * p.a_rs + q * p.a_cs]);
+          const float* b = p.b + q * p.ldb + j0;
+          if (w == width) {
+            for (std::size_t v = 0; v < 4; ++v)
+              acc[v] = simd_compat::fused_multiply_add<A>(av, fb::load_unaligned(b + v * lanes), acc[v]);
+          } else {
+            for (std::size_t j = 0; j < w; ++j) row[j] = b[j];
+            for (std::size_t v = 0; v < 4; ++v)
+              acc[v] = simd_compat::fused_multiply_add<A>(av, fb::load_aligned(row + v * lanes), acc[v]);
+          }
+        }
+        alignas(64) float out[width];
+        for (std::size_t v = 0; v < 4; ++v) acc[v].store_aligned(out + v * lanes);
+        for (std::size_t j = 0; j < w; ++j) p.c[i * p.ldc + j0 + j] = out[j];
+      }
+  }
+
+  static void gemm_f32(const gemm_f32_params& p) noexcept {
+    if (p.m == 0 || p.n == 0) return;
+    if (p.k == 0) return zero_output(p.m, p.n, p.c, p.ldc);
+    if (p.m < 4) return gemm_f32_few_rows(p);
+    const gemm_blocks bl = f32_blocks(p.caches, f32_mr, panel_nr);
+    float* a_pack = at_bytes<float>(p.workspace, 0);
+    float* b_pack = at_bytes<float>(p.workspace, 4 * bl.mc * bl.kc);
+    for (std::size_t pc = 0; pc < p.k; pc += bl.kc) {
+      const std::size_t kb = std::min(bl.kc, p.k - pc);
+      for (std::size_t jc = 0; jc < p.n; jc += bl.nc) {
+        const std::size_t nb = std::min(bl.nc, p.n - jc);
+        pack_b_f32(p, pc, kb, jc, nb, b_pack);
+        for (std::size_t ic = 0; ic < p.m; ic += bl.mc) {
+          const std::size_t mb = std::min(bl.mc, p.m - ic);
+          pack_a_f32(p, ic, mb, pc, kb, a_pack);
+          for (std::size_t j0 = 0; j0 < nb; j0 += panel_nr)
+            for (std::size_t i0 = 0; i0 < mb; i0 += f32_mr)
+              f32_tile(kb, a_pack + i0 * kb, b_pack + j0 * kb, p.c + (ic + i0) * p.ldc + jc + j0, p.ldc,
+                       std::min(f32_mr, mb - i0), std::min(panel_nr, nb - j0), pc == 0);
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+}  // namespace fewmul::kernels::detail

@@ -1,0 +1,226 @@
+#pragma once
+// Grouped lookup shared by gemm_binary (groups of 4) and gemm_ternary (groups of 3); their entry points
+// are gemm_binary_simd.hpp and gemm_ternary_simd.hpp.
+#include "kernels/simd_common.hpp"
+
+namespace fewmul::kernels::detail {
+namespace {  // one copy per translation unit (see xsimd_compat.hpp)
+
+template <class A>
+struct gemm_lookup_simd : simd_common<A> {
+  using base = simd_common<A>;
+  using typename base::fb;
+  using typename base::ub;
+  using typename base::ib;
+  using base::lanes;
+  using base::lane_mask;
+  using base::load_panel_tile;
+  using base::store_panel_tile;
+
+  // Binary and ternary by grouped lookup (see "Summation order" in fewmul/kernels.hpp). A group covers
+  // `Group` consecutive k of B's bit planes, starting at a multiple of Group (K blocks start at multiples
+  // of 12). B becomes per column the index of its group's weights, in panels [cols/nr][groups][nr] of
+  // int32; each row of A becomes per group a table of all signed sums, which one permute reads for a
+  // whole vector of columns.
+  //   binary, group 4, 16 entries: index bit u = weight bit of k = 4g + u; T[p] = (s0 + s1) + (s2 + s3),
+  //     s_u = (bit u of p) ? a_u : -a_u.
+  //   ternary, group 3, 32 entries (27 used): index = d0 + 3 d1 + 9 d2 with d_u = 0, 1, 2 for a weight
+  //     0, +1, -1 at k = 3g + u; T[p] = (v0 + v1) + v2, v_u = 0, a_u, -a_u by the digit d_u of p.
+  // Bits past K read as 0 and a_u past K as 0.
+  // Register tile of the lookups: on AVX-512 6 rows x 4 vectors (64 columns: one word of bits), so each
+  // table loaded from L1 serves four permutes; elsewhere 4 rows x 2 vectors.
+  static constexpr std::size_t lookup_mr = lanes == 16 ? 6 : 4;
+  static constexpr std::size_t lookup_nv = lanes == 16 ? 4 : 2;
+  static constexpr std::size_t lookup_nr = lookup_nv * lanes;
+  static_assert(64 % lookup_nr == 0, "a lookup panel's bits must lie inside one 64-bit word");
+  struct lookup_operands {
+    std::size_t m, n, k;
+    const float* a;
+    std::size_t a_rs, a_cs;
+    const std::uint64_t* sign;     // binary: the weight bits
+    const std::uint64_t* nonzero;  // ternary only
+    std::size_t ldb;
+    float* c;
+    std::size_t ldc;
+    cache_sizes caches;
+    void* workspace;
+  };
+  template <std::size_t Group>
+  static constexpr std::size_t table_entries = Group == 4 ? 16 : 32;
+
+  static std::uint64_t tile_bits(const std::uint64_t* row, std::size_t j0) {
+    return row[j0 / 64] >> (j0 % 64);
+  }
+  // Lanes of `word` (bits of `lanes` columns) as 0/1 integers.
+  static ub lane_ones(std::uint64_t word) {
+    alignas(64) static constexpr std::uint32_t lane_bits[16] = {1u << 0,  1u << 1,  1u << 2,  1u << 3,
+                                                                1u << 4,  1u << 5,  1u << 6,  1u << 7,
+                                                                1u << 8,  1u << 9,  1u << 10, 1u << 11,
+                                                                1u << 12, 1u << 13, 1u << 14, 1u << 15};
+    const ub bit = ub::load_aligned(lane_bits);
+    return xsimd::select((ub(static_cast<std::uint32_t>(word) & lane_mask) & bit) != ub(0u), ub(1u), ub(0u));
+  }
+  template <std::size_t Group>
+  static ub group_index(const lookup_operands& p, std::size_t q0, std::size_t j0) {
+    ub idx(0u);
+    for (std::size_t u = 0; u < Group; ++u) {
+      const std::size_t q = q0 + u;
+      if (q >= p.k) break;
+      if constexpr (Group == 4) {
+        idx = idx + (lane_ones(tile_bits(p.sign + q * p.ldb, j0)) << u);
+      } else {
+        const ub nz = lane_ones(tile_bits(p.nonzero + q * p.ldb, j0));
+        const ub digit = nz + (nz ^ lane_ones(tile_bits(p.sign + q * p.ldb, j0)));  // sign ⊆ nonzero
+        const ub weighted = u == 0 ? digit : u == 1 ? digit + (digit << 1) : digit + (digit << 3);
+        idx = idx + weighted;
+      }
+    }
+    return idx;
+  }
+  template <std::size_t Group>
+  static void pack_indices(const lookup_operands& p, std::size_t pc, std::size_t kb, std::size_t jc, std::size_t nb,
+                           std::int32_t* out) {
+    const std::size_t groups = (kb + Group - 1) / Group;
+    for (std::size_t j0 = 0; j0 < nb; j0 += lookup_nr) {
+      std::int32_t* panel = out + j0 * groups;
+      for (std::size_t g = 0; g < groups; ++g)
+        for (std::size_t v = 0; v < lookup_nv; ++v)
+          xsimd::bitwise_cast<ib>(group_index<Group>(p, pc + Group * g, jc + j0 + v * lanes))
+              .store_aligned(panel + g * lookup_nr + v * lanes);
+    }
+  }
+  // Lane masks of the table entries: negate[u][p] has the sign bit where bit u of p is 0 (binary: -a_u);
+  // ternary_negate[u][p] where digit u of p is 2, ternary_keep[u][p] is all ones where it is not 0.
+  struct table_masks {
+    alignas(64) std::uint32_t negate[4][16];
+    alignas(64) std::uint32_t ternary_negate[3][32];
+    alignas(64) std::uint32_t ternary_keep[3][32];
+  };
+  static constexpr table_masks make_table_masks() {
+    table_masks t{};
+    for (std::size_t p = 0; p < 16; ++p)
+      for (std::size_t u = 0; u < 4; ++u) t.negate[u][p] = (p >> u) & 1u ? 0u : 0x80000000u;
+    for (std::size_t p = 0; p < 32; ++p)
+      for (std::size_t u = 0, d = p; u < 3; ++u, d /= 3) {
+        const std::size_t digit = p < 27 ? d % 3 : 0;
+        t.ternary_negate[u][p] = digit == 2 ? 0x80000000u : 0u;
+        t.ternary_keep[u][p] = digit != 0 ? 0xffffffffu : 0u;
+      }
+    return t;
+  }
+  template <std::size_t Group, std::size_t MR>
+  static void build_tables(const lookup_operands& p, std::size_t i0, std::size_t h, std::size_t pc, std::size_t kb,
+                           float* out) {
+    alignas(64) static constexpr table_masks masks = make_table_masks();
+    constexpr std::size_t entries = table_entries<Group>;
+    const std::size_t groups = (kb + Group - 1) / Group;
+    for (std::size_t g = 0; g < groups; ++g)
+      for (std::size_t r = 0; r < MR; ++r) {
+        float a_u[Group] = {};
+        if (r < h)
+          for (std::size_t u = 0; u < Group && Group * g + u < kb; ++u)
+            a_u[u] = p.a[(i0 + r) * p.a_rs + (pc + Group * g + u) * p.a_cs];
+        float* table = out + (g * MR + r) * entries;
+        for (std::size_t q = 0; q < entries; q += lanes) {
+          if constexpr (Group == 4) {
+            fb s[4];
+            for (std::size_t u = 0; u < 4; ++u)
+              s[u] = simd_compat::as_float<A>(simd_compat::as_bits<A>(fb(a_u[u])) ^ ub::load_aligned(masks.negate[u] + q));
+            ((s[0] + s[1]) + (s[2] + s[3])).store_aligned(table + q);
+          } else {
+            fb v[3];
+            for (std::size_t u = 0; u < 3; ++u)
+              v[u] = simd_compat::as_float<A>((simd_compat::as_bits<A>(fb(a_u[u])) ^
+                                               ub::load_aligned(masks.ternary_negate[u] + q)) &
+                                              ub::load_aligned(masks.ternary_keep[u] + q));
+            ((v[0] + v[1]) + v[2]).store_aligned(table + q);
+          }
+        }
+      }
+  }
+  template <std::size_t Group, std::size_t MR>
+  static void lookup_tile(std::size_t groups, const float* tables, const std::int32_t* ip, float* c, std::size_t ldc,
+                          std::size_t h, std::size_t w, bool first) {
+    constexpr std::size_t entries = table_entries<Group>;
+    fb acc[MR][lookup_nv];
+    load_panel_tile(acc, first, c, ldc, h, w);
+    for (std::size_t g = 0; g < groups; ++g) {
+      ib idx[lookup_nv];
+      for (std::size_t v = 0; v < lookup_nv; ++v) idx[v] = ib::load_aligned(ip + g * lookup_nr + v * lanes);
+      for (std::size_t r = 0; r < MR; ++r) {
+        const float* t = tables + (g * MR + r) * entries;
+        if constexpr (entries == 16) {
+          const auto table = simd_compat::load_table16<A>(t);
+          for (std::size_t v = 0; v < lookup_nv; ++v) acc[r][v] = acc[r][v] + simd_compat::lookup16<A>(table, idx[v]);
+        } else {
+          const auto table = simd_compat::load_table32<A>(t);
+          for (std::size_t v = 0; v < lookup_nv; ++v) acc[r][v] = acc[r][v] + simd_compat::lookup32<A>(table, idx[v]);
+        }
+      }
+    }
+    store_panel_tile(acc, c, ldc, h, w);
+  }
+  // One group's signed sum for `lanes` columns starting at j0, formed in place with selects: the table
+  // entry those columns' indices would pick, computed the same way.
+  template <std::size_t Group>
+  static fb group_sum(const lookup_operands& p, std::size_t i, std::size_t q0, std::size_t j0) {
+    fb s[Group];
+    for (std::size_t u = 0; u < Group; ++u) {
+      const std::size_t q = q0 + u;
+      const fb av(q < p.k ? p.a[i * p.a_rs + q * p.a_cs] : 0.0f);
+      const auto sign = q < p.k ? static_cast<std::uint32_t>(tile_bits(p.sign + q * p.ldb, j0)) & lane_mask : 0u;
+      if constexpr (Group == 4) {
+        s[u] = xsimd::select(simd_compat::mask_from_bits<A>(sign), av, -av);
+      } else {
+        const auto nz = q < p.k ? static_cast<std::uint32_t>(tile_bits(p.nonzero + q * p.ldb, j0)) & lane_mask : 0u;
+        s[u] = xsimd::select(simd_compat::mask_from_bits<A>(nz),
+                             xsimd::select(simd_compat::mask_from_bits<A>(sign), av, -av), fb(0.0f));
+      }
+    }
+    if constexpr (Group == 4) return (s[0] + s[1]) + (s[2] + s[3]);
+    return (s[0] + s[1]) + s[2];
+  }
+  // Few rows (batch-1 inference): packing would cost more than it saves.
+  template <std::size_t Group>
+  static void lookup_gemm_few_rows(const lookup_operands& p) {
+    for (std::size_t i = 0; i < p.m; ++i)
+      for (std::size_t j0 = 0; j0 < p.n; j0 += lanes) {
+        fb acc(0.0f);
+        for (std::size_t q0 = 0; q0 < p.k; q0 += Group) acc = acc + group_sum<Group>(p, i, q0, j0);
+        const std::size_t w = std::min(lanes, p.n - j0);
+        if (w == lanes) {
+          acc.store_unaligned(p.c + i * p.ldc + j0);
+        } else {
+          alignas(64) float out[lanes];
+          acc.store_aligned(out);
+          for (std::size_t j = 0; j < w; ++j) p.c[i * p.ldc + j0 + j] = out[j];
+        }
+      }
+  }
+  template <std::size_t Group, std::size_t MR>
+  static void lookup_gemm(const lookup_operands& p) {
+    if (p.m == 0 || p.n == 0) return;
+    if (p.k == 0) return zero_output(p.m, p.n, p.c, p.ldc);
+    if (p.m < 4) return lookup_gemm_few_rows<Group>(p);
+    const gemm_blocks bl = lookup_blocks(p.caches, Group, table_entries<Group>, MR, lookup_nr);
+    auto* indices = at_bytes<std::int32_t>(p.workspace, 0);
+    float* tables = at_bytes<float>(p.workspace, 4 * (bl.kc / Group * bl.nc));
+    for (std::size_t pc = 0; pc < p.k; pc += bl.kc) {
+      const std::size_t kb = std::min(bl.kc, p.k - pc), groups = (kb + Group - 1) / Group;
+      for (std::size_t jc = 0; jc < p.n; jc += bl.nc) {
+        const std::size_t nb = std::min(bl.nc, p.n - jc);
+        pack_indices<Group>(p, pc, kb, jc, nb, indices);
+        for (std::size_t i0 = 0; i0 < p.m; i0 += MR) {
+          const std::size_t h = std::min(MR, p.m - i0);
+          build_tables<Group, MR>(p, i0, h, pc, kb, tables);
+          for (std::size_t j0 = 0; j0 < nb; j0 += lookup_nr)
+            lookup_tile<Group, MR>(groups, tables, indices + j0 * groups, p.c + i0 * p.ldc + jc + j0, p.ldc, h,
+                                   std::min(lookup_nr, nb - j0), pc == 0);
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+}  // namespace fewmul::kernels::detail

@@ -1,0 +1,23 @@
+// gemm_shift: scalar reference (contract in fewmul/kernels.hpp).
+#include <cmath>
+
+#include "kernels/reference.hpp"
+
+namespace fewmul::kernels::detail {
+
+void gemm_shift_ref(const gemm_shift_params& p) noexcept {
+  for (std::size_t i = 0; i < p.m; ++i)
+    for (std::size_t j = 0; j < p.n; ++j) {
+      float acc = 0.0f;
+      for (std::size_t q = 0; q < p.k; ++q) {
+        const int code = p.q[i * p.q_rs + q * p.q_cs];
+        const float v = p.b[q * p.ldb + j];
+        if (v == 0.0f || code == 0) continue;
+        const float scaled = std::ldexp(v, (code < 0 ? -code : code) - pow2_code_bias);
+        acc += code < 0 ? -scaled : scaled;
+      }
+      p.c[i * p.c_rs + j * p.c_cs] = acc;
+    }
+}
+
+}  // namespace fewmul::kernels::detail

@@ -1,0 +1,143 @@
+#pragma once
+// gemm_shift: GEMM by power-of-two codes as integer adds (contract in fewmul/kernels.hpp).
+#include "kernels/simd_common.hpp"
+
+namespace fewmul::kernels::detail {
+namespace {  // one copy per translation unit (see xsimd_compat.hpp)
+
+template <class A>
+struct gemm_shift_simd : simd_common<A> {
+  using base = simd_common<A>;
+  using typename base::fb;
+  using typename base::ub;
+  using base::lanes;
+  using base::load_strided_tile;
+  using base::store_strided_tile;
+
+  // ---- shift GEMM (quantized-backprop weight gradient) --------------------------------------------
+  // A product b * (±2^e) is the integer add  bits(b) + (e << 23) + (s << 31): the first term moves the
+  // exponent field by e (no carry out while the result stays normal, which the caller's range on B
+  // guarantees), the second flips the sign bit (adding 2^31 modulo 2^32 is an XOR of bit 31).
+
+  // Codes are the broadcast operand, so a zero code (ReLU zeros: about half of a layer's inputs) skips a
+  // whole row of the register tile: each row of A becomes the list of its nonzero codes in k order, as
+  // (offset of B's row in the packed panel, addend (e << 23) + (s << 31)). The rows of a panel step
+  // through their lists together; a shorter list is padded with entries pointing at the panel's extra
+  // row of zeros, which B's own zero test then skips like any zero of B.
+  static constexpr std::size_t shift_mr = 4;
+  // Two vectors of columns: the B panel of a whole minibatch (200 rows x 32 floats = 25 KiB on AVX-512)
+  // stays in L1 in one K block; four vectors (fewer entry loads per product) measured 40% slower on the
+  // weight gradient, whose K block then split and whose transposed C tile was stored twice.
+  static constexpr std::size_t shift_nv = 2;
+  static constexpr std::size_t shift_nr = shift_nv * lanes;
+  struct shift_entry {
+    std::uint32_t offset;  // floats into the B panel
+    std::uint32_t addend;
+  };
+  static std::uint32_t shift_addend(int code) {
+    const int magnitude = code < 0 ? -code : code;
+    return (static_cast<std::uint32_t>(magnitude - pow2_code_bias) << 23) + (code < 0 ? 0x80000000u : 0u);
+  }
+  // Lists of rows i0 .. i0 + h of the K block [pc, pc + kb), interleaved [step][shift_mr]; returns the steps.
+  static std::size_t build_shift_lists(const gemm_shift_params& p, std::size_t i0, std::size_t h, std::size_t pc,
+                                       std::size_t kb, shift_entry* list) {
+    std::size_t counts[shift_mr] = {}, steps = 0;
+    for (std::size_t r = 0; r < h; ++r) {
+      const std::int8_t* row = p.q + (i0 + r) * p.q_rs + pc * p.q_cs;
+      std::size_t count = 0;
+      for (std::size_t q = 0; q < kb; ++q) {  // branch-free: zeros are random, so a branch would mispredict
+        const int code = row[q * p.q_cs];
+        list[count * shift_mr + r] = {static_cast<std::uint32_t>(q * shift_nr), shift_addend(code)};
+        count += code != 0 ? 1 : 0;
+      }
+      counts[r] = count;
+      steps = std::max(steps, count);
+    }
+    const shift_entry padding{static_cast<std::uint32_t>(kb * shift_nr), 0u};
+    for (std::size_t r = 0; r < shift_mr; ++r)
+      for (std::size_t s = counts[r]; s < steps; ++s) list[s * shift_mr + r] = padding;
+    return steps;
+  }
+  // B rows pc .. pc + kb, columns j0 .. j0 + w, into a panel [kb + 1][nr] whose last row is zeros. Returns
+  // whether B's rows pc .. pc + kb hold a zero in those columns, i.e. whether the tile must test B.
+  static bool pack_b_shift(const gemm_shift_params& p, std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w,
+                           float* panel) {
+    auto zero = fb(1.0f) == fb(0.0f);
+    bool scalar_zero = false;
+    for (std::size_t q = 0; q < kb; ++q) {
+      const float* src = p.b + (pc + q) * p.ldb + j0;
+      float* dst = panel + q * shift_nr;
+      if (w == shift_nr) {
+        for (std::size_t v = 0; v < shift_nv; ++v) {
+          const fb b = fb::load_unaligned(src + v * lanes);
+          b.store_aligned(dst + v * lanes);
+          zero = zero | (b == fb(0.0f));
+        }
+      } else {  // padding columns are zeros, but their sums are never stored: only real columns count
+        for (std::size_t j = 0; j < shift_nr; ++j) dst[j] = j < w ? src[j] : 0.0f;
+        for (std::size_t j = 0; j < w; ++j) scalar_zero |= src[j] == 0.0f;
+      }
+    }
+    for (std::size_t j = 0; j < shift_nr; ++j) panel[kb * shift_nr + j] = 0.0f;
+    return scalar_zero || xsimd::any(zero);
+  }
+
+  // TestB: B holds zeros, so each product is added only where B is nonzero. Without zeros in B (the usual
+  // gradient) only the padding entries meet a zero: their addend 0 leaves it +0, and adding +0 changes no
+  // accumulator (which is never -0: it starts at +0 and takes nonzero terms), so no test is needed.
+  template <bool TestB>
+  static void shift_tile(std::size_t steps, const shift_entry* list, const float* panel, float* c, std::size_t c_rs,
+                         std::size_t c_cs, std::size_t h, std::size_t w, bool first) {
+    fb acc[shift_mr][shift_nv];
+    load_strided_tile(acc, first, c, c_rs, c_cs, h, w);
+    for (std::size_t s = 0; s < steps; ++s)
+      for (std::size_t r = 0; r < shift_mr; ++r) {
+        const shift_entry e = list[s * shift_mr + r];
+        const ub addend(e.addend);
+        const float* row = panel + e.offset;
+        for (std::size_t v = 0; v < shift_nv; ++v) {
+          const fb b = fb::load_aligned(row + v * lanes);
+          const fb product = simd_compat::as_float<A>(simd_compat::as_bits<A>(b) + addend);
+          if constexpr (TestB)
+            acc[r][v] = xsimd::select(b != fb(0.0f), acc[r][v] + product, acc[r][v]);
+          else
+            acc[r][v] = acc[r][v] + product;
+        }
+      }
+    store_strided_tile(acc, c, c_rs, c_cs, h, w);
+  }
+
+  static void gemm_shift(const gemm_shift_params& p) noexcept {
+    if (p.m == 0 || p.n == 0) return;
+    if (p.k == 0) {
+      for (std::size_t i = 0; i < p.m; ++i)
+        for (std::size_t j = 0; j < p.n; ++j) p.c[i * p.c_rs + j * p.c_cs] = 0.0f;
+      return;
+    }
+    const gemm_blocks bl = shift_blocks(p.caches, shift_mr, shift_nr);
+    auto* lists = at_bytes<shift_entry>(p.workspace, 0);
+    auto* steps = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc);
+    float* panel = at_bytes<float>(p.workspace, 8 * bl.mc * bl.kc + 4 * bl.mc / shift_mr + 64);
+    for (std::size_t pc = 0; pc < p.k; pc += bl.kc) {
+      const std::size_t kb = std::min(bl.kc, p.k - pc);
+      for (std::size_t ic = 0; ic < p.m; ic += bl.mc) {
+        const std::size_t mb = std::min(bl.mc, p.m - ic);
+        for (std::size_t i0 = 0; i0 < mb; i0 += shift_mr)
+          steps[i0 / shift_mr] = static_cast<std::uint32_t>(
+              build_shift_lists(p, ic + i0, std::min(shift_mr, mb - i0), pc, kb, lists + i0 * kb));
+        for (std::size_t j0 = 0; j0 < p.n; j0 += shift_nr) {
+          const std::size_t w = std::min(shift_nr, p.n - j0);
+          const bool b_has_zeros = pack_b_shift(p, pc, kb, j0, w, panel);
+          for (std::size_t i0 = 0; i0 < mb; i0 += shift_mr) {
+            const auto tile = b_has_zeros ? &shift_tile<true> : &shift_tile<false>;
+            tile(steps[i0 / shift_mr], lists + i0 * kb, panel, p.c + (ic + i0) * p.c_rs + j0 * p.c_cs, p.c_rs, p.c_cs,
+                 std::min(shift_mr, mb - i0), w, pc == 0);
+          }
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+}  // namespace fewmul::kernels::detail

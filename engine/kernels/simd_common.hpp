@@ -1,0 +1,173 @@
+#pragma once
+// Shared pieces of the xsimd kernel template (see kernels_simd.hpp): per-ISA vector types and tile
+// constants, counter-based uniforms, the tile driver, strided tile loads and stores. Each kernel stem's
+// class template <stem>_simd<A> (in <stem>_simd.hpp) derives from simd_common<A>.
+//
+// GEMM kernels tile the output into MR rows x NV vectors of columns held in registers (single-vector
+// tiles where NV no longer fit) and run the whole k loop per tile, in order, so every output is the same
+// sequential sum as the reference. Columns that do not fill a vector are done by a scalar loop with the
+// same summation order.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "fewmul/kernels.hpp"
+#include "kernels/gemm_blocking.hpp"
+#include "kernels/xsimd_compat.hpp"
+
+namespace fewmul::kernels::detail {
+namespace {  // one copy per translation unit (see xsimd_compat.hpp)
+
+template <class A>
+struct simd_common {
+  using fb = simd_compat::fbatch<A>;
+  using ub = simd_compat::ubatch<A>;
+  using ib = simd_compat::ibatch<A>;
+  using fm = simd_compat::fmask<A>;
+  static constexpr std::size_t lanes = fb::size;
+  static constexpr std::size_t nv = 2;                          // vectors per column tile
+  static constexpr std::size_t nr = nv * lanes;                 // columns per tile: 8, 16 or 32
+  static constexpr std::size_t mr = lanes == 16 ? 8 : 4;        // rows per tile
+  static constexpr std::uint32_t lane_mask = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
+  static_assert(64 % nr == 0, "a column tile must lie inside one 64-bit word");
+
+  // ---- counter-based uniforms, identical to the scalar reference --------------------------------
+  static ub fmix(ub h) {
+    h ^= h >> 16;
+    h *= ub(0x85ebca6bu);
+    h ^= h >> 13;
+    h *= ub(0xc2b2ae35u);
+    h ^= h >> 16;
+    return h;
+  }
+  static ub iota() {
+    alignas(64) static constexpr std::uint32_t values[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    return ub::load_aligned(values);
+  }
+  static ub uniform23(std::uint64_t key, std::uint32_t first_index) {
+    const ub index = ub(first_index) + iota();
+    return fmix(fmix(index ^ ub(static_cast<std::uint32_t>(key))) + ub(static_cast<std::uint32_t>(key >> 32))) >> 9;
+  }
+  // ---- shared tile driver --------------------------------------------------------------------------
+  // Runs tile<R, V>(row0, col0) over the output: tiles of nv vectors while they fit, then single-vector
+  // tiles, with R = mr except for the last rows; scalar_column(row, col) does the columns that do not
+  // fill a vector. `vector_columns` is the columns one vector covers.
+  template <class Tile, class ScalarColumn>
+  static void for_each_tile(std::size_t m, std::size_t n, Tile&& tile, ScalarColumn&& scalar_column,
+                            std::size_t vector_columns = lanes) {
+    auto rows = [&]<std::size_t V>(std::size_t j) {
+      std::size_t i = 0;
+      for (; i + mr <= m; i += mr) tile.template operator()<mr, V>(i, j);
+      dispatch_rows(m - i, [&]<std::size_t R>() { tile.template operator()<R, V>(i, j); });
+    };
+    std::size_t j = 0;
+    for (; j + nv * vector_columns <= n; j += nv * vector_columns) rows.template operator()<nv>(j);
+    for (; j + vector_columns <= n; j += vector_columns) rows.template operator()<1>(j);
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t jj = j; jj < n; ++jj) scalar_column(i, jj);
+  }
+  template <class F>
+  static void dispatch_rows(std::size_t rows, F&& f) {
+    if (rows == 0) return;
+    if constexpr (mr >= 8) {
+      switch (rows) {
+        case 7: return f.template operator()<7>();
+        case 6: return f.template operator()<6>();
+        case 5: return f.template operator()<5>();
+        case 4: return f.template operator()<4>();
+        default: break;
+      }
+    }
+    switch (rows) {
+      case 3: return f.template operator()<3>();
+      case 2: return f.template operator()<2>();
+      case 1: return f.template operator()<1>();
+      default: return;
+    }
+  }
+
+  template <std::size_t R, std::size_t V>
+  static void zero_tile(fb (&acc)[R][V]) {
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < V; ++v) acc[r][v] = fb(0.0f);
+  }
+  template <std::size_t R, std::size_t V>
+  static void store_tile(const fb (&acc)[R][V], float* c, std::size_t ldc) {
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < V; ++v) acc[r][v].store_unaligned(c + r * ldc + v * lanes);
+  }
+  // Loads (or zeroes, for the first K block) an R x NV-vector tile of C, whose element (r, j) lies at
+  // c[r * c_rs + j * c_cs]; rows < h and columns < w are valid.
+  template <std::size_t R, std::size_t NV>
+  static void load_strided_tile(fb (&acc)[R][NV], bool first, const float* c, std::size_t c_rs, std::size_t c_cs,
+                                std::size_t h, std::size_t w) {
+    constexpr std::size_t width = NV * lanes;
+    if (first || (c_cs == 1 && h == R && w == width)) {
+      for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t v = 0; v < NV; ++v) acc[r][v] = first ? fb(0.0f) : fb::load_unaligned(c + r * c_rs + v * lanes);
+      return;
+    }
+    if constexpr (R == 4) {
+      if (c_rs == 1 && h == R && w == width) {  // transposed C: four consecutive floats per column
+        for (std::size_t v = 0; v < NV; ++v) {
+          fb rows[4];
+          simd_compat::load_columns4<A>(rows, c + v * lanes * c_cs, c_cs);
+          for (std::size_t r = 0; r < 4; ++r) acc[r][v] = rows[r];
+        }
+        return;
+      }
+    }
+    alignas(64) float tile[R * width] = {};
+    for (std::size_t j = 0; j < w; ++j)
+      for (std::size_t r = 0; r < h; ++r) tile[r * width + j] = c[r * c_rs + j * c_cs];
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < NV; ++v) acc[r][v] = fb::load_aligned(tile + r * width + v * lanes);
+  }
+  template <std::size_t R, std::size_t NV>
+  static void store_strided_tile(const fb (&acc)[R][NV], float* c, std::size_t c_rs, std::size_t c_cs, std::size_t h,
+                                 std::size_t w) {
+    constexpr std::size_t width = NV * lanes;
+    if (c_cs == 1 && h == R && w == width) {
+      for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t v = 0; v < NV; ++v) acc[r][v].store_unaligned(c + r * c_rs + v * lanes);
+      return;
+    }
+    if constexpr (R == 4) {
+      if (c_rs == 1 && h == R && w == width) {
+        for (std::size_t v = 0; v < NV; ++v)
+          simd_compat::store_columns4<A>(acc[0][v], acc[1][v], acc[2][v], acc[3][v], c + v * lanes * c_cs, c_cs);
+        return;
+      }
+    }
+    alignas(64) float tile[R * width];
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < NV; ++v) acc[r][v].store_aligned(tile + r * width + v * lanes);
+    for (std::size_t j = 0; j < w; ++j)
+      for (std::size_t r = 0; r < h; ++r) c[r * c_rs + j * c_cs] = tile[r * width + j];
+  }
+  // The same for a row-major C (row stride ldc).
+  template <std::size_t R, std::size_t NV>
+  static void load_panel_tile(fb (&acc)[R][NV], bool first, const float* c, std::size_t ldc, std::size_t h,
+                              std::size_t w) {
+    load_strided_tile(acc, first, c, ldc, 1, h, w);
+  }
+  template <std::size_t R, std::size_t NV>
+  static void store_panel_tile(const fb (&acc)[R][NV], float* c, std::size_t ldc, std::size_t h, std::size_t w) {
+    store_strided_tile(acc, c, ldc, 1, h, w);
+  }
+};
+
+// The workspace at `offset` bytes, rounded up to a cache line.
+template <class T>
+T* at_bytes(void* base, std::size_t offset) {
+  return reinterpret_cast<T*>(static_cast<unsigned char*>(base) + round_up(offset, 64));
+}
+inline void zero_output(std::size_t m, std::size_t n, float* c, std::size_t ldc) {
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0f;
+}
+
+}  // namespace
+}  // namespace fewmul::kernels::detail

@@ -1,0 +1,77 @@
+// gemm_f32: every SIMD variant against the scalar reference, bit for bit; the reference's rounding.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "kernel_test_support.hpp"
+
+using namespace fewmul;
+using namespace fewmul_test;
+
+TEST_CASE("gemm_f32 matches the reference bit for bit across tiles and blocks") {
+  for_each_packed_case([](const packed_case& t) {
+    const auto a = random_floats(t.m * t.depth, t.seed);
+    const auto b = random_floats(t.depth * t.n, t.seed + 1);
+    CHECK(matches_reference(t.ref.gemm_f32, t.k.gemm_f32,
+                            kernels::gemm_f32_params{.m = t.m, .n = t.n, .k = t.depth, .a = a.data(), .a_rs = t.a_rs,
+                                                     .a_cs = t.a_cs, .b = b.data(), .ldb = t.n, .c = nullptr,
+                                                     .ldc = t.n, .caches = t.caches, .workspace = t.workspace}));
+  });
+}
+
+TEST_CASE("gemm_f32 reference is one fused multiply-add per step, and so is every ISA") {
+  // Values chosen so that a separate multiply and add rounds differently from the fused one:
+  // (1 + 2^-12)^2 = 1 + 2^-11 + 2^-24, and the 2^-24 is lost unless the product is kept exact.
+  const float x = 1.0f + std::ldexp(1.0f, -12), bias = -(1.0f + std::ldexp(1.0f, -11));
+  const float a[2] = {1.0f, x}, b[2] = {bias, x};
+  float c = 0.0f;
+  const kernels::gemm_f32_params f{.m = 1, .n = 1, .k = 2, .a = a, .a_rs = 2, .a_cs = 1, .b = b, .ldb = 1, .c = &c,
+                                   .ldc = 1};
+  kernels::reference_kernels().gemm_f32(f);
+  CHECK(c == std::ldexp(1.0f, -24));
+  for (isa which : isas_under_test()) {
+    CAPTURE(isa_label(which));
+    const auto& k = kernels::kernels_for(which);
+    workspace ws(k.workspace_bytes(kernels::detect_cache_sizes()));
+    float got = 1.0f;
+    kernels::gemm_f32_params g = f;
+    g.c = &got;
+    g.caches = kernels::detect_cache_sizes();
+    g.workspace = ws.get();
+    k.gemm_f32(g);
+    CHECK(got == std::ldexp(1.0f, -24));
+  }
+  // A sum whose double rounding lands exactly between two floats: x^2 = 1 + 2^-11 + 2^-24 is a float midpoint
+  // and the 2^-80 already in the accumulator decides it upwards; an emulation through double that rounds
+  // twice would tie to even (1 + 2^-11) instead.
+  const float tiny = std::ldexp(1.0f, -40);
+  const float a2[2] = {tiny, x}, b2[2] = {tiny, x};
+  const float up = 1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -23);
+  for (isa which : isas_under_test()) {
+    CAPTURE(isa_label(which));
+    const auto& k = kernels::kernels_for(which);
+    workspace ws(k.workspace_bytes(kernels::detect_cache_sizes()));
+    for (float sign : {1.0f, -1.0f}) {
+      const float b_signed[2] = {sign * b2[0], sign * b2[1]};
+      float got = 0.0f;
+      k.gemm_f32({.m = 1, .n = 1, .k = 2, .a = a2, .a_rs = 2, .a_cs = 1, .b = b_signed, .ldb = 1, .c = &got, .ldc = 1,
+                  .caches = kernels::detect_cache_sizes(), .workspace = ws.get()});
+      CHECK(got == sign * up);
+    }
+  }
+}
+
+TEST_CASE("gemm_f32 reference agrees with double-precision arithmetic") {
+  const std::size_t m = 7, n = 70, depth = 100;
+  const auto a = random_floats(m * depth, 11);
+  const auto b = random_floats(depth * n, 15);
+  std::vector<float> c(m * n);
+  kernels::reference_kernels().gemm_f32({.m = m, .n = n, .k = depth, .a = a.data(), .a_rs = depth, .a_cs = 1,
+                                         .b = b.data(), .ldb = n, .c = c.data(), .ldc = n});
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) {
+      double want = 0;
+      for (std::size_t p = 0; p < depth; ++p) want += static_cast<double>(a[i * depth + p]) * b[p * n + j];
+      CHECK(c[i * n + j] == doctest::Approx(want).epsilon(1e-4).scale(10));
+    }
+}
