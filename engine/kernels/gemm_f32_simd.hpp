@@ -55,8 +55,20 @@ struct gemm_f32_simd : simd_common<A> {
       }
     }
   }
+  // Where the tile reads A: a packed row panel ([kb][mr]), or A itself through its strides (rows past h
+  // read row h - 1 again; their sums are never stored).
+  struct packed_rows {
+    const float* panel;
+    float at(std::size_t q, std::size_t r) const { return panel[q * f32_mr + r]; }
+  };
+  struct strided_rows {
+    const float* row[f32_mr];
+    std::size_t a_cs;
+    float at(std::size_t q, std::size_t r) const { return row[r][q * a_cs]; }
+  };
   // acc[r][v] = fma(A(r, q), B(q, v), acc[r][v]) for q in order: the reference's sum.
-  static void f32_tile(std::size_t kb, const float* ap, const float* bp, float* c, std::size_t ldc, std::size_t h,
+  template <class Rows>
+  static void f32_tile(std::size_t kb, const Rows& a, const float* bp, float* c, std::size_t ldc, std::size_t h,
                        std::size_t w, bool first) {
     fb acc[f32_mr][nv];
     load_panel_tile(acc, first, c, ldc, h, w);
@@ -64,7 +76,7 @@ struct gemm_f32_simd : simd_common<A> {
       fb bv[nv];
       for (std::size_t v = 0; v < nv; ++v) bv[v] = fb::load_aligned(bp + q * panel_nr + v * lanes);
       for (std::size_t r = 0; r < f32_mr; ++r) {
-        const fb av(ap[q * f32_mr + r]);
+        const fb av(a.at(q, r));
         for (std::size_t v = 0; v < nv; ++v) acc[r][v] = simd_compat::fused_multiply_add<A>(av, bv[v], acc[r][v]);
       }
     }
@@ -110,13 +122,26 @@ struct gemm_f32_simd : simd_common<A> {
       for (std::size_t jc = 0; jc < p.n; jc += bl.nc) {
         const std::size_t nb = std::min(bl.nc, p.n - jc);
         pack_b_f32(p, pc, kb, jc, nb, b_pack);
+        // A packed panel pays off when many column panels reuse it; with up to four (convolutions with few
+        // output channels) copying A costs about as much as the products, so the tiles read A in place
+        // (CIFAR 2048x32x288: 0.67x OpenBLAS packed, 1.22x in place).
+        const bool pack_a = nb > 4 * panel_nr;
         for (std::size_t ic = 0; ic < p.m; ic += bl.mc) {
           const std::size_t mb = std::min(bl.mc, p.m - ic);
-          pack_a_f32(p, ic, mb, pc, kb, a_pack);
+          if (pack_a) pack_a_f32(p, ic, mb, pc, kb, a_pack);
           for (std::size_t j0 = 0; j0 < nb; j0 += panel_nr)
-            for (std::size_t i0 = 0; i0 < mb; i0 += f32_mr)
-              f32_tile(kb, a_pack + i0 * kb, b_pack + j0 * kb, p.c + (ic + i0) * p.ldc + jc + j0, p.ldc,
-                       std::min(f32_mr, mb - i0), std::min(panel_nr, nb - j0), pc == 0);
+            for (std::size_t i0 = 0; i0 < mb; i0 += f32_mr) {
+              const std::size_t h = std::min(f32_mr, mb - i0), w = std::min(panel_nr, nb - j0);
+              float* c = p.c + (ic + i0) * p.ldc + jc + j0;
+              if (pack_a) {
+                f32_tile(kb, packed_rows{a_pack + i0 * kb}, b_pack + j0 * kb, c, p.ldc, h, w, pc == 0);
+              } else {
+                strided_rows rows{{}, p.a_cs};
+                for (std::size_t r = 0; r < f32_mr; ++r)
+                  rows.row[r] = p.a + (ic + i0 + std::min(r, h - 1)) * p.a_rs + pc * p.a_cs;
+                f32_tile(kb, rows, b_pack + j0 * kb, c, p.ldc, h, w, pc == 0);
+              }
+            }
         }
       }
     }
