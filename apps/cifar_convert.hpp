@@ -15,6 +15,9 @@ namespace fewmul_app {
 /// then the 1024 red, 1024 green and 1024 blue bytes. Each file is written to a temporary name and
 /// renamed. Throws fewmul::error naming the file on anything malformed.
 void convert_cifar10_package(const std::string& package_dir, const std::string& out_dir);
+/// Throws fewmul::error unless OUT_DIR is a directory or nothing and each batch there is nothing or a
+/// regular file of a batch's size (convert_cifar10_package checks this before reading anything).
+void check_cifar10_output(const std::string& out_dir);
 
 /// The labels of a JSON array of integers in [0, 9] (throws fewmul::error naming `source`).
 std::vector<unsigned char> parse_label_json(const std::string& text, const std::string& source);

@@ -156,8 +156,37 @@ fewmul::optimizer_kind parse_optimizer(const std::string& text) {
   return fewmul::optimizer_kind::sgd;
 }
 
+// Whether two paths name one file (existing or not: then by their normalized absolute paths).
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (std::filesystem::exists(a, ec) && std::filesystem::exists(b, ec)) return std::filesystem::equivalent(a, b, ec);
+  return std::filesystem::weakly_canonical(a, ec) == std::filesystem::weakly_canonical(b, ec);
+}
+
+// Checks an output path before any work (see fewmul::check_output_path) and reports the stale
+// temporaries of killed runs it removed.
+void check_output(const std::string& path, fewmul::file_kind kind, const std::string& flag) {
+  for (const std::string& stale : fewmul::check_output_path(path, kind, flag))
+    std::fprintf(stderr, "fewmul: removed %s, the temporary file of a run that was killed\n", stale.c_str());
+}
+
 int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool validation_given, bool optimizer_given,
               bool activation_given) {
+  // Outputs first: a path that cannot or must not be written is found before hours of training.
+  if (!f.checkpoint_path.empty() && !f.save_model_path.empty() && same_file(f.checkpoint_path, f.save_model_path))
+    throw fewmul::error("--save-model " + f.save_model_path + " names the same file as --checkpoint " +
+                        f.checkpoint_path);
+  if (!f.resume_path.empty() && !f.save_model_path.empty() && same_file(f.resume_path, f.save_model_path))
+    throw fewmul::error("--save-model " + f.save_model_path + " is the checkpoint this run resumes from (--resume)");
+  std::unique_ptr<fewmul::output_lock> checkpoint_lock, model_lock;
+  if (!f.checkpoint_path.empty()) {
+    check_output(f.checkpoint_path, fewmul::file_kind::checkpoint, "--checkpoint");
+    checkpoint_lock = std::make_unique<fewmul::output_lock>(f.checkpoint_path, "--checkpoint");
+  }
+  if (!f.save_model_path.empty()) {
+    check_output(f.save_model_path, fewmul::file_kind::model, "--save-model");
+    model_lock = std::make_unique<fewmul::output_lock>(f.save_model_path, "--save-model");
+  }
   fewmul::checkpoint c;
   std::unique_ptr<fewmul::training_state> resume;
   std::string dataset = f.dataset;
@@ -291,6 +320,10 @@ int run_count(std::size_t batch, const std::vector<std::size_t>& hidden) {
 }
 
 int run_export(const std::string& checkpoint_path, const std::string& out_path) {
+  if (same_file(checkpoint_path, out_path))
+    throw fewmul::error("export: model " + out_path + " is the checkpoint being read");
+  check_output(out_path, fewmul::file_kind::model, "export: model");
+  const fewmul::output_lock lock(out_path, "export: model");
   const fewmul::checkpoint c = fewmul::load_checkpoint(checkpoint_path);
   fewmul::network net = fewmul::network_from_checkpoint(c, !c.state.best_state.empty());
   const std::size_t bytes = fewmul::save_model(out_path, net, c.meta);
@@ -525,6 +558,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  // Past a file-size limit (ulimit -f) a write then fails with EFBIG and comes back as an error naming the
+  // file, as a full disk does, instead of the signal killing the run mid-write.
+  std::signal(SIGXFSZ, SIG_IGN);
   try {
     fewmul::force_isa(fewmul::parse_isa(isa_text));
     if (*isas) {
