@@ -162,4 +162,36 @@ void convert_cifar10_package(const std::string& package_dir, const std::string& 
   }
 }
 
+std::vector<float> read_png_features(const std::string& path, std::uint32_t width, std::uint32_t height,
+                                     std::uint32_t channels, float input_scale) {
+  // A PNG decodes to 3 channels here: a model taking any other count than gray or RGB cannot be fed
+  // from one (and reading channels 4..64 of an RGB pixel would run past the decoded image).
+  if (channels != 1 && channels != 3)
+    throw fewmul::error(path + ": the model takes " + std::to_string(channels) +
+                        " input channels; predict reads PNG images as gray (1) or RGB (3) only");
+  const std::vector<unsigned char> rgb = decode_png_rgb8(
+      path, 1u << 14, 1u << 14,
+      [&](std::uint32_t w, std::uint32_t h) {
+        if (w != width || h != height)
+          throw fewmul::error(path + ": image is " + std::to_string(w) + "x" + std::to_string(h) +
+                              ", the model takes " + std::to_string(width) + "x" + std::to_string(height));
+      },
+      SPNG_DECODE_TRNS);
+  const std::size_t pixels = std::size_t{width} * height;
+  if (rgb.size() != 3 * pixels)
+    throw fewmul::error(path + ": decoded " + std::to_string(rgb.size()) + " bytes, expected " +
+                        std::to_string(3 * pixels));
+  std::vector<float> features(pixels * channels);
+  for (std::size_t p = 0; p < pixels; ++p) {
+    if (channels == 1) {
+      const int sum = rgb[3 * p] + rgb[3 * p + 1] + rgb[3 * p + 2];
+      features[p] = static_cast<float>((sum + 1) / 3) * input_scale;
+    } else {
+      for (std::size_t ch = 0; ch < 3; ++ch)  // channel-last, as the datasets are stored
+        features[p * 3 + ch] = static_cast<float>(rgb[3 * p + ch]) * input_scale;
+    }
+  }
+  return features;
+}
+
 }  // namespace fewmul_app

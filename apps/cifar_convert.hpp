@@ -29,6 +29,12 @@ std::vector<unsigned char> decode_png_rgb8(const std::string& path, std::uint32_
                                            const std::function<void(std::uint32_t, std::uint32_t)>& check,
                                            int decode_flags = 0);
 
+/// `fewmul predict`'s input: the PNG at `path`, which must be width x height, as channel-last features
+/// (gray: the rounded mean of R, G and B; RGB) times `input_scale`. Throws fewmul::error naming the file for
+/// another size, a channel count other than 1 or 3, or a decoded image of the wrong size.
+std::vector<float> read_png_features(const std::string& path, std::uint32_t width, std::uint32_t height,
+                                     std::uint32_t channels, float input_scale);
+
 /// Decodes a PNG sprite sheet into RGB8 rows; checks the width is 1024 and the height at most
 /// `max_rows` (before allocating anything) and sets `height`.
 std::vector<unsigned char> decode_sheet(const std::string& path, std::size_t& height, std::size_t max_rows = 10000);

@@ -1,5 +1,4 @@
 // fewmul command-line interface: training and inspection.
-#include <spng.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -393,34 +392,10 @@ int run_info(const std::string& model_path) {
   return 0;
 }
 
-// Decodes a PNG into 8-bit channels (gray when the model takes one channel).
-std::vector<float> read_png_features(const std::string& path, const fewmul::model_metadata& meta) {
-  const std::vector<unsigned char> rgb = fewmul_app::decode_png_rgb8(
-      path, 1u << 14, 1u << 14,
-      [&](std::uint32_t width, std::uint32_t height) {
-        if (width != meta.width || height != meta.height)
-          throw fewmul::error(path + ": image is " + std::to_string(width) + "x" + std::to_string(height) +
-                              ", the model takes " + std::to_string(meta.width) + "x" + std::to_string(meta.height));
-      },
-      SPNG_DECODE_TRNS);
-  const std::size_t pixels = std::size_t{meta.width} * meta.height;
-  std::vector<float> features(pixels * meta.channels);
-  for (std::size_t p = 0; p < pixels; ++p) {
-    if (meta.channels == 1) {
-      const int sum = rgb[3 * p] + rgb[3 * p + 1] + rgb[3 * p + 2];
-      features[p] = static_cast<float>((sum + 1) / 3) * meta.input_scale;
-    } else {
-      for (std::uint32_t ch = 0; ch < meta.channels; ++ch)  // channel-last, as the datasets are stored
-        features[p * meta.channels + ch] = static_cast<float>(rgb[3 * p + ch]) * meta.input_scale;
-    }
-  }
-  return features;
-}
-
 int run_predict(const std::string& model_path, const std::string& image_path) {
   fewmul::model m = fewmul::load_model(model_path);
   fewmul::matrix x(1, m.net.input_size());
-  x.data = read_png_features(image_path, m.meta);
+  x.data = fewmul_app::read_png_features(image_path, m.meta.width, m.meta.height, m.meta.channels, m.meta.input_scale);
   const fewmul::runtime rt(1);
   m.meta.preprocess.apply(x.data.data(), 1, x.cols, rt);
   const fewmul::matrix& scores = m.run(x, rt);
