@@ -7,6 +7,7 @@
 #include <csignal>
 #include <memory>
 #include <new>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -74,6 +75,19 @@ std::vector<std::size_t> parse_hidden(const std::string& text) {
     start = comma + 1;
   }
   return sizes;
+}
+
+// Flag checks shared with the library (fewmul::setting_limits): finite, in range, no wrap; CLI11 prints
+// "<flag>: <problem>" and exits 105.
+CLI::Validator number_in(double min, double max) {
+  char name[80];
+  std::snprintf(name, sizeof name, "NUMBER in [%g, %g]", min, max);
+  return CLI::Validator([=](std::string& text) { return fewmul::number_text_problem(text, min, max); }, name);
+}
+
+CLI::Validator whole_in(std::uint64_t min, std::uint64_t max) {
+  return CLI::Validator([=](std::string& text) { return fewmul::whole_text_problem(text, min, max); },
+                        "WHOLE NUMBER in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
 }
 
 void print_progress(std::size_t done, std::size_t total) {
@@ -201,6 +215,9 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
   loaded_data data = load_data(dataset, data_dir_for(dataset, f.data_dir), f.svhn_extra);
   if (f.train_limit > 0 && f.train_limit < data.train.size()) data.train = data.train.slice(0, f.train_limit);
   const fewmul::runtime rt(resume ? c.config.threads : f.threads);
+  if (rt.threads() > static_cast<int>(std::max(1u, std::thread::hardware_concurrency())))
+    std::fprintf(stderr, "fewmul: warning: %d threads on %u hardware threads run slower than one per core\n",
+                 rt.threads(), std::thread::hardware_concurrency());
   if (!resume) {
     fewmul::train_config& config = c.config;
     config.training_method = fewmul::parse_method(f.method_text);
@@ -243,6 +260,8 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
     c.architecture.shift_batch_norm = f.shift_bn;
     c.meta = data.meta;
     c.meta.method = f.method_text;
+    fewmul::validate(config);  // before the preprocessing is fitted (minutes for ZCA)
+    fewmul::validate(c.architecture);
     // Preprocessing as in the papers: GCN + ZCA for CIFAR-10, GCN for SVHN, none for MNIST; fitted on
     // the training examples only (not the validation split).
     std::string pre = f.preprocess_text;
@@ -435,22 +454,22 @@ int main(int argc, char** argv) {
   train->add_option("--abits", f.activation_bits, "qnn (--activation quantized): bits per activation")
       ->check(CLI::Range(1, 8))
       ->capture_default_str();
-  train->add_option("--epochs", f.epochs, "Epochs")->check(CLI::Range(1, 100000))->capture_default_str();
-  train->add_option("--batch", f.batch, "Minibatch size")->check(CLI::Range(2, 100000))->capture_default_str();
+  train->add_option("--epochs", f.epochs, "Epochs")->check(whole_in(fewmul::setting_limits::epochs_min, fewmul::setting_limits::epochs_max))->capture_default_str();
+  train->add_option("--batch", f.batch, "Minibatch size")->check(whole_in(fewmul::setting_limits::batch_min, fewmul::setting_limits::batch_max))->capture_default_str();
   train->add_option("--lr", f.lr, "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary, 0.003 for bnn/qnn (Adam); convnets 0.1, bnn/qnn 0.003)")
-      ->check(CLI::PositiveNumber);
+      ->check(number_in(fewmul::setting_limits::lr_min, fewmul::setting_limits::lr_max));
   train->add_option("--lr-decay", f.lr_decay, "Per-epoch learning-rate factor (default: reach lr/100 at the end)")
-      ->check(CLI::Range(0.0f, 1.0f));
+      ->check(number_in(fewmul::setting_limits::lr_decay_min, fewmul::setting_limits::lr_decay_max));
   train->add_option("--optimizer", f.optimizer_text,
                     "sgd, adam, adamax or shift-adamax (AdaMax with power-of-two steps); default adam for bnn/qnn")
       ->check(CLI::IsMember({"sgd", "adam", "adamax", "shift-adamax"}))
       ->capture_default_str();
   train->add_flag("--shift-bn", f.shift_bn, "Shift-based batch normalization (powers of two via AP2)");
   train->add_option("--dropout-input", f.dropout_input, "Dropout probability on the inputs (BNN paper MNIST: 0.2)")
-      ->check(CLI::Range(0.0f, 0.95f));
+      ->check(number_in(fewmul::setting_limits::dropout_min, fewmul::setting_limits::dropout_max));
   train->add_option("--dropout-hidden", f.dropout_hidden, "Dropout probability after hidden activations (BNN paper: 0.5)")
-      ->check(CLI::Range(0.0f, 0.95f));
-  train->add_option("--momentum", f.momentum, "SGD momentum")->check(CLI::Range(0.0f, 0.999f))->capture_default_str();
+      ->check(number_in(fewmul::setting_limits::dropout_min, fewmul::setting_limits::dropout_max));
+  train->add_option("--momentum", f.momentum, "SGD momentum")->check(number_in(fewmul::setting_limits::momentum_min, fewmul::setting_limits::momentum_max))->capture_default_str();
   train->add_option("--loss", f.loss_text, "hinge (squared hinge) or xent (softmax cross-entropy)")
       ->check(CLI::IsMember({"hinge", "xent"}))
       ->capture_default_str();
@@ -462,21 +481,25 @@ int main(int argc, char** argv) {
                     "MNIST MLP: hidden layer widths, comma-separated (default: 1024,1024,1024; bnn/qnn 4096,4096,4096)");
   train->add_option("--width", f.width,
                     "Multiplier of the preset's layer widths (MNIST MLP without --hidden, CIFAR-10/SVHN convnet; e.g. 0.25)")
-      ->check(CLI::Range(0.01, 16.0))
+      ->check(number_in(fewmul::setting_limits::width_min, fewmul::setting_limits::width_max))
       ->capture_default_str();
   train->add_option("--preprocess", f.preprocess_text,
                     "auto (cifar10: gcn+zca, svhn: gcn, mnist: none), none, gcn or gcn+zca")
       ->check(CLI::IsMember({"auto", "none", "gcn", "gcn+zca"}))
       ->capture_default_str();
   train->add_option("--augment-shift", f.augment_shift, "Random shifts of up to N pixels (random crops) in training")
-      ->check(CLI::Range(0, 16));
+      ->check(whole_in(0, fewmul::setting_limits::augment_shift_max));
   train->add_flag("--augment-flip", f.augment_flip, "Random left-right mirroring in training");
   train->add_flag("--svhn-extra", f.svhn_extra, "SVHN: also train on extra_32x32.mat");
-  train->add_option("--seed", f.seed, "Random seed (same seed => same result)")->capture_default_str();
-  train->add_option("--threads", f.threads, "Threads (0 = all)")->check(CLI::Range(0, 1024))->capture_default_str();
+  train->add_option("--seed", f.seed, "Random seed (same seed => same result)")
+      ->check(whole_in(0, UINT64_MAX))
+      ->capture_default_str();
+  train->add_option("--threads", f.threads, "Threads (0 = all)")->check(whole_in(0, fewmul::setting_limits::threads_max))->capture_default_str();
   train->add_option("--validation", f.validation,
-                    "Examples held out of the training set (default: mnist 10000, cifar10 5000, svhn 6000 or 10%)");
-  train->add_option("--train-limit", f.train_limit, "Use only the first N training examples (0 = all)");
+                    "Examples held out of the training set (default: mnist 10000, cifar10 5000, svhn 6000 or 10%)")
+      ->check(whole_in(0, fewmul::setting_limits::examples_max));
+  train->add_option("--train-limit", f.train_limit, "Use only the first N training examples (0 = all)")
+      ->check(whole_in(0, fewmul::setting_limits::examples_max));
   train->add_option("--qbp-kmin", f.qbp_kmin, "Smallest exponent of quantized inputs")
       ->check(CLI::Range(fewmul::kernels::pow2_min_exponent, fewmul::kernels::pow2_max_exponent))
       ->capture_default_str();
@@ -489,7 +512,7 @@ int main(int argc, char** argv) {
   train->add_option("--bn-reestimate", f.bn_reestimate,
                     "Recompute batch-norm statistics with the test-time weights over the first N training examples "
                     "before each evaluation (0 = keep the training running averages)")
-      ->check(CLI::Range(std::size_t{0}, std::size_t{100'000'000}))
+      ->check(whole_in(0, fewmul::setting_limits::bn_reestimate_max))
       ->capture_default_str();
   train->add_flag("--quiet", f.quiet, "No progress bar");
   train->add_option("--checkpoint", f.checkpoint_path, "Write a training checkpoint here after every epoch");
@@ -507,7 +530,7 @@ int main(int argc, char** argv) {
   std::string eval_dataset;
   eval->add_option("--dataset", eval_dataset, "Dataset (default: the model's)")->check(CLI::IsMember({"mnist", "cifar10", "svhn"}));
   eval->add_option("--data", f.data_dir, "Dataset directory (default build/data/<dataset>)");
-  eval->add_option("--threads", eval_threads, "Threads (0 = all)")->check(CLI::Range(0, 1024));
+  eval->add_option("--threads", eval_threads, "Threads (0 = all)")->check(whole_in(0, fewmul::setting_limits::threads_max));
   CLI::App* predict = app.add_subcommand("predict", "Top-5 classes of one PNG image");
   predict->add_option("model", model_path, "Model file")->required()->check(CLI::ExistingFile);
   predict->add_option("image", image_path, "PNG image of the model's input size")->required()->check(CLI::ExistingFile);
@@ -516,7 +539,7 @@ int main(int argc, char** argv) {
 
   std::size_t count_batch = 200;
   CLI::App* count = app.add_subcommand("count", "Multiplications, additions and shifts of one training step, per method");
-  count->add_option("--batch", count_batch, "Minibatch size")->check(CLI::Range(1, 1000000))->capture_default_str();
+  count->add_option("--batch", count_batch, "Minibatch size")->check(whole_in(1, 1000000))->capture_default_str();
   std::string count_hidden = "1024,1024,1024";
   count->add_option("--hidden", count_hidden, "Hidden layer widths")->capture_default_str();
   std::string package_dir, cifar_out;
