@@ -183,8 +183,69 @@ void check_output(const std::string& path, fewmul::file_kind kind, const std::st
     std::fprintf(stderr, "fewmul: removed %s, the temporary file of a run that was killed\n", stale.c_str());
 }
 
-int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool validation_given, bool optimizer_given,
-              bool activation_given) {
+std::string hidden_text(const std::vector<std::size_t>& hidden) {
+  std::string text;
+  for (std::size_t h : hidden) text += (text.empty() ? "" : ",") + std::to_string(h);
+  return text;
+}
+
+std::string number_text(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", v);
+  return text;
+}
+
+// The checkpoint fixes the run: a flag given with --resume must agree with it, except those that may
+// change (--epochs to extend it, --threads, --train-limit and --data to find the same data again, the
+// outputs, --quiet). Refuses naming the flag, its value and the checkpoint's.
+void check_resume_flags(const train_flags& f, const CLI::App& train, const fewmul::checkpoint& c) {
+  const std::string& path = f.resume_path;
+  auto given = [&](const char* flag) { return train.count(flag) > 0; };
+  auto agree = [&](const char* flag, const std::string& value, const std::string& stored) {
+    if (given(flag) && value != stored)
+      throw fewmul::error(std::string(flag) + " " + value + " contradicts " + path + ", a run with " + flag + " " +
+                          stored + " (give only --epochs, --threads, --data, --train-limit and outputs with --resume)");
+  };
+  const fewmul::train_config& k = c.config;
+  const fewmul::network_architecture& a = c.architecture;
+  agree("--method", f.method_text, std::string(fewmul::method_name(k.training_method)));
+  agree("--batch", std::to_string(f.batch), std::to_string(k.batch));
+  agree("--lr", number_text(f.lr), number_text(k.lr));
+  agree("--lr-decay", number_text(f.lr_decay), number_text(k.lr_decay));
+  agree("--momentum", number_text(f.momentum), number_text(k.momentum));
+  agree("--seed", std::to_string(f.seed), std::to_string(k.seed));
+  agree("--validation", std::to_string(f.validation), std::to_string(k.validation));
+  agree("--qbp-kmin", std::to_string(f.qbp_kmin), std::to_string(k.qbp_kmin));
+  agree("--qbp-kmax", std::to_string(f.qbp_kmax), std::to_string(k.qbp_kmax));
+  agree("--wbits", std::to_string(f.weight_bits), std::to_string(k.weight_bits));
+  agree("--abits", std::to_string(f.activation_bits), std::to_string(a.activation_bits));
+  agree("--dropout-input", number_text(f.dropout_input), number_text(a.dropout_input));
+  agree("--dropout-hidden", number_text(f.dropout_hidden), number_text(a.dropout_hidden));
+  agree("--augment-shift", std::to_string(f.augment_shift), std::to_string(k.augment_shift));
+  agree("--bn-reestimate", std::to_string(f.bn_reestimate), std::to_string(k.bn_reestimate_examples));
+  agree("--loss", f.loss_text, k.loss == fewmul::loss_kind::softmax_cross_entropy ? "xent" : "hinge");
+  const char* optimizers[] = {"sgd", "adam", "adamax", "shift-adamax"};
+  agree("--optimizer", f.optimizer_text, optimizers[static_cast<int>(k.optimizer)]);
+  const char* activations[] = {"relu", "hardtanh", "sign", "quantized"};
+  agree("--activation", f.activation_text, activations[static_cast<int>(a.act)]);
+  if (given("--hidden")) agree("--hidden", hidden_text(parse_hidden(f.hidden_text)), hidden_text(a.hidden));
+  auto on_off = [](bool b) { return std::string(b ? "on" : "off"); };
+  agree("--augment-flip", on_off(f.augment_flip), on_off(k.augment_flip));
+  agree("--shift-bn", on_off(f.shift_bn), on_off(a.shift_batch_norm));
+  for (const char* fixed : {"--width", "--preprocess", "--svhn-extra"})
+    if (given(fixed))
+      throw fewmul::error(std::string(fixed) + " cannot be given with --resume: " + path +
+                          " fixes the network, the preprocessing and the data");
+  const std::size_t done = c.state.progress.epochs.size();
+  if (given("--epochs") && f.epochs < done)
+    throw fewmul::error("--epochs " + std::to_string(f.epochs) + " is fewer than the " + std::to_string(done) +
+                        " epochs " + path + " has done already");
+}
+
+int run_train(const train_flags& f, const CLI::App& train) {
+  const bool epochs_given = train.count("--epochs") > 0, threads_given = train.count("--threads") > 0;
+  const bool validation_given = train.count("--validation") > 0, optimizer_given = train.count("--optimizer") > 0;
+  const bool activation_given = train.count("--activation") > 0;
   // Outputs first: a path that cannot or must not be written is found before hours of training.
   if (!f.checkpoint_path.empty() && !f.save_model_path.empty() && same_file(f.checkpoint_path, f.save_model_path))
     throw fewmul::error("--save-model " + f.save_model_path + " names the same file as --checkpoint " +
@@ -206,6 +267,7 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
   if (!f.resume_path.empty()) {
     // The checkpoint fixes the run; only the epoch count (to extend it) and the threads may change.
     c = fewmul::load_checkpoint(f.resume_path);
+    check_resume_flags(f, train, c);
     if (epochs_given) c.config.epochs = f.epochs;
     if (threads_given) c.config.threads = f.threads;
     if (c.meta.dataset != dataset)
@@ -579,8 +641,7 @@ int main(int argc, char** argv) {
     if (train->count("--wbits") > 0 && f.method_text != "qnn") throw fewmul::error("--wbits applies to --method qnn");
     if (train->count("--abits") > 0 && f.method_text != "qnn" && f.activation_text != "quantized")
       throw fewmul::error("--abits applies to --method qnn or --activation quantized");
-    return run_train(f, train->count("--epochs") > 0, train->count("--threads") > 0, train->count("--validation") > 0,
-                     train->count("--optimizer") > 0, train->count("--activation") > 0);
+    return run_train(f, *train);
   } catch (const fewmul::error& e) {
     std::fprintf(stderr, "fewmul: error: %s\n", e.what());
     return 1;

@@ -194,8 +194,8 @@ model_metadata read_metadata(detail::byte_reader& in, std::uint32_t version) {
       if (!std::isfinite(v)) in.invalid("non-finite whitening matrix");
   }
   if (m.width == 0 || m.height == 0 || m.channels == 0 || m.width > 65536 || m.height > 65536 || m.channels > 64 ||
-      !std::isfinite(m.input_scale))
-    in.invalid("bad input shape or scale in the metadata");
+      !std::isfinite(m.input_scale) || !(m.input_scale > 0.0f) || m.input_scale > 1e6f)
+    in.invalid("bad input shape or scale in the metadata (the scale must be finite, positive and at most 1e6)");
   if (!m.preprocess.zca_mean.empty() && m.preprocess.zca_mean.size() != std::size_t{m.width} * m.height * m.channels)
     in.invalid("whitening fitted on " + std::to_string(m.preprocess.zca_mean.size()) + " features, the input has " +
                std::to_string(std::size_t{m.width} * m.height * m.channels));
@@ -236,6 +236,55 @@ double state_floats(const network_architecture& a) {
   return total;
 }
 
+// Stored values beyond this magnitude are refused: no trained network holds them, and they overflow the
+// float scores (a batch-norm scale near FLT_MAX made predict print NaN probabilities).
+constexpr float max_value = 1e15f;
+
+// Every parameter and batch-norm statistic finite and at most max_value in magnitude, every variance
+// non-negative (the running variance is the second of a batch-norm layer's two buffers, the only layer
+// with buffers).
+void check_values(network& net, const detail::byte_reader& in, const char* which) {
+  auto bad = [](float v) { return !std::isfinite(v) || std::fabs(v) > max_value; };
+  for (const auto& l : net.layers()) {
+    for (parameter* p : l->parameters())
+      for (float v : p->value)
+        if (bad(v))
+          in.invalid(std::string(which) + "parameter " + p->name + " of layer " + std::to_string(l->index) + " (" +
+                     l->describe() + ") is " + std::to_string(v) + ", not a finite value of magnitude at most 1e15");
+    const auto buffers = l->buffers();
+    for (std::size_t b = 0; b < buffers.size(); ++b)
+      for (float v : *buffers[b])
+        if (bad(v) || (b == 1 && v < 0.0f))
+          in.invalid(std::string(which) + "batch-norm " + (b == 1 ? "variance" : "mean") + " of layer " +
+                     std::to_string(l->index) + " (" + l->describe() + ") is " + std::to_string(v));
+  }
+}
+
+// The progress counters of a checkpoint must describe a run its configuration can have made.
+void check_progress(const training_state& s, const train_config& k, const detail::byte_reader& in) {
+  const train_result& p = s.progress;
+  const std::size_t done = p.epochs.size();
+  if (done > k.epochs)
+    in.invalid(std::to_string(done) + " epochs done of a run of " + std::to_string(k.epochs));
+  if (done == 0 ? p.best_epoch != 0 : p.best_epoch < 1 || p.best_epoch > done)
+    in.invalid("best epoch " + std::to_string(p.best_epoch) + " of " + std::to_string(done) + " epochs done");
+  if (s.optimizer_steps < 0 || s.step < done) in.invalid("impossible step counters");
+  auto error_rate = [](double e) { return std::isfinite(e) && e >= 0.0 && e <= 1.0; };
+  if (!error_rate(p.best_validation_error) || !error_rate(p.test_error_at_best) ||
+      !error_rate(p.test_error_packed_at_best) || !std::isfinite(p.total_seconds) || p.total_seconds < 0.0)
+    in.invalid("progress holds error rates outside [0, 1] or a bad time");
+  for (std::size_t i = 0; i < done; ++i) {
+    const epoch_metrics& m = p.epochs[i];
+    if (m.epoch != i + 1 || !error_rate(m.train_error) || !error_rate(m.validation_error) ||
+        !error_rate(m.test_error) || !error_rate(m.test_error_packed) || !std::isfinite(m.loss) ||
+        !std::isfinite(m.lr) || !std::isfinite(m.seconds) || !std::isfinite(m.images_per_second))
+      in.invalid("epoch history entry " + std::to_string(i + 1) + " is not a finished epoch's metrics");
+  }
+  for (const auto& values : s.optimizer_state)
+    for (float v : values)
+      if (!std::isfinite(v)) in.invalid("non-finite optimizer state");
+}
+
 }  // namespace
 
 const matrix& model::run(const matrix& x, const runtime& rt) {
@@ -261,6 +310,15 @@ model load_model(const std::string& path) {
   if (m.net.input_size() != std::size_t{m.meta.width} * m.meta.height * m.meta.channels)
     in.invalid("first layer expects " + std::to_string(m.net.input_size()) + " inputs, the metadata describes " +
                std::to_string(std::size_t{m.meta.width} * m.meta.height * m.meta.channels));
+  check_values(m.net, in, "");
+  // What a model computes must be a number: one all-zero input (as preprocessed) through the network.
+  if (m.net.input_size() <= (std::size_t{1} << 22)) {
+    const runtime rt(1);
+    matrix x(1, m.net.input_size());
+    m.meta.preprocess.apply(x.data.data(), 1, x.cols, rt);
+    for (float v : m.run(x, rt).data)
+      if (!std::isfinite(v)) in.invalid("the model's values make its scores non-finite");
+  }
   return m;
 }
 
@@ -374,15 +432,19 @@ checkpoint load_checkpoint(const std::string& path) {
     c.architecture.dropout_input = in.get<float>("input dropout");
     c.architecture.dropout_hidden = in.get<float>("hidden dropout");
     const auto shift = in.get<std::uint8_t>("shift batch-norm flag");
-    auto probability = [](float p) { return p >= 0.0f && p < 1.0f; };
-    if (k.weight_bits < 1 || k.weight_bits > 8 || c.architecture.activation_bits < 1 ||
-        c.architecture.activation_bits > 8 || !probability(c.architecture.dropout_input) ||
-        !probability(c.architecture.dropout_hidden) || shift > 1)
-      in.invalid("bad quantization, dropout or batch-norm settings");
+    if (shift > 1) in.invalid("bad shift batch-norm flag");
     c.architecture.shift_batch_norm = shift != 0;
   }
   // Runs of older versions evaluated with the running averages: resuming one keeps doing so.
   k.bn_reestimate_examples = version >= 4 ? in.get<std::uint64_t>("batch-norm re-estimation examples") : 0;
+  // The run's settings as the CLI's flags would be checked (a forged or damaged file cannot hold what
+  // no flag can give, e.g. 2^63 epochs or a NaN learning rate).
+  try {
+    validate(k);
+    validate(c.architecture);
+  } catch (const error& e) {
+    in.invalid(std::string("impossible training configuration: ") + e.what());
+  }
   c.meta = read_metadata(in, version);
   c.state.network_state = read_states(in, "network state");
   c.state.optimizer_state = read_states(in, "optimizer state");
@@ -404,12 +466,16 @@ checkpoint load_checkpoint(const std::string& path) {
     in.invalid("state holds " + std::to_string(static_cast<std::uint64_t>(stored)) + " values, the architecture needs " +
                std::to_string(static_cast<std::uint64_t>(state_floats(c.architecture))));
   // Rebuilding checks that the states fit the architecture.
+  network last, best;
   try {
-    network_from_checkpoint(c, false);
-    if (!c.state.best_state.empty()) network_from_checkpoint(c, true);
+    last = network_from_checkpoint(c, false);
+    if (!c.state.best_state.empty()) best = network_from_checkpoint(c, true);
   } catch (const error& e) {
     in.invalid(std::string("state does not match its architecture: ") + e.what());
   }
+  check_values(last, in, "");
+  check_values(best, in, "best-epoch ");
+  check_progress(c.state, k, in);
   return c;
 }
 

@@ -71,3 +71,100 @@ TEST_CASE("every training setting is checked finite and in range, naming its fla
   CHECK(number_text_problem("1e39", 0, 1000) == "must be a number in [0, 1000], not 1e+39");
   CHECK(!number_text_problem("0.5x", 0, 1).empty());
 }
+
+namespace {
+
+checkpoint small_checkpoint(network& net) {
+  checkpoint c;
+  c.config.training_method = method::bc;
+  c.architecture.height = 1;
+  c.architecture.width = 20;
+  c.architecture.hidden = {30};
+  c.architecture.outputs = 3;
+  c.meta.width = 20;
+  c.meta.height = 1;
+  c.state.network_state = net.snapshot();
+  return c;
+}
+
+std::string load_error(const std::string& path) {
+  try {
+    load_checkpoint(path);
+  } catch (const fewmul::error& e) {
+    return e.what();
+  }
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("a checkpoint is validated completely at load, naming the file") {
+  network net = make_mlp(20, {30}, 3, dense_options_for(method::bc), activation::relu, 5);
+  const std::string path = temp_path("hostile.ckpt");
+  const checkpoint good = small_checkpoint(net);
+  save_checkpoint(path, good);
+  CHECK(load_error(path).empty());
+  struct bad_case {
+    void (*damage)(checkpoint&);
+    const char* message;
+  };
+  const bad_case cases[] = {
+      {[](checkpoint& c) { c.config.epochs = 0; }, "impossible training configuration: --epochs"},
+      {[](checkpoint& c) { c.config.epochs = std::size_t{1} << 63; }, "impossible training configuration: --epochs"},
+      {[](checkpoint& c) { c.config.batch = 1; }, "--batch"},
+      {[](checkpoint& c) { c.config.lr = -0.5f; }, "--lr"},
+      {[](checkpoint& c) { c.config.lr = std::nanf(""); }, "--lr"},
+      {[](checkpoint& c) { c.config.momentum = 1.0f; }, "--momentum"},
+      {[](checkpoint& c) { c.architecture.dropout_hidden = std::nanf(""); }, "--dropout-hidden"},
+      {[](checkpoint& c) { c.meta.input_scale = 0.0f; }, "scale"},
+      {[](checkpoint& c) { c.meta.input_scale = -1.0f; }, "scale"},
+      {[](checkpoint& c) { c.state.network_state[1][0] = std::nanf(""); }, "parameter"},
+      // The snapshot: dense weights, then the batch norm's scale, shift, mean and variance, per layer.
+      {[](checkpoint& c) { c.state.best_state = c.state.network_state; c.state.best_state[6][0] = std::nanf(""); },
+       "best-epoch parameter gamma"},
+      {[](checkpoint& c) { c.state.best_state = c.state.network_state; c.state.best_state[4][0] = -1.0f; },
+       "best-epoch batch-norm variance"},
+      {[](checkpoint& c) { c.state.network_state[1][0] = 3e38f; }, "magnitude"},
+      {[](checkpoint& c) { c.state.progress.best_epoch = 4; }, "best epoch 4 of 0"},
+      {[](checkpoint& c) { c.state.progress.epochs.resize(30); }, "30 epochs done of a run of 20"},
+      {[](checkpoint& c) { c.state.progress.best_validation_error = std::nan(""); }, "error rates"},
+      {[](checkpoint& c) { c.state.optimizer_steps = -1; }, "step counters"},
+  };
+  for (const bad_case& b : cases) {
+    checkpoint c = good;
+    b.damage(c);
+    save_checkpoint(path, c);
+    const std::string message = load_error(path);
+    CAPTURE(b.message);
+    CAPTURE(message);
+    CHECK(message.find(path) == 0);
+    CHECK(message.find(b.message) != std::string::npos);
+  }
+  fs::remove(path);
+}
+
+TEST_CASE("a model whose values make its output meaningless is refused at load") {
+  const std::string path = temp_path("hostile.fwm");
+  model_metadata meta;
+  meta.width = 20;
+  meta.height = 1;
+  auto model_with = [&](float epsilon, float gamma) {
+    network net;
+    net.add(make_dense(20, 3, dense_options_for(method::fp32), 1));
+    net.add(make_batch_norm(3, epsilon));
+    net.parameters()[1]->value.assign(3, gamma);
+    save_model(path, net, meta);
+  };
+  model_with(1e-4f, 1.0f);
+  CHECK(load_model(path).net.output_size() == 3);
+  model_with(std::numeric_limits<float>::infinity(), 1.0f);
+  CHECK_THROWS_WITH_AS(load_model(path), doctest::Contains("epsilon"), fewmul::error);
+  model_with(1e-30f, 1.0f);
+  CHECK_THROWS_WITH_AS(load_model(path), doctest::Contains("epsilon"), fewmul::error);
+  model_with(1e-4f, 3.0e38f);
+  CHECK_THROWS_WITH_AS(load_model(path), doctest::Contains(path.c_str()), fewmul::error);
+  meta.input_scale = 0.0f;
+  model_with(1e-4f, 1.0f);
+  CHECK_THROWS_WITH_AS(load_model(path), doctest::Contains("scale"), fewmul::error);
+  fs::remove(path);
+}
