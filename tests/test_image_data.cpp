@@ -48,17 +48,6 @@ std::vector<unsigned char> decompressed_copy(const std::vector<unsigned char>& f
   return out;
 }
 
-// The fewmul::error message `f` throws ("" when it does not throw).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const fewmul::error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 }  // namespace
 
 TEST_CASE("SVHN MAT-files load in channel-last order with label 10 as digit 0") {

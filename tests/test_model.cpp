@@ -28,6 +28,17 @@ model_metadata small_meta(const char* method) {
   return meta;
 }
 
+// A checkpoint of the 20-30-3 MLP `net` at its current state.
+checkpoint mlp_checkpoint(network& net) {
+  checkpoint c;
+  c.architecture.height = 1;
+  c.architecture.width = 20;
+  c.architecture.hidden = {30};
+  c.architecture.outputs = 3;
+  c.state.network_state = net.snapshot();
+  return c;
+}
+
 }  // namespace
 
 TEST_CASE("an exported model reproduces the trainer's packed inference exactly, at the predicted size") {
@@ -215,12 +226,7 @@ TEST_CASE("saving replaces only a fewmul file of the same kind, never data, a di
                        doctest::Contains("--checkpoint"), fewmul::error);
   save_model(model_path, net, small_meta("bc"));
   save_model(model_path, net, small_meta("bc"));  // a model over a model
-  checkpoint c;
-  c.architecture.height = 1;
-  c.architecture.width = 20;
-  c.architecture.hidden = {30};
-  c.architecture.outputs = 3;
-  c.state.network_state = net.snapshot();
+  checkpoint c = mlp_checkpoint(net);
   const auto model_before = read_bytes(model_path);
   CHECK_THROWS_WITH_AS(save_checkpoint(model_path, c), doctest::Contains("a fewmul model"), fewmul::error);
   CHECK(read_bytes(model_path) == model_before);
@@ -250,12 +256,7 @@ TEST_CASE("a second lock on one output path is refused naming the owner") {
 TEST_CASE("a full disk during checkpointing leaves the previous checkpoint intact") {
   // RLIMIT_FSIZE makes writes past the limit fail (EFBIG) exactly as a full disk does (ENOSPC).
   network net = make_mlp(20, {30}, 3, dense_options_for(method::bc), activation::relu, 5);
-  checkpoint c;
-  c.architecture.height = 1;
-  c.architecture.width = 20;
-  c.architecture.hidden = {30};
-  c.architecture.outputs = 3;
-  c.state.network_state = net.snapshot();
+  checkpoint c = mlp_checkpoint(net);
   const std::string path = temp_path("full_disk.ckpt");
   save_checkpoint(path, c);
   const auto before = read_bytes(path);

@@ -14,21 +14,8 @@ using namespace fewmul;
 using namespace fewmul_test;
 namespace fs = std::filesystem;
 
-namespace {
-
-std::string validation_error(const train_config& c) {
-  try {
-    validate(c);
-  } catch (const fewmul::error& e) {
-    return e.what();
-  }
-  return {};
-}
-
-}  // namespace
-
 TEST_CASE("every training setting is checked finite and in range, naming its flag") {
-  CHECK(validation_error(train_config{}).empty());
+  CHECK(error_of([] { validate(train_config{}); }).empty());
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   struct bad_case {
     void (*set)(train_config&);
@@ -52,7 +39,7 @@ TEST_CASE("every training setting is checked finite and in range, naming its fla
   for (const bad_case& b : cases) {
     train_config c;
     b.set(c);
-    CHECK(validation_error(c).find(b.message) == 0);
+    CHECK(error_of([&] { validate(c); }).find(b.message) == 0);
   }
   network_architecture a;
   a.dropout_hidden = nan;
@@ -87,15 +74,6 @@ checkpoint small_checkpoint(network& net) {
   return c;
 }
 
-std::string load_error(const std::string& path) {
-  try {
-    load_checkpoint(path);
-  } catch (const fewmul::error& e) {
-    return e.what();
-  }
-  return {};
-}
-
 }  // namespace
 
 TEST_CASE("a checkpoint is validated completely at load, naming the file") {
@@ -103,7 +81,7 @@ TEST_CASE("a checkpoint is validated completely at load, naming the file") {
   const std::string path = temp_path("hostile.ckpt");
   const checkpoint good = small_checkpoint(net);
   save_checkpoint(path, good);
-  CHECK(load_error(path).empty());
+  CHECK(error_of([&] { load_checkpoint(path); }).empty());
   struct bad_case {
     void (*damage)(checkpoint&);
     const char* message;
@@ -134,7 +112,7 @@ TEST_CASE("a checkpoint is validated completely at load, naming the file") {
     checkpoint c = good;
     b.damage(c);
     save_checkpoint(path, c);
-    const std::string message = load_error(path);
+    const std::string message = error_of([&] { load_checkpoint(path); });
     CAPTURE(b.message);
     CAPTURE(message);
     CHECK(message.find(path) == 0);
