@@ -90,6 +90,8 @@ CLI::Validator whole_in(std::uint64_t min, std::uint64_t max) {
                         "WHOLE NUMBER in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
 }
 
+using limits = fewmul::setting_limits;
+
 void print_progress(std::size_t done, std::size_t total) {
   static const bool tty = isatty(STDERR_FILENO) != 0;
   if (!tty || (done != total && done % 5 != 0)) return;
@@ -516,22 +518,28 @@ int main(int argc, char** argv) {
   train->add_option("--abits", f.activation_bits, "qnn (--activation quantized): bits per activation")
       ->check(CLI::Range(1, 8))
       ->capture_default_str();
-  train->add_option("--epochs", f.epochs, "Epochs")->check(whole_in(fewmul::setting_limits::epochs_min, fewmul::setting_limits::epochs_max))->capture_default_str();
-  train->add_option("--batch", f.batch, "Minibatch size")->check(whole_in(fewmul::setting_limits::batch_min, fewmul::setting_limits::batch_max))->capture_default_str();
+  train->add_option("--epochs", f.epochs, "Epochs")
+      ->check(whole_in(limits::epochs_min, limits::epochs_max))
+      ->capture_default_str();
+  train->add_option("--batch", f.batch, "Minibatch size")
+      ->check(whole_in(limits::batch_min, limits::batch_max))
+      ->capture_default_str();
   train->add_option("--lr", f.lr, "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary, 0.003 for bnn/qnn (Adam); convnets 0.1, bnn/qnn 0.003)")
-      ->check(number_in(fewmul::setting_limits::lr_min, fewmul::setting_limits::lr_max));
+      ->check(number_in(limits::lr_min, limits::lr_max));
   train->add_option("--lr-decay", f.lr_decay, "Per-epoch learning-rate factor (default: reach lr/100 at the end)")
-      ->check(number_in(fewmul::setting_limits::lr_decay_min, fewmul::setting_limits::lr_decay_max));
+      ->check(number_in(limits::lr_decay_min, limits::lr_decay_max));
   train->add_option("--optimizer", f.optimizer_text,
                     "sgd, adam, adamax or shift-adamax (AdaMax with power-of-two steps); default adam for bnn/qnn")
       ->check(CLI::IsMember({"sgd", "adam", "adamax", "shift-adamax"}))
       ->capture_default_str();
   train->add_flag("--shift-bn", f.shift_bn, "Shift-based batch normalization (powers of two via AP2)");
   train->add_option("--dropout-input", f.dropout_input, "Dropout probability on the inputs (BNN paper MNIST: 0.2)")
-      ->check(number_in(fewmul::setting_limits::dropout_min, fewmul::setting_limits::dropout_max));
+      ->check(number_in(limits::dropout_min, limits::dropout_max));
   train->add_option("--dropout-hidden", f.dropout_hidden, "Dropout probability after hidden activations (BNN paper: 0.5)")
-      ->check(number_in(fewmul::setting_limits::dropout_min, fewmul::setting_limits::dropout_max));
-  train->add_option("--momentum", f.momentum, "SGD momentum")->check(number_in(fewmul::setting_limits::momentum_min, fewmul::setting_limits::momentum_max))->capture_default_str();
+      ->check(number_in(limits::dropout_min, limits::dropout_max));
+  train->add_option("--momentum", f.momentum, "SGD momentum")
+      ->check(number_in(limits::momentum_min, limits::momentum_max))
+      ->capture_default_str();
   train->add_option("--loss", f.loss_text, "hinge (squared hinge) or xent (softmax cross-entropy)")
       ->check(CLI::IsMember({"hinge", "xent"}))
       ->capture_default_str();
@@ -543,25 +551,27 @@ int main(int argc, char** argv) {
                     "MNIST MLP: hidden layer widths, comma-separated (default: 1024,1024,1024; bnn/qnn 4096,4096,4096)");
   train->add_option("--width", f.width,
                     "Multiplier of the preset's layer widths (MNIST MLP without --hidden, CIFAR-10/SVHN convnet; e.g. 0.25)")
-      ->check(number_in(fewmul::setting_limits::width_min, fewmul::setting_limits::width_max))
+      ->check(number_in(limits::width_min, limits::width_max))
       ->capture_default_str();
   train->add_option("--preprocess", f.preprocess_text,
                     "auto (cifar10: gcn+zca, svhn: gcn, mnist: none), none, gcn or gcn+zca")
       ->check(CLI::IsMember({"auto", "none", "gcn", "gcn+zca"}))
       ->capture_default_str();
   train->add_option("--augment-shift", f.augment_shift, "Random shifts of up to N pixels (random crops) in training")
-      ->check(whole_in(0, fewmul::setting_limits::augment_shift_max));
+      ->check(whole_in(0, limits::augment_shift_max));
   train->add_flag("--augment-flip", f.augment_flip, "Random left-right mirroring in training");
   train->add_flag("--svhn-extra", f.svhn_extra, "SVHN: also train on extra_32x32.mat");
   train->add_option("--seed", f.seed, "Random seed (same seed => same result)")
       ->check(whole_in(0, UINT64_MAX))
       ->capture_default_str();
-  train->add_option("--threads", f.threads, "Threads (0 = all)")->check(whole_in(0, fewmul::setting_limits::threads_max))->capture_default_str();
+  train->add_option("--threads", f.threads, "Threads (0 = all)")
+      ->check(whole_in(0, limits::threads_max))
+      ->capture_default_str();
   train->add_option("--validation", f.validation,
                     "Examples held out of the training set (default: mnist 10000, cifar10 5000, svhn 6000 or 10%)")
-      ->check(whole_in(0, fewmul::setting_limits::examples_max));
+      ->check(whole_in(0, limits::examples_max));
   train->add_option("--train-limit", f.train_limit, "Use only the first N training examples (0 = all)")
-      ->check(whole_in(0, fewmul::setting_limits::examples_max));
+      ->check(whole_in(0, limits::examples_max));
   train->add_option("--qbp-kmin", f.qbp_kmin, "Smallest exponent of quantized inputs")
       ->check(CLI::Range(fewmul::kernels::pow2_min_exponent, fewmul::kernels::pow2_max_exponent))
       ->capture_default_str();
@@ -574,7 +584,7 @@ int main(int argc, char** argv) {
   train->add_option("--bn-reestimate", f.bn_reestimate,
                     "Recompute batch-norm statistics with the test-time weights over the first N training examples "
                     "before each evaluation (0 = keep the training running averages)")
-      ->check(whole_in(0, fewmul::setting_limits::bn_reestimate_max))
+      ->check(whole_in(0, limits::bn_reestimate_max))
       ->capture_default_str();
   train->add_flag("--quiet", f.quiet, "No progress bar");
   train->add_option("--checkpoint", f.checkpoint_path, "Write a training checkpoint here after every epoch");
@@ -592,7 +602,7 @@ int main(int argc, char** argv) {
   std::string eval_dataset;
   eval->add_option("--dataset", eval_dataset, "Dataset (default: the model's)")->check(CLI::IsMember({"mnist", "cifar10", "svhn"}));
   eval->add_option("--data", f.data_dir, "Dataset directory (default build/data/<dataset>)");
-  eval->add_option("--threads", eval_threads, "Threads (0 = all)")->check(whole_in(0, fewmul::setting_limits::threads_max));
+  eval->add_option("--threads", eval_threads, "Threads (0 = all)")->check(whole_in(0, limits::threads_max));
   CLI::App* predict = app.add_subcommand("predict", "Top-5 classes of one PNG image");
   predict->add_option("model", model_path, "Model file")->required()->check(CLI::ExistingFile);
   predict->add_option("image", image_path, "PNG image of the model's input size")->required()->check(CLI::ExistingFile);

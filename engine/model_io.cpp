@@ -69,10 +69,10 @@ void check_replaceable(const std::string& path, file_kind kind, const std::strin
   std::ifstream in(path, std::ios::binary);
   const bool read = static_cast<bool>(in.read(head, 8));
   if (read && std::memcmp(head, magic_of(kind), 8) == 0) return;
-  const bool other = read && std::memcmp(head, magic_of(kind == file_kind::model ? file_kind::checkpoint : file_kind::model), 8) == 0;
+  const file_kind other_kind = kind == file_kind::model ? file_kind::checkpoint : file_kind::model;
+  const bool other = read && std::memcmp(head, magic_of(other_kind), 8) == 0;
   throw error(what + " " + path + ": exists and is " +
-              (other ? std::string("a fewmul ") + kind_name(kind == file_kind::model ? file_kind::checkpoint : file_kind::model)
-                     : std::string("not a fewmul file")) +
+              (other ? std::string("a fewmul ") + kind_name(other_kind) : std::string("not a fewmul file")) +
               "; only a fewmul " + kind_text + " file is replaced (refusing to overwrite it)");
 }
 
@@ -541,7 +541,8 @@ output_lock::output_lock(const std::string& path, const std::string& what) : loc
   // time); retried when another run removed the lock file between our open and our flock.
   for (int attempt = 0; attempt < 100; ++attempt) {
     fd_ = ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw error(what + " " + path + ": cannot create the lock " + lock_path_ + " (" + std::strerror(errno) + ")");
+    if (fd_ < 0)
+      throw error(what + " " + path + ": cannot create the lock " + lock_path_ + " (" + std::strerror(errno) + ")");
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       const int e = errno;
       char owner[32] = {};

@@ -186,8 +186,8 @@ TEST_CASE("CIFAR-10 package conversion: label JSON and PNG sheets") {
   for (std::uint32_t channels : {0u, 2u, 4u, 64u})
     CHECK_THROWS_WITH_AS(fewmul_app::read_png_features(path, 1024, 2, channels, 1.0f),
                          doctest::Contains("input channels"), fewmul::error);
-  CHECK_THROWS_WITH_AS(fewmul_app::read_png_features(path, 1024, 3, 3, 1.0f), doctest::Contains("the model takes 1024x3"),
-                       fewmul::error);
+  CHECK_THROWS_WITH_AS(fewmul_app::read_png_features(path, 1024, 3, 3, 1.0f),
+                       doctest::Contains("the model takes 1024x3"), fewmul::error);
   const std::vector<float> features = fewmul_app::read_png_features(path, 1024, 2, 3, 1.0f);
   REQUIRE(features.size() == rgb.size());
   CHECK(features.back() == static_cast<float>(rgb.back()));

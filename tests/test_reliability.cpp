@@ -22,7 +22,8 @@ TEST_CASE("every training setting is checked finite and in range, naming its fla
     const char* message;
   };
   const bad_case cases[] = {
-      {[](train_config& c) { c.lr = std::numeric_limits<float>::quiet_NaN(); }, "--lr must be a number in [1e-06, 1000], not nan"},
+      {[](train_config& c) { c.lr = std::numeric_limits<float>::quiet_NaN(); },
+       "--lr must be a number in [1e-06, 1000], not nan"},
       {[](train_config& c) { c.lr = 1e-30f; }, "--lr must be a number in [1e-06, 1000]"},
       {[](train_config& c) { c.lr = -1.0f; }, "--lr must"},
       {[](train_config& c) { c.lr_decay = std::numeric_limits<float>::quiet_NaN(); }, "--lr-decay must"},

@@ -6,7 +6,8 @@
 // "<path>.tmp.<pid>.<random>", flushed and renamed over <path>, so a crash or a full disk never leaves a
 // half-written file behind the final name and concurrent writers never share a temporary. Only nothing or
 // a fewmul file of the same kind is replaced: a data file, a device, a directory, a symbolic link or a
-// file of the other kind makes the save throw before anything is written. Loading a truncated, corrupted, mislabelled or newer-version file throws
+// file of the other kind makes the save throw before anything is written.
+// Loading a truncated, corrupted, mislabelled or newer-version file throws
 // fewmul::error naming the file and the problem.
 #include <cstdint>
 #include <string>
