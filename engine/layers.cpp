@@ -174,7 +174,9 @@ class batch_norm_layer final : public layer {
     if (n == 0 || n > (1u << 24) || s == 0 || s > (1u << 24) || n * s > (1u << 26))
       in.invalid("implausible batch-norm size " + std::to_string(n) + "x" + std::to_string(s));
     const float epsilon = in.get<float>("batch-norm epsilon"), momentum = in.get<float>("batch-norm momentum");
-    if (!(epsilon > 0.0f) || !(momentum >= 0.0f && momentum <= 1.0f)) in.invalid("bad batch-norm epsilon or momentum");
+    // eps in [1e-10, 1]: +Inf zeroes every output, a tiny eps over a zero variance scales by ~1e20.
+    if (!(epsilon >= 1e-10f && epsilon <= 1.0f) || !(momentum >= 0.0f && momentum <= 1.0f))
+      in.invalid("bad batch-norm epsilon or momentum");
     in.expect_at_least(n * 4 * sizeof(float), "batch-norm parameters");
     auto l = std::make_unique<batch_norm_layer>(n, s, epsilon, momentum, shift);
     l->gamma_.value = in.get_vector<float>("batch-norm scale", n);

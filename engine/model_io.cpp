@@ -1,6 +1,12 @@
 // Model and checkpoint files: one checksummed container, written to a temporary file and renamed.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
+
+#include <random>
 
 #include <cerrno>
 #include <cmath>
@@ -32,21 +38,75 @@ std::uint32_t crc_of(const unsigned char* data, std::size_t size) {
   return static_cast<std::uint32_t>(crc);
 }
 
-// Writes header + payload + CRC to path.tmp, flushes it to disk and renames it over path.
-std::size_t write_container(const std::string& path, const char (&magic)[8], const std::vector<unsigned char>& payload) {
-  const std::string temp = path + ".tmp";
+const char (&magic_of(file_kind kind))[8] { return kind == file_kind::model ? model_magic : checkpoint_magic; }
+const char* kind_name(file_kind kind) { return kind == file_kind::model ? "model" : "checkpoint"; }
+
+// "<name>.tmp.<pid>.<random>": unique per process and call, so concurrent writers never share a
+// temporary, and a killed run's leftovers can be told from a live run's (check_output_path).
+std::string temp_name(const std::string& path) {
+  static std::mt19937_64 random{std::random_device{}() ^ static_cast<std::uint64_t>(::getpid())};
+  char suffix[40];
+  std::snprintf(suffix, sizeof suffix, ".tmp.%ld.%08llx", static_cast<long>(::getpid()),
+                static_cast<unsigned long long>(random() & 0xffffffffu));
+  return path + suffix;
+}
+
+// Throws unless `path` names nothing or a regular fewmul file of `kind` (the only files we replace).
+void check_replaceable(const std::string& path, file_kind kind, const std::string& what) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status st = fs::symlink_status(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory)
+    throw error(what + " " + path + ": cannot inspect (" + ec.message() + ")");
+  if (!fs::exists(st)) return;
+  const char* kind_text = kind_name(kind);
+  if (fs::is_symlink(st))
+    throw error(what + " " + path + ": is a symbolic link; give the file itself (refusing to replace it)");
+  if (fs::is_directory(st)) throw error(what + " " + path + ": is a directory");
+  if (!fs::is_regular_file(st))
+    throw error(what + " " + path + ": is a device or other special file, not a regular file (refusing to replace it)");
+  char head[8] = {};
+  std::ifstream in(path, std::ios::binary);
+  const bool read = static_cast<bool>(in.read(head, 8));
+  if (read && std::memcmp(head, magic_of(kind), 8) == 0) return;
+  const file_kind other_kind = kind == file_kind::model ? file_kind::checkpoint : file_kind::model;
+  const bool other = read && std::memcmp(head, magic_of(other_kind), 8) == 0;
+  throw error(what + " " + path + ": exists and is " +
+              (other ? std::string("a fewmul ") + kind_name(other_kind) : std::string("not a fewmul file")) +
+              "; only a fewmul " + kind_text + " file is replaced (refusing to overwrite it)");
+}
+
+// Writes header + payload + CRC to a unique temporary next to path, flushes it to disk and renames it
+// over path, which must be nothing or a fewmul file of the same kind.
+std::size_t write_container(const std::string& path, file_kind kind, const std::vector<unsigned char>& payload) {
+  check_replaceable(path, kind, kind == file_kind::model ? "model" : "checkpoint");
+  const std::string temp = temp_name(path);
   detail::byte_writer header;
-  for (char c : magic) header.put<char>(c);
+  for (char c : magic_of(kind)) header.put<char>(c);
   header.put<std::uint32_t>(model_format_version);
   header.put<std::uint64_t>(payload.size());
   const std::uint32_t crc = crc_of(payload.data(), payload.size());
-  std::FILE* f = std::fopen(temp.c_str(), "wb");
-  if (f == nullptr) throw error(path + ": cannot create " + temp + " (" + std::strerror(errno) + ")");
-  bool ok = std::fwrite(header.bytes().data(), 1, header.bytes().size(), f) == header.bytes().size() &&
-            std::fwrite(payload.data(), 1, payload.size(), f) == payload.size() &&
-            std::fwrite(&crc, 1, sizeof crc, f) == sizeof crc && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) throw error(path + ": cannot create " + temp + " (" + std::strerror(errno) + ")");
+  // write() rather than stdio: a short write (full disk, file-size limit) comes back as an errno.
+  auto put = [fd](const void* data, std::size_t size) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    while (size > 0) {
+      const ssize_t n = ::write(fd, p, std::min<std::size_t>(size, std::size_t{1} << 30));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        if (n == 0) errno = ENOSPC;
+        return false;
+      }
+      p += n;
+      size -= static_cast<std::size_t>(n);
+    }
+    return true;
+  };
+  bool ok = put(header.bytes().data(), header.bytes().size()) && put(payload.data(), payload.size()) &&
+            put(&crc, sizeof crc) && ::fsync(fd) == 0;
   const int saved_errno = errno;
-  ok = std::fclose(f) == 0 && ok;
+  ok = ::close(fd) == 0 && ok;
   if (!ok) {
     std::remove(temp.c_str());
     throw error(path + ": writing failed (" + std::strerror(saved_errno) + "); any previous " + path +
@@ -134,8 +194,8 @@ model_metadata read_metadata(detail::byte_reader& in, std::uint32_t version) {
       if (!std::isfinite(v)) in.invalid("non-finite whitening matrix");
   }
   if (m.width == 0 || m.height == 0 || m.channels == 0 || m.width > 65536 || m.height > 65536 || m.channels > 64 ||
-      !std::isfinite(m.input_scale))
-    in.invalid("bad input shape or scale in the metadata");
+      !std::isfinite(m.input_scale) || !(m.input_scale > 0.0f) || m.input_scale > 1e6f)
+    in.invalid("bad input shape or scale in the metadata (the scale must be finite, positive and at most 1e6)");
   if (!m.preprocess.zca_mean.empty() && m.preprocess.zca_mean.size() != std::size_t{m.width} * m.height * m.channels)
     in.invalid("whitening fitted on " + std::to_string(m.preprocess.zca_mean.size()) + " features, the input has " +
                std::to_string(std::size_t{m.width} * m.height * m.channels));
@@ -176,6 +236,55 @@ double state_floats(const network_architecture& a) {
   return total;
 }
 
+// Stored values beyond this magnitude are refused: no trained network holds them, and they overflow the
+// float scores (a batch-norm scale near FLT_MAX made predict print NaN probabilities).
+constexpr float max_value = 1e15f;
+
+// Every parameter and batch-norm statistic finite and at most max_value in magnitude, every variance
+// non-negative (the running variance is the second of a batch-norm layer's two buffers, the only layer
+// with buffers).
+void check_values(network& net, const detail::byte_reader& in, const char* which) {
+  auto bad = [](float v) { return !std::isfinite(v) || std::fabs(v) > max_value; };
+  for (const auto& l : net.layers()) {
+    for (parameter* p : l->parameters())
+      for (float v : p->value)
+        if (bad(v))
+          in.invalid(std::string(which) + "parameter " + p->name + " of layer " + std::to_string(l->index) + " (" +
+                     l->describe() + ") is " + std::to_string(v) + ", not a finite value of magnitude at most 1e15");
+    const auto buffers = l->buffers();
+    for (std::size_t b = 0; b < buffers.size(); ++b)
+      for (float v : *buffers[b])
+        if (bad(v) || (b == 1 && v < 0.0f))
+          in.invalid(std::string(which) + "batch-norm " + (b == 1 ? "variance" : "mean") + " of layer " +
+                     std::to_string(l->index) + " (" + l->describe() + ") is " + std::to_string(v));
+  }
+}
+
+// The progress counters of a checkpoint must describe a run its configuration can have made.
+void check_progress(const training_state& s, const train_config& k, const detail::byte_reader& in) {
+  const train_result& p = s.progress;
+  const std::size_t done = p.epochs.size();
+  if (done > k.epochs)
+    in.invalid(std::to_string(done) + " epochs done of a run of " + std::to_string(k.epochs));
+  if (done == 0 ? p.best_epoch != 0 : p.best_epoch < 1 || p.best_epoch > done)
+    in.invalid("best epoch " + std::to_string(p.best_epoch) + " of " + std::to_string(done) + " epochs done");
+  if (s.optimizer_steps < 0 || s.step < done) in.invalid("impossible step counters");
+  auto error_rate = [](double e) { return std::isfinite(e) && e >= 0.0 && e <= 1.0; };
+  if (!error_rate(p.best_validation_error) || !error_rate(p.test_error_at_best) ||
+      !error_rate(p.test_error_packed_at_best) || !std::isfinite(p.total_seconds) || p.total_seconds < 0.0)
+    in.invalid("progress holds error rates outside [0, 1] or a bad time");
+  for (std::size_t i = 0; i < done; ++i) {
+    const epoch_metrics& m = p.epochs[i];
+    if (m.epoch != i + 1 || !error_rate(m.train_error) || !error_rate(m.validation_error) ||
+        !error_rate(m.test_error) || !error_rate(m.test_error_packed) || !std::isfinite(m.loss) ||
+        !std::isfinite(m.lr) || !std::isfinite(m.seconds) || !std::isfinite(m.images_per_second))
+      in.invalid("epoch history entry " + std::to_string(i + 1) + " is not a finished epoch's metrics");
+  }
+  for (const auto& values : s.optimizer_state)
+    for (float v : values)
+      if (!std::isfinite(v)) in.invalid("non-finite optimizer state");
+}
+
 }  // namespace
 
 const matrix& model::run(const matrix& x, const runtime& rt) {
@@ -187,7 +296,7 @@ std::size_t save_model(const std::string& path, network& net, const model_metada
   detail::byte_writer out;
   write_metadata(out, meta);
   net.write(out, true);
-  return write_container(path, model_magic, out.bytes());
+  return write_container(path, file_kind::model, out.bytes());
 }
 
 model load_model(const std::string& path) {
@@ -201,6 +310,15 @@ model load_model(const std::string& path) {
   if (m.net.input_size() != std::size_t{m.meta.width} * m.meta.height * m.meta.channels)
     in.invalid("first layer expects " + std::to_string(m.net.input_size()) + " inputs, the metadata describes " +
                std::to_string(std::size_t{m.meta.width} * m.meta.height * m.meta.channels));
+  check_values(m.net, in, "");
+  // What a model computes must be a number: one all-zero input (as preprocessed) through the network.
+  if (m.net.input_size() <= (std::size_t{1} << 22)) {
+    const runtime rt(1);
+    matrix x(1, m.net.input_size());
+    m.meta.preprocess.apply(x.data.data(), 1, x.cols, rt);
+    for (float v : m.run(x, rt).data)
+      if (!std::isfinite(v)) in.invalid("the model's values make its scores non-finite");
+  }
   return m;
 }
 
@@ -256,7 +374,7 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put<double>(c.state.progress.total_seconds);
   out.put_vector(c.state.progress.epochs);
   write_states(out, c.state.best_state);
-  write_container(path, checkpoint_magic, out.bytes());
+  write_container(path, file_kind::checkpoint, out.bytes());
 }
 
 checkpoint load_checkpoint(const std::string& path) {
@@ -314,15 +432,19 @@ checkpoint load_checkpoint(const std::string& path) {
     c.architecture.dropout_input = in.get<float>("input dropout");
     c.architecture.dropout_hidden = in.get<float>("hidden dropout");
     const auto shift = in.get<std::uint8_t>("shift batch-norm flag");
-    auto probability = [](float p) { return p >= 0.0f && p < 1.0f; };
-    if (k.weight_bits < 1 || k.weight_bits > 8 || c.architecture.activation_bits < 1 ||
-        c.architecture.activation_bits > 8 || !probability(c.architecture.dropout_input) ||
-        !probability(c.architecture.dropout_hidden) || shift > 1)
-      in.invalid("bad quantization, dropout or batch-norm settings");
+    if (shift > 1) in.invalid("bad shift batch-norm flag");
     c.architecture.shift_batch_norm = shift != 0;
   }
   // Runs of older versions evaluated with the running averages: resuming one keeps doing so.
   k.bn_reestimate_examples = version >= 4 ? in.get<std::uint64_t>("batch-norm re-estimation examples") : 0;
+  // The run's settings as the CLI's flags would be checked (a forged or damaged file cannot hold what
+  // no flag can give, e.g. 2^63 epochs or a NaN learning rate).
+  try {
+    validate(k);
+    validate(c.architecture);
+  } catch (const error& e) {
+    in.invalid(std::string("impossible training configuration: ") + e.what());
+  }
   c.meta = read_metadata(in, version);
   c.state.network_state = read_states(in, "network state");
   c.state.optimizer_state = read_states(in, "optimizer state");
@@ -344,12 +466,16 @@ checkpoint load_checkpoint(const std::string& path) {
     in.invalid("state holds " + std::to_string(static_cast<std::uint64_t>(stored)) + " values, the architecture needs " +
                std::to_string(static_cast<std::uint64_t>(state_floats(c.architecture))));
   // Rebuilding checks that the states fit the architecture.
+  network last, best;
   try {
-    network_from_checkpoint(c, false);
-    if (!c.state.best_state.empty()) network_from_checkpoint(c, true);
+    last = network_from_checkpoint(c, false);
+    if (!c.state.best_state.empty()) best = network_from_checkpoint(c, true);
   } catch (const error& e) {
     in.invalid(std::string("state does not match its architecture: ") + e.what());
   }
+  check_values(last, in, "");
+  check_values(best, in, "best-epoch ");
+  check_progress(c.state, k, in);
   return c;
 }
 
@@ -375,6 +501,78 @@ network network_from_checkpoint(const checkpoint& c, bool best) {
     if (state[i].size() != reference[i].size()) throw error("parameter " + std::to_string(i) + " has the wrong size");
   net.restore(state);
   return net;
+}
+
+std::vector<std::string> check_output_path(const std::string& path, file_kind kind, const std::string& what) {
+  namespace fs = std::filesystem;
+  if (path.empty()) throw error(what + ": empty path");
+  check_replaceable(path, kind, what);
+  const fs::path target(path);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    throw error(what + " " + path + ": directory " + dir.string() + " does not exist");
+  // Temporaries of runs that were killed: "<name>.tmp.<pid>.<random>" whose process is gone.
+  std::vector<std::string> removed;
+  const std::string prefix = target.filename().string() + ".tmp.";
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.compare(0, prefix.size(), prefix) != 0 || !entry.is_regular_file(ec)) continue;
+    const std::string rest = name.substr(prefix.size());
+    const std::size_t dot = rest.find('.');
+    if (dot == 0 || dot == std::string::npos || rest.find_first_not_of("0123456789") != dot) continue;
+    const long pid = std::strtol(rest.substr(0, dot).c_str(), nullptr, 10);
+    if (pid <= 0 || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)) {
+      if (fs::remove(entry.path(), ec)) removed.push_back(entry.path().string());
+    }
+  }
+  // Probe: create and remove a temporary where the real one will go, so an unwritable directory is
+  // found now rather than after the work.
+  const std::string probe = temp_name(path);
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) throw error(what + " " + path + ": cannot write in " + dir.string() + " (" + std::strerror(errno) + ")");
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return removed;
+}
+
+output_lock::output_lock(const std::string& path, const std::string& what) : lock_path_(path + ".lock") {
+  // Lock a "<path>.lock" beside the file (the file itself is replaced by rename, a new inode each
+  // time); retried when another run removed the lock file between our open and our flock.
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    fd_ = ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0)
+      throw error(what + " " + path + ": cannot create the lock " + lock_path_ + " (" + std::strerror(errno) + ")");
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int e = errno;
+      char owner[32] = {};
+      const ssize_t n = ::pread(fd_, owner, sizeof owner - 1, 0);
+      ::close(fd_);
+      fd_ = -1;
+      if (e == EWOULDBLOCK)
+        throw error(what + " " + path + ": in use by another fewmul run" +
+                    (n > 0 ? " (pid " + std::string(owner, static_cast<std::size_t>(n)) + ")" : std::string()) +
+                    "; its lock is " + lock_path_);
+      throw error(what + " " + path + ": cannot lock " + lock_path_ + " (" + std::strerror(e) + ")");
+    }
+    struct stat held{}, named{};
+    if (::fstat(fd_, &held) == 0 && ::stat(lock_path_.c_str(), &named) == 0 && held.st_ino == named.st_ino &&
+        held.st_dev == named.st_dev) {
+      const std::string pid = std::to_string(::getpid());
+      if (::ftruncate(fd_, 0) == 0 && ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+      }  // the pid is only for the message of a competing run
+      return;
+    }
+    ::close(fd_);
+    fd_ = -1;
+  }
+  throw error(what + " " + path + ": cannot lock " + lock_path_ + " (it keeps changing)");
+}
+
+output_lock::~output_lock() {
+  if (fd_ < 0) return;
+  ::unlink(lock_path_.c_str());  // while still holding the lock: a waiting run re-checks the inode
+  ::close(fd_);
 }
 
 }  // namespace fewmul

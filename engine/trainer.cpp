@@ -1,4 +1,6 @@
 #include <atomic>
+#include <charconv>
+#include <cstdio>
 #include <chrono>
 #include <cmath>
 #include <numeric>
@@ -90,7 +92,75 @@ void check_finite_parameters(network& net, std::size_t epoch) {
                       ") became non-finite in epoch " + std::to_string(epoch));
 }
 
+// Throws "<flag> <problem>" when there is a problem.
+void require(std::string_view flag, const std::string& problem) {
+  if (!problem.empty()) throw error(std::string(flag) + " " + problem);
+}
+
+std::string whole_problem(std::uint64_t value, std::uint64_t min, std::uint64_t max) {
+  if (value >= min && value <= max) return {};
+  return "must be a whole number in [" + std::to_string(min) + ", " + std::to_string(max) + "], not " +
+         std::to_string(value);
+}
+
 }  // namespace
+
+std::string number_problem(double value, double min, double max) {
+  if (std::isfinite(value) && value >= min && value <= max) return {};
+  char text[160];
+  std::snprintf(text, sizeof text, "must be a number in [%g, %g], not %g", min, max, value);
+  return text;
+}
+
+std::string number_text_problem(std::string_view text, double min, double max) {
+  const std::string copy(text);
+  char* end = nullptr;
+  const double value = copy.empty() ? 0.0 : std::strtod(copy.c_str(), &end);
+  if (copy.empty() || end != copy.c_str() + copy.size()) return "must be a number, not '" + copy + "'";
+  return number_problem(value, min, max);
+}
+
+std::string whole_text_problem(std::string_view text, std::uint64_t min, std::uint64_t max) {
+  std::uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) {
+    std::string bound = "[" + std::to_string(min) + ", " + std::to_string(max) + "]";
+    return "must be a whole number in " + bound + ", not '" + std::string(text) + "'";
+  }
+  return whole_problem(value, min, max);
+}
+
+void validate(const train_config& c) {
+  using L = setting_limits;
+  require("--epochs", whole_problem(c.epochs, L::epochs_min, L::epochs_max));
+  require("--batch", whole_problem(c.batch, L::batch_min, L::batch_max));
+  require("--lr", number_problem(c.lr, L::lr_min, L::lr_max));
+  require("--lr-decay", number_problem(c.lr_decay, L::lr_decay_min, L::lr_decay_max));
+  require("--momentum", number_problem(c.momentum, L::momentum_min, L::momentum_max));
+  if (c.threads < 0 || static_cast<std::uint64_t>(c.threads) > L::threads_max)
+    throw error("--threads must be a whole number in [0, " + std::to_string(L::threads_max) + "], not " +
+                std::to_string(c.threads));
+  require("--validation", whole_problem(c.validation, 0, L::examples_max));
+  const auto exponent = [](int k) {
+    return k >= kernels::pow2_min_exponent && k <= kernels::pow2_max_exponent;
+  };
+  if (!exponent(c.qbp_kmin) || !exponent(c.qbp_kmax) || c.qbp_kmin > c.qbp_kmax)
+    throw error("--qbp-kmin and --qbp-kmax must lie in [" + std::to_string(kernels::pow2_min_exponent) + ", " +
+                std::to_string(kernels::pow2_max_exponent) + "] with kmin <= kmax, not " + std::to_string(c.qbp_kmin) +
+                " and " + std::to_string(c.qbp_kmax));
+  if (c.weight_bits < 1 || c.weight_bits > 8)
+    throw error("--wbits must be a whole number in [1, 8], not " + std::to_string(c.weight_bits));
+  require("--augment-shift", whole_problem(c.augment_shift, 0, L::augment_shift_max));
+  require("--bn-reestimate", whole_problem(c.bn_reestimate_examples, 0, L::bn_reestimate_max));
+}
+
+void validate(const network_architecture& a) {
+  using L = setting_limits;
+  require("--dropout-input", number_problem(a.dropout_input, L::dropout_min, L::dropout_max));
+  require("--dropout-hidden", number_problem(a.dropout_hidden, L::dropout_min, L::dropout_max));
+  if (a.activation_bits < 1 || a.activation_bits > 8)
+    throw error("--abits must be a whole number in [1, 8], not " + std::to_string(a.activation_bits));
+}
 
 void request_stop() noexcept { stop_requested.store(true); }
 
@@ -172,8 +242,7 @@ network make_mlp(std::size_t inputs, const std::vector<std::size_t>& hidden, std
 network make_network(const network_architecture& arch, const dense_options& options, std::uint64_t seed) {
   if (arch.height == 0 || arch.width == 0 || arch.channels == 0 || arch.outputs == 0)
     throw error("network architecture needs a positive input shape and output count");
-  if (arch.activation_bits < 1 || arch.activation_bits > 8)
-    throw error("activations need 1 to 8 bits, not " + std::to_string(arch.activation_bits));
+  validate(arch);
   network net;
   std::size_t h = arch.height, w = arch.width, c = arch.channels;
   auto add_batch_norm = [&](std::size_t channels, std::size_t positions) {
@@ -246,11 +315,7 @@ double evaluate(network& net, const dataset& data, const runtime& rt, bool expec
 train_result train(network& net, const dataset& train_set, const dataset& test, const train_config& config,
                    const train_observer& observer, const training_state* resume) {
   stop_requested.store(false);
-  if (config.epochs == 0) throw error("--epochs must be at least 1");
-  if (config.batch < 2) throw error("--batch must be at least 2 (batch normalization needs a batch)");
-  if (!(config.lr > 0.0f) || !std::isfinite(config.lr)) throw error("--lr must be a positive number");
-  if (config.lr_decay < 0.0f || config.lr_decay > 1.0f) throw error("--lr-decay must lie in (0, 1] (or 0 for automatic)");
-  if (config.momentum < 0.0f || config.momentum >= 1.0f) throw error("--momentum must lie in [0, 1)");
+  validate(config);
   if (train_set.features != net.input_size())
     throw error("training data has " + std::to_string(train_set.features) + " features, the network expects " +
                 std::to_string(net.input_size()));
@@ -266,7 +331,6 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
   if (augmenting && (train_set.height == 0 || train_set.width == 0 || train_set.channels == 0 ||
                      std::size_t{train_set.height} * train_set.width * train_set.channels != train_set.features))
     throw error("data augmentation needs an image dataset (height, width and channels)");
-  if (config.augment_shift > 16) throw error("augmentation shift above 16 pixels is implausible");
 
   runtime rt(config.threads);
   const kernels::kernel_table& k = kernels::active_kernels();

@@ -48,17 +48,6 @@ std::vector<unsigned char> decompressed_copy(const std::vector<unsigned char>& f
   return out;
 }
 
-// The fewmul::error message `f` throws ("" when it does not throw).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const fewmul::error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 }  // namespace
 
 TEST_CASE("SVHN MAT-files load in channel-last order with label 10 as digit 0") {
@@ -192,6 +181,19 @@ TEST_CASE("CIFAR-10 package conversion: label JSON and PNG sheets") {
   }
   std::size_t height = 0;
   CHECK(fewmul_app::decode_sheet(path, height) == rgb);
+  // predict's reader: every channel count but gray and RGB is refused (4..64 read past the decoded
+  // image before), as is another image size; RGB and gray read what was decoded.
+  for (std::uint32_t channels : {0u, 2u, 4u, 64u})
+    CHECK_THROWS_WITH_AS(fewmul_app::read_png_features(path, 1024, 2, channels, 1.0f),
+                         doctest::Contains("input channels"), fewmul::error);
+  CHECK_THROWS_WITH_AS(fewmul_app::read_png_features(path, 1024, 3, 3, 1.0f),
+                       doctest::Contains("the model takes 1024x3"), fewmul::error);
+  const std::vector<float> features = fewmul_app::read_png_features(path, 1024, 2, 3, 1.0f);
+  REQUIRE(features.size() == rgb.size());
+  CHECK(features.back() == static_cast<float>(rgb.back()));
+  const std::vector<float> gray = fewmul_app::read_png_features(path, 1024, 2, 1, 1.0f);
+  CHECK(gray.size() == 2048);
+  CHECK(gray[0] == static_cast<float>((rgb[0] + rgb[1] + rgb[2] + 1) / 3));
   CHECK(height == 2);
   auto png = read_bytes(path);
   write_bytes(path, {png.begin(), png.begin() + static_cast<std::ptrdiff_t>(png.size() / 2)});

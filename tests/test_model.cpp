@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <csignal>
@@ -25,6 +26,17 @@ model_metadata small_meta(const char* method) {
   meta.width = 20;
   meta.height = 1;
   return meta;
+}
+
+// A checkpoint of the 20-30-3 MLP `net` at its current state.
+checkpoint mlp_checkpoint(network& net) {
+  checkpoint c;
+  c.architecture.height = 1;
+  c.architecture.width = 20;
+  c.architecture.hidden = {30};
+  c.architecture.outputs = 3;
+  c.state.network_state = net.snapshot();
+  return c;
 }
 
 }  // namespace
@@ -191,30 +203,60 @@ TEST_CASE("resuming from a checkpoint gives the bit-identical result of an unint
   }
 }
 
-TEST_CASE("a failed write leaves the previous file intact and no temporary behind") {
+// Names in `dir` that start with `prefix` (the temporaries a write may leave).
+std::vector<std::string> names_starting(const std::string& dir, const std::string& prefix) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) names.push_back(e.path().filename().string());
+  return names;
+}
+
+TEST_CASE("saving replaces only a fewmul file of the same kind, never data, a directory or a device") {
   network net = make_mlp(20, {30}, 3, dense_options_for(method::bc), activation::relu, 5);
-  const std::string dir = temp_path("ro_dir");
+  const std::string dir = temp_path("replace_dir");
   fs::create_directories(dir);
-  const std::string path = dir + "/model.fwm";
-  save_model(path, net, small_meta("bc"));
-  const auto before = read_bytes(path);
-  // A directory where the temporary file should go makes the write fail.
-  fs::create_directories(path + ".tmp");
-  CHECK_THROWS_WITH_AS(save_model(path, net, small_meta("bc")), doctest::Contains(path.c_str()), fewmul::error);
-  CHECK(read_bytes(path) == before);
-  CHECK(load_model(path).net.output_size() == 3);
+  const std::string data = dir + "/train-images-idx3-ubyte", model_path = dir + "/model.fwm";
+  write_bytes(data, {0, 0, 8, 3, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  const auto data_before = read_bytes(data);
+  CHECK_THROWS_WITH_AS(save_model(data, net, small_meta("bc")), doctest::Contains("not a fewmul file"), fewmul::error);
+  CHECK(read_bytes(data) == data_before);
+  CHECK_THROWS_WITH_AS(save_model(dir, net, small_meta("bc")), doctest::Contains("is a directory"), fewmul::error);
+  CHECK_THROWS_WITH_AS(save_model("/dev/null", net, small_meta("bc")), doctest::Contains("device"), fewmul::error);
+  CHECK_THROWS_WITH_AS(check_output_path(data, file_kind::checkpoint, "--checkpoint"),
+                       doctest::Contains("--checkpoint"), fewmul::error);
+  save_model(model_path, net, small_meta("bc"));
+  save_model(model_path, net, small_meta("bc"));  // a model over a model
+  checkpoint c = mlp_checkpoint(net);
+  const auto model_before = read_bytes(model_path);
+  CHECK_THROWS_WITH_AS(save_checkpoint(model_path, c), doctest::Contains("a fewmul model"), fewmul::error);
+  CHECK(read_bytes(model_path) == model_before);
+  // A killed run's temporary (its pid is gone) is removed by the next check of the path, a live one's kept.
+  write_bytes(model_path + ".tmp.999999999.0", {1});
+  const std::string live = model_path + ".tmp." + std::to_string(::getpid()) + ".1";
+  write_bytes(live, {1});
+  CHECK(check_output_path(model_path, file_kind::model, "--save-model") ==
+        std::vector<std::string>{model_path + ".tmp.999999999.0"});
+  CHECK(fs::exists(live));
+  fs::remove(live);
+  CHECK(names_starting(dir, "model.fwm.").empty());
   fs::remove_all(dir);
+}
+
+TEST_CASE("a second lock on one output path is refused naming the owner") {
+  const std::string path = temp_path("locked.ckpt");
+  {
+    const output_lock first(path, "--checkpoint");
+    CHECK_THROWS_WITH_AS(output_lock(path, "--checkpoint"), doctest::Contains("in use by another fewmul run"),
+                         fewmul::error);
+  }
+  CHECK(!fs::exists(path + ".lock"));
+  const output_lock again(path, "--checkpoint");
 }
 
 TEST_CASE("a full disk during checkpointing leaves the previous checkpoint intact") {
   // RLIMIT_FSIZE makes writes past the limit fail (EFBIG) exactly as a full disk does (ENOSPC).
   network net = make_mlp(20, {30}, 3, dense_options_for(method::bc), activation::relu, 5);
-  checkpoint c;
-  c.architecture.height = 1;
-  c.architecture.width = 20;
-  c.architecture.hidden = {30};
-  c.architecture.outputs = 3;
-  c.state.network_state = net.snapshot();
+  checkpoint c = mlp_checkpoint(net);
   const std::string path = temp_path("full_disk.ckpt");
   save_checkpoint(path, c);
   const auto before = read_bytes(path);
@@ -235,7 +277,7 @@ TEST_CASE("a full disk during checkpointing leaves the previous checkpoint intac
   std::signal(SIGXFSZ, old_handler);
   CHECK(message.find("writing failed") != std::string::npos);
   CHECK(read_bytes(path) == before);
-  CHECK(!fs::exists(path + ".tmp"));
+  CHECK(names_starting(fs::path(path).parent_path().string(), fs::path(path).filename().string() + ".tmp").empty());
   CHECK(load_checkpoint(path).state.step == 0);
   fs::remove(path);
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "fewmul/data.hpp"
+#include "fewmul/error.hpp"
 #include "fewmul/isa.hpp"
 #include "fewmul/kernels.hpp"
 
@@ -50,6 +51,17 @@ inline std::string isa_label(fewmul::isa i) { return std::string(fewmul::isa_nam
 /// A path in the temporary directory, unique to this test process.
 inline std::string temp_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("fewmul_test_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
+// The fewmul::error message `f` throws ("" when it does not throw).
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const fewmul::error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 inline std::vector<unsigned char> read_bytes(const std::string& path) {

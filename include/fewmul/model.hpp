@@ -2,9 +2,12 @@
 // Model files (packed, for inference) and training checkpoints (master weights and optimizer state).
 //
 // Both are one container: 8-byte magic ("FEWMULM1" model, "FEWMULC1" checkpoint), u32 format version,
-// u64 payload size, the payload, and the payload's CRC-32 (zlib). Files are written to "<path>.tmp",
-// flushed and renamed over <path>, so a crash or a full disk never leaves a half-written file behind
-// the final name. Loading a truncated, corrupted, mislabelled or newer-version file throws
+// u64 payload size, the payload, and the payload's CRC-32 (zlib). Files are written to a temporary
+// "<path>.tmp.<pid>.<random>", flushed and renamed over <path>, so a crash or a full disk never leaves a
+// half-written file behind the final name and concurrent writers never share a temporary. Only nothing or
+// a fewmul file of the same kind is replaced: a data file, a device, a directory, a symbolic link or a
+// file of the other kind makes the save throw before anything is written.
+// Loading a truncated, corrupted, mislabelled or newer-version file throws
 // fewmul::error naming the file and the problem.
 #include <cstdint>
 #include <string>
@@ -56,6 +59,29 @@ struct checkpoint {
   network_architecture architecture;
   model_metadata meta;
   training_state state;
+};
+
+/// What a file written by save_model or save_checkpoint is.
+enum class file_kind { model, checkpoint };
+
+/// Checks, before any work, that `path` may receive a `kind` file (see the top of this header): nothing
+/// or a fewmul file of that kind is there, its directory exists and a file can be created in it. Removes
+/// the temporaries of killed runs ("<path>.tmp.<pid>.*" whose process is gone) and returns their names.
+/// Throws fewmul::error naming `what` (the flag, e.g. "--save-model") and the path.
+std::vector<std::string> check_output_path(const std::string& path, file_kind kind, const std::string& what);
+
+/// An advisory lock (flock) on "<path>.lock" for as long as this object lives: a second run given the same
+/// path gets fewmul::error naming `what`, the path and the owner's pid instead of tearing the file.
+class output_lock {
+ public:
+  output_lock(const std::string& path, const std::string& what);
+  ~output_lock();
+  output_lock(const output_lock&) = delete;
+  output_lock& operator=(const output_lock&) = delete;
+
+ private:
+  std::string lock_path_;
+  int fd_ = -1;
 };
 
 void save_checkpoint(const std::string& path, const checkpoint& c);

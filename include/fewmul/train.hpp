@@ -2,6 +2,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fewmul/data.hpp"
@@ -121,6 +122,37 @@ struct train_config {
   /// in training (the behaviour before re-estimation existed).
   std::size_t bn_reestimate_examples = 5000;
 };
+
+/// The bounds of every training setting, shared by the CLI's flag checks, validate() and the checkpoint
+/// reader, so that a value is accepted or refused the same way wherever it comes from.
+struct setting_limits {
+  static constexpr std::uint64_t epochs_min = 1, epochs_max = 100000;
+  static constexpr std::uint64_t batch_min = 2, batch_max = 100000;
+  static constexpr double lr_min = 1e-6, lr_max = 1e3;
+  static constexpr double lr_decay_min = 0.0, lr_decay_max = 1.0;  // 0: automatic
+  static constexpr double momentum_min = 0.0, momentum_max = 0.999;
+  static constexpr double dropout_min = 0.0, dropout_max = 0.95;
+  static constexpr double width_min = 0.01, width_max = 16.0;
+  static constexpr std::uint64_t threads_max = 1024;
+  static constexpr std::uint64_t examples_max = 1'000'000'000;  // --validation, --train-limit
+  static constexpr std::uint64_t bn_reestimate_max = 100'000'000;
+  static constexpr std::uint64_t bits_min = 1, bits_max = 8;     // --wbits, --abits
+  static constexpr std::uint64_t augment_shift_max = 16;
+};
+
+/// Why `value` is not a finite number in [min, max] ("" when it is), the bounds printed readably
+/// ("must be a number in [1e-06, 1000], not nan").
+std::string number_problem(double value, double min, double max);
+/// The same for the text of a flag (which must be a number as a whole, without trailing characters).
+std::string number_text_problem(std::string_view text, double min, double max);
+/// Why the text of a flag is not a whole number in [min, max]: no sign, no fraction, no wrap past 2^64.
+std::string whole_text_problem(std::string_view text, std::uint64_t min, std::uint64_t max);
+
+/// Throws fewmul::error naming the CLI flag of the first setting of `config` outside setting_limits (or
+/// qbp exponents outside the kernels' range, kmin above kmax).
+void validate(const train_config& config);
+/// Throws fewmul::error naming the CLI flag of a dropout probability or activation bit count out of range.
+void validate(const network_architecture& architecture);
 
 /// Metrics of one finished epoch (errors are fractions in [0, 1]).
 struct epoch_metrics {
