@@ -214,13 +214,13 @@ dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax, int weight
       break;
     case method::bnn:
       o.kind = weight_kind::binary;
-      o.glorot_lr_scale = false;  // BNN's Adam steps are already scale-free
+      o.lr_scale = lr_scale_kind::binary_net;  // Hubara et al.'s start and Adam step scale
       break;
     case method::qnn:
       if (weight_bits < 1 || weight_bits > 8) throw error("--wbits must lie in 1..8, not " + std::to_string(weight_bits));
       o.kind = weight_bits == 1 ? weight_kind::binary : weight_kind::quantized;
       o.weight_bits = weight_bits == 1 ? 2 : weight_bits;
-      o.glorot_lr_scale = false;
+      o.lr_scale = lr_scale_kind::binary_net;
       break;
   }
   o.qbp = m == method::bc_qbp || m == method::tc_qbp;

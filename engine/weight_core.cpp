@@ -77,17 +77,30 @@ weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_op
   weight_.name = "W";
   weight_.value.resize(in_ * out_);
   weight_.grad.assign(in_ * out_, 0.0f);
-  // fp32, and binary/ternary without the learning-rate scale (BNN): Glorot uniform, so that signs
-  // flip after a few small Adam steps. Binary/ternary with the scale: uniform in [-1, 1] (the clip
-  // range) with the learning rate scaled by the inverse Glorot factor instead, as BinaryConnect does.
-  const bool glorot_init = options_.kind == weight_kind::fp32 || !options_.glorot_lr_scale;
-  const float range = glorot_init ? std::sqrt(6.0f / fan) : 1.0f;
+  // Binary/ternary weights start after the paper of their method (dense_options::lr_scale). Lin et al.:
+  // in units of BinaryConnect's clip value W0 = sqrt(1.5 / fan) = 1, uniform in [-2 W0, 2 W0]
+  // (hantek/BinaryConnect layer.py, dense and conv layers alike: high = sqrt(6 / fan), W0 = high / 2,
+  // W = uniform(-high, high)), so half the weights start saturated. The authors clip at the first
+  // update (parameters_updates: T.clip(new_W, -W0, W0)); clipping here gives the same forward pass
+  // (sign, hard_sigm(W / W0) and the ternary |W| / W0 all saturate at W0) and keeps E[W] in range. A
+  // narrower start left a stochastic convnet's forward pass mostly noise (issue 15: CIFAR-10 bc-stoch,
+  // width 0.25, 2 epochs: 83.6% -> 63.4%). BinaryNet: H = 1, uniform in [-1, 1]
+  // (MatthieuCourbariaux/BinaryNet Train-time/mnist.py, cifar10.py: H = 1.; binary_net.py DenseLayer,
+  // Conv2DLayer: W = lasagne.init.Uniform((-H, H))). fp32, and the older mode none: Glorot uniform.
+  const bool binary_weights = options_.kind != weight_kind::fp32;
+  const lr_scale_kind mode = binary_weights ? options_.lr_scale : lr_scale_kind::none;
+  const float range = mode == lr_scale_kind::none ? std::sqrt(6.0f / fan)
+                      : mode == lr_scale_kind::binary_connect ? 2.0f
+                                                                : 1.0f;
+  const float limit = mode == lr_scale_kind::none ? range : 1.0f;
   const std::uint64_t key = kernels::derive_key(init_seed, 0x1a11);
   for (std::size_t i = 0; i < weight_.value.size(); ++i)
-    weight_.value[i] = range * uniform_pm1(key, static_cast<std::uint32_t>(i));
-  if (options_.kind != weight_kind::fp32) {
+    weight_.value[i] = std::clamp(range * uniform_pm1(key, static_cast<std::uint32_t>(i)), -limit, limit);
+  if (binary_weights) {
     weight_.clip = 1.0f;
-    if (options_.glorot_lr_scale) weight_.lr_scale = fan / 1.5f;
+    // binary_net: binary_net.py clipping_scaling, param + W_LR_scale * (adam_update - param).
+    if (mode == lr_scale_kind::binary_connect) weight_.lr_scale = fan / 1.5f;
+    if (mode == lr_scale_kind::binary_net) weight_.lr_scale = std::sqrt(fan / 1.5f);
   }
 }
 
@@ -137,7 +150,7 @@ void weight_core::write(byte_writer& out, bool packed) const {
   out.put<std::uint8_t>(as_bits ? 0 : options_.qbp);
   out.put<std::int32_t>(options_.qbp_kmin);
   out.put<std::int32_t>(options_.qbp_kmax);
-  out.put<std::uint8_t>(options_.glorot_lr_scale);
+  out.put<std::uint8_t>(static_cast<std::uint8_t>(options_.lr_scale));
   if (options_.kind == weight_kind::quantized) out.put<std::uint8_t>(static_cast<std::uint8_t>(options_.weight_bits));
   if (!as_bits) {
     out.put_vector(weight_.value);
@@ -174,7 +187,7 @@ dense_options weight_core::read_options(byte_reader& in) {
   o.qbp_kmin = in.get<std::int32_t>("qbp range");
   o.qbp_kmax = in.get<std::int32_t>("qbp range");
   const auto glorot = in.get<std::uint8_t>("lr scale flag");
-  if (kind > 3 || sampling > 1 || qbp > 1 || glorot > 1) in.invalid("unknown weight layer options");
+  if (kind > 3 || sampling > 1 || qbp > 1 || glorot > 2) in.invalid("unknown weight layer options");
   if (kind == static_cast<std::uint8_t>(weight_kind::quantized)) {
     o.weight_bits = in.get<std::uint8_t>("weight bits");
     if (o.weight_bits < 2 || o.weight_bits > 8 || sampling != 0) in.invalid("bad k-bit weight options");
@@ -182,7 +195,7 @@ dense_options weight_core::read_options(byte_reader& in) {
   o.kind = static_cast<weight_kind>(kind);
   o.training_sampling = static_cast<kernels::sample_mode>(sampling);
   o.qbp = qbp != 0;
-  o.glorot_lr_scale = glorot != 0;
+  o.lr_scale = static_cast<lr_scale_kind>(glorot);
   return o;
 }
 

@@ -94,6 +94,20 @@ enum class weight_kind {
   quantized  ///< QNN: k-bit weights, the 2^k levels (2u - L)/L (u = 0..L, L = 2^k - 1) held as k bit planes
 };
 
+/// Initialization and per-layer learning-rate scale of binary/ternary master weights, after the paper
+/// each method comes from (the values are stored in model files: keep them).
+enum class lr_scale_kind : std::uint8_t {
+  /// Glorot-uniform start, no scale (fewmul's BNN before issue 15; kept to read older models).
+  none = 0,
+  /// Lin et al. (hantek/BinaryConnect layer.py): uniform in [-2, 2] clipped to the clip range [-1, 1]
+  /// (half the weights start saturated), learning rate scaled by (fan_in + fan_out) / 1.5, the inverse
+  /// Glorot factor squared: their SGD step on weights in units of W0 = sqrt(1.5 / fan) = 1.
+  binary_connect = 1,
+  /// Hubara et al. (MatthieuCourbariaux/BinaryNet Train-time/binary_net.py, H = 1., W_LR_scale =
+  /// "Glorot"): uniform in [-1, 1], Adam's step scaled by 1 / sqrt(1.5 / (fan_in + fan_out)).
+  binary_net = 2
+};
+
 /// Options of a dense layer.
 struct dense_options {
   weight_kind kind = weight_kind::fp32;
@@ -104,10 +118,8 @@ struct dense_options {
   bool qbp = false;
   int qbp_kmin = -4;
   int qbp_kmax = 3;
-  /// Binary/ternary: master weights start uniform in [-1, 1] and their learning rate is scaled by
-  /// (fan_in + fan_out) / 1.5, BinaryConnect's inverse Glorot factor 1/sqrt(1.5/(fan_in+fan_out))
-  /// squared (what our presets are tuned with). Off (BNN): Glorot-uniform start, no scale.
-  bool glorot_lr_scale = true;
+  /// How binary/ternary master weights start and how their learning rate is scaled (fp32 ignores it).
+  lr_scale_kind lr_scale = lr_scale_kind::binary_connect;
   /// Bits per weight of weight_kind::quantized (2..8; deterministic rounding to the nearest level).
   int weight_bits = 2;
 };

@@ -29,8 +29,8 @@ method parse_method(std::string_view name);
 dense_options dense_options_for(method m, int qbp_kmin = -4, int qbp_kmax = 3, int weight_bits = 2);
 
 /// The preset learning rate of a method: 0.3 for fp32 (the paper's), 1.0 for binary/ternary weights,
-/// whose master weights also get the per-layer scale of dense_options::glorot_lr_scale; bnn 0.003
-/// (with Adam, BNN's optimizer, and no per-layer scale).
+/// whose master weights also get the per-layer scale of lr_scale_kind::binary_connect; bnn and qnn 0.003
+/// (with Adam, BNN's optimizer, and lr_scale_kind::binary_net's per-layer scale).
 float default_learning_rate(method m);
 /// The preset learning rate of a method for a network with convolutions: 0.1 for every method
 /// (measured on CIFAR-10 at width 0.25: 1.0 and 0.3 diverge or stall for binary weights).
