@@ -28,6 +28,8 @@ struct train_flags {
   std::size_t batch = 200;
   float lr = 0.0f;  // 0: the method's preset
   float lr_decay = 0.0f;
+  std::string schedule_text = "continuous";
+  std::string histogram_path;
   std::string optimizer_text = "sgd";
   float momentum = 0.0f;
   std::string loss_text = "hinge";
@@ -214,6 +216,8 @@ void check_resume_flags(const train_flags& f, const CLI::App& train, const fewmu
   agree("--batch", std::to_string(f.batch), std::to_string(k.batch));
   agree("--lr", number_text(f.lr), number_text(k.lr));
   agree("--lr-decay", number_text(f.lr_decay), number_text(k.lr_decay));
+  const char* schedules[] = {"per-epoch-floor", "continuous", "paper"};
+  agree("--schedule", f.schedule_text, schedules[static_cast<int>(k.schedule)]);
   agree("--momentum", number_text(f.momentum), number_text(k.momentum));
   agree("--seed", std::to_string(f.seed), std::to_string(k.seed));
   agree("--validation", std::to_string(f.validation), std::to_string(k.validation));
@@ -247,7 +251,7 @@ void check_resume_flags(const train_flags& f, const CLI::App& train, const fewmu
 int run_train(const train_flags& f, const CLI::App& train) {
   const bool epochs_given = train.count("--epochs") > 0, threads_given = train.count("--threads") > 0;
   const bool validation_given = train.count("--validation") > 0, optimizer_given = train.count("--optimizer") > 0;
-  const bool activation_given = train.count("--activation") > 0;
+  const bool activation_given = train.count("--activation") > 0, batch_given = train.count("--batch") > 0;
   // Outputs first: a path that cannot or must not be written is found before hours of training.
   if (!f.checkpoint_path.empty() && !f.save_model_path.empty() && same_file(f.checkpoint_path, f.save_model_path))
     throw fewmul::error("--save-model " + f.save_model_path + " names the same file as --checkpoint " +
@@ -292,6 +296,18 @@ int run_train(const train_flags& f, const CLI::App& train) {
     const bool bnn = config.training_method == fewmul::method::bnn || config.training_method == fewmul::method::qnn;
     // BNN and QNN train with Adam unless told otherwise (Hubara et al.).
     config.optimizer = bnn && !optimizer_given ? fewmul::optimizer_kind::adam : parse_optimizer(f.optimizer_text);
+    if (f.schedule_text == "paper") {
+      // The authors' setup of this dataset and method; flags given explicitly still win.
+      const fewmul::paper_preset p = fewmul::paper_preset_for(dataset, config.training_method);
+      config.schedule = fewmul::lr_schedule::paper;
+      config.lr = f.lr > 0.0f ? f.lr : p.lr_start;
+      config.lr_end = std::min(p.lr_end, config.lr);
+      if (!epochs_given) config.epochs = p.epochs;
+      if (!batch_given) config.batch = p.batch;
+      if (!optimizer_given) config.optimizer = p.optimizer;
+      std::fprintf(stderr, "fewmul: paper schedule (%s): lr %g -> %g over %zu epochs, batch %zu\n", p.source,
+                   config.lr, config.lr_end, config.epochs, config.batch);
+    }
     config.weight_bits = f.weight_bits;
     config.momentum = f.momentum;
     config.loss = f.loss_text == "xent" ? fewmul::loss_kind::softmax_cross_entropy : fewmul::loss_kind::squared_hinge;
@@ -355,7 +371,20 @@ int run_train(const train_flags& f, const CLI::App& train) {
 
   fewmul::train_observer observer;
   if (!f.quiet) observer.on_batch = print_progress;
-  observer.on_epoch = [&](const fewmul::epoch_metrics& m) { print_epoch(m, method); };
+  // --histogram: the exponents of every weight layer's input, on the first 10,000 training examples at the
+  // middle epoch (the paper's snapshot mid-training).
+  const std::size_t histogram_epoch = (config.epochs + 1) / 2;
+  if (!f.histogram_path.empty() && resume && c.state.progress.epochs.size() >= histogram_epoch)
+    std::fprintf(stderr, "fewmul: warning: the run is past its middle epoch %zu, --histogram writes nothing\n",
+                 histogram_epoch);
+  observer.on_epoch = [&](const fewmul::epoch_metrics& m) {
+    print_epoch(m, method);
+    if (f.histogram_path.empty() || m.epoch != histogram_epoch) return;
+    const std::size_t train_count = data.train.size() - std::min(config.validation, data.train.size());
+    fewmul::write_exponent_histogram(f.histogram_path,
+                                     fewmul::exponent_histogram(net, data.train.slice(0, train_count), rt, 10000),
+                                     m.epoch, method);
+  };
   if (!f.checkpoint_path.empty())
     observer.on_state = [&](const fewmul::training_state& state) {
       c.state = state;
@@ -526,8 +555,17 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train->add_option("--lr", f.lr, "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary, 0.003 for bnn/qnn (Adam); convnets 0.1, bnn/qnn 0.003)")
       ->check(number_in(limits::lr_min, limits::lr_max));
-  train->add_option("--lr-decay", f.lr_decay, "Per-epoch learning-rate factor (default: reach lr/100 at the end)")
+  train->add_option("--lr-decay", f.lr_decay, "Per-epoch learning-rate factor (default: follow --schedule)")
       ->check(number_in(limits::lr_decay_min, limits::lr_decay_max));
+  train->add_option("--schedule", f.schedule_text,
+                    "continuous (decay per minibatch to lr/100 at the very end) or paper (the authors' lr, final "
+                    "lr, epochs, batch and optimizer for the dataset and method; --epochs, --batch, --lr, "
+                    "--optimizer still override)")
+      ->check(CLI::IsMember({"continuous", "paper"}))
+      ->capture_default_str();
+  train->add_option("--histogram", f.histogram_path,
+                    "Write the exponent histogram (log2|x|) of every weight layer's input at the middle epoch "
+                    "to this JSON file");
   train->add_option("--optimizer", f.optimizer_text,
                     "sgd, adam, adamax or shift-adamax (AdaMax with power-of-two steps); default adam for bnn/qnn")
       ->check(CLI::IsMember({"sgd", "adam", "adamax", "shift-adamax"}))

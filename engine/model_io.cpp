@@ -362,6 +362,9 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put<float>(c.architecture.dropout_hidden);
   out.put<std::uint8_t>(c.architecture.shift_batch_norm);
   out.put<std::uint64_t>(k.bn_reestimate_examples);  // version 4: test-time batch-norm re-estimation
+  out.put<std::uint8_t>(static_cast<std::uint8_t>(k.schedule));  // version 5: schedules and inits of issue 15
+  out.put<float>(k.lr_end);
+  out.put<std::uint8_t>(c.unscaled_binary_net);
   write_metadata(out, c.meta);
   write_states(out, c.state.network_state);
   write_states(out, c.state.optimizer_state);
@@ -437,6 +440,19 @@ checkpoint load_checkpoint(const std::string& path) {
   }
   // Runs of older versions evaluated with the running averages: resuming one keeps doing so.
   k.bn_reestimate_examples = version >= 4 ? in.get<std::uint64_t>("batch-norm re-estimation examples") : 0;
+  // Older runs decayed per epoch to lr/100 and trained bnn/qnn without the Glorot step scale: resuming one
+  // keeps doing so.
+  k.schedule = lr_schedule::per_epoch_floor;
+  c.unscaled_binary_net = true;
+  if (version >= 5) {
+    const auto schedule = in.get<std::uint8_t>("learning-rate schedule");
+    if (schedule > static_cast<std::uint8_t>(lr_schedule::paper)) in.invalid("unknown learning-rate schedule");
+    k.schedule = static_cast<lr_schedule>(schedule);
+    k.lr_end = in.get<float>("final learning rate");
+    const auto unscaled = in.get<std::uint8_t>("binary-net scale flag");
+    if (unscaled > 1) in.invalid("bad binary-net scale flag");
+    c.unscaled_binary_net = unscaled != 0;
+  }
   // The run's settings as the CLI's flags would be checked (a forged or damaged file cannot hold what
   // no flag can give, e.g. 2^63 epochs or a NaN learning rate).
   try {
@@ -487,9 +503,10 @@ network make_network(const checkpoint& c) {
     if (h == 0 || h > (1u << 20)) throw error("implausible hidden width " + std::to_string(h));
   for (std::size_t ch : a.conv)
     if (ch > 65536) throw error("implausible channel count " + std::to_string(ch));
-  return make_network(
-      a, dense_options_for(c.config.training_method, c.config.qbp_kmin, c.config.qbp_kmax, c.config.weight_bits),
-      c.config.seed);
+  dense_options options =
+      dense_options_for(c.config.training_method, c.config.qbp_kmin, c.config.qbp_kmax, c.config.weight_bits);
+  if (c.unscaled_binary_net && options.lr_scale == lr_scale_kind::binary_net) options.lr_scale = lr_scale_kind::none;
+  return make_network(a, options, c.config.seed);
 }
 
 network network_from_checkpoint(const checkpoint& c, bool best) {

@@ -152,6 +152,65 @@ void validate(const train_config& c) {
     throw error("--wbits must be a whole number in [1, 8], not " + std::to_string(c.weight_bits));
   require("--augment-shift", whole_problem(c.augment_shift, 0, L::augment_shift_max));
   require("--bn-reestimate", whole_problem(c.bn_reestimate_examples, 0, L::bn_reestimate_max));
+  if (c.schedule > lr_schedule::paper) throw error("--schedule: unknown learning-rate schedule");
+  // The paper schedule decays towards lr_end; the others ignore it, but a stored value still has to be a number.
+  require("--lr-end", c.schedule == lr_schedule::paper ? number_problem(c.lr_end, L::lr_end_min, c.lr)
+                                                       : number_problem(c.lr_end, 0.0, L::lr_max));
+}
+
+float learning_rate_at(const train_config& c, std::size_t epoch, std::size_t batch, std::size_t batches) {
+  const double e = static_cast<double>(epoch - 1), epochs = static_cast<double>(c.epochs);
+  if (c.lr_decay > 0.0f) return static_cast<float>(c.lr * std::pow(static_cast<double>(c.lr_decay), e));
+  switch (c.schedule) {
+    case lr_schedule::per_epoch_floor:
+      // float arithmetic as before issue 15, so that resumed old checkpoints continue bit-identically
+      return c.epochs > 1 ? c.lr * std::pow(std::pow(0.01f, 1.0f / static_cast<float>(c.epochs - 1)),
+                                            static_cast<float>(epoch - 1))
+                          : c.lr;
+    case lr_schedule::paper:
+      return static_cast<float>(c.lr * std::pow(static_cast<double>(c.lr_end) / c.lr, e / epochs));
+    case lr_schedule::continuous:
+    default: {
+      const double steps = epochs * static_cast<double>(std::max<std::size_t>(1, batches));
+      const double t = e * static_cast<double>(batches) + static_cast<double>(batch);
+      return static_cast<float>(c.lr * std::pow(0.01, t / steps));
+    }
+  }
+}
+
+// The papers' setups, one row per (dataset, group of methods). Lin et al.'s scripts are the same on the
+// binary, ternary and precise branches of hantek/BinaryConnect (only the BinaryConnect/stochastic
+// switches differ), so fp32 and every BinaryConnect/TernaryConnect method share a row. The QNN paper's
+// Torch code (itayhubara/BinaryNet) has no per-dataset scripts in this form: qnn uses BinaryNet's.
+namespace {
+struct preset_row {
+  const char* dataset;
+  bool binary_net;  // bnn and qnn (Hubara et al.), else Lin et al.
+  paper_preset preset;
+};
+constexpr lr_scale_kind lin_init = lr_scale_kind::binary_connect, bnn_init = lr_scale_kind::binary_net;
+const preset_row paper_presets[] = {
+    // hantek/BinaryConnect mnist.py: LR = .3, LR_fin = .01, n_epoch = 1000, batch_size = 200, M = 0.
+    {"mnist", false, {0.3f, 0.01f, 1000, 200, lin_init, optimizer_kind::sgd, "hantek/BinaryConnect mnist.py"}},
+    // hantek/BinaryConnect cifar10.py: LR = .3, LR_fin = .001, n_epoch = 300, batch_size = 100, M = 0.
+    {"cifar10", false, {0.3f, 0.001f, 300, 100, lin_init, optimizer_kind::sgd, "hantek/BinaryConnect cifar10.py"}},
+    // hantek/BinaryConnect svhn.py: LR = .3, LR_fin = .001, n_epoch = 60, batch_size = 100, M = 0.
+    {"svhn", false, {0.3f, 0.001f, 60, 100, lin_init, optimizer_kind::sgd, "hantek/BinaryConnect svhn.py"}},
+    // MatthieuCourbariaux/BinaryNet Train-time/mnist.py: LR_start = .003, LR_fin = 0.0000003,
+    // num_epochs = 1000, batch_size = 100, H = 1., W_LR_scale = "Glorot", lasagne.updates.adam.
+    {"mnist", true, {0.003f, 3e-7f, 1000, 100, bnn_init, optimizer_kind::adam, "BinaryNet Train-time/mnist.py"}},
+    // Train-time/cifar10.py: LR_start = 0.001, LR_fin = 0.0000003, num_epochs = 500, batch_size = 50.
+    {"cifar10", true, {0.001f, 3e-7f, 500, 50, bnn_init, optimizer_kind::adam, "BinaryNet Train-time/cifar10.py"}},
+    // Train-time/svhn.py: LR_start = 0.001, LR_fin = 0.000001, num_epochs = 200, batch_size = 50.
+    {"svhn", true, {0.001f, 1e-6f, 200, 50, bnn_init, optimizer_kind::adam, "BinaryNet Train-time/svhn.py"}},
+};
+}  // namespace
+
+paper_preset paper_preset_for(std::string_view dataset, method m) {
+  const bool binary_net = m == method::bnn || m == method::qnn;
+  for (const preset_row& row : paper_presets)
+    if (row.dataset == dataset && row.binary_net == binary_net) return row.preset;
+  throw error("no paper preset for dataset '" + std::string(dataset) + "' (expected mnist, cifar10 or svhn)");
 }
 
 void validate(const network_architecture& a) {
@@ -335,9 +394,6 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
   runtime rt(config.threads);
   const kernels::kernel_table& k = kernels::active_kernels();
   detail::optimizer opt(config.optimizer, config.momentum, net.parameters());
-  const float decay = config.lr_decay > 0.0f
-                          ? config.lr_decay
-                          : (config.epochs > 1 ? std::pow(0.01f, 1.0f / static_cast<float>(config.epochs - 1)) : 1.0f);
 
   std::vector<std::uint32_t> order(train_count);
   matrix x, grad;
@@ -378,7 +434,6 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
 
   for (std::size_t epoch = first_epoch; epoch <= config.epochs; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
-    const float lr = config.lr * std::pow(decay, static_cast<float>(epoch - 1));
     std::iota(order.begin(), order.end(), 0u);
     shuffle(order, kernels::derive_key(config.seed, 0x5f, epoch));
     double loss_sum = 0.0;
@@ -400,7 +455,7 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
       }
       loss_sum += loss;
       errors += batch_errors;
-      opt.step(lr, rt);
+      opt.step(learning_rate_at(config, epoch, b, batches), rt);
       net.parameters_changed();
       if (observer.on_batch) observer.on_batch(b + 1, batches);
       if (stop_requested.load())
@@ -423,7 +478,7 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
     m.test_error = evaluate(net, test, rt, stochastic);
     if (reestimating && stochastic) reestimate(false);
     m.test_error_packed = stochastic ? evaluate(net, test, rt, false) : m.test_error;
-    m.lr = lr;
+    m.lr = learning_rate_at(config, epoch, 0, batches);
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     m.images_per_second = static_cast<double>(batches * config.batch) / train_seconds;
     if (epoch == 1 || config.validation == 0 || m.validation_error < result.best_validation_error) {

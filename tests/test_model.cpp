@@ -148,6 +148,10 @@ TEST_CASE("resuming from a checkpoint gives the bit-identical result of an unint
     config.validation = 100;
     config.bn_reestimate_examples = m == method::qnn ? 0 : 250;  // resumed as it ran, on or off
     config.optimizer = m == method::fp32 ? optimizer_kind::adam : optimizer_kind::sgd;
+    if (m == method::fp32) {  // format version 5: the paper schedule and its final rate
+      config.schedule = lr_schedule::paper;
+      config.lr_end = 0.01f;
+    }
     network_architecture arch;
     arch.height = 1;
     arch.width = 20;
@@ -189,6 +193,9 @@ TEST_CASE("resuming from a checkpoint gives the bit-identical result of an unint
     CHECK(loaded.config.weight_bits == config.weight_bits);
     CHECK(loaded.config.bn_reestimate_examples == config.bn_reestimate_examples);  // format version 4
     CHECK(loaded.config.optimizer == config.optimizer);
+    CHECK(loaded.config.schedule == config.schedule);
+    CHECK(loaded.config.lr_end == config.lr_end);
+    CHECK_FALSE(loaded.unscaled_binary_net);
     CHECK(loaded.architecture.act == arch.act);
     CHECK(loaded.architecture.activation_bits == arch.activation_bits);
     CHECK(loaded.architecture.dropout_hidden == arch.dropout_hidden);

@@ -3,8 +3,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 
+#include "fewmul/error.hpp"
 #include "fewmul/network.hpp"
+#include "fewmul/runtime.hpp"
 #include "fewmul/train.hpp"
 
 using namespace fewmul;
@@ -60,4 +65,102 @@ TEST_CASE("fp32 keeps Glorot-uniform initialization and no learning-rate scale")
   CHECK(s.max_abs <= std::sqrt(6.0 / 500.0));
   CHECK(s.max_abs > 0.9 * std::sqrt(6.0 / 500.0));
   CHECK(s.lr_scale == 1.0);
+}
+
+TEST_CASE("the default schedule decays per minibatch and reaches lr over 100 only at the end of a short run") {
+  train_config c;
+  c.lr = 1.0f;
+  c.epochs = 2;
+  const std::size_t batches = 250;
+  CHECK(learning_rate_at(c, 1, 0, batches) == doctest::Approx(1.0));
+  CHECK(learning_rate_at(c, 1, 125, batches) == doctest::Approx(std::pow(0.01, 0.25)));
+  CHECK(learning_rate_at(c, 2, 0, batches) == doctest::Approx(0.1));  // half-way: a tenth, not the floor
+  CHECK(learning_rate_at(c, 2, batches - 1, batches) > 0.01f);
+  CHECK(learning_rate_at(c, 2, batches - 1, batches) == doctest::Approx(std::pow(0.01, 499.0 / 500.0)));
+  for (std::size_t b = 1; b < batches; ++b) CHECK(learning_rate_at(c, 1, b, batches) < learning_rate_at(c, 1, b - 1, batches));
+  // The schedule before issue 15 (resumed old checkpoints): the whole second epoch at the floor.
+  c.schedule = lr_schedule::per_epoch_floor;
+  CHECK(learning_rate_at(c, 2, 0, batches) == doctest::Approx(0.01));
+  CHECK(learning_rate_at(c, 1, 100, batches) == 1.0f);
+  // An explicit per-epoch factor overrides every schedule.
+  c.schedule = lr_schedule::continuous;
+  c.lr_decay = 0.5f;
+  CHECK(learning_rate_at(c, 3, 7, batches) == doctest::Approx(0.25));
+}
+
+TEST_CASE("the paper schedule decays per epoch by the authors' factor towards the final rate") {
+  const paper_preset p = paper_preset_for("mnist", method::bc_qbp);
+  CHECK(p.lr_start == 0.3f);
+  CHECK(p.lr_end == 0.01f);
+  CHECK(p.epochs == 1000);
+  CHECK(p.batch == 200);
+  train_config c;
+  c.schedule = lr_schedule::paper;
+  c.lr = p.lr_start;
+  c.lr_end = p.lr_end;
+  c.epochs = p.epochs;
+  const double factor = std::pow(0.01 / 0.3, 1.0 / 1000.0);  // hantek/BinaryConnect: LR_decay
+  CHECK(learning_rate_at(c, 1, 0, 250) == doctest::Approx(0.3));
+  CHECK(learning_rate_at(c, 1, 249, 250) == learning_rate_at(c, 1, 0, 250));  // constant within an epoch
+  CHECK(learning_rate_at(c, 2, 0, 250) == doctest::Approx(0.3 * factor));
+  CHECK(learning_rate_at(c, 1000, 0, 250) == doctest::Approx(0.3 * std::pow(factor, 999)));
+  CHECK(learning_rate_at(c, 1000, 0, 250) > 0.01f);
+  c.epochs = 2;  // a shortened paper run spans the same range
+  CHECK(learning_rate_at(c, 2, 0, 250) == doctest::Approx(0.3 * std::sqrt(0.01 / 0.3)));
+  CHECK_NOTHROW(validate(c));
+  c.lr_end = 0.0f;
+  CHECK_THROWS_WITH_AS(validate(c), doctest::Contains("--lr-end"), fewmul::error);
+  c.lr_end = 0.5f;  // above the starting rate
+  CHECK_THROWS_WITH_AS(validate(c), doctest::Contains("--lr-end"), fewmul::error);
+}
+
+TEST_CASE("paper presets follow each method's paper and dataset") {
+  CHECK(paper_preset_for("cifar10", method::tc).epochs == 300);
+  CHECK(paper_preset_for("cifar10", method::tc).lr_end == 0.001f);
+  CHECK(paper_preset_for("cifar10", method::tc).batch == 100);
+  CHECK(paper_preset_for("svhn", method::bc).epochs == 60);
+  CHECK(paper_preset_for("svhn", method::fp32).optimizer == optimizer_kind::sgd);
+  const paper_preset bnn = paper_preset_for("mnist", method::bnn);
+  CHECK(bnn.optimizer == optimizer_kind::adam);
+  CHECK(bnn.lr_start == 0.003f);
+  CHECK(bnn.batch == 100);
+  CHECK(bnn.init == lr_scale_kind::binary_net);
+  CHECK(paper_preset_for("cifar10", method::qnn).batch == 50);
+  CHECK(paper_preset_for("svhn", method::bnn).lr_end == 1e-6f);
+  CHECK_THROWS_AS(paper_preset_for("imagenet", method::bc), fewmul::error);
+}
+
+TEST_CASE("the exponent histogram counts every input value of every weight layer once") {
+  network net = make_mlp(12, {16}, 3, dense_options_for(method::bc_qbp), activation::relu, 3);
+  dataset d;
+  d.features = 12;
+  for (std::size_t i = 0; i < 50 * 12; ++i) {
+    d.x.push_back(i % 12 == 0 ? 0.0f : static_cast<float>(i % 7 + 1) * 0.25f);  // exponents -2..0, some zeros
+    if (i % 12 == 0) d.y.push_back(static_cast<std::uint8_t>(i % 3));
+  }
+  const runtime rt(1);
+  const auto before = net.snapshot();
+  const std::vector<layer_exponents> h = exponent_histogram(net, d, rt, 40);
+  CHECK(net.snapshot() == before);  // no state moved
+  REQUIRE(h.size() == 2);           // the inputs of both dense layers
+  const auto total = [](const layer_exponents& l) {
+    std::uint64_t n = l.zeros;
+    for (auto c : l.counts) n += c;
+    return n;
+  };
+  CHECK(total(h[0]) == 40 * 12);
+  CHECK(total(h[1]) == 40 * 16);
+  CHECK(h[0].zeros == 40);
+  // 0.25 (2^-2), 0.5 and 0.75 (2^-1), 1.0 .. 1.75 (2^0): one of 7 values each per row position
+  CHECK(h[0].counts[static_cast<std::size_t>(-2 - h[0].min_exponent)] > 0);
+  CHECK(h[0].counts[static_cast<std::size_t>(1 - h[0].min_exponent)] == 0);
+  CHECK(h[0].layer.find("dense 12->16") != std::string::npos);
+  const std::string path = (std::filesystem::temp_directory_path() / "fewmul_histogram_test.json").string();
+  write_exponent_histogram(path, h, 3, "bc+qbp");
+  std::ifstream in(path);
+  const std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(json.find("\"epoch\": 3") != std::string::npos);
+  CHECK(json.find("\"zeros\": 40") != std::string::npos);
+  std::filesystem::remove(path);
+  CHECK_THROWS_AS(write_exponent_histogram("/nonexistent-dir/h.json", h, 3, "bc"), fewmul::error);
 }

@@ -86,6 +86,20 @@ enum class loss_kind { squared_hinge, softmax_cross_entropy };
 /// step m / v and learning-rate correction are rounded with AP2, so the update is a shift).
 enum class optimizer_kind { sgd, adam, adamax, shift_adamax };
 
+/// One row of the papers' training setups: what `--schedule paper` runs for a (dataset, method).
+struct paper_preset {
+  float lr_start = 0, lr_end = 0;
+  std::size_t epochs = 0, batch = 0;
+  lr_scale_kind init = lr_scale_kind::binary_connect;  ///< weight start and per-layer step scale
+  optimizer_kind optimizer = optimizer_kind::sgd;
+  const char* source = "";  ///< the authors' script the row comes from
+};
+/// The preset of `dataset` ("mnist", "cifar10" or "svhn") and `m`: Lin et al.'s scripts for fp32 and the
+/// BinaryConnect/TernaryConnect methods, Hubara et al.'s for bnn and qnn. Throws fewmul::error on an
+/// unknown dataset.
+paper_preset paper_preset_for(std::string_view dataset, method m);
+
+
 /// Mean loss of a batch and dL/d(output). Squared hinge: sum over classes of max(0, 1 - t*y)^2 with
 /// t = +1 for the label, -1 otherwise, averaged over examples. Returns the loss; counts errors.
 float loss_and_gradient(loss_kind kind, const matrix& output, const std::uint8_t* labels, matrix& grad,
@@ -93,13 +107,30 @@ float loss_and_gradient(loss_kind kind, const matrix& output, const std::uint8_t
 /// Number of rows whose arg-max differs from the label.
 std::size_t count_errors(const matrix& output, const std::uint8_t* labels);
 
+/// How the learning rate moves over a run (train_config::lr_decay > 0 overrides all: lr * lr_decay^(epoch-1)).
+enum class lr_schedule : std::uint8_t {
+  /// Per epoch, reaching lr/100 at the last epoch: fewmul before issue 15, kept for resuming checkpoints of
+  /// format 4 and older (a 2-epoch run spent its second epoch at the floor).
+  per_epoch_floor = 0,
+  /// The default: exponential decay per minibatch, lr * 0.01^(step / steps of the run), so the rate
+  /// reaches lr/100 only at the very end and a short run keeps a useful curve (2 epochs: lr -> lr/10 ->
+  /// lr/100), while long runs follow the per-epoch curve within a factor 0.01^(1/epochs).
+  continuous = 1,
+  /// The authors' scripts: per epoch, lr * (lr_end / lr)^((epoch - 1) / epochs), i.e. LR_decay =
+  /// (LR_fin / LR_start)^(1 / n_epoch) applied after every epoch (hantek/BinaryConnect trainer.py,
+  /// MatthieuCourbariaux/BinaryNet Train-time/binary_net.py train()).
+  paper = 2
+};
+
 /// Everything a training run needs besides the data.
 struct train_config {
   method training_method = method::bc_qbp;
   std::size_t epochs = 20;
   std::size_t batch = 200;
   float lr = 0.3f;
-  float lr_decay = 0.0f;  ///< per-epoch factor; 0 means: reach lr/100 at the last epoch
+  float lr_decay = 0.0f;  ///< per-epoch factor; 0 means: follow `schedule`
+  lr_schedule schedule = lr_schedule::continuous;
+  float lr_end = 0.0f;  ///< lr_schedule::paper: the rate the decay reaches after the last epoch
   optimizer_kind optimizer = optimizer_kind::sgd;
   float momentum = 0.0f;
   loss_kind loss = loss_kind::squared_hinge;
@@ -123,6 +154,10 @@ struct train_config {
   std::size_t bn_reestimate_examples = 5000;
 };
 
+/// The learning rate of minibatch `batch` (0-based) of epoch `epoch` (1-based) with `batches` minibatches
+/// per epoch.
+float learning_rate_at(const train_config& config, std::size_t epoch, std::size_t batch, std::size_t batches);
+
 /// The bounds of every training setting, shared by the CLI's flag checks, validate() and the checkpoint
 /// reader, so that a value is accepted or refused the same way wherever it comes from.
 struct setting_limits {
@@ -130,6 +165,7 @@ struct setting_limits {
   static constexpr std::uint64_t batch_min = 2, batch_max = 100000;
   static constexpr double lr_min = 1e-6, lr_max = 1e3;
   static constexpr double lr_decay_min = 0.0, lr_decay_max = 1.0;  // 0: automatic
+  static constexpr double lr_end_min = 1e-9;  // --schedule paper: above 0, at most lr
   static constexpr double momentum_min = 0.0, momentum_max = 0.999;
   static constexpr double dropout_min = 0.0, dropout_max = 0.95;
   static constexpr double width_min = 0.01, width_max = 16.0;
@@ -219,6 +255,22 @@ void reestimate_batch_norm(network& net, const dataset& data, const runtime& rt,
 /// Drops the E[Wb] statistics of reestimate_batch_norm: inference with expected_weights then uses the
 /// running statistics again.
 void clear_expected_batch_norm(network& net);
+
+/// Counts of floor(log2|x|) of one layer's input values (clamped to [min_exponent, max_exponent]).
+struct layer_exponents {
+  std::string layer;  ///< "layer 3 input (dense 1024->1024 ...)"
+  int min_exponent = -24, max_exponent = 8;
+  std::uint64_t zeros = 0;             ///< exact zeros (ReLU), which have no exponent
+  std::vector<std::uint64_t> counts;   ///< counts[e - min_exponent]
+};
+/// The exponent histogram of the input of every dense and convolution layer over the first `examples`
+/// of `data` (0: all), in inference mode with the deterministic weights; changes no state of `net`.
+std::vector<layer_exponents> exponent_histogram(network& net, const dataset& data, const runtime& rt,
+                                                std::size_t examples = 0);
+/// Writes `layers` as JSON: {"epoch", "method", "layers": [{"layer", "zeros", "min_exponent", "counts"}]}.
+/// Throws fewmul::error when the file cannot be written.
+void write_exponent_histogram(const std::string& path, const std::vector<layer_exponents>& layers,
+                              std::size_t epoch, std::string_view method);
 
 /// Error rate of `net` on `data` in inference mode; `expected_weights` as in step_context.
 double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights = false,
