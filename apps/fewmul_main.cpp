@@ -399,10 +399,11 @@ int run_train(const train_flags& f, const CLI::App& train) {
   std::printf(
       "{\"summary\": true, \"dataset\": \"%s\", \"method\": \"%s\", \"epochs\": %zu, \"best_epoch\": %zu, "
       "\"best_val_error\": %.4f, \"test_error\": %.4f, \"test_error_packed\": %.4f, \"final_test_error\": %.4f, "
-      "\"total_seconds\": %.1f, \"mean_images_per_s\": %.0f, \"bn_reestimate_seconds\": %.2f}\n",
+      "\"total_seconds\": %.1f, \"mean_images_per_s\": %.0f, \"bn_reestimate_seconds\": %.2f, \"qbp_kmin\": %d, "
+      "\"qbp_kmax\": %d}\n",
       dataset.c_str(), method.c_str(), r.epochs.size(), r.best_epoch, r.best_validation_error, r.test_error_at_best,
       r.test_error_packed_at_best, r.epochs.empty() ? 1.0 : r.epochs.back().test_error, r.total_seconds, mean_ips,
-      r.bn_reestimate_seconds);
+      r.bn_reestimate_seconds, config.qbp_kmin, config.qbp_kmax);
   std::fprintf(stderr,
                "fewmul: test error %.2f%% (%.2f%% with packed deterministic weights), model of best validation "
                "epoch %zu, %.1f s in all\n",

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages fewmul needs (only those missing) and builds it in build/.
 #   apps/setup.sh            Release build of the library, CLI, tests and benchmarks
+# python3-matplotlib only draws the figures of apps/plot.py (their test skips without it).
 # Environment: BUILD_DIR (default build), CMAKE_ARGS (extra configure arguments).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BUILD_DIR:-build}
 
-packages="g++ cmake ninja-build pkg-config libxsimd-dev libtbb-dev libbenchmark-dev doctest-dev libcli11-dev zlib1g-dev libspng-dev libopenblas-dev"
+packages="g++ cmake ninja-build pkg-config libxsimd-dev libtbb-dev libbenchmark-dev doctest-dev libcli11-dev zlib1g-dev libspng-dev libopenblas-dev python3-matplotlib"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
