@@ -76,7 +76,7 @@ def curves(out, logs):
     ax.legend(fontsize=7)
     ax.set_title("Learning curves")
     fig.tight_layout()
-    fig.savefig(out)
+    fig.savefig(out, dpi=90)
 
 
 def histogram(out, path):
@@ -99,7 +99,7 @@ def histogram(out, path):
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out)
+    fig.savefig(out, dpi=90)
 
 
 def kmax(out, args):
@@ -130,7 +130,7 @@ def kmax(out, args):
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out)
+    fig.savefig(out, dpi=90)
 
 
 def main(argv):

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BUILD_DIR:-build}
 
-packages="g++ cmake ninja-build pkg-config libxsimd-dev libtbb-dev libbenchmark-dev doctest-dev libcli11-dev zlib1g-dev libspng-dev libopenblas-dev python3-matplotlib"
+packages="g++ cmake ninja-build pkg-config libxsimd-dev libtbb-dev libbenchmark-dev doctest-dev libcli11-dev zlib1g-dev libspng-dev libopenblas-dev"
+packages="$packages python3-matplotlib"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

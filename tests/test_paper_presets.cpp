@@ -77,7 +77,8 @@ TEST_CASE("the default schedule decays per minibatch and reaches lr over 100 onl
   CHECK(learning_rate_at(c, 2, 0, batches) == doctest::Approx(0.1));  // half-way: a tenth, not the floor
   CHECK(learning_rate_at(c, 2, batches - 1, batches) > 0.01f);
   CHECK(learning_rate_at(c, 2, batches - 1, batches) == doctest::Approx(std::pow(0.01, 499.0 / 500.0)));
-  for (std::size_t b = 1; b < batches; ++b) CHECK(learning_rate_at(c, 1, b, batches) < learning_rate_at(c, 1, b - 1, batches));
+  for (std::size_t b = 1; b < batches; ++b)
+    CHECK(learning_rate_at(c, 1, b, batches) < learning_rate_at(c, 1, b - 1, batches));
   // The schedule before issue 15 (resumed old checkpoints): the whole second epoch at the floor.
   c.schedule = lr_schedule::per_epoch_floor;
   CHECK(learning_rate_at(c, 2, 0, batches) == doctest::Approx(0.01));
