@@ -4,10 +4,14 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
+#include <algorithm>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "fewmul/error.hpp"
 #include "fewmul/model.hpp"
@@ -341,4 +345,46 @@ TEST_CASE("empty vectors in a payload read back as empty (fuzz regression)") {
   CHECK(in.get_vector<float>("empty").empty());
   CHECK(in.get_vector<float>("one") == std::vector<float>{1.5f});
   CHECK(in.done());
+}
+
+TEST_CASE("a format-4 checkpoint resumes with the schedule and the bnn step scale it was trained with") {
+  network net = make_mlp(20, {30}, 3, dense_options_for(method::bnn), activation::sign, 5);
+  checkpoint c = mlp_checkpoint(net);
+  c.config.training_method = method::bnn;
+  c.config.bn_reestimate_examples = 12345;  // a marker to find the format-5 fields after it
+  const std::string path = temp_path("format4.ckpt");
+  save_checkpoint(path, c);
+  const checkpoint current = load_checkpoint(path);
+  CHECK(current.config.schedule == lr_schedule::continuous);
+  CHECK_FALSE(current.unscaled_binary_net);
+  CHECK(make_network(current).parameters().at(0)->lr_scale == doctest::Approx(std::sqrt(50.0 / 1.5)));
+
+  // The same file as format 4 wrote it: without schedule (1), lr_end (0.0f) and the scale flag (0).
+  std::ifstream in(path, std::ios::binary);
+  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  constexpr std::size_t header = 8 + 4 + 8;
+  std::vector<unsigned char> payload(bytes.begin() + header, bytes.end() - 4);
+  const unsigned char fields[] = {0x39, 0x30, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0};  // u64 12345, then version 5's
+  const auto at = std::search(payload.begin(), payload.end(), std::begin(fields), std::end(fields));
+  REQUIRE(at != payload.end());
+  payload.erase(at + 8, at + 14);
+  const std::uint32_t version = 4, crc = static_cast<std::uint32_t>(crc32(0L, payload.data(), payload.size()));
+  const std::uint64_t size = payload.size();
+  std::vector<unsigned char> old(bytes.begin(), bytes.begin() + 8);
+  const auto append = [&old](const void* p, std::size_t n) {
+    old.insert(old.end(), static_cast<const unsigned char*>(p), static_cast<const unsigned char*>(p) + n);
+  };
+  append(&version, 4);
+  append(&size, 8);
+  append(payload.data(), payload.size());
+  append(&crc, 4);
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(old.data()),
+                                                                 static_cast<std::streamsize>(old.size()));
+  const checkpoint loaded = load_checkpoint(path);
+  CHECK(loaded.config.bn_reestimate_examples == 12345);
+  CHECK(loaded.config.schedule == lr_schedule::per_epoch_floor);
+  CHECK(loaded.unscaled_binary_net);
+  CHECK(make_network(loaded).parameters().at(0)->lr_scale == 1.0f);  // Adam steps unscaled, as trained
+  fs::remove(path);
 }
