@@ -15,6 +15,7 @@
 #include <string>
 
 #include <filesystem>
+#include <fstream>
 
 #include "cifar_convert.hpp"
 #include "fewmul/fewmul.hpp"
@@ -267,6 +268,12 @@ int run_train(const train_flags& f, const CLI::App& train) {
     check_output(f.save_model_path, fewmul::file_kind::model, "--save-model");
     model_lock = std::make_unique<fewmul::output_lock>(f.save_model_path, "--save-model");
   }
+  if (!f.histogram_path.empty()) {  // found before training, as the other outputs
+    const bool existed = std::filesystem::exists(f.histogram_path);
+    if (!std::ofstream(f.histogram_path, std::ios::app))
+      throw fewmul::error("--histogram " + f.histogram_path + ": cannot write there");
+    if (!existed) std::filesystem::remove(f.histogram_path);
+  }
   fewmul::checkpoint c;
   std::unique_ptr<fewmul::training_state> resume;
   std::string dataset = f.dataset;
@@ -381,9 +388,13 @@ int run_train(const train_flags& f, const CLI::App& train) {
     print_epoch(m, method);
     if (f.histogram_path.empty() || m.epoch != histogram_epoch) return;
     const std::size_t train_count = data.train.size() - std::min(config.validation, data.train.size());
-    fewmul::write_exponent_histogram(f.histogram_path,
-                                     fewmul::exponent_histogram(net, data.train.slice(0, train_count), rt, 10000),
-                                     m.epoch, method);
+    try {
+      fewmul::write_exponent_histogram(f.histogram_path,
+                                       fewmul::exponent_histogram(net, data.train.slice(0, train_count), rt, 10000),
+                                       m.epoch, method);
+    } catch (const fewmul::error& e) {  // a figure is not worth the run
+      std::fprintf(stderr, "fewmul: warning: %s\n", e.what());
+    }
   };
   if (!f.checkpoint_path.empty())
     observer.on_state = [&](const fewmul::training_state& state) {
