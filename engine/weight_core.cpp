@@ -247,7 +247,12 @@ void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
   const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, layer, 0x5a3);
   const auto& k = ctx.kernels;
   switch (options_.kind) {
-    case weight_kind::fp32: transpose_master(ctx); break;
+    case weight_kind::fp32:
+      // Training reads the master weights in place (gemm_f32 with b_transposed packs them per call anyway);
+      // inference keeps a transposed copy, made once per parameter change, for its batch-1 path.
+      if (ctx.training) return;
+      transpose_master(ctx);
+      break;
     case weight_kind::binary:
     case weight_kind::quantized: pack_planes(ctx, mode, key); break;
     case weight_kind::ternary:
@@ -295,13 +300,16 @@ void weight_core::pack_planes(const step_context& ctx, kernels::sample_mode mode
 void weight_core::forward(const float* a, std::size_t rows, float* y, const step_context& ctx) {
   const int bits = xnor_input_bits(ctx.training);
   if (bits > 0 && !use_expectation_) return forward_xnor(a, rows, bits, y, ctx);
+  const bool in_place = options_.kind == weight_kind::fp32 && ctx.training;
   multiply(use_expectation_ ? weight_kind::fp32 : options_.kind, a, rows, in_, out_,
-           {transposed_.data(), sign_t_.data(), nonzero_t_.data(), in_ * kernels::words_for(out_)}, y, ctx);
+           {in_place ? weight_.value.data() : transposed_.data(), in_place, sign_t_.data(), nonzero_t_.data(),
+            in_ * kernels::words_for(out_)},
+           y, ctx);
 }
 
 void weight_core::input_gradient(const float* dy, std::size_t rows, float* dx, const step_context& ctx) {
   multiply(options_.kind, dy, rows, out_, in_,
-           {weight_.value.data(), sign_.data(), nonzero_.data(), out_ * kernels::words_for(in_)}, dx, ctx);
+           {weight_.value.data(), false, sign_.data(), nonzero_.data(), out_ * kernels::words_for(in_)}, dx, ctx);
 }
 
 // dW[o][i] = sum_r dy[r][o] * x[r][i]: A(m=o, k=r) = dy[r*out + o].
@@ -439,8 +447,11 @@ void weight_core::multiply(weight_kind kind, const float* a, std::size_t rows, s
     float* c = out + i0 * width + j0;
     switch (kind) {
       case weight_kind::fp32:
-        run_packed_gemm(k, k.gemm_f32, {.m = m, .n = n, .k = depth, .a = ai, .a_rs = depth, .a_cs = 1, .b = w.values + j0,
-                         .ldb = width, .c = c, .ldc = width});
+        run_packed_gemm(k, k.gemm_f32,
+                        {.m = m, .n = n, .k = depth, .a = ai, .a_rs = depth, .a_cs = 1,
+                         .b = w.values_transposed ? w.values + j0 * depth : w.values + j0,
+                         .ldb = w.values_transposed ? depth : width, .b_transposed = w.values_transposed, .c = c,
+                         .ldc = width});
         break;
       case weight_kind::ternary:
         run_packed_gemm(k, k.gemm_ternary,
@@ -463,11 +474,18 @@ void weight_core::multiply_planes(int planes, const float* a, std::size_t rows, 
   });
 }
 
+// In 32 x 32 tiles, so that both the rows read and the rows written stay in L1 (a row-at-a-time transpose
+// misses the cache on every element of one side: it was 20% of an fp32 step when it ran every step).
 void weight_core::transpose_master(const step_context& ctx) {
   transposed_.resize(in_ * out_);
+  constexpr std::size_t tile = 32;
+  const float* w = weight_.value.data();
+  float* t = transposed_.data();
   parallel_rows(ctx.rt, in_, 64, [&](std::size_t r0, std::size_t r1) {
-    for (std::size_t i = r0; i < r1; ++i)
-      for (std::size_t o = 0; o < out_; ++o) transposed_[i * out_ + o] = weight_.value[o * in_ + i];
+    for (std::size_t o0 = 0; o0 < out_; o0 += tile)
+      for (std::size_t i0 = r0; i0 < r1; i0 += tile)
+        for (std::size_t i = i0; i < std::min(r1, i0 + tile); ++i)
+          for (std::size_t o = o0; o < std::min(out_, o0 + tile); ++o) t[i * out_ + o] = w[o * in_ + i];
   });
 }
 

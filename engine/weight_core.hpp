@@ -86,6 +86,7 @@ class weight_core {
  private:
   struct weight_view {
     const float* values;
+    bool values_transposed;   // values is [width][depth] (the master weights read in place), else [depth][width]
     const std::uint64_t* sign;
     const std::uint64_t* nonzero;
     std::size_t plane_words;  // words between consecutive bit planes of `sign`
