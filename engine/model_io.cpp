@@ -374,6 +374,7 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put<double>(c.state.progress.total_seconds);
   out.put_vector(c.state.progress.epochs);
   write_states(out, c.state.best_state);
+  out.put<std::uint64_t>(c.state.train_examples);  // version 5: the run's training examples
   write_container(path, file_kind::checkpoint, out.bytes());
 }
 
@@ -457,6 +458,11 @@ checkpoint load_checkpoint(const std::string& path) {
   c.state.progress.total_seconds = in.get<double>("seconds");
   c.state.progress.epochs = in.get_vector<epoch_metrics>("epoch history");
   c.state.best_state = read_states(in, "best state");
+  if (version >= 5) {
+    c.state.train_examples = in.get<std::uint64_t>("training examples");
+    if (c.state.train_examples > fewmul::setting_limits::examples_max)  // 0: unknown, as before version 5
+      in.invalid("training example count " + std::to_string(c.state.train_examples) + " out of range");
+  }
   if (!in.done()) in.invalid("unexpected bytes at the end");
   // The state must hold exactly the architecture's values; checked before building the network, so a
   // lying architecture cannot make us allocate more than the file holds.

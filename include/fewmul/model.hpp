@@ -21,8 +21,9 @@ namespace fewmul {
 /// Format version this build writes and the newest it reads.
 /// Version 2 added convolutional layers, the input preprocessing and convnet checkpoints; version 3
 /// k-bit weights and activations, dropout and shift-based batch norm; version 4 the batch-norm
-/// re-estimation setting in checkpoints (models are laid out as in version 3). Older files are still read.
-constexpr std::uint32_t model_format_version = 4;
+/// re-estimation setting in checkpoints (models are laid out as in version 3); version 5 the number of
+/// training examples in checkpoints (a resume on other data is refused). Older files are still read.
+constexpr std::uint32_t model_format_version = 5;
 
 /// What a model needs besides its layers: how inputs are shaped and scaled, and what it was trained as.
 struct model_metadata {

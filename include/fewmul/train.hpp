@@ -184,6 +184,9 @@ struct training_state {
   std::uint64_t step = 0;                           ///< minibatches done
   train_result progress;                            ///< epochs done so far, best epoch
   std::vector<std::vector<float>> best_state;       ///< snapshot of the best-on-validation epoch
+  /// Training examples of the run (after --train-limit and the validation split), so that a resume on
+  /// other data is refused; 0 where unknown (checkpoints before format version 5).
+  std::uint64_t train_examples = 0;
 };
 
 /// Progress callbacks: after each minibatch (done, total), after each epoch, and with the state to
