@@ -101,17 +101,39 @@ std::string weight_core::kind_name() const {
   return s;
 }
 
-// Forward and input gradient: a multiply-add per weight and row in fp32, a masked add otherwise.
-// Weight gradient: a multiply-add, or with quantized backprop a shift (exponent add) and an add.
-void weight_core::count_product(op_counts& c, double rows, bool weight_gradient) const {
+// What the training step executes per product (the layer knows its input, so the first layer of a BNN
+// counts differently from the hidden ones):
+// * forward: fp32 a multiply-add; binary/ternary/k-bit weights on float inputs one masked add per weight
+//   plane; on ±1 or k-bit inputs (BNN/QNN hidden layers) XNOR-popcount, one bit operation per bit pair
+//   and plane pair, no arithmetic per product.
+// * input gradient (`weight_gradient` false, counted by the caller only where it is computed): δ times
+//   ±1 or k-bit weights, one masked add per weight plane (fp32: a multiply-add).
+// * weight gradient: δ times the layer input: with quantized backprop a shift and an add; with ±1
+//   inputs (BNN hidden layers) a sign flip and an add, counted as an addition; else a multiply-add (the
+//   first layer's float pixels, k-bit inputs, fp32).
+void weight_core::count_product(op_counts& c, double rows, bool weight_gradient, bool input_gradient) const {
   const double macs = rows * static_cast<double>(in_) * static_cast<double>(out_);
+  const int input_bits = xnor_input_bits(true);
   if (weight_gradient) {
-    (options_.qbp ? c.shifts : c.multiplications) += macs;
+    if (options_.qbp)
+      c.shifts += macs;
+    else if (input_bits != 1)
+      c.multiplications += macs;
     c.additions += macs;
     return;
   }
+  const double planes = static_cast<double>(std::max(1, weight_planes()));
+  if (input_gradient) {
+    if (options_.kind == weight_kind::fp32) c.multiplications += macs;
+    c.additions += macs * planes;
+    return;
+  }
+  if (input_bits > 0) {
+    c.bit_operations += macs * planes * static_cast<double>(input_bits);
+    return;
+  }
   if (options_.kind == weight_kind::fp32) c.multiplications += macs;
-  c.additions += macs * std::max(1, weight_planes());  // one masked add (or popcount share) per plane
+  c.additions += macs * planes;  // one masked add per plane
 }
 
 int weight_core::weight_planes() const {

@@ -80,7 +80,7 @@ class weight_core {
   static void expect_payload(byte_reader& in, std::size_t inputs, std::size_t outputs, const dense_options& o,
                              bool packed);
   /// Ops of one weight product over `rows` rows (forward, input gradient or weight gradient).
-  void count_product(op_counts& c, double rows, bool weight_gradient) const;
+  void count_product(op_counts& c, double rows, bool weight_gradient, bool input_gradient = false) const;
   std::string kind_name() const;
 
  private:
