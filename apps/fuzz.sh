@@ -32,7 +32,7 @@ rm -rf "$build/seeds"
 "$build/tests/fuzz/fewmul_fuzz_seeds" "$build/seeds"
 cp tests/data/svhn_format_test.mat "$build/seeds/svhn_mat/"
 status=0
-for target in idx cifar_batch cifar_png svhn_mat model; do
+for target in idx cifar_batch cifar_png svhn_mat model settings; do
   corpus="$build/corpus/$target"
   mkdir -p "$corpus"
   log="$build/fuzz_$target.log"

@@ -110,7 +110,7 @@ class conv2d_layer final : public layer {
     op_counts c;
     const double rows = static_cast<double>(batch) * static_cast<double>(positions());
     core_.count_product(c, rows, false);
-    if (input_gradient) core_.count_product(c, rows, false);
+    if (input_gradient) core_.count_product(c, rows, false, true);
     core_.count_product(c, rows, true);
     return c;
   }

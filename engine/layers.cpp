@@ -42,7 +42,7 @@ class dense_layer final : public layer {
     op_counts c;
     const double rows = static_cast<double>(batch);
     core_.count_product(c, rows, false);
-    if (input_gradient) core_.count_product(c, rows, false);
+    if (input_gradient) core_.count_product(c, rows, false, true);
     core_.count_product(c, rows, true);
     return c;
   }

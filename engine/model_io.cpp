@@ -362,7 +362,7 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put<float>(c.architecture.dropout_hidden);
   out.put<std::uint8_t>(c.architecture.shift_batch_norm);
   out.put<std::uint64_t>(k.bn_reestimate_examples);  // version 4: test-time batch-norm re-estimation
-  out.put<std::uint8_t>(static_cast<std::uint8_t>(k.schedule));  // version 5: schedules and inits of issue 15
+  out.put<std::uint8_t>(static_cast<std::uint8_t>(k.schedule));  // version 6: schedules and inits of issue 15
   out.put<float>(k.lr_end);
   out.put<std::uint8_t>(c.unscaled_binary_net);
   write_metadata(out, c.meta);
@@ -377,6 +377,7 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put<double>(c.state.progress.total_seconds);
   out.put_vector(c.state.progress.epochs);
   write_states(out, c.state.best_state);
+  out.put<std::uint64_t>(c.state.train_examples);  // version 5: the run's training examples
   write_container(path, file_kind::checkpoint, out.bytes());
 }
 
@@ -444,7 +445,7 @@ checkpoint load_checkpoint(const std::string& path) {
   // keeps doing so.
   k.schedule = lr_schedule::per_epoch_floor;
   c.unscaled_binary_net = true;
-  if (version >= 5) {
+  if (version >= 6) {
     const auto schedule = in.get<std::uint8_t>("learning-rate schedule");
     if (schedule > static_cast<std::uint8_t>(lr_schedule::paper)) in.invalid("unknown learning-rate schedule");
     k.schedule = static_cast<lr_schedule>(schedule);
@@ -473,6 +474,11 @@ checkpoint load_checkpoint(const std::string& path) {
   c.state.progress.total_seconds = in.get<double>("seconds");
   c.state.progress.epochs = in.get_vector<epoch_metrics>("epoch history");
   c.state.best_state = read_states(in, "best state");
+  if (version >= 5) {
+    c.state.train_examples = in.get<std::uint64_t>("training examples");
+    if (c.state.train_examples > fewmul::setting_limits::examples_max)  // 0: unknown, as before version 5
+      in.invalid("training example count " + std::to_string(c.state.train_examples) + " out of range");
+  }
   if (!in.done()) in.invalid("unexpected bytes at the end");
   // The state must hold exactly the architecture's values; checked before building the network, so a
   // lying architecture cannot make us allocate more than the file holds.

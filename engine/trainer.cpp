@@ -415,6 +415,10 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
     step = resume->step;
     first_epoch = result.epochs.size() + 1;
     earlier_seconds = result.total_seconds;
+    if (resume->train_examples != 0 && resume->train_examples != train_count)
+      throw error("checkpoint was written for " + std::to_string(resume->train_examples) +
+                  " training examples, this run has " + std::to_string(train_count) +
+                  " (--train-limit or --validation differ from the checkpoint's run)");
     if (step != result.epochs.size() * batches)
       throw error("checkpoint was written with a different batch size or training set size");
   }
@@ -493,7 +497,9 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
     result.total_seconds =
         earlier_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
     if (observer.on_epoch) observer.on_epoch(m);
-    if (observer.on_state) observer.on_state(training_state{net.snapshot(), opt.state(), opt.steps(), step, result, best_state});
+    if (observer.on_state)
+      observer.on_state(
+          training_state{net.snapshot(), opt.state(), opt.steps(), step, result, best_state, train_count});
   }
   if (!best_state.empty()) net.restore(best_state);
   // The snapshot holds the deterministic weights' statistics; E[Wb] inference of the returned network

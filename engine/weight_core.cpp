@@ -114,17 +114,39 @@ std::string weight_core::kind_name() const {
   return s;
 }
 
-// Forward and input gradient: a multiply-add per weight and row in fp32, a masked add otherwise.
-// Weight gradient: a multiply-add, or with quantized backprop a shift (exponent add) and an add.
-void weight_core::count_product(op_counts& c, double rows, bool weight_gradient) const {
+// What the training step executes per product (the layer knows its input, so the first layer of a BNN
+// counts differently from the hidden ones):
+// * forward: fp32 a multiply-add; binary/ternary/k-bit weights on float inputs one masked add per weight
+//   plane; on ±1 or k-bit inputs (BNN/QNN hidden layers) XNOR-popcount, one bit operation per bit pair
+//   and plane pair, no arithmetic per product.
+// * input gradient (`weight_gradient` false, counted by the caller only where it is computed): δ times
+//   ±1 or k-bit weights, one masked add per weight plane (fp32: a multiply-add).
+// * weight gradient: δ times the layer input: with quantized backprop a shift and an add; with ±1
+//   inputs (BNN hidden layers) a sign flip and an add, counted as an addition; else a multiply-add (the
+//   first layer's float pixels, k-bit inputs, fp32).
+void weight_core::count_product(op_counts& c, double rows, bool weight_gradient, bool input_gradient) const {
   const double macs = rows * static_cast<double>(in_) * static_cast<double>(out_);
+  const int input_bits = xnor_input_bits(true);
   if (weight_gradient) {
-    (options_.qbp ? c.shifts : c.multiplications) += macs;
+    if (options_.qbp)
+      c.shifts += macs;
+    else if (input_bits != 1)
+      c.multiplications += macs;
     c.additions += macs;
     return;
   }
+  const double planes = static_cast<double>(std::max(1, weight_planes()));
+  if (input_gradient) {
+    if (options_.kind == weight_kind::fp32) c.multiplications += macs;
+    c.additions += macs * planes;
+    return;
+  }
+  if (input_bits > 0) {
+    c.bit_operations += macs * planes * static_cast<double>(input_bits);
+    return;
+  }
   if (options_.kind == weight_kind::fp32) c.multiplications += macs;
-  c.additions += macs * std::max(1, weight_planes());  // one masked add (or popcount share) per plane
+  c.additions += macs * planes;  // one masked add per plane
 }
 
 int weight_core::weight_planes() const {
@@ -260,7 +282,12 @@ void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
   const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, layer, 0x5a3);
   const auto& k = ctx.kernels;
   switch (options_.kind) {
-    case weight_kind::fp32: transpose_master(ctx); break;
+    case weight_kind::fp32:
+      // Training reads the master weights in place (gemm_f32 with b_transposed packs them per call anyway);
+      // inference keeps a transposed copy, made once per parameter change, for its batch-1 path.
+      if (ctx.training) return;
+      transpose_master(ctx);
+      break;
     case weight_kind::binary:
     case weight_kind::quantized: pack_planes(ctx, mode, key); break;
     case weight_kind::ternary:
@@ -308,13 +335,16 @@ void weight_core::pack_planes(const step_context& ctx, kernels::sample_mode mode
 void weight_core::forward(const float* a, std::size_t rows, float* y, const step_context& ctx) {
   const int bits = xnor_input_bits(ctx.training);
   if (bits > 0 && !use_expectation_) return forward_xnor(a, rows, bits, y, ctx);
+  const bool in_place = options_.kind == weight_kind::fp32 && ctx.training;
   multiply(use_expectation_ ? weight_kind::fp32 : options_.kind, a, rows, in_, out_,
-           {transposed_.data(), sign_t_.data(), nonzero_t_.data(), in_ * kernels::words_for(out_)}, y, ctx);
+           {in_place ? weight_.value.data() : transposed_.data(), in_place, sign_t_.data(), nonzero_t_.data(),
+            in_ * kernels::words_for(out_)},
+           y, ctx);
 }
 
 void weight_core::input_gradient(const float* dy, std::size_t rows, float* dx, const step_context& ctx) {
   multiply(options_.kind, dy, rows, out_, in_,
-           {weight_.value.data(), sign_.data(), nonzero_.data(), out_ * kernels::words_for(in_)}, dx, ctx);
+           {weight_.value.data(), false, sign_.data(), nonzero_.data(), out_ * kernels::words_for(in_)}, dx, ctx);
 }
 
 // dW[o][i] = sum_r dy[r][o] * x[r][i]: A(m=o, k=r) = dy[r*out + o].
@@ -452,8 +482,11 @@ void weight_core::multiply(weight_kind kind, const float* a, std::size_t rows, s
     float* c = out + i0 * width + j0;
     switch (kind) {
       case weight_kind::fp32:
-        run_packed_gemm(k, k.gemm_f32, {.m = m, .n = n, .k = depth, .a = ai, .a_rs = depth, .a_cs = 1, .b = w.values + j0,
-                         .ldb = width, .c = c, .ldc = width});
+        run_packed_gemm(k, k.gemm_f32,
+                        {.m = m, .n = n, .k = depth, .a = ai, .a_rs = depth, .a_cs = 1,
+                         .b = w.values_transposed ? w.values + j0 * depth : w.values + j0,
+                         .ldb = w.values_transposed ? depth : width, .b_transposed = w.values_transposed, .c = c,
+                         .ldc = width});
         break;
       case weight_kind::ternary:
         run_packed_gemm(k, k.gemm_ternary,
@@ -476,11 +509,18 @@ void weight_core::multiply_planes(int planes, const float* a, std::size_t rows, 
   });
 }
 
+// In 32 x 32 tiles, so that both the rows read and the rows written stay in L1 (a row-at-a-time transpose
+// misses the cache on every element of one side: it was 20% of an fp32 step when it ran every step).
 void weight_core::transpose_master(const step_context& ctx) {
   transposed_.resize(in_ * out_);
+  constexpr std::size_t tile = 32;
+  const float* w = weight_.value.data();
+  float* t = transposed_.data();
   parallel_rows(ctx.rt, in_, 64, [&](std::size_t r0, std::size_t r1) {
-    for (std::size_t i = r0; i < r1; ++i)
-      for (std::size_t o = 0; o < out_; ++o) transposed_[i * out_ + o] = weight_.value[o * in_ + i];
+    for (std::size_t o0 = 0; o0 < out_; o0 += tile)
+      for (std::size_t i0 = r0; i0 < r1; i0 += tile)
+        for (std::size_t i = i0; i < std::min(r1, i0 + tile); ++i)
+          for (std::size_t o = o0; o < std::min(out_, o0 + tile); ++o) t[i * out_ + o] = w[o * in_ + i];
   });
 }
 

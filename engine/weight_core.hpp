@@ -80,12 +80,13 @@ class weight_core {
   static void expect_payload(byte_reader& in, std::size_t inputs, std::size_t outputs, const dense_options& o,
                              bool packed);
   /// Ops of one weight product over `rows` rows (forward, input gradient or weight gradient).
-  void count_product(op_counts& c, double rows, bool weight_gradient) const;
+  void count_product(op_counts& c, double rows, bool weight_gradient, bool input_gradient = false) const;
   std::string kind_name() const;
 
  private:
   struct weight_view {
     const float* values;
+    bool values_transposed;   // values is [width][depth] (the master weights read in place), else [depth][width]
     const std::uint64_t* sign;
     const std::uint64_t* nonzero;
     std::size_t plane_words;  // words between consecutive bit planes of `sign`

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "kernel_test_support.hpp"
 
@@ -16,6 +17,25 @@ TEST_CASE("gemm_f32 matches the reference bit for bit across tiles and blocks") 
                             kernels::gemm_f32_params{.m = t.m, .n = t.n, .k = t.depth, .a = a.data(), .a_rs = t.a_rs,
                                                      .a_cs = t.a_cs, .b = b.data(), .ldb = t.n, .c = nullptr,
                                                      .ldc = t.n, .caches = t.caches, .workspace = t.workspace}));
+    // B given as its transpose ([n][depth], a layer's [out][in] weights), row stride depth + 3.
+    std::vector<float> bt((t.depth + 3) * t.n, 9.0f);
+    for (std::size_t q = 0; q < t.depth; ++q)
+      for (std::size_t j = 0; j < t.n; ++j) bt[j * (t.depth + 3) + q] = b[q * t.n + j];
+    kernels::gemm_f32_params transposed{.m = t.m, .n = t.n, .k = t.depth, .a = a.data(), .a_rs = t.a_rs,
+                                        .a_cs = t.a_cs, .b = bt.data(), .ldb = t.depth + 3, .b_transposed = true,
+                                        .c = nullptr, .ldc = t.n, .caches = t.caches, .workspace = t.workspace};
+    CHECK(matches_reference(t.ref.gemm_f32, t.k.gemm_f32, transposed));
+    // Same sums as the row-major B: the reference on the transposed copy equals it bit for bit.
+    std::vector<float> plain(t.m * t.n), flipped(t.m * t.n);
+    kernels::gemm_f32_params p = transposed;
+    p.c = flipped.data();
+    t.ref.gemm_f32(p);
+    p.b = b.data();
+    p.ldb = t.n;
+    p.b_transposed = false;
+    p.c = plain.data();
+    t.ref.gemm_f32(p);
+    CHECK(same_bits(plain, flipped));
   });
 }
 

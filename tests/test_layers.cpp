@@ -216,6 +216,33 @@ TEST_CASE("operation counts reproduce Lin et al.'s figures for the MNIST MLP at 
   CHECK(count(method::bc, false).multiplications == 2910208.0 * 200 + 3.0 * 3082 * 200);
 }
 
+TEST_CASE("operation counts of BNN and QNN count XNOR-popcount products as bit operations") {
+  // MLP 784-1024-1024-1024-10 at batch 200; hidden products 1024*1024*2 + 1024*10 per example.
+  const double first = 784.0 * 1024 * 200, hidden = (1024.0 * 1024 * 2 + 1024.0 * 10) * 200;
+  const double batch_norm = 3.0 * 3082 * 200;
+  const network bnn = make_mlp(784, {1024, 1024, 1024}, 10, dense_options_for(method::bnn), activation::sign, 1);
+  const op_counts b = bnn.training_ops(200);
+  CHECK(b.bit_operations == hidden);  // sign inputs x sign weights: XNOR-popcount
+  // Only the first layer's weight gradient multiplies (float pixels times the gradient), plus batch norm.
+  CHECK(b.multiplications == first + batch_norm);
+  CHECK(b.shifts == 0.0);
+  // Additions: the first layer's masked adds, the input gradients (no first layer: the hidden products),
+  // every weight gradient's accumulation (sign flips and adds for the hidden ones), batch norm's six per value.
+  CHECK(b.additions == first + hidden + (first + hidden) + 6.0 * 3082 * 200);
+  // 2-bit weights and activations: one bit operation per plane pair; k-bit inputs make the hidden weight
+  // gradients multiplications.
+  const op_counts q =
+      make_mlp(784, {1024, 1024, 1024}, 10, dense_options_for(method::qnn), activation::quantized, 1).training_ops(200);
+  CHECK(q.bit_operations == 4.0 * hidden);
+  CHECK(q.multiplications == first + hidden + batch_norm);
+  // A convnet: every convolution after the first reads sign inputs.
+  network_architecture arch = convnet_preset(8, 8, 3, 10, 1.0 / 16);
+  arch.act = activation::sign;
+  const op_counts conv = make_network(arch, dense_options_for(method::bnn), 1).training_ops(2);
+  CHECK(conv.bit_operations > 0.0);
+  CHECK(conv.multiplications > 0.0);  // the first convolution's weight gradient on float pixels
+}
+
 TEST_CASE("fp32 convnet gradients match finite differences") {
   // conv -> BN -> conv -> pool -> dense -> BN: the first convolution's gradient needs the second's
   // input gradient, the pool's routing and the per-channel BN backward. (No ReLU: with hundreds of

@@ -152,7 +152,7 @@ TEST_CASE("resuming from a checkpoint gives the bit-identical result of an unint
     config.validation = 100;
     config.bn_reestimate_examples = m == method::qnn ? 0 : 250;  // resumed as it ran, on or off
     config.optimizer = m == method::fp32 ? optimizer_kind::adam : optimizer_kind::sgd;
-    if (m == method::fp32) {  // format version 5: the paper schedule and its final rate
+    if (m == method::fp32) {  // format version 6: the paper schedule and its final rate
       config.schedule = lr_schedule::paper;
       config.lr_end = 0.01f;
     }
@@ -347,11 +347,11 @@ TEST_CASE("empty vectors in a payload read back as empty (fuzz regression)") {
   CHECK(in.done());
 }
 
-TEST_CASE("a format-4 checkpoint resumes with the schedule and the bnn step scale it was trained with") {
+TEST_CASE("a format-5 checkpoint resumes with the schedule and the bnn step scale it was trained with") {
   network net = make_mlp(20, {30}, 3, dense_options_for(method::bnn), activation::sign, 5);
   checkpoint c = mlp_checkpoint(net);
   c.config.training_method = method::bnn;
-  c.config.bn_reestimate_examples = 12345;  // a marker to find the format-5 fields after it
+  c.config.bn_reestimate_examples = 12345;  // a marker to find the format-6 fields after it
   const std::string path = temp_path("format4.ckpt");
   save_checkpoint(path, c);
   const checkpoint current = load_checkpoint(path);
@@ -359,17 +359,17 @@ TEST_CASE("a format-4 checkpoint resumes with the schedule and the bnn step scal
   CHECK_FALSE(current.unscaled_binary_net);
   CHECK(make_network(current).parameters().at(0)->lr_scale == doctest::Approx(std::sqrt(50.0 / 1.5)));
 
-  // The same file as format 4 wrote it: without schedule (1), lr_end (0.0f) and the scale flag (0).
+  // The same file as format 5 wrote it: without schedule (1), lr_end (0.0f) and the scale flag (0).
   std::ifstream in(path, std::ios::binary);
   std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   in.close();
   constexpr std::size_t header = 8 + 4 + 8;
   std::vector<unsigned char> payload(bytes.begin() + header, bytes.end() - 4);
-  const unsigned char fields[] = {0x39, 0x30, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0};  // u64 12345, then version 5's
+  const unsigned char fields[] = {0x39, 0x30, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0};  // u64 12345, then version 6's
   const auto at = std::search(payload.begin(), payload.end(), std::begin(fields), std::end(fields));
   REQUIRE(at != payload.end());
   payload.erase(at + 8, at + 14);
-  const std::uint32_t version = 4, crc = static_cast<std::uint32_t>(crc32(0L, payload.data(), payload.size()));
+  const std::uint32_t version = 5, crc = static_cast<std::uint32_t>(crc32(0L, payload.data(), payload.size()));
   const std::uint64_t size = payload.size();
   std::vector<unsigned char> old(bytes.begin(), bytes.begin() + 8);
   const auto append = [&old](const void* p, std::size_t n) {

@@ -9,7 +9,7 @@ template <class A>
 struct gemm_binary_simd {
   using lookup = gemm_lookup_simd<A>;
   static void gemm_binary(const gemm_binary_params& p) noexcept {
-    lookup::template lookup_gemm<4, lookup::lookup_mr>(
+    lookup::template run<4>(
         {p.m, p.n, p.k, p.a, p.a_rs, p.a_cs, p.bits, nullptr, p.ldb, p.c, p.ldc, p.caches, p.workspace});
   }
 };

@@ -44,6 +44,15 @@ struct gemm_f32_simd : simd_common<A> {
     for (std::size_t j0 = 0; j0 < nb; j0 += panel_nr) {
       float* panel = out + j0 * kb;
       const std::size_t w = std::min(panel_nr, nb - j0);
+      if (p.b_transposed) {  // B(k, n) = b[n * ldb + k]: each column is contiguous along k
+        for (std::size_t j = 0; j < w; ++j) {
+          const float* src = p.b + (jc + j0 + j) * p.ldb + pc;
+          for (std::size_t q = 0; q < kb; ++q) panel[q * panel_nr + j] = src[q];
+        }
+        for (std::size_t j = w; j < panel_nr; ++j)
+          for (std::size_t q = 0; q < kb; ++q) panel[q * panel_nr + j] = 0.0f;
+        continue;
+      }
       for (std::size_t q = 0; q < kb; ++q) {
         const float* src = p.b + (pc + q) * p.ldb + jc + j0;
         float* dst = panel + q * panel_nr;
@@ -113,7 +122,7 @@ struct gemm_f32_simd : simd_common<A> {
   static void gemm_f32(const gemm_f32_params& p) noexcept {
     if (p.m == 0 || p.n == 0) return;
     if (p.k == 0) return zero_output(p.m, p.n, p.c, p.ldc);
-    if (p.m < 4) return gemm_f32_few_rows(p);
+    if (p.m < 4 && !p.b_transposed) return gemm_f32_few_rows(p);
     const gemm_blocks bl = f32_blocks(p.caches, f32_mr, panel_nr);
     float* a_pack = at_bytes<float>(p.workspace, 0);
     float* b_pack = at_bytes<float>(p.workspace, 4 * bl.mc * bl.kc);

@@ -33,6 +33,11 @@ struct gemm_lookup_simd : simd_common<A> {
   static constexpr std::size_t lookup_nv = lanes == 16 ? 4 : 2;
   static constexpr std::size_t lookup_nr = lookup_nv * lanes;
   static_assert(64 % lookup_nr == 0, "a lookup panel's bits must lie inside one 64-bit word");
+  // Outputs at most two vectors wide (convolutions with few channels) would leave half of the 6 x 4 tile
+  // padding: there the tile is 12 rows x 2 vectors instead (AVX-512; elsewhere the one shape).
+  static constexpr std::size_t narrow_mr = lanes == 16 ? 12 : lookup_mr;
+  static constexpr std::size_t narrow_nv = lanes == 16 ? 2 : lookup_nv;
+
   struct lookup_operands {
     std::size_t m, n, k;
     const float* a;
@@ -77,16 +82,16 @@ struct gemm_lookup_simd : simd_common<A> {
     }
     return idx;
   }
-  template <std::size_t Group>
+  template <std::size_t Group, std::size_t NV>
   static void pack_indices(const lookup_operands& p, std::size_t pc, std::size_t kb, std::size_t jc, std::size_t nb,
                            std::int32_t* out) {
     const std::size_t groups = (kb + Group - 1) / Group;
-    for (std::size_t j0 = 0; j0 < nb; j0 += lookup_nr) {
+    for (std::size_t j0 = 0; j0 < nb; j0 += NV * lanes) {
       std::int32_t* panel = out + j0 * groups;
       for (std::size_t g = 0; g < groups; ++g)
-        for (std::size_t v = 0; v < lookup_nv; ++v)
+        for (std::size_t v = 0; v < NV; ++v)
           xsimd::bitwise_cast<ib>(group_index<Group>(p, pc + Group * g, jc + j0 + v * lanes))
-              .store_aligned(panel + g * lookup_nr + v * lanes);
+              .store_aligned(panel + g * NV * lanes + v * lanes);
     }
   }
   // Lane masks of the table entries: negate[u][p] has the sign bit where bit u of p is 0 (binary: -a_u);
@@ -138,23 +143,23 @@ struct gemm_lookup_simd : simd_common<A> {
         }
       }
   }
-  template <std::size_t Group, std::size_t MR>
+  template <std::size_t Group, std::size_t MR, std::size_t NV>
   static void lookup_tile(std::size_t groups, const float* tables, const std::int32_t* ip, float* c, std::size_t ldc,
                           std::size_t h, std::size_t w, bool first) {
     constexpr std::size_t entries = table_entries<Group>;
-    fb acc[MR][lookup_nv];
+    fb acc[MR][NV];
     load_panel_tile(acc, first, c, ldc, h, w);
     for (std::size_t g = 0; g < groups; ++g) {
-      ib idx[lookup_nv];
-      for (std::size_t v = 0; v < lookup_nv; ++v) idx[v] = ib::load_aligned(ip + g * lookup_nr + v * lanes);
+      ib idx[NV];
+      for (std::size_t v = 0; v < NV; ++v) idx[v] = ib::load_aligned(ip + g * NV * lanes + v * lanes);
       for (std::size_t r = 0; r < MR; ++r) {
         const float* t = tables + (g * MR + r) * entries;
         if constexpr (entries == 16) {
           const auto table = simd_compat::load_table16<A>(t);
-          for (std::size_t v = 0; v < lookup_nv; ++v) acc[r][v] = acc[r][v] + simd_compat::lookup16<A>(table, idx[v]);
+          for (std::size_t v = 0; v < NV; ++v) acc[r][v] = acc[r][v] + simd_compat::lookup16<A>(table, idx[v]);
         } else {
           const auto table = simd_compat::load_table32<A>(t);
-          for (std::size_t v = 0; v < lookup_nv; ++v) acc[r][v] = acc[r][v] + simd_compat::lookup32<A>(table, idx[v]);
+          for (std::size_t v = 0; v < NV; ++v) acc[r][v] = acc[r][v] + simd_compat::lookup32<A>(table, idx[v]);
         }
       }
     }
@@ -197,28 +202,43 @@ struct gemm_lookup_simd : simd_common<A> {
         }
       }
   }
-  template <std::size_t Group, std::size_t MR>
+  template <std::size_t Group, std::size_t MR, std::size_t NV>
   static void lookup_gemm(const lookup_operands& p) {
     if (p.m == 0 || p.n == 0) return;
     if (p.k == 0) return zero_output(p.m, p.n, p.c, p.ldc);
     if (p.m < 4) return lookup_gemm_few_rows<Group>(p);
-    const gemm_blocks bl = lookup_blocks(p.caches, Group, table_entries<Group>, MR, lookup_nr);
+    const gemm_blocks bl = lookup_blocks(p.caches, Group, table_entries<Group>, MR, NV * lanes);
     auto* indices = at_bytes<std::int32_t>(p.workspace, 0);
     float* tables = at_bytes<float>(p.workspace, 4 * (bl.kc / Group * bl.nc));
     for (std::size_t pc = 0; pc < p.k; pc += bl.kc) {
       const std::size_t kb = std::min(bl.kc, p.k - pc), groups = (kb + Group - 1) / Group;
       for (std::size_t jc = 0; jc < p.n; jc += bl.nc) {
         const std::size_t nb = std::min(bl.nc, p.n - jc);
-        pack_indices<Group>(p, pc, kb, jc, nb, indices);
+        pack_indices<Group, NV>(p, pc, kb, jc, nb, indices);
         for (std::size_t i0 = 0; i0 < p.m; i0 += MR) {
           const std::size_t h = std::min(MR, p.m - i0);
           build_tables<Group, MR>(p, i0, h, pc, kb, tables);
-          for (std::size_t j0 = 0; j0 < nb; j0 += lookup_nr)
-            lookup_tile<Group, MR>(groups, tables, indices + j0 * groups, p.c + i0 * p.ldc + jc + j0, p.ldc, h,
-                                   std::min(lookup_nr, nb - j0), pc == 0);
+          for (std::size_t j0 = 0; j0 < nb; j0 += NV * lanes)
+            lookup_tile<Group, MR, NV>(groups, tables, indices + j0 * groups, p.c + i0 * p.ldc + jc + j0, p.ldc, h,
+                                   std::min(NV * lanes, nb - j0), pc == 0);
         }
       }
     }
+  }
+
+  // Runs the grouped lookup with the register tile that fits n.
+  template <std::size_t Group>
+  static void run(const lookup_operands& p) {
+    if (p.n <= narrow_nv * lanes)
+      lookup_gemm<Group, narrow_mr, narrow_nv>(p);
+    else
+      lookup_gemm<Group, lookup_mr, lookup_nv>(p);
+  }
+  // Workspace for either tile.
+  template <std::size_t Group>
+  static std::size_t workspace(const cache_sizes& caches) {
+    return std::max(lookup_workspace_bytes(caches, Group, table_entries<Group>, lookup_mr, lookup_nr),
+                    lookup_workspace_bytes(caches, Group, table_entries<Group>, narrow_mr, narrow_nv * lanes));
   }
 };
 

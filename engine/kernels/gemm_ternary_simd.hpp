@@ -9,7 +9,7 @@ template <class A>
 struct gemm_ternary_simd {
   using lookup = gemm_lookup_simd<A>;
   static void gemm_ternary(const gemm_ternary_params& p) noexcept {
-    lookup::template lookup_gemm<3, lookup::lookup_mr>(
+    lookup::template run<3>(
         {p.m, p.n, p.k, p.a, p.a_rs, p.a_cs, p.sign, p.nonzero, p.ldb, p.c, p.ldc, p.caches, p.workspace});
   }
 };

@@ -27,10 +27,7 @@ struct simd_kernels {
 
   static std::size_t workspace_bytes(const cache_sizes& caches) noexcept {
     return std::max({f32_workspace_bytes(caches, f32::f32_mr, f32::panel_nr),
-                     lookup_workspace_bytes(caches, 4, lookup::template table_entries<4>, lookup::lookup_mr,
-                                            lookup::lookup_nr),
-                     lookup_workspace_bytes(caches, 3, lookup::template table_entries<3>, lookup::lookup_mr,
-                                            lookup::lookup_nr),
+                     lookup::template workspace<4>(caches), lookup::template workspace<3>(caches),
                      shift_workspace_bytes(caches, shift::shift_mr, shift::shift_nr)});
   }
 

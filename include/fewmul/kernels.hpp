@@ -100,8 +100,9 @@ struct cache_sizes {
 /// The sizes this CPU reports (sysfs cache/index*), each falling back to the default above when absent.
 cache_sizes detect_cache_sizes() noexcept;
 
-/// Operands of gemm_f32: C[m,n] = sum_k A(m,k) * B[k,n] with A(m,k) = a[m*a_rs + k*a_cs] and B row-major
-/// with row stride ldb. `workspace` holds at least kernel_table::workspace_bytes(caches) bytes, 64-byte
+/// Operands of gemm_f32: C[m,n] = sum_k A(m,k) * B(k,n) with A(m,k) = a[m*a_rs + k*a_cs] and B row-major
+/// with row stride ldb, B(k,n) = b[k*ldb + n] (or, with b_transposed, b[n*ldb + k]: a layer's [out][in]
+/// weights read in place). `workspace` holds at least kernel_table::workspace_bytes(caches) bytes, 64-byte
 /// aligned; the kernel packs A and B into it (it allocates nothing itself).
 struct gemm_f32_params {
   std::size_t m = 0, n = 0, k = 0;
@@ -109,6 +110,7 @@ struct gemm_f32_params {
   std::size_t a_rs = 0, a_cs = 0;
   const float* b = nullptr;
   std::size_t ldb = 0;
+  bool b_transposed = false;
   float* c = nullptr;
   std::size_t ldc = 0;
   cache_sizes caches{};

@@ -21,8 +21,11 @@ namespace fewmul {
 /// Format version this build writes and the newest it reads.
 /// Version 2 added convolutional layers, the input preprocessing and convnet checkpoints; version 3
 /// k-bit weights and activations, dropout and shift-based batch norm; version 4 the batch-norm
-/// re-estimation setting in checkpoints (models are laid out as in version 3). Older files are still read.
-constexpr std::uint32_t model_format_version = 5;
+/// re-estimation setting in checkpoints (models are laid out as in version 3); version 5 the number of
+/// training examples in checkpoints (a resume on other data is refused); version 6 the learning-rate
+/// schedule and final rate in checkpoints, and weight layers' lr_scale_kind 2 (BinaryNet's start and step
+/// scale) in models and checkpoints. Older files are still read.
+constexpr std::uint32_t model_format_version = 6;
 
 /// What a model needs besides its layers: how inputs are shaped and scaled, and what it was trained as.
 struct model_metadata {
@@ -56,7 +59,7 @@ std::size_t float32_parameter_bytes(network& net);
 /// (master weights, optimizer moments, progress). Separate from exported inference models.
 struct checkpoint {
   train_config config;
-  /// Runs of format 4 and older: bnn/qnn weights trained with lr_scale_kind::none (Glorot start, unscaled
+  /// Runs of format 5 and older: bnn/qnn weights trained with lr_scale_kind::none (Glorot start, unscaled
   /// Adam steps), which make_network keeps so that they resume bit-identically.
   bool unscaled_binary_net = false;
   network_architecture architecture;

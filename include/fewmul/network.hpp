@@ -19,12 +19,14 @@ class byte_reader;
 /// Arithmetic of one training step, by kind of operation (what the engine executes, not FLOPs).
 struct op_counts {
   double multiplications = 0;
-  double additions = 0;  ///< plain and masked adds/subtracts
-  double shifts = 0;     ///< exponent adds replacing multiplications by powers of two
+  double additions = 0;       ///< plain and masked adds/subtracts
+  double shifts = 0;          ///< exponent adds replacing multiplications by powers of two
+  double bit_operations = 0;  ///< ±1 x ±1 products done as XNOR-popcount (one per bit pair and plane pair)
   op_counts& operator+=(const op_counts& o) {
     multiplications += o.multiplications;
     additions += o.additions;
     shifts += o.shifts;
+    bit_operations += o.bit_operations;
     return *this;
   }
 };

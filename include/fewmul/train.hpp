@@ -110,7 +110,7 @@ std::size_t count_errors(const matrix& output, const std::uint8_t* labels);
 /// How the learning rate moves over a run (train_config::lr_decay > 0 overrides all: lr * lr_decay^(epoch-1)).
 enum class lr_schedule : std::uint8_t {
   /// Per epoch, reaching lr/100 at the last epoch: fewmul before issue 15, kept for resuming checkpoints of
-  /// format 4 and older (a 2-epoch run spent its second epoch at the floor).
+  /// format 5 and older (a 2-epoch run spent its second epoch at the floor).
   per_epoch_floor = 0,
   /// The default: exponential decay per minibatch, lr * 0.01^(step / steps of the run), so the rate
   /// reaches lr/100 only at the very end and a short run keeps a useful curve (2 epochs: lr -> lr/10 ->
@@ -220,6 +220,9 @@ struct training_state {
   std::uint64_t step = 0;                           ///< minibatches done
   train_result progress;                            ///< epochs done so far, best epoch
   std::vector<std::vector<float>> best_state;       ///< snapshot of the best-on-validation epoch
+  /// Training examples of the run (after --train-limit and the validation split), so that a resume on
+  /// other data is refused; 0 where unknown (checkpoints before format version 5).
+  std::uint64_t train_examples = 0;
 };
 
 /// Progress callbacks: after each minibatch (done, total), after each epoch, and with the state to

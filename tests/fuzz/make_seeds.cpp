@@ -5,6 +5,8 @@
 
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <string>
 #include <fstream>
 #include <iostream>
 
@@ -135,6 +137,9 @@ int main(int argc, char** argv) {
   write(dir / "cifar_png/sheet.png", png_sheet(2));
   const std::string json = "[6,9,9,4,1,1,2,7,8,3]";
   write(dir / "cifar_png/labels.json", bytes(json.begin(), json.end()));
+  // Flag texts (and, read as a configuration, their bytes).
+  for (const std::string flag : {"0.3", "1e-50", "nan", "20", "18446744073709551617", "-1", "0x10", "3.5e38"})
+    write(dir / ("settings/" + std::to_string(std::hash<std::string>{}(flag) % 100000)), bytes(flag.begin(), flag.end()));
   write(dir / "svhn_mat/plain.mat", mat_file(2, false));
   write(dir / "svhn_mat/compressed.mat", mat_file(2, true));
   // Models: a packed binary MLP, a ternary convnet, and an MLP training checkpoint.

@@ -114,6 +114,9 @@ expect "resume with another --batch" 1 "--batch 100 contradicts .*run.ckpt, a ru
   $fewmul $resume --batch 100
 expect "resume with another --method" 1 "--method fp32 contradicts" $fewmul $resume --method fp32
 expect "resume with --width" 1 "--width cannot be given with --resume" $fewmul $resume --width 0.5
+# The same number of minibatches (4 of 200) from other data: 900 training examples instead of 800.
+expect "resume on other data (--train-limit)" 1 "written for 800 training examples, this run has 900" \
+  $fewmul train mnist --data "$data" --train-limit 1100 --resume "$work/run.ckpt" --epochs 2 --quiet
 
 [ "$failures" = 0 ] && echo "hostile: all cases passed" || echo "hostile: $failures failed"
 exit "$failures"
