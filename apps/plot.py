@@ -88,6 +88,9 @@ def histogram(out, path):
     except (OSError, ValueError, KeyError) as e:
         fail("%s is not a histogram of `fewmul train --histogram`: %s" % (path, e))
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    used = [layer["min_exponent"] + i for layer in layers for i, c in enumerate(layer["counts"]) if c]
+    if used:  # the clamped range is wide; show where values are
+        ax.set_xlim(min(used) - 1, max(used) + 1)
     for layer in layers:
         counts, low = layer["counts"], layer["min_exponent"]
         total = float(sum(counts) + layer["zeros"]) or 1.0

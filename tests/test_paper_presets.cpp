@@ -67,16 +67,18 @@ TEST_CASE("fp32 keeps Glorot-uniform initialization and no learning-rate scale")
   CHECK(s.lr_scale == 1.0);
 }
 
-TEST_CASE("the default schedule decays per minibatch and reaches lr over 100 only at the end of a short run") {
+TEST_CASE("the default schedule is a cosine per minibatch reaching lr over 100 only at the end of the run") {
   train_config c;
   c.lr = 1.0f;
   c.epochs = 2;
   const std::size_t batches = 250;
+  const auto cosine = [](double t) { return 0.01 + 0.99 * 0.5 * (1.0 + std::cos(std::acos(-1.0) * t)); };
   CHECK(learning_rate_at(c, 1, 0, batches) == doctest::Approx(1.0));
-  CHECK(learning_rate_at(c, 1, 125, batches) == doctest::Approx(std::pow(0.01, 0.25)));
-  CHECK(learning_rate_at(c, 2, 0, batches) == doctest::Approx(0.1));  // half-way: a tenth, not the floor
+  CHECK(learning_rate_at(c, 1, 125, batches) == doctest::Approx(cosine(0.25)));
+  CHECK(learning_rate_at(c, 1, 125, batches) > 0.85f);  // a short run's first epoch stays near lr
+  CHECK(learning_rate_at(c, 2, 0, batches) == doctest::Approx(0.505));  // half-way: half, not the floor
   CHECK(learning_rate_at(c, 2, batches - 1, batches) > 0.01f);
-  CHECK(learning_rate_at(c, 2, batches - 1, batches) == doctest::Approx(std::pow(0.01, 499.0 / 500.0)));
+  CHECK(learning_rate_at(c, 2, batches - 1, batches) == doctest::Approx(cosine(499.0 / 500.0)));
   for (std::size_t b = 1; b < batches; ++b)
     CHECK(learning_rate_at(c, 1, b, batches) < learning_rate_at(c, 1, b - 1, batches));
   // The schedule before issue 15 (resumed old checkpoints): the whole second epoch at the floor.

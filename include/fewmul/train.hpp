@@ -112,9 +112,9 @@ enum class lr_schedule : std::uint8_t {
   /// Per epoch, reaching lr/100 at the last epoch: fewmul before issue 15, kept for resuming checkpoints of
   /// format 5 and older (a 2-epoch run spent its second epoch at the floor).
   per_epoch_floor = 0,
-  /// The default: exponential decay per minibatch, lr * 0.01^(step / steps of the run), so the rate
-  /// reaches lr/100 only at the very end and a short run keeps a useful curve (2 epochs: lr -> lr/10 ->
-  /// lr/100), while long runs follow the per-epoch curve within a factor 0.01^(1/epochs).
+  /// The default: per minibatch, a cosine from lr down to lr/100 over the run's steps (lr/100 + (lr -
+  /// lr/100) (1 + cos(pi step / steps)) / 2, PyTorch's CosineAnnealingLR with eta_min = lr/100), so the
+  /// rate reaches the floor only at the very end and a 2-epoch run spends its first epoch near lr.
   continuous = 1,
   /// The authors' scripts: per epoch, lr * (lr_end / lr)^((epoch - 1) / epochs), i.e. LR_decay =
   /// (LR_fin / LR_start)^(1 / n_epoch) applied after every epoch (hantek/BinaryConnect trainer.py,
