@@ -297,7 +297,10 @@ int run_train(const train_flags& f, const CLI::App& train) {
     fewmul::train_config& config = c.config;
     config.training_method = fewmul::parse_method(f.method_text);
     config.epochs = f.epochs;
-    config.batch = f.batch;
+    // Convnets of Lin et al.'s methods: their batch 100 (hantek/BinaryConnect cifar10.py, svhn.py).
+    const bool lin_convnet = dataset != "mnist" && config.training_method != fewmul::method::bnn &&
+                             config.training_method != fewmul::method::qnn;
+    config.batch = lin_convnet && !batch_given ? 100 : f.batch;
     config.lr = f.lr > 0.0f ? f.lr : fewmul::default_learning_rate(config.training_method, dataset != "mnist");
     config.lr_decay = f.lr_decay;
     const bool bnn = config.training_method == fewmul::method::bnn || config.training_method == fewmul::method::qnn;
@@ -573,10 +576,12 @@ int main(int argc, char** argv) {
   train->add_option("--epochs", f.epochs, "Epochs")
       ->check(whole_in(limits::epochs_min, limits::epochs_max))
       ->capture_default_str();
-  train->add_option("--batch", f.batch, "Minibatch size")
+  train->add_option("--batch", f.batch, "Minibatch size (convnets of fp32 and the BinaryConnect methods: 100)")
       ->check(whole_in(limits::batch_min, limits::batch_max))
       ->capture_default_str();
-  train->add_option("--lr", f.lr, "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary, 0.003 for bnn/qnn (Adam); convnets 0.1, bnn/qnn 0.003)")
+  train->add_option("--lr", f.lr,
+                    "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary, 0.003 for "
+                    "bnn/qnn (Adam); convnets 0.3, bnn/qnn 0.003)")
       ->check(number_in(limits::lr_min, limits::lr_max));
   train->add_option("--lr-decay", f.lr_decay, "Per-epoch learning-rate factor (default: follow --schedule)")
       ->check(number_in(limits::lr_decay_min, limits::lr_decay_max));

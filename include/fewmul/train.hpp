@@ -32,8 +32,9 @@ dense_options dense_options_for(method m, int qbp_kmin = -4, int qbp_kmax = 3, i
 /// whose master weights also get the per-layer scale of lr_scale_kind::binary_connect; bnn and qnn 0.003
 /// (with Adam, BNN's optimizer, and lr_scale_kind::binary_net's per-layer scale).
 float default_learning_rate(method m);
-/// The preset learning rate of a method for a network with convolutions: 0.1 for every method
-/// (measured on CIFAR-10 at width 0.25: 1.0 and 0.3 diverge or stall for binary weights).
+/// The preset learning rate of a method for a network with convolutions: Lin et al.'s 0.3 for fp32 and the
+/// BinaryConnect/TernaryConnect methods (the CLI trains them with batch 100, as their CIFAR-10/SVHN
+/// scripts), bnn and qnn as for MLPs.
 float default_learning_rate(method m, bool convnet);
 
 /// Hidden-layer activation of an MLP.
