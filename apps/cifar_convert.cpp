@@ -38,7 +38,8 @@ std::vector<unsigned char> parse_label_json(const std::string& text, const std::
     while (i < text.size() && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t')) ++i;
   };
   auto fail = [&](const std::string& what) {
-    throw fewmul::error(source + ": " + what + " at byte " + std::to_string(i) + " (expected a JSON array of labels 0-9)");
+    throw fewmul::error(source + ": " + what + " at byte " + std::to_string(i) +
+                        " (expected a JSON array of labels 0-9)");
   };
   skip_space();
   if (i >= text.size() || text[i] != '[') fail("no '['");
@@ -80,7 +81,8 @@ std::vector<unsigned char> decode_png_rgb8(const std::string& path, std::uint32_
     throw fewmul::error(path + ": not a readable PNG (" + spng_strerror(e) + ")");
   check(header.width, header.height);
   std::size_t size = 0;
-  if (int e = spng_decoded_image_size(ctx.get(), SPNG_FMT_RGB8, &size)) throw fewmul::error(path + ": " + spng_strerror(e));
+  if (int e = spng_decoded_image_size(ctx.get(), SPNG_FMT_RGB8, &size))
+    throw fewmul::error(path + ": " + spng_strerror(e));
   std::vector<unsigned char> rgb(size);
   if (int e = spng_decode_image(ctx.get(), rgb.data(), size, SPNG_FMT_RGB8, decode_flags))
     throw fewmul::error(path + ": corrupt or truncated PNG (" + spng_strerror(e) + ")");
@@ -90,11 +92,12 @@ std::vector<unsigned char> decode_png_rgb8(const std::string& path, std::uint32_
 std::vector<unsigned char> decode_sheet(const std::string& path, std::size_t& height, std::size_t max_rows) {
   return decode_png_rgb8(path, 1u << 16, 1u << 20, [&](std::uint32_t width, std::uint32_t rows) {
     if (width != sheet_width)
-      throw fewmul::error(path + ": sheet is " + std::to_string(width) + " pixels wide, expected 1024 (one 32x32 image per row)");
+      throw fewmul::error(path + ": sheet is " + std::to_string(width) +
+                          " pixels wide, expected 1024 (one 32x32 image per row)");
     // The header alone can claim a gigabyte image that compresses to a few bytes (fuzz finding).
     if (rows > max_rows)
-      throw fewmul::error(path + ": sheet claims " + std::to_string(rows) + " rows, at most " + std::to_string(max_rows) +
-                          " expected");
+      throw fewmul::error(path + ": sheet claims " + std::to_string(rows) + " rows, at most " +
+                          std::to_string(max_rows) + " expected");
     height = rows;
   });
 }
@@ -120,12 +123,16 @@ void convert_cifar10_package(const std::string& package_dir, const std::string& 
   namespace fs = std::filesystem;
   check_cifar10_output(out_dir);
   const fs::path dir(package_dir);
-  const auto train_labels = parse_label_json(read_text((dir / "train_lables.json").string()), (dir / "train_lables.json").string());
-  const auto test_labels = parse_label_json(read_text((dir / "test_lables.json").string()), (dir / "test_lables.json").string());
+  const auto train_labels =
+      parse_label_json(read_text((dir / "train_lables.json").string()), (dir / "train_lables.json").string());
+  const auto test_labels =
+      parse_label_json(read_text((dir / "test_lables.json").string()), (dir / "test_lables.json").string());
   if (train_labels.size() != 50000)
-    throw fewmul::error((dir / "train_lables.json").string() + ": " + std::to_string(train_labels.size()) + " labels, expected 50000");
+    throw fewmul::error((dir / "train_lables.json").string() + ": " + std::to_string(train_labels.size()) +
+                        " labels, expected 50000");
   if (test_labels.size() != 10000)
-    throw fewmul::error((dir / "test_lables.json").string() + ": " + std::to_string(test_labels.size()) + " labels, expected 10000");
+    throw fewmul::error((dir / "test_lables.json").string() + ": " + std::to_string(test_labels.size()) +
+                        " labels, expected 10000");
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec) throw fewmul::error(out_dir + ": cannot create the directory (" + ec.message() + ")");
@@ -135,7 +142,8 @@ void convert_cifar10_package(const std::string& package_dir, const std::string& 
     std::size_t height = 0;
     const std::vector<unsigned char> rgb = decode_sheet(png, height);
     if (height != 10000) throw fewmul::error(png + ": " + std::to_string(height) + " rows, expected 10000 images");
-    const unsigned char* labels = b < 5 ? train_labels.data() + 10000 * static_cast<std::size_t>(b) : test_labels.data();
+    const unsigned char* labels =
+        b < 5 ? train_labels.data() + 10000 * static_cast<std::size_t>(b) : test_labels.data();
     std::vector<unsigned char> out(height * (1 + 3 * image_pixels));
     for (std::size_t i = 0; i < height; ++i) {
       unsigned char* record = out.data() + i * (1 + 3 * image_pixels);

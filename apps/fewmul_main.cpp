@@ -41,7 +41,7 @@ struct train_flags {
   std::size_t train_limit = 0;
   int qbp_kmin = -4;
   int qbp_kmax = 3;
-  std::string data_dir;  // default: build/data/<dataset>
+  std::string data_dir;     // default: build/data/<dataset>
   std::string hidden_text;  // empty: the method's preset (mlp_preset_hidden)
   double width = 1.0;
   int weight_bits = 2, activation_bits = 2;
@@ -315,8 +315,8 @@ int run_train(const train_flags& f, const CLI::App& train) {
       if (!epochs_given) config.epochs = p.epochs;
       if (!batch_given) config.batch = p.batch;
       if (!optimizer_given) config.optimizer = p.optimizer;
-      std::fprintf(stderr, "fewmul: paper schedule (%s): lr %g -> %g over %zu epochs, batch %zu\n", p.source,
-                   config.lr, config.lr_end, config.epochs, config.batch);
+      std::fprintf(stderr, "fewmul: paper schedule (%s): lr %g -> %g over %zu epochs, batch %zu\n", p.source, config.lr,
+                   config.lr_end, config.epochs, config.batch);
     }
     config.weight_bits = f.weight_bits;
     config.momentum = f.momentum;
@@ -329,9 +329,9 @@ int run_train(const train_flags& f, const CLI::App& train) {
     config.augment_shift = f.augment_shift;
     config.augment_flip = f.augment_flip;
     config.bn_reestimate_examples = f.bn_reestimate;
-    const auto act = !activation_given ? fewmul::default_activation(config.training_method)
-                     : f.activation_text == "hardtanh" ? fewmul::activation::hard_tanh
-                     : f.activation_text == "sign"     ? fewmul::activation::sign
+    const auto act = !activation_given                  ? fewmul::default_activation(config.training_method)
+                     : f.activation_text == "hardtanh"  ? fewmul::activation::hard_tanh
+                     : f.activation_text == "sign"      ? fewmul::activation::sign
                      : f.activation_text == "quantized" ? fewmul::activation::quantized
                                                         : fewmul::activation::relu;
     if (dataset == "mnist") {
@@ -424,8 +424,8 @@ int run_train(const train_flags& f, const CLI::App& train) {
                100.0 * r.test_error_at_best, 100.0 * r.test_error_packed_at_best, r.best_epoch, r.total_seconds);
   if (!f.save_model_path.empty()) {
     const std::size_t bytes = fewmul::save_model(f.save_model_path, net, c.meta);
-    std::fprintf(stderr, "fewmul: wrote %s (%zu bytes, float32 parameters would take %zu)\n",
-                 f.save_model_path.c_str(), bytes, fewmul::float32_parameter_bytes(net));
+    std::fprintf(stderr, "fewmul: wrote %s (%zu bytes, float32 parameters would take %zu)\n", f.save_model_path.c_str(),
+                 bytes, fewmul::float32_parameter_bytes(net));
   }
   return 0;
 }
@@ -449,7 +449,8 @@ int run_count(std::size_t batch, const std::vector<std::size_t>& hidden, double 
     const fewmul::op_counts engine = net.training_ops(batch), paper = net.training_ops(batch, true);
     std::printf(
         "{\"method\": \"%s\", \"network\": \"%s\", \"batch\": %zu, \"multiplications\": %.4e, "
-        "\"additions\": %.4e, \"shifts\": %.4e, \"bit_operations\": %.4e, \"paper_convention_multiplications\": %.4e}\n",
+        "\"additions\": %.4e, \"shifts\": %.4e, \"bit_operations\": %.4e, \"paper_convention_multiplications\": "
+        "%.4e}\n",
         std::string(fewmul::method_name(m)).c_str(), convnet_width > 0 ? "cifar10-convnet" : "mnist-mlp", batch,
         engine.multiplications, engine.additions, engine.shifts, engine.bit_operations, paper.multiplications);
   }
@@ -473,7 +474,8 @@ int run_export(const std::string& checkpoint_path, const std::string& out_path) 
   return 0;
 }
 
-int run_eval(const std::string& model_path, const std::string& dataset_given, const std::string& data_dir, int threads) {
+int run_eval(const std::string& model_path, const std::string& dataset_given, const std::string& data_dir,
+             int threads) {
   fewmul::model m = fewmul::load_model(model_path);
   const std::string dataset = dataset_given.empty() ? m.meta.dataset : dataset_given;
   loaded_data data = load_data(dataset, data_dir_for(dataset, data_dir), false);
@@ -485,8 +487,9 @@ int run_eval(const std::string& model_path, const std::string& dataset_given, co
   auto start = std::chrono::steady_clock::now();
   const double err = fewmul::evaluate(m.net, data.test, rt, false);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("{\"model\": \"%s\", \"dataset\": \"%s\", \"examples\": %zu, \"test_error\": %.4f, \"images_per_s\": %.0f",
-              model_path.c_str(), dataset.c_str(), data.test.size(), err, static_cast<double>(data.test.size()) / seconds);
+  std::printf(
+      "{\"model\": \"%s\", \"dataset\": \"%s\", \"examples\": %zu, \"test_error\": %.4f, \"images_per_s\": %.0f",
+      model_path.c_str(), dataset.c_str(), data.test.size(), err, static_cast<double>(data.test.size()) / seconds);
   // BNN/QNN MLPs also run with bit-plane activations end to end (fused batch norm + activation).
   std::unique_ptr<fewmul::packed_mlp> packed;
   try {
@@ -519,11 +522,12 @@ int run_eval(const std::string& model_path, const std::string& dataset_given, co
 int run_info(const std::string& model_path) {
   fewmul::model m = fewmul::load_model(model_path);
   const auto& pre = m.meta.preprocess;
-  std::printf("model: %s\ndataset: %s\nmethod: %s\ninput: %ux%ux%u, scale %g\npreprocessing: %s\nclasses: %zu\nlayers: %s\n",
-              model_path.c_str(), m.meta.dataset.c_str(), m.meta.method.c_str(), m.meta.width, m.meta.height,
-              m.meta.channels, static_cast<double>(m.meta.input_scale),
-              pre.zca_mean.empty() ? (pre.gcn ? "gcn" : "none") : (pre.gcn ? "gcn+zca" : "zca"), m.net.output_size(),
-              m.net.describe().c_str());
+  std::printf(
+      "model: %s\ndataset: %s\nmethod: %s\ninput: %ux%ux%u, scale %g\npreprocessing: %s\nclasses: %zu\nlayers: %s\n",
+      model_path.c_str(), m.meta.dataset.c_str(), m.meta.method.c_str(), m.meta.width, m.meta.height, m.meta.channels,
+      static_cast<double>(m.meta.input_scale),
+      pre.zca_mean.empty() ? (pre.gcn ? "gcn" : "none") : (pre.gcn ? "gcn+zca" : "zca"), m.net.output_size(),
+      m.net.describe().c_str());
   std::printf("file bytes: %ju, float32 parameter bytes: %zu\n",
               static_cast<std::uintmax_t>(std::filesystem::file_size(model_path)),
               fewmul::float32_parameter_bytes(m.net));
@@ -579,29 +583,34 @@ int main(int argc, char** argv) {
   train->add_option("--batch", f.batch, "Minibatch size (convnets of fp32 and the BinaryConnect methods: 100)")
       ->check(whole_in(limits::batch_min, limits::batch_max))
       ->capture_default_str();
-  train->add_option("--lr", f.lr,
-                    "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary, 0.003 for "
-                    "bnn/qnn (Adam); convnets 0.3, bnn/qnn 0.003)")
+  train
+      ->add_option("--lr", f.lr,
+                   "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary, 0.003 for "
+                   "bnn/qnn (Adam); convnets 0.3, bnn/qnn 0.003)")
       ->check(number_in(limits::lr_min, limits::lr_max));
   train->add_option("--lr-decay", f.lr_decay, "Per-epoch learning-rate factor (default: follow --schedule)")
       ->check(number_in(limits::lr_decay_min, limits::lr_decay_max));
-  train->add_option("--schedule", f.schedule_text,
-                    "continuous (decay per minibatch to lr/100 at the very end) or paper (the authors' lr, final "
-                    "lr, epochs, batch and optimizer for the dataset and method; --epochs, --batch, --lr, "
-                    "--optimizer still override)")
+  train
+      ->add_option("--schedule", f.schedule_text,
+                   "continuous (decay per minibatch to lr/100 at the very end) or paper (the authors' lr, final "
+                   "lr, epochs, batch and optimizer for the dataset and method; --epochs, --batch, --lr, "
+                   "--optimizer still override)")
       ->check(CLI::IsMember({"continuous", "paper"}))
       ->capture_default_str();
   train->add_option("--histogram", f.histogram_path,
                     "Write the exponent histogram (log2|x|) of every weight layer's input at the middle epoch "
                     "to this JSON file");
-  train->add_option("--optimizer", f.optimizer_text,
-                    "sgd, adam, adamax or shift-adamax (AdaMax with power-of-two steps); default adam for bnn/qnn")
+  train
+      ->add_option("--optimizer", f.optimizer_text,
+                   "sgd, adam, adamax or shift-adamax (AdaMax with power-of-two steps); default adam for bnn/qnn")
       ->check(CLI::IsMember({"sgd", "adam", "adamax", "shift-adamax"}))
       ->capture_default_str();
   train->add_flag("--shift-bn", f.shift_bn, "Shift-based batch normalization (powers of two via AP2)");
   train->add_option("--dropout-input", f.dropout_input, "Dropout probability on the inputs (BNN paper MNIST: 0.2)")
       ->check(number_in(limits::dropout_min, limits::dropout_max));
-  train->add_option("--dropout-hidden", f.dropout_hidden, "Dropout probability after hidden activations (BNN paper: 0.5)")
+  train
+      ->add_option("--dropout-hidden", f.dropout_hidden,
+                   "Dropout probability after hidden activations (BNN paper: 0.5)")
       ->check(number_in(limits::dropout_min, limits::dropout_max));
   train->add_option("--momentum", f.momentum, "SGD momentum")
       ->check(number_in(limits::momentum_min, limits::momentum_max))
@@ -609,18 +618,23 @@ int main(int argc, char** argv) {
   train->add_option("--loss", f.loss_text, "hinge (squared hinge) or xent (softmax cross-entropy)")
       ->check(CLI::IsMember({"hinge", "xent"}))
       ->capture_default_str();
-  train->add_option("--activation", f.activation_text,
-                    "relu, hardtanh, sign or quantized (--abits; default: sign for bnn, quantized for qnn, else relu)")
+  train
+      ->add_option("--activation", f.activation_text,
+                   "relu, hardtanh, sign or quantized (--abits; default: sign for bnn, quantized for qnn, else relu)")
       ->check(CLI::IsMember({"relu", "hardtanh", "sign", "quantized"}))
       ->capture_default_str();
-  train->add_option("--hidden", f.hidden_text,
-                    "MNIST MLP: hidden layer widths, comma-separated (default: 1024,1024,1024; bnn/qnn 4096,4096,4096)");
-  train->add_option("--width", f.width,
-                    "Multiplier of the preset's layer widths (MNIST MLP without --hidden, CIFAR-10/SVHN convnet; e.g. 0.25)")
+  train->add_option(
+      "--hidden", f.hidden_text,
+      "MNIST MLP: hidden layer widths, comma-separated (default: 1024,1024,1024; bnn/qnn 4096,4096,4096)");
+  train
+      ->add_option(
+          "--width", f.width,
+          "Multiplier of the preset's layer widths (MNIST MLP without --hidden, CIFAR-10/SVHN convnet; e.g. 0.25)")
       ->check(number_in(limits::width_min, limits::width_max))
       ->capture_default_str();
-  train->add_option("--preprocess", f.preprocess_text,
-                    "auto (cifar10: gcn+zca, svhn: gcn, mnist: none), none, gcn or gcn+zca")
+  train
+      ->add_option("--preprocess", f.preprocess_text,
+                   "auto (cifar10: gcn+zca, svhn: gcn, mnist: none), none, gcn or gcn+zca")
       ->check(CLI::IsMember({"auto", "none", "gcn", "gcn+zca"}))
       ->capture_default_str();
   train->add_option("--augment-shift", f.augment_shift, "Random shifts of up to N pixels (random crops) in training")
@@ -633,8 +647,9 @@ int main(int argc, char** argv) {
   train->add_option("--threads", f.threads, "Threads (0 = all)")
       ->check(whole_in(0, limits::threads_max))
       ->capture_default_str();
-  train->add_option("--validation", f.validation,
-                    "Examples held out of the training set (default: mnist 10000, cifar10 5000, svhn 6000 or 10%)")
+  train
+      ->add_option("--validation", f.validation,
+                   "Examples held out of the training set (default: mnist 10000, cifar10 5000, svhn 6000 or 10%)")
       ->check(whole_in(0, limits::examples_max));
   train->add_option("--train-limit", f.train_limit, "Use only the first N training examples (0 = all)")
       ->check(whole_in(0, limits::examples_max));
@@ -647,14 +662,17 @@ int main(int argc, char** argv) {
   train->add_option("--data", f.data_dir,
                     "Dataset directory (default build/data/<dataset>): MNIST IDX files, CIFAR-10 binary batches, or "
                     "SVHN train_32x32.mat/test_32x32.mat");
-  train->add_option("--bn-reestimate", f.bn_reestimate,
-                    "Recompute batch-norm statistics with the test-time weights over the first N training examples "
-                    "before each evaluation (0 = keep the training running averages)")
+  train
+      ->add_option("--bn-reestimate", f.bn_reestimate,
+                   "Recompute batch-norm statistics with the test-time weights over the first N training examples "
+                   "before each evaluation (0 = keep the training running averages)")
       ->check(whole_in(0, limits::bn_reestimate_max))
       ->capture_default_str();
   train->add_flag("--quiet", f.quiet, "No progress bar");
   train->add_option("--checkpoint", f.checkpoint_path, "Write a training checkpoint here after every epoch");
-  train->add_option("--resume", f.resume_path, "Continue the run of this checkpoint (bit-identical to an uninterrupted run)")
+  train
+      ->add_option("--resume", f.resume_path,
+                   "Continue the run of this checkpoint (bit-identical to an uninterrupted run)")
       ->check(CLI::ExistingFile);
   train->add_option("--save-model", f.save_model_path, "Export the best-on-validation model here at the end");
 
@@ -666,7 +684,8 @@ int main(int argc, char** argv) {
   CLI::App* eval = app.add_subcommand("eval", "Test error of a model file");
   eval->add_option("model", model_path, "Model file")->required()->check(CLI::ExistingFile);
   std::string eval_dataset;
-  eval->add_option("--dataset", eval_dataset, "Dataset (default: the model's)")->check(CLI::IsMember({"mnist", "cifar10", "svhn"}));
+  eval->add_option("--dataset", eval_dataset, "Dataset (default: the model's)")
+      ->check(CLI::IsMember({"mnist", "cifar10", "svhn"}));
   eval->add_option("--data", f.data_dir, "Dataset directory (default build/data/<dataset>)");
   eval->add_option("--threads", eval_threads, "Threads (0 = all)")->check(whole_in(0, limits::threads_max));
   CLI::App* predict = app.add_subcommand("predict", "Top-5 classes of one PNG image");
@@ -682,8 +701,9 @@ int main(int argc, char** argv) {
   std::string count_hidden = "1024,1024,1024";
   count->add_option("--hidden", count_hidden, "Hidden layer widths")->capture_default_str();
   double count_convnet_width = 0.0;
-  count->add_option("--convnet", count_convnet_width,
-                    "Count the CIFAR-10 convnet preset at this width multiplier instead of the MNIST MLP")
+  count
+      ->add_option("--convnet", count_convnet_width,
+                   "Count the CIFAR-10 convnet preset at this width multiplier instead of the MNIST MLP")
       ->check(CLI::Range(0.01, 16.0));
   std::string package_dir, cifar_out;
   CLI::App* convert = app.add_subcommand(

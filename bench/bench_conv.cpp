@@ -55,7 +55,7 @@ void conv_bench(benchmark::State& state, method m, conv_case c, bool inference) 
 
 const int registered = [] {
   conv_case cases[] = {
-      {"32x32x32->32", {32, 32, 32, 32, 3, true}, 50},     // CIFAR net at width 0.25, second layer
+      {"32x32x32->32", {32, 32, 32, 32, 3, true}, 50},      // CIFAR net at width 0.25, second layer
       {"16x16x128->128", {16, 16, 128, 128, 3, true}, 50},  // width 0.5, fourth layer
       {"8x8x512->512", {8, 8, 512, 512, 3, true}, 50},      // full width, sixth layer
   };

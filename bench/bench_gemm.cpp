@@ -42,17 +42,59 @@ void gemm_bench(benchmark::State& state, isa which, shape s, const std::string& 
   const auto start = bench_clock::now();
   for (auto _ : state) {
     if (kind == "f32")
-      k.gemm_f32({.m = s.m, .n = s.n, .k = s.k, .a = a.data(), .a_rs = s.k, .a_cs = 1, .b = b.data(), .ldb = s.n,
-                  .c = c.data(), .ldc = s.n, .caches = caches, .workspace = ws});
+      k.gemm_f32({.m = s.m,
+                  .n = s.n,
+                  .k = s.k,
+                  .a = a.data(),
+                  .a_rs = s.k,
+                  .a_cs = 1,
+                  .b = b.data(),
+                  .ldb = s.n,
+                  .c = c.data(),
+                  .ldc = s.n,
+                  .caches = caches,
+                  .workspace = ws});
     else if (kind == "binary")
-      k.gemm_binary({.m = s.m, .n = s.n, .k = s.k, .a = a.data(), .a_rs = s.k, .a_cs = 1, .bits = w.data(), .ldb = ldb,
-                     .c = c.data(), .ldc = s.n, .caches = caches, .workspace = ws});
+      k.gemm_binary({.m = s.m,
+                     .n = s.n,
+                     .k = s.k,
+                     .a = a.data(),
+                     .a_rs = s.k,
+                     .a_cs = 1,
+                     .bits = w.data(),
+                     .ldb = ldb,
+                     .c = c.data(),
+                     .ldc = s.n,
+                     .caches = caches,
+                     .workspace = ws});
     else if (kind == "ternary")
-      k.gemm_ternary({.m = s.m, .n = s.n, .k = s.k, .a = a.data(), .a_rs = s.k, .a_cs = 1, .sign = sign.data(),
-                      .nonzero = nz.data(), .ldb = ldb, .c = c.data(), .ldc = s.n, .caches = caches, .workspace = ws});
+      k.gemm_ternary({.m = s.m,
+                      .n = s.n,
+                      .k = s.k,
+                      .a = a.data(),
+                      .a_rs = s.k,
+                      .a_cs = 1,
+                      .sign = sign.data(),
+                      .nonzero = nz.data(),
+                      .ldb = ldb,
+                      .c = c.data(),
+                      .ldc = s.n,
+                      .caches = caches,
+                      .workspace = ws});
     else
-      k.gemm_shift({.m = s.m, .n = s.n, .k = s.k, .q = codes.data(), .q_rs = s.k, .q_cs = 1, .b = b.data(),
-                    .ldb = s.n, .c = c.data(), .c_rs = s.n, .c_cs = 1, .caches = caches, .workspace = ws});
+      k.gemm_shift({.m = s.m,
+                    .n = s.n,
+                    .k = s.k,
+                    .q = codes.data(),
+                    .q_rs = s.k,
+                    .q_cs = 1,
+                    .b = b.data(),
+                    .ldb = s.n,
+                    .c = c.data(),
+                    .c_rs = s.n,
+                    .c_cs = 1,
+                    .caches = caches,
+                    .workspace = ws});
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }
@@ -65,8 +107,8 @@ void register_gemm(isa which) {
   const std::string isa_text(isa_name(which));
   for (const shape& s : gemm_shapes)
     for (const char* kind : {"f32", "binary", "ternary", "shift"})
-      benchmark::RegisterBenchmark(("gemm_" + std::string(kind) + "/" + isa_text + "/" + s.name).c_str(),
-                                   gemm_bench, which, s, std::string(kind))
+      benchmark::RegisterBenchmark(("gemm_" + std::string(kind) + "/" + isa_text + "/" + s.name).c_str(), gemm_bench,
+                                   which, s, std::string(kind))
           ->Unit(benchmark::kMicrosecond);
 }
 

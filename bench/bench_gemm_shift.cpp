@@ -34,8 +34,19 @@ void shift_weight_gradient_bench(benchmark::State& state, isa which) {
   void* ws = workspace.get();
   const auto start = bench_clock::now();
   for (auto _ : state) {
-    k.gemm_shift({.m = s.m, .n = s.n, .k = s.k, .q = codes.data(), .q_rs = 1, .q_cs = s.m, .b = delta.data(),
-                  .ldb = s.n, .c = grad.data(), .c_rs = 1, .c_cs = s.m, .caches = caches, .workspace = ws});
+    k.gemm_shift({.m = s.m,
+                  .n = s.n,
+                  .k = s.k,
+                  .q = codes.data(),
+                  .q_rs = 1,
+                  .q_cs = s.m,
+                  .b = delta.data(),
+                  .ldb = s.n,
+                  .c = grad.data(),
+                  .c_rs = 1,
+                  .c_cs = s.m,
+                  .caches = caches,
+                  .workspace = ws});
     benchmark::DoNotOptimize(grad.data());
     benchmark::ClobberMemory();
   }

@@ -23,8 +23,16 @@ void xnor_bench(benchmark::State& state, isa which, shape s) {
   std::vector<std::int32_t> c(s.m * s.n);
   const auto start = bench_clock::now();
   for (auto _ : state) {
-    k.gemm_xnor({.m = s.m, .n = s.n, .k_words = words, .k_bits = static_cast<std::int32_t>(s.k), .a = a.data(),
-                 .lda = words, .bt = bt.data(), .ldbt = s.n, .c = c.data(), .ldc = s.n});
+    k.gemm_xnor({.m = s.m,
+                 .n = s.n,
+                 .k_words = words,
+                 .k_bits = static_cast<std::int32_t>(s.k),
+                 .a = a.data(),
+                 .lda = words,
+                 .bt = bt.data(),
+                 .ldbt = s.n,
+                 .c = c.data(),
+                 .ldc = s.n});
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }

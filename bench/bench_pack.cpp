@@ -36,11 +36,11 @@ void register_pack(isa which) {
   const std::string isa_text(isa_name(which));
   for (bool ternary : {false, true})
     for (auto mode : {kernels::sample_mode::deterministic, kernels::sample_mode::stochastic})
-      benchmark::RegisterBenchmark((std::string(ternary ? "pack_ternary" : "pack_binary") +
-                                    (mode == kernels::sample_mode::stochastic ? "_stochastic/" : "_deterministic/") +
-                                    isa_text + "/1024x1024")
-                                       .c_str(),
-                                   pack_bench, which, ternary, mode)
+      benchmark::RegisterBenchmark(
+          (std::string(ternary ? "pack_ternary" : "pack_binary") +
+           (mode == kernels::sample_mode::stochastic ? "_stochastic/" : "_deterministic/") + isa_text + "/1024x1024")
+              .c_str(),
+          pack_bench, which, ternary, mode)
           ->Unit(benchmark::kMicrosecond);
 }
 

@@ -29,8 +29,7 @@ void quantize_bench(benchmark::State& state, isa which) {
 
 void register_quantize_pow2(isa which) {
   const std::string isa_text(isa_name(which));
-  benchmark::RegisterBenchmark(("quantize_pow2/" + isa_text + "/200x1024").c_str(), quantize_bench,
-                               which)
+  benchmark::RegisterBenchmark(("quantize_pow2/" + isa_text + "/200x1024").c_str(), quantize_bench, which)
       ->Unit(benchmark::kMicrosecond);
 }
 

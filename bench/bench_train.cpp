@@ -93,8 +93,10 @@ void inference_mlp_bench(benchmark::State& state, mlp_variant v) {
   if (v == mlp_variant::bnn_packed || v == mlp_variant::qnn2_packed) packed = std::make_unique<packed_mlp>(net);
   std::vector<float> scores(batch * 10);
   auto run = [&] {
-    if (packed) packed->run(x.data.data(), batch, scores.data(), rt);
-    else benchmark::DoNotOptimize(net.forward(x, ctx).data.data());
+    if (packed)
+      packed->run(x.data.data(), batch, scores.data(), rt);
+    else
+      benchmark::DoNotOptimize(net.forward(x, ctx).data.data());
   };
   run();
   double total = 0;

@@ -21,25 +21,14 @@ struct shape {
 // MNIST MLP layers (batch x out x in) at batch 1, 200 and 1000; the CIFAR-10 convnet's im2col products
 // (2048 positions x out channels x 9 in channels) of its 32x32, 16x16 and 8x8 stages at width 0.25, 0.5
 // and 1; square sizes from 256 to 4096 (200 x 256 x 256: the smallest shape of the f32 target).
-inline const shape gemm_shapes[] = {{"mnist_l1_b1", 1, 1024, 784},
-                                    {"mnist_l1_b200", 200, 1024, 784},
-                                    {"mnist_l2_b200", 200, 1024, 1024},
-                                    {"mnist_l4_b200", 200, 10, 1024},
-                                    {"mnist_l2_b1000", 1000, 1024, 1024},
-                                    {"cifar_c2_w0.25", 2048, 32, 288},
-                                    {"cifar_c4_w0.25", 2048, 64, 576},
-                                    {"cifar_c6_w0.25", 2048, 128, 1152},
-                                    {"cifar_c2_w0.5", 2048, 64, 576},
-                                    {"cifar_c4_w0.5", 2048, 128, 1152},
-                                    {"cifar_c6_w0.5", 2048, 256, 2304},
-                                    {"cifar_c2_w1", 2048, 128, 1152},
-                                    {"cifar_c4_w1", 2048, 256, 2304},
-                                    {"cifar_c6_w1", 2048, 512, 4608},
-                                    {"square_200x256", 200, 256, 256},
-                                    {"square_512", 512, 512, 512},
-                                    {"square_1024", 1024, 1024, 1024},
-                                    {"square_2048", 2048, 2048, 2048},
-                                    {"square_4096", 4096, 4096, 4096}};
+inline const shape gemm_shapes[] = {
+    {"mnist_l1_b1", 1, 1024, 784},      {"mnist_l1_b200", 200, 1024, 784},    {"mnist_l2_b200", 200, 1024, 1024},
+    {"mnist_l4_b200", 200, 10, 1024},   {"mnist_l2_b1000", 1000, 1024, 1024}, {"cifar_c2_w0.25", 2048, 32, 288},
+    {"cifar_c4_w0.25", 2048, 64, 576},  {"cifar_c6_w0.25", 2048, 128, 1152},  {"cifar_c2_w0.5", 2048, 64, 576},
+    {"cifar_c4_w0.5", 2048, 128, 1152}, {"cifar_c6_w0.5", 2048, 256, 2304},   {"cifar_c2_w1", 2048, 128, 1152},
+    {"cifar_c4_w1", 2048, 256, 2304},   {"cifar_c6_w1", 2048, 512, 4608},     {"square_200x256", 200, 256, 256},
+    {"square_512", 512, 512, 512},      {"square_1024", 1024, 1024, 1024},    {"square_2048", 2048, 2048, 2048},
+    {"square_4096", 4096, 4096, 4096}};
 
 using bench_clock = std::chrono::steady_clock;
 inline double seconds_since(bench_clock::time_point start) {

@@ -34,13 +34,13 @@ double products_per_second(F&& loop, double products_per_iteration) {
 #if defined(__x86_64__)
 #define FEWMUL_OPAQUE(x) __asm__ volatile("" : "+v"(x))
 // The loops run on local copies of the accumulators and operands, which the compiler keeps in registers.
-#define LOCAL_ACC(type, from)   \
-  type a[16];                   \
+#define LOCAL_ACC(type, from)                  \
+  type a[16];                                  \
   for (int i = 0; i < 16; ++i) a[i] = from[i]; \
-  [[maybe_unused]] auto x = x_in; \
-  [[maybe_unused]] auto y = y_in; \
-  [[maybe_unused]] auto idx = idx_in; \
-  [[maybe_unused]] auto addend = addend_in; \
+  [[maybe_unused]] auto x = x_in;              \
+  [[maybe_unused]] auto y = y_in;              \
+  [[maybe_unused]] auto idx = idx_in;          \
+  [[maybe_unused]] auto addend = addend_in;    \
   [[maybe_unused]] auto words = words_in
 #define STORE_ACC(to) \
   for (int i = 0; i < 16; ++i) to[i] = a[i]
@@ -56,9 +56,9 @@ double avx512_peak(mix m, bool vpopcnt) {
   const __m512i words_in = _mm512_set1_epi64(0x5555);
   __m512i acc64[16];
   for (int i = 0; i < 16; ++i) acc64[i] = _mm512_set1_epi64(i);
-  const __m512i table = _mm512_set_epi8(4, 3, 3, 2, 3, 2, 2, 1, 3, 2, 2, 1, 2, 1, 1, 0, 4, 3, 3, 2, 3, 2, 2, 1, 3, 2, 2,
-                                        1, 2, 1, 1, 0, 4, 3, 3, 2, 3, 2, 2, 1, 3, 2, 2, 1, 2, 1, 1, 0, 4, 3, 3, 2, 3, 2, 2,
-                                        1, 3, 2, 2, 1, 2, 1, 1, 0);
+  const __m512i table =
+      _mm512_set_epi8(4, 3, 3, 2, 3, 2, 2, 1, 3, 2, 2, 1, 2, 1, 1, 0, 4, 3, 3, 2, 3, 2, 2, 1, 3, 2, 2, 1, 2, 1, 1, 0, 4,
+                      3, 3, 2, 3, 2, 2, 1, 3, 2, 2, 1, 2, 1, 1, 0, 4, 3, 3, 2, 3, 2, 2, 1, 3, 2, 2, 1, 2, 1, 1, 0);
   auto finish = [&] {
     __m512 s = acc[0];
     for (int i = 1; i < 16; ++i) s = _mm512_add_ps(s, acc[i]);
@@ -69,75 +69,88 @@ double avx512_peak(mix m, bool vpopcnt) {
   double rate = 0;
   switch (m) {
     case mix::f32_fma:
-      rate = products_per_second([&](long n) {
-        LOCAL_ACC(__m512, acc);
-        for (long it = 0; it < n; ++it) {
-          for (int i = 0; i < 16; ++i) a[i] = _mm512_fmadd_ps(a[i], x, y);
-          FEWMUL_OPAQUE(x);
-        }
-        STORE_ACC(acc);
-      }, 16.0 * 16);
+      rate = products_per_second(
+          [&](long n) {
+            LOCAL_ACC(__m512, acc);
+            for (long it = 0; it < n; ++it) {
+              for (int i = 0; i < 16; ++i) a[i] = _mm512_fmadd_ps(a[i], x, y);
+              FEWMUL_OPAQUE(x);
+            }
+            STORE_ACC(acc);
+          },
+          16.0 * 16);
       break;
     case mix::binary_lookup:
-      rate = products_per_second([&](long n) {
-        LOCAL_ACC(__m512, acc);
-        for (long it = 0; it < n; ++it) {
-          for (int i = 0; i < 16; ++i) a[i] = _mm512_add_ps(a[i], _mm512_permutexvar_ps(idx, x));
-          FEWMUL_OPAQUE(x);
-          FEWMUL_OPAQUE(idx);
-        }
-        STORE_ACC(acc);
-      }, 16.0 * 16 * 4);
+      rate = products_per_second(
+          [&](long n) {
+            LOCAL_ACC(__m512, acc);
+            for (long it = 0; it < n; ++it) {
+              for (int i = 0; i < 16; ++i) a[i] = _mm512_add_ps(a[i], _mm512_permutexvar_ps(idx, x));
+              FEWMUL_OPAQUE(x);
+              FEWMUL_OPAQUE(idx);
+            }
+            STORE_ACC(acc);
+          },
+          16.0 * 16 * 4);
       break;
     case mix::ternary_lookup:
-      rate = products_per_second([&](long n) {
-        LOCAL_ACC(__m512, acc);
-        for (long it = 0; it < n; ++it) {
-          for (int i = 0; i < 16; ++i) a[i] = _mm512_add_ps(a[i], _mm512_permutex2var_ps(x, idx, t2));
-          FEWMUL_OPAQUE(x);
-          FEWMUL_OPAQUE(idx);
-        }
-        STORE_ACC(acc);
-      }, 16.0 * 16 * 3);
+      rate = products_per_second(
+          [&](long n) {
+            LOCAL_ACC(__m512, acc);
+            for (long it = 0; it < n; ++it) {
+              for (int i = 0; i < 16; ++i) a[i] = _mm512_add_ps(a[i], _mm512_permutex2var_ps(x, idx, t2));
+              FEWMUL_OPAQUE(x);
+              FEWMUL_OPAQUE(idx);
+            }
+            STORE_ACC(acc);
+          },
+          16.0 * 16 * 3);
       break;
     case mix::shift_add:
-      rate = products_per_second([&](long n) {
-        LOCAL_ACC(__m512, acc);
-        for (long it = 0; it < n; ++it) {
-          for (int i = 0; i < 16; ++i)
-            a[i] = _mm512_add_ps(a[i], _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(y), addend)));
-          FEWMUL_OPAQUE(y);
-          FEWMUL_OPAQUE(addend);
-        }
-        STORE_ACC(acc);
-      }, 16.0 * 16);
+      rate = products_per_second(
+          [&](long n) {
+            LOCAL_ACC(__m512, acc);
+            for (long it = 0; it < n; ++it) {
+              for (int i = 0; i < 16; ++i)
+                a[i] = _mm512_add_ps(a[i], _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(y), addend)));
+              FEWMUL_OPAQUE(y);
+              FEWMUL_OPAQUE(addend);
+            }
+            STORE_ACC(acc);
+          },
+          16.0 * 16);
       break;
     case mix::xnor_popcount:
       if (vpopcnt) {
-        rate = products_per_second([&](long n) {
-          LOCAL_ACC(__m512i, acc64);
-          for (long it = 0; it < n; ++it) {
-            for (int i = 0; i < 16; ++i) a[i] = _mm512_add_epi64(a[i], _mm512_popcnt_epi64(_mm512_xor_si512(words, a[i])));
-            FEWMUL_OPAQUE(words);
-          }
-          STORE_ACC(acc64);
-        }, 16.0 * 512);
+        rate = products_per_second(
+            [&](long n) {
+              LOCAL_ACC(__m512i, acc64);
+              for (long it = 0; it < n; ++it) {
+                for (int i = 0; i < 16; ++i)
+                  a[i] = _mm512_add_epi64(a[i], _mm512_popcnt_epi64(_mm512_xor_si512(words, a[i])));
+                FEWMUL_OPAQUE(words);
+              }
+              STORE_ACC(acc64);
+            },
+            16.0 * 512);
       } else {
         const __m512i low = _mm512_set1_epi8(0x0f);
-        rate = products_per_second([&](long n) {
-          LOCAL_ACC(__m512i, acc64);
-          for (long it = 0; it < n; ++it) {
-            for (int i = 0; i < 16; ++i) {
-              const __m512i v = _mm512_xor_si512(words, a[i]);
-              const __m512i counts =
-                  _mm512_add_epi8(_mm512_shuffle_epi8(table, _mm512_and_si512(v, low)),
-                                  _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v, 4), low)));
-              a[i] = _mm512_add_epi64(a[i], _mm512_sad_epu8(counts, _mm512_setzero_si512()));
-            }
-            FEWMUL_OPAQUE(words);
-          }
-          STORE_ACC(acc64);
-        }, 16.0 * 512);
+        rate = products_per_second(
+            [&](long n) {
+              LOCAL_ACC(__m512i, acc64);
+              for (long it = 0; it < n; ++it) {
+                for (int i = 0; i < 16; ++i) {
+                  const __m512i v = _mm512_xor_si512(words, a[i]);
+                  const __m512i counts =
+                      _mm512_add_epi8(_mm512_shuffle_epi8(table, _mm512_and_si512(v, low)),
+                                      _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v, 4), low)));
+                  a[i] = _mm512_add_epi64(a[i], _mm512_sad_epu8(counts, _mm512_setzero_si512()));
+                }
+                FEWMUL_OPAQUE(words);
+              }
+              STORE_ACC(acc64);
+            },
+            16.0 * 512);
       }
       break;
   }
@@ -172,73 +185,85 @@ double avx2_peak(mix m) {  // 12 chains: AVX2 has 16 vector registers
   double rate = 0;
   switch (m) {
     case mix::f32_fma:
-      rate = products_per_second([&](long n) {
-        LOCAL_ACC(__m256, acc);
-        for (long it = 0; it < n; ++it) {
-          for (int i = 0; i < 12; ++i) a[i] = _mm256_fmadd_ps(a[i], x, y);
-          FEWMUL_OPAQUE(x);
-        }
-        STORE_ACC(acc);
-      }, 12.0 * 8);
+      rate = products_per_second(
+          [&](long n) {
+            LOCAL_ACC(__m256, acc);
+            for (long it = 0; it < n; ++it) {
+              for (int i = 0; i < 12; ++i) a[i] = _mm256_fmadd_ps(a[i], x, y);
+              FEWMUL_OPAQUE(x);
+            }
+            STORE_ACC(acc);
+          },
+          12.0 * 8);
       break;
     case mix::binary_lookup:  // two permutes and a blend select 16 entries
-      rate = products_per_second([&](long n) {
-        LOCAL_ACC(__m256, acc);
-        for (long it = 0; it < n; ++it) {
-          for (int i = 0; i < 12; ++i)
-            a[i] = _mm256_add_ps(a[i], _mm256_blendv_ps(_mm256_permutevar8x32_ps(x, idx),
-                                                        _mm256_permutevar8x32_ps(t1, idx), bit3));
-          FEWMUL_OPAQUE(x);
-          FEWMUL_OPAQUE(idx);
-        }
-        STORE_ACC(acc);
-      }, 12.0 * 8 * 4);
+      rate = products_per_second(
+          [&](long n) {
+            LOCAL_ACC(__m256, acc);
+            for (long it = 0; it < n; ++it) {
+              for (int i = 0; i < 12; ++i)
+                a[i] = _mm256_add_ps(
+                    a[i], _mm256_blendv_ps(_mm256_permutevar8x32_ps(x, idx), _mm256_permutevar8x32_ps(t1, idx), bit3));
+              FEWMUL_OPAQUE(x);
+              FEWMUL_OPAQUE(idx);
+            }
+            STORE_ACC(acc);
+          },
+          12.0 * 8 * 4);
       break;
     case mix::ternary_lookup:  // four permutes and three blends select 32 entries
-      rate = products_per_second([&](long n) {
-        LOCAL_ACC(__m256, acc);
-        for (long it = 0; it < n; ++it) {
-          for (int i = 0; i < 12; ++i) {
-            const __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(x, idx), _mm256_permutevar8x32_ps(t1, idx), bit3);
-            const __m256 hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(y, idx), _mm256_permutevar8x32_ps(x, idx), bit3);
-            a[i] = _mm256_add_ps(a[i], _mm256_blendv_ps(lo, hi, t1));
-          }
-          FEWMUL_OPAQUE(x);
-          FEWMUL_OPAQUE(idx);
-        }
-        STORE_ACC(acc);
-      }, 12.0 * 8 * 3);
+      rate = products_per_second(
+          [&](long n) {
+            LOCAL_ACC(__m256, acc);
+            for (long it = 0; it < n; ++it) {
+              for (int i = 0; i < 12; ++i) {
+                const __m256 lo =
+                    _mm256_blendv_ps(_mm256_permutevar8x32_ps(x, idx), _mm256_permutevar8x32_ps(t1, idx), bit3);
+                const __m256 hi =
+                    _mm256_blendv_ps(_mm256_permutevar8x32_ps(y, idx), _mm256_permutevar8x32_ps(x, idx), bit3);
+                a[i] = _mm256_add_ps(a[i], _mm256_blendv_ps(lo, hi, t1));
+              }
+              FEWMUL_OPAQUE(x);
+              FEWMUL_OPAQUE(idx);
+            }
+            STORE_ACC(acc);
+          },
+          12.0 * 8 * 3);
       break;
     case mix::shift_add:
-      rate = products_per_second([&](long n) {
-        LOCAL_ACC(__m256, acc);
-        for (long it = 0; it < n; ++it) {
-          for (int i = 0; i < 12; ++i)
-            a[i] = _mm256_add_ps(a[i], _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y), addend)));
-          FEWMUL_OPAQUE(y);
-          FEWMUL_OPAQUE(addend);
-        }
-        STORE_ACC(acc);
-      }, 12.0 * 8);
+      rate = products_per_second(
+          [&](long n) {
+            LOCAL_ACC(__m256, acc);
+            for (long it = 0; it < n; ++it) {
+              for (int i = 0; i < 12; ++i)
+                a[i] = _mm256_add_ps(a[i], _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y), addend)));
+              FEWMUL_OPAQUE(y);
+              FEWMUL_OPAQUE(addend);
+            }
+            STORE_ACC(acc);
+          },
+          12.0 * 8);
       break;
     case mix::xnor_popcount: {
       const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
                                              2, 2, 3, 2, 3, 3, 4);
       const __m256i low = _mm256_set1_epi8(0x0f);
-      rate = products_per_second([&](long n) {
-        LOCAL_ACC(__m256i, acc64);
-        for (long it = 0; it < n; ++it) {
-          for (int i = 0; i < 12; ++i) {
-            const __m256i v = _mm256_xor_si256(words, a[i]);
-            const __m256i counts =
-                _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(v, low)),
-                                _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
-            a[i] = _mm256_add_epi64(a[i], _mm256_sad_epu8(counts, _mm256_setzero_si256()));
-          }
-          FEWMUL_OPAQUE(words);
-        }
-        STORE_ACC(acc64);
-      }, 12.0 * 256);
+      rate = products_per_second(
+          [&](long n) {
+            LOCAL_ACC(__m256i, acc64);
+            for (long it = 0; it < n; ++it) {
+              for (int i = 0; i < 12; ++i) {
+                const __m256i v = _mm256_xor_si256(words, a[i]);
+                const __m256i counts =
+                    _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(v, low)),
+                                    _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
+                a[i] = _mm256_add_epi64(a[i], _mm256_sad_epu8(counts, _mm256_setzero_si256()));
+              }
+              FEWMUL_OPAQUE(words);
+            }
+            STORE_ACC(acc64);
+          },
+          12.0 * 256);
       break;
     }
   }

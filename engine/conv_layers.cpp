@@ -98,8 +98,9 @@ class conv2d_layer final : public layer {
 
   std::string describe() const override {
     return "conv" + std::to_string(shape_.kernel) + "x" + std::to_string(shape_.kernel) + " " +
-           std::to_string(shape_.height) + "x" + std::to_string(shape_.width) + "x" + std::to_string(shape_.in_channels) +
-           "->" + std::to_string(shape_.out_channels) + (shape_.same_padding ? " same " : " valid ") + core_.kind_name();
+           std::to_string(shape_.height) + "x" + std::to_string(shape_.width) + "x" +
+           std::to_string(shape_.in_channels) + "->" + std::to_string(shape_.out_channels) +
+           (shape_.same_padding ? " same " : " valid ") + core_.kind_name();
   }
   std::size_t input_size() const override { return shape_.height * shape_.width * shape_.in_channels; }
   std::size_t output_size() const override { return positions() * shape_.out_channels; }
@@ -179,8 +180,7 @@ class conv2d_layer final : public layer {
       cols_.resize(rows * k_size);
       core_.input_gradient(dy.row(b0), rows, cols_.data(), ctx);
       parallel_rows(ctx.rt, n, 1, [&](std::size_t e0, std::size_t e1) {
-        for (std::size_t e = e0; e < e1; ++e)
-          col2im(cols_.data() + e * positions() * k_size, shape_, dx->row(b0 + e));
+        for (std::size_t e = e0; e < e1; ++e) col2im(cols_.data() + e * positions() * k_size, shape_, dx->row(b0 + e));
       });
     });
   }
@@ -198,7 +198,7 @@ class conv2d_layer final : public layer {
     std::vector<std::pair<std::ptrdiff_t, std::ptrdiff_t>> keys;  // (y class, x class) of each pattern
     auto border = [&](std::size_t o, std::size_t size) -> std::ptrdiff_t {
       const auto v = static_cast<std::ptrdiff_t>(o);
-      if (v < pad) return v - pad;                                           // taps above/left are padding
+      if (v < pad) return v - pad;  // taps above/left are padding
       if (v + pad >= static_cast<std::ptrdiff_t>(size)) return v + pad + 1 - static_cast<std::ptrdiff_t>(size);
       return 0;
     };
@@ -216,7 +216,8 @@ class conv2d_layer final : public layer {
               if (iy >= 0 && iy < static_cast<std::ptrdiff_t>(shape_.height) && ix >= 0 &&
                   ix < static_cast<std::ptrdiff_t>(shape_.width))
                 continue;
-              for (std::size_t c = 0; c < c_in; ++c) taps.push_back(static_cast<std::uint32_t>((ky * kernel + kx) * c_in + c));
+              for (std::size_t c = 0; c < c_in; ++c)
+                taps.push_back(static_cast<std::uint32_t>((ky * kernel + kx) * c_in + c));
             }
           padded.push_back(std::move(taps));
           found = keys.end() - 1;
@@ -269,10 +270,10 @@ class max_pool_layer final : public layer {
   void forward(const matrix& x, matrix& y, const step_context& ctx) override {
     check_width(*this, x);
     y.resize(x.rows, output_size());
-    for_windows(ctx, x, [out = y.data.data(), stride = output_size()](std::size_t b, std::size_t o, const float* window,
-                                                                        std::size_t, std::size_t) {
-      out[b * stride + o] = window[0];
-    });
+    for_windows(
+        ctx, x,
+        [out = y.data.data(), stride = output_size()](std::size_t b, std::size_t o, const float* window, std::size_t,
+                                                      std::size_t) { out[b * stride + o] = window[0]; });
   }
 
   // The gradient goes to the window's maximum (the first one on ties), as recomputed from x.

@@ -60,10 +60,10 @@ std::vector<layer_exponents> exponent_histogram(network& net, const dataset& dat
   return result;
 }
 
-void write_exponent_histogram(const std::string& path, const std::vector<layer_exponents>& layers,
-                              std::size_t epoch, std::string_view method) {
-  std::string json = "{\"epoch\": " + std::to_string(epoch) + ", \"method\": \"" + std::string(method) +
-                     "\", \"layers\": [";
+void write_exponent_histogram(const std::string& path, const std::vector<layer_exponents>& layers, std::size_t epoch,
+                              std::string_view method) {
+  std::string json =
+      "{\"epoch\": " + std::to_string(epoch) + ", \"method\": \"" + std::string(method) + "\", \"layers\": [";
   for (std::size_t i = 0; i < layers.size(); ++i) {
     const layer_exponents& h = layers[i];
     json += std::string(i ? ", " : "") + "{\"layer\": \"" + h.layer + "\", \"zeros\": " + std::to_string(h.zeros) +

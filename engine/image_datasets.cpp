@@ -35,8 +35,18 @@ dataset image_set(std::size_t count, std::uint32_t height, std::uint32_t width, 
 // with up to 4 data bytes. miCOMPRESSED elements hold one zlib-compressed element; miMATRIX elements
 // hold array flags, dimensions, a name and the real part.
 enum mat_type : std::uint32_t {
-  mi_int8 = 1, mi_uint8 = 2, mi_int16 = 3, mi_uint16 = 4, mi_int32 = 5, mi_uint32 = 6,
-  mi_single = 7, mi_double = 9, mi_int64 = 12, mi_uint64 = 13, mi_matrix = 14, mi_compressed = 15,
+  mi_int8 = 1,
+  mi_uint8 = 2,
+  mi_int16 = 3,
+  mi_uint16 = 4,
+  mi_int32 = 5,
+  mi_uint32 = 6,
+  mi_single = 7,
+  mi_double = 9,
+  mi_int64 = 12,
+  mi_uint64 = 13,
+  mi_matrix = 14,
+  mi_compressed = 15,
 };
 constexpr std::uint32_t mx_double_class = 6, mx_uint8_class = 9;
 
@@ -64,8 +74,9 @@ class mat_cursor {
       offset_ += 8;
       return e;
     }
-    if (size > size_ - offset_ - 8) fail(std::string(what) + " announces " + std::to_string(size) +
-                                         " bytes, only " + std::to_string(size_ - offset_ - 8) + " remain (truncated)");
+    if (size > size_ - offset_ - 8)
+      fail(std::string(what) + " announces " + std::to_string(size) + " bytes, only " +
+           std::to_string(size_ - offset_ - 8) + " remain (truncated)");
     mat_element e{type, data_ + offset_ + 8, size};
     offset_ += 8 + std::size_t{size};
     if (type != mi_compressed) offset_ = std::min(size_, (offset_ + 7) / 8 * 8);
@@ -82,28 +93,52 @@ class mat_cursor {
 
 std::size_t mat_type_bytes(std::uint32_t type) {
   switch (type) {
-    case mi_int8: case mi_uint8: return 1;
-    case mi_int16: case mi_uint16: return 2;
-    case mi_int32: case mi_uint32: case mi_single: return 4;
-    case mi_double: case mi_int64: case mi_uint64: return 8;
-    default: return 0;
+    case mi_int8:
+    case mi_uint8:
+      return 1;
+    case mi_int16:
+    case mi_uint16:
+      return 2;
+    case mi_int32:
+    case mi_uint32:
+    case mi_single:
+      return 4;
+    case mi_double:
+    case mi_int64:
+    case mi_uint64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
 double mat_value(const mat_element& e, std::size_t i) {
   const unsigned char* p = e.data + i * mat_type_bytes(e.type);
-  auto load = [&](auto v) { std::memcpy(&v, p, sizeof v); return static_cast<double>(v); };
+  auto load = [&](auto v) {
+    std::memcpy(&v, p, sizeof v);
+    return static_cast<double>(v);
+  };
   switch (e.type) {
-    case mi_int8: return load(std::int8_t{});
-    case mi_uint8: return load(std::uint8_t{});
-    case mi_int16: return load(std::int16_t{});
-    case mi_uint16: return load(std::uint16_t{});
-    case mi_int32: return load(std::int32_t{});
-    case mi_uint32: return load(std::uint32_t{});
-    case mi_single: return load(float{});
-    case mi_double: return load(double{});
-    case mi_int64: return load(std::int64_t{});
-    default: return load(std::uint64_t{});
+    case mi_int8:
+      return load(std::int8_t{});
+    case mi_uint8:
+      return load(std::uint8_t{});
+    case mi_int16:
+      return load(std::int16_t{});
+    case mi_uint16:
+      return load(std::uint16_t{});
+    case mi_int32:
+      return load(std::int32_t{});
+    case mi_uint32:
+      return load(std::uint32_t{});
+    case mi_single:
+      return load(float{});
+    case mi_double:
+      return load(double{});
+    case mi_int64:
+      return load(std::int64_t{});
+    default:
+      return load(std::uint64_t{});
   }
 }
 
@@ -136,7 +171,8 @@ mat_array parse_matrix(const mat_element& m, const std::string& path) {
   if (name.type != mi_int8) c.fail("bad array name");
   a.name.assign(reinterpret_cast<const char*>(name.data), name.size);
   a.real = c.next("real part");
-  if (mat_type_bytes(a.real.type) == 0) c.fail("unsupported data type " + std::to_string(a.real.type) + " of " + a.name);
+  if (mat_type_bytes(a.real.type) == 0)
+    c.fail("unsupported data type " + std::to_string(a.real.type) + " of " + a.name);
   std::uint64_t count = 1;
   for (auto d : a.dims) {
     if (d != 0 && count > (std::uint64_t{1} << 40) / d) c.fail("dimensions overflow");
@@ -189,8 +225,8 @@ std::vector<unsigned char> inflate_element(const mat_element& e, const std::stri
 }  // namespace
 
 const std::vector<std::string>& cifar10_class_names() {
-  static const std::vector<std::string> names{"airplane", "automobile", "bird", "cat", "deer",
-                                              "dog", "frog", "horse", "ship", "truck"};
+  static const std::vector<std::string> names{"airplane", "automobile", "bird",  "cat",  "deer",
+                                              "dog",      "frog",       "horse", "ship", "truck"};
   return names;
 }
 
@@ -203,7 +239,8 @@ dataset load_cifar10_batch(const std::string& path) {
   dataset d = image_set(count, 32, 32, 3);
   for (std::size_t i = 0; i < count; ++i) {
     const unsigned char* r = bytes.data() + i * cifar_record;
-    if (r[0] > 9) throw error(path + ": label " + std::to_string(r[0]) + " of record " + std::to_string(i) + " exceeds 9");
+    if (r[0] > 9)
+      throw error(path + ": label " + std::to_string(r[0]) + " of record " + std::to_string(i) + " exceeds 9");
     d.y[i] = r[0];
     float* out = d.x.data() + i * d.features;
     for (std::size_t p = 0; p < cifar_pixels; ++p)  // planar RGB -> channel-last
@@ -233,7 +270,8 @@ cifar10_data load_cifar10(const std::string& directory) {
   }
   const std::string test_path = file("test_batch.bin");
   out.test = load_cifar10_batch(test_path);
-  if (out.test.size() != 10000) throw error(test_path + ": " + std::to_string(out.test.size()) + " images, expected 10000");
+  if (out.test.size() != 10000)
+    throw error(test_path + ": " + std::to_string(out.test.size()) + " images, expected 10000");
   return out;
 }
 
@@ -266,7 +304,8 @@ dataset load_svhn_mat(const std::string& path) {
     if (a.name == "y") y = &a;
   }
   if (x == nullptr || y == nullptr) throw error(path + ": needs variables X and y (an SVHN *_32x32.mat file)");
-  if (x->array_class != mx_uint8_class || x->dims.size() != 4 || x->dims[0] != 32 || x->dims[1] != 32 || x->dims[2] != 3)
+  if (x->array_class != mx_uint8_class || x->dims.size() != 4 || x->dims[0] != 32 || x->dims[1] != 32 ||
+      x->dims[2] != 3)
     throw error(path + ": X must be uint8 [32,32,3,N]");
   const std::size_t count = x->dims[3];
   if (count == 0) throw error(path + ": X holds no images");

@@ -10,21 +10,26 @@ namespace {
 
 bool cpu_has(isa which) {
   switch (which) {
-    case isa::scalar: return true;
+    case isa::scalar:
+      return true;
 #if defined(FEWMUL_HAVE_X86_KERNELS)
     // __builtin_cpu_supports also checks that the OS saves the wider registers.
-    case isa::sse4_2: return __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("popcnt");
+    case isa::sse4_2:
+      return __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("popcnt");
     case isa::avx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
     case isa::avx512bw:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("bmi2");
-    case isa::avx512vpopcntdq: return cpu_has(isa::avx512bw) && __builtin_cpu_supports("avx512vpopcntdq");
+    case isa::avx512vpopcntdq:
+      return cpu_has(isa::avx512bw) && __builtin_cpu_supports("avx512vpopcntdq");
 #endif
 #if defined(FEWMUL_HAVE_NEON_KERNELS)
-    case isa::neon64: return true;  // Advanced SIMD is mandatory on AArch64.
+    case isa::neon64:
+      return true;  // Advanced SIMD is mandatory on AArch64.
 #endif
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -39,12 +44,18 @@ std::atomic<int>& forced() {
 
 std::string_view isa_name(isa which) {
   switch (which) {
-    case isa::scalar: return "scalar";
-    case isa::sse4_2: return "sse4.2";
-    case isa::avx2: return "avx2";
-    case isa::avx512bw: return "avx512bw";
-    case isa::avx512vpopcntdq: return "avx512vpopcntdq";
-    case isa::neon64: return "neon64";
+    case isa::scalar:
+      return "scalar";
+    case isa::sse4_2:
+      return "sse4.2";
+    case isa::avx2:
+      return "avx2";
+    case isa::avx512bw:
+      return "avx512bw";
+    case isa::avx512vpopcntdq:
+      return "avx512vpopcntdq";
+    case isa::neon64:
+      return "neon64";
   }
   return "unknown";
 }
@@ -53,7 +64,8 @@ isa parse_isa(std::string_view name) {
   if (name == "auto") return best_isa();
   for (isa which : all_isas)
     if (isa_name(which) == name) return which;
-  throw error("unknown ISA '" + std::string(name) + "' (expected auto, scalar, sse4.2, avx2, avx512bw, avx512vpopcntdq or neon64)");
+  throw error("unknown ISA '" + std::string(name) +
+              "' (expected auto, scalar, sse4.2, avx2, avx512bw, avx512vpopcntdq or neon64)");
 }
 
 bool isa_supported(isa which) { return cpu_has(which); }

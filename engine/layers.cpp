@@ -15,9 +15,9 @@
 namespace fewmul {
 namespace {
 
+using detail::check_width;
 using detail::parallel_rows;
 using detail::weight_core;
-using detail::check_width;
 using namespace detail;  // layer tags
 
 class dense_layer final : public layer {
@@ -209,13 +209,17 @@ class batch_norm_layer final : public layer {
     const float count = static_cast<float>(rows);
     mean_.resize(n_);
     inv_std_.resize(n_);
-    column_sums(ctx, rows, [&](std::size_t r, std::size_t f) { return xv[r * n_ + f]; }, mean_.data());
+    column_sums(
+        ctx, rows, [&](std::size_t r, std::size_t f) { return xv[r * n_ + f]; }, mean_.data());
     for (std::size_t f = 0; f < n_; ++f) mean_[f] /= count;
     // Shift-based (Hubara et al., Algorithm 3): the variance sums C * AP2(C), C = x - mean.
-    column_sums(ctx, rows, [&](std::size_t r, std::size_t f) {
-      const float d = xv[r * n_ + f] - mean_[f];
-      return shift_ ? d * ap2(d) : d * d;
-    }, inv_std_.data());
+    column_sums(
+        ctx, rows,
+        [&](std::size_t r, std::size_t f) {
+          const float d = xv[r * n_ + f] - mean_[f];
+          return shift_ ? d * ap2(d) : d * d;
+        },
+        inv_std_.data());
     for (std::size_t f = 0; f < n_; ++f) {
       const float var = inv_std_[f] / count;
       const float unbiased = inv_std_[f] / (count - 1.0f);
@@ -239,10 +243,12 @@ class batch_norm_layer final : public layer {
     // With xhat = (x - mean) * inv_std:  dgamma = sum dy*xhat, dbeta = sum dy and
     // dx = gamma*inv_std/N * (N*dy - dbeta - xhat*dgamma), N values per channel. Shift-based: the same
     // with the AP2-rounded gamma and inv_std of the forward pass (AP2 passes gradients straight through).
-    column_sums(ctx, rows, [&](std::size_t r, std::size_t f) {
-      return dv[r * n_ + f] * ((xv[r * n_ + f] - mean_[f]) * inv_std_[f]);
-    }, gamma_.grad.data());
-    column_sums(ctx, rows, [&](std::size_t r, std::size_t f) { return dv[r * n_ + f]; }, beta_.grad.data());
+    column_sums(
+        ctx, rows,
+        [&](std::size_t r, std::size_t f) { return dv[r * n_ + f] * ((xv[r * n_ + f] - mean_[f]) * inv_std_[f]); },
+        gamma_.grad.data());
+    column_sums(
+        ctx, rows, [&](std::size_t r, std::size_t f) { return dv[r * n_ + f]; }, beta_.grad.data());
     if (!dx) return;
     dx->resize(x.rows, n_ * spatial_);
     float* out = dx->data.data();
@@ -251,8 +257,8 @@ class batch_norm_layer final : public layer {
       for (std::size_t r = r0; r < r1; ++r)
         for (std::size_t f = f0; f < f1; ++f) {
           const float xhat = (xv[r * n_ + f] - mean_[f]) * inv_std_[f];
-          out[r * n_ + f] = gamma_used_[f] * inv_std_[f] / count *
-                            (count * dv[r * n_ + f] - beta_.grad[f] - xhat * gamma_.grad[f]);
+          out[r * n_ + f] =
+              gamma_used_[f] * inv_std_[f] / count * (count * dv[r * n_ + f] - beta_.grad[f] - xhat * gamma_.grad[f]);
         }
     });
   }
@@ -395,7 +401,8 @@ class quantized_activation_layer final : public layer {
         }
         // P(+1) = hard_sigmoid(v); u uniform in [0, 1) from the counter hash.
         const float p = std::clamp((v + 1.0f) * 0.5f, 0.0f, 1.0f);
-        const float u = static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(i)) >> 8) * (1.0f / 16777216.0f);
+        const float u =
+            static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(i)) >> 8) * (1.0f / 16777216.0f);
         y.data[i] = u < p ? 1.0f : -1.0f;
       }
     });
@@ -418,7 +425,8 @@ class quantized_activation_layer final : public layer {
         std::uint32_t u = kernels::level_of(v, bits_);
         if (sample) {
           const float c = v >= -1.0f ? (v <= 1.0f ? v : 1.0f) : -1.0f;
-          const float r = static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(i)) >> 8) * (1.0f / 16777216.0f);
+          const float r =
+              static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(i)) >> 8) * (1.0f / 16777216.0f);
           const float t = (c + 1.0f) * 0.5f * top + r;
           u = std::min(static_cast<std::uint32_t>(t), static_cast<std::uint32_t>(top));
         }
@@ -439,7 +447,9 @@ class dropout_layer final : public layer {
     if (n == 0) throw error("dropout needs a positive size");
     if (!(p >= 0.0f && p < 1.0f)) throw error("dropout probability must lie in [0, 1)");
   }
-  std::string describe() const override { return "dropout(" + std::to_string(p_).substr(0, 4) + ") " + std::to_string(n_); }
+  std::string describe() const override {
+    return "dropout(" + std::to_string(p_).substr(0, 4) + ") " + std::to_string(n_);
+  }
   std::size_t input_size() const override { return n_; }
   std::size_t output_size() const override { return n_; }
   int output_bits(bool training) const override { return training && p_ > 0.0f ? 0 : input_bits_; }
@@ -510,7 +520,8 @@ std::unique_ptr<layer> make_spatial_batch_norm(std::size_t channels, std::size_t
   return std::make_unique<batch_norm_layer>(channels, positions, epsilon, momentum, false);
 }
 
-std::unique_ptr<layer> make_shift_batch_norm(std::size_t channels, std::size_t positions, float epsilon, float momentum) {
+std::unique_ptr<layer> make_shift_batch_norm(std::size_t channels, std::size_t positions, float epsilon,
+                                             float momentum) {
   return std::make_unique<batch_norm_layer>(channels, positions, epsilon, momentum, true);
 }
 
@@ -536,7 +547,9 @@ float ap2(float v) noexcept {
   return r;
 }
 
-float detail::batch_norm_view::apply(std::size_t f, float x) const { return gamma[f] * (x - mean[f]) * inv_std[f] + beta[f]; }
+float detail::batch_norm_view::apply(std::size_t f, float x) const {
+  return gamma[f] * (x - mean[f]) * inv_std[f] + beta[f];
+}
 
 std::unique_ptr<layer> make_sign(std::size_t features, bool stochastic) {
   return std::make_unique<quantized_activation_layer>(features, 1, stochastic);
@@ -546,7 +559,9 @@ std::unique_ptr<layer> make_quantized_activation(std::size_t features, int bits,
   return std::make_unique<quantized_activation_layer>(features, bits, stochastic);
 }
 
-std::unique_ptr<layer> make_dropout(std::size_t features, float p) { return std::make_unique<dropout_layer>(features, p); }
+std::unique_ptr<layer> make_dropout(std::size_t features, float p) {
+  return std::make_unique<dropout_layer>(features, p);
+}
 
 namespace detail {
 const weight_core* dense_weights(const layer& l) {
@@ -589,17 +604,23 @@ std::unique_ptr<layer> make_relu(std::size_t features) {
 
 std::unique_ptr<layer> make_hard_tanh(std::size_t features) {
   return make_elementwise(
-      tag_hard_tanh, "hardtanh", features, [](float v) { return v < -1.0f ? -1.0f : v > 1.0f ? 1.0f : v; },
+      tag_hard_tanh, "hardtanh", features, [](float v) { return v < -1.0f  ? -1.0f
+                                                                : v > 1.0f ? 1.0f
+                                                                           : v; },
       [](float v) { return v >= -1.0f && v <= 1.0f; });
 }
 
 std::unique_ptr<layer> read_layer(detail::byte_reader& in, bool packed) {
   const auto tag = in.get<std::uint32_t>("layer type");
   switch (tag) {
-    case tag_dense: return dense_layer::read(in, packed);
-    case tag_batch_norm: return batch_norm_layer::read(in, false, false);
-    case tag_batch_norm_spatial: return batch_norm_layer::read(in, true, false);
-    case tag_shift_batch_norm: return batch_norm_layer::read(in, true, true);
+    case tag_dense:
+      return dense_layer::read(in, packed);
+    case tag_batch_norm:
+      return batch_norm_layer::read(in, false, false);
+    case tag_batch_norm_spatial:
+      return batch_norm_layer::read(in, true, false);
+    case tag_shift_batch_norm:
+      return batch_norm_layer::read(in, true, true);
     case tag_quantized_activation: {
       const auto n = in.get<std::uint64_t>("activation size");
       const auto bits = in.get<std::uint8_t>("activation bits");
@@ -613,21 +634,24 @@ std::unique_ptr<layer> read_layer(detail::byte_reader& in, bool packed) {
       if (n == 0 || n > (1u << 24) || !(p >= 0.0f && p < 1.0f)) in.invalid("bad dropout layer");
       return make_dropout(n, p);
     }
-    case tag_conv2d: return read_conv2d(in, packed);
+    case tag_conv2d:
+      return read_conv2d(in, packed);
     case tag_sign: {
       const auto n = in.get<std::uint64_t>("activation size");
       const auto stochastic = in.get<std::uint8_t>("sign sampling");
       if (n == 0 || n > (1u << 24) || stochastic > 1) in.invalid("bad sign activation");
       return make_sign(n, stochastic != 0);
     }
-    case tag_max_pool: return read_max_pool(in);
+    case tag_max_pool:
+      return read_max_pool(in);
     case tag_relu:
     case tag_hard_tanh: {
       const auto n = in.get<std::uint64_t>("activation size");
       if (n == 0 || n > (1u << 24)) in.invalid("implausible activation size " + std::to_string(n));
       return tag == tag_relu ? make_relu(n) : make_hard_tanh(n);
     }
-    default: in.invalid("unknown layer type " + std::to_string(tag));
+    default:
+      in.invalid("unknown layer type " + std::to_string(tag));
   }
 }
 

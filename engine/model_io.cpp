@@ -109,8 +109,7 @@ std::size_t write_container(const std::string& path, file_kind kind, const std::
   ok = ::close(fd) == 0 && ok;
   if (!ok) {
     std::remove(temp.c_str());
-    throw error(path + ": writing failed (" + std::strerror(saved_errno) + "); any previous " + path +
-                " is unchanged");
+    throw error(path + ": writing failed (" + std::strerror(saved_errno) + "); any previous " + path + " is unchanged");
   }
   if (std::rename(temp.c_str(), path.c_str()) != 0) {
     const int e = errno;
@@ -125,7 +124,8 @@ std::vector<unsigned char> read_container(const std::string& path, const char (&
                                           std::uint32_t& version) {
   const std::vector<unsigned char> bytes = detail::read_file(path, max_file_bytes);
   const std::size_t size = bytes.size();
-  if (size < header_bytes + 4) throw error(path + ": truncated: " + std::to_string(size) + " bytes is shorter than a header");
+  if (size < header_bytes + 4)
+    throw error(path + ": truncated: " + std::to_string(size) + " bytes is shorter than a header");
   if (std::memcmp(bytes.data(), magic, 8) != 0) {
     const bool want_model = &magic[0] == &model_magic[0];
     const bool other = std::memcmp(bytes.data(), want_model ? checkpoint_magic : model_magic, 8) == 0;
@@ -147,8 +147,7 @@ std::vector<unsigned char> read_container(const std::string& path, const char (&
   std::uint32_t stored;
   std::memcpy(&stored, bytes.data() + size - 4, 4);
 #ifndef FEWMUL_FUZZING  // fuzz builds skip the checksum so that mutated payloads reach the parsers
-  if (stored != crc_of(bytes.data() + header_bytes, payload_size))
-    throw error(path + ": corrupted (CRC-32 mismatch)");
+  if (stored != crc_of(bytes.data() + header_bytes, payload_size)) throw error(path + ": corrupted (CRC-32 mismatch)");
 #endif
   return {bytes.begin() + header_bytes, bytes.end() - 4};
 }
@@ -264,8 +263,7 @@ void check_values(network& net, const detail::byte_reader& in, const char* which
 void check_progress(const training_state& s, const train_config& k, const detail::byte_reader& in) {
   const train_result& p = s.progress;
   const std::size_t done = p.epochs.size();
-  if (done > k.epochs)
-    in.invalid(std::to_string(done) + " epochs done of a run of " + std::to_string(k.epochs));
+  if (done > k.epochs) in.invalid(std::to_string(done) + " epochs done of a run of " + std::to_string(k.epochs));
   if (done == 0 ? p.best_epoch != 0 : p.best_epoch < 1 || p.best_epoch > done)
     in.invalid("best epoch " + std::to_string(p.best_epoch) + " of " + std::to_string(done) + " epochs done");
   if (s.optimizer_steps < 0 || s.step < done) in.invalid("impossible step counters");
@@ -361,7 +359,7 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put<float>(c.architecture.dropout_input);
   out.put<float>(c.architecture.dropout_hidden);
   out.put<std::uint8_t>(c.architecture.shift_batch_norm);
-  out.put<std::uint64_t>(k.bn_reestimate_examples);  // version 4: test-time batch-norm re-estimation
+  out.put<std::uint64_t>(k.bn_reestimate_examples);              // version 4: test-time batch-norm re-estimation
   out.put<std::uint8_t>(static_cast<std::uint8_t>(k.schedule));  // version 6: schedules and inits of issue 15
   out.put<float>(k.lr_end);
   out.put<std::uint8_t>(c.unscaled_binary_net);
@@ -485,7 +483,8 @@ checkpoint load_checkpoint(const std::string& path) {
   double stored = 0;
   for (const auto& v : c.state.network_state) stored += static_cast<double>(v.size());
   if (stored != state_floats(c.architecture))
-    in.invalid("state holds " + std::to_string(static_cast<std::uint64_t>(stored)) + " values, the architecture needs " +
+    in.invalid("state holds " + std::to_string(static_cast<std::uint64_t>(stored)) +
+               " values, the architecture needs " +
                std::to_string(static_cast<std::uint64_t>(state_floats(c.architecture))));
   // Rebuilding checks that the states fit the architecture.
   network last, best;
@@ -533,8 +532,7 @@ std::vector<std::string> check_output_path(const std::string& path, file_kind ki
   const fs::path target(path);
   const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
   std::error_code ec;
-  if (!fs::is_directory(dir, ec))
-    throw error(what + " " + path + ": directory " + dir.string() + " does not exist");
+  if (!fs::is_directory(dir, ec)) throw error(what + " " + path + ": directory " + dir.string() + " does not exist");
   // Temporaries of runs that were killed: "<name>.tmp.<pid>.<random>" whose process is gone.
   std::vector<std::string> removed;
   const std::string prefix = target.filename().string() + ".tmp.";
@@ -578,7 +576,8 @@ output_lock::output_lock(const std::string& path, const std::string& what) : loc
                     "; its lock is " + lock_path_);
       throw error(what + " " + path + ": cannot lock " + lock_path_ + " (" + std::strerror(e) + ")");
     }
-    struct stat held{}, named{};
+    struct stat held {
+    }, named{};
     if (::fstat(fd_, &held) == 0 && ::stat(lock_path_.c_str(), &named) == 0 && held.st_ino == named.st_ino &&
         held.st_dev == named.st_dev) {
       const std::string pid = std::to_string(::getpid());

@@ -16,9 +16,9 @@ using detail::parallel_rows;
 
 struct packed_mlp::stage {
   std::size_t in = 0, out = 0;
-  int weight_bits = 1;  // weight planes
-  int input_bits = 0;   // activation planes of the input; 0 for the first layer (bytes or floats)
-  int output_bits = 0;  // 0 for the last layer (float scores)
+  int weight_bits = 1;                  // weight planes
+  int input_bits = 0;                   // activation planes of the input; 0 for the first layer (bytes or floats)
+  int output_bits = 0;                  // 0 for the last layer (float scores)
   std::vector<std::uint64_t> bt;        // [weight_bits][words(in)][out], for gemm_xnor
   std::vector<std::uint64_t> planes_t;  // first layer: [weight_bits][in][words(out)], for gemm_binary
   std::vector<std::int32_t> rowsum;     // first layer: [weight_bits][out], sum_k s_k of each ±1 plane
@@ -54,7 +54,6 @@ struct packed_mlp::stage {
   }
 };
 
-
 packed_mlp::~packed_mlp() = default;
 packed_mlp::packed_mlp(packed_mlp&&) noexcept = default;
 packed_mlp& packed_mlp::operator=(packed_mlp&&) noexcept = default;
@@ -66,8 +65,8 @@ packed_mlp::packed_mlp(const network& net) {
     while (i < layers.size() && detail::is_dropout(*layers[i])) ++i;
   };
   auto fail = [&](const std::string& what) -> void {
-    const std::string where =
-        i < layers.size() ? "layer " + std::to_string(i) + " (" + layers[i]->describe() + ")" : "the end of the network";
+    const std::string where = i < layers.size() ? "layer " + std::to_string(i) + " (" + layers[i]->describe() + ")"
+                                                : "the end of the network";
     throw error("packed inference needs " + what + " at " + where);
   };
   int input_bits = 0;
@@ -93,7 +92,8 @@ packed_mlp::packed_mlp(const network& net) {
                                 st.planes_t.data() + j * st.in * words_out, words_out);
         for (std::size_t o = 0; o < st.out; ++o) {
           std::int64_t ones = 0;
-          for (std::size_t w = 0; w < words_in; ++w) ones += __builtin_popcountll(planes[(j * st.out + o) * words_in + w]);
+          for (std::size_t w = 0; w < words_in; ++w)
+            ones += __builtin_popcountll(planes[(j * st.out + o) * words_in + w]);
           st.rowsum[j * st.out + o] = static_cast<std::int32_t>(2 * ones - static_cast<std::int64_t>(st.in));
         }
       }
@@ -144,20 +144,24 @@ void packed_mlp::stage::fit_thresholds(std::int64_t smax) {
       std::int64_t t = 0;
       if (g == 0.0f) {  // constant level
         t = level(0) >= l ? -smax : smax + 1;
-      } else if (g > 0.0f) {  // smallest S with level(S) >= l
+      } else if (g > 0.0f) {                     // smallest S with level(S) >= l
         std::int64_t lo = -smax, hi = smax + 1;  // level(smax + 1) counts as >= l: "never"
         while (lo < hi) {
           const std::int64_t mid = lo + (hi - lo) / 2;
-          if (mid > smax || level(mid) >= l) hi = mid;
-          else lo = mid + 1;
+          if (mid > smax || level(mid) >= l)
+            hi = mid;
+          else
+            lo = mid + 1;
         }
         t = lo;
-      } else {  // largest S with level(S) >= l
+      } else {                                   // largest S with level(S) >= l
         std::int64_t lo = -smax - 1, hi = smax;  // level(-smax - 1) counts as >= l: "never"
         while (lo < hi) {
           const std::int64_t mid = hi - (hi - lo) / 2;
-          if (mid < -smax || level(mid) >= l) lo = mid;
-          else hi = mid - 1;
+          if (mid < -smax || level(mid) >= l)
+            lo = mid;
+          else
+            hi = mid - 1;
         }
         t = lo + 1;  // S <= lo  <=>  not S >= lo + 1
       }
@@ -219,7 +223,8 @@ void packed_mlp::finish(const stage& st, std::size_t rows, std::size_t i0, std::
                                        : st.level(j, sums[i * st.out + j]);
         for (int b = 0; b < st.output_bits; ++b) word[b] |= static_cast<std::uint64_t>((u >> b) & 1u) << (j % 64);
       }
-      for (int b = 0; b < st.output_bits; ++b) planes_out_[static_cast<std::size_t>(b) * plane + i * words + w] = word[b];
+      for (int b = 0; b < st.output_bits; ++b)
+        planes_out_[static_cast<std::size_t>(b) * plane + i * words + w] = word[b];
     }
 }
 
@@ -236,7 +241,8 @@ void packed_mlp::run_first(const stage& st, const float* x, std::size_t rows, fl
   const auto& k = kernels::active_kernels();
   const std::size_t words = kernels::words_for(st.in), plane = rows * words, n = rows * st.in;
   // finish() writes every word of every output plane (blocks start at multiples of 64 columns).
-  if (st.output_bits > 0) planes_out_.resize(static_cast<std::size_t>(st.output_bits) * rows * kernels::words_for(st.out));
+  if (st.output_bits > 0)
+    planes_out_.resize(static_cast<std::size_t>(st.output_bits) * rows * kernels::words_for(st.out));
   counts_.resize(rows * st.out);
   sums_.resize(rows * st.out);
   // Bytes when every input is p/255 for an integer p in [0, 255].
@@ -262,7 +268,8 @@ void packed_mlp::run_first(const stage& st, const float* x, std::size_t rows, fl
     });
     // sum_k w_k p_k = sum_j 2^j sum_i 2^i (xnor_dot(plane_j, b_i) + rowsum_j) / 2 (header comment).
     parallel_gemm(rt, rows, st.out, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-      for (std::size_t i = i0; i < i1; ++i) std::fill(sums_.data() + i * st.out + j0, sums_.data() + i * st.out + j1, 0);
+      for (std::size_t i = i0; i < i1; ++i)
+        std::fill(sums_.data() + i * st.out + j0, sums_.data() + i * st.out + j1, 0);
       for (std::size_t b = 0; b < 8; ++b)
         for (std::size_t pw = 0; pw < wb; ++pw) {
           k.gemm_xnor({.m = i1 - i0,
@@ -295,8 +302,8 @@ void packed_mlp::run_first(const stage& st, const float* x, std::size_t rows, fl
   floats_.resize(rows * st.out);
   if (wb > 1) plane_floats_.resize(rows * st.out);
   parallel_gemm(rt, rows, st.out, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-    detail::binary_planes_block(k, st.weight_bits, x, st.in, st.planes_t.data(), st.in * words_out,
-                                st.out, floats_.data(), plane_floats_.data(), i0, i1, j0, j1);
+    detail::binary_planes_block(k, st.weight_bits, x, st.in, st.planes_t.data(), st.in * words_out, st.out,
+                                floats_.data(), plane_floats_.data(), i0, i1, j0, j1);
     finish(st, rows, i0, i1, j0, j1, nullptr, floats_.data(), scores);
   });
 }
@@ -305,7 +312,8 @@ void packed_mlp::run_hidden(const stage& st, std::size_t rows, float* scores, co
   const auto& k = kernels::active_kernels();
   const std::size_t words = kernels::words_for(st.in), plane = rows * words;
   const std::size_t ab = static_cast<std::size_t>(st.input_bits), wb = static_cast<std::size_t>(st.weight_bits);
-  if (st.output_bits > 0) planes_out_.resize(static_cast<std::size_t>(st.output_bits) * rows * kernels::words_for(st.out));
+  if (st.output_bits > 0)
+    planes_out_.resize(static_cast<std::size_t>(st.output_bits) * rows * kernels::words_for(st.out));
   counts_.resize(rows * st.out);
   sums_.resize(rows * st.out);
   parallel_gemm(rt, rows, st.out, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {

@@ -35,16 +35,17 @@ void matmul(const float* a, std::size_t a_rs, std::size_t a_cs, const float* b, 
             std::size_t k, float* c, const runtime& rt) {
   const auto& kern = kernels::active_kernels();
   parallel_gemm(rt, m, n, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-    detail::run_packed_gemm(kern, kern.gemm_f32, {.m = i1 - i0,
-                                .n = j1 - j0,
-                                .k = k,
-                                .a = a + i0 * a_rs,
-                                .a_rs = a_rs,
-                                .a_cs = a_cs,
-                                .b = b + j0,
-                                .ldb = n,
-                                .c = c + i0 * n + j0,
-                                .ldc = n});
+    detail::run_packed_gemm(kern, kern.gemm_f32,
+                            {.m = i1 - i0,
+                             .n = j1 - j0,
+                             .k = k,
+                             .a = a + i0 * a_rs,
+                             .a_rs = a_rs,
+                             .a_cs = a_cs,
+                             .b = b + j0,
+                             .ldb = n,
+                             .c = c + i0 * n + j0,
+                             .ldc = n});
   });
 }
 

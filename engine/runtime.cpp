@@ -38,9 +38,9 @@ struct runtime::arena {
 };
 
 #elif FEWMUL_STD_THREADS
-// Built without oneTBB (the ThreadSanitizer build): a team of threads-1 std::threads, started once, that every parallel_for wakes; tasks come from an atomic
-// counter and the caller takes part. Every synchronization is a mutex or condition variable that
-// ThreadSanitizer sees.
+// Built without oneTBB (the ThreadSanitizer build): a team of threads-1 std::threads, started once, that every
+// parallel_for wakes; tasks come from an atomic counter and the caller takes part. Every synchronization is a mutex or
+// condition variable that ThreadSanitizer sees.
 thread_local bool in_team_task = false;  // nested parallel_for calls run serially (no deadlock)
 
 struct runtime::arena {
@@ -121,7 +121,8 @@ struct runtime::arena {  // built without threads (AArch64 under qemu-user): tas
 #endif
 
 runtime::runtime(int threads) {
-  if (threads < 0) throw error("thread count must be >= 1 (or 0 for all hardware threads), got " + std::to_string(threads));
+  if (threads < 0)
+    throw error("thread count must be >= 1 (or 0 for all hardware threads), got " + std::to_string(threads));
 #if FEWMUL_USE_TBB
   threads_ = threads == 0 ? tbb::info::default_concurrency() : threads;
 #else

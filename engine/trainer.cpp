@@ -18,9 +18,9 @@ struct method_entry {
   method m;
   std::string_view name;
 };
-constexpr method_entry method_names[] = {{method::fp32, "fp32"}, {method::bc, "bc"},         {method::bc_stoch, "bc-stoch"},
-                                         {method::tc, "tc"},     {method::bc_qbp, "bc+qbp"}, {method::tc_qbp, "tc+qbp"},
-                                         {method::bnn, "bnn"},   {method::qnn, "qnn"}};
+constexpr method_entry method_names[] = {
+    {method::fp32, "fp32"},     {method::bc, "bc"},         {method::bc_stoch, "bc-stoch"}, {method::tc, "tc"},
+    {method::bc_qbp, "bc+qbp"}, {method::tc_qbp, "tc+qbp"}, {method::bnn, "bnn"},           {method::qnn, "qnn"}};
 
 // Fisher-Yates with the counter hash, so the order is the same on every platform and library.
 void shuffle(std::vector<std::uint32_t>& order, std::uint64_t key) {
@@ -75,10 +75,14 @@ void augment(matrix& x, const dataset& data, const train_config& config, std::ui
 
 std::unique_ptr<layer> make_activation(activation act, std::size_t n, int bits) {
   switch (act) {
-    case activation::relu: return make_relu(n);
-    case activation::hard_tanh: return make_hard_tanh(n);
-    case activation::sign: return make_sign(n);
-    case activation::quantized: return bits == 1 ? make_sign(n) : make_quantized_activation(n, bits);
+    case activation::relu:
+      return make_relu(n);
+    case activation::hard_tanh:
+      return make_hard_tanh(n);
+    case activation::sign:
+      return make_sign(n);
+    case activation::quantized:
+      return bits == 1 ? make_sign(n) : make_quantized_activation(n, bits);
   }
   throw error("unknown activation");
 }
@@ -141,9 +145,7 @@ void validate(const train_config& c) {
     throw error("--threads must be a whole number in [0, " + std::to_string(L::threads_max) + "], not " +
                 std::to_string(c.threads));
   require("--validation", whole_problem(c.validation, 0, L::examples_max));
-  const auto exponent = [](int k) {
-    return k >= kernels::pow2_min_exponent && k <= kernels::pow2_max_exponent;
-  };
+  const auto exponent = [](int k) { return k >= kernels::pow2_min_exponent && k <= kernels::pow2_max_exponent; };
   if (!exponent(c.qbp_kmin) || !exponent(c.qbp_kmax) || c.qbp_kmin > c.qbp_kmax)
     throw error("--qbp-kmin and --qbp-kmax must lie in [" + std::to_string(kernels::pow2_min_exponent) + ", " +
                 std::to_string(kernels::pow2_max_exponent) + "] with kmin <= kmax, not " + std::to_string(c.qbp_kmin) +
@@ -236,7 +238,8 @@ std::string_view method_name(method m) {
 method parse_method(std::string_view name) {
   for (const auto& e : method_names)
     if (e.name == name) return e.m;
-  throw error("unknown method '" + std::string(name) + "' (expected fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp, bnn or qnn)");
+  throw error("unknown method '" + std::string(name) +
+              "' (expected fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp, bnn or qnn)");
 }
 
 float default_learning_rate(method m) {
@@ -266,8 +269,12 @@ dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax, int weight
   o.qbp_kmin = qbp_kmin;
   o.qbp_kmax = qbp_kmax;
   switch (m) {
-    case method::fp32: o.kind = weight_kind::fp32; break;
-    case method::bc: o.kind = weight_kind::binary; break;
+    case method::fp32:
+      o.kind = weight_kind::fp32;
+      break;
+    case method::bc:
+      o.kind = weight_kind::binary;
+      break;
     case method::bc_stoch:
     case method::bc_qbp:
       o.kind = weight_kind::binary;
@@ -283,7 +290,8 @@ dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax, int weight
       o.lr_scale = lr_scale_kind::binary_net;  // Hubara et al.'s start and Adam step scale
       break;
     case method::qnn:
-      if (weight_bits < 1 || weight_bits > 8) throw error("--wbits must lie in 1..8, not " + std::to_string(weight_bits));
+      if (weight_bits < 1 || weight_bits > 8)
+        throw error("--wbits must lie in 1..8, not " + std::to_string(weight_bits));
       o.kind = weight_bits == 1 ? weight_kind::binary : weight_kind::quantized;
       o.weight_bits = weight_bits == 1 ? 2 : weight_bits;
       o.lr_scale = lr_scale_kind::binary_net;
@@ -313,7 +321,8 @@ network make_network(const network_architecture& arch, const dense_options& opti
   std::size_t h = arch.height, w = arch.width, c = arch.channels;
   auto add_batch_norm = [&](std::size_t channels, std::size_t positions) {
     net.add(arch.shift_batch_norm ? make_shift_batch_norm(channels, positions)
-                                  : positions == 1 ? make_batch_norm(channels) : make_spatial_batch_norm(channels, positions));
+            : positions == 1      ? make_batch_norm(channels)
+                                  : make_spatial_batch_norm(channels, positions));
   };
   auto add_activation = [&](std::size_t n) {
     net.add(make_activation(arch.act, n, arch.activation_bits));
@@ -321,7 +330,8 @@ network make_network(const network_architecture& arch, const dense_options& opti
   };
   if (arch.dropout_input > 0.0f) net.add(make_dropout(arch.inputs(), arch.dropout_input));
   for (std::size_t i = 0; i < arch.conv.size(); ++i) {
-    if (arch.conv[i] == 0) throw error("a max-pool must follow a convolution (architecture entry " + std::to_string(i) + ")");
+    if (arch.conv[i] == 0)
+      throw error("a max-pool must follow a convolution (architecture entry " + std::to_string(i) + ")");
     conv_shape shape;
     shape.height = h;
     shape.width = w;
@@ -353,7 +363,9 @@ network make_network(const network_architecture& arch, const dense_options& opti
 network_architecture convnet_preset(std::uint32_t height, std::uint32_t width, std::uint32_t channels,
                                     std::size_t classes, double width_multiplier) {
   if (!(width_multiplier > 0.0) || width_multiplier > 16.0) throw error("--width must lie in (0, 16]");
-  auto scaled = [&](double n) { return std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(n * width_multiplier))); };
+  auto scaled = [&](double n) {
+    return std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(n * width_multiplier)));
+  };
   network_architecture a;
   a.height = height;
   a.width = width;
@@ -430,7 +442,8 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
       throw error("checkpoint was written with a different batch size or training set size");
   }
   const auto run_start = std::chrono::steady_clock::now();
-  const bool stochastic = dense_options_for(config.training_method).training_sampling == kernels::sample_mode::stochastic;
+  const bool stochastic =
+      dense_options_for(config.training_method).training_sampling == kernels::sample_mode::stochastic;
   // Re-estimation data: the first training examples, not augmented (BinaryConnect: "not on the DA
   // training set because no DA on valid and test").
   const bool reestimating = config.bn_reestimate_examples > 0;
@@ -461,8 +474,8 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
         if (!std::isfinite(loss)) throw error("loss became non-finite (try a smaller --lr)");
         net.backward(grad, ctx);
       } catch (const error& e) {
-        throw error(std::string(e.what()) + " in epoch " + std::to_string(epoch) + ", minibatch " + std::to_string(b + 1) +
-                    (epoch > 1 ? "; checkpoints of earlier epochs are intact" : ""));
+        throw error(std::string(e.what()) + " in epoch " + std::to_string(epoch) + ", minibatch " +
+                    std::to_string(b + 1) + (epoch > 1 ? "; checkpoints of earlier epochs are intact" : ""));
       }
       loss_sum += loss;
       errors += batch_errors;
@@ -474,8 +487,7 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
                     std::to_string(epoch - 1) + ") is intact");
     }
     check_finite_parameters(net, epoch);
-    const double train_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     epoch_metrics m;
     m.epoch = epoch;
     m.loss = loss_sum / static_cast<double>(batches);

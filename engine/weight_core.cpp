@@ -28,16 +28,17 @@ void binary_planes_block(const kernels::kernel_table& k, int planes, const float
                          float* scratch, std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
   const std::size_t ldb = kernels::words_for(width);
   for (int j = planes - 1; j >= 0; --j) {
-    run_packed_gemm(k, k.gemm_binary, {.m = i1 - i0,
-                        .n = j1 - j0,
-                        .k = depth,
-                        .a = a + i0 * depth,
-                        .a_rs = depth,
-                        .a_cs = 1,
-                        .bits = planes_t + static_cast<std::size_t>(j) * plane_words + j0 / 64,
-                        .ldb = ldb,
-                        .c = (j == planes - 1 ? out : scratch) + i0 * width + j0,
-                        .ldc = width});
+    run_packed_gemm(k, k.gemm_binary,
+                    {.m = i1 - i0,
+                     .n = j1 - j0,
+                     .k = depth,
+                     .a = a + i0 * depth,
+                     .a_rs = depth,
+                     .a_cs = 1,
+                     .bits = planes_t + static_cast<std::size_t>(j) * plane_words + j0 / 64,
+                     .ldb = ldb,
+                     .c = (j == planes - 1 ? out : scratch) + i0 * width + j0,
+                     .ldc = width});
     if (j == planes - 1) continue;
     // Horner: out = 2 * out + plane_j, exact doublings.
     for (std::size_t i = i0; i < i1; ++i)
@@ -57,8 +58,8 @@ void interleave_plane_words(const std::uint64_t* planes, std::size_t outputs, st
   }
 }
 
-weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_options& options,
-                         std::uint64_t init_seed, float fan)
+weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_options& options, std::uint64_t init_seed,
+                         float fan)
     : in_(inputs), out_(outputs), options_(options) {
   if (inputs == 0 || outputs == 0) throw error("a weight layer needs positive sizes");
   if (inputs > (std::size_t{1} << 24) || outputs > (std::size_t{1} << 24) || inputs * outputs > (std::size_t{1} << 31))
@@ -89,9 +90,9 @@ weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_op
   // Conv2DLayer: W = lasagne.init.Uniform((-H, H))). fp32, and the older mode none: Glorot uniform.
   const bool binary_weights = options_.kind != weight_kind::fp32;
   const lr_scale_kind mode = binary_weights ? options_.lr_scale : lr_scale_kind::none;
-  const float range = mode == lr_scale_kind::none ? std::sqrt(6.0f / fan)
+  const float range = mode == lr_scale_kind::none             ? std::sqrt(6.0f / fan)
                       : mode == lr_scale_kind::binary_connect ? 2.0f
-                                                                : 1.0f;
+                                                              : 1.0f;
   const float limit = mode == lr_scale_kind::none ? range : 1.0f;
   const std::uint64_t key = kernels::derive_key(init_seed, 0x1a11);
   for (std::size_t i = 0; i < weight_.value.size(); ++i)
@@ -160,7 +161,8 @@ std::vector<std::uint64_t> weight_core::inference_planes() const {
     kernels::reference_kernels().pack_binary(weight_.value.data(), out_, in_, in_, planes.data(), words,
                                              kernels::sample_mode::deterministic, 0);
   else if (options_.kind == weight_kind::quantized)
-    kernels::pack_levels(weight_.value.data(), out_, in_, in_, options_.weight_bits, planes.data(), out_ * words, words);
+    kernels::pack_levels(weight_.value.data(), out_, in_, in_, options_.weight_bits, planes.data(), out_ * words,
+                         words);
   return planes;
 }
 
@@ -195,10 +197,12 @@ void weight_core::expect_payload(byte_reader& in, std::size_t inputs, std::size_
                                  bool packed) {
   const bool as_bits = packed && o.kind != weight_kind::fp32;
   const double planes = o.kind == weight_kind::ternary ? 2.0 : o.kind == weight_kind::quantized ? o.weight_bits : 1.0;
-  const double bytes = as_bits ? planes * static_cast<double>(outputs) * static_cast<double>(kernels::words_for(inputs)) * 8.0
-                               : static_cast<double>(outputs) * static_cast<double>(inputs) * 4.0;
-  if (bytes > static_cast<double>(in.remaining())) in.invalid("weights of " + std::to_string(outputs) + "x" +
-                                                              std::to_string(inputs) + " run past the end of the data");
+  const double bytes =
+      as_bits ? planes * static_cast<double>(outputs) * static_cast<double>(kernels::words_for(inputs)) * 8.0
+              : static_cast<double>(outputs) * static_cast<double>(inputs) * 4.0;
+  if (bytes > static_cast<double>(in.remaining()))
+    in.invalid("weights of " + std::to_string(outputs) + "x" + std::to_string(inputs) +
+               " run past the end of the data");
 }
 
 dense_options weight_core::read_options(byte_reader& in) {
@@ -234,21 +238,25 @@ void weight_core::read(byte_reader& in, bool packed) {
   const std::uint64_t padding = tail ? ~((std::uint64_t{1} << tail) - 1) : 0;
   if (options_.kind == weight_kind::quantized) {
     const int bits = options_.weight_bits;
-    const auto planes = in.get_vector<std::uint64_t>("packed weight planes", static_cast<std::size_t>(bits) * out_ * words);
+    const auto planes =
+        in.get_vector<std::uint64_t>("packed weight planes", static_cast<std::size_t>(bits) * out_ * words);
     for (std::size_t pr = 0; pr < static_cast<std::size_t>(bits) * out_; ++pr)
       if (planes[pr * words + words - 1] & padding) in.invalid("packed weights have padding bits set");
     for (std::size_t r = 0; r < out_; ++r)
       for (std::size_t c = 0; c < in_; ++c) {
         std::uint32_t u = 0;
         for (int i = 0; i < bits; ++i)
-          u |= static_cast<std::uint32_t>((planes[(static_cast<std::size_t>(i) * out_ + r) * words + c / 64] >> (c % 64)) & 1u) << i;
+          u |= static_cast<std::uint32_t>(
+                   (planes[(static_cast<std::size_t>(i) * out_ + r) * words + c / 64] >> (c % 64)) & 1u)
+               << i;
         w[r * in_ + c] = kernels::level_value(u, bits);
       }
     return;
   }
   const auto sign = in.get_vector<std::uint64_t>("packed sign bits", out_ * words);
   std::vector<std::uint64_t> nonzero;
-  if (options_.kind == weight_kind::ternary) nonzero = in.get_vector<std::uint64_t>("packed nonzero bits", out_ * words);
+  if (options_.kind == weight_kind::ternary)
+    nonzero = in.get_vector<std::uint64_t>("packed nonzero bits", out_ * words);
   for (std::size_t r = 0; r < out_; ++r) {
     if ((sign[r * words + words - 1] & padding) || (!nonzero.empty() && (nonzero[r * words + words - 1] & padding)))
       in.invalid("packed weights have padding bits set");
@@ -289,7 +297,9 @@ void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
       transpose_master(ctx);
       break;
     case weight_kind::binary:
-    case weight_kind::quantized: pack_planes(ctx, mode, key); break;
+    case weight_kind::quantized:
+      pack_planes(ctx, mode, key);
+      break;
     case weight_kind::ternary:
       sign_.resize(out_ * words_in);
       nonzero_.resize(out_ * words_in);
@@ -353,7 +363,8 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
   const auto& k = ctx.kernels;
   if (!options_.qbp) {
     parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-      run_packed_gemm(k, k.gemm_f32, {.m = i1 - i0,
+      run_packed_gemm(k, k.gemm_f32,
+                      {.m = i1 - i0,
                        .n = j1 - j0,
                        .k = rows,
                        .a = dy + i0,
@@ -398,7 +409,8 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
 // the exact integer S, one division per output.
 void weight_core::forward_xnor(const float* a, std::size_t rows, int input_bits, float* y, const step_context& ctx) {
   const std::size_t words = kernels::words_for(in_), plane = rows * words;
-  const std::size_t a_planes = static_cast<std::size_t>(input_bits), w_planes = static_cast<std::size_t>(weight_planes());
+  const std::size_t a_planes = static_cast<std::size_t>(input_bits),
+                    w_planes = static_cast<std::size_t>(weight_planes());
   const auto& k = ctx.kernels;
   input_planes_.resize(a_planes * plane);
   counts_.resize(rows * out_);
@@ -407,7 +419,8 @@ void weight_core::forward_xnor(const float* a, std::size_t rows, int input_bits,
       k.pack_binary(a + r0 * in_, r1 - r0, in_, in_, input_planes_.data() + r0 * words, words,
                     kernels::sample_mode::deterministic, 0);
     else
-      kernels::pack_levels(a + r0 * in_, r1 - r0, in_, in_, input_bits, input_planes_.data() + r0 * words, plane, words);
+      kernels::pack_levels(a + r0 * in_, r1 - r0, in_, in_, input_bits, input_planes_.data() + r0 * words, plane,
+                           words);
   });
   const bool single = a_planes == 1 && w_planes == 1;
   if (!single) sums_.resize(rows * out_);
@@ -483,18 +496,35 @@ void weight_core::multiply(weight_kind kind, const float* a, std::size_t rows, s
     switch (kind) {
       case weight_kind::fp32:
         run_packed_gemm(k, k.gemm_f32,
-                        {.m = m, .n = n, .k = depth, .a = ai, .a_rs = depth, .a_cs = 1,
+                        {.m = m,
+                         .n = n,
+                         .k = depth,
+                         .a = ai,
+                         .a_rs = depth,
+                         .a_cs = 1,
                          .b = w.values_transposed ? w.values + j0 * depth : w.values + j0,
-                         .ldb = w.values_transposed ? depth : width, .b_transposed = w.values_transposed, .c = c,
+                         .ldb = w.values_transposed ? depth : width,
+                         .b_transposed = w.values_transposed,
+                         .c = c,
                          .ldc = width});
         break;
       case weight_kind::ternary:
         run_packed_gemm(k, k.gemm_ternary,
-                        {.m = m, .n = n, .k = depth, .a = ai, .a_rs = depth, .a_cs = 1, .sign = w.sign + j0 / 64,
-                         .nonzero = w.nonzero + j0 / 64, .ldb = ldb, .c = c, .ldc = width});
+                        {.m = m,
+                         .n = n,
+                         .k = depth,
+                         .a = ai,
+                         .a_rs = depth,
+                         .a_cs = 1,
+                         .sign = w.sign + j0 / 64,
+                         .nonzero = w.nonzero + j0 / 64,
+                         .ldb = ldb,
+                         .c = c,
+                         .ldc = width});
         break;
       case weight_kind::binary:
-      case weight_kind::quantized: break;  // multiply_planes
+      case weight_kind::quantized:
+        break;  // multiply_planes
     }
   });
 }
@@ -504,8 +534,8 @@ void weight_core::multiply_planes(int planes, const float* a, std::size_t rows, 
                                   const weight_view& w, float* out, const step_context& ctx) {
   if (planes > 1) plane_out_.resize(rows * width);
   parallel_gemm(ctx.rt, rows, width, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-    binary_planes_block(ctx.kernels, planes, a, depth, w.sign, w.plane_words, width, out,
-                        plane_out_.data(), i0, i1, j0, j1);
+    binary_planes_block(ctx.kernels, planes, a, depth, w.sign, w.plane_words, width, out, plane_out_.data(), i0, i1, j0,
+                        j1);
   });
 }
 

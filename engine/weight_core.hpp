@@ -86,7 +86,7 @@ class weight_core {
  private:
   struct weight_view {
     const float* values;
-    bool values_transposed;   // values is [width][depth] (the master weights read in place), else [depth][width]
+    bool values_transposed;  // values is [width][depth] (the master weights read in place), else [depth][width]
     const std::uint64_t* sign;
     const std::uint64_t* nonzero;
     std::size_t plane_words;  // words between consecutive bit planes of `sign`
@@ -111,18 +111,18 @@ class weight_core {
   int input_bits_[2] = {0, 0};              // inference, training
   std::vector<std::uint32_t> row_pattern_;  // convolutions: padding pattern of each output position
   std::vector<std::vector<std::uint32_t>> padded_;
-  std::vector<std::int64_t> corrections_;   // [pattern][out]: the padded inputs' share of the integer sum
-  int corrections_bits_ = -1;               // input bits corrections_ was computed for; -1: stale
-  std::vector<std::uint64_t> xnor_bt_;      // [planes][words(in)][out]: word w of every output's weight row
+  std::vector<std::int64_t> corrections_;    // [pattern][out]: the padded inputs' share of the integer sum
+  int corrections_bits_ = -1;                // input bits corrections_ was computed for; -1: stale
+  std::vector<std::uint64_t> xnor_bt_;       // [planes][words(in)][out]: word w of every output's weight row
   std::vector<std::uint64_t> input_planes_;  // [input bits][rows][words(in)]
-  std::vector<std::int32_t> counts_;        // [rows][out]
-  std::vector<std::int64_t> sums_;          // [rows][out]: sums over plane pairs (k-bit)
-  std::vector<float> plane_out_;            // [rows][width]: one weight plane's product (k-bit)
+  std::vector<std::int32_t> counts_;         // [rows][out]
+  std::vector<std::int64_t> sums_;           // [rows][out]: sums over plane pairs (k-bit)
+  std::vector<float> plane_out_;             // [rows][width]: one weight plane's product (k-bit)
   // Binary and k-bit weights: `sign_` holds the planes one after another, [planes][out][words(in)],
   // and `sign_t_` their transposes [planes][in][words(out)]. Ternary: sign_/nonzero_ as the kernels say.
   std::vector<std::uint64_t> sign_, nonzero_;
   std::vector<std::uint64_t> sign_t_, nonzero_t_;
-  std::vector<float> transposed_;                  // fp32 W^T [in][out]
+  std::vector<float> transposed_;  // fp32 W^T [in][out]
   std::vector<float> conditioned_;
   std::vector<std::int8_t> codes_;
 };

@@ -21,7 +21,8 @@ struct trained {
 
 // One short run of `m` on blobs; `reestimate` examples as in train_config.
 trained train_small(const network_architecture& arch, method m, std::size_t reestimate, std::size_t epochs = 1) {
-  trained t{make_network(arch, dense_options_for(m), 5), blobs(600, arch.inputs(), 1), blobs(300, arch.inputs(), 2), {}};
+  trained t{
+      make_network(arch, dense_options_for(m), 5), blobs(600, arch.inputs(), 1), blobs(300, arch.inputs(), 2), {}};
   train_config config;
   config.training_method = m;
   config.epochs = epochs;
@@ -111,8 +112,9 @@ TEST_CASE("re-estimated batch norm holds the population statistics of its input 
   };
   network_architecture shifted = mlp(20);
   shifted.shift_batch_norm = true;
-  for (const variant& c : {variant{"mlp bc+qbp", mlp(20), method::bc_qbp}, variant{"convnet tc", small_convnet(), method::tc},
-                           variant{"mlp shift-BN bc-stoch", shifted, method::bc_stoch}}) {
+  for (const variant& c :
+       {variant{"mlp bc+qbp", mlp(20), method::bc_qbp}, variant{"convnet tc", small_convnet(), method::tc},
+        variant{"mlp shift-BN bc-stoch", shifted, method::bc_stoch}}) {
     CAPTURE(c.name);
     // Running averages from training under sampled weights (no re-estimation) are the starting point.
     trained t = train_small(c.arch, c.m, 0);

@@ -38,8 +38,8 @@ double direct_conv(const matrix& x, std::size_t b, const conv_shape& s, const st
       if (iy < 0 || ix < 0 || iy >= static_cast<long>(s.height) || ix >= static_cast<long>(s.width)) continue;
       for (std::size_t c = 0; c < s.in_channels; ++c) {
         const std::size_t wi = ((o * s.kernel + ky) * s.kernel + kx) * s.in_channels + c;
-        sum += used_weight(w, wi, m) * x.at(b, (static_cast<std::size_t>(iy) * s.width + static_cast<std::size_t>(ix)) *
-                                                    s.in_channels + c);
+        sum += used_weight(w, wi, m) *
+               x.at(b, (static_cast<std::size_t>(iy) * s.width + static_cast<std::size_t>(ix)) * s.in_channels + c);
       }
     }
   return sum;
@@ -61,7 +61,7 @@ conv_shape shape_of(std::size_t h, std::size_t w, std::size_t cin, std::size_t c
 TEST_CASE("convolution forward and input gradient match direct loops on ragged shapes") {
   runtime rt(3);
   // Ragged channel counts around the 64-bit word and the kernels' column tiles.
-  const conv_shape shapes[] = {shape_of(5, 7, 3, 4, 3, true),   shape_of(6, 6, 1, 65, 3, false),
+  const conv_shape shapes[] = {shape_of(5, 7, 3, 4, 3, true), shape_of(6, 6, 1, 65, 3, false),
                                shape_of(4, 3, 64, 63, 1, true), shape_of(9, 5, 2, 1, 5, true),
                                shape_of(3, 3, 7, 129, 3, true)};
   for (const conv_shape& s : shapes)
@@ -268,7 +268,8 @@ TEST_CASE("a convolution over several slabs equals the same convolution one exam
     CHECK(std::equal(dxb.data.begin(), dxb.data.end(), dx.row(b)));
     for (std::size_t i = 0; i < grad.size(); ++i) grad_sum[i] += l->parameters()[0]->grad[i];
   }
-  for (std::size_t i = 0; i < grad.size(); i += 37) CHECK(grad[i] == doctest::Approx(grad_sum[i]).epsilon(1e-4).scale(1));
+  for (std::size_t i = 0; i < grad.size(); i += 37)
+    CHECK(grad[i] == doctest::Approx(grad_sum[i]).epsilon(1e-4).scale(1));
 }
 
 TEST_CASE("a small convnet learns a spatial task with every method") {
@@ -318,8 +319,8 @@ TEST_CASE("impossible convnet shapes are refused with clear errors") {
   a.height = a.width = 3;
   a.channels = 1;
   a.conv = {0, 4};
-  CHECK_THROWS_WITH_AS(make_network(a, dense_options_for(method::fp32), 1), doctest::Contains("must follow a convolution"),
-                       fewmul::error);
+  CHECK_THROWS_WITH_AS(make_network(a, dense_options_for(method::fp32), 1),
+                       doctest::Contains("must follow a convolution"), fewmul::error);
   a.height = a.width = 1;
   a.conv = {4, 0};
   CHECK_THROWS_WITH_AS(make_network(a, dense_options_for(method::fp32), 1), doctest::Contains("max-pooling needs maps"),

@@ -11,10 +11,18 @@ TEST_CASE("gemm_binary matches the reference bit for bit across tiles and blocks
     const auto a = random_floats(t.m * t.depth, t.seed);
     const auto bits = random_bits(t.depth, t.n, t.seed + 2);
     CHECK(matches_reference(t.ref.gemm_binary, t.k.gemm_binary,
-                            kernels::gemm_binary_params{.m = t.m, .n = t.n, .k = t.depth, .a = a.data(),
-                                                        .a_rs = t.a_rs, .a_cs = t.a_cs, .bits = bits.data(),
-                                                        .ldb = kernels::words_for(t.n), .c = nullptr, .ldc = t.n,
-                                                        .caches = t.caches, .workspace = t.workspace}));
+                            kernels::gemm_binary_params{.m = t.m,
+                                                        .n = t.n,
+                                                        .k = t.depth,
+                                                        .a = a.data(),
+                                                        .a_rs = t.a_rs,
+                                                        .a_cs = t.a_cs,
+                                                        .bits = bits.data(),
+                                                        .ldb = kernels::words_for(t.n),
+                                                        .c = nullptr,
+                                                        .ldc = t.n,
+                                                        .caches = t.caches,
+                                                        .workspace = t.workspace}));
   });
 }
 
@@ -23,8 +31,8 @@ TEST_CASE("gemm_binary reference sums groups of four") {
   const float v[5] = {1e8f, 1.0f, -1e8f, 3.0f, 0.5f};
   const std::uint64_t bits[5] = {1, 0, 1, 1, 0};
   float out = 0.0f;
-  kernels::reference_kernels().gemm_binary({.m = 1, .n = 1, .k = 5, .a = v, .a_rs = 5, .a_cs = 1, .bits = bits,
-                                            .ldb = 1, .c = &out, .ldc = 1});
+  kernels::reference_kernels().gemm_binary(
+      {.m = 1, .n = 1, .k = 5, .a = v, .a_rs = 5, .a_cs = 1, .bits = bits, .ldb = 1, .c = &out, .ldc = 1});
   const float group0 = (v[0] - v[1]) + (v[2] + v[3]);
   CHECK(out == group0 + -v[4]);
 }
@@ -40,8 +48,18 @@ TEST_CASE("gemm_binary writes only its block when the output has a larger stride
     const auto& k = kernels::kernels_for(which);
     workspace ws(k.workspace_bytes(tiny_caches));
     std::vector<float> c(m * n_total, 42.0f);
-    k.gemm_binary({.m = m, .n = n, .k = depth, .a = a.data(), .a_rs = depth, .a_cs = 1, .bits = bits.data() + j0 / 64,
-                   .ldb = ldb, .c = c.data() + j0, .ldc = n_total, .caches = tiny_caches, .workspace = ws.get()});
+    k.gemm_binary({.m = m,
+                   .n = n,
+                   .k = depth,
+                   .a = a.data(),
+                   .a_rs = depth,
+                   .a_cs = 1,
+                   .bits = bits.data() + j0 / 64,
+                   .ldb = ldb,
+                   .c = c.data() + j0,
+                   .ldc = n_total,
+                   .caches = tiny_caches,
+                   .workspace = ws.get()});
     for (std::size_t i = 0; i < m; ++i)
       for (std::size_t j = 0; j < n_total; ++j) {
         if (j < j0 || j >= j0 + n) {
@@ -61,8 +79,16 @@ TEST_CASE("gemm_binary reference agrees with double-precision arithmetic") {
   const std::size_t ldb = kernels::words_for(n);
   const auto bits = random_bits(depth, n, 12);
   std::vector<float> c(m * n);
-  kernels::reference_kernels().gemm_binary({.m = m, .n = n, .k = depth, .a = a.data(), .a_rs = depth, .a_cs = 1,
-                                            .bits = bits.data(), .ldb = ldb, .c = c.data(), .ldc = n});
+  kernels::reference_kernels().gemm_binary({.m = m,
+                                            .n = n,
+                                            .k = depth,
+                                            .a = a.data(),
+                                            .a_rs = depth,
+                                            .a_cs = 1,
+                                            .bits = bits.data(),
+                                            .ldb = ldb,
+                                            .c = c.data(),
+                                            .ldc = n});
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t j = 0; j < n; ++j) {
       double want = 0;

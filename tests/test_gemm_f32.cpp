@@ -14,16 +14,35 @@ TEST_CASE("gemm_f32 matches the reference bit for bit across tiles and blocks") 
     const auto a = random_floats(t.m * t.depth, t.seed);
     const auto b = random_floats(t.depth * t.n, t.seed + 1);
     CHECK(matches_reference(t.ref.gemm_f32, t.k.gemm_f32,
-                            kernels::gemm_f32_params{.m = t.m, .n = t.n, .k = t.depth, .a = a.data(), .a_rs = t.a_rs,
-                                                     .a_cs = t.a_cs, .b = b.data(), .ldb = t.n, .c = nullptr,
-                                                     .ldc = t.n, .caches = t.caches, .workspace = t.workspace}));
+                            kernels::gemm_f32_params{.m = t.m,
+                                                     .n = t.n,
+                                                     .k = t.depth,
+                                                     .a = a.data(),
+                                                     .a_rs = t.a_rs,
+                                                     .a_cs = t.a_cs,
+                                                     .b = b.data(),
+                                                     .ldb = t.n,
+                                                     .c = nullptr,
+                                                     .ldc = t.n,
+                                                     .caches = t.caches,
+                                                     .workspace = t.workspace}));
     // B given as its transpose ([n][depth], a layer's [out][in] weights), row stride depth + 3.
     std::vector<float> bt((t.depth + 3) * t.n, 9.0f);
     for (std::size_t q = 0; q < t.depth; ++q)
       for (std::size_t j = 0; j < t.n; ++j) bt[j * (t.depth + 3) + q] = b[q * t.n + j];
-    kernels::gemm_f32_params transposed{.m = t.m, .n = t.n, .k = t.depth, .a = a.data(), .a_rs = t.a_rs,
-                                        .a_cs = t.a_cs, .b = bt.data(), .ldb = t.depth + 3, .b_transposed = true,
-                                        .c = nullptr, .ldc = t.n, .caches = t.caches, .workspace = t.workspace};
+    kernels::gemm_f32_params transposed{.m = t.m,
+                                        .n = t.n,
+                                        .k = t.depth,
+                                        .a = a.data(),
+                                        .a_rs = t.a_rs,
+                                        .a_cs = t.a_cs,
+                                        .b = bt.data(),
+                                        .ldb = t.depth + 3,
+                                        .b_transposed = true,
+                                        .c = nullptr,
+                                        .ldc = t.n,
+                                        .caches = t.caches,
+                                        .workspace = t.workspace};
     CHECK(matches_reference(t.ref.gemm_f32, t.k.gemm_f32, transposed));
     // Same sums as the row-major B: the reference on the transposed copy equals it bit for bit.
     std::vector<float> plain(t.m * t.n), flipped(t.m * t.n);
@@ -45,8 +64,8 @@ TEST_CASE("gemm_f32 reference is one fused multiply-add per step, and so is ever
   const float x = 1.0f + std::ldexp(1.0f, -12), bias = -(1.0f + std::ldexp(1.0f, -11));
   const float a[2] = {1.0f, x}, b[2] = {bias, x};
   float c = 0.0f;
-  const kernels::gemm_f32_params f{.m = 1, .n = 1, .k = 2, .a = a, .a_rs = 2, .a_cs = 1, .b = b, .ldb = 1, .c = &c,
-                                   .ldc = 1};
+  const kernels::gemm_f32_params f{
+      .m = 1, .n = 1, .k = 2, .a = a, .a_rs = 2, .a_cs = 1, .b = b, .ldb = 1, .c = &c, .ldc = 1};
   kernels::reference_kernels().gemm_f32(f);
   CHECK(c == std::ldexp(1.0f, -24));
   for (isa which : isas_under_test()) {
@@ -74,8 +93,18 @@ TEST_CASE("gemm_f32 reference is one fused multiply-add per step, and so is ever
     for (float sign : {1.0f, -1.0f}) {
       const float b_signed[2] = {sign * b2[0], sign * b2[1]};
       float got = 0.0f;
-      k.gemm_f32({.m = 1, .n = 1, .k = 2, .a = a2, .a_rs = 2, .a_cs = 1, .b = b_signed, .ldb = 1, .c = &got, .ldc = 1,
-                  .caches = kernels::detect_cache_sizes(), .workspace = ws.get()});
+      k.gemm_f32({.m = 1,
+                  .n = 1,
+                  .k = 2,
+                  .a = a2,
+                  .a_rs = 2,
+                  .a_cs = 1,
+                  .b = b_signed,
+                  .ldb = 1,
+                  .c = &got,
+                  .ldc = 1,
+                  .caches = kernels::detect_cache_sizes(),
+                  .workspace = ws.get()});
       CHECK(got == sign * up);
     }
   }
@@ -86,8 +115,16 @@ TEST_CASE("gemm_f32 reference agrees with double-precision arithmetic") {
   const auto a = random_floats(m * depth, 11);
   const auto b = random_floats(depth * n, 15);
   std::vector<float> c(m * n);
-  kernels::reference_kernels().gemm_f32({.m = m, .n = n, .k = depth, .a = a.data(), .a_rs = depth, .a_cs = 1,
-                                         .b = b.data(), .ldb = n, .c = c.data(), .ldc = n});
+  kernels::reference_kernels().gemm_f32({.m = m,
+                                         .n = n,
+                                         .k = depth,
+                                         .a = a.data(),
+                                         .a_rs = depth,
+                                         .a_cs = 1,
+                                         .b = b.data(),
+                                         .ldb = n,
+                                         .c = c.data(),
+                                         .ldc = n});
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t j = 0; j < n; ++j) {
       double want = 0;

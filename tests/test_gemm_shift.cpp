@@ -28,9 +28,18 @@ TEST_CASE("gemm_shift matches the reference bit for bit across tiles and blocks"
     for (std::size_t i = 0; i < b_zeros.size(); i += 5) b_zeros[i] = 0.0f;
     // Codes as A (row-major or transposed), B with exact zeros, C row-major or transposed (c_rs = 1, as the
     // weight gradient writes it).
-    kernels::gemm_shift_params h{.m = t.m, .n = t.n, .k = t.depth, .q = codes.data(), .q_rs = t.a_rs,
-                                 .q_cs = t.a_cs, .b = b_zeros.data(), .ldb = t.n, .c = nullptr,
-                                 .c_rs = t.transposed ? 1 : t.n, .c_cs = t.transposed ? t.m : 1, .caches = t.caches,
+    kernels::gemm_shift_params h{.m = t.m,
+                                 .n = t.n,
+                                 .k = t.depth,
+                                 .q = codes.data(),
+                                 .q_rs = t.a_rs,
+                                 .q_cs = t.a_cs,
+                                 .b = b_zeros.data(),
+                                 .ldb = t.n,
+                                 .c = nullptr,
+                                 .c_rs = t.transposed ? 1 : t.n,
+                                 .c_cs = t.transposed ? t.m : 1,
+                                 .caches = t.caches,
                                  .workspace = t.workspace};
     CHECK(matches_reference(t.ref.gemm_shift, t.k.gemm_shift, h));
     // And B without zeros (the usual gradient), which the kernel multiplies without testing B.
@@ -50,8 +59,17 @@ TEST_CASE("gemm_shift reference agrees with double-precision arithmetic") {
   std::vector<float> at(depth * m), c(m * n);
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t p = 0; p < depth; ++p) at[p * m + i] = a[i * depth + p];
-  ref.gemm_shift({.m = n, .n = m, .k = depth, .q = codes.data(), .q_rs = 1, .q_cs = n, .b = at.data(), .ldb = m,
-                  .c = c.data(), .c_rs = 1, .c_cs = n});
+  ref.gemm_shift({.m = n,
+                  .n = m,
+                  .k = depth,
+                  .q = codes.data(),
+                  .q_rs = 1,
+                  .q_cs = n,
+                  .b = at.data(),
+                  .ldb = m,
+                  .c = c.data(),
+                  .c_rs = 1,
+                  .c_cs = n});
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t j = 0; j < n; ++j) {
       double want = 0;

@@ -13,10 +13,18 @@ TEST_CASE("gemm_ternary matches the reference bit for bit across tiles and block
     auto sign = random_bits(t.depth, t.n, t.seed + 4);
     for (std::size_t i = 0; i < sign.size(); ++i) sign[i] &= nonzero[i];
     CHECK(matches_reference(t.ref.gemm_ternary, t.k.gemm_ternary,
-                            kernels::gemm_ternary_params{.m = t.m, .n = t.n, .k = t.depth, .a = a.data(),
-                                                         .a_rs = t.a_rs, .a_cs = t.a_cs, .sign = sign.data(),
-                                                         .nonzero = nonzero.data(), .ldb = kernels::words_for(t.n),
-                                                         .c = nullptr, .ldc = t.n, .caches = t.caches,
+                            kernels::gemm_ternary_params{.m = t.m,
+                                                         .n = t.n,
+                                                         .k = t.depth,
+                                                         .a = a.data(),
+                                                         .a_rs = t.a_rs,
+                                                         .a_cs = t.a_cs,
+                                                         .sign = sign.data(),
+                                                         .nonzero = nonzero.data(),
+                                                         .ldb = kernels::words_for(t.n),
+                                                         .c = nullptr,
+                                                         .ldc = t.n,
+                                                         .caches = t.caches,
                                                          .workspace = t.workspace}));
   });
 }
@@ -29,9 +37,17 @@ TEST_CASE("gemm_ternary reference agrees with double-precision arithmetic") {
   auto sign = random_bits(depth, n, 14);
   for (std::size_t i = 0; i < sign.size(); ++i) sign[i] &= nonzero[i];
   std::vector<float> c(m * n);
-  kernels::reference_kernels().gemm_ternary({.m = m, .n = n, .k = depth, .a = a.data(), .a_rs = depth, .a_cs = 1,
-                                             .sign = sign.data(), .nonzero = nonzero.data(), .ldb = ldb,
-                                             .c = c.data(), .ldc = n});
+  kernels::reference_kernels().gemm_ternary({.m = m,
+                                             .n = n,
+                                             .k = depth,
+                                             .a = a.data(),
+                                             .a_rs = depth,
+                                             .a_cs = 1,
+                                             .sign = sign.data(),
+                                             .nonzero = nonzero.data(),
+                                             .ldb = ldb,
+                                             .c = c.data(),
+                                             .ldc = n});
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t j = 0; j < n; ++j) {
       double want = 0;

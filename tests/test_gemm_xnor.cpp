@@ -25,8 +25,15 @@ TEST_CASE("gemm_xnor matches the reference bit for bit on ragged sizes, padding 
           for (std::size_t j = 0; j < n; ++j)
             for (std::size_t w = 0; w < words; ++w) bt[w * n + j] = b[j * words + w];
           std::vector<std::int32_t> want(m * n), got(m * n, -12345);
-          kernels::gemm_xnor_params x{.m = m, .n = n, .k_words = words, .k_bits = static_cast<std::int32_t>(k_bits),
-                                      .a = a.data(), .lda = words, .bt = bt.data(), .ldbt = n, .c = want.data(),
+          kernels::gemm_xnor_params x{.m = m,
+                                      .n = n,
+                                      .k_words = words,
+                                      .k_bits = static_cast<std::int32_t>(k_bits),
+                                      .a = a.data(),
+                                      .lda = words,
+                                      .bt = bt.data(),
+                                      .ldbt = n,
+                                      .c = want.data(),
                                       .ldc = n};
           ref.gemm_xnor(x);
           x.c = got.data();

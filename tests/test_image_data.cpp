@@ -145,7 +145,8 @@ TEST_CASE("CIFAR-10 binary batches load as channel-last images, and bad files ar
   for (int i = 0; i < 3; ++i)
     for (int p : {0, 1, 33, 1023})
       for (int c = 0; c < 3; ++c)
-        CHECK(d.x[static_cast<std::size_t>(i * 3072 + p * 3 + c)] == static_cast<float>((i * 7 + c * 50 + p) % 256) / 255.0f);
+        CHECK(d.x[static_cast<std::size_t>(i * 3072 + p * 3 + c)] ==
+              static_cast<float>((i * 7 + c * 50 + p) % 256) / 255.0f);
   write_bytes(path, {bytes.begin(), bytes.end() - 1});
   const std::string what = error_of([&] { load_cifar10_batch(path); });
   CHECK(what.find(path) == 0);
@@ -154,13 +155,15 @@ TEST_CASE("CIFAR-10 binary batches load as channel-last images, and bad files ar
   write_bytes(path, bytes);
   CHECK_THROWS_WITH_AS(load_cifar10_batch(path), doctest::Contains("label 10 of record 1"), fewmul::error);
   fs::remove(path);
-  CHECK_THROWS_WITH_AS(load_cifar10(temp_path("nowhere")), doctest::Contains("apps/fetch-data.sh cifar10"), fewmul::error);
+  CHECK_THROWS_WITH_AS(load_cifar10(temp_path("nowhere")), doctest::Contains("apps/fetch-data.sh cifar10"),
+                       fewmul::error);
 }
 
 TEST_CASE("CIFAR-10 package conversion: label JSON and PNG sheets") {
   CHECK(fewmul_app::parse_label_json(" [6,9, 9,4]\n", "x") == std::vector<unsigned char>{6, 9, 9, 4});
   for (const char* bad : {"", "[", "[]", "[1,2", "[1,,2]", "[10]", "[1] x", "{1}", "[-1]", "[1.5]"})
-    CHECK_THROWS_WITH_AS(fewmul_app::parse_label_json(bad, "labels.json"), doctest::Contains("labels.json"), fewmul::error);
+    CHECK_THROWS_WITH_AS(fewmul_app::parse_label_json(bad, "labels.json"), doctest::Contains("labels.json"),
+                         fewmul::error);
 
   // A 1024 x 2 RGB sheet: row i is image i, pixel p at (p / 32, p % 32).
   std::vector<unsigned char> rgb(1024 * 2 * 3);

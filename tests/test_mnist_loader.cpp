@@ -57,8 +57,8 @@ struct temp_dir {
       gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
       gzclose(f);
     } else {
-      std::ofstream(file, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                                  static_cast<std::streamsize>(bytes.size()));
+      std::ofstream(file, std::ios::binary)
+          .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
     }
     return file;
   }
@@ -95,7 +95,8 @@ TEST_CASE("broken IDX files give errors that name the file and the problem") {
     const std::string path = dir.write(file, bytes, gzip);
     CAPTURE(message);
     if (images)
-      CHECK_THROWS_WITH_AS(load_idx_images(path, 28, 28), doctest::Contains((path + ": " + message).c_str()), fewmul::error);
+      CHECK_THROWS_WITH_AS(load_idx_images(path, 28, 28), doctest::Contains((path + ": " + message).c_str()),
+                           fewmul::error);
     else
       CHECK_THROWS_WITH_AS(load_idx_labels(path, 9), doctest::Contains((path + ": " + message).c_str()), fewmul::error);
   };

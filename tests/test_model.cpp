@@ -64,7 +64,8 @@ TEST_CASE("an exported model reproduces the trainer's packed inference exactly, 
     std::size_t weight_bytes = 0;
     for (auto [in, out] : {std::pair{20, 70}, std::pair{70, 33}, std::pair{33, 3}}) {
       const std::size_t row_words = (in + 63) / 64;
-      weight_bytes += m == method::fp32 ? std::size_t(in) * out * 4 : (m == method::tc_qbp ? 2 : 1) * out * row_words * 8;
+      weight_bytes +=
+          m == method::fp32 ? std::size_t(in) * out * 4 : (m == method::tc_qbp ? 2 : 1) * out * row_words * 8;
     }
     CHECK(bytes > weight_bytes);
     CHECK(bytes < weight_bytes + 4 * 4 * (70 + 33 + 3) + 600);
@@ -172,7 +173,8 @@ TEST_CASE("resuming from a checkpoint gives the bit-identical result of an unint
       arch.shift_batch_norm = true;
     }
     auto fresh = [&] {
-      return make_network(arch, dense_options_for(m, config.qbp_kmin, config.qbp_kmax, config.weight_bits), config.seed);
+      return make_network(arch, dense_options_for(m, config.qbp_kmin, config.qbp_kmax, config.weight_bits),
+                          config.seed);
     };
 
     network whole = fresh();
@@ -190,8 +192,8 @@ TEST_CASE("resuming from a checkpoint gives the bit-identical result of an unint
       if (s.progress.epochs.size() == 2) request_stop();
     };
     network first = fresh();
-    CHECK_THROWS_WITH_AS(train(first, train_set, test_set, config, observer), doctest::Contains("interrupted in epoch 3"),
-                         fewmul::error);
+    CHECK_THROWS_WITH_AS(train(first, train_set, test_set, config, observer),
+                         doctest::Contains("interrupted in epoch 3"), fewmul::error);
     checkpoint loaded = load_checkpoint(path);
     CHECK(loaded.state.progress.epochs.size() == 2);
     CHECK(loaded.config.weight_bits == config.weight_bits);
@@ -379,8 +381,8 @@ TEST_CASE("a format-5 checkpoint resumes with the schedule and the bnn step scal
   append(&size, 8);
   append(payload.data(), payload.size());
   append(&crc, 4);
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(old.data()),
-                                                                 static_cast<std::streamsize>(old.size()));
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(old.data()), static_cast<std::streamsize>(old.size()));
   const checkpoint loaded = load_checkpoint(path);
   CHECK(loaded.config.bn_reestimate_examples == 12345);
   CHECK(loaded.config.schedule == lr_schedule::per_epoch_floor);

@@ -75,7 +75,7 @@ TEST_CASE("the default schedule is a cosine per minibatch reaching lr over 100 o
   const auto cosine = [](double t) { return 0.01 + 0.99 * 0.5 * (1.0 + std::cos(std::acos(-1.0) * t)); };
   CHECK(learning_rate_at(c, 1, 0, batches) == doctest::Approx(1.0));
   CHECK(learning_rate_at(c, 1, 125, batches) == doctest::Approx(cosine(0.25)));
-  CHECK(learning_rate_at(c, 1, 125, batches) > 0.85f);  // a short run's first epoch stays near lr
+  CHECK(learning_rate_at(c, 1, 125, batches) > 0.85f);                  // a short run's first epoch stays near lr
   CHECK(learning_rate_at(c, 2, 0, batches) == doctest::Approx(0.505));  // half-way: half, not the floor
   CHECK(learning_rate_at(c, 2, batches - 1, batches) > 0.01f);
   CHECK(learning_rate_at(c, 2, batches - 1, batches) == doctest::Approx(cosine(499.0 / 500.0)));

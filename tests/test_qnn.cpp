@@ -60,7 +60,9 @@ std::vector<double> reference_product(const std::vector<float>& x, std::size_t r
 
 }  // namespace
 
-TEST_CASE("k-bit dense layers: float inputs (masked adds per plane) and k-bit inputs (XNOR per plane pair) match a double reference") {
+TEST_CASE(
+    "k-bit dense layers: float inputs (masked adds per plane) and k-bit inputs (XNOR per plane pair) match a double "
+    "reference") {
   const isa saved = active_isa();
   for (isa which : isas_under_test()) {
     force_isa(which);
@@ -349,7 +351,8 @@ TEST_CASE("convolutions on quantized inputs: XNOR forward with the padding corre
               } else {
                 double worst = 0;
                 for (std::size_t i = 0; i < y1.data.size(); ++i)
-                  worst = std::max(worst, static_cast<double>(std::fabs(y1.data[i] - y2.data[i])) / (1.0 + std::fabs(y1.data[i])));
+                  worst = std::max(
+                      worst, static_cast<double>(std::fabs(y1.data[i] - y2.data[i])) / (1.0 + std::fabs(y1.data[i])));
                 // The float path rounds once per add: a relative error of up to K ulps.
                 CHECK(worst < 1.2e-7 * static_cast<double>(kernel * kernel * c_in) + 1e-6);
               }

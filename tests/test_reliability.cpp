@@ -99,9 +99,15 @@ TEST_CASE("a checkpoint is validated completely at load, naming the file") {
       {[](checkpoint& c) { c.meta.input_scale = -1.0f; }, "scale"},
       {[](checkpoint& c) { c.state.network_state[1][0] = std::nanf(""); }, "parameter"},
       // The snapshot: dense weights, then the batch norm's scale, shift, mean and variance, per layer.
-      {[](checkpoint& c) { c.state.best_state = c.state.network_state; c.state.best_state[6][0] = std::nanf(""); },
+      {[](checkpoint& c) {
+         c.state.best_state = c.state.network_state;
+         c.state.best_state[6][0] = std::nanf("");
+       },
        "best-epoch parameter gamma"},
-      {[](checkpoint& c) { c.state.best_state = c.state.network_state; c.state.best_state[4][0] = -1.0f; },
+      {[](checkpoint& c) {
+         c.state.best_state = c.state.network_state;
+         c.state.best_state[4][0] = -1.0f;
+       },
        "best-epoch batch-norm variance"},
       {[](checkpoint& c) { c.state.network_state[1][0] = 3e38f; }, "magnitude"},
       {[](checkpoint& c) { c.state.progress.best_epoch = 4; }, "best epoch 4 of 0"},

@@ -106,12 +106,14 @@ TEST_CASE("a training step allocates nothing after the first, for every method o
     MESSAGE("built with ThreadSanitizer: allocations are not counted");
     return;
   }
-  for (method m : {method::fp32, method::bc, method::bc_stoch, method::tc, method::bc_qbp, method::tc_qbp,
-                   method::bnn}) {
+  for (method m :
+       {method::fp32, method::bc, method::bc_stoch, method::tc, method::bc_qbp, method::tc_qbp, method::bnn}) {
     CAPTURE(static_cast<int>(m));
     const dataset data = blobs(40, 64, 3);
-    network mlp = make_mlp(64, {96, 80}, 3, dense_options_for(m), m == method::bnn ? activation::sign : activation::relu, 5);
-    CHECK(allocations_after_first_step(mlp, data, m, m == method::bnn ? optimizer_kind::adam : optimizer_kind::sgd) == 0);
+    network mlp =
+        make_mlp(64, {96, 80}, 3, dense_options_for(m), m == method::bnn ? activation::sign : activation::relu, 5);
+    CHECK(allocations_after_first_step(mlp, data, m, m == method::bnn ? optimizer_kind::adam : optimizer_kind::sgd) ==
+          0);
   }
   network_architecture arch;
   arch.height = 8;

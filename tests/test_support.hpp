@@ -70,8 +70,8 @@ inline std::vector<unsigned char> read_bytes(const std::string& path) {
 }
 
 inline void write_bytes(const std::string& path, const std::vector<unsigned char>& bytes) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                              static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
 /// Three separable classes of `features` values (a channel-last image when the network is a convnet):

@@ -22,7 +22,8 @@ bool read_line(const std::string& path, std::string& out) {
 // "48K", "1024K", "32M" -> bytes; 0 when unreadable.
 std::size_t parse_size(const std::string& text) {
   std::size_t value = 0, i = 0;
-  for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) value = value * 10 + static_cast<std::size_t>(text[i] - '0');
+  for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i)
+    value = value * 10 + static_cast<std::size_t>(text[i] - '0');
   if (i < text.size() && (text[i] == 'K' || text[i] == 'k')) value *= 1024;
   if (i < text.size() && (text[i] == 'M' || text[i] == 'm')) value *= 1024 * 1024;
   return value;
@@ -33,11 +34,13 @@ std::size_t count_cpus(const std::string& list) {
   std::size_t count = 0, i = 0;
   while (i < list.size()) {
     std::size_t first = 0, last = 0;
-    for (; i < list.size() && list[i] >= '0' && list[i] <= '9'; ++i) first = first * 10 + static_cast<std::size_t>(list[i] - '0');
+    for (; i < list.size() && list[i] >= '0' && list[i] <= '9'; ++i)
+      first = first * 10 + static_cast<std::size_t>(list[i] - '0');
     last = first;
     if (i < list.size() && list[i] == '-') {
       last = 0;
-      for (++i; i < list.size() && list[i] >= '0' && list[i] <= '9'; ++i) last = last * 10 + static_cast<std::size_t>(list[i] - '0');
+      for (++i; i < list.size() && list[i] >= '0' && list[i] <= '9'; ++i)
+        last = last * 10 + static_cast<std::size_t>(list[i] - '0');
     }
     count += last >= first ? last - first + 1 : 1;
     while (i < list.size() && (list[i] < '0' || list[i] > '9')) ++i;
@@ -53,7 +56,8 @@ cache_sizes detect_cache_sizes() noexcept {
     for (int index = 0; index < 8; ++index) {
       const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/";
       std::string level, type, size, shared;
-      if (!read_line(dir + "level", level) || !read_line(dir + "type", type) || !read_line(dir + "size", size)) continue;
+      if (!read_line(dir + "level", level) || !read_line(dir + "type", type) || !read_line(dir + "size", size))
+        continue;
       if (type == "Instruction") continue;
       const std::size_t bytes = parse_size(size);
       if (bytes == 0) continue;

@@ -18,7 +18,8 @@ kernel_table make_neon64_table();
 
 const kernel_table* table_or_null(fewmul::isa which) {
   switch (which) {
-    case fewmul::isa::scalar: return &reference_kernels();
+    case fewmul::isa::scalar:
+      return &reference_kernels();
 #if defined(FEWMUL_HAVE_X86_KERNELS)
     case fewmul::isa::sse4_2: {
       static const kernel_table table = make_sse4_2_table();
@@ -43,7 +44,8 @@ const kernel_table* table_or_null(fewmul::isa which) {
       return &table;
     }
 #endif
-    default: return nullptr;
+    default:
+      return nullptr;
   }
 }
 }  // namespace detail

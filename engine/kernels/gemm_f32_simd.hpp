@@ -8,11 +8,11 @@ namespace {  // one copy per translation unit (see xsimd_compat.hpp)
 template <class A>
 struct gemm_f32_simd : simd_common<A> {
   using base = simd_common<A>;
-  using typename base::fb;
   using base::lanes;
-  using base::nv;
   using base::load_panel_tile;
+  using base::nv;
   using base::store_panel_tile;
+  using typename base::fb;
 
   // ---- packed GEMMs (gemm_f32, gemm_binary) --------------------------------------------------------
   // Blocked as gemm_blocking.hpp says; both operands packed into the workspace as zero-padded panels, so

@@ -9,13 +9,13 @@ namespace {  // one copy per translation unit (see xsimd_compat.hpp)
 template <class A>
 struct gemm_lookup_simd : simd_common<A> {
   using base = simd_common<A>;
-  using typename base::fb;
-  using typename base::ub;
-  using typename base::ib;
-  using base::lanes;
   using base::lane_mask;
+  using base::lanes;
   using base::load_panel_tile;
   using base::store_panel_tile;
+  using typename base::fb;
+  using typename base::ib;
+  using typename base::ub;
 
   // Binary and ternary by grouped lookup (see "Summation order" in fewmul/kernels.hpp). A group covers
   // `Group` consecutive k of B's bit planes, starting at a multiple of Group (K blocks start at multiples
@@ -53,15 +53,12 @@ struct gemm_lookup_simd : simd_common<A> {
   template <std::size_t Group>
   static constexpr std::size_t table_entries = Group == 4 ? 16 : 32;
 
-  static std::uint64_t tile_bits(const std::uint64_t* row, std::size_t j0) {
-    return row[j0 / 64] >> (j0 % 64);
-  }
+  static std::uint64_t tile_bits(const std::uint64_t* row, std::size_t j0) { return row[j0 / 64] >> (j0 % 64); }
   // Lanes of `word` (bits of `lanes` columns) as 0/1 integers.
   static ub lane_ones(std::uint64_t word) {
-    alignas(64) static constexpr std::uint32_t lane_bits[16] = {1u << 0,  1u << 1,  1u << 2,  1u << 3,
-                                                                1u << 4,  1u << 5,  1u << 6,  1u << 7,
-                                                                1u << 8,  1u << 9,  1u << 10, 1u << 11,
-                                                                1u << 12, 1u << 13, 1u << 14, 1u << 15};
+    alignas(64) static constexpr std::uint32_t lane_bits[16] = {
+        1u << 0, 1u << 1, 1u << 2,  1u << 3,  1u << 4,  1u << 5,  1u << 6,  1u << 7,
+        1u << 8, 1u << 9, 1u << 10, 1u << 11, 1u << 12, 1u << 13, 1u << 14, 1u << 15};
     const ub bit = ub::load_aligned(lane_bits);
     return xsimd::select((ub(static_cast<std::uint32_t>(word) & lane_mask) & bit) != ub(0u), ub(1u), ub(0u));
   }
@@ -130,14 +127,15 @@ struct gemm_lookup_simd : simd_common<A> {
           if constexpr (Group == 4) {
             fb s[4];
             for (std::size_t u = 0; u < 4; ++u)
-              s[u] = simd_compat::as_float<A>(simd_compat::as_bits<A>(fb(a_u[u])) ^ ub::load_aligned(masks.negate[u] + q));
+              s[u] =
+                  simd_compat::as_float<A>(simd_compat::as_bits<A>(fb(a_u[u])) ^ ub::load_aligned(masks.negate[u] + q));
             ((s[0] + s[1]) + (s[2] + s[3])).store_aligned(table + q);
           } else {
             fb v[3];
             for (std::size_t u = 0; u < 3; ++u)
-              v[u] = simd_compat::as_float<A>((simd_compat::as_bits<A>(fb(a_u[u])) ^
-                                               ub::load_aligned(masks.ternary_negate[u] + q)) &
-                                              ub::load_aligned(masks.ternary_keep[u] + q));
+              v[u] = simd_compat::as_float<A>(
+                  (simd_compat::as_bits<A>(fb(a_u[u])) ^ ub::load_aligned(masks.ternary_negate[u] + q)) &
+                  ub::load_aligned(masks.ternary_keep[u] + q));
             ((v[0] + v[1]) + v[2]).store_aligned(table + q);
           }
         }
@@ -220,7 +218,7 @@ struct gemm_lookup_simd : simd_common<A> {
           build_tables<Group, MR>(p, i0, h, pc, kb, tables);
           for (std::size_t j0 = 0; j0 < nb; j0 += NV * lanes)
             lookup_tile<Group, MR, NV>(groups, tables, indices + j0 * groups, p.c + i0 * p.ldc + jc + j0, p.ldc, h,
-                                   std::min(NV * lanes, nb - j0), pc == 0);
+                                       std::min(NV * lanes, nb - j0), pc == 0);
         }
       }
     }

@@ -8,11 +8,11 @@ namespace {  // one copy per translation unit (see xsimd_compat.hpp)
 template <class A>
 struct gemm_shift_simd : simd_common<A> {
   using base = simd_common<A>;
-  using typename base::fb;
-  using typename base::ub;
   using base::lanes;
   using base::load_strided_tile;
   using base::store_strided_tile;
+  using typename base::fb;
+  using typename base::ub;
 
   // ---- shift GEMM (quantized-backprop weight gradient) --------------------------------------------
   // A product b * (±2^e) is the integer add  bits(b) + (e << 23) + (s << 31): the first term moves the

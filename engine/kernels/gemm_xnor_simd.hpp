@@ -30,7 +30,8 @@ struct gemm_xnor_simd : simd_common<A> {
         for (std::size_t v = 0; v < V; ++v) b[v] = wb::load_unaligned(bt + w * ldbt + j0 + v * word_lanes);
         for (std::size_t r = 0; r < R; ++r) {
           const wb av(a[(i0 + r) * lda + w]);
-          for (std::size_t v = 0; v < V; ++v) different[r][v] = different[r][v] + simd_compat::popcount_lanes<A>(av ^ b[v]);
+          for (std::size_t v = 0; v < V; ++v)
+            different[r][v] = different[r][v] + simd_compat::popcount_lanes<A>(av ^ b[v]);
         }
       }
       for (std::size_t r = 0; r < R; ++r)

@@ -8,8 +8,6 @@
 
 namespace fewmul::kernels::detail {
 
-kernel_table make_avx512vpopcntdq_table() {
-  return simd_kernels<xsimd::avx512bw>::table(fewmul::isa::avx512vpopcntdq);
-}
+kernel_table make_avx512vpopcntdq_table() { return simd_kernels<xsimd::avx512bw>::table(fewmul::isa::avx512vpopcntdq); }
 
 }  // namespace fewmul::kernels::detail

@@ -8,11 +8,11 @@ namespace {  // one copy per translation unit (see xsimd_compat.hpp)
 template <class A>
 struct pack_simd : simd_common<A> {
   using base = simd_common<A>;
+  using base::lane_mask;
+  using base::lanes;
+  using base::uniform23;
   using typename base::fb;
   using typename base::fm;
-  using base::lanes;
-  using base::lane_mask;
-  using base::uniform23;
 
   static fm binary_bits(fb w, sample_mode mode, std::uint64_t key, std::uint32_t index) {
     if (mode == sample_mode::deterministic) return w >= fb(0.0f);
@@ -68,8 +68,8 @@ struct pack_simd : simd_common<A> {
       if (full < cols) {
         alignas(64) float tail[lanes] = {};
         for (std::size_t c = full; c < cols; ++c) tail[c - full] = src[c];
-        pack_one(fb::load_aligned(tail), row_index + static_cast<std::uint32_t>(full), (1u << (cols - full)) - 1u, s,
-                 z, full);
+        pack_one(fb::load_aligned(tail), row_index + static_cast<std::uint32_t>(full), (1u << (cols - full)) - 1u, s, z,
+                 full);
       }
     }
   }

@@ -8,12 +8,12 @@ namespace {  // one copy per translation unit (see xsimd_compat.hpp)
 template <class A>
 struct quantize_pow2_simd : simd_common<A> {
   using base = simd_common<A>;
-  using typename base::fb;
-  using typename base::ub;
-  using typename base::ib;
-  using typename base::fm;
   using base::lanes;
   using base::uniform23;
+  using typename base::fb;
+  using typename base::fm;
+  using typename base::ib;
+  using typename base::ub;
 
   // ---- stochastic power-of-two quantizer ----------------------------------------------------------
   static void quantize_pow2(const float* x, std::size_t n, std::int8_t* codes, int kmin, int kmax, std::uint64_t key,

@@ -27,9 +27,9 @@ struct simd_common {
   using ib = simd_compat::ibatch<A>;
   using fm = simd_compat::fmask<A>;
   static constexpr std::size_t lanes = fb::size;
-  static constexpr std::size_t nv = 2;                          // vectors per column tile
-  static constexpr std::size_t nr = nv * lanes;                 // columns per tile: 8, 16 or 32
-  static constexpr std::size_t mr = lanes == 16 ? 8 : 4;        // rows per tile
+  static constexpr std::size_t nv = 2;                    // vectors per column tile
+  static constexpr std::size_t nr = nv * lanes;           // columns per tile: 8, 16 or 32
+  static constexpr std::size_t mr = lanes == 16 ? 8 : 4;  // rows per tile
   static constexpr std::uint32_t lane_mask = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
   static_assert(64 % nr == 0, "a column tile must lie inside one 64-bit word");
 
@@ -73,18 +73,27 @@ struct simd_common {
     if (rows == 0) return;
     if constexpr (mr >= 8) {
       switch (rows) {
-        case 7: return f.template operator()<7>();
-        case 6: return f.template operator()<6>();
-        case 5: return f.template operator()<5>();
-        case 4: return f.template operator()<4>();
-        default: break;
+        case 7:
+          return f.template operator()<7>();
+        case 6:
+          return f.template operator()<6>();
+        case 5:
+          return f.template operator()<5>();
+        case 4:
+          return f.template operator()<4>();
+        default:
+          break;
       }
     }
     switch (rows) {
-      case 3: return f.template operator()<3>();
-      case 2: return f.template operator()<2>();
-      case 1: return f.template operator()<1>();
-      default: return;
+      case 3:
+        return f.template operator()<3>();
+      case 2:
+        return f.template operator()<2>();
+      case 1:
+        return f.template operator()<1>();
+      default:
+        return;
     }
   }
 
@@ -106,7 +115,8 @@ struct simd_common {
     constexpr std::size_t width = NV * lanes;
     if (first || (c_cs == 1 && h == R && w == width)) {
       for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t v = 0; v < NV; ++v) acc[r][v] = first ? fb(0.0f) : fb::load_unaligned(c + r * c_rs + v * lanes);
+        for (std::size_t v = 0; v < NV; ++v)
+          acc[r][v] = first ? fb(0.0f) : fb::load_unaligned(c + r * c_rs + v * lanes);
       return;
     }
     if constexpr (R == 4) {

@@ -45,8 +45,8 @@ inline fmask<A> mask_from_bits(std::uint32_t bits) noexcept {
 #if defined(__AVX512F__)
   if constexpr (is_avx512<A>) return fmask<A>(static_cast<__mmask16>(bits));
 #endif
-  alignas(64) static constexpr std::uint32_t lane_bits[16] = {1u << 0,  1u << 1,  1u << 2,  1u << 3,  1u << 4,  1u << 5,
-                                                              1u << 6,  1u << 7,  1u << 8,  1u << 9,  1u << 10, 1u << 11,
+  alignas(64) static constexpr std::uint32_t lane_bits[16] = {1u << 0,  1u << 1,  1u << 2,  1u << 3, 1u << 4,  1u << 5,
+                                                              1u << 6,  1u << 7,  1u << 8,  1u << 9, 1u << 10, 1u << 11,
                                                               1u << 12, 1u << 13, 1u << 14, 1u << 15};
   const ubatch<A> lanes = ubatch<A>::load_aligned(lane_bits);
   const auto set = (ubatch<A>(bits) & lanes) == lanes;
@@ -121,8 +121,9 @@ inline u64batch<A> popcount_lanes(u64batch<A> x) noexcept {
   if constexpr (is_avx512<A>) {
     const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
     const __m512i low = _mm512_set1_epi8(0x0f);
-    const __m512i counts = _mm512_add_epi8(_mm512_shuffle_epi8(table, _mm512_and_si512(x.data, low)),
-                                           _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(x.data, 4), low)));
+    const __m512i counts =
+        _mm512_add_epi8(_mm512_shuffle_epi8(table, _mm512_and_si512(x.data, low)),
+                        _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(x.data, 4), low)));
     return _mm512_sad_epu8(counts, _mm512_setzero_si512());
   }
 #endif
@@ -131,19 +132,22 @@ inline u64batch<A> popcount_lanes(u64batch<A> x) noexcept {
     const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
                                            2, 3, 2, 3, 3, 4);
     const __m256i low = _mm256_set1_epi8(0x0f);
-    const __m256i counts = _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(x.data, low)),
-                                           _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x.data, 4), low)));
+    const __m256i counts =
+        _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(x.data, low)),
+                        _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x.data, 4), low)));
     return _mm256_sad_epu8(counts, _mm256_setzero_si256());
   }
 #endif
 #if defined(__SSE4_2__)
   if constexpr (is_sse<A>) {
-    return _mm_set_epi64x(static_cast<long long>(_mm_popcnt_u64(static_cast<std::uint64_t>(_mm_extract_epi64(x.data, 1)))),
-                          static_cast<long long>(_mm_popcnt_u64(static_cast<std::uint64_t>(_mm_cvtsi128_si64(x.data)))));
+    return _mm_set_epi64x(
+        static_cast<long long>(_mm_popcnt_u64(static_cast<std::uint64_t>(_mm_extract_epi64(x.data, 1)))),
+        static_cast<long long>(_mm_popcnt_u64(static_cast<std::uint64_t>(_mm_cvtsi128_si64(x.data)))));
   }
 #endif
 #if defined(__aarch64__)
-  if constexpr (std::is_base_of_v<xsimd::neon, A>) return vpaddlq_u32(vpaddlq_u16(vpaddlq_u8(vcntq_u8(vreinterpretq_u8_u64(x.data)))));
+  if constexpr (std::is_base_of_v<xsimd::neon, A>)
+    return vpaddlq_u32(vpaddlq_u16(vpaddlq_u8(vcntq_u8(vreinterpretq_u8_u64(x.data)))));
 #endif
 }
 
@@ -187,8 +191,8 @@ inline fbatch<A> fused_multiply_add(fbatch<A> a, fbatch<A> b, fbatch<A> c) noexc
     auto awkward = [](__m128d s) {
       const __m128i low = _mm_and_si128(_mm_castpd_si128(s), _mm_set1_epi64x(0x1fffffff));
       const __m128d magnitude = _mm_andnot_pd(_mm_set1_pd(-0.0), s);
-      const __m128d outside = _mm_or_pd(_mm_cmplt_pd(magnitude, _mm_set1_pd(0x1p-126)),
-                                        _mm_cmpge_pd(magnitude, _mm_set1_pd(0x1p127)));
+      const __m128d outside =
+          _mm_or_pd(_mm_cmplt_pd(magnitude, _mm_set1_pd(0x1p-126)), _mm_cmpge_pd(magnitude, _mm_set1_pd(0x1p127)));
       const __m128d zero = _mm_cmpeq_pd(s, _mm_setzero_pd());
       return _mm_or_pd(_mm_castsi128_pd(_mm_cmpeq_epi64(low, _mm_set1_epi64x(0x10000000))),
                        _mm_andnot_pd(zero, outside));
@@ -238,8 +242,8 @@ inline table16<A> load_table16(const float* t) noexcept {
   if constexpr (!is_avx512<A> && !is_avx<A>) return {t};
 }
 
-/// Lane l of the result is entry idx[l] (0..15; 0..31 where the table is memory) of the table: vpermps (AVX-512), two vpermps and a
-/// blend on index bit 3 (AVX2), lane by lane elsewhere.
+/// Lane l of the result is entry idx[l] (0..15; 0..31 where the table is memory) of the table: vpermps (AVX-512), two
+/// vpermps and a blend on index bit 3 (AVX2), lane by lane elsewhere.
 template <class A>
 inline fbatch<A> lookup16(const table16<A>& t, ibatch<A> idx) noexcept {
 #if defined(__AVX512F__)

@@ -14,8 +14,8 @@ struct dataset {
   std::size_t features = 0;
   std::size_t classes = 0;
   std::uint32_t height = 0, width = 0, channels = 0;  ///< image shape (0 when not images)
-  std::vector<float> x;          ///< size() * features values
-  std::vector<std::uint8_t> y;   ///< one label in [0, classes) per example
+  std::vector<float> x;                               ///< size() * features values
+  std::vector<std::uint8_t> y;                        ///< one label in [0, classes) per example
   std::size_t size() const { return y.size(); }
   const float* example(std::size_t i) const { return x.data() + i * features; }
   /// Rows [first, first + count) as a new dataset.

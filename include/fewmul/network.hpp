@@ -44,9 +44,9 @@ struct parameter {
 struct step_context {
   const runtime& rt;
   const kernels::kernel_table& kernels;
-  std::uint64_t seed = 0;   ///< run seed (stochastic sampling keys derive from it)
-  std::uint64_t step = 0;   ///< global minibatch counter
-  bool training = false;    ///< batch statistics and stochastic sampling when true
+  std::uint64_t seed = 0;  ///< run seed (stochastic sampling keys derive from it)
+  std::uint64_t step = 0;  ///< global minibatch counter
+  bool training = false;   ///< batch statistics and stochastic sampling when true
   /// Inference only: layers trained with stochastic weights use their expectation E[Wb] = clip(W)
   /// (BinaryConnect's test-time protocol) instead of the deterministic binary/ternary weights, and batch
   /// norm its statistics re-estimated under E[Wb] where it has some (reestimate_batch_norm).
@@ -149,8 +149,8 @@ std::unique_ptr<layer> make_spatial_batch_norm(std::size_t channels, std::size_t
 struct conv_shape {
   std::size_t height = 0, width = 0;  ///< input size
   std::size_t in_channels = 0, out_channels = 0;
-  std::size_t kernel = 3;             ///< square kernel, stride 1
-  bool same_padding = true;           ///< pad with zeros to keep height x width ("same"), else "valid"
+  std::size_t kernel = 3;    ///< square kernel, stride 1
+  bool same_padding = true;  ///< pad with zeros to keep height x width ("same"), else "valid"
   std::size_t out_height() const { return same_padding ? height : height + 1 - kernel; }
   std::size_t out_width() const { return same_padding ? width : width + 1 - kernel; }
 };

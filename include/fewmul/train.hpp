@@ -65,10 +65,10 @@ struct network_architecture {
   std::vector<std::size_t> hidden{1024, 1024, 1024};
   std::size_t outputs = 10;
   activation act = activation::relu;
-  int activation_bits = 2;             ///< bits of activation::quantized
-  float dropout_input = 0.0f;          ///< dropout probability on the input (MLPs)
-  float dropout_hidden = 0.0f;         ///< dropout probability after every hidden activation
-  bool shift_batch_norm = false;       ///< shift-based batch norm (make_shift_batch_norm) everywhere
+  int activation_bits = 2;        ///< bits of activation::quantized
+  float dropout_input = 0.0f;     ///< dropout probability on the input (MLPs)
+  float dropout_hidden = 0.0f;    ///< dropout probability after every hidden activation
+  bool shift_batch_norm = false;  ///< shift-based batch norm (make_shift_batch_norm) everywhere
   std::size_t inputs() const { return std::size_t{height} * width * channels; }
 };
 
@@ -99,7 +99,6 @@ struct paper_preset {
 /// BinaryConnect/TernaryConnect methods, Hubara et al.'s for bnn and qnn. Throws fewmul::error on an
 /// unknown dataset.
 paper_preset paper_preset_for(std::string_view dataset, method m);
-
 
 /// Mean loss of a batch and dL/d(output). Squared hinge: sum over classes of max(0, 1 - t*y)^2 with
 /// t = +1 for the label, -1 otherwise, averaged over examples. Returns the loss; counts errors.
@@ -166,14 +165,14 @@ struct setting_limits {
   static constexpr std::uint64_t batch_min = 2, batch_max = 100000;
   static constexpr double lr_min = 1e-6, lr_max = 1e3;
   static constexpr double lr_decay_min = 0.0, lr_decay_max = 1.0;  // 0: automatic
-  static constexpr double lr_end_min = 1e-9;  // --schedule paper: above 0, at most lr
+  static constexpr double lr_end_min = 1e-9;                       // --schedule paper: above 0, at most lr
   static constexpr double momentum_min = 0.0, momentum_max = 0.999;
   static constexpr double dropout_min = 0.0, dropout_max = 0.95;
   static constexpr double width_min = 0.01, width_max = 16.0;
   static constexpr std::uint64_t threads_max = 1024;
   static constexpr std::uint64_t examples_max = 1'000'000'000;  // --validation, --train-limit
   static constexpr std::uint64_t bn_reestimate_max = 100'000'000;
-  static constexpr std::uint64_t bits_min = 1, bits_max = 8;     // --wbits, --abits
+  static constexpr std::uint64_t bits_min = 1, bits_max = 8;  // --wbits, --abits
   static constexpr std::uint64_t augment_shift_max = 16;
 };
 
@@ -218,9 +217,9 @@ struct training_state {
   std::vector<std::vector<float>> network_state;    ///< network::snapshot() after the epoch
   std::vector<std::vector<float>> optimizer_state;  ///< optimizer moments
   std::int64_t optimizer_steps = 0;
-  std::uint64_t step = 0;                           ///< minibatches done
-  train_result progress;                            ///< epochs done so far, best epoch
-  std::vector<std::vector<float>> best_state;       ///< snapshot of the best-on-validation epoch
+  std::uint64_t step = 0;                      ///< minibatches done
+  train_result progress;                       ///< epochs done so far, best epoch
+  std::vector<std::vector<float>> best_state;  ///< snapshot of the best-on-validation epoch
   /// Training examples of the run (after --train-limit and the validation split), so that a resume on
   /// other data is refused; 0 where unknown (checkpoints before format version 5).
   std::uint64_t train_examples = 0;
@@ -264,8 +263,8 @@ void clear_expected_batch_norm(network& net);
 struct layer_exponents {
   std::string layer;  ///< "layer 3 input (dense 1024->1024 ...)"
   int min_exponent = -24, max_exponent = 8;
-  std::uint64_t zeros = 0;             ///< exact zeros (ReLU), which have no exponent
-  std::vector<std::uint64_t> counts;   ///< counts[e - min_exponent]
+  std::uint64_t zeros = 0;            ///< exact zeros (ReLU), which have no exponent
+  std::vector<std::uint64_t> counts;  ///< counts[e - min_exponent]
 };
 /// The exponent histogram of the input of every dense and convolution layer over the first `examples`
 /// of `data` (0: all), in inference mode with the deterministic weights; changes no state of `net`.
@@ -273,8 +272,8 @@ std::vector<layer_exponents> exponent_histogram(network& net, const dataset& dat
                                                 std::size_t examples = 0);
 /// Writes `layers` as JSON: {"epoch", "method", "layers": [{"layer", "zeros", "min_exponent", "counts"}]}.
 /// Throws fewmul::error when the file cannot be written.
-void write_exponent_histogram(const std::string& path, const std::vector<layer_exponents>& layers,
-                              std::size_t epoch, std::string_view method);
+void write_exponent_histogram(const std::string& path, const std::vector<layer_exponents>& layers, std::size_t epoch,
+                              std::string_view method);
 
 /// Error rate of `net` on `data` in inference mode; `expected_weights` as in step_context.
 double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights = false,

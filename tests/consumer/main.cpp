@@ -6,8 +6,8 @@
 
 int main() {
   try {
-    fewmul::network net = fewmul::make_mlp(16, {32}, 4, fewmul::dense_options_for(fewmul::method::bc),
-                                           fewmul::activation::relu, 1);
+    fewmul::network net =
+        fewmul::make_mlp(16, {32}, 4, fewmul::dense_options_for(fewmul::method::bc), fewmul::activation::relu, 1);
     fewmul::model_metadata meta;
     meta.width = 4;
     meta.height = 4;

@@ -19,7 +19,8 @@ namespace {
 
 void write(const fs::path& path, const bytes& b) {
   fs::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
 }
 
 void put_u32be(bytes& b, std::uint32_t v) {
@@ -139,7 +140,8 @@ int main(int argc, char** argv) {
   write(dir / "cifar_png/labels.json", bytes(json.begin(), json.end()));
   // Flag texts (and, read as a configuration, their bytes).
   for (const std::string flag : {"0.3", "1e-50", "nan", "20", "18446744073709551617", "-1", "0x10", "3.5e38"})
-    write(dir / ("settings/" + std::to_string(std::hash<std::string>{}(flag) % 100000)), bytes(flag.begin(), flag.end()));
+    write(dir / ("settings/" + std::to_string(std::hash<std::string>{}(flag) % 100000)),
+          bytes(flag.begin(), flag.end()));
   write(dir / "svhn_mat/plain.mat", mat_file(2, false));
   write(dir / "svhn_mat/compressed.mat", mat_file(2, true));
   // Models: a packed binary MLP, a ternary convnet, and an MLP training checkpoint.
@@ -148,7 +150,8 @@ int main(int argc, char** argv) {
   meta.width = 12;
   meta.channels = 1;
   fs::create_directories(dir / "model");
-  fewmul::network mlp = fewmul::make_mlp(12, {70}, 3, fewmul::dense_options_for(fewmul::method::bc), fewmul::activation::relu, 1);
+  fewmul::network mlp =
+      fewmul::make_mlp(12, {70}, 3, fewmul::dense_options_for(fewmul::method::bc), fewmul::activation::relu, 1);
   fewmul::save_model((dir / "model/mlp_bc.fwm").string(), mlp, meta);
   // A 3-bit QNN with dropout and shift-based batch norm (the version-3 layer kinds).
   fewmul::network_architecture qnn;
