@@ -4,8 +4,9 @@
 //
 // Every output element is one sum whose order the kernel fixes (see fewmul/kernels.hpp), whichever block
 // computes it, so the grid may follow the thread count without changing a bit: blocks wide enough that
-// packing pays off (at least 256 columns, about 2 blocks per thread). Column blocks start at multiples of
-// 64, so packed-bit operands can be offset by whole words.
+// packing pays off (at least 256 columns) and about one block per thread, so that no two tasks pack the same
+// panels of B (fp32 MNIST MLP training +6% against two blocks per thread; binary methods unchanged). Column
+// blocks start at multiples of 64, so packed-bit operands can be offset by whole words.
 #include <algorithm>
 #include <cstddef>
 #include <functional>
@@ -24,7 +25,7 @@ void parallel_gemm(const runtime& rt, std::size_t m, std::size_t n, Block&& bloc
   const std::size_t per_thread_cols = (n + threads - 1) / threads;
   const std::size_t block_cols = std::max<std::size_t>(256, (per_thread_cols + 63) / 64 * 64);
   const std::size_t col_blocks = (n + block_cols - 1) / block_cols;
-  const std::size_t row_target = std::max<std::size_t>(1, (2 * threads + col_blocks - 1) / col_blocks);
+  const std::size_t row_target = std::max<std::size_t>(1, (threads + col_blocks - 1) / col_blocks);
   const std::size_t block_rows = std::max<std::size_t>(16, ((m + row_target - 1) / row_target + 7) / 8 * 8);
   const std::size_t row_blocks = (m + block_rows - 1) / block_rows;
   auto task = [&](std::size_t t) {
