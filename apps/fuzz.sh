@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, AddressSanitizer + UndefinedBehaviorSanitizer) and fuzzes every
 # parser, starting from small valid seeds. Exits non-zero on any crash, sanitizer report, leak, timeout
-# or oversized allocation; the input that caused it is left as build-fuzz/<target>-*.
+# or oversized allocation; the input that caused it is left as build/fuzz/<target>-*.
 #   bash apps/fuzz.sh                       CI: FUZZ_RUNS (default 20000) executions per target with a
 #                                           fixed FUZZ_SEED (default 1), so CI's result is reproducible
 #   FUZZ_RUNS=0 FUZZ_SECONDS=600 FUZZ_SEED=0 bash apps/fuzz.sh   a longer, time-bounded, random run
@@ -23,7 +23,7 @@ if [ -n "$need" ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $need
 fi
-build=build-fuzz
+build=build/fuzz
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -DFEWMUL_FUZZING" \
   -DFEWMUL_BUILD_FUZZERS=ON -DFEWMUL_BUILD_TESTS=OFF -DFEWMUL_BUILD_BENCH=OFF -DFEWMUL_BUILD_APPS=OFF -DFEWMUL_USE_TBB=OFF

@@ -18,7 +18,7 @@ if [ -n "$need" ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $need
 fi
-build_dir=${BUILD_DIR:-build-aarch64}
+build_dir=${BUILD_DIR:-build/aarch64}
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_TOOLCHAIN_FILE="$PWD/.ci/aarch64-toolchain.cmake" -DFEWMUL_BUILD_APPS=OFF -DFEWMUL_USE_TBB=OFF -DFEWMUL_STD_THREADS=OFF
 cmake --build "$build_dir"

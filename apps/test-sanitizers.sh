@@ -2,7 +2,7 @@
 # Runs the test suite built with clang under AddressSanitizer + UndefinedBehaviorSanitizer, and the
 # threaded tests (bit-identity across thread counts, training) under ThreadSanitizer on the
 # std::thread runtime (see below); a build
-# directory each (build-asan, build-tsan). Needs the MNIST files in build/data/mnist (apps/test.sh
+# directory each (build/asan, build/tsan). Needs the MNIST files in build/data/mnist (apps/test.sh
 # fetches them) for the real-data test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,12 +23,12 @@ configure() {  # build dir, sanitizer flags, extra cmake arguments
     -DFEWMUL_BUILD_BENCH=OFF -DFEWMUL_BUILD_APPS=OFF -DFEWMUL_MNIST_DIR="$mnist" ${3:-}
   cmake --build "$1" --target fewmul_tests
 }
-configure build-asan "-fsanitize=address,undefined -fno-sanitize-recover=undefined"
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+configure build/asan "-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+(cd build/asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest --output-on-failure --timeout 1800 -E installed_package)
 # oneTBB's prebuilt library is not instrumented, so TSan cannot see its synchronization and reports
 # its task hand-offs as races; this build runs the same parallel code on the std::thread runtime
 # (FEWMUL_USE_TBB=OFF), whose every synchronization TSan sees.
-configure build-tsan "-fsanitize=thread" -DFEWMUL_USE_TBB=OFF
-(cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+configure build/tsan "-fsanitize=thread" -DFEWMUL_USE_TBB=OFF
+(cd build/tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
    ctest --output-on-failure --timeout 1800 -R "bit-identical|thread|learns|resum")
