@@ -285,7 +285,7 @@ class batch_norm_layer final : public layer {
       body(c * chunk_rows, std::min(rows, (c + 1) * chunk_rows), fb * block_features,
            std::min(n_, (fb + 1) * block_features), partial_.data() + c * n_);
     };
-    ctx.rt.parallel_for(chunks * blocks, std::ref(task));  // no std::function allocation per call
+    ctx.rt.parallel_for(chunks * blocks, task);
   }
 
   // out[f] = sum over rows of value(r, f): sequential within each chunk, chunks added in order.

@@ -9,7 +9,6 @@
 // blocks start at multiples of 64, so packed-bit operands can be offset by whole words.
 #include <algorithm>
 #include <cstddef>
-#include <functional>
 #include <type_traits>
 
 #include "fewmul/kernels.hpp"
@@ -33,7 +32,7 @@ void parallel_gemm(const runtime& rt, std::size_t m, std::size_t n, Block&& bloc
     const std::size_t i0 = rb * block_rows, j0 = cb * block_cols;
     block(i0, std::min(m, i0 + block_rows), j0, std::min(n, j0 + block_cols));
   };
-  rt.parallel_for(row_blocks * col_blocks, std::ref(task));  // a reference: std::function then allocates nothing
+  rt.parallel_for(row_blocks * col_blocks, task);
 }
 
 /// Calls body(r0, r1) over fixed chunks of `rows` rows, in parallel.
@@ -41,7 +40,7 @@ template <class Body>
 void parallel_rows(const runtime& rt, std::size_t rows, std::size_t chunk, Body&& body) {
   const std::size_t chunks = (rows + chunk - 1) / chunk;
   auto task = [&](std::size_t c) { body(c * chunk, std::min(rows, (c + 1) * chunk)); };
-  rt.parallel_for(chunks, std::ref(task));
+  rt.parallel_for(chunks, task);
 }
 
 /// The cache sizes of this CPU, detected once.

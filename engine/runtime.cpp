@@ -47,7 +47,7 @@ struct runtime::arena {
   std::vector<std::thread> team;
   std::mutex lock;
   std::condition_variable wake, done;
-  const std::function<void(std::size_t)>* body = nullptr;
+  const task_function* body = nullptr;
   std::size_t tasks = 0, generation = 0, finished = 0;
   std::atomic<std::size_t> next{0};
   std::exception_ptr failure;
@@ -64,7 +64,7 @@ struct runtime::arena {
     wake.notify_all();
     for (auto& t : team) t.join();
   }
-  void work(const std::function<void(std::size_t)>& f, std::size_t n) {
+  void work(const task_function& f, std::size_t n) {
     try {
       for (std::size_t t; (t = next.fetch_add(1)) < n;) f(t);
     } catch (...) {
@@ -89,7 +89,7 @@ struct runtime::arena {
       if (++finished == team.size()) done.notify_one();
     }
   }
-  void run(std::size_t n, const std::function<void(std::size_t)>& f) {
+  void run(std::size_t n, const task_function& f) {
     if (in_team_task) {
       for (std::size_t t = 0; t < n; ++t) f(t);
       return;
@@ -133,7 +133,7 @@ runtime::runtime(int threads) {
 
 runtime::~runtime() = default;
 
-void runtime::parallel_for(std::size_t tasks, const std::function<void(std::size_t)>& body) const {
+void runtime::parallel_for(std::size_t tasks, task_function body) const {
   if (tasks == 0) return;
   if (tasks == 1 || threads_ == 1) {
     for (std::size_t t = 0; t < tasks; ++t) body(t);

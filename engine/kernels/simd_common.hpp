@@ -97,16 +97,6 @@ struct simd_common {
     }
   }
 
-  template <std::size_t R, std::size_t V>
-  static void zero_tile(fb (&acc)[R][V]) {
-    for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t v = 0; v < V; ++v) acc[r][v] = fb(0.0f);
-  }
-  template <std::size_t R, std::size_t V>
-  static void store_tile(const fb (&acc)[R][V], float* c, std::size_t ldc) {
-    for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t v = 0; v < V; ++v) acc[r][v].store_unaligned(c + r * ldc + v * lanes);
-  }
   // Loads (or zeroes, for the first K block) an R x NV-vector tile of C, whose element (r, j) lies at
   // c[r * c_rs + j * c_cs]; rows < h and columns < w are valid.
   template <std::size_t R, std::size_t NV>

@@ -1,6 +1,6 @@
 #pragma once
 // The few operations xsimd 8.1 lacks (or spells differently in later versions), in one place:
-// lane masks from/to bit fields, int8 -> int32 widening loads, float <-> int reinterpretation, a fused
+// lane masks from/to bit fields, float <-> int reinterpretation, a fused
 // multiply-add that is exact on every ISA, and a 16-entry table lookup.
 // Each ISA's translation unit includes this with only its own ISA enabled, so the #if guards pick
 // the intrinsics that unit may use.
@@ -77,32 +77,6 @@ inline std::uint32_t bits_from_mask(fmask<A> mask) noexcept {
   if constexpr (std::is_base_of_v<xsimd::neon, A>) {
     static constexpr std::uint32_t lane_bits[4] = {1u, 2u, 4u, 8u};
     return vaddvq_u32(vandq_u32(mask.data, vld1q_u32(lane_bits)));
-  }
-#endif
-}
-
-/// Loads batch-size int8 values and sign-extends them to int32 lanes.
-template <class A>
-inline ibatch<A> load_i8_as_i32(const std::int8_t* p) noexcept {
-#if defined(__AVX512F__)
-  if constexpr (is_avx512<A>) return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-#endif
-#if defined(__AVX2__)
-  if constexpr (is_avx<A>) return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-#endif
-#if defined(__SSE4_1__)
-  if constexpr (is_sse<A>) {
-    std::int32_t word;
-    std::memcpy(&word, p, 4);
-    return _mm_cvtepi8_epi32(_mm_cvtsi32_si128(word));
-  }
-#endif
-#if defined(__aarch64__)
-  if constexpr (std::is_base_of_v<xsimd::neon, A>) {
-    std::int32_t word;
-    std::memcpy(&word, p, 4);
-    const int8x8_t bytes = vreinterpret_s8_s32(vdup_n_s32(word));
-    return vmovl_s16(vget_low_s16(vmovl_s8(bytes)));
   }
 #endif
 }
