@@ -8,7 +8,7 @@ Suites (all by default, --suites to pick):
   conv  CIFAR-10 convnet of fewmul's preset (2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-1024FC-1024FC-10 times
         --width, conv -> [pool] -> BN -> ReLU, batch 200) at widths 0.25 and 0.5: PyTorch fp32 and
         BinaryConnect emulation on inputs of the data's shape (speed does not depend on the pixel values);
-        fewmul fp32, bc, bc+qbp on the real CIFAR-10 files (`apps/fetch-data.sh cifar10`).
+        fewmul fp32, bc, bc+qbp on the real CIFAR-10 files (`apps/scripts/fetch-data.sh cifar10`).
         Also batch-1 inference latency: PyTorch fp32 (best threads), fewmul fp32 and packed bc (one thread).
   bnn   BNN MLP 784-4096x3-10 (sign weights and sign activations with the straight-through estimator,
         BN, Adam, batch 200): PyTorch float emulation; fewmul bnn (XNOR-popcount forward).

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""ctest: apps/plot.py draws each figure from the fixtures in tests/data/figures as a well-formed PNG and SVG.
+"""ctest: apps/scripts/plot.py draws each figure from the fixtures in tests/data/figures as a well-formed PNG and SVG.
 
 Skips (exit 77) when matplotlib is not installed: the figures are optional."""
 import os
@@ -12,7 +12,7 @@ import zlib
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 fixtures = os.path.join(root, "tests", "data", "figures")
-plot = os.path.join(root, "apps", "plot.py")
+plot = os.path.join(root, "apps", "scripts", "plot.py")
 
 try:
     import matplotlib  # noqa: F401

@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "fewmul/train.hpp"
-#include "layer_io.hpp"
+#include "layers/layer_io.hpp"
 #include "test_support.hpp"
 
 using namespace fewmul;

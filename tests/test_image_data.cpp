@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "../apps/cifar_convert.hpp"
+#include "data/cifar_convert.hpp"
 #include "fewmul/data.hpp"
 #include "fewmul/error.hpp"
 #include "test_support.hpp"
@@ -155,7 +155,7 @@ TEST_CASE("CIFAR-10 binary batches load as channel-last images, and bad files ar
   write_bytes(path, bytes);
   CHECK_THROWS_WITH_AS(load_cifar10_batch(path), doctest::Contains("label 10 of record 1"), fewmul::error);
   fs::remove(path);
-  CHECK_THROWS_WITH_AS(load_cifar10(temp_path("nowhere")), doctest::Contains("apps/fetch-data.sh cifar10"),
+  CHECK_THROWS_WITH_AS(load_cifar10(temp_path("nowhere")), doctest::Contains("apps/scripts/fetch-data.sh cifar10"),
                        fewmul::error);
 }
 

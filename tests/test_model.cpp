@@ -15,7 +15,7 @@
 
 #include "fewmul/error.hpp"
 #include "fewmul/model.hpp"
-#include "serialize.hpp"
+#include "model/serialize.hpp"
 #include "test_support.hpp"
 
 using namespace fewmul;

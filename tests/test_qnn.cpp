@@ -7,8 +7,8 @@
 
 #include "fewmul/packed_mlp.hpp"
 #include "fewmul/train.hpp"
-#include "layer_io.hpp"
-#include "optimizer.hpp"
+#include "layers/layer_io.hpp"
+#include "train/optimizer.hpp"
 #include "test_support.hpp"
 
 using namespace fewmul;

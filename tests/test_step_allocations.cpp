@@ -9,7 +9,7 @@
 #include "fewmul/network.hpp"
 #include "fewmul/runtime.hpp"
 #include "fewmul/train.hpp"
-#include "optimizer.hpp"
+#include "train/optimizer.hpp"
 #include "test_support.hpp"
 
 // ThreadSanitizer's runtime defines the global operators itself (a second definition fails to link), so

@@ -19,7 +19,7 @@ std::pair<dataset, dataset> mnist_subset() {
   const char* env = std::getenv("FEWMUL_MNIST_DIR");
   const std::string dir = env ? env : FEWMUL_MNIST_DIR;
   REQUIRE_MESSAGE(std::filesystem::exists(std::filesystem::path(dir) / "train-labels-idx1-ubyte"),
-                  "MNIST not found in " << dir << " (run apps/fetch-data.sh mnist)");
+                  "MNIST not found in " << dir << " (run apps/scripts/fetch-data.sh mnist)");
   mnist_data data = load_mnist(dir);
   return {data.train.slice(0, 6000), data.test.slice(0, 2000)};
 }

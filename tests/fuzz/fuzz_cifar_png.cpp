@@ -1,5 +1,5 @@
 // The CIFAR-10 package conversion: PNG sprite sheets (libspng) and the JSON label arrays.
-#include "../../apps/cifar_convert.hpp"
+#include "data/cifar_convert.hpp"
 #include "fuzz_support.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

@@ -6,7 +6,7 @@ set -u
 fewmul=$1
 data=$2
 if [ ! -f "$data/train-images-idx3-ubyte" ]; then
-  echo "hostile: no MNIST in $data (apps/fetch-data.sh mnist), skipped"
+  echo "hostile: no MNIST in $data (apps/scripts/fetch-data.sh mnist), skipped"
   exit 0
 fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/fewmul_hostile.XXXXXX")

@@ -1,0 +1,34 @@
+// fewmul info: what a model file holds.
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+
+#include "cli_common.hpp"
+
+namespace fewmul_cli {
+namespace {
+
+int run_info(const std::string& model_path) {
+  fewmul::model m = fewmul::load_model(model_path);
+  const auto& pre = m.meta.preprocess;
+  std::printf(
+      "model: %s\ndataset: %s\nmethod: %s\ninput: %ux%ux%u, scale %g\npreprocessing: %s\nclasses: %zu\nlayers: %s\n",
+      model_path.c_str(), m.meta.dataset.c_str(), m.meta.method.c_str(), m.meta.width, m.meta.height, m.meta.channels,
+      static_cast<double>(m.meta.input_scale),
+      pre.zca_mean.empty() ? (pre.gcn ? "gcn" : "none") : (pre.gcn ? "gcn+zca" : "zca"), m.net.output_size(),
+      m.net.describe().c_str());
+  std::printf("file bytes: %ju, float32 parameter bytes: %zu\n",
+              static_cast<std::uintmax_t>(std::filesystem::file_size(model_path)),
+              fewmul::float32_parameter_bytes(m.net));
+  return 0;
+}
+
+}  // namespace
+
+command add_info_command(CLI::App& app) {
+  auto model = std::make_shared<std::string>();
+  CLI::App* info = app.add_subcommand("info", "Describe a model file");
+  info->add_option("model", *model, "Model file")->required()->check(CLI::ExistingFile);
+  return {info, [model] { return run_info(*model); }};
+}
+}  // namespace fewmul_cli

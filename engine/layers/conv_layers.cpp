@@ -1,0 +1,347 @@
+// Convolution (im2col + the dense layer's weight products) and 2x2 max-pooling over channel-last maps.
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "fewmul/error.hpp"
+#include "fewmul/network.hpp"
+#include "layers/layer_io.hpp"
+#include "runtime/parallel_gemm.hpp"
+#include "model/serialize.hpp"
+#include "layers/weight_core.hpp"
+
+namespace fewmul {
+namespace {
+
+using detail::check_width;
+using detail::parallel_rows;
+
+// im2col scratch per slab of examples (floats); bounds memory for wide layers and big batches.
+constexpr std::size_t slab_budget = std::size_t{1} << 22;
+
+void check_shape(const conv_shape& s) {
+  const auto bad = [&](const std::string& why) {
+    throw error("convolution " + std::to_string(s.height) + "x" + std::to_string(s.width) + "x" +
+                std::to_string(s.in_channels) + "->" + std::to_string(s.out_channels) + " kernel " +
+                std::to_string(s.kernel) + ": " + why);
+  };
+  if (s.height == 0 || s.width == 0 || s.in_channels == 0 || s.out_channels == 0) bad("sizes must be positive");
+  if (s.height > 4096 || s.width > 4096 || s.in_channels > 65536 || s.out_channels > 65536) bad("implausibly large");
+  if (s.kernel == 0 || s.kernel % 2 == 0 || s.kernel > 15) bad("kernel size must be odd and at most 15");
+  if (!s.same_padding && (s.kernel > s.height || s.kernel > s.width)) bad("kernel larger than a valid-padded input");
+}
+
+// cols[p][k] for output position p = oy*out_width + ox and k = (ky*kernel + kx)*in_channels + c:
+// the input value under kernel tap (ky, kx) at channel c, or 0 in the zero padding.
+template <class T>
+void im2col(const T* x, const conv_shape& s, T* cols) {
+  const std::size_t c_in = s.in_channels, kernel = s.kernel, ho = s.out_height(), wo = s.out_width();
+  const std::size_t k_size = kernel * kernel * c_in;
+  const std::ptrdiff_t pad = s.same_padding ? static_cast<std::ptrdiff_t>((kernel - 1) / 2) : 0;
+  for (std::size_t oy = 0; oy < ho; ++oy)
+    for (std::size_t ox = 0; ox < wo; ++ox) {
+      T* row = cols + (oy * wo + ox) * k_size;
+      for (std::size_t ky = 0; ky < kernel; ++ky) {
+        const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(oy + ky) - pad;
+        T* tap_row = row + ky * kernel * c_in;
+        if (iy < 0 || iy >= static_cast<std::ptrdiff_t>(s.height)) {
+          std::fill_n(tap_row, kernel * c_in, T{0});
+          continue;
+        }
+        for (std::size_t kx = 0; kx < kernel; ++kx) {
+          const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(ox + kx) - pad;
+          T* tap = tap_row + kx * c_in;
+          if (ix < 0 || ix >= static_cast<std::ptrdiff_t>(s.width))
+            std::fill_n(tap, c_in, T{0});
+          else
+            std::copy_n(x + (static_cast<std::size_t>(iy) * s.width + static_cast<std::size_t>(ix)) * c_in, c_in, tap);
+        }
+      }
+    }
+}
+
+// The adjoint of im2col: dx = sum over taps of dcols, in the fixed order of positions and taps.
+void col2im(const float* dcols, const conv_shape& s, float* dx) {
+  const std::size_t c_in = s.in_channels, kernel = s.kernel, ho = s.out_height(), wo = s.out_width();
+  const std::size_t k_size = kernel * kernel * c_in;
+  const std::ptrdiff_t pad = s.same_padding ? static_cast<std::ptrdiff_t>((kernel - 1) / 2) : 0;
+  std::fill_n(dx, s.height * s.width * c_in, 0.0f);
+  for (std::size_t oy = 0; oy < ho; ++oy)
+    for (std::size_t ox = 0; ox < wo; ++ox) {
+      const float* row = dcols + (oy * wo + ox) * k_size;
+      for (std::size_t ky = 0; ky < kernel; ++ky) {
+        const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(oy + ky) - pad;
+        if (iy < 0 || iy >= static_cast<std::ptrdiff_t>(s.height)) continue;
+        for (std::size_t kx = 0; kx < kernel; ++kx) {
+          const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(ox + kx) - pad;
+          if (ix < 0 || ix >= static_cast<std::ptrdiff_t>(s.width)) continue;
+          const float* tap = row + (ky * kernel + kx) * c_in;
+          float* target = dx + (static_cast<std::size_t>(iy) * s.width + static_cast<std::size_t>(ix)) * c_in;
+          for (std::size_t c = 0; c < c_in; ++c) target[c] += tap[c];
+        }
+      }
+    }
+}
+
+class conv2d_layer final : public layer {
+ public:
+  conv2d_layer(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed)
+      : shape_((check_shape(shape), shape)),
+        core_(shape.kernel * shape.kernel * shape.in_channels, shape.out_channels, options, init_seed,
+              static_cast<float>(shape.kernel * shape.kernel * (shape.in_channels + shape.out_channels))) {
+    if (shape.same_padding && shape.kernel > 1) describe_padding();
+  }
+  void set_input_bits(int inference_bits, int training_bits) override {
+    core_.set_input_bits(inference_bits, training_bits);
+    core_.invalidate();
+  }
+
+  std::string describe() const override {
+    return "conv" + std::to_string(shape_.kernel) + "x" + std::to_string(shape_.kernel) + " " +
+           std::to_string(shape_.height) + "x" + std::to_string(shape_.width) + "x" +
+           std::to_string(shape_.in_channels) + "->" + std::to_string(shape_.out_channels) +
+           (shape_.same_padding ? " same " : " valid ") + core_.kind_name();
+  }
+  std::size_t input_size() const override { return shape_.height * shape_.width * shape_.in_channels; }
+  std::size_t output_size() const override { return positions() * shape_.out_channels; }
+  std::vector<parameter*> parameters() override { return {&core_.weight()}; }
+  void parameters_changed() override { core_.invalidate(); }
+
+  op_counts training_ops(std::size_t batch, bool input_gradient) const override {
+    op_counts c;
+    const double rows = static_cast<double>(batch) * static_cast<double>(positions());
+    core_.count_product(c, rows, false);
+    if (input_gradient) core_.count_product(c, rows, false, true);
+    core_.count_product(c, rows, true);
+    return c;
+  }
+
+  void write(detail::byte_writer& out, bool packed) const override {
+    out.put<std::uint32_t>(detail::tag_conv2d);
+    out.put<std::uint64_t>(shape_.height);
+    out.put<std::uint64_t>(shape_.width);
+    out.put<std::uint64_t>(shape_.in_channels);
+    out.put<std::uint64_t>(shape_.out_channels);
+    out.put<std::uint64_t>(shape_.kernel);
+    out.put<std::uint8_t>(shape_.same_padding);
+    core_.write(out, packed);
+  }
+
+  static std::unique_ptr<layer> read(detail::byte_reader& in, bool packed) {
+    conv_shape s;
+    s.height = in.get<std::uint64_t>("convolution height");
+    s.width = in.get<std::uint64_t>("convolution width");
+    s.in_channels = in.get<std::uint64_t>("convolution input channels");
+    s.out_channels = in.get<std::uint64_t>("convolution output channels");
+    s.kernel = in.get<std::uint64_t>("convolution kernel");
+    const auto padding = in.get<std::uint8_t>("convolution padding");
+    if (padding > 1) in.invalid("unknown convolution padding");
+    s.same_padding = padding != 0;
+    try {
+      check_shape(s);
+    } catch (const error& e) {
+      in.invalid(e.what());
+    }
+    const dense_options options = detail::weight_core::read_options(in);
+    detail::weight_core::expect_payload(in, s.kernel * s.kernel * s.in_channels, s.out_channels, options, packed);
+    auto l = std::make_unique<conv2d_layer>(s, options, 0);
+    l->core_.read(in, packed);
+    return l;
+  }
+
+  void forward(const matrix& x, matrix& y, const step_context& ctx) override {
+    check_width(*this, x);
+    core_.prepare(ctx, index);
+    y.resize(x.rows, output_size());
+    for_slabs(x.rows, [&](std::size_t, std::size_t b0, std::size_t n) {
+      unfold(x, b0, n, ctx);
+      core_.forward(cols_.data(), n * positions(), y.row(b0), ctx);
+    });
+  }
+
+  // dW is summed slab by slab (slabs depend on the shapes only), so it is the same for any thread count.
+  void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
+    std::vector<float>& grad = core_.weight().grad;
+    if (dx) dx->resize(x.rows, input_size());
+    const std::size_t k_size = core_.inputs();
+    for_slabs(x.rows, [&](std::size_t slab, std::size_t b0, std::size_t n) {
+      unfold(x, b0, n, ctx);
+      const std::size_t rows = n * positions();
+      if (slab == 0) {
+        core_.weight_gradient(dy.row(b0), cols_.data(), rows, grad.data(), index, 0, ctx);
+      } else {
+        partial_.resize(grad.size());
+        core_.weight_gradient(dy.row(b0), cols_.data(), rows, partial_.data(), index, slab, ctx);
+        parallel_rows(ctx.rt, grad.size(), 65536, [&](std::size_t i0, std::size_t i1) {
+          for (std::size_t i = i0; i < i1; ++i) grad[i] += partial_[i];
+        });
+      }
+      if (!dx) return;
+      cols_.resize(rows * k_size);
+      core_.input_gradient(dy.row(b0), rows, cols_.data(), ctx);
+      parallel_rows(ctx.rt, n, 1, [&](std::size_t e0, std::size_t e1) {
+        for (std::size_t e = e0; e < e1; ++e) col2im(cols_.data() + e * positions() * k_size, shape_, dx->row(b0 + e));
+      });
+    });
+  }
+
+ private:
+  std::size_t positions() const { return shape_.out_height() * shape_.out_width(); }
+
+  // Tells the weights which im2col inputs of each output position are zero padding (one pattern per
+  // distinct set: at most kernel^2 of them), so their XNOR forward on quantized inputs stays exact.
+  void describe_padding() {
+    const std::size_t kernel = shape_.kernel, c_in = shape_.in_channels;
+    const auto pad = static_cast<std::ptrdiff_t>((kernel - 1) / 2);
+    std::vector<std::uint32_t> row_pattern(positions());
+    std::vector<std::vector<std::uint32_t>> padded;
+    std::vector<std::pair<std::ptrdiff_t, std::ptrdiff_t>> keys;  // (y class, x class) of each pattern
+    auto border = [&](std::size_t o, std::size_t size) -> std::ptrdiff_t {
+      const auto v = static_cast<std::ptrdiff_t>(o);
+      if (v < pad) return v - pad;  // taps above/left are padding
+      if (v + pad >= static_cast<std::ptrdiff_t>(size)) return v + pad + 1 - static_cast<std::ptrdiff_t>(size);
+      return 0;
+    };
+    for (std::size_t oy = 0; oy < shape_.out_height(); ++oy)
+      for (std::size_t ox = 0; ox < shape_.out_width(); ++ox) {
+        const std::pair<std::ptrdiff_t, std::ptrdiff_t> key{border(oy, shape_.height), border(ox, shape_.width)};
+        auto found = std::find(keys.begin(), keys.end(), key);
+        if (found == keys.end()) {
+          keys.push_back(key);
+          std::vector<std::uint32_t> taps;
+          for (std::size_t ky = 0; ky < kernel; ++ky)
+            for (std::size_t kx = 0; kx < kernel; ++kx) {
+              const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(oy + ky) - pad;
+              const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(ox + kx) - pad;
+              if (iy >= 0 && iy < static_cast<std::ptrdiff_t>(shape_.height) && ix >= 0 &&
+                  ix < static_cast<std::ptrdiff_t>(shape_.width))
+                continue;
+              for (std::size_t c = 0; c < c_in; ++c)
+                taps.push_back(static_cast<std::uint32_t>((ky * kernel + kx) * c_in + c));
+            }
+          padded.push_back(std::move(taps));
+          found = keys.end() - 1;
+        }
+        row_pattern[oy * shape_.out_width() + ox] = static_cast<std::uint32_t>(found - keys.begin());
+      }
+    core_.set_padding(std::move(row_pattern), std::move(padded));
+  }
+
+  template <class Body>
+  void for_slabs(std::size_t batch, Body&& body) const {
+    const std::size_t per_example = positions() * core_.inputs();
+    const std::size_t slab = std::max<std::size_t>(1, slab_budget / per_example);
+    for (std::size_t b0 = 0, s = 0; b0 < batch; b0 += slab, ++s) body(s, b0, std::min(slab, batch - b0));
+  }
+
+  void unfold(const matrix& x, std::size_t b0, std::size_t n, const step_context& ctx) {
+    const std::size_t per_example = positions() * core_.inputs();
+    cols_.resize(n * per_example);
+    parallel_rows(ctx.rt, n, 1, [&](std::size_t e0, std::size_t e1) {
+      for (std::size_t e = e0; e < e1; ++e) im2col(x.row(b0 + e), shape_, cols_.data() + e * per_example);
+    });
+  }
+
+  conv_shape shape_;
+  detail::weight_core core_;
+  std::vector<float> cols_, partial_;
+};
+
+class max_pool_layer final : public layer {
+ public:
+  max_pool_layer(std::size_t height, std::size_t width, std::size_t channels) : h_(height), w_(width), c_(channels) {
+    if (height < 2 || width < 2 || channels == 0 || height > 4096 || width > 4096 || channels > 65536)
+      throw error("max-pooling needs maps of at least 2x2 with at least one channel (got " + std::to_string(height) +
+                  "x" + std::to_string(width) + "x" + std::to_string(channels) + ")");
+  }
+  std::string describe() const override {
+    return "maxpool2x2 " + std::to_string(h_) + "x" + std::to_string(w_) + "x" + std::to_string(c_);
+  }
+  std::size_t input_size() const override { return h_ * w_ * c_; }
+  std::size_t output_size() const override { return (h_ / 2) * (w_ / 2) * c_; }
+  op_counts training_ops(std::size_t, bool) const override { return {}; }  // comparisons only
+  void write(detail::byte_writer& out, bool) const override {
+    out.put<std::uint32_t>(detail::tag_max_pool);
+    out.put<std::uint64_t>(h_);
+    out.put<std::uint64_t>(w_);
+    out.put<std::uint64_t>(c_);
+  }
+
+  void forward(const matrix& x, matrix& y, const step_context& ctx) override {
+    check_width(*this, x);
+    y.resize(x.rows, output_size());
+    for_windows(
+        ctx, x,
+        [out = y.data.data(), stride = output_size()](std::size_t b, std::size_t o, const float* window, std::size_t,
+                                                      std::size_t) { out[b * stride + o] = window[0]; });
+  }
+
+  // The gradient goes to the window's maximum (the first one on ties), as recomputed from x.
+  void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
+    if (!dx) return;
+    dx->resize(x.rows, input_size());
+    std::fill(dx->data.begin(), dx->data.end(), 0.0f);
+    for_windows(ctx, x,
+                [in = dx->data.data(), grad = dy.data.data(), in_stride = input_size(), out_stride = output_size()](
+                    std::size_t b, std::size_t o, const float*, std::size_t, std::size_t best) {
+                  in[b * in_stride + best] = grad[b * out_stride + o];
+                });
+  }
+
+ private:
+  // Calls visit(example, output index, &max value, first input index, input index of the window's first
+  // maximum) for every output. The maximum is chosen with selects, not branches: on real feature maps a
+  // branch per comparison mispredicts about half the time (it was 9% of a convnet step).
+  template <class Visit>
+  void for_windows(const step_context& ctx, const matrix& x, Visit&& visit) const {
+    const std::size_t ho = h_ / 2, wo = w_ / 2, c = c_, row = w_ * c_;
+    const float* data = x.data.data();
+    const std::size_t stride = input_size();
+    parallel_rows(ctx.rt, x.rows, 4, [&, data, stride, c, row](std::size_t b0, std::size_t b1) {
+      for (std::size_t b = b0; b < b1; ++b) {
+        const float* xb = data + b * stride;
+        for (std::size_t oy = 0; oy < ho; ++oy)
+          for (std::size_t ox = 0; ox < wo; ++ox)
+            for (std::size_t ch = 0; ch < c; ++ch) {
+              const std::size_t first = ((2 * oy) * w_ + 2 * ox) * c + ch;
+              float best_value = xb[first];
+              std::size_t best = first;
+              for (const std::size_t cand : {first + c, first + row, first + row + c}) {
+                const bool larger = xb[cand] > best_value;
+                best_value = larger ? xb[cand] : best_value;
+                best = larger ? cand : best;
+              }
+              visit(b, (oy * wo + ox) * c + ch, &best_value, first, best);
+            }
+      }
+    });
+  }
+
+  std::size_t h_, w_, c_;
+};
+
+}  // namespace
+
+std::unique_ptr<layer> make_conv2d(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed) {
+  return std::make_unique<conv2d_layer>(shape, options, init_seed);
+}
+
+std::unique_ptr<layer> make_max_pool(std::size_t height, std::size_t width, std::size_t channels) {
+  return std::make_unique<max_pool_layer>(height, width, channels);
+}
+
+namespace detail {
+
+std::unique_ptr<layer> read_conv2d(byte_reader& in, bool packed) { return conv2d_layer::read(in, packed); }
+
+std::unique_ptr<layer> read_max_pool(byte_reader& in) {
+  const auto h = in.get<std::uint64_t>("pool height");
+  const auto w = in.get<std::uint64_t>("pool width");
+  const auto c = in.get<std::uint64_t>("pool channels");
+  if (h < 2 || w < 2 || c == 0 || h > 4096 || w > 4096 || c > 65536)
+    in.invalid("implausible max-pool shape " + std::to_string(h) + "x" + std::to_string(w) + "x" + std::to_string(c));
+  return make_max_pool(h, w, c);
+}
+
+}  // namespace detail
+}  // namespace fewmul

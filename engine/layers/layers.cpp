@@ -1,0 +1,658 @@
+#include <algorithm>
+#include <functional>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "fewmul/error.hpp"
+#include "fewmul/network.hpp"
+#include "runtime/parallel_gemm.hpp"
+#include "layers/layer_io.hpp"
+#include "model/serialize.hpp"
+#include "layers/weight_core.hpp"
+
+namespace fewmul {
+namespace {
+
+using detail::check_width;
+using detail::parallel_rows;
+using detail::weight_core;
+using namespace detail;  // layer tags
+
+class dense_layer final : public layer {
+ public:
+  dense_layer(std::size_t inputs, std::size_t outputs, const dense_options& options, std::uint64_t init_seed)
+      : core_(inputs, outputs, options, init_seed, static_cast<float>(inputs + outputs)) {}
+
+  std::string describe() const override {
+    return "dense " + std::to_string(core_.inputs()) + "->" + std::to_string(core_.outputs()) + " " + core_.kind_name();
+  }
+  std::size_t input_size() const override { return core_.inputs(); }
+  std::size_t output_size() const override { return core_.outputs(); }
+  std::vector<parameter*> parameters() override { return {&core_.weight()}; }
+  void parameters_changed() override { core_.invalidate(); }
+  void set_input_bits(int inference_bits, int training_bits) override {
+    core_.set_input_bits(inference_bits, training_bits);
+    core_.invalidate();
+  }
+  const weight_core& core() const { return core_; }
+
+  op_counts training_ops(std::size_t batch, bool input_gradient) const override {
+    op_counts c;
+    const double rows = static_cast<double>(batch);
+    core_.count_product(c, rows, false);
+    if (input_gradient) core_.count_product(c, rows, false, true);
+    core_.count_product(c, rows, true);
+    return c;
+  }
+
+  void write(detail::byte_writer& out, bool packed) const override {
+    out.put<std::uint32_t>(tag_dense);
+    out.put<std::uint64_t>(core_.inputs());
+    out.put<std::uint64_t>(core_.outputs());
+    core_.write(out, packed);
+  }
+
+  static std::unique_ptr<layer> read(detail::byte_reader& in, bool packed) {
+    const auto inputs = in.get<std::uint64_t>("dense input size");
+    const auto outputs = in.get<std::uint64_t>("dense output size");
+    if (inputs == 0 || outputs == 0 || inputs > (1u << 24) || outputs > (1u << 24))
+      in.invalid("implausible dense layer size " + std::to_string(inputs) + "x" + std::to_string(outputs));
+    const dense_options options = weight_core::read_options(in);
+    weight_core::expect_payload(in, inputs, outputs, options, packed);
+    auto l = std::make_unique<dense_layer>(inputs, outputs, options, 0);
+    l->core_.read(in, packed);
+    return l;
+  }
+
+  void forward(const matrix& x, matrix& y, const step_context& ctx) override {
+    check_width(*this, x);
+    core_.prepare(ctx, index);
+    y.resize(x.rows, core_.outputs());
+    core_.forward(x.data.data(), x.rows, y.data.data(), ctx);
+  }
+
+  void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
+    core_.weight_gradient(dy.data.data(), x.data.data(), x.rows, core_.weight().grad.data(), index, 0, ctx);
+    if (dx == nullptr) return;
+    dx->resize(x.rows, core_.inputs());
+    core_.input_gradient(dy.data.data(), x.rows, dx->data.data(), ctx);
+  }
+
+ private:
+  weight_core core_;
+};
+
+// Batch normalization of `features` channels, each seen at `spatial` positions per example (1 for a
+// dense layer's output; height*width after a convolution, whose outputs are stored channel-last).
+// Sums over the batch run in fixed chunks of rows whose partial sums are added in chunk order, so
+// the result does not depend on the thread count.
+class batch_norm_layer final : public layer {
+ public:
+  batch_norm_layer(std::size_t features, std::size_t spatial, float epsilon, float momentum, bool shift)
+      : n_(features), spatial_(spatial), epsilon_(epsilon), momentum_(momentum), shift_(shift) {
+    if (features == 0 || spatial == 0) throw error("batch normalization needs positive sizes");
+    gamma_.name = "gamma";
+    gamma_.value.assign(n_, 1.0f);
+    gamma_.grad.assign(n_, 0.0f);
+    beta_.name = "beta";
+    beta_.value.assign(n_, 0.0f);
+    beta_.grad.assign(n_, 0.0f);
+    running_mean_.assign(n_, 0.0f);
+    running_var_.assign(n_, 1.0f);
+  }
+  std::string describe() const override {
+    return std::string(shift_ ? "shift-batchnorm " : "batchnorm ") + std::to_string(n_) +
+           (spatial_ > 1 ? " channels x " + std::to_string(spatial_) : "");
+  }
+  std::size_t input_size() const override { return n_ * spatial_; }
+  std::size_t output_size() const override { return n_ * spatial_; }
+  std::vector<parameter*> parameters() override { return {&gamma_, &beta_}; }
+  std::vector<std::vector<float>*> buffers() override { return {&running_mean_, &running_var_}; }
+
+  // Counted as in Lin et al.: three multiplications per value (scale in the forward pass, scale and
+  // the xhat product in the backward pass); sums and differences as additions. Shift-based: the
+  // forward products (variance, 1/std, gamma) are shifts.
+  op_counts training_ops(std::size_t batch, bool) const override {
+    const double n = static_cast<double>(batch) * static_cast<double>(n_ * spatial_);
+    return shift_ ? op_counts{2.0 * n, 6.0 * n, 3.0 * n} : op_counts{3.0 * n, 6.0 * n, 0.0};
+  }
+
+  // Inference statistics: the factor 1/sqrt(var + eps) per channel (AP2-rounded when shift-based).
+  const std::vector<float>& inference_inv_std(const std::vector<float>& var) {
+    running_inv_std_.resize(n_);
+    for (std::size_t f = 0; f < n_; ++f) {
+      const float s = 1.0f / std::sqrt(var[f] + epsilon_);
+      running_inv_std_[f] = shift_ ? ap2(s) : s;
+    }
+    return running_inv_std_;
+  }
+  // `expected`: the statistics re-estimated under E[Wb], where there are some; else the running
+  // (deployed) ones, which are what model files hold.
+  void view(batch_norm_view& v, bool expected = false) {
+    const bool use_expected = expected && !expected_mean_.empty();
+    v.channels = n_;
+    v.positions = spatial_;
+    v.inv_std = inference_inv_std(use_expected ? expected_var_ : running_var_).data();
+    v.gamma = refresh_gamma_used();
+    v.beta = beta_.value.data();
+    v.mean = use_expected ? expected_mean_.data() : running_mean_.data();
+    v.var = use_expected ? expected_var_.data() : running_var_.data();
+    v.shift = shift_;
+  }
+  std::size_t channels() const { return n_; }
+  std::size_t positions() const { return spatial_; }
+  bool shift() const { return shift_; }
+  // Test-time re-estimation (reestimate_batch_norm): replaces the running statistics, or with
+  // `expected` sets those used at inference with E[Wb] (kept apart: the model file holds the others).
+  void set_statistics(std::vector<float> mean, std::vector<float> var, bool expected) {
+    if (mean.size() != n_ || var.size() != n_) throw error("batch-norm statistics of the wrong size");
+    (expected ? expected_mean_ : running_mean_) = std::move(mean);
+    (expected ? expected_var_ : running_var_) = std::move(var);
+  }
+  void clear_expected_statistics() {
+    expected_mean_.clear();
+    expected_var_.clear();
+  }
+
+  void write(detail::byte_writer& out, bool) const override {
+    out.put<std::uint32_t>(shift_ ? tag_shift_batch_norm : spatial_ == 1 ? tag_batch_norm : tag_batch_norm_spatial);
+    out.put<std::uint64_t>(n_);
+    if (spatial_ != 1 || shift_) out.put<std::uint64_t>(spatial_);
+    out.put<float>(epsilon_);
+    out.put<float>(momentum_);
+    out.put_vector(gamma_.value);
+    out.put_vector(beta_.value);
+    out.put_vector(running_mean_);
+    out.put_vector(running_var_);
+  }
+
+  static std::unique_ptr<layer> read(detail::byte_reader& in, bool spatial, bool shift) {
+    const auto n = in.get<std::uint64_t>("batch-norm size");
+    const auto s = spatial ? in.get<std::uint64_t>("batch-norm positions") : 1;
+    if (n == 0 || n > (1u << 24) || s == 0 || s > (1u << 24) || n * s > (1u << 26))
+      in.invalid("implausible batch-norm size " + std::to_string(n) + "x" + std::to_string(s));
+    const float epsilon = in.get<float>("batch-norm epsilon"), momentum = in.get<float>("batch-norm momentum");
+    // eps in [1e-10, 1]: +Inf zeroes every output, a tiny eps over a zero variance scales by ~1e20.
+    if (!(epsilon >= 1e-10f && epsilon <= 1.0f) || !(momentum >= 0.0f && momentum <= 1.0f))
+      in.invalid("bad batch-norm epsilon or momentum");
+    in.expect_at_least(n * 4 * sizeof(float), "batch-norm parameters");
+    auto l = std::make_unique<batch_norm_layer>(n, s, epsilon, momentum, shift);
+    l->gamma_.value = in.get_vector<float>("batch-norm scale", n);
+    l->beta_.value = in.get_vector<float>("batch-norm shift", n);
+    l->running_mean_ = in.get_vector<float>("batch-norm mean", n);
+    l->running_var_ = in.get_vector<float>("batch-norm variance", n);
+    for (std::size_t i = 0; i < n; ++i)
+      if (!std::isfinite(l->gamma_.value[i]) || !std::isfinite(l->beta_.value[i]) ||
+          !std::isfinite(l->running_mean_[i]) || !(l->running_var_[i] >= 0.0f) || !std::isfinite(l->running_var_[i]))
+        in.invalid("non-finite or negative batch-norm statistics");
+    return l;
+  }
+
+  void forward(const matrix& x, matrix& y, const step_context& ctx) override {
+    check_width(*this, x);
+    const std::size_t rows = x.rows * spatial_;  // one row per (example, position), n_ values each
+    const float* xv = x.data.data();
+    y.resize(x.rows, n_ * spatial_);
+    float* yv = y.data.data();
+    if (!ctx.training) {
+      batch_norm_view v;
+      view(v, ctx.expected_weights);
+      for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
+        for (std::size_t r = r0; r < r1; ++r)
+          for (std::size_t f = f0; f < f1; ++f) yv[r * n_ + f] = v.apply(f, xv[r * n_ + f]);
+      });
+      return;
+    }
+    if (rows < 2) throw error("batch normalization needs at least 2 values per channel in training");
+    const float count = static_cast<float>(rows);
+    mean_.resize(n_);
+    inv_std_.resize(n_);
+    column_sums(
+        ctx, rows, [&](std::size_t r, std::size_t f) { return xv[r * n_ + f]; }, mean_.data());
+    for (std::size_t f = 0; f < n_; ++f) mean_[f] /= count;
+    // Shift-based (Hubara et al., Algorithm 3): the variance sums C * AP2(C), C = x - mean.
+    column_sums(
+        ctx, rows,
+        [&](std::size_t r, std::size_t f) {
+          const float d = xv[r * n_ + f] - mean_[f];
+          return shift_ ? d * ap2(d) : d * d;
+        },
+        inv_std_.data());
+    for (std::size_t f = 0; f < n_; ++f) {
+      const float var = inv_std_[f] / count;
+      const float unbiased = inv_std_[f] / (count - 1.0f);
+      running_mean_[f] = (1.0f - momentum_) * running_mean_[f] + momentum_ * mean_[f];
+      running_var_[f] = (1.0f - momentum_) * running_var_[f] + momentum_ * unbiased;
+      inv_std_[f] = 1.0f / std::sqrt(var + epsilon_);
+      if (shift_) inv_std_[f] = ap2(inv_std_[f]);
+    }
+    refresh_gamma_used();
+    for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
+      for (std::size_t r = r0; r < r1; ++r)
+        for (std::size_t f = f0; f < f1; ++f)
+          yv[r * n_ + f] = gamma_used_[f] * ((xv[r * n_ + f] - mean_[f]) * inv_std_[f]) + beta_.value[f];
+    });
+  }
+
+  void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
+    const std::size_t rows = x.rows * spatial_;
+    const float* xv = x.data.data();
+    const float* dv = dy.data.data();
+    // With xhat = (x - mean) * inv_std:  dgamma = sum dy*xhat, dbeta = sum dy and
+    // dx = gamma*inv_std/N * (N*dy - dbeta - xhat*dgamma), N values per channel. Shift-based: the same
+    // with the AP2-rounded gamma and inv_std of the forward pass (AP2 passes gradients straight through).
+    column_sums(
+        ctx, rows,
+        [&](std::size_t r, std::size_t f) { return dv[r * n_ + f] * ((xv[r * n_ + f] - mean_[f]) * inv_std_[f]); },
+        gamma_.grad.data());
+    column_sums(
+        ctx, rows, [&](std::size_t r, std::size_t f) { return dv[r * n_ + f]; }, beta_.grad.data());
+    if (!dx) return;
+    dx->resize(x.rows, n_ * spatial_);
+    float* out = dx->data.data();
+    const float count = static_cast<float>(rows);
+    for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
+      for (std::size_t r = r0; r < r1; ++r)
+        for (std::size_t f = f0; f < f1; ++f) {
+          const float xhat = (xv[r * n_ + f] - mean_[f]) * inv_std_[f];
+          out[r * n_ + f] =
+              gamma_used_[f] * inv_std_[f] / count * (count * dv[r * n_ + f] - beta_.grad[f] - xhat * gamma_.grad[f]);
+        }
+    });
+  }
+
+ private:
+  static constexpr std::size_t chunk_rows = 1024, block_features = 64;
+
+  // The scale the forward pass multiplies by: gamma, or AP2(gamma) when shift-based.
+  const float* refresh_gamma_used() {
+    gamma_used_.resize(n_);
+    for (std::size_t f = 0; f < n_; ++f) gamma_used_[f] = shift_ ? ap2(gamma_.value[f]) : gamma_.value[f];
+    return gamma_used_.data();
+  }
+
+  // Calls body(r0, r1, f0, f1, partial) over a fixed grid of row chunks x feature blocks, in parallel;
+  // `partial` points at the chunk's row of partial_ (n_ floats).
+  template <class Body>
+  void for_blocks(const step_context& ctx, std::size_t rows, Body&& body) {
+    const std::size_t chunks = (rows + chunk_rows - 1) / chunk_rows;
+    const std::size_t blocks = (n_ + block_features - 1) / block_features;
+    partial_.resize(chunks * n_);
+    auto task = [&](std::size_t t) {
+      const std::size_t c = t / blocks, fb = t % blocks;
+      body(c * chunk_rows, std::min(rows, (c + 1) * chunk_rows), fb * block_features,
+           std::min(n_, (fb + 1) * block_features), partial_.data() + c * n_);
+    };
+    ctx.rt.parallel_for(chunks * blocks, task);
+  }
+
+  // out[f] = sum over rows of value(r, f): sequential within each chunk, chunks added in order.
+  template <class Value>
+  void column_sums(const step_context& ctx, std::size_t rows, Value&& value, float* out) {
+    for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float* partial) {
+      for (std::size_t f = f0; f < f1; ++f) partial[f] = 0.0f;
+      for (std::size_t r = r0; r < r1; ++r)
+        for (std::size_t f = f0; f < f1; ++f) partial[f] += value(r, f);
+    });
+    const std::size_t chunks = (rows + chunk_rows - 1) / chunk_rows;
+    for (std::size_t f = 0; f < n_; ++f) out[f] = partial_[f];
+    for (std::size_t c = 1; c < chunks; ++c)
+      for (std::size_t f = 0; f < n_; ++f) out[f] += partial_[c * n_ + f];
+  }
+
+  std::size_t n_, spatial_;
+  float epsilon_, momentum_;
+  bool shift_;
+  parameter gamma_, beta_;
+  std::vector<float> running_mean_, running_var_;
+  std::vector<float> expected_mean_, expected_var_;  // empty unless re-estimated under E[Wb]
+  std::vector<float> mean_, inv_std_, running_inv_std_, gamma_used_, partial_;
+};
+
+// Element-wise activations: y = f(x), dx = dy * f'(x).
+template <class F, class G>
+class elementwise_layer final : public layer {
+ public:
+  elementwise_layer(std::uint32_t tag, std::string name, std::size_t n, F f, G gate)
+      : tag_(tag), name_(std::move(name)), n_(n), f_(f), gate_(gate) {}
+  op_counts training_ops(std::size_t, bool) const override { return {}; }  // comparisons only
+  void write(detail::byte_writer& out, bool) const override {
+    out.put<std::uint32_t>(tag_);
+    out.put<std::uint64_t>(n_);
+  }
+  std::string describe() const override { return name_ + " " + std::to_string(n_); }
+  std::size_t input_size() const override { return n_; }
+  std::size_t output_size() const override { return n_; }
+  void forward(const matrix& x, matrix& y, const step_context& ctx) override {
+    check_width(*this, x);
+    y.resize(x.rows, n_);
+    // Plain pointers, so the loop vectorizes into a branch-free blend: through the vectors' members the
+    // compiler must assume aliasing, and a per-element branch on the sign of a ReLU input mispredicts
+    // half the time (it was 5% of a bc+qbp step).
+    const float* in = x.data.data();
+    float* out = y.data.data();
+    const F f = f_;
+    parallel_rows(ctx.rt, x.data.size(), 65536, [in, out, f](std::size_t i0, std::size_t i1) {
+      const float* src = in;  // locals: a store through out cannot change them
+      float* dst = out;
+      for (std::size_t i = i0; i < i1; ++i) dst[i] = f(src[i]);
+    });
+  }
+  void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
+    if (!dx) return;
+    dx->resize(x.rows, n_);
+    const float *in = x.data.data(), *grad = dy.data.data();
+    float* out = dx->data.data();
+    const G gate = gate_;
+    parallel_rows(ctx.rt, x.data.size(), 65536, [in, grad, out, gate](std::size_t i0, std::size_t i1) {
+      const float *src = in, *g = grad;
+      float* dst = out;
+      for (std::size_t i = i0; i < i1; ++i) {
+        const float through = g[i];  // loaded unconditionally, so the select needs no branch
+        dst[i] = gate(src[i]) ? through : 0.0f;
+      }
+    });
+  }
+
+ private:
+  std::uint32_t tag_;
+  std::string name_;
+  std::size_t n_;
+  F f_;
+  G gate_;
+};
+
+// Sign (1 bit) and k-bit activations with the straight-through estimator.
+class quantized_activation_layer final : public layer {
+ public:
+  quantized_activation_layer(std::size_t n, int bits, bool stochastic) : n_(n), bits_(bits), stochastic_(stochastic) {
+    if (n == 0) throw error("an activation needs a positive size");
+    if (bits < 1 || bits > 8) throw error("quantized activations need 1 to 8 bits, not " + std::to_string(bits));
+  }
+  std::string describe() const override {
+    const std::string name = bits_ == 1 ? "sign" : std::to_string(bits_) + "-bit activation";
+    return name + (stochastic_ ? "(stochastic) " : " ") + std::to_string(n_);
+  }
+  std::size_t input_size() const override { return n_; }
+  std::size_t output_size() const override { return n_; }
+  int output_bits(bool) const override { return bits_; }
+  int bits() const { return bits_; }
+  op_counts training_ops(std::size_t, bool) const override { return {}; }  // comparisons only
+  void write(detail::byte_writer& out, bool packed) const override {
+    out.put<std::uint32_t>(bits_ == 1 ? tag_sign : tag_quantized_activation);
+    out.put<std::uint64_t>(n_);
+    if (bits_ != 1) out.put<std::uint8_t>(static_cast<std::uint8_t>(bits_));
+    out.put<std::uint8_t>(packed ? 0 : stochastic_);
+  }
+  void forward(const matrix& x, matrix& y, const step_context& ctx) override {
+    check_width(*this, x);
+    y.resize(x.rows, n_);
+    const bool sample = stochastic_ && ctx.training;
+    const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, index, 0x519);
+    if (bits_ > 1) return forward_levels(x, y, sample, key, ctx);
+    parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t i = i0; i < i1; ++i) {
+        const float v = x.data[i];
+        if (!sample) {
+          y.data[i] = v >= 0.0f ? 1.0f : -1.0f;
+          continue;
+        }
+        // P(+1) = hard_sigmoid(v); u uniform in [0, 1) from the counter hash.
+        const float p = std::clamp((v + 1.0f) * 0.5f, 0.0f, 1.0f);
+        const float u =
+            static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(i)) >> 8) * (1.0f / 16777216.0f);
+        y.data[i] = u < p ? 1.0f : -1.0f;
+      }
+    });
+  }
+  void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
+    if (!dx) return;
+    dx->resize(x.rows, n_);
+    parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t i = i0; i < i1; ++i) dx->data[i] = std::fabs(x.data[i]) <= 1.0f ? dy.data[i] : 0.0f;
+    });
+  }
+
+ private:
+  // k bits: nearest level, or stochastic rounding between the two neighbouring levels.
+  void forward_levels(const matrix& x, matrix& y, bool sample, std::uint64_t key, const step_context& ctx) const {
+    const float top = static_cast<float>((1 << bits_) - 1);
+    parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t i = i0; i < i1; ++i) {
+        const float v = x.data[i];
+        std::uint32_t u = kernels::level_of(v, bits_);
+        if (sample) {
+          const float c = v >= -1.0f ? (v <= 1.0f ? v : 1.0f) : -1.0f;
+          const float r =
+              static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(i)) >> 8) * (1.0f / 16777216.0f);
+          const float t = (c + 1.0f) * 0.5f * top + r;
+          u = std::min(static_cast<std::uint32_t>(t), static_cast<std::uint32_t>(top));
+        }
+        y.data[i] = kernels::level_value(u, bits_);
+      }
+    });
+  }
+
+  std::size_t n_;
+  int bits_;
+  bool stochastic_;
+};
+
+// Inverted dropout; at inference the identity, so quantized inputs stay quantized for the next layer.
+class dropout_layer final : public layer {
+ public:
+  dropout_layer(std::size_t n, float p) : n_(n), p_(p) {
+    if (n == 0) throw error("dropout needs a positive size");
+    if (!(p >= 0.0f && p < 1.0f)) throw error("dropout probability must lie in [0, 1)");
+  }
+  std::string describe() const override {
+    return "dropout(" + std::to_string(p_).substr(0, 4) + ") " + std::to_string(n_);
+  }
+  std::size_t input_size() const override { return n_; }
+  std::size_t output_size() const override { return n_; }
+  int output_bits(bool training) const override { return training && p_ > 0.0f ? 0 : input_bits_; }
+  void set_input_bits(int inference_bits, int) override { input_bits_ = inference_bits; }
+  op_counts training_ops(std::size_t batch, bool) const override {
+    return {static_cast<double>(batch) * static_cast<double>(n_), 0.0, 0.0};  // the 1/(1-p) scale
+  }
+  void write(detail::byte_writer& out, bool) const override {
+    out.put<std::uint32_t>(tag_dropout);
+    out.put<std::uint64_t>(n_);
+    out.put<float>(p_);
+  }
+  void forward(const matrix& x, matrix& y, const step_context& ctx) override {
+    check_width(*this, x);
+    y.resize(x.rows, n_);
+    if (!ctx.training || p_ == 0.0f) {
+      y.data = x.data;
+      return;
+    }
+    apply_mask(x.data, y.data, ctx);
+  }
+  void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
+    if (!dx) return;
+    dx->resize(x.rows, n_);
+    if (p_ == 0.0f) {
+      dx->data = dy.data;
+      return;
+    }
+    // The same mask again, from the same counter hash (y cannot tell a dropped value from a kept 0).
+    apply_mask(dy.data, dx->data, ctx);
+  }
+
+ private:
+  // out = in * mask / (1 - p), the mask drawn from (seed, step, layer, element).
+  void apply_mask(const std::vector<float>& in, std::vector<float>& out, const step_context& ctx) const {
+    const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, index, 0xd20);
+    const float scale = 1.0f / (1.0f - p_);
+    const auto threshold = static_cast<std::uint32_t>(static_cast<double>(p_) * 4294967296.0);
+    parallel_rows(ctx.rt, in.size(), 65536, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t i = i0; i < i1; ++i)
+        out[i] = kernels::counter_hash(key, static_cast<std::uint32_t>(i)) < threshold ? 0.0f : in[i] * scale;
+    });
+  }
+
+  std::size_t n_;
+  float p_;
+  int input_bits_ = 0;
+};
+
+template <class F, class G>
+std::unique_ptr<layer> make_elementwise(std::uint32_t tag, std::string name, std::size_t n, F f, G gate) {
+  return std::make_unique<elementwise_layer<F, G>>(tag, std::move(name), n, f, gate);
+}
+
+}  // namespace
+
+std::unique_ptr<layer> make_dense(std::size_t inputs, std::size_t outputs, const dense_options& options,
+                                  std::uint64_t init_seed) {
+  return std::make_unique<dense_layer>(inputs, outputs, options, init_seed);
+}
+
+std::unique_ptr<layer> make_batch_norm(std::size_t features, float epsilon, float momentum) {
+  return std::make_unique<batch_norm_layer>(features, 1, epsilon, momentum, false);
+}
+
+std::unique_ptr<layer> make_spatial_batch_norm(std::size_t channels, std::size_t positions, float epsilon,
+                                               float momentum) {
+  return std::make_unique<batch_norm_layer>(channels, positions, epsilon, momentum, false);
+}
+
+std::unique_ptr<layer> make_shift_batch_norm(std::size_t channels, std::size_t positions, float epsilon,
+                                             float momentum) {
+  return std::make_unique<batch_norm_layer>(channels, positions, epsilon, momentum, true);
+}
+
+// AP2 on the float's bits: keep sign and exponent, round the exponent up when the significand
+// 1.m >= sqrt(2) (log2 of it >= 1/2); sqrt(2) = 1.0110101000001001111001100...b, whose first 23
+// fraction bits are 0x3504f3 (and the rest non-zero), so 1.m >= sqrt(2) iff m >= 0x3504f4.
+float ap2(float v) noexcept {
+  if (v == 0.0f || !std::isfinite(v)) return v;
+  std::uint32_t b;
+  std::memcpy(&b, &v, sizeof b);
+  const std::uint32_t sign = b & 0x80000000u, magnitude = b & 0x7fffffffu;
+  if (magnitude < 0x00800000u) {  // subnormal: via frexp, |v| = f 2^e with f in [0.5, 1)
+    int e = 0;
+    const float f = std::frexp(std::fabs(v), &e);
+    const float r = std::ldexp(1.0f, f >= 0.70710678f ? e : e - 1);
+    return sign ? -r : r;
+  }
+  std::uint32_t exponent = magnitude & 0x7f800000u;
+  if ((magnitude & 0x007fffffu) >= 0x3504f4u) exponent += 0x00800000u;
+  const std::uint32_t out = sign | exponent;
+  float r;
+  std::memcpy(&r, &out, sizeof r);
+  return r;
+}
+
+float detail::batch_norm_view::apply(std::size_t f, float x) const {
+  return gamma[f] * (x - mean[f]) * inv_std[f] + beta[f];
+}
+
+std::unique_ptr<layer> make_sign(std::size_t features, bool stochastic) {
+  return std::make_unique<quantized_activation_layer>(features, 1, stochastic);
+}
+
+std::unique_ptr<layer> make_quantized_activation(std::size_t features, int bits, bool stochastic) {
+  return std::make_unique<quantized_activation_layer>(features, bits, stochastic);
+}
+
+std::unique_ptr<layer> make_dropout(std::size_t features, float p) {
+  return std::make_unique<dropout_layer>(features, p);
+}
+
+namespace detail {
+const weight_core* dense_weights(const layer& l) {
+  const auto* d = dynamic_cast<const dense_layer*>(&l);
+  return d ? &d->core() : nullptr;
+}
+bool batch_norm_inference_view(const layer& l, batch_norm_view& view, bool expected) {
+  auto* bn = dynamic_cast<batch_norm_layer*>(const_cast<layer*>(&l));
+  if (!bn) return false;
+  bn->view(view, expected);
+  return true;
+}
+bool batch_norm_shape(const layer& l, std::size_t& channels, std::size_t& positions, bool& shift) {
+  const auto* bn = dynamic_cast<const batch_norm_layer*>(&l);
+  if (!bn) return false;
+  channels = bn->channels();
+  positions = bn->positions();
+  shift = bn->shift();
+  return true;
+}
+void set_batch_norm_statistics(layer& l, std::vector<float> mean, std::vector<float> var, bool expected) {
+  auto* bn = dynamic_cast<batch_norm_layer*>(&l);
+  if (!bn) throw error("layer " + std::to_string(l.index) + " (" + l.describe() + ") is not a batch norm");
+  bn->set_statistics(std::move(mean), std::move(var), expected);
+}
+void clear_expected_batch_norm_statistics(layer& l) {
+  if (auto* bn = dynamic_cast<batch_norm_layer*>(&l)) bn->clear_expected_statistics();
+}
+int activation_bits(const layer& l) {
+  const auto* a = dynamic_cast<const quantized_activation_layer*>(&l);
+  return a ? a->bits() : 0;
+}
+bool is_dropout(const layer& l) { return dynamic_cast<const dropout_layer*>(&l) != nullptr; }
+}  // namespace detail
+
+std::unique_ptr<layer> make_relu(std::size_t features) {
+  return make_elementwise(
+      tag_relu, "relu", features, [](float v) { return v > 0.0f ? v : 0.0f; }, [](float v) { return v > 0.0f; });
+}
+
+std::unique_ptr<layer> make_hard_tanh(std::size_t features) {
+  return make_elementwise(
+      tag_hard_tanh, "hardtanh", features, [](float v) { return v < -1.0f  ? -1.0f
+                                                                : v > 1.0f ? 1.0f
+                                                                           : v; },
+      [](float v) { return v >= -1.0f && v <= 1.0f; });
+}
+
+std::unique_ptr<layer> read_layer(detail::byte_reader& in, bool packed) {
+  const auto tag = in.get<std::uint32_t>("layer type");
+  switch (tag) {
+    case tag_dense:
+      return dense_layer::read(in, packed);
+    case tag_batch_norm:
+      return batch_norm_layer::read(in, false, false);
+    case tag_batch_norm_spatial:
+      return batch_norm_layer::read(in, true, false);
+    case tag_shift_batch_norm:
+      return batch_norm_layer::read(in, true, true);
+    case tag_quantized_activation: {
+      const auto n = in.get<std::uint64_t>("activation size");
+      const auto bits = in.get<std::uint8_t>("activation bits");
+      const auto stochastic = in.get<std::uint8_t>("activation sampling");
+      if (n == 0 || n > (1u << 24) || bits < 2 || bits > 8 || stochastic > 1) in.invalid("bad k-bit activation");
+      return make_quantized_activation(n, bits, stochastic != 0);
+    }
+    case tag_dropout: {
+      const auto n = in.get<std::uint64_t>("dropout size");
+      const auto p = in.get<float>("dropout probability");
+      if (n == 0 || n > (1u << 24) || !(p >= 0.0f && p < 1.0f)) in.invalid("bad dropout layer");
+      return make_dropout(n, p);
+    }
+    case tag_conv2d:
+      return read_conv2d(in, packed);
+    case tag_sign: {
+      const auto n = in.get<std::uint64_t>("activation size");
+      const auto stochastic = in.get<std::uint8_t>("sign sampling");
+      if (n == 0 || n > (1u << 24) || stochastic > 1) in.invalid("bad sign activation");
+      return make_sign(n, stochastic != 0);
+    }
+    case tag_max_pool:
+      return read_max_pool(in);
+    case tag_relu:
+    case tag_hard_tanh: {
+      const auto n = in.get<std::uint64_t>("activation size");
+      if (n == 0 || n > (1u << 24)) in.invalid("implausible activation size " + std::to_string(n));
+      return tag == tag_relu ? make_relu(n) : make_hard_tanh(n);
+    }
+    default:
+      in.invalid("unknown layer type " + std::to_string(tag));
+  }
+}
+
+}  // namespace fewmul

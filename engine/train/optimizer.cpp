@@ -1,0 +1,92 @@
+#include "train/optimizer.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "fewmul/error.hpp"
+
+#include "runtime/parallel_gemm.hpp"
+
+namespace fewmul::detail {
+
+optimizer::optimizer(optimizer_kind kind, float momentum, std::vector<parameter*> params)
+    : kind_(kind), momentum_(momentum), params_(std::move(params)) {
+  for (parameter* p : params_) {
+    first_.emplace_back(p->value.size(), 0.0f);
+    second_.emplace_back(kind_ == optimizer_kind::sgd ? 0 : p->value.size(), 0.0f);
+  }
+}
+
+void optimizer::step(float lr, const runtime& rt) {
+  ++steps_;
+  constexpr float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  const float correction1 = 1.0f - std::pow(beta1, static_cast<float>(steps_));
+  const float correction2 = 1.0f - std::pow(beta2, static_cast<float>(steps_));
+  for (std::size_t pi = 0; pi < params_.size(); ++pi) {
+    parameter& p = *params_[pi];
+    const float rate = lr * p.lr_scale;
+    std::vector<float>& m = first_[pi];
+    std::vector<float>& v = second_[pi];
+    const float clip = p.clip;
+    float* w = p.value.data();
+    const float* g = p.grad.data();
+    float* m1 = m.data();
+    float* m2 = v.data();
+    // One branch-free loop per update rule, so each vectorizes; element-wise, so no change in results.
+    parallel_rows(rt, p.value.size(), 16384, [&](std::size_t i0, std::size_t i1) {
+      if (kind_ == optimizer_kind::adam) {
+        for (std::size_t i = i0; i < i1; ++i) {
+          m1[i] = beta1 * m1[i] + (1.0f - beta1) * g[i];
+          m2[i] = beta2 * m2[i] + (1.0f - beta2) * g[i] * g[i];
+          w[i] -= rate * (m1[i] / correction1) / (std::sqrt(m2[i] / correction2) + eps);
+        }
+      } else if (kind_ == optimizer_kind::adamax) {
+        // AdaMax (Kingma & Ba): v = max(beta2 v, |g|), step = lr / (1 - beta1^t) * m / v.
+        const float step = rate / correction1;
+        for (std::size_t i = i0; i < i1; ++i) {
+          m1[i] = beta1 * m1[i] + (1.0f - beta1) * g[i];
+          m2[i] = std::max(beta2 * m2[i], std::fabs(g[i]));
+          w[i] -= step * (m1[i] / (m2[i] + eps));
+        }
+      } else if (kind_ == optimizer_kind::shift_adamax) {
+        // Shift-based AdaMax (Hubara et al., Algorithm 4): theta -= (lr <<>> (1 - beta1^t)^-1) *
+        // (m <<>> v^-1), where x <<>> y = x * AP2(y); the learning rate is rounded with AP2 as well, so
+        // both factors are powers of two and the update is an exponent add on m.
+        const float step = ap2(rate * ap2(1.0f / correction1));
+        for (std::size_t i = i0; i < i1; ++i) {
+          m1[i] = beta1 * m1[i] + (1.0f - beta1) * g[i];
+          m2[i] = std::max(beta2 * m2[i], std::fabs(g[i]));
+          w[i] -= step * (m1[i] * ap2(1.0f / (m2[i] + eps)));
+        }
+      } else if (momentum_ != 0.0f) {
+        for (std::size_t i = i0; i < i1; ++i) {
+          m1[i] = momentum_ * m1[i] + g[i];
+          w[i] -= rate * m1[i];
+        }
+      } else {
+        for (std::size_t i = i0; i < i1; ++i) w[i] -= rate * g[i];
+      }
+      if (clip > 0.0f)
+        for (std::size_t i = i0; i < i1; ++i) w[i] = w[i] < -clip ? -clip : (w[i] > clip ? clip : w[i]);
+    });
+  }
+}
+
+std::vector<std::vector<float>> optimizer::state() const {
+  std::vector<std::vector<float>> out = first_;
+  out.insert(out.end(), second_.begin(), second_.end());
+  return out;
+}
+
+void optimizer::restore(const std::vector<std::vector<float>>& state, std::int64_t steps) {
+  if (state.size() != first_.size() + second_.size()) throw error("optimizer state does not match the network");
+  for (std::size_t i = 0; i < first_.size(); ++i) {
+    if (state[i].size() != first_[i].size() || state[first_.size() + i].size() != second_[i].size())
+      throw error("optimizer state does not match the network");
+    first_[i] = state[i];
+    second_[i] = state[first_.size() + i];
+  }
+  steps_ = steps;
+}
+
+}  // namespace fewmul::detail

@@ -1,0 +1,530 @@
+#include <atomic>
+#include <charconv>
+#include <cstdio>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <string>
+
+#include "fewmul/error.hpp"
+#include "fewmul/train.hpp"
+#include "train/optimizer.hpp"
+#include "runtime/parallel_gemm.hpp"
+
+namespace fewmul {
+namespace {
+
+struct method_entry {
+  method m;
+  std::string_view name;
+};
+constexpr method_entry method_names[] = {
+    {method::fp32, "fp32"},     {method::bc, "bc"},         {method::bc_stoch, "bc-stoch"}, {method::tc, "tc"},
+    {method::bc_qbp, "bc+qbp"}, {method::tc_qbp, "tc+qbp"}, {method::bnn, "bnn"},           {method::qnn, "qnn"}};
+
+// Fisher-Yates with the counter hash, so the order is the same on every platform and library.
+void shuffle(std::vector<std::uint32_t>& order, std::uint64_t key) {
+  for (std::size_t i = order.size(); i > 1; --i) {
+    const std::uint64_t r = (std::uint64_t{kernels::counter_hash(key, static_cast<std::uint32_t>(2 * i))} << 32) |
+                            kernels::counter_hash(key, static_cast<std::uint32_t>(2 * i + 1));
+    std::swap(order[i - 1], order[r % i]);
+  }
+}
+
+std::atomic<bool> stop_requested{false};
+
+void gather(const dataset& data, const std::uint32_t* indices, std::size_t count, matrix& x,
+            std::vector<std::uint8_t>& y) {
+  x.resize(count, data.features);
+  y.resize(count);
+  for (std::size_t b = 0; b < count; ++b) {
+    std::copy_n(data.example(indices[b]), data.features, x.row(b));
+    y[b] = data.y[indices[b]];
+  }
+}
+
+// Shifts (zero fill) and mirrors each channel-last image of the batch in place, drawn per example.
+void augment(matrix& x, const dataset& data, const train_config& config, std::uint64_t step, const runtime& rt) {
+  const std::size_t h = data.height, w = data.width, c = data.channels;
+  const long shift = static_cast<long>(config.augment_shift);
+  const std::uint64_t key = kernels::derive_key(config.seed, step, 0xa06);
+  detail::parallel_rows(rt, x.rows, 8, [&](std::size_t b0, std::size_t b1) {
+    std::vector<float> image(h * w * c);
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::uint32_t r = kernels::counter_hash(key, static_cast<std::uint32_t>(b));
+      const long span = 2 * shift + 1;
+      const long dy = static_cast<long>(r % static_cast<std::uint32_t>(span)) - shift;
+      const long dx = static_cast<long>((r >> 8) % static_cast<std::uint32_t>(span)) - shift;
+      const bool flip = config.augment_flip && ((r >> 31) & 1u);
+      float* row = x.row(b);
+      std::copy_n(row, image.size(), image.begin());
+      for (std::size_t yy = 0; yy < h; ++yy)
+        for (std::size_t xx = 0; xx < w; ++xx) {
+          const long sy = static_cast<long>(yy) + dy;
+          const long sx0 = static_cast<long>(flip ? w - 1 - xx : xx) + dx;
+          float* out = row + (yy * w + xx) * c;
+          if (sy < 0 || sx0 < 0 || sy >= static_cast<long>(h) || sx0 >= static_cast<long>(w)) {
+            std::fill_n(out, c, 0.0f);
+            continue;
+          }
+          std::copy_n(image.data() + (static_cast<std::size_t>(sy) * w + static_cast<std::size_t>(sx0)) * c, c, out);
+        }
+    }
+  });
+}
+
+std::unique_ptr<layer> make_activation(activation act, std::size_t n, int bits) {
+  switch (act) {
+    case activation::relu:
+      return make_relu(n);
+    case activation::hard_tanh:
+      return make_hard_tanh(n);
+    case activation::sign:
+      return make_sign(n);
+    case activation::quantized:
+      return bits == 1 ? make_sign(n) : make_quantized_activation(n, bits);
+  }
+  throw error("unknown activation");
+}
+
+void check_finite_parameters(network& net, std::size_t epoch) {
+  for (const auto& l : net.layers())
+    for (parameter* p : l->parameters())
+      for (float v : p->value)
+        if (!std::isfinite(v))
+          throw error("parameter " + p->name + " of layer " + std::to_string(l->index) + " (" + l->describe() +
+                      ") became non-finite in epoch " + std::to_string(epoch));
+}
+
+// Throws "<flag> <problem>" when there is a problem.
+void require(std::string_view flag, const std::string& problem) {
+  if (!problem.empty()) throw error(std::string(flag) + " " + problem);
+}
+
+std::string whole_problem(std::uint64_t value, std::uint64_t min, std::uint64_t max) {
+  if (value >= min && value <= max) return {};
+  return "must be a whole number in [" + std::to_string(min) + ", " + std::to_string(max) + "], not " +
+         std::to_string(value);
+}
+
+}  // namespace
+
+std::string number_problem(double value, double min, double max) {
+  if (std::isfinite(value) && value >= min && value <= max) return {};
+  char text[160];
+  std::snprintf(text, sizeof text, "must be a number in [%g, %g], not %g", min, max, value);
+  return text;
+}
+
+std::string number_text_problem(std::string_view text, double min, double max) {
+  const std::string copy(text);
+  char* end = nullptr;
+  const double value = copy.empty() ? 0.0 : std::strtod(copy.c_str(), &end);
+  if (copy.empty() || end != copy.c_str() + copy.size()) return "must be a number, not '" + copy + "'";
+  return number_problem(value, min, max);
+}
+
+std::string whole_text_problem(std::string_view text, std::uint64_t min, std::uint64_t max) {
+  std::uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) {
+    std::string bound = "[" + std::to_string(min) + ", " + std::to_string(max) + "]";
+    return "must be a whole number in " + bound + ", not '" + std::string(text) + "'";
+  }
+  return whole_problem(value, min, max);
+}
+
+void validate(const train_config& c) {
+  using L = setting_limits;
+  require("--epochs", whole_problem(c.epochs, L::epochs_min, L::epochs_max));
+  require("--batch", whole_problem(c.batch, L::batch_min, L::batch_max));
+  require("--lr", number_problem(c.lr, L::lr_min, L::lr_max));
+  require("--lr-decay", number_problem(c.lr_decay, L::lr_decay_min, L::lr_decay_max));
+  require("--momentum", number_problem(c.momentum, L::momentum_min, L::momentum_max));
+  if (c.threads < 0 || static_cast<std::uint64_t>(c.threads) > L::threads_max)
+    throw error("--threads must be a whole number in [0, " + std::to_string(L::threads_max) + "], not " +
+                std::to_string(c.threads));
+  require("--validation", whole_problem(c.validation, 0, L::examples_max));
+  const auto exponent = [](int k) { return k >= kernels::pow2_min_exponent && k <= kernels::pow2_max_exponent; };
+  if (!exponent(c.qbp_kmin) || !exponent(c.qbp_kmax) || c.qbp_kmin > c.qbp_kmax)
+    throw error("--qbp-kmin and --qbp-kmax must lie in [" + std::to_string(kernels::pow2_min_exponent) + ", " +
+                std::to_string(kernels::pow2_max_exponent) + "] with kmin <= kmax, not " + std::to_string(c.qbp_kmin) +
+                " and " + std::to_string(c.qbp_kmax));
+  if (c.weight_bits < 1 || c.weight_bits > 8)
+    throw error("--wbits must be a whole number in [1, 8], not " + std::to_string(c.weight_bits));
+  require("--augment-shift", whole_problem(c.augment_shift, 0, L::augment_shift_max));
+  require("--bn-reestimate", whole_problem(c.bn_reestimate_examples, 0, L::bn_reestimate_max));
+  if (c.schedule > lr_schedule::paper) throw error("--schedule: unknown learning-rate schedule");
+  // The paper schedule decays towards lr_end; the others ignore it, but a stored value still has to be a number.
+  require("--lr-end", c.schedule == lr_schedule::paper ? number_problem(c.lr_end, L::lr_end_min, c.lr)
+                                                       : number_problem(c.lr_end, 0.0, L::lr_max));
+}
+
+float learning_rate_at(const train_config& c, std::size_t epoch, std::size_t batch, std::size_t batches) {
+  const double e = static_cast<double>(epoch - 1), epochs = static_cast<double>(c.epochs);
+  if (c.lr_decay > 0.0f) return static_cast<float>(c.lr * std::pow(static_cast<double>(c.lr_decay), e));
+  switch (c.schedule) {
+    case lr_schedule::per_epoch_floor:
+      // float arithmetic as before issue 15, so that resumed old checkpoints continue bit-identically
+      return c.epochs > 1 ? c.lr * std::pow(std::pow(0.01f, 1.0f / static_cast<float>(c.epochs - 1)),
+                                            static_cast<float>(epoch - 1))
+                          : c.lr;
+    case lr_schedule::paper:
+      return static_cast<float>(c.lr * std::pow(static_cast<double>(c.lr_end) / c.lr, e / epochs));
+    case lr_schedule::continuous:
+    default: {
+      // Cosine from lr to lr/100 over the run's minibatches (PyTorch's CosineAnnealingLR, eta_min = lr/100).
+      // An exponential curve to the same floor spent too little of a short run at a useful rate: CIFAR-10
+      // fp32, width 0.25, 22,500 images, 1 epoch of 2: 55.8% test error, 42.0% at a constant rate.
+      const double steps = epochs * static_cast<double>(std::max<std::size_t>(1, batches));
+      const double t = e * static_cast<double>(batches) + static_cast<double>(batch);
+      const double pi = std::acos(-1.0), floor = 0.01 * c.lr;
+      return static_cast<float>(floor + (c.lr - floor) * 0.5 * (1.0 + std::cos(pi * t / steps)));
+    }
+  }
+}
+
+// The papers' setups, one row per (dataset, group of methods). Lin et al.'s scripts are the same on the
+// binary, ternary and precise branches of hantek/BinaryConnect (only the BinaryConnect/stochastic
+// switches differ), so fp32 and every BinaryConnect/TernaryConnect method share a row. The QNN paper's
+// Torch code (itayhubara/BinaryNet) has no per-dataset scripts in this form: qnn uses BinaryNet's.
+namespace {
+struct preset_row {
+  const char* dataset;
+  bool binary_net;  // bnn and qnn (Hubara et al.), else Lin et al.
+  paper_preset preset;
+};
+constexpr lr_scale_kind lin_init = lr_scale_kind::binary_connect, bnn_init = lr_scale_kind::binary_net;
+const preset_row paper_presets[] = {
+    // hantek/BinaryConnect mnist.py: LR = .3, LR_fin = .01, n_epoch = 1000, batch_size = 200, M = 0.
+    {"mnist", false, {0.3f, 0.01f, 1000, 200, lin_init, optimizer_kind::sgd, "hantek/BinaryConnect mnist.py"}},
+    // hantek/BinaryConnect cifar10.py: LR = .3, LR_fin = .001, n_epoch = 300, batch_size = 100, M = 0.
+    {"cifar10", false, {0.3f, 0.001f, 300, 100, lin_init, optimizer_kind::sgd, "hantek/BinaryConnect cifar10.py"}},
+    // hantek/BinaryConnect svhn.py: LR = .3, LR_fin = .001, n_epoch = 60, batch_size = 100, M = 0.
+    {"svhn", false, {0.3f, 0.001f, 60, 100, lin_init, optimizer_kind::sgd, "hantek/BinaryConnect svhn.py"}},
+    // MatthieuCourbariaux/BinaryNet Train-time/mnist.py: LR_start = .003, LR_fin = 0.0000003,
+    // num_epochs = 1000, batch_size = 100, H = 1., W_LR_scale = "Glorot", lasagne.updates.adam.
+    {"mnist", true, {0.003f, 3e-7f, 1000, 100, bnn_init, optimizer_kind::adam, "BinaryNet Train-time/mnist.py"}},
+    // Train-time/cifar10.py: LR_start = 0.001, LR_fin = 0.0000003, num_epochs = 500, batch_size = 50.
+    {"cifar10", true, {0.001f, 3e-7f, 500, 50, bnn_init, optimizer_kind::adam, "BinaryNet Train-time/cifar10.py"}},
+    // Train-time/svhn.py: LR_start = 0.001, LR_fin = 0.000001, num_epochs = 200, batch_size = 50.
+    {"svhn", true, {0.001f, 1e-6f, 200, 50, bnn_init, optimizer_kind::adam, "BinaryNet Train-time/svhn.py"}},
+};
+}  // namespace
+
+paper_preset paper_preset_for(std::string_view dataset, method m) {
+  const bool binary_net = m == method::bnn || m == method::qnn;
+  for (const preset_row& row : paper_presets)
+    if (row.dataset == dataset && row.binary_net == binary_net) return row.preset;
+  throw error("no paper preset for dataset '" + std::string(dataset) + "' (expected mnist, cifar10 or svhn)");
+}
+
+void validate(const network_architecture& a) {
+  using L = setting_limits;
+  require("--dropout-input", number_problem(a.dropout_input, L::dropout_min, L::dropout_max));
+  require("--dropout-hidden", number_problem(a.dropout_hidden, L::dropout_min, L::dropout_max));
+  if (a.activation_bits < 1 || a.activation_bits > 8)
+    throw error("--abits must be a whole number in [1, 8], not " + std::to_string(a.activation_bits));
+}
+
+void request_stop() noexcept { stop_requested.store(true); }
+
+std::string_view method_name(method m) {
+  for (const auto& e : method_names)
+    if (e.m == m) return e.name;
+  return "unknown";
+}
+
+method parse_method(std::string_view name) {
+  for (const auto& e : method_names)
+    if (e.name == name) return e.m;
+  throw error("unknown method '" + std::string(name) +
+              "' (expected fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp, bnn or qnn)");
+}
+
+float default_learning_rate(method m) {
+  return m == method::fp32 ? 0.3f : m == method::bnn || m == method::qnn ? 0.003f : 1.0f;
+}
+
+activation default_activation(method m) {
+  return m == method::bnn ? activation::sign : m == method::qnn ? activation::quantized : activation::relu;
+}
+
+float default_learning_rate(method m, bool convnet) {
+  // Convnets of Lin et al.'s methods: their LR 0.3 (hantek/BinaryConnect cifar10.py, svhn.py). With the
+  // authors' start (half the weights saturated) it beats the 0.1 tuned for the older U(+-1) start: CIFAR-10
+  // bc-stoch, width 0.25, 2 epochs, batch 100: 31.7% test error at 0.3, 55.7% at 0.1 (batch 200).
+  return convnet && m != method::bnn && m != method::qnn ? 0.3f : default_learning_rate(m);
+}
+
+std::vector<std::size_t> mlp_preset_hidden(method m, double width_multiplier) {
+  if (!(width_multiplier > 0.0) || width_multiplier > 16.0) throw error("--width must lie in (0, 16]");
+  const double base = m == method::bnn || m == method::qnn ? 4096.0 : 1024.0;
+  const auto n = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(base * width_multiplier)));
+  return {n, n, n};
+}
+
+dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax, int weight_bits) {
+  dense_options o;
+  o.qbp_kmin = qbp_kmin;
+  o.qbp_kmax = qbp_kmax;
+  switch (m) {
+    case method::fp32:
+      o.kind = weight_kind::fp32;
+      break;
+    case method::bc:
+      o.kind = weight_kind::binary;
+      break;
+    case method::bc_stoch:
+    case method::bc_qbp:
+      o.kind = weight_kind::binary;
+      o.training_sampling = kernels::sample_mode::stochastic;
+      break;
+    case method::tc:
+    case method::tc_qbp:
+      o.kind = weight_kind::ternary;
+      o.training_sampling = kernels::sample_mode::stochastic;
+      break;
+    case method::bnn:
+      o.kind = weight_kind::binary;
+      o.lr_scale = lr_scale_kind::binary_net;  // Hubara et al.'s start and Adam step scale
+      break;
+    case method::qnn:
+      if (weight_bits < 1 || weight_bits > 8)
+        throw error("--wbits must lie in 1..8, not " + std::to_string(weight_bits));
+      o.kind = weight_bits == 1 ? weight_kind::binary : weight_kind::quantized;
+      o.weight_bits = weight_bits == 1 ? 2 : weight_bits;
+      o.lr_scale = lr_scale_kind::binary_net;
+      break;
+  }
+  o.qbp = m == method::bc_qbp || m == method::tc_qbp;
+  return o;
+}
+
+network make_mlp(std::size_t inputs, const std::vector<std::size_t>& hidden, std::size_t outputs,
+                 const dense_options& options, activation act, std::uint64_t seed) {
+  network_architecture arch;
+  arch.height = 1;
+  arch.width = static_cast<std::uint32_t>(inputs);
+  arch.channels = 1;
+  arch.hidden = hidden;
+  arch.outputs = outputs;
+  arch.act = act;
+  return make_network(arch, options, seed);
+}
+
+network make_network(const network_architecture& arch, const dense_options& options, std::uint64_t seed) {
+  if (arch.height == 0 || arch.width == 0 || arch.channels == 0 || arch.outputs == 0)
+    throw error("network architecture needs a positive input shape and output count");
+  validate(arch);
+  network net;
+  std::size_t h = arch.height, w = arch.width, c = arch.channels;
+  auto add_batch_norm = [&](std::size_t channels, std::size_t positions) {
+    net.add(arch.shift_batch_norm ? make_shift_batch_norm(channels, positions)
+            : positions == 1      ? make_batch_norm(channels)
+                                  : make_spatial_batch_norm(channels, positions));
+  };
+  auto add_activation = [&](std::size_t n) {
+    net.add(make_activation(arch.act, n, arch.activation_bits));
+    if (arch.dropout_hidden > 0.0f) net.add(make_dropout(n, arch.dropout_hidden));
+  };
+  if (arch.dropout_input > 0.0f) net.add(make_dropout(arch.inputs(), arch.dropout_input));
+  for (std::size_t i = 0; i < arch.conv.size(); ++i) {
+    if (arch.conv[i] == 0)
+      throw error("a max-pool must follow a convolution (architecture entry " + std::to_string(i) + ")");
+    conv_shape shape;
+    shape.height = h;
+    shape.width = w;
+    shape.in_channels = c;
+    shape.out_channels = arch.conv[i];
+    net.add(make_conv2d(shape, options, kernels::derive_key(seed, 0xc0, i)));
+    c = arch.conv[i];
+    if (i + 1 < arch.conv.size() && arch.conv[i + 1] == 0) {
+      net.add(make_max_pool(h, w, c));
+      h /= 2;
+      w /= 2;
+      ++i;
+    }
+    add_batch_norm(c, h * w);
+    add_activation(h * w * c);
+  }
+  std::size_t width = h * w * c;
+  std::vector<std::size_t> sizes = arch.hidden;
+  sizes.push_back(arch.outputs);
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    net.add(make_dense(width, sizes[i], options, kernels::derive_key(seed, 0xde, i)));
+    add_batch_norm(sizes[i], 1);
+    if (i + 1 < sizes.size()) add_activation(sizes[i]);
+    width = sizes[i];
+  }
+  return net;
+}
+
+network_architecture convnet_preset(std::uint32_t height, std::uint32_t width, std::uint32_t channels,
+                                    std::size_t classes, double width_multiplier) {
+  if (!(width_multiplier > 0.0) || width_multiplier > 16.0) throw error("--width must lie in (0, 16]");
+  auto scaled = [&](double n) {
+    return std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(n * width_multiplier)));
+  };
+  network_architecture a;
+  a.height = height;
+  a.width = width;
+  a.channels = channels;
+  a.conv = {scaled(128), scaled(128), 0, scaled(256), scaled(256), 0, scaled(512), scaled(512), 0};
+  a.hidden = {scaled(1024), scaled(1024)};
+  a.outputs = classes;
+  return a;
+}
+
+double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights, std::size_t batch) {
+  if (data.size() == 0) return 0.0;
+  const step_context ctx{rt, kernels::active_kernels(), 0, 0, false, expected_weights};
+  matrix x;
+  std::size_t errors = 0;
+  for (std::size_t first = 0; first < data.size(); first += batch) {
+    const std::size_t count = std::min(batch, data.size() - first);
+    x.resize(count, data.features);
+    std::copy_n(data.example(first), count * data.features, x.data.data());
+    errors += count_errors(net.forward(x, ctx), data.y.data() + first);
+  }
+  return static_cast<double>(errors) / static_cast<double>(data.size());
+}
+
+train_result train(network& net, const dataset& train_set, const dataset& test, const train_config& config,
+                   const train_observer& observer, const training_state* resume) {
+  stop_requested.store(false);
+  validate(config);
+  if (train_set.features != net.input_size())
+    throw error("training data has " + std::to_string(train_set.features) + " features, the network expects " +
+                std::to_string(net.input_size()));
+  if (config.validation >= train_set.size())
+    throw error("validation split of " + std::to_string(config.validation) + " leaves no training data (" +
+                std::to_string(train_set.size()) + " examples)");
+  const std::size_t train_count = train_set.size() - config.validation;
+  if (train_count < config.batch)
+    throw error("only " + std::to_string(train_count) + " training examples for a batch of " +
+                std::to_string(config.batch));
+  const dataset validation = train_set.slice(train_count, config.validation);
+  const bool augmenting = config.augment_shift > 0 || config.augment_flip;
+  if (augmenting && (train_set.height == 0 || train_set.width == 0 || train_set.channels == 0 ||
+                     std::size_t{train_set.height} * train_set.width * train_set.channels != train_set.features))
+    throw error("data augmentation needs an image dataset (height, width and channels)");
+
+  runtime rt(config.threads);
+  const kernels::kernel_table& k = kernels::active_kernels();
+  detail::optimizer opt(config.optimizer, config.momentum, net.parameters());
+
+  std::vector<std::uint32_t> order(train_count);
+  matrix x, grad;
+  std::vector<std::uint8_t> y;
+  train_result result;
+  std::vector<std::vector<float>> best_state;
+  std::uint64_t step = 0;
+  const std::size_t batches = train_count / config.batch;  // the remainder is dropped each epoch
+  std::size_t first_epoch = 1;
+  double earlier_seconds = 0;
+  if (resume != nullptr) {
+    // Everything random derives from (seed, epoch, step), so restoring the parameters, the optimizer
+    // and the counters continues the run exactly as if it had not stopped.
+    net.restore(resume->network_state);
+    opt.restore(resume->optimizer_state, resume->optimizer_steps);
+    result = resume->progress;
+    result.bn_reestimate_seconds = 0;
+    best_state = resume->best_state;
+    step = resume->step;
+    first_epoch = result.epochs.size() + 1;
+    earlier_seconds = result.total_seconds;
+    if (resume->train_examples != 0 && resume->train_examples != train_count)
+      throw error("checkpoint was written for " + std::to_string(resume->train_examples) +
+                  " training examples, this run has " + std::to_string(train_count) +
+                  " (--train-limit or --validation differ from the checkpoint's run)");
+    if (step != result.epochs.size() * batches)
+      throw error("checkpoint was written with a different batch size or training set size");
+  }
+  const auto run_start = std::chrono::steady_clock::now();
+  const bool stochastic =
+      dense_options_for(config.training_method).training_sampling == kernels::sample_mode::stochastic;
+  // Re-estimation data: the first training examples, not augmented (BinaryConnect: "not on the DA
+  // training set because no DA on valid and test").
+  const bool reestimating = config.bn_reestimate_examples > 0;
+  const dataset reestimate_set =
+      reestimating ? train_set.slice(0, std::min(config.bn_reestimate_examples, train_count)) : dataset{};
+  auto reestimate = [&](bool expected_weights) {
+    const auto t0 = std::chrono::steady_clock::now();
+    reestimate_batch_norm(net, reestimate_set, rt, expected_weights);
+    result.bn_reestimate_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  if (!reestimating) clear_expected_batch_norm(net);  // E[Wb] inference uses the running statistics
+
+  for (std::size_t epoch = first_epoch; epoch <= config.epochs; ++epoch) {
+    const auto start = std::chrono::steady_clock::now();
+    std::iota(order.begin(), order.end(), 0u);
+    shuffle(order, kernels::derive_key(config.seed, 0x5f, epoch));
+    double loss_sum = 0.0;
+    std::size_t errors = 0;
+    for (std::size_t b = 0; b < batches; ++b, ++step) {
+      gather(train_set, order.data() + b * config.batch, config.batch, x, y);
+      if (augmenting) augment(x, train_set, config, step, rt);
+      const step_context ctx{rt, k, config.seed, step, true};
+      float loss = 0;
+      std::size_t batch_errors = 0;
+      try {
+        const matrix& out = net.forward(x, ctx);
+        loss = loss_and_gradient(config.loss, out, y.data(), grad, batch_errors);
+        if (!std::isfinite(loss)) throw error("loss became non-finite (try a smaller --lr)");
+        net.backward(grad, ctx);
+      } catch (const error& e) {
+        throw error(std::string(e.what()) + " in epoch " + std::to_string(epoch) + ", minibatch " +
+                    std::to_string(b + 1) + (epoch > 1 ? "; checkpoints of earlier epochs are intact" : ""));
+      }
+      loss_sum += loss;
+      errors += batch_errors;
+      opt.step(learning_rate_at(config, epoch, b, batches), rt);
+      net.parameters_changed();
+      if (observer.on_batch) observer.on_batch(b + 1, batches);
+      if (stop_requested.load())
+        throw error("interrupted in epoch " + std::to_string(epoch) + "; the last checkpoint (end of epoch " +
+                    std::to_string(epoch - 1) + ") is intact");
+    }
+    check_finite_parameters(net, epoch);
+    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    epoch_metrics m;
+    m.epoch = epoch;
+    m.loss = loss_sum / static_cast<double>(batches);
+    m.train_error = static_cast<double>(errors) / static_cast<double>(batches * config.batch);
+    // Stochastic methods are validated and tested with E[Wb] and, for test_error_packed, the
+    // deterministic weights; each gets batch-norm statistics re-estimated with its own weights. The
+    // deterministic ones land last, in the running statistics, so that snapshots, checkpoints and
+    // exported models hold the statistics of the weights a packed model deploys.
+    if (reestimating) reestimate(stochastic);
+    m.validation_error = evaluate(net, validation, rt, stochastic);
+    m.test_error = evaluate(net, test, rt, stochastic);
+    if (reestimating && stochastic) reestimate(false);
+    m.test_error_packed = stochastic ? evaluate(net, test, rt, false) : m.test_error;
+    m.lr = learning_rate_at(config, epoch, 0, batches);
+    m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    m.images_per_second = static_cast<double>(batches * config.batch) / train_seconds;
+    if (epoch == 1 || config.validation == 0 || m.validation_error < result.best_validation_error) {
+      m.best = true;
+      result.best_epoch = epoch;
+      result.best_validation_error = m.validation_error;
+      result.test_error_at_best = m.test_error;
+      result.test_error_packed_at_best = m.test_error_packed;
+      best_state = net.snapshot();
+    }
+    result.epochs.push_back(m);
+    result.total_seconds =
+        earlier_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+    if (observer.on_epoch) observer.on_epoch(m);
+    if (observer.on_state)
+      observer.on_state(
+          training_state{net.snapshot(), opt.state(), opt.steps(), step, result, best_state, train_count});
+  }
+  if (!best_state.empty()) net.restore(best_state);
+  // The snapshot holds the deterministic weights' statistics; E[Wb] inference of the returned network
+  // needs its own again (the same bits as at the best epoch: same weights, same data).
+  if (reestimating && stochastic) reestimate(true);
+  return result;
+}
+
+}  // namespace fewmul
