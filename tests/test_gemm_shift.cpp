@@ -41,10 +41,16 @@ TEST_CASE("gemm_shift matches the reference bit for bit across tiles and blocks"
                                  .c_cs = t.transposed ? t.m : 1,
                                  .caches = t.caches,
                                  .workspace = t.workspace};
-    CHECK(matches_reference(t.ref.gemm_shift, t.k.gemm_shift, h));
-    // And B without zeros (the usual gradient), which the kernel multiplies without testing B.
-    h.b = b.data();
-    CHECK(matches_reference(t.ref.gemm_shift, t.k.gemm_shift, h));
+    // Both loop drivers: the codes' nonzeros (list_b false) and B's nonzeros (list_b true, zero codes masked).
+    for (const bool list_b : {false, true}) {
+      CAPTURE(list_b);
+      h.list_b = list_b;
+      h.b = b_zeros.data();
+      CHECK(matches_reference(t.ref.gemm_shift, t.k.gemm_shift, h));
+      // And B without zeros (the usual dense gradient), which the codes-driven loop adds without testing B.
+      h.b = b.data();
+      CHECK(matches_reference(t.ref.gemm_shift, t.k.gemm_shift, h));
+    }
   });
 }
 

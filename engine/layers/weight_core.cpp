@@ -384,8 +384,10 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
     k.quantize_pow2(x + r0 * in_, (r1 - r0) * in_, codes_.data() + r0 * in_, options_.qbp_kmin, options_.qbp_kmax, key,
                     static_cast<std::uint32_t>(r0 * in_));
   });
-  // Computed as grad^T[i][o] = sum_r code(x[r][i]) * dy[r][o], so the codes are gemm_shift's broadcast
-  // operand (a zero code skips a whole row), and written through strides into grad[o][i].
+  // Computed as grad^T[i][o] = sum_r code(x[r][i]) * dy[r][o] and written through strides into grad[o][i].
+  // The kernel's loop runs over the nonzeros of one operand, listed once per K block and reused by every
+  // panel of the other: the codes (in_ per row) when in_ <= out_, else the gradient dy (out_ per row; a
+  // convolution's in_ is 9x its channels, and its dy after max-pooling is mostly zeros). Same bits either way.
   parallel_gemm(ctx.rt, in_, out_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
     run_packed_gemm(k, k.gemm_shift,
                     {.m = i1 - i0,
@@ -398,7 +400,8 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
                      .ldb = out_,
                      .c = grad + j0 * in_ + i0,
                      .c_rs = 1,
-                     .c_cs = in_});
+                     .c_cs = in_,
+                     .list_b = out_ < in_});
   });
 }
 

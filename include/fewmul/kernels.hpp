@@ -151,7 +151,9 @@ using gemm_ternary_fn = void (*)(const gemm_ternary_params& p) noexcept;
 /// layers write the gradient transposed). Each product is an integer add on B's bits (exponent += e,
 /// sign ^= s): no multiplication. Terms with a zero code or a zero B are skipped (a zero code skips a
 /// whole row of the register tile); the others are added in k order with plain adds. B values must be 0
-/// or within the shift-safe range (see shift_safe_exponent).
+/// or within the shift-safe range (see shift_safe_exponent). `list_b` picks which operand's nonzeros drive
+/// the loop (false: Q's codes, true: B's floats; a caller lists the operand with fewer or sparser entries
+/// per k, e.g. a convolution's gradient after max-pooling); the results are the same bits either way.
 struct gemm_shift_params {
   std::size_t m = 0, n = 0, k = 0;
   const std::int8_t* q = nullptr;
@@ -160,6 +162,7 @@ struct gemm_shift_params {
   std::size_t ldb = 0;
   float* c = nullptr;
   std::size_t c_rs = 0, c_cs = 0;
+  bool list_b = false;
   cache_sizes caches{};
   void* workspace = nullptr;
 };
