@@ -164,14 +164,33 @@ class conv2d_layer final : public layer {
     std::vector<float>& grad = core_.weight().grad;
     if (dx) dx->resize(x.rows, input_size());
     const std::size_t k_size = core_.inputs();
+    const bool qbp = core_.options().qbp;
     for_slabs(x.rows, [&](std::size_t slab, std::size_t b0, std::size_t n) {
-      unfold(x, b0, n, ctx);
       const std::size_t rows = n * positions();
-      if (slab == 0) {
-        core_.weight_gradient(dy.row(b0), cols_.data(), rows, grad.data(), index, 0, ctx);
-      } else {
+      float* slab_grad = grad.data();
+      if (slab > 0) {
         partial_.resize(grad.size());
-        core_.weight_gradient(dy.row(b0), cols_.data(), rows, partial_.data(), index, slab, ctx);
+        slab_grad = partial_.data();
+      }
+      if (qbp) {
+        // QBP rounds the layer's input once (Lin et al.: x is quantized, then convolved), so every tap reading
+        // a pixel sees the same code; the codes' im2col is a quarter of the floats' bytes. Random index:
+        // the element's place in the minibatch's input.
+        map_codes_.resize(n * input_size());
+        core_.quantize_inputs(x.row(b0), n * input_size(), map_codes_.data(), index, 0,
+                              static_cast<std::uint32_t>(b0 * input_size()), ctx);
+        const std::size_t per_example = positions() * core_.inputs();
+        col_codes_.resize(n * per_example);
+        parallel_rows(ctx.rt, n, 1, [&](std::size_t e0, std::size_t e1) {
+          for (std::size_t e = e0; e < e1; ++e)
+            im2col(map_codes_.data() + e * input_size(), shape_, col_codes_.data() + e * per_example);
+        });
+        core_.weight_gradient_codes(dy.row(b0), col_codes_.data(), rows, slab_grad, index, ctx);
+      } else {
+        unfold(x, b0, n, ctx);
+        core_.weight_gradient(dy.row(b0), cols_.data(), rows, slab_grad, index, slab, ctx);
+      }
+      if (slab > 0) {
         parallel_rows(ctx.rt, grad.size(), 65536, [&](std::size_t i0, std::size_t i1) {
           for (std::size_t i = i0; i < i1; ++i) grad[i] += partial_[i];
         });
@@ -245,6 +264,7 @@ class conv2d_layer final : public layer {
   conv_shape shape_;
   detail::weight_core core_;
   std::vector<float> cols_, partial_;
+  std::vector<std::int8_t> map_codes_, col_codes_;  // QBP: the slab's input codes and their im2col
 };
 
 class max_pool_layer final : public layer {

@@ -377,13 +377,24 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
     });
     return;
   }
-  condition_gradient(dy, rows * out_, layer, ctx);
   codes_.resize(rows * in_);
+  quantize_inputs(x, rows * in_, codes_.data(), layer, part, 0, ctx);
+  weight_gradient_codes(dy, codes_.data(), rows, grad, layer, ctx);
+}
+
+void weight_core::quantize_inputs(const float* x, std::size_t count, std::int8_t* codes, std::uint32_t layer,
+                                  std::uint64_t part, std::uint32_t index0, const step_context& ctx) const {
   const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, layer, part == 0 ? 0x9b9 : 0x9b9 + (part << 12));
-  parallel_rows(ctx.rt, rows, 16, [&](std::size_t r0, std::size_t r1) {
-    k.quantize_pow2(x + r0 * in_, (r1 - r0) * in_, codes_.data() + r0 * in_, options_.qbp_kmin, options_.qbp_kmax, key,
-                    static_cast<std::uint32_t>(r0 * in_));
+  parallel_rows(ctx.rt, count, 4096, [&](std::size_t i0, std::size_t i1) {
+    ctx.kernels.quantize_pow2(x + i0, i1 - i0, codes + i0, options_.qbp_kmin, options_.qbp_kmax, key,
+                              static_cast<std::uint32_t>(index0 + i0));
   });
+}
+
+void weight_core::weight_gradient_codes(const float* dy, const std::int8_t* codes, std::size_t rows, float* grad,
+                                        std::uint32_t layer, const step_context& ctx) {
+  const auto& k = ctx.kernels;
+  condition_gradient(dy, rows * out_, layer, ctx);
   // Computed as grad^T[i][o] = sum_r code(x[r][i]) * dy[r][o] and written through strides into grad[o][i].
   // The kernel's loop runs over the nonzeros of one operand, listed once per K block and reused by every
   // panel of the other: the codes (in_ per row) when in_ <= out_, else the gradient dy (out_ per row; a
@@ -393,7 +404,7 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
                     {.m = i1 - i0,
                      .n = j1 - j0,
                      .k = rows,
-                     .q = codes_.data() + i0,
+                     .q = codes + i0,
                      .q_rs = 1,
                      .q_cs = in_,
                      .b = conditioned_.data() + j0,

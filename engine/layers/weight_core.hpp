@@ -70,6 +70,14 @@ class weight_core {
   /// powers of two (random stream keyed by the step, `layer` and `part`) and the products are shifts.
   void weight_gradient(const float* dy, const float* x, std::size_t rows, float* grad, std::uint32_t layer,
                        std::uint64_t part, const step_context& ctx);
+  /// QBP: x's `count` values stochastically rounded to power-of-two codes with the stream of (layer, part);
+  /// element i draws random number index0 + i.
+  void quantize_inputs(const float* x, std::size_t count, std::int8_t* codes, std::uint32_t layer, std::uint64_t part,
+                       std::uint32_t index0, const step_context& ctx) const;
+  /// QBP weight gradient from inputs already rounded to codes ([rows][inputs]), e.g. a convolution's
+  /// im2col of its once-quantized input map.
+  void weight_gradient_codes(const float* dy, const std::int8_t* codes, std::size_t rows, float* grad,
+                             std::uint32_t layer, const step_context& ctx);
 
   /// Options and weights (packed: deterministic bits) in the format of the dense layer.
   void write(byte_writer& out, bool packed) const;
