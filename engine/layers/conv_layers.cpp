@@ -153,6 +153,8 @@ class conv2d_layer final : public layer {
     check_width(*this, x);
     core_.prepare(ctx, index);
     y.resize(x.rows, output_size());
+    // Binary weights on float inputs: an implicit GEMM over the maps, no im2col.
+    if (core_.forward_conv_binary(x.data.data(), x.rows, shape_, y.data.data(), ctx)) return;
     for_slabs(x.rows, [&](std::size_t, std::size_t b0, std::size_t n) {
       unfold(x, b0, n, ctx);
       core_.forward(cols_.data(), n * positions(), y.row(b0), ctx);

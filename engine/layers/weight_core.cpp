@@ -352,6 +352,36 @@ void weight_core::forward(const float* a, std::size_t rows, float* y, const step
            y, ctx);
 }
 
+bool weight_core::forward_conv_binary(const float* x, std::size_t images, const conv_shape& s, float* y,
+                                      const step_context& ctx) {
+  if (options_.kind != weight_kind::binary || use_expectation_ || xnor_input_bits(ctx.training) > 0) return false;
+  if (!kernels::conv_binary_fits(s.width, s.in_channels, s.kernel, gemm_caches())) return false;
+  const std::size_t positions = images * s.out_height() * s.out_width();
+  // Chunks of output positions, a few per thread (a chunk rebuilds the tables of the kernel - 1 input rows it
+  // shares with its neighbour); whichever chunk computes a position, its sum is the same.
+  const auto threads = static_cast<std::size_t>(std::max(1, ctx.rt.threads()));
+  const std::size_t chunk = std::max<std::size_t>(96, (positions / (4 * threads) + 11) / 12 * 12);
+  const std::size_t ldb = kernels::words_for(out_);
+  parallel_rows(ctx.rt, positions, chunk, [&](std::size_t p0, std::size_t p1) {
+    run_packed_gemm(ctx.kernels, ctx.kernels.conv_binary,
+                    {.x = x,
+                     .images = images,
+                     .height = s.height,
+                     .width = s.width,
+                     .channels = s.in_channels,
+                     .kernel = s.kernel,
+                     .same_padding = s.same_padding,
+                     .p0 = p0,
+                     .rows = p1 - p0,
+                     .n = out_,
+                     .sign = sign_t_.data(),
+                     .ldb = ldb,
+                     .c = y + p0 * out_,
+                     .ldc = out_});
+  });
+  return true;
+}
+
 void weight_core::input_gradient(const float* dy, std::size_t rows, float* dx, const step_context& ctx) {
   multiply(options_.kind, dy, rows, out_, in_,
            {weight_.value.data(), false, sign_.data(), nonzero_.data(), out_ * kernels::words_for(in_)}, dx, ctx);

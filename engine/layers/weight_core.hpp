@@ -66,6 +66,10 @@ class weight_core {
   void forward(const float* a, std::size_t rows, float* y, const step_context& ctx);
   /// dx[rows][inputs] = dy[rows][outputs] W.
   void input_gradient(const float* dy, std::size_t rows, float* dx, const step_context& ctx);
+  /// The forward of a convolution with these weights read from its `images` input maps in place (the
+  /// conv_binary kernel: same bits as forward() on the im2col rows). Runs, and returns true, only where
+  /// forward() would take gemm_binary (binary weights, float inputs, not E[W]) and the shape fits.
+  bool forward_conv_binary(const float* x, std::size_t images, const conv_shape& s, float* y, const step_context& ctx);
   /// grad[outputs][inputs] = dy^T x over `rows` rows. With quantized backprop x is first rounded to
   /// powers of two (random stream keyed by the step, `layer` and `part`) and the products are shifts.
   void weight_gradient(const float* dy, const float* x, std::size_t rows, float* grad, std::uint32_t layer,

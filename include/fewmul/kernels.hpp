@@ -167,6 +167,31 @@ struct gemm_shift_params {
   void* workspace = nullptr;
 };
 using gemm_shift_fn = void (*)(const gemm_shift_params& p) noexcept;
+/// Operands of conv_binary, the forward of a binary-weight convolution as an implicit GEMM. The output
+/// positions are numbered over `images` channel-last images x [images][height][width][channels] (image
+/// stride height*width*channels); for positions p = p0 .. p0 + rows and output channels n:
+///   C[p - p0][n] = sum_k X(p, k) * W(k, n),
+/// X the im2col matrix of x (k = (ky*kernel + kx)*channels + c, 0 in the zero padding of "same" maps; stride
+/// 1) and W(k, n) = +1 where bit n of sign[k*ldb ...] is set, else -1. The sums and their order are
+/// gemm_binary's on X, so the results are the same bits; requires channels % 4 == 0 (a group of four k
+/// never straddles two taps) and conv_binary_fits().
+struct conv_binary_params {
+  const float* x = nullptr;
+  std::size_t images = 0, height = 0, width = 0, channels = 0, kernel = 0;
+  bool same_padding = true;
+  std::size_t p0 = 0, rows = 0, n = 0;
+  const std::uint64_t* sign = nullptr;
+  std::size_t ldb = 0;
+  float* c = nullptr;
+  std::size_t ldc = 0;
+  cache_sizes caches{};
+  void* workspace = nullptr;
+};
+using conv_binary_fn = void (*)(const conv_binary_params& p) noexcept;
+/// Whether conv_binary's workspace holds what one row of output positions needs (the per-pixel tables of
+/// `kernel` input rows and one panel of weight indices); callers use im2col + gemm_binary otherwise.
+bool conv_binary_fits(std::size_t width, std::size_t channels, std::size_t kernel, const cache_sizes& c) noexcept;
+
 /// Stochastic power-of-two rounding of n floats into codes with E[value(code)] = x for |x| <= 2^kmax:
 /// |x| in [2^e, 2^(e+1)) goes to 2^(e+1) with probability |x|/2^e - 1, else 2^e; |x| < 2^kmin goes to
 /// 2^kmin with probability |x|/2^kmin, else 0; |x| >= 2^kmax saturates at 2^kmax; 0 stays 0.
@@ -204,6 +229,7 @@ struct kernel_table {
   gemm_shift_fn gemm_shift;
   quantize_pow2_fn quantize_pow2;
   gemm_xnor_fn gemm_xnor;
+  conv_binary_fn conv_binary;
   /// Column tile of the GEMM kernels: layers split work at multiples of 64 columns and this.
   std::size_t column_tile;
   /// Bytes of workspace the packed GEMMs (f32, binary, ternary, shift) need for these cache sizes.
