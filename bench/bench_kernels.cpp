@@ -137,6 +137,7 @@ const int registered = [] {
     register_pack(which);
     register_quantize_pow2(which);
     register_conv_binary(which);
+    register_update_weights(which);
   }
   return 0;
 }();

@@ -16,6 +16,7 @@
 #include "kernels/gemm_xnor_simd.hpp"
 #include "kernels/pack_simd.hpp"
 #include "kernels/quantize_pow2_simd.hpp"
+#include "kernels/update_weights_simd.hpp"
 
 namespace fewmul::kernels::detail {
 namespace {  // one copy per translation unit (see xsimd_compat.hpp)
@@ -44,6 +45,7 @@ struct simd_kernels {
                         &quantize_pow2_simd<A>::quantize_pow2,
                         &gemm_xnor_simd<A>::gemm_xnor,
                         &conv_binary_simd<A>::conv_binary,
+                        &update_weights_simd<A>::update_weights,
                         f32::panel_nr,
                         &workspace_bytes};
   }

@@ -192,6 +192,30 @@ using conv_binary_fn = void (*)(const conv_binary_params& p) noexcept;
 /// `kernel` input rows and one panel of weight indices); callers use im2col + gemm_binary otherwise.
 bool conv_binary_fits(std::size_t width, std::size_t channels, std::size_t kernel, const cache_sizes& c) noexcept;
 
+/// The optimizer rules update_weights applies (shift-based AdaMax stays in the op layer: AP2 per element).
+enum class update_rule : std::uint8_t { sgd, momentum, adam, adamax };
+/// Operands of update_weights, one optimizer step over n weights, each result clipped to [lo, hi]
+/// (max(w, lo), then min(·, hi): NaN stays NaN; infinite bounds clip nothing). With g the gradient:
+///   sgd:      w = clip(w - rate g)
+///   momentum: m1 = momentum m1 + g;  w = clip(w - rate m1)
+///   adam:     m1 = beta1 m1 + (1 - beta1) g;  m2 = beta2 m2 + ((1 - beta2) g) g;
+///             w = clip(w - (rate (m1 / correction1)) / (sqrt(m2 / correction2) + eps))
+///   adamax:   m1 as adam;  m2 = max(beta2 m2, |g|);  w = clip(w - rate (m1 / (m2 + eps)))
+/// evaluated in exactly this order in single precision (no fused multiply-add), so every ISA gives the
+/// same bits. Element-wise: any split of the n weights gives the same results.
+struct update_weights_params {
+  update_rule rule = update_rule::sgd;
+  std::size_t n = 0;
+  float* w = nullptr;
+  const float* g = nullptr;
+  float* m1 = nullptr;
+  float* m2 = nullptr;
+  float rate = 0.0f, momentum = 0.0f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float correction1 = 1.0f, correction2 = 1.0f;
+  float lo = -1.0f / 0.0f, hi = 1.0f / 0.0f;
+};
+using update_weights_fn = void (*)(const update_weights_params& p) noexcept;
+
 /// Stochastic power-of-two rounding of n floats into codes with E[value(code)] = x for |x| <= 2^kmax:
 /// |x| in [2^e, 2^(e+1)) goes to 2^(e+1) with probability |x|/2^e - 1, else 2^e; |x| < 2^kmin goes to
 /// 2^kmin with probability |x|/2^kmin, else 0; |x| >= 2^kmax saturates at 2^kmax; 0 stays 0.
@@ -230,6 +254,7 @@ struct kernel_table {
   quantize_pow2_fn quantize_pow2;
   gemm_xnor_fn gemm_xnor;
   conv_binary_fn conv_binary;
+  update_weights_fn update_weights;
   /// Column tile of the GEMM kernels: layers split work at multiples of 64 columns and this.
   std::size_t column_tile;
   /// Bytes of workspace the packed GEMMs (f32, binary, ternary, shift) need for these cache sizes.
