@@ -74,7 +74,10 @@ class dense_layer final : public layer {
   }
 
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
-    core_.weight_gradient(dy.data.data(), x.data.data(), x.rows, core_.weight().grad.data(), index, 0, ctx);
+    if (core_.xnor_input_bits(true) == 1)  // after a sign activation: +-1 inputs, additions only
+      core_.weight_gradient_pm1(dy.data.data(), x.data.data(), x.rows, core_.weight().grad.data(), ctx);
+    else
+      core_.weight_gradient(dy.data.data(), x.data.data(), x.rows, core_.weight().grad.data(), index, 0, ctx);
     if (dx == nullptr) return;
     dx->resize(x.rows, core_.inputs());
     core_.input_gradient(dy.data.data(), x.rows, dx->data.data(), ctx);

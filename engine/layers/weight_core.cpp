@@ -412,6 +412,31 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
   weight_gradient_codes(dy, codes_.data(), rows, grad, layer, ctx);
 }
 
+void weight_core::weight_gradient_pm1(const float* dy, const float* x, std::size_t rows, float* grad,
+                                      const step_context& ctx) {
+  const auto& k = ctx.kernels;
+  const std::size_t words = kernels::words_for(in_);
+  input_sign_.resize(rows * words);
+  parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
+    k.pack_binary(x + r0 * in_, r1 - r0, in_, in_, input_sign_.data() + r0 * words, words,
+                  kernels::sample_mode::deterministic, 0);
+  });
+  // grad[o][i] = sum_r dy[r][o] * x[r][i]: A(m=o, k=r) = dy[r*out + o], B = the sign bits [r][i].
+  parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+    run_packed_gemm(k, k.gemm_binary,
+                    {.m = i1 - i0,
+                     .n = j1 - j0,
+                     .k = rows,
+                     .a = dy + i0,
+                     .a_rs = 1,
+                     .a_cs = out_,
+                     .bits = input_sign_.data() + j0 / 64,
+                     .ldb = words,
+                     .c = grad + i0 * in_ + j0,
+                     .ldc = in_});
+  });
+}
+
 void weight_core::quantize_inputs(const float* x, std::size_t count, std::int8_t* codes, std::uint32_t layer,
                                   std::uint64_t part, std::uint32_t index0, const step_context& ctx) const {
   const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, layer, part == 0 ? 0x9b9 : 0x9b9 + (part << 12));

@@ -74,6 +74,9 @@ class weight_core {
   /// powers of two (random stream keyed by the step, `layer` and `part`) and the products are shifts.
   void weight_gradient(const float* dy, const float* x, std::size_t rows, float* grad, std::uint32_t layer,
                        std::uint64_t part, const step_context& ctx);
+  /// dW for inputs that are exactly +-1 (a sign activation's output): dW[o][i] = sum_r (x >= 0 ? dy : -dy),
+  /// additions only, on gemm_binary (grouped sums: not the bits of weight_gradient's gemm_f32).
+  void weight_gradient_pm1(const float* dy, const float* x, std::size_t rows, float* grad, const step_context& ctx);
   /// QBP: x's `count` values stochastically rounded to power-of-two codes with the stream of (layer, part);
   /// element i draws random number index0 + i.
   void quantize_inputs(const float* x, std::size_t count, std::int8_t* codes, std::uint32_t layer, std::uint64_t part,
@@ -137,6 +140,7 @@ class weight_core {
   std::vector<float> transposed_;  // fp32 W^T [in][out]
   std::vector<float> conditioned_;
   std::vector<std::int8_t> codes_;
+  std::vector<std::uint64_t> input_sign_;  // weight_gradient_pm1: the inputs' sign bits
 };
 
 }  // namespace fewmul::detail
