@@ -42,12 +42,12 @@ std::vector<float> im2col(const std::vector<float>& x, const conv_case& s) {
 
 TEST_CASE("conv_binary matches the reference bit for bit and equals gemm_binary on the im2col matrix") {
   const auto& ref = kernels::reference_kernels();
-  // Ragged maps and channel counts around the groups of 4, kernels 1/3/5, "same" and "valid", output
-  // channels around the register tiles (12x2 narrow, 6x4), and a map tall and wide enough that a band of
-  // input rows splits inside an image.
-  const conv_case cases[] = {{1, 1, 1, 4, 1, true},   {2, 3, 2, 4, 3, true},   {1, 5, 7, 8, 3, true},
-                             {3, 4, 4, 12, 3, false}, {1, 6, 5, 60, 5, true},  {2, 7, 9, 64, 3, true},
-                             {1, 9, 3, 68, 3, false}, {1, 20, 33, 64, 3, true}};
+  // Ragged maps and channel counts around the groups of 4, kernels 1/2/3/5 ("same" for odd kernels, "valid" for any:
+  // Lin et al.'s 2x2), output channels around the register tiles (12x2 narrow, 6x4), and a map tall and wide enough
+  // that a band of input rows splits inside an image.
+  const conv_case cases[] = {{1, 1, 1, 4, 1, true},   {2, 3, 2, 4, 3, true},  {1, 5, 7, 8, 3, true},
+                             {3, 4, 4, 12, 3, false}, {1, 6, 5, 60, 5, true}, {2, 7, 9, 64, 3, true},
+                             {1, 9, 3, 68, 3, false}, {2, 5, 6, 8, 2, false}, {1, 20, 33, 64, 3, true}};
   const std::size_t outputs[] = {1, 15, 16, 17, 32, 33, 64, 65, 130};
   for (fewmul::isa which : isas_under_test()) {
     const auto& k = kernels::kernels_for(which);
