@@ -60,25 +60,41 @@ struct gemm_shift_simd : simd_common<A> {
   }
   // B rows pc .. pc + kb, columns j0 .. j0 + w, into a panel [kb + 1][nr] whose last row is zeros. Returns
   // whether B's rows pc .. pc + kb hold a zero in those columns, i.e. whether the tile must test B.
+  static float tiny_b() { return std::ldexp(1.0f, -shift_safe_exponent); }
+  static float huge_b() { return std::ldexp(1.0f, shift_safe_exponent); }
+  // B rows pc .. pc + kb, columns j0 .. j0 + w, into a panel [kb + 1][nr] whose last row is zeros, values below
+  // the shift-safe range flushed to zero. Returns whether the panel holds a zero, i.e. whether the tile must
+  // test B; sets `out_of_range` for a value above the range or not finite.
   static bool pack_b_shift(const gemm_shift_params& p, std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w,
-                           float* panel) {
+                           float* panel, bool& out_of_range) {
+    const fb tiny(tiny_b()), huge(huge_b());
     auto zero = fb(1.0f) == fb(0.0f);
-    bool scalar_zero = false;
+    auto bad = zero;
+    bool scalar_zero = false, scalar_bad = false;
     for (std::size_t q = 0; q < kb; ++q) {
       const float* src = p.b + (pc + q) * p.ldb + j0;
       float* dst = panel + q * shift_nr;
       if (w == shift_nr) {
         for (std::size_t v = 0; v < shift_nv; ++v) {
-          const fb b = fb::load_unaligned(src + v * lanes);
-          b.store_aligned(dst + v * lanes);
-          zero = zero | (b == fb(0.0f));
+          const fb b = fb::load_unaligned(src + v * lanes), a = xsimd::abs(b);
+          const auto flush = a < tiny;
+          xsimd::select(flush, fb(0.0f), b).store_aligned(dst + v * lanes);
+          zero = zero | flush;
+          bad = bad | !(a <= huge);
         }
       } else {  // padding columns are zeros, but their sums are never stored: only real columns count
-        for (std::size_t j = 0; j < shift_nr; ++j) dst[j] = j < w ? src[j] : 0.0f;
-        for (std::size_t j = 0; j < w; ++j) scalar_zero |= src[j] == 0.0f;
+        for (std::size_t j = 0; j < shift_nr; ++j) {
+          const float b = j < w ? src[j] : 0.0f, a = std::fabs(b);
+          dst[j] = a < tiny_b() ? 0.0f : b;
+          if (j < w) {
+            scalar_zero |= a < tiny_b();
+            scalar_bad |= !(a <= huge_b());
+          }
+        }
       }
     }
     for (std::size_t j = 0; j < shift_nr; ++j) panel[kb * shift_nr + j] = 0.0f;
+    out_of_range = out_of_range || scalar_bad || xsimd::any(bad);
     return scalar_zero || xsimd::any(zero);
   }
 
@@ -129,17 +145,22 @@ struct gemm_shift_simd : simd_common<A> {
   };
   static constexpr addend_table panel_addends{};
   static std::size_t build_float_lists(const gemm_shift_params& p, std::size_t j0, std::size_t h, std::size_t pc,
-                                       std::size_t kb, shift_entry* list) {
+                                       std::size_t kb, shift_entry* list, bool& out_of_range) {
+    const float tiny = tiny_b(), huge = huge_b();
     std::size_t counts[shift_mr] = {};
+    bool bad = false;
     for (std::size_t q = 0; q < kb; ++q) {
       const float* row = p.b + (pc + q) * p.ldb + j0;
       for (std::size_t r = 0; r < h; ++r) {  // branch-free, as build_shift_lists
         std::uint32_t bits;
         std::memcpy(&bits, row + r, sizeof bits);
+        const float a = std::fabs(row[r]);
         list[counts[r] * shift_mr + r] = {static_cast<std::uint32_t>(q * shift_nr), bits};
-        counts[r] += row[r] != 0.0f ? 1 : 0;
+        counts[r] += a < tiny ? 0 : 1;
+        bad |= !(a <= huge);
       }
     }
+    out_of_range = out_of_range || bad;
     std::size_t steps = 0;
     for (std::size_t r = 0; r < h; ++r) steps = std::max(steps, counts[r]);
     const shift_entry padding{static_cast<std::uint32_t>(kb * shift_nr), 0u};
@@ -182,6 +203,7 @@ struct gemm_shift_simd : simd_common<A> {
     store_strided_tile(acc, c, c_rs, c_cs, h, w);
   }
   static void gemm_shift_list_b(const gemm_shift_params& p) noexcept {
+    bool out_of_range = false;
     const gemm_blocks bl = shift_blocks(p.caches, shift_mr, shift_nr);
     auto* lists = at_bytes<shift_entry>(p.workspace, 0);
     auto* steps = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc);
@@ -192,7 +214,7 @@ struct gemm_shift_simd : simd_common<A> {
         const std::size_t nb = std::min(bl.mc, p.n - jc);
         for (std::size_t j0 = 0; j0 < nb; j0 += shift_mr)
           steps[j0 / shift_mr] = static_cast<std::uint32_t>(
-              build_float_lists(p, jc + j0, std::min(shift_mr, nb - j0), pc, kb, lists + j0 * kb));
+              build_float_lists(p, jc + j0, std::min(shift_mr, nb - j0), pc, kb, lists + j0 * kb, out_of_range));
         for (std::size_t i0 = 0; i0 < p.m; i0 += shift_nr) {
           const std::size_t w = std::min(shift_nr, p.m - i0);
           pack_q_addends(p, pc, kb, i0, w, panel);
@@ -202,6 +224,7 @@ struct gemm_shift_simd : simd_common<A> {
         }
       }
     }
+    if (out_of_range && p.b_out_of_range) *p.b_out_of_range = true;
   }
 
   static void gemm_shift(const gemm_shift_params& p) noexcept {
@@ -212,6 +235,7 @@ struct gemm_shift_simd : simd_common<A> {
       return;
     }
     if (p.list_b) return gemm_shift_list_b(p);
+    bool out_of_range = false;
     const gemm_blocks bl = shift_blocks(p.caches, shift_mr, shift_nr);
     auto* lists = at_bytes<shift_entry>(p.workspace, 0);
     auto* steps = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc);
@@ -225,7 +249,7 @@ struct gemm_shift_simd : simd_common<A> {
               build_shift_lists(p, ic + i0, std::min(shift_mr, mb - i0), pc, kb, lists + i0 * kb));
         for (std::size_t j0 = 0; j0 < p.n; j0 += shift_nr) {
           const std::size_t w = std::min(shift_nr, p.n - j0);
-          const bool b_has_zeros = pack_b_shift(p, pc, kb, j0, w, panel);
+          const bool b_has_zeros = pack_b_shift(p, pc, kb, j0, w, panel, out_of_range);
           for (std::size_t i0 = 0; i0 < mb; i0 += shift_mr) {
             const auto tile = b_has_zeros ? &shift_tile<true> : &shift_tile<false>;
             tile(steps[i0 / shift_mr], lists + i0 * kb, panel, p.c + (ic + i0) * p.c_rs + j0 * p.c_cs, p.c_rs, p.c_cs,
@@ -234,6 +258,7 @@ struct gemm_shift_simd : simd_common<A> {
         }
       }
     }
+    if (out_of_range && p.b_out_of_range) *p.b_out_of_range = true;
   }
 };
 

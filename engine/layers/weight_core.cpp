@@ -449,12 +449,15 @@ void weight_core::quantize_inputs(const float* x, std::size_t count, std::int8_t
 void weight_core::weight_gradient_codes(const float* dy, const std::int8_t* codes, std::size_t rows, float* grad,
                                         std::uint32_t layer, const step_context& ctx) {
   const auto& k = ctx.kernels;
-  condition_gradient(dy, rows * out_, layer, ctx);
   // Computed as grad^T[i][o] = sum_r code(x[r][i]) * dy[r][o] and written through strides into grad[o][i].
   // The kernel's loop runs over the nonzeros of one operand, listed once per K block and reused by every
   // panel of the other: the codes (in_ per row) when in_ <= out_, else the gradient dy (out_ per row; a
   // convolution's in_ is 9x its channels, and its dy after max-pooling is mostly zeros). Same bits either way.
+  // The kernel also conditions dy as it packs it (values too small to matter count as zero, and it reports
+  // anything non-finite or huge), so there is no separate pass over dy.
+  std::atomic<bool> out_of_range{false};
   parallel_gemm(ctx.rt, in_, out_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+    bool block_out_of_range = false;
     run_packed_gemm(k, k.gemm_shift,
                     {.m = i1 - i0,
                      .n = j1 - j0,
@@ -462,13 +465,16 @@ void weight_core::weight_gradient_codes(const float* dy, const std::int8_t* code
                      .q = codes + i0,
                      .q_rs = 1,
                      .q_cs = in_,
-                     .b = conditioned_.data() + j0,
+                     .b = dy + j0,
                      .ldb = out_,
                      .c = grad + j0 * in_ + i0,
                      .c_rs = 1,
                      .c_cs = in_,
-                     .list_b = out_ < in_});
+                     .list_b = out_ < in_,
+                     .b_out_of_range = &block_out_of_range});
+    if (block_out_of_range) out_of_range.store(true);
   });
+  if (out_of_range.load()) throw_exploding_gradient(layer, ctx);
 }
 
 // y = a W^T for k_a-bit inputs a and binary or k_w-bit weights: pack a into bit planes (bit 1 = +1,
@@ -632,26 +638,9 @@ void weight_core::transpose(const std::uint64_t* rows_o, std::uint64_t* rows_i, 
   });
 }
 
-// gemm_shift needs each gradient to be 0 or within [2^-110, 2^110]: values too small to matter are
-// flushed to 0, and anything non-finite or huge stops training with a clear message.
-void weight_core::condition_gradient(const float* dy, std::size_t count, std::uint32_t layer, const step_context& ctx) {
-  conditioned_.resize(count);
-  const float tiny = std::ldexp(1.0f, -kernels::shift_safe_exponent);
-  const float huge = std::ldexp(1.0f, kernels::shift_safe_exponent);
-  std::atomic<bool> bad{false};
-  parallel_rows(ctx.rt, count, 16384, [&](std::size_t i0, std::size_t i1) {
-    bool chunk_bad = false;
-    for (std::size_t i = i0; i < i1; ++i) {
-      const float v = dy[i];
-      const float a = std::fabs(v);
-      chunk_bad |= !(a <= huge);
-      conditioned_[i] = a < tiny ? 0.0f : v;
-    }
-    if (chunk_bad) bad.store(true);
-  });
-  if (bad.load())
-    throw error("non-finite or exploding gradient at layer " + std::to_string(layer) + " (" + kind_name() +
-                " weights) in step " + std::to_string(ctx.step));
+void weight_core::throw_exploding_gradient(std::uint32_t layer, const step_context& ctx) const {
+  throw error("non-finite or exploding gradient at layer " + std::to_string(layer) + " (" + kind_name() +
+              " weights) in step " + std::to_string(ctx.step));
 }
 
 }  // namespace fewmul::detail

@@ -115,7 +115,7 @@ class weight_core {
                        const weight_view& w, float* out, const step_context& ctx);
   void transpose_master(const step_context& ctx);
   void transpose(const std::uint64_t* rows_o, std::uint64_t* rows_i, const step_context& ctx) const;
-  void condition_gradient(const float* dy, std::size_t count, std::uint32_t layer, const step_context& ctx);
+  [[noreturn]] void throw_exploding_gradient(std::uint32_t layer, const step_context& ctx) const;
 
   std::size_t in_, out_;
   dense_options options_;
@@ -138,7 +138,6 @@ class weight_core {
   std::vector<std::uint64_t> sign_, nonzero_;
   std::vector<std::uint64_t> sign_t_, nonzero_t_;
   std::vector<float> transposed_;  // fp32 W^T [in][out]
-  std::vector<float> conditioned_;
   std::vector<std::int8_t> codes_;
   std::vector<std::uint64_t> input_sign_;  // weight_gradient_pm1: the inputs' sign bits
 };

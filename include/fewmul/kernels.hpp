@@ -150,8 +150,10 @@ using gemm_ternary_fn = void (*)(const gemm_ternary_params& p) noexcept;
 /// Q(m,k) = q[m*q_rs + k*q_cs], floats B row-major (row stride ldb) and C(m,n) = c[m*c_rs + n*c_cs] (the
 /// layers write the gradient transposed). Each product is an integer add on B's bits (exponent += e,
 /// sign ^= s): no multiplication. Terms with a zero code or a zero B are skipped (a zero code skips a
-/// whole row of the register tile); the others are added in k order with plain adds. B values must be 0
-/// or within the shift-safe range (see shift_safe_exponent). `list_b` picks which operand's nonzeros drive
+/// whole row of the register tile); the others are added in k order with plain adds. B values below the
+/// shift-safe range (magnitude < 2^-shift_safe_exponent: too small to matter) count as zero; a B value
+/// above it or not finite sets *b_out_of_range (when given; the results are then unspecified), so the
+/// caller needs no separate pass over B to condition it. `list_b` picks which operand's nonzeros drive
 /// the loop (false: Q's codes, true: B's floats; a caller lists the operand with fewer or sparser entries
 /// per k, e.g. a convolution's gradient after max-pooling); the results are the same bits either way.
 struct gemm_shift_params {
@@ -163,6 +165,7 @@ struct gemm_shift_params {
   float* c = nullptr;
   std::size_t c_rs = 0, c_cs = 0;
   bool list_b = false;
+  bool* b_out_of_range = nullptr;
   cache_sizes caches{};
   void* workspace = nullptr;
 };
