@@ -52,10 +52,9 @@ struct conv_binary_simd {
   // `tables[t * MR + r]`: the tables of the pixel under tap t for row r of the tile.
   template <std::size_t MR, std::size_t NV>
   static void conv_tile(const float* const* tables, std::size_t taps, std::size_t groups, const std::int32_t* ip,
-                        float* c, std::size_t ldc, std::size_t h, std::size_t w) {
+                        float* c, std::size_t ldc, std::size_t h, std::size_t w, bool first) {
     fb acc[MR][NV];
-    for (std::size_t r = 0; r < MR; ++r)
-      for (std::size_t v = 0; v < NV; ++v) acc[r][v] = fb(0.0f);
+    lookup::load_panel_tile(acc, first, c, ldc, h, w);
     for (std::size_t t = 0; t < taps; ++t) {
       const float* const* row_tables = tables + t * MR;
       const std::int32_t* tap_ip = ip + t * groups * NV * lanes;
@@ -83,6 +82,7 @@ struct conv_binary_simd {
                                                        static_cast<unsigned char*>(p.workspace));
     const std::size_t band_input_rows = (conv_binary_workspace_bytes(p.caches) - fixed) / (4 * row_floats);
     const std::size_t band_rows = band_input_rows + 1 - p.kernel;  // output rows per band (conv_binary_fits: >= 1)
+    const std::size_t taps_per_block = std::clamp<std::size_t>(p.caches.l1 / 2 / (4 * nr * g.groups), 1, g.taps);
     {
       alignas(64) float zeros[4] = {};
       for (std::size_t q = 0; q < g.groups; ++q) build_pixel_tables(zeros, 1, zero_tables + q * 16);
@@ -108,19 +108,30 @@ struct conv_binary_simd {
       for (std::size_t j0 = 0; j0 < p.n; j0 += nr) {
         const std::size_t w = std::min(nr, p.n - j0);
         lookup::template pack_indices<4, NV>(ops.operands, 0, 4 * g.k_groups, j0, w, indices);
-        for (std::size_t i0 = position; i0 < band_end; i0 += MR) {
-          const std::size_t h = std::min(MR, band_end - i0);
-          for (std::size_t r = 0; r < MR; ++r) {
-            const std::size_t q = i0 + std::min(r, h - 1) - image * positions;  // rows past h repeat the last
-            const std::size_t oy = q / g.wo, ox = q % g.wo;
-            for (std::size_t t = 0; t < g.taps; ++t) {
-              const std::size_t iy = oy + t / p.kernel, ix = ox + t % p.kernel;  // + pad
-              const bool inside = iy >= g.pad && ix >= g.pad && iy - g.pad < p.height && ix - g.pad < p.width;
-              tile_tables[t * MR + r] =
-                  inside ? band_tables + (iy - g.pad - iy0) * row_floats + (ix - g.pad) * 16 * g.groups : zero_tables;
+        // Taps in blocks whose weight indices stay in L1 (the sums continue through C between blocks, which
+        // changes no bit); each tile then reads its pixels' tables once per tap.
+        for (std::size_t t0 = 0; t0 < g.taps; t0 += taps_per_block) {
+          const std::size_t t1 = std::min(g.taps, t0 + taps_per_block);
+          for (std::size_t i0 = position; i0 < band_end; i0 += MR) {
+            const std::size_t h = std::min(MR, band_end - i0);
+            // The tile's rows are consecutive positions of one image: one division, then steps along the row.
+            const std::size_t q0 = i0 - image * positions;
+            std::size_t oy = q0 / g.wo, ox = q0 % g.wo;
+            for (std::size_t r = 0; r < MR; ++r) {  // rows past h repeat the last (their sums are not stored)
+              for (std::size_t t = t0; t < t1; ++t) {
+                const std::size_t iy = oy + t / p.kernel, ix = ox + t % p.kernel;  // + pad
+                const bool inside = iy >= g.pad && ix >= g.pad && iy - g.pad < p.height && ix - g.pad < p.width;
+                tile_tables[(t - t0) * MR + r] =
+                    inside ? band_tables + (iy - g.pad - iy0) * row_floats + (ix - g.pad) * 16 * g.groups : zero_tables;
+              }
+              if (r + 1 < h && ++ox == g.wo) {
+                ox = 0;
+                ++oy;
+              }
             }
+            conv_tile<MR, NV>(tile_tables, t1 - t0, g.groups, indices + t0 * g.groups * nr,
+                              p.c + (i0 - p.p0) * p.ldc + j0, p.ldc, h, w, t0 == 0);
           }
-          conv_tile<MR, NV>(tile_tables, g.taps, g.groups, indices, p.c + (i0 - p.p0) * p.ldc + j0, p.ldc, h, w);
         }
       }
       position = band_end;
