@@ -1,6 +1,8 @@
 // Convolution, max-pooling and per-channel batch norm: against direct loops, across threads and ISAs.
 #include <doctest/doctest.h>
 
+#include <array>
+
 #include <cmath>
 #include <filesystem>
 
@@ -151,29 +153,36 @@ TEST_CASE("QBP rounds a convolution's input once: every tap reading a pixel sees
 
 TEST_CASE("max-pooling takes each window's maximum and routes the gradient to it") {
   runtime rt(2);
-  auto l = make_max_pool(5, 4, 3);  // odd height: the last row is dropped
-  CHECK(l->output_size() == 2 * 2 * 3);
-  const matrix x = random_matrix(2, l->input_size(), 4), dy = random_matrix(2, l->output_size(), 5);
-  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
-  matrix y, dx;
-  l->forward(x, y, ctx);
-  l->backward(x, y, dy, &dx, ctx);
-  std::vector<float> want_dx(dx.data.size(), 0.0f);
-  for (std::size_t b = 0; b < 2; ++b)
-    for (std::size_t oy = 0; oy < 2; ++oy)
-      for (std::size_t ox = 0; ox < 2; ++ox)
-        for (std::size_t c = 0; c < 3; ++c) {
-          std::size_t best = 0;
-          float v = -1e30f;
-          for (std::size_t wy = 0; wy < 2; ++wy)
-            for (std::size_t wx = 0; wx < 2; ++wx) {
-              const std::size_t i = ((2 * oy + wy) * 4 + 2 * ox + wx) * 3 + c;
-              if (x.at(b, i) > v) v = x.at(b, i), best = i;
-            }
-          CHECK(y.at(b, (oy * 2 + ox) * 3 + c) == v);
-          want_dx[b * l->input_size() + best] = dy.at(b, (oy * 2 + ox) * 3 + c);
-        }
-  CHECK(same_bits(dx.data, want_dx));
+  // Odd heights and widths: the last row or column is dropped (its gradient is 0).
+  for (const auto& [h, w, c] : {std::array<std::size_t, 3>{5, 4, 3}, {4, 5, 3}, {5, 5, 2}, {2, 2, 17}}) {
+    CAPTURE(h);
+    CAPTURE(w);
+    auto l = make_max_pool(h, w, c);
+    const std::size_t ho = h / 2, wo = w / 2;
+    CHECK(l->output_size() == ho * wo * c);
+    const matrix x = random_matrix(2, l->input_size(), 4), dy = random_matrix(2, l->output_size(), 5);
+    const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+    matrix y, dx(2, l->input_size());
+    std::fill(dx.data.begin(), dx.data.end(), 12345.0f);  // every element must be written
+    l->forward(x, y, ctx);
+    l->backward(x, y, dy, &dx, ctx);
+    std::vector<float> want_dx(dx.data.size(), 0.0f);
+    for (std::size_t b = 0; b < 2; ++b)
+      for (std::size_t oy = 0; oy < ho; ++oy)
+        for (std::size_t ox = 0; ox < wo; ++ox)
+          for (std::size_t ch = 0; ch < c; ++ch) {
+            std::size_t best = 0;
+            float v = -1e30f;
+            for (std::size_t wy = 0; wy < 2; ++wy)
+              for (std::size_t wx = 0; wx < 2; ++wx) {
+                const std::size_t i = ((2 * oy + wy) * w + 2 * ox + wx) * c + ch;
+                if (x.at(b, i) > v) v = x.at(b, i), best = i;
+              }
+            CHECK(y.at(b, (oy * wo + ox) * c + ch) == v);
+            want_dx[b * l->input_size() + best] = dy.at(b, (oy * wo + ox) * c + ch);
+          }
+    CHECK(same_bits(dx.data, want_dx));
+  }
 }
 
 TEST_CASE("per-channel batch norm equals feature batch norm over (example, position) rows") {

@@ -298,16 +298,51 @@ class max_pool_layer final : public layer {
                                                       std::size_t) { out[b * stride + o] = window[0]; });
   }
 
-  // The gradient goes to the window's maximum (the first one on ties), as recomputed from x.
+  // The gradient goes to the window's maximum (the first one on ties), as recomputed from x. Every element of
+  // dx is written once, in the parallel loop (no separate zero fill of dx), channel vectors at a time: each
+  // window element gets its gradient or 0 by a select on which element won.
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
     if (!dx) return;
     dx->resize(x.rows, input_size());
-    std::fill(dx->data.begin(), dx->data.end(), 0.0f);
-    for_windows(ctx, x,
-                [in = dx->data.data(), grad = dy.data.data(), in_stride = input_size(), out_stride = output_size()](
-                    std::size_t b, std::size_t o, const float*, std::size_t, std::size_t best) {
-                  in[b * in_stride + best] = grad[b * out_stride + o];
-                });
+    const std::size_t ho = h_ / 2, wo = w_ / 2, c = c_, row = w_ * c_, in_stride = input_size(),
+                      out_stride = output_size();
+    const float* data = x.data.data();
+    const float* grad = dy.data.data();
+    float* out = dx->data.data();
+    parallel_rows(ctx.rt, x.rows, 4, [=, w = w_, h = h_](std::size_t b0, std::size_t b1) {
+      for (std::size_t b = b0; b < b1; ++b) {
+        const float* xb = data + b * in_stride;
+        float* db = out + b * in_stride;
+        for (std::size_t oy = 0; oy < ho; ++oy) {
+          for (std::size_t ox = 0; ox < wo; ++ox) {
+            const std::size_t first = ((2 * oy) * w + 2 * ox) * c;
+            const float *x0 = xb + first, *x1 = x0 + c, *x2 = x0 + row, *x3 = x2 + c;
+            float *d0 = db + first, *d1 = d0 + c, *d2 = d0 + row, *d3 = d2 + c;
+            const float* g = grad + b * out_stride + (oy * wo + ox) * c;
+            for (std::size_t ch = 0; ch < c; ++ch) {
+              float best = x0[ch];
+              int winner = 0;
+              const bool w1 = x1[ch] > best;
+              best = w1 ? x1[ch] : best;
+              winner = w1 ? 1 : winner;
+              const bool w2 = x2[ch] > best;
+              best = w2 ? x2[ch] : best;
+              winner = w2 ? 2 : winner;
+              const bool w3 = x3[ch] > best;
+              winner = w3 ? 3 : winner;
+              const float through = g[ch];
+              d0[ch] = winner == 0 ? through : 0.0f;
+              d1[ch] = winner == 1 ? through : 0.0f;
+              d2[ch] = winner == 2 ? through : 0.0f;
+              d3[ch] = winner == 3 ? through : 0.0f;
+            }
+          }
+          if (w % 2) std::fill_n(db + ((2 * oy) * w + w - 1) * c, c, 0.0f);  // an odd map's last column
+          if (w % 2) std::fill_n(db + ((2 * oy + 1) * w + w - 1) * c, c, 0.0f);
+        }
+        if (h % 2) std::fill_n(db + (h - 1) * row, row, 0.0f);  // an odd map's last row
+      }
+    });
   }
 
  private:
