@@ -2,7 +2,8 @@
 // update_weights: one optimizer step over a weight vector (contract in fewmul/kernels.hpp). The vector body
 // and the scalar tail evaluate the reference's expressions in its order; IEEE add, multiply, divide and
 // square root are correctly rounded in every lane, and max/clip are written as selects with the
-// reference's comparisons, so NaN and signed zeros come out the same.
+// reference's comparisons, so NaN and signed zeros come out the same (square roots and divisions through
+// simd_compat's exact ones: xsimd 8.1's NEON ones are approximations).
 #include <cmath>
 
 #include "kernels/simd_common.hpp"
@@ -39,12 +40,14 @@ struct update_weights_simd : simd_common<A> {
         if constexpr (Rule == update_rule::adam) {
           const fb m2 = beta2 * fb::load_unaligned(p.m2 + i) + keep2 * g * g;
           m2.store_unaligned(p.m2 + i);
-          clip(w - rate * (m1 / c1) / (xsimd::sqrt(m2 / c2) + eps)).store_unaligned(p.w + i);
+          const fb root = simd_compat::sqrt_exact<A>(simd_compat::div_exact<A>(m2, c2));
+          clip(w - simd_compat::div_exact<A>(rate * simd_compat::div_exact<A>(m1, c1), root + eps))
+              .store_unaligned(p.w + i);
         } else {
           const fb decayed = beta2 * fb::load_unaligned(p.m2 + i), magnitude = xsimd::abs(g);
           const fb m2 = xsimd::select(decayed < magnitude, magnitude, decayed);
           m2.store_unaligned(p.m2 + i);
-          clip(w - rate * (m1 / (m2 + eps))).store_unaligned(p.w + i);
+          clip(w - rate * simd_compat::div_exact<A>(m1, m2 + eps)).store_unaligned(p.w + i);
         }
       }
     }

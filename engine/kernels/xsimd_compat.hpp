@@ -1,7 +1,8 @@
 #pragma once
 // The few operations xsimd 8.1 lacks (or spells differently in later versions), in one place:
 // lane masks from/to bit fields, float <-> int reinterpretation, a fused
-// multiply-add that is exact on every ISA, and a 16-entry table lookup.
+// multiply-add that is exact on every ISA, correctly rounded square root and division, and a 16-entry
+// table lookup.
 // Each ISA's translation unit includes this with only its own ISA enabled, so the #if guards pick
 // the intrinsics that unit may use.
 #include <cstddef>
@@ -369,6 +370,23 @@ template <class A>
 inline ubatch<A> as_bits(fbatch<A> x) noexcept {
   return xsimd::bitwise_cast<ubatch<A>>(x);
 }
+// Correctly rounded square root and division on every ISA: xsimd 8.1's float sqrt and division on NEON
+// (neon64 included) are reciprocal-estimate approximations, not the IEEE results of the scalar reference.
+template <class A>
+inline fbatch<A> sqrt_exact(fbatch<A> x) noexcept {
+#if defined(__aarch64__)
+  if constexpr (!is_avx512<A> && !is_avx<A> && !is_sse<A>) return fbatch<A>(vsqrtq_f32(x.data));
+#endif
+  return xsimd::sqrt(x);
+}
+template <class A>
+inline fbatch<A> div_exact(fbatch<A> x, fbatch<A> y) noexcept {
+#if defined(__aarch64__)
+  if constexpr (!is_avx512<A> && !is_avx<A> && !is_sse<A>) return fbatch<A>(vdivq_f32(x.data, y.data));
+#endif
+  return x / y;
+}
+
 template <class A>
 inline fbatch<A> as_float(ubatch<A> x) noexcept {
   return xsimd::bitwise_cast<fbatch<A>>(x);
