@@ -35,6 +35,7 @@ struct train_flags {
   std::string data_dir;     // default: build/data/<dataset>
   std::string hidden_text;  // empty: the method's preset (mlp_preset_hidden)
   double width = 1.0;
+  std::string convnet_text = "auto";  // auto: the convnet of the paper the method comes from
   int weight_bits = 2, activation_bits = 2;
   float dropout_input = 0.0f, dropout_hidden = 0.0f;
   bool shift_bn = false;
@@ -125,7 +126,7 @@ void check_resume_flags(const train_flags& f, const CLI::App& train, const fewmu
   auto on_off = [](bool b) { return std::string(b ? "on" : "off"); };
   agree("--augment-flip", on_off(f.augment_flip), on_off(k.augment_flip));
   agree("--shift-bn", on_off(f.shift_bn), on_off(a.shift_batch_norm));
-  for (const char* fixed : {"--width", "--preprocess", "--svhn-extra"})
+  for (const char* fixed : {"--width", "--convnet", "--preprocess", "--svhn-extra"})
     if (given(fixed))
       throw fewmul::error(std::string(fixed) + " cannot be given with --resume: " + path +
                           " fixes the network, the preprocessing and the data");
@@ -224,7 +225,12 @@ int run_train(const train_flags& f, const CLI::App& train) {
       c.architecture.hidden = f.hidden_text.empty() ? fewmul::mlp_preset_hidden(config.training_method, f.width)
                                                     : parse_hidden(f.hidden_text);
     } else {
-      c.architecture = fewmul::convnet_preset(data.meta.height, data.meta.width, data.meta.channels, 10, f.width);
+      // Lin et al.'s valid-padded net for fp32 and the BinaryConnect methods, the BNN paper's for bnn and qnn.
+      const auto& m = data.meta;
+      c.architecture = f.convnet_text == "lin" ? fewmul::convnet_lin_preset(m.height, m.width, m.channels, 10, f.width)
+                       : f.convnet_text == "bnn" ? fewmul::convnet_preset(m.height, m.width, m.channels, 10, f.width)
+                                                 : fewmul::convnet_preset_for(config.training_method, m.height, m.width,
+                                                                              m.channels, 10, f.width);
     }
     c.architecture.height = data.meta.height;
     c.architecture.width = data.meta.width;
@@ -246,8 +252,10 @@ int run_train(const train_flags& f, const CLI::App& train) {
       if (config.validation >= data.train.size())
         throw fewmul::error("validation split of " + std::to_string(config.validation) + " leaves no training data");
       const auto start = std::chrono::steady_clock::now();
+      // ZCA regularizer 0.1: pylearn2's ZCA(filter_bias=0.1) default, which make_cifar10_gcn_whitened.py
+      // (the data of hantek/BinaryConnect cifar10.py and BinaryNet Train-time/cifar10.py) keeps.
       c.meta.preprocess = fewmul::fit_preprocessing(data.train.slice(0, data.train.size() - config.validation), true,
-                                                    pre == "gcn+zca", 1.0f, rt);
+                                                    pre == "gcn+zca", 0.1f, rt);
       std::fprintf(stderr, "fewmul: fitted %s preprocessing in %.1f s\n", pre.c_str(),
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
@@ -388,6 +396,13 @@ command add_train_command(CLI::App& app) {
       ->check(number_in(limits::width_min, limits::width_max))
       ->capture_default_str();
   train
+      ->add_option("--convnet", f.convnet_text,
+                   "CIFAR-10/SVHN network: lin (Lin et al.'s valid-padded 128C3-128C3-MP2-256C2-256C2-MP2-512C2-"
+                   "512C2-MP2-1024C2-1024FC), bnn (the BNN paper's same-padded 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-"
+                   "1024FC-1024FC) or auto (bnn for bnn/qnn, else lin)")
+      ->check(CLI::IsMember({"auto", "lin", "bnn"}))
+      ->capture_default_str();
+  train
       ->add_option("--preprocess", f.preprocess_text,
                    "auto (cifar10: gcn+zca, svhn: gcn, mnist: none), none, gcn or gcn+zca")
       ->check(CLI::IsMember({"auto", "none", "gcn", "gcn+zca"}))
@@ -434,6 +449,8 @@ command add_train_command(CLI::App& app) {
   return {train, [flags, train] {
             const train_flags& f = *flags;
             if (f.qbp_kmin > f.qbp_kmax) throw fewmul::error("--qbp-kmin must not exceed --qbp-kmax");
+            if (train->count("--convnet") > 0 && f.dataset == "mnist")
+              throw fewmul::error("--convnet applies to cifar10 and svhn (mnist trains an MLP)");
             if (train->count("--wbits") > 0 && f.method_text != "qnn")
               throw fewmul::error("--wbits applies to --method qnn");
             if (train->count("--abits") > 0 && f.method_text != "qnn" && f.activation_text != "quantized")

@@ -17,6 +17,7 @@
 
 #include "fewmul/error.hpp"
 #include "fewmul/model.hpp"
+#include "model/architecture.hpp"
 #include "model/serialize.hpp"
 
 namespace fewmul {
@@ -214,27 +215,6 @@ std::vector<std::vector<float>> read_states(detail::byte_reader& in, const char*
   return states;
 }
 
-// Values in network::snapshot() of make_network(a): weights, and per batch norm scale, shift, mean
-// and variance.
-double state_floats(const network_architecture& a) {
-  double total = 0, h = a.height, w = a.width, c = a.channels;
-  for (std::size_t i = 0; i < a.conv.size(); ++i) {
-    if (a.conv[i] == 0) continue;
-    const double out = static_cast<double>(a.conv[i]);
-    total += 9.0 * c * out + 4.0 * out;
-    c = out;
-    if (i + 1 < a.conv.size() && a.conv[i + 1] == 0) h = std::floor(h / 2), w = std::floor(w / 2);
-  }
-  double width = h * w * c;
-  std::vector<std::size_t> sizes = a.hidden;
-  sizes.push_back(a.outputs);
-  for (std::size_t n : sizes) {
-    total += width * static_cast<double>(n) + 4.0 * static_cast<double>(n);
-    width = static_cast<double>(n);
-  }
-  return total;
-}
-
 // Stored values beyond this magnitude are refused: no trained network holds them, and they overflow the
 // float scores (a batch-norm scale near FLT_MAX made predict print NaN probabilities).
 constexpr float max_value = 1e15f;
@@ -363,6 +343,10 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put<std::uint8_t>(static_cast<std::uint8_t>(k.schedule));  // version 6: schedules and inits of issue 15
   out.put<float>(k.lr_end);
   out.put<std::uint8_t>(c.unscaled_binary_net);
+  // version 7: kernel sizes, padding and Lin et al.'s pooled fan of the convolutions
+  out.put_vector(std::vector<std::uint64_t>(c.architecture.conv_kernels.begin(), c.architecture.conv_kernels.end()));
+  out.put<std::uint8_t>(c.architecture.conv_same_padding);
+  out.put<std::uint8_t>(c.architecture.fan_out_per_pool);
   write_metadata(out, c.meta);
   write_states(out, c.state.network_state);
   write_states(out, c.state.optimizer_state);
@@ -452,6 +436,15 @@ checkpoint load_checkpoint(const std::string& path) {
     if (unscaled > 1) in.invalid("bad binary-net scale flag");
     c.unscaled_binary_net = unscaled != 0;
   }
+  if (version >= 7) {  // before: 3x3 "same" convolutions with the fan k^2 (in + out)
+    const auto kernels = in.get_vector<std::uint64_t>("convolution kernel sizes");
+    c.architecture.conv_kernels.assign(kernels.begin(), kernels.end());
+    const auto same = in.get<std::uint8_t>("convolution padding flag");
+    const auto pooled_fan = in.get<std::uint8_t>("convolution fan flag");
+    if (same > 1 || pooled_fan > 1) in.invalid("bad convolution padding or fan flag");
+    c.architecture.conv_same_padding = same != 0;
+    c.architecture.fan_out_per_pool = pooled_fan != 0;
+  }
   // The run's settings as the CLI's flags would be checked (a forged or damaged file cannot hold what
   // no flag can give, e.g. 2^63 epochs or a NaN learning rate).
   try {
@@ -480,12 +473,16 @@ checkpoint load_checkpoint(const std::string& path) {
   if (!in.done()) in.invalid("unexpected bytes at the end");
   // The state must hold exactly the architecture's values; checked before building the network, so a
   // lying architecture cannot make us allocate more than the file holds.
-  double stored = 0;
+  double stored = 0, needed = 0;
   for (const auto& v : c.state.network_state) stored += static_cast<double>(v.size());
-  if (stored != state_floats(c.architecture))
+  try {
+    needed = detail::state_values(detail::plan_network(c.architecture));
+  } catch (const error& e) {
+    in.invalid(std::string("impossible architecture: ") + e.what());
+  }
+  if (stored != needed)
     in.invalid("state holds " + std::to_string(static_cast<std::uint64_t>(stored)) +
-               " values, the architecture needs " +
-               std::to_string(static_cast<std::uint64_t>(state_floats(c.architecture))));
+               " values, the architecture needs " + std::to_string(static_cast<std::uint64_t>(needed)));
   // Rebuilding checks that the states fit the architecture.
   network last, best;
   try {
@@ -502,7 +499,8 @@ checkpoint load_checkpoint(const std::string& path) {
 
 network make_network(const checkpoint& c) {
   const auto& a = c.architecture;
-  if (a.inputs() == 0 || a.inputs() > (1u << 26) || a.outputs == 0 || a.hidden.size() > 64 || a.conv.size() > 64)
+  if (a.inputs() == 0 || a.inputs() > (1u << 26) || a.outputs == 0 || a.hidden.size() > 64 || a.conv.size() > 64 ||
+      a.conv_kernels.size() > 64)
     throw error("implausible architecture");
   for (std::size_t h : a.hidden)
     if (h == 0 || h > (1u << 20)) throw error("implausible hidden width " + std::to_string(h));

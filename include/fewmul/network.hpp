@@ -151,10 +151,14 @@ struct conv_shape {
   std::size_t in_channels = 0, out_channels = 0;
   std::size_t kernel = 3;    ///< square kernel, stride 1
   bool same_padding = true;  ///< pad with zeros to keep height x width ("same"), else "valid"
+  /// Area of a max-pool after the convolution that Lin et al.'s Glorot fan divides the fan-out by
+  /// (network_architecture::fan_out_per_pool); 1 leaves the fan k^2 (in + out). Not stored in files.
+  std::size_t fan_out_pool = 1;
   std::size_t out_height() const { return same_padding ? height : height + 1 - kernel; }
   std::size_t out_width() const { return same_padding ? width : width + 1 - kernel; }
 };
-/// Convolution without bias over channel-last maps, with fp32, binary or ternary weights
+/// Convolution without bias over channel-last maps (kernel odd with same padding, any size up to 15 with
+/// valid padding), with fp32, binary or ternary weights
 /// [out_channels][kernel][kernel][in_channels] (and quantized backprop) as in dense_options. Computed as
 /// im2col followed by the dense layer's products, over slabs of examples to bound the scratch memory.
 std::unique_ptr<layer> make_conv2d(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed);
