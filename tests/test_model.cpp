@@ -351,8 +351,9 @@ TEST_CASE("empty vectors in a payload read back as empty (fuzz regression)") {
 
 namespace {
 
-// Rewrites the checkpoint at `path` as format `version` wrote it: the payload without the `erase` bytes that
-// follow the 8 bytes of the marker bn_reestimate_examples = 12345 (the fields newer versions added there).
+// Rewrites the checkpoint at `path` (of a run without preprocessing) as format `version` (5 or 6) wrote it:
+// the payload without the `erase` bytes that follow the 8 bytes of the marker bn_reestimate_examples =
+// 12345 (the fields newer versions added there) and without version 7's preprocessing fields.
 void rewrite_as_version(const std::string& path, std::uint32_t version, std::size_t erase) {
   std::ifstream in(path, std::ios::binary);
   std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -366,6 +367,13 @@ void rewrite_as_version(const std::string& path, std::uint32_t version, std::siz
   REQUIRE(at != payload.end());
   REQUIRE(erase <= sizeof fields - 8);
   payload.erase(at + 8, at + 8 + static_cast<std::ptrdiff_t>(erase));
+  // Version 7's preprocessing fields after the metadata's GCN scale (55.0f) and empty whitening vectors:
+  // an empty centring mean and three zero LCN sizes.
+  std::vector<unsigned char> metadata = {0x00, 0x00, 0x5c, 0x42};
+  metadata.resize(metadata.size() + 16 + 20, 0);
+  const auto meta_at = std::search(payload.begin(), payload.end(), metadata.begin(), metadata.end());
+  REQUIRE(meta_at != payload.end());
+  payload.erase(meta_at + 4 + 16, meta_at + 4 + 16 + 20);
   const std::uint32_t crc = static_cast<std::uint32_t>(crc32(0L, payload.data(), payload.size()));
   const std::uint64_t size = payload.size();
   std::vector<unsigned char> old(bytes.begin(), bytes.begin() + 8);

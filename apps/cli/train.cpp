@@ -244,18 +244,37 @@ int run_train(const train_flags& f, const CLI::App& train) {
     c.meta.method = f.method_text;
     fewmul::validate(config);  // before the preprocessing is fitted (minutes for ZCA)
     fewmul::validate(c.architecture);
-    // Preprocessing as in the papers: GCN + ZCA for CIFAR-10, GCN for SVHN, none for MNIST; fitted on
-    // the training examples only (not the validation split).
+    // Preprocessing as in the papers, fitted on the training examples only (not the validation split).
+    // MNIST: Lin et al. centre it (hantek/BinaryConnect mnist.py: pylearn2 MNIST(center = True)); BinaryNet
+    // scales it to [-1, 1] (Train-time/mnist.py), a constant shift the batch norm after the first layer
+    // removes, so none. CIFAR-10: GCN (scale 55) + ZCA, pylearn2's make_cifar10_gcn_whitened.py, both
+    // papers. SVHN: Lin et al.'s GCN (pylearn2's default scale 1) + LeCun LCN (hantek/BinaryConnect
+    // svhn_preprocessing.py); bnn/qnn keep GCN.
+    const bool lin_method =
+        config.training_method != fewmul::method::bnn && config.training_method != fewmul::method::qnn;
     std::string pre = f.preprocess_text;
-    if (pre == "auto") pre = dataset == "cifar10" ? "gcn+zca" : dataset == "svhn" ? "gcn" : "none";
+    if (pre == "auto")
+      pre = dataset == "cifar10" ? "gcn+zca"
+            : dataset == "svhn"  ? (lin_method ? "gcn+lcn" : "gcn")
+            : lin_method         ? "center"
+                                 : "none";
     if (pre != "none") {
       if (config.validation >= data.train.size())
         throw fewmul::error("validation split of " + std::to_string(config.validation) + " leaves no training data");
-      const auto start = std::chrono::steady_clock::now();
+      fewmul::preprocessing_options o;
+      o.center = pre == "center";
+      o.gcn = pre != "center";
+      o.zca = pre == "gcn+zca";
       // ZCA regularizer 0.1: pylearn2's ZCA(filter_bias=0.1) default, which make_cifar10_gcn_whitened.py
       // (the data of hantek/BinaryConnect cifar10.py and BinaryNet Train-time/cifar10.py) keeps.
-      c.meta.preprocess = fewmul::fit_preprocessing(data.train.slice(0, data.train.size() - config.validation), true,
-                                                    pre == "gcn+zca", 0.1f, rt);
+      o.zca_bias = 0.1f;
+      if (pre == "gcn+lcn" || pre == "gcn+lcn-all") {
+        o.gcn_scale = 1.0f;  // pylearn2 GlobalContrastNormalization() defaults, svhn_preprocessing.py
+        // pylearn2's LeCunLCN returns inside its channel loop: the authors' data has channel 0 normalized.
+        o.lcn_channels = pre == "gcn+lcn" ? 1 : data.train.channels;
+      }
+      const auto start = std::chrono::steady_clock::now();
+      c.meta.preprocess = fewmul::fit_preprocessing(data.train.slice(0, data.train.size() - config.validation), o, rt);
       std::fprintf(stderr, "fewmul: fitted %s preprocessing in %.1f s\n", pre.c_str(),
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
@@ -404,13 +423,18 @@ command add_train_command(CLI::App& app) {
       ->capture_default_str();
   train
       ->add_option("--preprocess", f.preprocess_text,
-                   "auto (cifar10: gcn+zca, svhn: gcn, mnist: none), none, gcn or gcn+zca")
-      ->check(CLI::IsMember({"auto", "none", "gcn", "gcn+zca"}))
+                   "auto (the papers': mnist center, bnn/qnn none; cifar10 gcn+zca; svhn gcn+lcn, bnn/qnn gcn), "
+                   "none, center (subtract the training mean), gcn, gcn+zca (regularizer 0.1), gcn+lcn (LeCun "
+                   "local contrast normalization of channel 0, as pylearn2's LeCunLCN gave the authors) or "
+                   "gcn+lcn-all (every channel)")
+      ->check(CLI::IsMember({"auto", "none", "center", "gcn", "gcn+zca", "gcn+lcn", "gcn+lcn-all"}))
       ->capture_default_str();
   train->add_option("--augment-shift", f.augment_shift, "Random shifts of up to N pixels (random crops) in training")
       ->check(whole_in(0, limits::augment_shift_max));
   train->add_flag("--augment-flip", f.augment_flip, "Random left-right mirroring in training");
-  train->add_flag("--svhn-extra", f.svhn_extra, "SVHN: also train on extra_32x32.mat");
+  train->add_flag("--svhn-extra", f.svhn_extra,
+                  "SVHN: also train on extra_32x32.mat, holding out the papers' class-balanced 6,000-image "
+                  "validation set (400 per digit from train, 200 from extra)");
   train->add_option("--seed", f.seed, "Random seed (same seed => same result)")
       ->check(whole_in(0, UINT64_MAX))
       ->capture_default_str();

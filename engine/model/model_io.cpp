@@ -166,6 +166,10 @@ void write_metadata(detail::byte_writer& out, const model_metadata& m) {
   out.put<float>(m.preprocess.gcn_scale);
   out.put_vector(m.preprocess.zca_mean);
   out.put_vector(m.preprocess.zca_matrix);
+  out.put_vector(m.preprocess.center_mean);  // version 7: centring and local contrast normalization
+  out.put<std::uint32_t>(m.preprocess.lcn_height);
+  out.put<std::uint32_t>(m.preprocess.lcn_width);
+  out.put<std::uint32_t>(m.preprocess.lcn_channels);
 }
 
 model_metadata read_metadata(detail::byte_reader& in, std::uint32_t version) {
@@ -193,9 +197,26 @@ model_metadata read_metadata(detail::byte_reader& in, std::uint32_t version) {
     for (float v : m.preprocess.zca_matrix)
       if (!std::isfinite(v)) in.invalid("non-finite whitening matrix");
   }
+  if (version >= 7) {
+    m.preprocess.center_mean = in.get_vector<float>("centring mean");
+    for (float v : m.preprocess.center_mean)
+      if (!std::isfinite(v)) in.invalid("non-finite centring mean");
+    m.preprocess.lcn_height = in.get<std::uint32_t>("contrast normalization height");
+    m.preprocess.lcn_width = in.get<std::uint32_t>("contrast normalization width");
+    m.preprocess.lcn_channels = in.get<std::uint32_t>("contrast normalization channels");
+    if (m.preprocess.lcn_channels > 0 && (m.preprocess.lcn_height != m.height || m.preprocess.lcn_width != m.width ||
+                                          m.preprocess.lcn_channels > m.channels))
+      in.invalid("local contrast normalization of " + std::to_string(m.preprocess.lcn_height) + "x" +
+                 std::to_string(m.preprocess.lcn_width) + " images (" + std::to_string(m.preprocess.lcn_channels) +
+                 " channels) does not fit the input shape");
+  }
   if (m.width == 0 || m.height == 0 || m.channels == 0 || m.width > 65536 || m.height > 65536 || m.channels > 64 ||
       !std::isfinite(m.input_scale) || !(m.input_scale > 0.0f) || m.input_scale > 1e6f)
     in.invalid("bad input shape or scale in the metadata (the scale must be finite, positive and at most 1e6)");
+  if (!m.preprocess.center_mean.empty() &&
+      m.preprocess.center_mean.size() != std::size_t{m.width} * m.height * m.channels)
+    in.invalid("centring fitted on " + std::to_string(m.preprocess.center_mean.size()) + " features, the input has " +
+               std::to_string(std::size_t{m.width} * m.height * m.channels));
   if (!m.preprocess.zca_mean.empty() && m.preprocess.zca_mean.size() != std::size_t{m.width} * m.height * m.channels)
     in.invalid("whitening fitted on " + std::to_string(m.preprocess.zca_mean.size()) + " features, the input has " +
                std::to_string(std::size_t{m.width} * m.height * m.channels));
