@@ -361,8 +361,9 @@ void rewrite_as_version(const std::string& path, std::uint32_t version, std::siz
   constexpr std::size_t header = 8 + 4 + 8;
   std::vector<unsigned char> payload(bytes.begin() + header, bytes.end() - 4);
   // u64 12345, then version 6's schedule (1), lr_end (0.0f) and scale flag (0), then version 7's empty
-  // kernel list, same padding (1) and no pooled fan (0): what an MLP checkpoint holds there.
-  const unsigned char fields[] = {0x39, 0x30, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0};
+  // kernel list, same padding (1), no pooled fan (0) and unbiased qbp rounding (0): what an MLP checkpoint
+  // holds there.
+  const unsigned char fields[] = {0x39, 0x30, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0};
   const auto at = std::search(payload.begin(), payload.end(), std::begin(fields), std::end(fields));
   REQUIRE(at != payload.end());
   REQUIRE(erase <= sizeof fields - 8);
@@ -403,7 +404,7 @@ TEST_CASE("a format-5 checkpoint resumes with the schedule and the bnn step scal
   CHECK(make_network(current).parameters().at(0)->lr_scale == doctest::Approx(std::sqrt(50.0 / 1.5)));
 
   // The same file as format 5 wrote it: without the fields of versions 6 and 7.
-  rewrite_as_version(path, 5, 16);
+  rewrite_as_version(path, 5, 17);
   const checkpoint loaded = load_checkpoint(path);
   CHECK(loaded.config.bn_reestimate_examples == 12345);
   CHECK(loaded.config.schedule == lr_schedule::per_epoch_floor);
@@ -427,7 +428,7 @@ TEST_CASE("a format-6 convnet checkpoint reads as 3x3 same-padded convolutions w
   c.state.network_state = net.snapshot();
   const std::string path = temp_path("format6.ckpt");
   save_checkpoint(path, c);
-  rewrite_as_version(path, 6, 10);
+  rewrite_as_version(path, 6, 11);
   const checkpoint loaded = load_checkpoint(path);
   CHECK(loaded.architecture.conv_kernels.empty());
   CHECK(loaded.architecture.conv_same_padding);

@@ -32,6 +32,7 @@ struct train_flags {
   std::size_t train_limit = 0;
   int qbp_kmin = -4;
   int qbp_kmax = 3;
+  bool qbp_authors = false;
   std::string data_dir;     // default: build/data/<dataset>
   std::string hidden_text;  // empty: the method's preset (mlp_preset_hidden)
   double width = 1.0;
@@ -125,6 +126,7 @@ void check_resume_flags(const train_flags& f, const CLI::App& train, const fewmu
   if (given("--hidden")) agree("--hidden", hidden_text(parse_hidden(f.hidden_text)), hidden_text(a.hidden));
   auto on_off = [](bool b) { return std::string(b ? "on" : "off"); };
   agree("--augment-flip", on_off(f.augment_flip), on_off(k.augment_flip));
+  agree("--qbp-authors", on_off(f.qbp_authors), on_off(k.qbp_authors));
   agree("--shift-bn", on_off(f.shift_bn), on_off(a.shift_batch_norm));
   for (const char* fixed : {"--width", "--convnet", "--preprocess", "--svhn-extra"})
     if (given(fixed))
@@ -213,6 +215,7 @@ int run_train(const train_flags& f, const CLI::App& train) {
     config.validation = validation_given ? f.validation : default_validation(dataset, data.train.size());
     config.qbp_kmin = f.qbp_kmin;
     config.qbp_kmax = f.qbp_kmax;
+    config.qbp_authors = f.qbp_authors;
     config.augment_shift = f.augment_shift;
     config.augment_flip = f.augment_flip;
     config.bn_reestimate_examples = f.bn_reestimate;
@@ -453,6 +456,10 @@ command add_train_command(CLI::App& app) {
   train->add_option("--qbp-kmax", f.qbp_kmax, "Largest exponent of quantized inputs")
       ->check(CLI::Range(fewmul::kernels::pow2_min_exponent, fewmul::kernels::pow2_max_exponent))
       ->capture_default_str();
+  train->add_flag("--qbp-authors", f.qbp_authors,
+                  "Quantized backprop rounded as the authors' code (hantek/BinaryConnect layer.py): dense layers "
+                  "without exponent clip; convolutions with levels up to 2^(kmax+1) and |x| < 2^kmin (zeros: "
+                  "negative) to 2^kmin");
   train->add_option("--data", f.data_dir,
                     "Dataset directory (default build/data/<dataset>): MNIST IDX files, CIFAR-10 binary batches, or "
                     "SVHN train_32x32.mat/test_32x32.mat");

@@ -368,6 +368,7 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put_vector(std::vector<std::uint64_t>(c.architecture.conv_kernels.begin(), c.architecture.conv_kernels.end()));
   out.put<std::uint8_t>(c.architecture.conv_same_padding);
   out.put<std::uint8_t>(c.architecture.fan_out_per_pool);
+  out.put<std::uint8_t>(k.qbp_authors);  // version 7: the authors' quantized-backprop rounding
   write_metadata(out, c.meta);
   write_states(out, c.state.network_state);
   write_states(out, c.state.optimizer_state);
@@ -465,6 +466,9 @@ checkpoint load_checkpoint(const std::string& path) {
     if (same > 1 || pooled_fan > 1) in.invalid("bad convolution padding or fan flag");
     c.architecture.conv_same_padding = same != 0;
     c.architecture.fan_out_per_pool = pooled_fan != 0;
+    const auto authors = in.get<std::uint8_t>("quantized-backprop rounding flag");
+    if (authors > 1) in.invalid("bad quantized-backprop rounding flag");
+    k.qbp_authors = authors != 0;
   }
   // The run's settings as the CLI's flags would be checked (a forged or damaged file cannot hold what
   // no flag can give, e.g. 2^63 epochs or a NaN learning rate).
@@ -530,6 +534,7 @@ network make_network(const checkpoint& c) {
   dense_options options =
       dense_options_for(c.config.training_method, c.config.qbp_kmin, c.config.qbp_kmax, c.config.weight_bits);
   if (c.unscaled_binary_net && options.lr_scale == lr_scale_kind::binary_net) options.lr_scale = lr_scale_kind::none;
+  if (c.config.qbp_authors) options.qbp_round = qbp_rounding::authors_dense;
   return make_network(a, options, c.config.seed);
 }
 

@@ -151,6 +151,9 @@ void validate(const train_config& c) {
     throw error("--qbp-kmin and --qbp-kmax must lie in [" + std::to_string(kernels::pow2_min_exponent) + ", " +
                 std::to_string(kernels::pow2_max_exponent) + "] with kmin <= kmax, not " + std::to_string(c.qbp_kmin) +
                 " and " + std::to_string(c.qbp_kmax));
+  if (c.qbp_authors && c.qbp_kmax >= kernels::pow2_max_exponent)
+    throw error("--qbp-authors rounds convolution inputs up to 2^(kmax + 1): --qbp-kmax must be below " +
+                std::to_string(kernels::pow2_max_exponent));
   if (c.weight_bits < 1 || c.weight_bits > 8)
     throw error("--wbits must be a whole number in [1, 8], not " + std::to_string(c.weight_bits));
   require("--augment-shift", whole_problem(c.augment_shift, 0, L::augment_shift_max));
@@ -317,11 +320,13 @@ network make_mlp(std::size_t inputs, const std::vector<std::size_t>& hidden, std
 network make_network(const network_architecture& arch, const dense_options& options, std::uint64_t seed) {
   validate(arch);
   const std::vector<detail::planned_block> blocks = detail::plan_network(arch);
+  dense_options conv_options = options;  // the authors round a convolution's inputs by their own rule
+  if (options.qbp_round == qbp_rounding::authors_dense) conv_options.qbp_round = qbp_rounding::authors_conv;
   network net;
   if (arch.dropout_input > 0.0f) net.add(make_dropout(arch.inputs(), arch.dropout_input));
   for (const detail::planned_block& b : blocks) {
     if (b.convolution) {
-      net.add(make_conv2d(b.conv, options, kernels::derive_key(seed, 0xc0, b.key_index)));
+      net.add(make_conv2d(b.conv, conv_options, kernels::derive_key(seed, 0xc0, b.key_index)));
       if (b.pool) net.add(make_max_pool(b.conv.out_height(), b.conv.out_width(), b.channels));
     } else {
       net.add(make_dense(b.inputs, b.outputs, options, kernels::derive_key(seed, 0xde, b.key_index)));

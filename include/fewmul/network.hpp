@@ -110,6 +110,21 @@ enum class lr_scale_kind : std::uint8_t {
   binary_net = 2
 };
 
+/// How quantized backprop rounds a layer input to a power of two.
+enum class qbp_rounding : std::uint8_t {
+  /// fewmul's: exponents in [qbp_kmin, qbp_kmax]; |x| below 2^kmin becomes 0 or 2^kmin (unbiased), |x| of
+  /// 2^kmax and more 2^kmax; zeros stay 0.
+  unbiased = 0,
+  /// The authors' dense layers (hantek/BinaryConnect layer.py linear_layer.quantized_bprop): floor(log2|x|)
+  /// unclipped, up by one with probability |x| / 2^floor - 1; zeros stay 0. The engine's exponent range
+  /// [-15, 15] bounds it (values beyond 2^15 or below 2^-15 do not reach a layer input after batch norm).
+  authors_dense = 1,
+  /// The authors' convolutions (layer.py conv_layer.quantized_bprop): floor(log2|x|) clipped to [qbp_kmin,
+  /// qbp_kmax] before the stochastic step up, so levels reach 2^(kmax + 1) (16 for [-4, 3]) and every |x|
+  /// below 2^kmin becomes sign(x) 2^kmin; exact zeros (T.switch(x > 0, 1, -1)) become -2^kmin.
+  authors_conv = 2
+};
+
 /// Options of a dense layer.
 struct dense_options {
   weight_kind kind = weight_kind::fp32;
@@ -120,6 +135,9 @@ struct dense_options {
   bool qbp = false;
   int qbp_kmin = -4;
   int qbp_kmax = 3;
+  /// Rounding of quantized backprop; make_network gives convolutions authors_conv where the options say
+  /// authors_dense (training setting only: not stored in model files).
+  qbp_rounding qbp_round = qbp_rounding::unbiased;
   /// How binary/ternary master weights start and how their learning rate is scaled (fp32 ignores it).
   lr_scale_kind lr_scale = lr_scale_kind::binary_connect;
   /// Bits per weight of weight_kind::quantized (2..8; deterministic rounding to the nearest level).

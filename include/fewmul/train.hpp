@@ -157,6 +157,9 @@ struct train_config {
   std::size_t validation = 10000;  ///< last examples of the training set held out for validation
   int qbp_kmin = -4;
   int qbp_kmax = 3;
+  /// Quantized backprop rounded as the authors' code does (qbp_rounding::authors_dense for dense layers,
+  /// authors_conv for convolutions) instead of fewmul's unbiased rule.
+  bool qbp_authors = false;
   int weight_bits = 2;  ///< qnn: bits per weight (1..8)
   /// Data augmentation of image datasets during training: each example is shifted by up to
   /// `augment_shift` pixels in x and y (zero fill; a random crop of the zero-padded image) and, with
