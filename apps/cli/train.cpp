@@ -195,6 +195,7 @@ int run_train(const train_flags& f, const CLI::App& train) {
     const bool bnn = config.training_method == fewmul::method::bnn || config.training_method == fewmul::method::qnn;
     // BNN and QNN train with Adam unless told otherwise (Hubara et al.).
     config.optimizer = bnn && !optimizer_given ? fewmul::optimizer_kind::adam : parse_optimizer(f.optimizer_text);
+    float paper_dropout_input = 0.0f, paper_dropout_hidden = 0.0f;  // the preset's, unless the flags are given
     if (f.schedule_text == "paper") {
       // The authors' setup of this dataset and method; flags given explicitly still win.
       const fewmul::paper_preset p = fewmul::paper_preset_for(dataset, config.training_method);
@@ -204,8 +205,10 @@ int run_train(const train_flags& f, const CLI::App& train) {
       if (!epochs_given) config.epochs = p.epochs;
       if (!batch_given) config.batch = p.batch;
       if (!optimizer_given) config.optimizer = p.optimizer;
-      std::fprintf(stderr, "fewmul: paper schedule (%s): lr %g -> %g over %zu epochs, batch %zu\n", p.source, config.lr,
-                   config.lr_end, config.epochs, config.batch);
+      paper_dropout_input = p.dropout_input;
+      paper_dropout_hidden = p.dropout_hidden;
+      std::fprintf(stderr, "fewmul: paper schedule (%s): lr %g -> %g over %zu epochs, batch %zu, dropout %g/%g\n",
+                   p.source, config.lr, config.lr_end, config.epochs, config.batch, p.dropout_input, p.dropout_hidden);
     }
     config.weight_bits = f.weight_bits;
     config.momentum = f.momentum;
@@ -240,8 +243,8 @@ int run_train(const train_flags& f, const CLI::App& train) {
     c.architecture.channels = data.meta.channels;
     c.architecture.act = act;
     c.architecture.activation_bits = f.activation_bits;
-    c.architecture.dropout_input = f.dropout_input;
-    c.architecture.dropout_hidden = f.dropout_hidden;
+    c.architecture.dropout_input = train.count("--dropout-input") > 0 ? f.dropout_input : paper_dropout_input;
+    c.architecture.dropout_hidden = train.count("--dropout-hidden") > 0 ? f.dropout_hidden : paper_dropout_hidden;
     c.architecture.shift_batch_norm = f.shift_bn;
     c.meta = data.meta;
     c.meta.method = f.method_text;

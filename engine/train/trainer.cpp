@@ -207,8 +207,11 @@ const preset_row paper_presets[] = {
     // hantek/BinaryConnect svhn.py: LR = .3, LR_fin = .001, n_epoch = 60, batch_size = 100, M = 0.
     {"svhn", false, {0.3f, 0.001f, 60, 100, lin_init, optimizer_kind::sgd, "hantek/BinaryConnect svhn.py"}},
     // MatthieuCourbariaux/BinaryNet Train-time/mnist.py: LR_start = .003, LR_fin = 0.0000003,
-    // num_epochs = 1000, batch_size = 100, H = 1., W_LR_scale = "Glorot", lasagne.updates.adam.
-    {"mnist", true, {0.003f, 3e-7f, 1000, 100, bnn_init, optimizer_kind::adam, "BinaryNet Train-time/mnist.py"}},
+    // num_epochs = 1000, batch_size = 100, H = 1., W_LR_scale = "Glorot", lasagne.updates.adam,
+    // dropout_in = .2, dropout_hidden = .5.
+    {"mnist",
+     true,
+     {0.003f, 3e-7f, 1000, 100, bnn_init, optimizer_kind::adam, "BinaryNet Train-time/mnist.py", 0.2f, 0.5f}},
     // Train-time/cifar10.py: LR_start = 0.001, LR_fin = 0.0000003, num_epochs = 500, batch_size = 50.
     {"cifar10", true, {0.001f, 3e-7f, 500, 50, bnn_init, optimizer_kind::adam, "BinaryNet Train-time/cifar10.py"}},
     // Train-time/svhn.py: LR_start = 0.001, LR_fin = 0.000001, num_epochs = 200, batch_size = 50.

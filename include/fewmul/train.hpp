@@ -111,7 +111,8 @@ struct paper_preset {
   std::size_t epochs = 0, batch = 0;
   lr_scale_kind init = lr_scale_kind::binary_connect;  ///< weight start and per-layer step scale
   optimizer_kind optimizer = optimizer_kind::sgd;
-  const char* source = "";  ///< the authors' script the row comes from
+  const char* source = "";                            ///< the authors' script the row comes from
+  float dropout_input = 0.0f, dropout_hidden = 0.0f;  ///< dropout probabilities of the MLP
 };
 /// The preset of `dataset` ("mnist", "cifar10" or "svhn") and `m`: Lin et al.'s scripts for fp32 and the
 /// BinaryConnect/TernaryConnect methods, Hubara et al.'s for bnn and qnn. Throws fewmul::error on an
