@@ -483,6 +483,10 @@ command add_train_command(CLI::App& app) {
   return {train, [flags, train] {
             const train_flags& f = *flags;
             if (f.qbp_kmin > f.qbp_kmax) throw fewmul::error("--qbp-kmin must not exceed --qbp-kmax");
+            if (f.svhn_extra && f.train_limit > 0)
+              throw fewmul::error(
+                  "--train-limit cannot be combined with --svhn-extra: the balanced validation set is "
+                  "the tail of the training data it would cut");
             if (train->count("--convnet") > 0 && f.dataset == "mnist")
               throw fewmul::error("--convnet applies to cifar10 and svhn (mnist trains an MLP)");
             if (train->count("--wbits") > 0 && f.method_text != "qnn")
