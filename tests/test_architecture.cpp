@@ -175,3 +175,59 @@ TEST_CASE("an exported model of Lin et al.'s convnet reproduces packed inference
   CHECK(loaded.net.describe() == net.describe());
   std::filesystem::remove(path);
 }
+
+namespace {
+
+// 12x12x2 images whose class is the quadrant of a bright blob; a valid-padded 3x3 then 2x2 convnet with the
+// pooled fan and, optionally, the authors' quantized-backprop rounding.
+std::vector<std::vector<float>> train_valid_convnet(int threads, bool qbp_authors) {
+  auto images = [](std::size_t n, std::uint32_t seed) {
+    dataset d;
+    d.height = d.width = 12;
+    d.channels = 2;
+    d.features = 288;
+    d.classes = 4;
+    d.x = random_floats(n * 288, seed, 0.0f, 0.3f);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto label = static_cast<std::uint8_t>((i * 7 + seed) % 4);
+      const std::size_t y0 = (label / 2) * 6, x0 = (label % 2) * 6;
+      for (std::size_t y = y0 + 1; y < y0 + 5; ++y)
+        for (std::size_t x = x0 + 1; x < x0 + 5; ++x) d.x[i * 288 + (y * 12 + x) * 2 + (label % 2)] += 1.0f;
+      d.y.push_back(label);
+    }
+    return d;
+  };
+  network_architecture a;
+  a.height = a.width = 12;
+  a.channels = 2;
+  a.conv = {24, 0, 16};  // 12 -C3-> 10 -MP-> 5 -C2-> 4
+  a.conv_kernels = {3, 2};
+  a.conv_same_padding = false;
+  a.fan_out_per_pool = true;
+  a.hidden = {16};
+  a.outputs = 4;
+  dense_options o = dense_options_for(method::bc_qbp);
+  if (qbp_authors) o.qbp_round = qbp_rounding::authors_dense;
+  network net = make_network(a, o, 5);
+  train_config config;
+  config.training_method = method::bc_qbp;
+  config.qbp_authors = qbp_authors;
+  config.epochs = 1;
+  config.batch = 50;
+  config.threads = threads;
+  config.validation = 100;
+  const train_result r = train(net, images(500, 1), images(100, 2), config);
+  CHECK(r.test_error_at_best < 0.6);  // chance is 0.75: the valid-padded net learns the quadrant
+  return net.snapshot();
+}
+
+}  // namespace
+
+TEST_CASE("valid-padded 2x2 convnet training is bit-identical for 1, 2 and 7 threads, both qbp roundings") {
+  for (bool authors : {false, true}) {
+    CAPTURE(authors);
+    const auto one = train_valid_convnet(1, authors);
+    CHECK(one == train_valid_convnet(2, authors));
+    CHECK(one == train_valid_convnet(7, authors));
+  }
+}
