@@ -349,6 +349,48 @@ TEST_CASE("empty vectors in a payload read back as empty (fuzz regression)") {
   CHECK(in.done());
 }
 
+namespace {
+
+// Rewrites the checkpoint at `path` (of a run without preprocessing) as format `version` (5 or 6) wrote it:
+// the payload without the `erase` bytes that follow the 8 bytes of the marker bn_reestimate_examples =
+// 12345 (the fields newer versions added there) and without version 7's preprocessing fields.
+void rewrite_as_version(const std::string& path, std::uint32_t version, std::size_t erase) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  constexpr std::size_t header = 8 + 4 + 8;
+  std::vector<unsigned char> payload(bytes.begin() + header, bytes.end() - 4);
+  // u64 12345, then version 6's schedule (1), lr_end (0.0f) and scale flag (0), then version 7's empty
+  // kernel list, same padding (1), no pooled fan (0) and unbiased qbp rounding (0): what an MLP checkpoint
+  // holds there.
+  const unsigned char fields[] = {0x39, 0x30, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0};
+  const auto at = std::search(payload.begin(), payload.end(), std::begin(fields), std::end(fields));
+  REQUIRE(at != payload.end());
+  REQUIRE(erase <= sizeof fields - 8);
+  payload.erase(at + 8, at + 8 + static_cast<std::ptrdiff_t>(erase));
+  // Version 7's preprocessing fields after the metadata's GCN scale (55.0f) and empty whitening vectors:
+  // an empty centring mean and three zero LCN sizes.
+  std::vector<unsigned char> metadata = {0x00, 0x00, 0x5c, 0x42};
+  metadata.resize(metadata.size() + 16 + 20, 0);
+  const auto meta_at = std::search(payload.begin(), payload.end(), metadata.begin(), metadata.end());
+  REQUIRE(meta_at != payload.end());
+  payload.erase(meta_at + 4 + 16, meta_at + 4 + 16 + 20);
+  const std::uint32_t crc = static_cast<std::uint32_t>(crc32(0L, payload.data(), payload.size()));
+  const std::uint64_t size = payload.size();
+  std::vector<unsigned char> old(bytes.begin(), bytes.begin() + 8);
+  const auto append = [&old](const void* p, std::size_t n) {
+    old.insert(old.end(), static_cast<const unsigned char*>(p), static_cast<const unsigned char*>(p) + n);
+  };
+  append(&version, 4);
+  append(&size, 8);
+  append(payload.data(), payload.size());
+  append(&crc, 4);
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(old.data()), static_cast<std::streamsize>(old.size()));
+}
+
+}  // namespace
+
 TEST_CASE("a format-5 checkpoint resumes with the schedule and the bnn step scale it was trained with") {
   network net = make_mlp(20, {30}, 3, dense_options_for(method::bnn), activation::sign, 5);
   checkpoint c = mlp_checkpoint(net);
@@ -361,32 +403,38 @@ TEST_CASE("a format-5 checkpoint resumes with the schedule and the bnn step scal
   CHECK_FALSE(current.unscaled_binary_net);
   CHECK(make_network(current).parameters().at(0)->lr_scale == doctest::Approx(std::sqrt(50.0 / 1.5)));
 
-  // The same file as format 5 wrote it: without schedule (1), lr_end (0.0f) and the scale flag (0).
-  std::ifstream in(path, std::ios::binary);
-  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  in.close();
-  constexpr std::size_t header = 8 + 4 + 8;
-  std::vector<unsigned char> payload(bytes.begin() + header, bytes.end() - 4);
-  const unsigned char fields[] = {0x39, 0x30, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0};  // u64 12345, then version 6's
-  const auto at = std::search(payload.begin(), payload.end(), std::begin(fields), std::end(fields));
-  REQUIRE(at != payload.end());
-  payload.erase(at + 8, at + 14);
-  const std::uint32_t version = 5, crc = static_cast<std::uint32_t>(crc32(0L, payload.data(), payload.size()));
-  const std::uint64_t size = payload.size();
-  std::vector<unsigned char> old(bytes.begin(), bytes.begin() + 8);
-  const auto append = [&old](const void* p, std::size_t n) {
-    old.insert(old.end(), static_cast<const unsigned char*>(p), static_cast<const unsigned char*>(p) + n);
-  };
-  append(&version, 4);
-  append(&size, 8);
-  append(payload.data(), payload.size());
-  append(&crc, 4);
-  std::ofstream(path, std::ios::binary | std::ios::trunc)
-      .write(reinterpret_cast<const char*>(old.data()), static_cast<std::streamsize>(old.size()));
+  // The same file as format 5 wrote it: without the fields of versions 6 and 7.
+  rewrite_as_version(path, 5, 17);
   const checkpoint loaded = load_checkpoint(path);
   CHECK(loaded.config.bn_reestimate_examples == 12345);
   CHECK(loaded.config.schedule == lr_schedule::per_epoch_floor);
   CHECK(loaded.unscaled_binary_net);
   CHECK(make_network(loaded).parameters().at(0)->lr_scale == 1.0f);  // Adam steps unscaled, as trained
+  fs::remove(path);
+}
+
+TEST_CASE("a format-6 convnet checkpoint reads as 3x3 same-padded convolutions with the plain fan") {
+  // The BNN paper's convnet shape (the only one format 6 could hold) at a small size, method tc.
+  network_architecture a = convnet_preset(8, 8, 3, 4, 1.0 / 32);
+  a.conv = {4, 0, 6};
+  a.hidden = {5};
+  checkpoint c;
+  c.architecture = a;
+  c.config.training_method = method::tc;
+  c.config.bn_reestimate_examples = 12345;
+  c.meta.width = c.meta.height = 8;
+  c.meta.channels = 3;
+  network net = make_network(c);
+  c.state.network_state = net.snapshot();
+  const std::string path = temp_path("format6.ckpt");
+  save_checkpoint(path, c);
+  rewrite_as_version(path, 6, 11);
+  const checkpoint loaded = load_checkpoint(path);
+  CHECK(loaded.architecture.conv_kernels.empty());
+  CHECK(loaded.architecture.conv_same_padding);
+  CHECK_FALSE(loaded.architecture.fan_out_per_pool);
+  const network rebuilt = network_from_checkpoint(loaded, false);
+  CHECK(rebuilt.describe() == net.describe());
+  CHECK(rebuilt.describe().find("conv3x3 8x8x3->4 same") == 0);
   fs::remove(path);
 }

@@ -167,3 +167,19 @@ TEST_CASE("the exponent histogram counts every input value of every weight layer
   std::filesystem::remove(path);
   CHECK_THROWS_AS(write_exponent_histogram("/nonexistent-dir/h.json", h, 3, "bc"), fewmul::error);
 }
+
+TEST_CASE("the BNN MNIST preset drops 20% of the inputs and half the hidden units, batch 100, Adam") {
+  for (method m : {method::bnn, method::qnn}) {
+    const paper_preset p = paper_preset_for("mnist", m);
+    // MatthieuCourbariaux/BinaryNet Train-time/mnist.py: dropout_in = .2, dropout_hidden = .5, batch_size = 100.
+    CHECK(p.dropout_input == 0.2f);
+    CHECK(p.dropout_hidden == 0.5f);
+    CHECK(p.batch == 100);
+    CHECK(p.optimizer == optimizer_kind::adam);
+    CHECK(p.init == lr_scale_kind::binary_net);
+  }
+  for (const char* dataset : {"mnist", "cifar10", "svhn"}) {  // Lin et al.'s scripts: dropout 1. (none)
+    CHECK(paper_preset_for(dataset, method::bc_qbp).dropout_input == 0.0f);
+    CHECK(paper_preset_for(dataset, method::bc_qbp).dropout_hidden == 0.0f);
+  }
+}

@@ -73,11 +73,8 @@ loaded_data load_data(const std::string& dataset, const std::string& dir, bool s
   } else if (dataset == "svhn") {
     const std::filesystem::path base(dir);
     d.train = fewmul::load_svhn_mat((base / "train_32x32.mat").string());
-    if (svhn_extra) {
-      const fewmul::dataset extra = fewmul::load_svhn_mat((base / "extra_32x32.mat").string());
-      d.train.x.insert(d.train.x.end(), extra.x.begin(), extra.x.end());
-      d.train.y.insert(d.train.y.end(), extra.y.begin(), extra.y.end());
-    }
+    if (svhn_extra)  // the papers' split: the balanced 6,000 validation images come last
+      d.train = fewmul::svhn_balanced_split(d.train, fewmul::load_svhn_mat((base / "extra_32x32.mat").string()));
     d.test = fewmul::load_svhn_mat((base / "test_32x32.mat").string());
     for (int c = 0; c < 10; ++c) d.meta.class_names.push_back(std::to_string(c));
   } else {

@@ -6,13 +6,14 @@
 namespace fewmul_cli {
 namespace {
 
-// Arithmetic of one training step per method: the MNIST MLP, or with a width the CIFAR-10 convnet preset.
+// Arithmetic of one training step per method: the MNIST MLP, or with a width the CIFAR-10 convnet of the
+// method's paper (Lin et al.'s for fp32 and the BinaryConnect methods, the BNN paper's for bnn and qnn).
 int run_count(std::size_t batch, const std::vector<std::size_t>& hidden, double convnet_width) {
   for (fewmul::method m : {fewmul::method::fp32, fewmul::method::bc, fewmul::method::bc_stoch, fewmul::method::tc,
                            fewmul::method::bc_qbp, fewmul::method::tc_qbp, fewmul::method::bnn, fewmul::method::qnn}) {
     fewmul::network_architecture arch;
     if (convnet_width > 0) {
-      arch = fewmul::convnet_preset(32, 32, 3, 10, convnet_width);
+      arch = fewmul::convnet_preset_for(m, 32, 32, 3, 10, convnet_width);  // each method's paper's net
     } else {
       arch.height = 1;
       arch.width = 784;
@@ -47,8 +48,9 @@ command add_count_command(CLI::App& app) {
   count->add_option("--batch", f->batch, "Minibatch size")->check(whole_in(1, 1000000))->capture_default_str();
   count->add_option("--hidden", f->hidden, "Hidden layer widths")->capture_default_str();
   count
-      ->add_option("--convnet", f->convnet_width,
-                   "Count the CIFAR-10 convnet preset at this width multiplier instead of the MNIST MLP")
+      ->add_option(
+          "--convnet", f->convnet_width,
+          "Count the CIFAR-10 convnet of each method's paper at this width multiplier instead of the MNIST MLP")
       ->check(CLI::Range(0.01, 16.0));
   return {count, [f] { return run_count(f->batch, parse_hidden(f->hidden), f->convnet_width); }};
 }

@@ -2,6 +2,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <string>
 
 #include "cli_common.hpp"
 
@@ -11,11 +12,19 @@ namespace {
 int run_info(const std::string& model_path) {
   fewmul::model m = fewmul::load_model(model_path);
   const auto& pre = m.meta.preprocess;
+  std::string steps;  // in the order preprocessing applies them
+  auto step = [&steps](bool on, const std::string& name) {
+    if (on) steps += (steps.empty() ? "" : "+") + name;
+  };
+  step(!pre.center_mean.empty(), "center");
+  step(pre.gcn, "gcn");
+  step(pre.lcn_channels > 0,
+       "lcn(" + std::to_string(pre.lcn_channels) + " channel" + (pre.lcn_channels == 1 ? ")" : "s)"));
+  step(!pre.zca_mean.empty(), "zca");
   std::printf(
       "model: %s\ndataset: %s\nmethod: %s\ninput: %ux%ux%u, scale %g\npreprocessing: %s\nclasses: %zu\nlayers: %s\n",
       model_path.c_str(), m.meta.dataset.c_str(), m.meta.method.c_str(), m.meta.width, m.meta.height, m.meta.channels,
-      static_cast<double>(m.meta.input_scale),
-      pre.zca_mean.empty() ? (pre.gcn ? "gcn" : "none") : (pre.gcn ? "gcn+zca" : "zca"), m.net.output_size(),
+      static_cast<double>(m.meta.input_scale), steps.empty() ? "none" : steps.c_str(), m.net.output_size(),
       m.net.describe().c_str());
   std::printf("file bytes: %ju, float32 parameter bytes: %zu\n",
               static_cast<std::uintmax_t>(std::filesystem::file_size(model_path)),

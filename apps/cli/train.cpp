@@ -32,9 +32,11 @@ struct train_flags {
   std::size_t train_limit = 0;
   int qbp_kmin = -4;
   int qbp_kmax = 3;
+  bool qbp_authors = false;
   std::string data_dir;     // default: build/data/<dataset>
   std::string hidden_text;  // empty: the method's preset (mlp_preset_hidden)
   double width = 1.0;
+  std::string convnet_text = "auto";  // auto: the convnet of the paper the method comes from
   int weight_bits = 2, activation_bits = 2;
   float dropout_input = 0.0f, dropout_hidden = 0.0f;
   bool shift_bn = false;
@@ -124,8 +126,9 @@ void check_resume_flags(const train_flags& f, const CLI::App& train, const fewmu
   if (given("--hidden")) agree("--hidden", hidden_text(parse_hidden(f.hidden_text)), hidden_text(a.hidden));
   auto on_off = [](bool b) { return std::string(b ? "on" : "off"); };
   agree("--augment-flip", on_off(f.augment_flip), on_off(k.augment_flip));
+  agree("--qbp-authors", on_off(f.qbp_authors), on_off(k.qbp_authors));
   agree("--shift-bn", on_off(f.shift_bn), on_off(a.shift_batch_norm));
-  for (const char* fixed : {"--width", "--preprocess", "--svhn-extra"})
+  for (const char* fixed : {"--width", "--convnet", "--preprocess", "--svhn-extra"})
     if (given(fixed))
       throw fewmul::error(std::string(fixed) + " cannot be given with --resume: " + path +
                           " fixes the network, the preprocessing and the data");
@@ -192,6 +195,7 @@ int run_train(const train_flags& f, const CLI::App& train) {
     const bool bnn = config.training_method == fewmul::method::bnn || config.training_method == fewmul::method::qnn;
     // BNN and QNN train with Adam unless told otherwise (Hubara et al.).
     config.optimizer = bnn && !optimizer_given ? fewmul::optimizer_kind::adam : parse_optimizer(f.optimizer_text);
+    float paper_dropout_input = 0.0f, paper_dropout_hidden = 0.0f;  // the preset's, unless the flags are given
     if (f.schedule_text == "paper") {
       // The authors' setup of this dataset and method; flags given explicitly still win.
       const fewmul::paper_preset p = fewmul::paper_preset_for(dataset, config.training_method);
@@ -201,8 +205,10 @@ int run_train(const train_flags& f, const CLI::App& train) {
       if (!epochs_given) config.epochs = p.epochs;
       if (!batch_given) config.batch = p.batch;
       if (!optimizer_given) config.optimizer = p.optimizer;
-      std::fprintf(stderr, "fewmul: paper schedule (%s): lr %g -> %g over %zu epochs, batch %zu\n", p.source, config.lr,
-                   config.lr_end, config.epochs, config.batch);
+      paper_dropout_input = p.dropout_input;
+      paper_dropout_hidden = p.dropout_hidden;
+      std::fprintf(stderr, "fewmul: paper schedule (%s): lr %g -> %g over %zu epochs, batch %zu, dropout %g/%g\n",
+                   p.source, config.lr, config.lr_end, config.epochs, config.batch, p.dropout_input, p.dropout_hidden);
     }
     config.weight_bits = f.weight_bits;
     config.momentum = f.momentum;
@@ -212,6 +218,7 @@ int run_train(const train_flags& f, const CLI::App& train) {
     config.validation = validation_given ? f.validation : default_validation(dataset, data.train.size());
     config.qbp_kmin = f.qbp_kmin;
     config.qbp_kmax = f.qbp_kmax;
+    config.qbp_authors = f.qbp_authors;
     config.augment_shift = f.augment_shift;
     config.augment_flip = f.augment_flip;
     config.bn_reestimate_examples = f.bn_reestimate;
@@ -224,30 +231,56 @@ int run_train(const train_flags& f, const CLI::App& train) {
       c.architecture.hidden = f.hidden_text.empty() ? fewmul::mlp_preset_hidden(config.training_method, f.width)
                                                     : parse_hidden(f.hidden_text);
     } else {
-      c.architecture = fewmul::convnet_preset(data.meta.height, data.meta.width, data.meta.channels, 10, f.width);
+      // Lin et al.'s valid-padded net for fp32 and the BinaryConnect methods, the BNN paper's for bnn and qnn.
+      const auto& m = data.meta;
+      c.architecture = f.convnet_text == "lin" ? fewmul::convnet_lin_preset(m.height, m.width, m.channels, 10, f.width)
+                       : f.convnet_text == "bnn" ? fewmul::convnet_preset(m.height, m.width, m.channels, 10, f.width)
+                                                 : fewmul::convnet_preset_for(config.training_method, m.height, m.width,
+                                                                              m.channels, 10, f.width);
     }
     c.architecture.height = data.meta.height;
     c.architecture.width = data.meta.width;
     c.architecture.channels = data.meta.channels;
     c.architecture.act = act;
     c.architecture.activation_bits = f.activation_bits;
-    c.architecture.dropout_input = f.dropout_input;
-    c.architecture.dropout_hidden = f.dropout_hidden;
+    c.architecture.dropout_input = train.count("--dropout-input") > 0 ? f.dropout_input : paper_dropout_input;
+    c.architecture.dropout_hidden = train.count("--dropout-hidden") > 0 ? f.dropout_hidden : paper_dropout_hidden;
     c.architecture.shift_batch_norm = f.shift_bn;
     c.meta = data.meta;
     c.meta.method = f.method_text;
     fewmul::validate(config);  // before the preprocessing is fitted (minutes for ZCA)
     fewmul::validate(c.architecture);
-    // Preprocessing as in the papers: GCN + ZCA for CIFAR-10, GCN for SVHN, none for MNIST; fitted on
-    // the training examples only (not the validation split).
+    // Preprocessing as in the papers, fitted on the training examples only (not the validation split).
+    // MNIST: Lin et al. centre it (hantek/BinaryConnect mnist.py: pylearn2 MNIST(center = True)); BinaryNet
+    // scales it to [-1, 1] (Train-time/mnist.py), a constant shift the batch norm after the first layer
+    // removes, so none. CIFAR-10: GCN (scale 55) + ZCA, pylearn2's make_cifar10_gcn_whitened.py, both
+    // papers. SVHN: Lin et al.'s GCN (pylearn2's default scale 1) + LeCun LCN (hantek/BinaryConnect
+    // svhn_preprocessing.py); bnn/qnn keep GCN.
+    const bool lin_method =
+        config.training_method != fewmul::method::bnn && config.training_method != fewmul::method::qnn;
     std::string pre = f.preprocess_text;
-    if (pre == "auto") pre = dataset == "cifar10" ? "gcn+zca" : dataset == "svhn" ? "gcn" : "none";
+    if (pre == "auto")
+      pre = dataset == "cifar10" ? "gcn+zca"
+            : dataset == "svhn"  ? (lin_method ? "gcn+lcn" : "gcn")
+            : lin_method         ? "center"
+                                 : "none";
     if (pre != "none") {
       if (config.validation >= data.train.size())
         throw fewmul::error("validation split of " + std::to_string(config.validation) + " leaves no training data");
+      fewmul::preprocessing_options o;
+      o.center = pre == "center";
+      o.gcn = pre != "center";
+      o.zca = pre == "gcn+zca";
+      // ZCA regularizer 0.1: pylearn2's ZCA(filter_bias=0.1) default, which make_cifar10_gcn_whitened.py
+      // (the data of hantek/BinaryConnect cifar10.py and BinaryNet Train-time/cifar10.py) keeps.
+      o.zca_bias = 0.1f;
+      if (pre == "gcn+lcn" || pre == "gcn+lcn-all") {
+        o.gcn_scale = 1.0f;  // pylearn2 GlobalContrastNormalization() defaults, svhn_preprocessing.py
+        // pylearn2's LeCunLCN returns inside its channel loop: the authors' data has channel 0 normalized.
+        o.lcn_channels = pre == "gcn+lcn" ? 1 : data.train.channels;
+      }
       const auto start = std::chrono::steady_clock::now();
-      c.meta.preprocess = fewmul::fit_preprocessing(data.train.slice(0, data.train.size() - config.validation), true,
-                                                    pre == "gcn+zca", 1.0f, rt);
+      c.meta.preprocess = fewmul::fit_preprocessing(data.train.slice(0, data.train.size() - config.validation), o, rt);
       std::fprintf(stderr, "fewmul: fitted %s preprocessing in %.1f s\n", pre.c_str(),
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
@@ -388,14 +421,26 @@ command add_train_command(CLI::App& app) {
       ->check(number_in(limits::width_min, limits::width_max))
       ->capture_default_str();
   train
+      ->add_option("--convnet", f.convnet_text,
+                   "CIFAR-10/SVHN network: lin (Lin et al.'s valid-padded 128C3-128C3-MP2-256C2-256C2-MP2-512C2-"
+                   "512C2-MP2-1024C2-1024FC), bnn (the BNN paper's same-padded 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-"
+                   "1024FC-1024FC) or auto (bnn for bnn/qnn, else lin)")
+      ->check(CLI::IsMember({"auto", "lin", "bnn"}))
+      ->capture_default_str();
+  train
       ->add_option("--preprocess", f.preprocess_text,
-                   "auto (cifar10: gcn+zca, svhn: gcn, mnist: none), none, gcn or gcn+zca")
-      ->check(CLI::IsMember({"auto", "none", "gcn", "gcn+zca"}))
+                   "auto (the papers': mnist center, bnn/qnn none; cifar10 gcn+zca; svhn gcn+lcn, bnn/qnn gcn), "
+                   "none, center (subtract the training mean), gcn, gcn+zca (regularizer 0.1), gcn+lcn (LeCun "
+                   "local contrast normalization of channel 0, as pylearn2's LeCunLCN gave the authors) or "
+                   "gcn+lcn-all (every channel)")
+      ->check(CLI::IsMember({"auto", "none", "center", "gcn", "gcn+zca", "gcn+lcn", "gcn+lcn-all"}))
       ->capture_default_str();
   train->add_option("--augment-shift", f.augment_shift, "Random shifts of up to N pixels (random crops) in training")
       ->check(whole_in(0, limits::augment_shift_max));
   train->add_flag("--augment-flip", f.augment_flip, "Random left-right mirroring in training");
-  train->add_flag("--svhn-extra", f.svhn_extra, "SVHN: also train on extra_32x32.mat");
+  train->add_flag("--svhn-extra", f.svhn_extra,
+                  "SVHN: also train on extra_32x32.mat, holding out the papers' class-balanced 6,000-image "
+                  "validation set (400 per digit from train, 200 from extra)");
   train->add_option("--seed", f.seed, "Random seed (same seed => same result)")
       ->check(whole_in(0, UINT64_MAX))
       ->capture_default_str();
@@ -414,6 +459,10 @@ command add_train_command(CLI::App& app) {
   train->add_option("--qbp-kmax", f.qbp_kmax, "Largest exponent of quantized inputs")
       ->check(CLI::Range(fewmul::kernels::pow2_min_exponent, fewmul::kernels::pow2_max_exponent))
       ->capture_default_str();
+  train->add_flag("--qbp-authors", f.qbp_authors,
+                  "Quantized backprop rounded as the authors' code (hantek/BinaryConnect layer.py): dense layers "
+                  "without exponent clip; convolutions with levels up to 2^(kmax+1) and |x| < 2^kmin (zeros: "
+                  "negative) to 2^kmin");
   train->add_option("--data", f.data_dir,
                     "Dataset directory (default build/data/<dataset>): MNIST IDX files, CIFAR-10 binary batches, or "
                     "SVHN train_32x32.mat/test_32x32.mat");
@@ -434,6 +483,12 @@ command add_train_command(CLI::App& app) {
   return {train, [flags, train] {
             const train_flags& f = *flags;
             if (f.qbp_kmin > f.qbp_kmax) throw fewmul::error("--qbp-kmin must not exceed --qbp-kmax");
+            if (f.svhn_extra && f.train_limit > 0)
+              throw fewmul::error(
+                  "--train-limit cannot be combined with --svhn-extra: the balanced validation set is "
+                  "the tail of the training data it would cut");
+            if (train->count("--convnet") > 0 && f.dataset == "mnist")
+              throw fewmul::error("--convnet applies to cifar10 and svhn (mnist trains an MLP)");
             if (train->count("--wbits") > 0 && f.method_text != "qnn")
               throw fewmul::error("--wbits applies to --method qnn");
             if (train->count("--abits") > 0 && f.method_text != "qnn" && f.activation_text != "quantized")

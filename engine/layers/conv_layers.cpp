@@ -27,7 +27,10 @@ void check_shape(const conv_shape& s) {
   };
   if (s.height == 0 || s.width == 0 || s.in_channels == 0 || s.out_channels == 0) bad("sizes must be positive");
   if (s.height > 4096 || s.width > 4096 || s.in_channels > 65536 || s.out_channels > 65536) bad("implausibly large");
-  if (s.kernel == 0 || s.kernel % 2 == 0 || s.kernel > 15) bad("kernel size must be odd and at most 15");
+  // An even kernel has no centre to pad around; valid padding needs none (Lin et al.'s 2x2 kernels).
+  if (s.kernel == 0 || s.kernel > 15) bad("kernel size must lie in 1..15");
+  if (s.same_padding && s.kernel % 2 == 0) bad("kernel size must be odd with same padding");
+  if (s.fan_out_pool == 0 || s.fan_out_pool > 64) bad("the pool area of the fan must lie in 1..64");
   if (!s.same_padding && (s.kernel > s.height || s.kernel > s.width)) bad("kernel larger than a valid-padded input");
 }
 
@@ -88,7 +91,9 @@ class conv2d_layer final : public layer {
   conv2d_layer(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed)
       : shape_((check_shape(shape), shape)),
         core_(shape.kernel * shape.kernel * shape.in_channels, shape.out_channels, options, init_seed,
-              static_cast<float>(shape.kernel * shape.kernel * (shape.in_channels + shape.out_channels))) {
+              static_cast<float>(shape.kernel * shape.kernel) *
+                  (static_cast<float>(shape.in_channels) +
+                   static_cast<float>(shape.out_channels) / static_cast<float>(shape.fan_out_pool))) {
     if (shape.same_padding && shape.kernel > 1) describe_padding();
   }
   void set_input_bits(int inference_bits, int training_bits) override {

@@ -64,6 +64,9 @@ weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_op
   if (inputs == 0 || outputs == 0) throw error("a weight layer needs positive sizes");
   if (inputs > (std::size_t{1} << 24) || outputs > (std::size_t{1} << 24) || inputs * outputs > (std::size_t{1} << 31))
     throw error("weight matrix of " + std::to_string(outputs) + "x" + std::to_string(inputs) + " is too large");
+  if (options.qbp && options.qbp_round == qbp_rounding::authors_conv && options.qbp_kmax >= kernels::pow2_max_exponent)
+    throw error("the authors' convolution rounding reaches 2^(kmax + 1): kmax must stay below " +
+                std::to_string(kernels::pow2_max_exponent));
   if (options.qbp && (options.qbp_kmin < kernels::pow2_min_exponent || options.qbp_kmax > kernels::pow2_max_exponent ||
                       options.qbp_kmin > options.qbp_kmax))
     throw error("quantized-backprop exponent range [" + std::to_string(options.qbp_kmin) + ", " +
@@ -111,6 +114,9 @@ std::string weight_core::kind_name() const {
   std::string s = o.kind == weight_kind::fp32 ? "fp32" : o.kind == weight_kind::binary ? "binary" : "ternary";
   if (o.kind != weight_kind::fp32)
     s += o.training_sampling == kernels::sample_mode::stochastic ? "(stochastic)" : "(deterministic)";
+  if (o.qbp && o.qbp_round == qbp_rounding::authors_dense) return s + "+qbp[authors' dense, unclipped]";
+  if (o.qbp && o.qbp_round == qbp_rounding::authors_conv)
+    return s + "+qbp[authors' conv, " + std::to_string(o.qbp_kmin) + "," + std::to_string(o.qbp_kmax + 1) + "]";
   if (o.qbp) s += "+qbp[" + std::to_string(o.qbp_kmin) + "," + std::to_string(o.qbp_kmax) + "]";
   return s;
 }
@@ -440,9 +446,21 @@ void weight_core::weight_gradient_pm1(const float* dy, const float* x, std::size
 void weight_core::quantize_inputs(const float* x, std::size_t count, std::int8_t* codes, std::uint32_t layer,
                                   std::uint64_t part, std::uint32_t index0, const step_context& ctx) const {
   const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, layer, part == 0 ? 0x9b9 : 0x9b9 + (part << 12));
+  // The authors' rules (qbp_rounding) through the same kernel: dense, the engine's whole exponent range;
+  // convolutions, the range [kmin, kmax + 1] (a floor clipped to kmax still steps up to kmax + 1), then
+  // every |x| below 2^kmin, which the kernel sends to 0 or 2^kmin, set to sign(x) 2^kmin (zeros negative).
+  const qbp_rounding rule = options_.qbp_round;
+  const int kmin = rule == qbp_rounding::authors_dense ? kernels::pow2_min_exponent : options_.qbp_kmin;
+  const int kmax = rule == qbp_rounding::authors_dense  ? kernels::pow2_max_exponent
+                   : rule == qbp_rounding::authors_conv ? options_.qbp_kmax + 1
+                                                        : options_.qbp_kmax;
   parallel_rows(ctx.rt, count, 4096, [&](std::size_t i0, std::size_t i1) {
-    ctx.kernels.quantize_pow2(x + i0, i1 - i0, codes + i0, options_.qbp_kmin, options_.qbp_kmax, key,
-                              static_cast<std::uint32_t>(index0 + i0));
+    ctx.kernels.quantize_pow2(x + i0, i1 - i0, codes + i0, kmin, kmax, key, static_cast<std::uint32_t>(index0 + i0));
+    if (rule != qbp_rounding::authors_conv) return;
+    const float smallest = std::ldexp(1.0f, kmin);
+    const auto code = static_cast<std::int8_t>(kmin + kernels::pow2_code_bias);
+    for (std::size_t i = i0; i < i1; ++i)
+      if (std::fabs(x[i]) < smallest) codes[i] = x[i] > 0.0f ? code : static_cast<std::int8_t>(-code);
   });
 }
 

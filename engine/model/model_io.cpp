@@ -17,6 +17,7 @@
 
 #include "fewmul/error.hpp"
 #include "fewmul/model.hpp"
+#include "model/architecture.hpp"
 #include "model/serialize.hpp"
 
 namespace fewmul {
@@ -165,6 +166,10 @@ void write_metadata(detail::byte_writer& out, const model_metadata& m) {
   out.put<float>(m.preprocess.gcn_scale);
   out.put_vector(m.preprocess.zca_mean);
   out.put_vector(m.preprocess.zca_matrix);
+  out.put_vector(m.preprocess.center_mean);  // version 7: centring and local contrast normalization
+  out.put<std::uint32_t>(m.preprocess.lcn_height);
+  out.put<std::uint32_t>(m.preprocess.lcn_width);
+  out.put<std::uint32_t>(m.preprocess.lcn_channels);
 }
 
 model_metadata read_metadata(detail::byte_reader& in, std::uint32_t version) {
@@ -192,9 +197,26 @@ model_metadata read_metadata(detail::byte_reader& in, std::uint32_t version) {
     for (float v : m.preprocess.zca_matrix)
       if (!std::isfinite(v)) in.invalid("non-finite whitening matrix");
   }
+  if (version >= 7) {
+    m.preprocess.center_mean = in.get_vector<float>("centring mean");
+    for (float v : m.preprocess.center_mean)
+      if (!std::isfinite(v)) in.invalid("non-finite centring mean");
+    m.preprocess.lcn_height = in.get<std::uint32_t>("contrast normalization height");
+    m.preprocess.lcn_width = in.get<std::uint32_t>("contrast normalization width");
+    m.preprocess.lcn_channels = in.get<std::uint32_t>("contrast normalization channels");
+    if (m.preprocess.lcn_channels > 0 && (m.preprocess.lcn_height != m.height || m.preprocess.lcn_width != m.width ||
+                                          m.preprocess.lcn_channels > m.channels))
+      in.invalid("local contrast normalization of " + std::to_string(m.preprocess.lcn_height) + "x" +
+                 std::to_string(m.preprocess.lcn_width) + " images (" + std::to_string(m.preprocess.lcn_channels) +
+                 " channels) does not fit the input shape");
+  }
   if (m.width == 0 || m.height == 0 || m.channels == 0 || m.width > 65536 || m.height > 65536 || m.channels > 64 ||
       !std::isfinite(m.input_scale) || !(m.input_scale > 0.0f) || m.input_scale > 1e6f)
     in.invalid("bad input shape or scale in the metadata (the scale must be finite, positive and at most 1e6)");
+  if (!m.preprocess.center_mean.empty() &&
+      m.preprocess.center_mean.size() != std::size_t{m.width} * m.height * m.channels)
+    in.invalid("centring fitted on " + std::to_string(m.preprocess.center_mean.size()) + " features, the input has " +
+               std::to_string(std::size_t{m.width} * m.height * m.channels));
   if (!m.preprocess.zca_mean.empty() && m.preprocess.zca_mean.size() != std::size_t{m.width} * m.height * m.channels)
     in.invalid("whitening fitted on " + std::to_string(m.preprocess.zca_mean.size()) + " features, the input has " +
                std::to_string(std::size_t{m.width} * m.height * m.channels));
@@ -212,27 +234,6 @@ std::vector<std::vector<float>> read_states(detail::byte_reader& in, const char*
   std::vector<std::vector<float>> states;
   for (std::uint64_t i = 0; i < count; ++i) states.push_back(in.get_vector<float>(what));
   return states;
-}
-
-// Values in network::snapshot() of make_network(a): weights, and per batch norm scale, shift, mean
-// and variance.
-double state_floats(const network_architecture& a) {
-  double total = 0, h = a.height, w = a.width, c = a.channels;
-  for (std::size_t i = 0; i < a.conv.size(); ++i) {
-    if (a.conv[i] == 0) continue;
-    const double out = static_cast<double>(a.conv[i]);
-    total += 9.0 * c * out + 4.0 * out;
-    c = out;
-    if (i + 1 < a.conv.size() && a.conv[i + 1] == 0) h = std::floor(h / 2), w = std::floor(w / 2);
-  }
-  double width = h * w * c;
-  std::vector<std::size_t> sizes = a.hidden;
-  sizes.push_back(a.outputs);
-  for (std::size_t n : sizes) {
-    total += width * static_cast<double>(n) + 4.0 * static_cast<double>(n);
-    width = static_cast<double>(n);
-  }
-  return total;
 }
 
 // Stored values beyond this magnitude are refused: no trained network holds them, and they overflow the
@@ -363,6 +364,11 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put<std::uint8_t>(static_cast<std::uint8_t>(k.schedule));  // version 6: schedules and inits of issue 15
   out.put<float>(k.lr_end);
   out.put<std::uint8_t>(c.unscaled_binary_net);
+  // version 7: kernel sizes, padding and Lin et al.'s pooled fan of the convolutions
+  out.put_vector(std::vector<std::uint64_t>(c.architecture.conv_kernels.begin(), c.architecture.conv_kernels.end()));
+  out.put<std::uint8_t>(c.architecture.conv_same_padding);
+  out.put<std::uint8_t>(c.architecture.fan_out_per_pool);
+  out.put<std::uint8_t>(k.qbp_authors);  // version 7: the authors' quantized-backprop rounding
   write_metadata(out, c.meta);
   write_states(out, c.state.network_state);
   write_states(out, c.state.optimizer_state);
@@ -452,6 +458,18 @@ checkpoint load_checkpoint(const std::string& path) {
     if (unscaled > 1) in.invalid("bad binary-net scale flag");
     c.unscaled_binary_net = unscaled != 0;
   }
+  if (version >= 7) {  // before: 3x3 "same" convolutions with the fan k^2 (in + out)
+    const auto kernels = in.get_vector<std::uint64_t>("convolution kernel sizes");
+    c.architecture.conv_kernels.assign(kernels.begin(), kernels.end());
+    const auto same = in.get<std::uint8_t>("convolution padding flag");
+    const auto pooled_fan = in.get<std::uint8_t>("convolution fan flag");
+    if (same > 1 || pooled_fan > 1) in.invalid("bad convolution padding or fan flag");
+    c.architecture.conv_same_padding = same != 0;
+    c.architecture.fan_out_per_pool = pooled_fan != 0;
+    const auto authors = in.get<std::uint8_t>("quantized-backprop rounding flag");
+    if (authors > 1) in.invalid("bad quantized-backprop rounding flag");
+    k.qbp_authors = authors != 0;
+  }
   // The run's settings as the CLI's flags would be checked (a forged or damaged file cannot hold what
   // no flag can give, e.g. 2^63 epochs or a NaN learning rate).
   try {
@@ -480,12 +498,16 @@ checkpoint load_checkpoint(const std::string& path) {
   if (!in.done()) in.invalid("unexpected bytes at the end");
   // The state must hold exactly the architecture's values; checked before building the network, so a
   // lying architecture cannot make us allocate more than the file holds.
-  double stored = 0;
+  double stored = 0, needed = 0;
   for (const auto& v : c.state.network_state) stored += static_cast<double>(v.size());
-  if (stored != state_floats(c.architecture))
+  try {
+    needed = detail::state_values(detail::plan_network(c.architecture));
+  } catch (const error& e) {
+    in.invalid(std::string("impossible architecture: ") + e.what());
+  }
+  if (stored != needed)
     in.invalid("state holds " + std::to_string(static_cast<std::uint64_t>(stored)) +
-               " values, the architecture needs " +
-               std::to_string(static_cast<std::uint64_t>(state_floats(c.architecture))));
+               " values, the architecture needs " + std::to_string(static_cast<std::uint64_t>(needed)));
   // Rebuilding checks that the states fit the architecture.
   network last, best;
   try {
@@ -502,7 +524,8 @@ checkpoint load_checkpoint(const std::string& path) {
 
 network make_network(const checkpoint& c) {
   const auto& a = c.architecture;
-  if (a.inputs() == 0 || a.inputs() > (1u << 26) || a.outputs == 0 || a.hidden.size() > 64 || a.conv.size() > 64)
+  if (a.inputs() == 0 || a.inputs() > (1u << 26) || a.outputs == 0 || a.hidden.size() > 64 || a.conv.size() > 64 ||
+      a.conv_kernels.size() > 64)
     throw error("implausible architecture");
   for (std::size_t h : a.hidden)
     if (h == 0 || h > (1u << 20)) throw error("implausible hidden width " + std::to_string(h));
@@ -511,6 +534,7 @@ network make_network(const checkpoint& c) {
   dense_options options =
       dense_options_for(c.config.training_method, c.config.qbp_kmin, c.config.qbp_kmax, c.config.weight_bits);
   if (c.unscaled_binary_net && options.lr_scale == lr_scale_kind::binary_net) options.lr_scale = lr_scale_kind::none;
+  if (c.config.qbp_authors) options.qbp_round = qbp_rounding::authors_dense;
   return make_network(a, options, c.config.seed);
 }
 

@@ -8,6 +8,7 @@
 
 #include "fewmul/error.hpp"
 #include "fewmul/train.hpp"
+#include "model/architecture.hpp"
 #include "train/optimizer.hpp"
 #include "runtime/parallel_gemm.hpp"
 
@@ -150,6 +151,9 @@ void validate(const train_config& c) {
     throw error("--qbp-kmin and --qbp-kmax must lie in [" + std::to_string(kernels::pow2_min_exponent) + ", " +
                 std::to_string(kernels::pow2_max_exponent) + "] with kmin <= kmax, not " + std::to_string(c.qbp_kmin) +
                 " and " + std::to_string(c.qbp_kmax));
+  if (c.qbp_authors && c.qbp_kmax >= kernels::pow2_max_exponent)
+    throw error("--qbp-authors rounds convolution inputs up to 2^(kmax + 1): --qbp-kmax must be below " +
+                std::to_string(kernels::pow2_max_exponent));
   if (c.weight_bits < 1 || c.weight_bits > 8)
     throw error("--wbits must be a whole number in [1, 8], not " + std::to_string(c.weight_bits));
   require("--augment-shift", whole_problem(c.augment_shift, 0, L::augment_shift_max));
@@ -203,8 +207,11 @@ const preset_row paper_presets[] = {
     // hantek/BinaryConnect svhn.py: LR = .3, LR_fin = .001, n_epoch = 60, batch_size = 100, M = 0.
     {"svhn", false, {0.3f, 0.001f, 60, 100, lin_init, optimizer_kind::sgd, "hantek/BinaryConnect svhn.py"}},
     // MatthieuCourbariaux/BinaryNet Train-time/mnist.py: LR_start = .003, LR_fin = 0.0000003,
-    // num_epochs = 1000, batch_size = 100, H = 1., W_LR_scale = "Glorot", lasagne.updates.adam.
-    {"mnist", true, {0.003f, 3e-7f, 1000, 100, bnn_init, optimizer_kind::adam, "BinaryNet Train-time/mnist.py"}},
+    // num_epochs = 1000, batch_size = 100, H = 1., W_LR_scale = "Glorot", lasagne.updates.adam,
+    // dropout_in = .2, dropout_hidden = .5.
+    {"mnist",
+     true,
+     {0.003f, 3e-7f, 1000, 100, bnn_init, optimizer_kind::adam, "BinaryNet Train-time/mnist.py", 0.2f, 0.5f}},
     // Train-time/cifar10.py: LR_start = 0.001, LR_fin = 0.0000003, num_epochs = 500, batch_size = 50.
     {"cifar10", true, {0.001f, 3e-7f, 500, 50, bnn_init, optimizer_kind::adam, "BinaryNet Train-time/cifar10.py"}},
     // Train-time/svhn.py: LR_start = 0.001, LR_fin = 0.000001, num_epochs = 200, batch_size = 50.
@@ -314,58 +321,40 @@ network make_mlp(std::size_t inputs, const std::vector<std::size_t>& hidden, std
 }
 
 network make_network(const network_architecture& arch, const dense_options& options, std::uint64_t seed) {
-  if (arch.height == 0 || arch.width == 0 || arch.channels == 0 || arch.outputs == 0)
-    throw error("network architecture needs a positive input shape and output count");
   validate(arch);
+  const std::vector<detail::planned_block> blocks = detail::plan_network(arch);
+  dense_options conv_options = options;  // the authors round a convolution's inputs by their own rule
+  if (options.qbp_round == qbp_rounding::authors_dense) conv_options.qbp_round = qbp_rounding::authors_conv;
   network net;
-  std::size_t h = arch.height, w = arch.width, c = arch.channels;
-  auto add_batch_norm = [&](std::size_t channels, std::size_t positions) {
-    net.add(arch.shift_batch_norm ? make_shift_batch_norm(channels, positions)
-            : positions == 1      ? make_batch_norm(channels)
-                                  : make_spatial_batch_norm(channels, positions));
-  };
-  auto add_activation = [&](std::size_t n) {
+  if (arch.dropout_input > 0.0f) net.add(make_dropout(arch.inputs(), arch.dropout_input));
+  for (const detail::planned_block& b : blocks) {
+    if (b.convolution) {
+      net.add(make_conv2d(b.conv, conv_options, kernels::derive_key(seed, 0xc0, b.key_index)));
+      if (b.pool) net.add(make_max_pool(b.conv.out_height(), b.conv.out_width(), b.channels));
+    } else {
+      net.add(make_dense(b.inputs, b.outputs, options, kernels::derive_key(seed, 0xde, b.key_index)));
+    }
+    net.add(arch.shift_batch_norm ? make_shift_batch_norm(b.channels, b.positions)
+            : b.positions == 1    ? make_batch_norm(b.channels)
+                                  : make_spatial_batch_norm(b.channels, b.positions));
+    if (b.output_layer) continue;
+    const std::size_t n = b.channels * b.positions;
     net.add(make_activation(arch.act, n, arch.activation_bits));
     if (arch.dropout_hidden > 0.0f) net.add(make_dropout(n, arch.dropout_hidden));
-  };
-  if (arch.dropout_input > 0.0f) net.add(make_dropout(arch.inputs(), arch.dropout_input));
-  for (std::size_t i = 0; i < arch.conv.size(); ++i) {
-    if (arch.conv[i] == 0)
-      throw error("a max-pool must follow a convolution (architecture entry " + std::to_string(i) + ")");
-    conv_shape shape;
-    shape.height = h;
-    shape.width = w;
-    shape.in_channels = c;
-    shape.out_channels = arch.conv[i];
-    net.add(make_conv2d(shape, options, kernels::derive_key(seed, 0xc0, i)));
-    c = arch.conv[i];
-    if (i + 1 < arch.conv.size() && arch.conv[i + 1] == 0) {
-      net.add(make_max_pool(h, w, c));
-      h /= 2;
-      w /= 2;
-      ++i;
-    }
-    add_batch_norm(c, h * w);
-    add_activation(h * w * c);
-  }
-  std::size_t width = h * w * c;
-  std::vector<std::size_t> sizes = arch.hidden;
-  sizes.push_back(arch.outputs);
-  for (std::size_t i = 0; i < sizes.size(); ++i) {
-    net.add(make_dense(width, sizes[i], options, kernels::derive_key(seed, 0xde, i)));
-    add_batch_norm(sizes[i], 1);
-    if (i + 1 < sizes.size()) add_activation(sizes[i]);
-    width = sizes[i];
   }
   return net;
 }
 
+namespace {
+std::size_t scaled_width(double n, double width_multiplier) {
+  if (!(width_multiplier > 0.0) || width_multiplier > 16.0) throw error("--width must lie in (0, 16]");
+  return std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(n * width_multiplier)));
+}
+}  // namespace
+
 network_architecture convnet_preset(std::uint32_t height, std::uint32_t width, std::uint32_t channels,
                                     std::size_t classes, double width_multiplier) {
-  if (!(width_multiplier > 0.0) || width_multiplier > 16.0) throw error("--width must lie in (0, 16]");
-  auto scaled = [&](double n) {
-    return std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(n * width_multiplier)));
-  };
+  auto scaled = [&](double n) { return scaled_width(n, width_multiplier); };
   network_architecture a;
   a.height = height;
   a.width = width;
@@ -374,6 +363,34 @@ network_architecture convnet_preset(std::uint32_t height, std::uint32_t width, s
   a.hidden = {scaled(1024), scaled(1024)};
   a.outputs = classes;
   return a;
+}
+
+network_architecture convnet_lin_preset(std::uint32_t height, std::uint32_t width, std::uint32_t channels,
+                                        std::size_t classes, double width_multiplier) {
+  auto scaled = [&](double n) { return scaled_width(n, width_multiplier); };
+  network_architecture a;
+  a.height = height;
+  a.width = width;
+  a.channels = channels;
+  // hantek/BinaryConnect cifar10.py and svhn.py (DeepCNN, identical on the binary, ternary and precise
+  // branches): ReLU_conv_layer filter_shape (128, 3, 3, 3) and (128, 128, 3, 3) with pool_shape (2, 2) on
+  // the second; (256, ., 2, 2) twice, pooled; (512, ., 2, 2) twice, pooled; (1024, 512, 2, 2) unpooled;
+  // ReLU_layer 1024 -> 1024; linear_layer 1024 -> 10 (the L2-SVM output), BN on every layer. layer.py
+  // conv_layer.fprop: T.nnet.conv.conv2d(..., border_mode='valid'), then max_pool_2d, then BN, then the
+  // activation; n_units = filters * k^2 / pool area in the Glorot bound of the start.
+  a.conv = {scaled(128), scaled(128), 0, scaled(256), scaled(256), 0, scaled(512), scaled(512), 0, scaled(1024)};
+  a.conv_kernels = {3, 3, 2, 2, 2, 2, 2};
+  a.conv_same_padding = false;
+  a.fan_out_per_pool = true;
+  a.hidden = {scaled(1024)};
+  a.outputs = classes;
+  return a;
+}
+
+network_architecture convnet_preset_for(method m, std::uint32_t height, std::uint32_t width, std::uint32_t channels,
+                                        std::size_t classes, double width_multiplier) {
+  return m == method::bnn || m == method::qnn ? convnet_preset(height, width, channels, classes, width_multiplier)
+                                              : convnet_lin_preset(height, width, channels, classes, width_multiplier);
 }
 
 double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights, std::size_t batch) {

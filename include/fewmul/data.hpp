@@ -59,21 +59,57 @@ const std::vector<std::string>& cifar10_class_names();
 /// file on anything else (bad header, truncation, wrong types or dimensions, labels outside 1..10).
 dataset load_svhn_mat(const std::string& path);
 
-/// Input preprocessing fitted on training data and stored with models: optional global contrast
-/// normalization of each example, then optional ZCA whitening.
+/// Input preprocessing fitted on training data and stored with models, applied in this order: optional
+/// centring (the training mean of each feature subtracted), global contrast normalization of each
+/// example, LeCun local contrast normalization, ZCA whitening.
 struct preprocessing {
+  /// Per-feature training mean subtracted from every example (empty: none). Lin et al.'s MNIST:
+  /// hantek/BinaryConnect mnist.py loads pylearn2's MNIST with center = True (X -= X.mean(axis=0)).
+  std::vector<float> center_mean;
   bool gcn = false;
-  float gcn_scale = 55.0f;        ///< GCN centres each example and scales it to this L2 norm (pylearn2's)
+  float gcn_scale = 55.0f;  ///< GCN centres each example and scales it to this L2 norm (pylearn2's)
+  /// LeCun local contrast normalization of images lcn_height x lcn_width (channel-last, as datasets hold
+  /// them) after GCN, on the first lcn_channels channels (0: none): with g the 7x7 Gaussian of sigma 2
+  /// normalized to sum 1 and zero padding, v <- (v - g*v) / max(d, mean(d), 1e-4), d = sqrt(g*v^2), the
+  /// mean over the image's positions (pylearn2 datasets/preprocessing.py lecun_lcn and LeCunLCN, as
+  /// hantek/BinaryConnect svhn_preprocessing.py applies them to SVHN).
+  std::uint32_t lcn_height = 0, lcn_width = 0, lcn_channels = 0;
   std::vector<float> zca_mean;    ///< per-feature mean (empty: no whitening)
   std::vector<float> zca_matrix;  ///< features x features, symmetric: x <- (x - mean) * zca_matrix
-  bool active() const { return gcn || !zca_mean.empty(); }
+  bool active() const { return !center_mean.empty() || gcn || lcn_channels > 0 || !zca_mean.empty(); }
   /// Transforms `n` rows of `features` values in place.
   void apply(float* rows, std::size_t n, std::size_t features, const runtime& rt) const;
   void apply(dataset& data, const runtime& rt) const { apply(data.x.data(), data.size(), data.features, rt); }
 };
 
-/// Fits preprocessing on `train`: GCN when `gcn`, then, when `zca`, ZCA whitening
-/// W = (C + zca_bias I)^(-1/2) of the (GCN'd) training covariance C, as pylearn2's ZCA with filter_bias.
+/// What fit_preprocessing fits, in the order preprocessing applies it.
+struct preprocessing_options {
+  bool center = false;
+  bool gcn = false;
+  float gcn_scale = 55.0f;
+  /// LCN of the first lcn_channels channels (0: none); needs the training set's image shape. pylearn2's
+  /// LeCunLCN (the SVHN data of Lin et al.) returns from its channel loop after the first channel, so its
+  /// output normalizes channel 0 alone: 1 reproduces it, the image's channel count normalizes all.
+  std::uint32_t lcn_channels = 0;
+  bool zca = false;
+  float zca_bias = 0.1f;  ///< pylearn2's ZCA filter_bias default
+};
+
+/// Fits preprocessing on `train`: the training mean (center), GCN, LCN, then ZCA whitening
+/// W = (C + zca_bias I)^(-1/2) of the preprocessed training covariance C, as pylearn2's ZCA with
+/// filter_bias. Throws fewmul::error on LCN without an image shape or with more channels than it has.
+preprocessing fit_preprocessing(const dataset& train, const preprocessing_options& options, const runtime& rt);
+/// GCN (scale 55) when `gcn`, then ZCA when `zca`.
 preprocessing fit_preprocessing(const dataset& train, bool gcn, bool zca, float zca_bias, const runtime& rt);
+
+/// The SVHN split of Lin et al. and Hubara et al. (pylearn2 datasets/svhn.py split_train_valid, the
+/// 'splitted_train' and 'valid' sets of hantek/BinaryConnect svhn.py): a class-balanced validation set of
+/// `per_class_train` examples of each class drawn from `train` and `per_class_extra` from `extra` (400 and
+/// 200: 6,000 images), the rest of both as training data. Returns train-rest, extra-rest, then the
+/// validation examples last (train's then extra's, each by class), so that train_config::validation =
+/// 10 * (per_class_train + per_class_extra) holds them out. Drawn with a fixed key, as pylearn2 draws with
+/// a fixed seed (322). Throws fewmul::error when a class has too few examples.
+dataset svhn_balanced_split(const dataset& train, const dataset& extra, std::size_t per_class_train = 400,
+                            std::size_t per_class_extra = 200);
 
 }  // namespace fewmul

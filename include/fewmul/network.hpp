@@ -110,6 +110,21 @@ enum class lr_scale_kind : std::uint8_t {
   binary_net = 2
 };
 
+/// How quantized backprop rounds a layer input to a power of two.
+enum class qbp_rounding : std::uint8_t {
+  /// fewmul's: exponents in [qbp_kmin, qbp_kmax]; |x| below 2^kmin becomes 0 or 2^kmin (unbiased), |x| of
+  /// 2^kmax and more 2^kmax; zeros stay 0.
+  unbiased = 0,
+  /// The authors' dense layers (hantek/BinaryConnect layer.py linear_layer.quantized_bprop): floor(log2|x|)
+  /// unclipped, up by one with probability |x| / 2^floor - 1; zeros stay 0. The engine's exponent range
+  /// [-15, 15] bounds it (values beyond 2^15 or below 2^-15 do not reach a layer input after batch norm).
+  authors_dense = 1,
+  /// The authors' convolutions (layer.py conv_layer.quantized_bprop): floor(log2|x|) clipped to [qbp_kmin,
+  /// qbp_kmax] before the stochastic step up, so levels reach 2^(kmax + 1) (16 for [-4, 3]) and every |x|
+  /// below 2^kmin becomes sign(x) 2^kmin; exact zeros (T.switch(x > 0, 1, -1)) become -2^kmin.
+  authors_conv = 2
+};
+
 /// Options of a dense layer.
 struct dense_options {
   weight_kind kind = weight_kind::fp32;
@@ -120,6 +135,9 @@ struct dense_options {
   bool qbp = false;
   int qbp_kmin = -4;
   int qbp_kmax = 3;
+  /// Rounding of quantized backprop; make_network gives convolutions authors_conv where the options say
+  /// authors_dense (training setting only: not stored in model files).
+  qbp_rounding qbp_round = qbp_rounding::unbiased;
   /// How binary/ternary master weights start and how their learning rate is scaled (fp32 ignores it).
   lr_scale_kind lr_scale = lr_scale_kind::binary_connect;
   /// Bits per weight of weight_kind::quantized (2..8; deterministic rounding to the nearest level).
@@ -151,10 +169,14 @@ struct conv_shape {
   std::size_t in_channels = 0, out_channels = 0;
   std::size_t kernel = 3;    ///< square kernel, stride 1
   bool same_padding = true;  ///< pad with zeros to keep height x width ("same"), else "valid"
+  /// Area of a max-pool after the convolution that Lin et al.'s Glorot fan divides the fan-out by
+  /// (network_architecture::fan_out_per_pool); 1 leaves the fan k^2 (in + out). Not stored in files.
+  std::size_t fan_out_pool = 1;
   std::size_t out_height() const { return same_padding ? height : height + 1 - kernel; }
   std::size_t out_width() const { return same_padding ? width : width + 1 - kernel; }
 };
-/// Convolution without bias over channel-last maps, with fp32, binary or ternary weights
+/// Convolution without bias over channel-last maps (kernel odd with same padding, any size up to 15 with
+/// valid padding), with fp32, binary or ternary weights
 /// [out_channels][kernel][kernel][in_channels] (and quantized backprop) as in dense_options. Computed as
 /// im2col followed by the dense layer's products, over slabs of examples to bound the scratch memory.
 std::unique_ptr<layer> make_conv2d(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed);

@@ -55,13 +55,22 @@ network make_mlp(std::size_t inputs, const std::vector<std::size_t>& hidden, std
 /// width multiplied by `width_multiplier` (rounded, at least 1).
 std::vector<std::size_t> mlp_preset_hidden(method m, double width_multiplier = 1.0);
 
-/// Layer sizes of a network: optional 3x3 "same" convolutions over the input image (output channel
-/// counts, where 0 stands for a 2x2 max-pool), then dense hidden layers, then the output layer. Every
-/// weight layer is followed by batch norm and (except the output layer) the activation; a pool sits
-/// between its convolution and that convolution's batch norm, as in BinaryConnect's convnets.
+/// Layer sizes of a network: optional convolutions over the input image (output channel counts, where 0
+/// stands for a 2x2 max-pool), then dense hidden layers, then the output layer. Every weight layer is
+/// followed by batch norm and (except the output layer) the activation; a pool sits between its
+/// convolution and that convolution's batch norm, as in BinaryConnect's convnets (conv -> pool -> BN ->
+/// activation, hantek/BinaryConnect layer.py conv_layer.fprop).
 struct network_architecture {
   std::uint32_t height = 28, width = 28, channels = 1;  ///< input image (an MLP sees it flattened)
   std::vector<std::size_t> conv;
+  /// Kernel size of each convolution in order (pools not counted); empty: 3 for every one. Even sizes
+  /// need valid padding.
+  std::vector<std::size_t> conv_kernels;
+  bool conv_same_padding = true;  ///< zero padding keeping the map size ("same"); false: "valid"
+  /// Lin et al.'s Glorot fan of a convolution followed by a pool: fan_out = filters * k^2 / pool area
+  /// (hantek/BinaryConnect layer.py conv_layer.__init__), which sets the binary_connect step scale and
+  /// the fp32 start of those layers. False: k^2 (in + out), as BinaryNet's layers.
+  bool fan_out_per_pool = false;
   std::vector<std::size_t> hidden{1024, 1024, 1024};
   std::size_t outputs = 10;
   activation act = activation::relu;
@@ -76,11 +85,20 @@ struct network_architecture {
 /// smaller than 2x2, a pool first, zero sizes).
 network make_network(const network_architecture& arch, const dense_options& options, std::uint64_t seed);
 
-/// The CIFAR-10/SVHN convnet of the papers, 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-1024FC-1024FC-classes,
-/// for images of height x width x channels, every width multiplied by `width_multiplier` (rounded, at
-/// least 1).
+/// The CIFAR-10/SVHN convnet of the BNN paper (Hubara et al.), "same"-padded
+/// 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-1024FC-1024FC-classes, for images of height x width x channels,
+/// every width multiplied by `width_multiplier` (rounded, at least 1). The convnet of bnn and qnn.
 network_architecture convnet_preset(std::uint32_t height, std::uint32_t width, std::uint32_t channels,
                                     std::size_t classes, double width_multiplier = 1.0);
+/// Lin et al.'s CIFAR-10/SVHN convnet, valid-padded 128C3-128C3-MP2-256C2-256C2-MP2-512C2-512C2-MP2-
+/// 1024C2-1024FC-classes with conv -> pool -> BN -> ReLU (hantek/BinaryConnect cifar10.py and svhn.py,
+/// DeepCNN; layer.py conv_layer), widths multiplied as in convnet_preset. A 32x32 image reaches the
+/// 1024C2 layer as 2x2 and leaves it as 1x1.
+network_architecture convnet_lin_preset(std::uint32_t height, std::uint32_t width, std::uint32_t channels,
+                                        std::size_t classes, double width_multiplier = 1.0);
+/// The convnet of the paper `m` comes from: convnet_preset for bnn and qnn, convnet_lin_preset otherwise.
+network_architecture convnet_preset_for(method m, std::uint32_t height, std::uint32_t width, std::uint32_t channels,
+                                        std::size_t classes, double width_multiplier = 1.0);
 
 enum class loss_kind { squared_hinge, softmax_cross_entropy };
 /// sgd (optional momentum), adam, adamax, and shift_adamax (Hubara et al., Algorithm 4: AdaMax whose
@@ -93,7 +111,8 @@ struct paper_preset {
   std::size_t epochs = 0, batch = 0;
   lr_scale_kind init = lr_scale_kind::binary_connect;  ///< weight start and per-layer step scale
   optimizer_kind optimizer = optimizer_kind::sgd;
-  const char* source = "";  ///< the authors' script the row comes from
+  const char* source = "";                            ///< the authors' script the row comes from
+  float dropout_input = 0.0f, dropout_hidden = 0.0f;  ///< dropout probabilities of the MLP
 };
 /// The preset of `dataset` ("mnist", "cifar10" or "svhn") and `m`: Lin et al.'s scripts for fp32 and the
 /// BinaryConnect/TernaryConnect methods, Hubara et al.'s for bnn and qnn. Throws fewmul::error on an
@@ -139,6 +158,9 @@ struct train_config {
   std::size_t validation = 10000;  ///< last examples of the training set held out for validation
   int qbp_kmin = -4;
   int qbp_kmax = 3;
+  /// Quantized backprop rounded as the authors' code does (qbp_rounding::authors_dense for dense layers,
+  /// authors_conv for convolutions) instead of fewmul's unbiased rule.
+  bool qbp_authors = false;
   int weight_bits = 2;  ///< qnn: bits per weight (1..8)
   /// Data augmentation of image datasets during training: each example is shifted by up to
   /// `augment_shift` pixels in x and y (zero fill; a random crop of the zero-padded image) and, with

@@ -108,12 +108,20 @@ expect "--train-limit -1" 105 "--train-limit: must be a whole number" $fewmul $t
 expect "--seed 2^64" 105 "--seed: must be a whole number in \[0, 18446744073709551615\]" \
   $fewmul $train --seed 18446744073709551616
 
+# Issue 15's network and data flags: refused where they cannot apply, before any work.
+expect "--convnet for the MNIST MLP" 1 "--convnet applies to cifar10 and svhn" $fewmul $train --convnet lin
+expect "--convnet of no paper" 105 "--convnet" $fewmul $train --convnet resnet
+expect "--train-limit cutting the SVHN validation tail" 1 "--train-limit cannot be combined with --svhn-extra" \
+  $fewmul train svhn --data "$work/dir" --svhn-extra --train-limit 1000
+expect "--qbp-authors at the top exponent" 1 "--qbp-kmax must be below 15" $fewmul $train --qbp-authors --qbp-kmax 15
+
 # Resume: flags that contradict the checkpoint are refused naming both values.
 resume="train mnist --data $data --train-limit 1000 --resume $work/run.ckpt"
 expect "resume with another --batch" 1 "--batch 100 contradicts .*run.ckpt, a run with --batch 200" \
   $fewmul $resume --batch 100
 expect "resume with another --method" 1 "--method fp32 contradicts" $fewmul $resume --method fp32
 expect "resume with --width" 1 "--width cannot be given with --resume" $fewmul $resume --width 0.5
+expect "resume with another --qbp-authors" 1 "--qbp-authors on contradicts" $fewmul $resume --qbp-authors
 # The same number of minibatches (4 of 200) from other data: 900 training examples instead of 800.
 expect "resume on other data (--train-limit)" 1 "written for 800 training examples, this run has 900" \
   $fewmul train mnist --data "$data" --train-limit 1100 --resume "$work/run.ckpt" --epochs 2 --quiet
