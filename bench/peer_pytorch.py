@@ -5,7 +5,7 @@ Suites (all by default, --suites to pick):
   mlp   MNIST MLP 784-1024x3-10 (BN, ReLU, batch 200, SGD, squared hinge): PyTorch fp32 and BinaryConnect
         emulated in float (stochastic +-1 weights sampled from clipped float masters each step, gradient
         straight to the master, clip after the update); fewmul fp32, bc, bc+qbp, tc+qbp.
-  conv  CIFAR-10 convnet of fewmul's preset (2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-1024FC-1024FC-10 times
+  conv  CIFAR-10 convnet of the BNN paper (fewmul --convnet bnn: 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-1024FC-1024FC-10 times
         --width, conv -> [pool] -> BN -> ReLU, batch 200) at widths 0.25 and 0.5: PyTorch fp32 and
         BinaryConnect emulation on inputs of the data's shape (speed does not depend on the pixel values);
         fewmul fp32, bc, bc+qbp on the real CIFAR-10 files (`apps/scripts/fetch-data.sh cifar10`).
@@ -258,7 +258,7 @@ def main():
     if "conv" in suites:
         for width in (0.25, 0.5):
             suite(f"CIFAR-10 convnet, width {width}", "conv", width, 1000, "cifar10", ["fp32", "bc", "bc+qbp"], "bc",
-                  ("--width", str(width)))
+                  ("--width", str(width), "--convnet", "bnn"))
     if "bnn" in suites:
         suite("BNN MLP 784-4096x3-10", "mlp", 1.0, 2000, "mnist", ["bnn"], "bnn")
 
