@@ -15,6 +15,8 @@ namespace {
 
 using detail::check_width;
 using detail::parallel_rows;
+using detail::gradient_stream;
+using detail::parts_of;
 
 // im2col scratch per slab of examples (floats); bounds memory for wide layers and big batches.
 constexpr std::size_t slab_budget = std::size_t{1} << 22;
@@ -153,36 +155,48 @@ class conv2d_layer final : public layer {
     check_width(*this, x);
     core_.prepare(ctx, index);
     y.resize(x.rows, output_size());
-    for_slabs(x.rows, [&](std::size_t, std::size_t b0, std::size_t n) {
+    for_slabs(0, x.rows, [&](std::size_t, std::size_t b0, std::size_t n) {
       unfold(x, b0, n, ctx);
       core_.forward(cols_.data(), n * positions(), y.row(b0), ctx);
     });
   }
 
-  // dW is summed slab by slab (slabs depend on the shapes only), so it is the same for any thread count.
+  // dW is summed slab by slab (slabs depend on the shapes only), so it is the same for any thread count;
+  // with parts of the minibatch (collective.hpp), slab by slab within each part, then the parts in order.
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
     std::vector<float>& grad = core_.weight().grad;
     if (dx) dx->resize(x.rows, input_size());
     const std::size_t k_size = core_.inputs();
-    for_slabs(x.rows, [&](std::size_t slab, std::size_t b0, std::size_t n) {
-      unfold(x, b0, n, ctx);
-      const std::size_t rows = n * positions();
-      if (slab == 0) {
-        core_.weight_gradient(dy.row(b0), cols_.data(), rows, grad.data(), index, 0, ctx);
-      } else {
-        partial_.resize(grad.size());
-        core_.weight_gradient(dy.row(b0), cols_.data(), rows, partial_.data(), index, slab, ctx);
-        parallel_rows(ctx.rt, grad.size(), 65536, [&](std::size_t i0, std::size_t i1) {
-          for (std::size_t i = i0; i < i1; ++i) grad[i] += partial_[i];
+    const batch_split* split = parts_of(ctx);
+    const std::size_t parts = split ? split->local_parts() : 1;
+    if (split) part_sums_.resize(parts * grad.size());
+    for (std::size_t i = 0; i < parts; ++i) {
+      const std::size_t e0 = split ? split->bounds[i] : 0, e1 = split ? split->bounds[i + 1] : x.rows;
+      const std::uint64_t part = split ? split->first_part + i : 0;
+      float* sum = split ? part_sums_.data() + i * grad.size() : grad.data();
+      for_slabs(e0, e1, [&](std::size_t slab, std::size_t b0, std::size_t n) {
+        unfold(x, b0, n, ctx);
+        const std::size_t rows = n * positions();
+        if (slab == 0) {
+          core_.weight_gradient(dy.row(b0), cols_.data(), rows, sum, index, gradient_stream(part, 0), ctx);
+        } else {
+          partial_.resize(grad.size());
+          core_.weight_gradient(dy.row(b0), cols_.data(), rows, partial_.data(), index, gradient_stream(part, slab),
+                                ctx);
+          parallel_rows(ctx.rt, grad.size(), 65536, [&](std::size_t i0, std::size_t i1) {
+            for (std::size_t j = i0; j < i1; ++j) sum[j] += partial_[j];
+          });
+        }
+        if (!dx) return;
+        cols_.resize(rows * k_size);
+        core_.input_gradient(dy.row(b0), rows, cols_.data(), ctx);
+        parallel_rows(ctx.rt, n, 1, [&](std::size_t a0, std::size_t a1) {
+          for (std::size_t e = a0; e < a1; ++e)
+            col2im(cols_.data() + e * positions() * k_size, shape_, dx->row(b0 + e));
         });
-      }
-      if (!dx) return;
-      cols_.resize(rows * k_size);
-      core_.input_gradient(dy.row(b0), rows, cols_.data(), ctx);
-      parallel_rows(ctx.rt, n, 1, [&](std::size_t e0, std::size_t e1) {
-        for (std::size_t e = e0; e < e1; ++e) col2im(cols_.data() + e * positions() * k_size, shape_, dx->row(b0 + e));
       });
-    });
+    }
+    if (split) split->fold(part_sums_.data(), grad.size(), grad.data());
   }
 
  private:
@@ -227,11 +241,12 @@ class conv2d_layer final : public layer {
     core_.set_padding(std::move(row_pattern), std::move(padded));
   }
 
+  // body(slab index, first example, examples) over the examples [first, end) in slabs.
   template <class Body>
-  void for_slabs(std::size_t batch, Body&& body) const {
+  void for_slabs(std::size_t first, std::size_t end, Body&& body) const {
     const std::size_t per_example = positions() * core_.inputs();
     const std::size_t slab = std::max<std::size_t>(1, slab_budget / per_example);
-    for (std::size_t b0 = 0, s = 0; b0 < batch; b0 += slab, ++s) body(s, b0, std::min(slab, batch - b0));
+    for (std::size_t b0 = first, s = 0; b0 < end; b0 += slab, ++s) body(s, b0, std::min(slab, end - b0));
   }
 
   void unfold(const matrix& x, std::size_t b0, std::size_t n, const step_context& ctx) {
@@ -245,6 +260,7 @@ class conv2d_layer final : public layer {
   conv_shape shape_;
   detail::weight_core core_;
   std::vector<float> cols_, partial_;
+  std::vector<float> part_sums_;  // the weight gradients of this process's parts of the minibatch
 };
 
 class max_pool_layer final : public layer {

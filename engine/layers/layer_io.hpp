@@ -35,6 +35,32 @@ inline void check_width(const layer& l, const matrix& x) {
 
 std::unique_ptr<layer> read_conv2d(byte_reader& in, bool packed);
 
+/// The row of the whole minibatch that x's row 0 is (counters of random draws are numbered by it).
+inline std::size_t first_row(const step_context& ctx) { return ctx.split ? ctx.split->first_row : 0; }
+/// The process's split when its rows are not the whole minibatch summed as one part, else nullptr.
+inline const batch_split* parts_of(const step_context& ctx) {
+  return ctx.split && !ctx.split->whole() ? ctx.split : nullptr;
+}
+/// A sum over the minibatch of `count` floats into out (collective.hpp): sum_part(r0, r1, part, partial)
+/// writes the sum over local rows [r0, r1) of global part `part` to partial; the parts' partials are then
+/// folded in part order with the other processes'. Without parts: one call over all rows, into out.
+template <class SumPart>
+void sum_over_parts(const step_context& ctx, std::size_t rows, std::size_t count, std::vector<float>& scratch,
+                    float* out, SumPart&& sum_part) {
+  const batch_split* split = parts_of(ctx);
+  if (!split) {
+    sum_part(std::size_t{0}, rows, std::uint64_t{0}, out);
+    return;
+  }
+  const std::size_t parts = split->local_parts();
+  scratch.resize(parts * count);
+  for (std::size_t i = 0; i < parts; ++i)
+    sum_part(split->bounds[i], split->bounds[i + 1], std::uint64_t{split->first_part + i}, scratch.data() + i * count);
+  split->fold(scratch.data(), count, out);
+}
+/// The random-stream code of slab `slab` of part `part` of a weight gradient (0 for the first of each).
+inline std::uint64_t gradient_stream(std::uint64_t part, std::size_t slab) { return slab + (part << 20); }
+
 class weight_core;
 /// What inference compilers (packed_mlp) read of the layers defined in layers.cpp.
 struct batch_norm_view {

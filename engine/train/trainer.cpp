@@ -44,14 +44,16 @@ void gather(const dataset& data, const std::uint32_t* indices, std::size_t count
 }
 
 // Shifts (zero fill) and mirrors each channel-last image of the batch in place, drawn per example.
-void augment(matrix& x, const dataset& data, const train_config& config, std::uint64_t step, const runtime& rt) {
+// `first_row`: the row of the whole minibatch that x's row 0 is (the draws are numbered by it).
+void augment(matrix& x, const dataset& data, const train_config& config, std::uint64_t step, std::size_t first_row,
+             const runtime& rt) {
   const std::size_t h = data.height, w = data.width, c = data.channels;
   const long shift = static_cast<long>(config.augment_shift);
   const std::uint64_t key = kernels::derive_key(config.seed, step, 0xa06);
   detail::parallel_rows(rt, x.rows, 8, [&](std::size_t b0, std::size_t b1) {
     std::vector<float> image(h * w * c);
     for (std::size_t b = b0; b < b1; ++b) {
-      const std::uint32_t r = kernels::counter_hash(key, static_cast<std::uint32_t>(b));
+      const std::uint32_t r = kernels::counter_hash(key, static_cast<std::uint32_t>(first_row + b));
       const long span = 2 * shift + 1;
       const long dy = static_cast<long>(r % static_cast<std::uint32_t>(span)) - shift;
       const long dx = static_cast<long>((r >> 8) % static_cast<std::uint32_t>(span)) - shift;
@@ -71,6 +73,44 @@ void augment(matrix& x, const dataset& data, const train_config& config, std::ui
         }
     }
   });
+}
+
+// The minibatch's loss and dL/d(output) over this process's rows: per part, the parts' losses then added in
+// part order and the errors summed over the processes (collective.hpp), so every process gets the same.
+float split_loss_and_gradient(loss_kind kind, const matrix& out, const std::uint8_t* labels, matrix& grad,
+                              std::size_t& errors, const batch_split& split) {
+  if (split.whole()) return loss_and_gradient(kind, out, labels, grad, errors);
+  grad.resize(out.rows, out.cols);
+  matrix part_out, part_grad;
+  std::vector<float> losses(split.local_parts());
+  std::uint64_t error_count = 0;
+  for (std::size_t i = 0; i < split.local_parts(); ++i) {
+    const std::size_t r0 = split.bounds[i], r1 = split.bounds[i + 1];
+    part_out.resize(r1 - r0, out.cols);
+    std::copy(out.row(r0), out.row(r0) + (r1 - r0) * out.cols, part_out.data.begin());
+    std::size_t part_errors = 0;
+    losses[i] = loss_and_gradient(kind, part_out, labels + r0, part_grad, part_errors, split.batch_rows);
+    std::copy(part_grad.data.begin(), part_grad.data.end(), grad.row(r0));
+    error_count += part_errors;
+  }
+  float loss = 0;
+  split.fold(losses.data(), 1, &loss);
+  split.comm->sum(split.comm->context, &error_count, 1);
+  errors = static_cast<std::size_t>(error_count);
+  return loss;
+}
+
+// This process's parts of every minibatch of `batch` rows (the same for every step).
+batch_split split_batch(collective& comm, std::size_t parts, std::size_t batch) {
+  batch_split s;
+  s.comm = &comm;
+  s.parts = parts;
+  s.first_part = first_part(parts, comm.rank, comm.size);
+  s.first_row = part_begin(batch, parts, s.first_part);
+  s.batch_rows = batch;
+  const std::size_t count = local_parts(parts, comm.rank, comm.size);
+  for (std::size_t i = 0; i <= count; ++i) s.bounds.push_back(part_begin(batch, parts, s.first_part + i) - s.first_row);
+  return s;
 }
 
 std::unique_ptr<layer> make_activation(activation act, std::size_t n, int bits) {
@@ -154,6 +194,7 @@ void validate(const train_config& c) {
     throw error("--wbits must be a whole number in [1, 8], not " + std::to_string(c.weight_bits));
   require("--augment-shift", whole_problem(c.augment_shift, 0, L::augment_shift_max));
   require("--bn-reestimate", whole_problem(c.bn_reestimate_examples, 0, L::bn_reestimate_max));
+  require("--batch-parts", whole_problem(c.batch_parts, 1, std::min<std::uint64_t>(L::batch_parts_max, c.batch)));
   if (c.schedule > lr_schedule::paper) throw error("--schedule: unknown learning-rate schedule");
   // The paper schedule decays towards lr_end; the others ignore it, but a stored value still has to be a number.
   require("--lr-end", c.schedule == lr_schedule::paper ? number_problem(c.lr_end, L::lr_end_min, c.lr)
@@ -391,9 +432,13 @@ double evaluate(network& net, const dataset& data, const runtime& rt, bool expec
 }
 
 train_result train(network& net, const dataset& train_set, const dataset& test, const train_config& config,
-                   const train_observer& observer, const training_state* resume) {
+                   const train_observer& observer, const training_state* resume, collective* processes) {
   stop_requested.store(false);
   validate(config);
+  collective& comm = processes != nullptr ? *processes : single_process();
+  if (static_cast<std::size_t>(comm.size) > config.batch_parts)
+    throw error("--batch-parts " + std::to_string(config.batch_parts) + " gives " + std::to_string(comm.size) +
+                " processes fewer parts than processes; use at least " + std::to_string(comm.size));
   if (train_set.features != net.input_size())
     throw error("training data has " + std::to_string(train_set.features) + " features, the network expects " +
                 std::to_string(net.input_size()));
@@ -421,6 +466,8 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
   std::vector<std::vector<float>> best_state;
   std::uint64_t step = 0;
   const std::size_t batches = train_count / config.batch;  // the remainder is dropped each epoch
+  const batch_split split = split_batch(comm, config.batch_parts, config.batch);
+  const std::size_t local_rows = split.bounds.back();
   std::size_t first_epoch = 1;
   double earlier_seconds = 0;
   if (resume != nullptr) {
@@ -463,14 +510,14 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
     double loss_sum = 0.0;
     std::size_t errors = 0;
     for (std::size_t b = 0; b < batches; ++b, ++step) {
-      gather(train_set, order.data() + b * config.batch, config.batch, x, y);
-      if (augmenting) augment(x, train_set, config, step, rt);
-      const step_context ctx{rt, k, config.seed, step, true};
+      gather(train_set, order.data() + b * config.batch + split.first_row, local_rows, x, y);
+      if (augmenting) augment(x, train_set, config, step, split.first_row, rt);
+      const step_context ctx{rt, k, config.seed, step, true, false, &split};
       float loss = 0;
       std::size_t batch_errors = 0;
       try {
         const matrix& out = net.forward(x, ctx);
-        loss = loss_and_gradient(config.loss, out, y.data(), grad, batch_errors);
+        loss = split_loss_and_gradient(config.loss, out, y.data(), grad, batch_errors, split);
         if (!std::isfinite(loss)) throw error("loss became non-finite (try a smaller --lr)");
         net.backward(grad, ctx);
       } catch (const error& e) {
