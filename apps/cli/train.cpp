@@ -169,8 +169,9 @@ void print_job_traffic(const fewmul::collective* job, std::uint64_t steps) {
 #endif
 }
 
-// FEWMUL_TEST_FAIL_RANK=r (tests only): process r of a job throws at its second minibatch, so that a test can
-// see a failing process end the whole job with a message.
+// FEWMUL_TEST_FAIL_RANK=r (tests only): process r of a job throws at the second minibatch of the run's last
+// epoch, so that a test can see a failing process end the whole job with a message and the checkpoint of the
+// epoch before intact.
 bool injected_failure(const fewmul::collective* job) {
   const char* rank = std::getenv("FEWMUL_TEST_FAIL_RANK");
   return rank != nullptr && job != nullptr && std::to_string(job->rank) == rank;
@@ -297,7 +298,7 @@ int run_train(const train_flags& f, const CLI::App& train) {
                                                     pre == "gcn+zca", 1.0f, rt);
       if (rank0)
         std::fprintf(stderr, "fewmul: fitted %s preprocessing in %.1f s\n", pre.c_str(),
-                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
   }
   const fewmul::train_config& config = c.config;
@@ -307,8 +308,7 @@ int run_train(const train_flags& f, const CLI::App& train) {
 
   fewmul::network net = fewmul::make_network(c);
   if (rank0) {
-    const std::string processes =
-        job ? std::to_string(job->size) + " processes x " : "";
+    const std::string processes = job ? std::to_string(job->size) + " processes x " : "";
     std::fprintf(stderr, "fewmul: %s, method %s, isa %s, %s%d threads, %zu train / %zu validation / %zu test%s\n",
                  dataset.c_str(), method.c_str(), std::string(fewmul::isa_name(fewmul::active_isa())).c_str(),
                  processes.c_str(), rt.threads(), data.train.size() - std::min(config.validation, data.train.size()),
@@ -320,8 +320,9 @@ int run_train(const train_flags& f, const CLI::App& train) {
   fewmul::train_observer observer;
   if (!f.quiet && rank0) observer.on_batch = print_progress;
   if (injected_failure(job))
-    observer.on_batch = [](std::size_t done, std::size_t) {
-      if (done == 2) throw fewmul::error("failure injected by FEWMUL_TEST_FAIL_RANK");
+    observer.on_batch = [&, epoch = c.state.progress.epochs.size() + 1](std::size_t done, std::size_t total) mutable {
+      if (done == 2 && epoch == config.epochs) throw fewmul::error("failure injected by FEWMUL_TEST_FAIL_RANK");
+      if (done == total) ++epoch;
     };
   // --histogram: the exponents of every weight layer's input, on the first 10,000 training examples at the
   // middle epoch (the paper's snapshot mid-training).

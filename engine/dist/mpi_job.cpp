@@ -60,7 +60,8 @@ void check(int code, const char* call) {
 }
 
 int as_count(std::size_t n) {
-  if (n > static_cast<std::size_t>(INT_MAX)) throw error("a collective of " + std::to_string(n) + " floats is too large for MPI");
+  if (n > static_cast<std::size_t>(INT_MAX))
+    throw error("a collective of " + std::to_string(n) + " floats is too large for MPI");
   return static_cast<int>(n);
 }
 

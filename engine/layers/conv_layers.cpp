@@ -14,8 +14,8 @@ namespace fewmul {
 namespace {
 
 using detail::check_width;
-using detail::parallel_rows;
 using detail::gradient_stream;
+using detail::parallel_rows;
 using detail::parts_of;
 
 // im2col scratch per slab of examples (floats); bounds memory for wide layers and big batches.

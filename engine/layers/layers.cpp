@@ -306,8 +306,8 @@ class batch_norm_layer final : public layer {
   // are then folded in part order (collective.hpp).
   template <class Add>
   void column_sums(const step_context& ctx, std::size_t examples, std::size_t width, Add&& add, float* out) {
-    sum_over_parts(ctx, examples, width, part_sums_,
-                   out, [&](std::size_t e0, std::size_t e1, std::uint64_t, float* sum) {
+    sum_over_parts(ctx, examples, width, part_sums_, out,
+                   [&](std::size_t e0, std::size_t e1, std::uint64_t, float* sum) {
                      const std::size_t first = e0 * spatial_, rows = (e1 - e0) * spatial_;
                      for_blocks(
                          ctx, rows,
@@ -426,9 +426,8 @@ class quantized_activation_layer final : public layer {
         }
         // P(+1) = hard_sigmoid(v); u uniform in [0, 1) from the counter hash.
         const float p = std::clamp((v + 1.0f) * 0.5f, 0.0f, 1.0f);
-        const float u =
-            static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(first + i)) >> 8) *
-            (1.0f / 16777216.0f);
+        const float u = static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(first + i)) >> 8) *
+                        (1.0f / 16777216.0f);
         y.data[i] = u < p ? 1.0f : -1.0f;
       }
     });
@@ -452,9 +451,8 @@ class quantized_activation_layer final : public layer {
         std::uint32_t u = kernels::level_of(v, bits_);
         if (sample) {
           const float c = v >= -1.0f ? (v <= 1.0f ? v : 1.0f) : -1.0f;
-          const float r =
-              static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(first + i)) >> 8) *
-              (1.0f / 16777216.0f);
+          const float r = static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(first + i)) >> 8) *
+                          (1.0f / 16777216.0f);
           const float t = (c + 1.0f) * 0.5f * top + r;
           u = std::min(static_cast<std::uint32_t>(t), static_cast<std::uint32_t>(top));
         }

@@ -77,12 +77,17 @@ void augment(matrix& x, const dataset& data, const train_config& config, std::ui
 
 // The minibatch's loss and dL/d(output) over this process's rows: per part, the parts' losses then added in
 // part order and the errors summed over the processes (collective.hpp), so every process gets the same.
+struct split_loss_scratch {
+  matrix out, grad;
+  std::vector<float> losses;
+};
 float split_loss_and_gradient(loss_kind kind, const matrix& out, const std::uint8_t* labels, matrix& grad,
-                              std::size_t& errors, const batch_split& split) {
+                              std::size_t& errors, const batch_split& split, split_loss_scratch& scratch) {
   if (split.whole()) return loss_and_gradient(kind, out, labels, grad, errors);
   grad.resize(out.rows, out.cols);
-  matrix part_out, part_grad;
-  std::vector<float> losses(split.local_parts());
+  matrix &part_out = scratch.out, &part_grad = scratch.grad;
+  std::vector<float>& losses = scratch.losses;
+  losses.resize(split.local_parts());
   std::uint64_t error_count = 0;
   for (std::size_t i = 0; i < split.local_parts(); ++i) {
     const std::size_t r0 = split.bounds[i], r1 = split.bounds[i + 1];
@@ -417,17 +422,40 @@ network_architecture convnet_preset(std::uint32_t height, std::uint32_t width, s
   return a;
 }
 
-double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights, std::size_t batch) {
-  if (data.size() == 0) return 0.0;
+namespace {
+// Errors of inference over examples [begin, end) of `data`, `batch` at a time. Rows are independent in
+// inference, so the count does not depend on how the examples are grouped.
+std::size_t count_errors_in(network& net, const dataset& data, std::size_t begin, std::size_t end, const runtime& rt,
+                            bool expected_weights, std::size_t batch) {
   const step_context ctx{rt, kernels::active_kernels(), 0, 0, false, expected_weights};
   matrix x;
   std::size_t errors = 0;
-  for (std::size_t first = 0; first < data.size(); first += batch) {
-    const std::size_t count = std::min(batch, data.size() - first);
+  for (std::size_t first = begin; first < end; first += batch) {
+    const std::size_t count = std::min(batch, end - first);
     x.resize(count, data.features);
     std::copy_n(data.example(first), count * data.features, x.data.data());
     errors += count_errors(net.forward(x, ctx), data.y.data() + first);
   }
+  return errors;
+}
+
+// evaluate() with the examples shared among the processes of a data-parallel run: each counts the errors of
+// its share and the counts are summed (exact), so every process gets the single-process error rate.
+double evaluate_shared(network& net, const dataset& data, const runtime& rt, bool expected_weights, collective& comm) {
+  if (comm.size == 1) return evaluate(net, data, rt, expected_weights);
+  if (data.size() == 0) return 0.0;
+  const std::size_t n = data.size(), ranks = static_cast<std::size_t>(comm.size);
+  const std::size_t rank = static_cast<std::size_t>(comm.rank);
+  std::uint64_t errors =
+      count_errors_in(net, data, n * rank / ranks, n * (rank + 1) / ranks, rt, expected_weights, 1000);
+  comm.sum(comm.context, &errors, 1);
+  return static_cast<double>(errors) / static_cast<double>(n);
+}
+}  // namespace
+
+double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights, std::size_t batch) {
+  if (data.size() == 0) return 0.0;
+  const std::size_t errors = count_errors_in(net, data, 0, data.size(), rt, expected_weights, batch);
   return static_cast<double>(errors) / static_cast<double>(data.size());
 }
 
@@ -468,6 +496,7 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
   const std::size_t batches = train_count / config.batch;  // the remainder is dropped each epoch
   const batch_split split = split_batch(comm, config.batch_parts, config.batch);
   const std::size_t local_rows = split.bounds.back();
+  split_loss_scratch loss_scratch;
   std::size_t first_epoch = 1;
   double earlier_seconds = 0;
   if (resume != nullptr) {
@@ -517,7 +546,7 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
       std::size_t batch_errors = 0;
       try {
         const matrix& out = net.forward(x, ctx);
-        loss = split_loss_and_gradient(config.loss, out, y.data(), grad, batch_errors, split);
+        loss = split_loss_and_gradient(config.loss, out, y.data(), grad, batch_errors, split, loss_scratch);
         if (!std::isfinite(loss)) throw error("loss became non-finite (try a smaller --lr)");
         net.backward(grad, ctx);
       } catch (const error& e) {
@@ -544,10 +573,10 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
     // deterministic ones land last, in the running statistics, so that snapshots, checkpoints and
     // exported models hold the statistics of the weights a packed model deploys.
     if (reestimating) reestimate(stochastic);
-    m.validation_error = evaluate(net, validation, rt, stochastic);
-    m.test_error = evaluate(net, test, rt, stochastic);
+    m.validation_error = evaluate_shared(net, validation, rt, stochastic, comm);
+    m.test_error = evaluate_shared(net, test, rt, stochastic, comm);
     if (reestimating && stochastic) reestimate(false);
-    m.test_error_packed = stochastic ? evaluate(net, test, rt, false) : m.test_error;
+    m.test_error_packed = stochastic ? evaluate_shared(net, test, rt, false, comm) : m.test_error;
     m.lr = learning_rate_at(config, epoch, 0, batches);
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     m.images_per_second = static_cast<double>(batches * config.batch) / train_seconds;
