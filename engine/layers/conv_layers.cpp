@@ -14,6 +14,7 @@ namespace fewmul {
 namespace {
 
 using detail::check_width;
+using detail::fold_parts;
 using detail::gradient_stream;
 using detail::parallel_rows;
 using detail::parts_of;
@@ -196,7 +197,7 @@ class conv2d_layer final : public layer {
         });
       });
     }
-    if (split) split->fold(part_sums_.data(), grad.size(), grad.data());
+    if (split) fold_parts(ctx, *split, part_sums_.data(), grad.size(), grad.data());
   }
 
  private:
