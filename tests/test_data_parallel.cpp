@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <barrier>
+#include <cstring>
 #include <thread>
 
 #include "fewmul/train.hpp"
@@ -22,7 +23,7 @@ class thread_group {
     for (int r = 0; r < size; ++r) {
       member& m = members_[static_cast<std::size_t>(r)];
       m.group = this;
-      m.table = collective{r, size, &m, fold, sum};
+      m.table = collective{r, size, &m, fold, sum, gather};
     }
   }
   collective* process(int rank) { return &members_[static_cast<std::size_t>(rank)].table; }
@@ -60,11 +61,25 @@ class thread_group {
     g.sync_.arrive_and_wait();
   }
 
+  static void gather(void* context, const void* local, std::size_t parts, std::size_t bytes, void* all) {
+    auto& m = *static_cast<member*>(context);
+    thread_group& g = *m.group;
+    const int rank = m.table.rank;
+    if (rank == 0) g.bytes_.assign(parts * bytes, 0);
+    g.sync_.arrive_and_wait();
+    std::memcpy(g.bytes_.data() + first_part(parts, rank, g.size_) * bytes, local,
+                local_parts(parts, rank, g.size_) * bytes);
+    g.sync_.arrive_and_wait();
+    std::memcpy(all, g.bytes_.data(), parts * bytes);
+    g.sync_.arrive_and_wait();
+  }
+
   int size_;
   std::barrier<> sync_;
   std::vector<member> members_;
   std::vector<float> floats_;
   std::vector<std::uint64_t> integers_;
+  std::vector<unsigned char> bytes_;
 };
 
 // 6x6x2 images whose class is the sign pattern of two random projections.
@@ -107,6 +122,7 @@ std::vector<std::vector<std::vector<float>>> train_on(const run_setup& s, int pr
   arch.outputs = 4;
   arch.act = default_activation(s.m);
   arch.dropout_hidden = 0.2f;
+  arch.shift_batch_norm = s.m == method::bnn;  // and shift-based batch norm (its second variance pass)
   train_config config;
   config.training_method = s.m;
   config.epochs = 2;

@@ -160,6 +160,24 @@ void sum(void* context, std::uint64_t* values, std::size_t count) {
   s.stats.bytes_received += count * sizeof(std::uint64_t);
 }
 
+void gather_parts(void* context, const void* local, std::size_t parts, std::size_t bytes, void* all) {
+  auto& s = *static_cast<mpi_state*>(context);
+  const int size = s.table.size, rank = s.table.rank;
+  timed_call timer;
+  s.receive_counts.resize(static_cast<std::size_t>(size));
+  s.receive_offsets.resize(static_cast<std::size_t>(size));
+  for (int q = 0; q < size; ++q) {
+    s.receive_counts[static_cast<std::size_t>(q)] = as_count(local_parts(parts, q, size) * bytes);
+    s.receive_offsets[static_cast<std::size_t>(q)] = as_count(first_part(parts, q, size) * bytes);
+  }
+  const std::size_t mine = local_parts(parts, rank, size) * bytes;
+  check(MPI_Allgatherv(local, as_count(mine), MPI_BYTE, all, s.receive_counts.data(), s.receive_offsets.data(),
+                       MPI_BYTE, MPI_COMM_WORLD),
+        "MPI_Allgatherv");
+  s.stats.bytes_sent += mine * static_cast<std::size_t>(size - 1);
+  s.stats.bytes_received += parts * bytes - mine;
+}
+
 bool launched_by_mpi() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"})
     if (std::getenv(name) != nullptr) return true;
@@ -197,6 +215,7 @@ collective* join_mpi_job() {
   state->table.context = state;
   state->table.fold_parts = fold_parts;
   state->table.sum = sum;
+  state->table.gather_parts = gather_parts;
   if (const char* timeout = std::getenv("FEWMUL_MPI_TIMEOUT")) state->timeout_seconds = std::atof(timeout);
   if (state->table.size > 1 && state->timeout_seconds > 0) std::thread(watch, state).detach();
   std::atexit([] {

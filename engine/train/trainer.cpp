@@ -527,7 +527,7 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
       reestimating ? train_set.slice(0, std::min(config.bn_reestimate_examples, train_count)) : dataset{};
   auto reestimate = [&](bool expected_weights) {
     const auto t0 = std::chrono::steady_clock::now();
-    reestimate_batch_norm(net, reestimate_set, rt, expected_weights);
+    reestimate_batch_norm(net, reestimate_set, rt, expected_weights, 0, std::size_t{256} << 20, &comm);
     result.bn_reestimate_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   if (!reestimating) clear_expected_batch_norm(net);  // E[Wb] inference uses the running statistics

@@ -28,6 +28,9 @@ struct collective {
   void (*fold_parts)(void* context, const float* local, std::size_t parts, std::size_t count, float* out) = nullptr;
   /// Sums `count` integers over the processes, in place (exact, so in any order).
   void (*sum)(void* context, std::uint64_t* values, std::size_t count) = nullptr;
+  /// Every process passes the blocks of its own parts (local_parts(parts, rank, size) of them, `bytes` each);
+  /// every process receives all `parts` blocks in part order in `all`.
+  void (*gather_parts)(void* context, const void* local, std::size_t parts, std::size_t bytes, void* all) = nullptr;
 };
 
 /// The first part of process `rank` when `parts` parts are spread over `size` processes in contiguous runs.

@@ -265,8 +265,11 @@ train_result train(network& net, const dataset& train, const dataset& test, cons
 /// statistics are kept apart in each layer and used only by inference with expected_weights. Same
 /// data => same bits for any thread count. Layer inputs are kept between layers within `cache_bytes` and
 /// recomputed from the data beyond it (same result, more time). Throws fewmul::error on a size mismatch.
+/// With `processes` (collective.hpp), every process of a data-parallel run calls it and each works on a share
+/// of the examples; all end with the single-process statistics.
 void reestimate_batch_norm(network& net, const dataset& data, const runtime& rt, bool expected_weights,
-                           std::size_t examples = 0, std::size_t cache_bytes = std::size_t{256} << 20);
+                           std::size_t examples = 0, std::size_t cache_bytes = std::size_t{256} << 20,
+                           collective* processes = nullptr);
 /// Drops the E[Wb] statistics of reestimate_batch_norm: inference with expected_weights then uses the
 /// running statistics again.
 void clear_expected_batch_norm(network& net);
