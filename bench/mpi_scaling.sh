@@ -11,7 +11,7 @@ data=${2:-build/data/mnist}
 cores=$(nproc)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # --epochs 2: the first epoch warms up (page faults, packed buffers); the second is reported.
-train="train mnist --data $data --epochs 2 --quiet --bn-reestimate 0 $*"
+train="train mnist --data $data --epochs 2 --quiet $*"
 report() {  # label, log
   epoch=$(grep '"epoch": 2' "$2" | sed 's/.*"seconds": \([0-9.]*\), "images_per_s": \([0-9]*\).*/\1 s, \2 images\/s/')
   traffic=$(grep 'collectives' "$2" | sed 's/fewmul: //')
