@@ -171,9 +171,9 @@ void print_job_traffic(const fewmul::collective* job, std::uint64_t steps) {
 
 // FEWMUL_TEST_FAIL_RANK=r (tests only): process r of a job throws at the second minibatch of the run's last
 // epoch, so that a test can see a failing process end the whole job with a message and the checkpoint of the
-// epoch before intact.
-bool injected_failure(const fewmul::collective* job) {
-  const char* rank = std::getenv("FEWMUL_TEST_FAIL_RANK");
+// epoch before intact. FEWMUL_TEST_STALL_RANK=r: process r stops there without a word (the others' watchdog).
+bool injected(const char* variable, const fewmul::collective* job) {
+  const char* rank = std::getenv(variable);
   return rank != nullptr && job != nullptr && std::to_string(job->rank) == rank;
 }
 
@@ -319,9 +319,12 @@ int run_train(const train_flags& f, const CLI::App& train) {
 
   fewmul::train_observer observer;
   if (!f.quiet && rank0) observer.on_batch = print_progress;
-  if (injected_failure(job))
+  if (injected("FEWMUL_TEST_FAIL_RANK", job) || injected("FEWMUL_TEST_STALL_RANK", job))
     observer.on_batch = [&, epoch = c.state.progress.epochs.size() + 1](std::size_t done, std::size_t total) mutable {
-      if (done == 2 && epoch == config.epochs) throw fewmul::error("failure injected by FEWMUL_TEST_FAIL_RANK");
+      if (done == 2 && epoch == config.epochs) {
+        if (injected("FEWMUL_TEST_FAIL_RANK", job)) throw fewmul::error("failure injected by FEWMUL_TEST_FAIL_RANK");
+        for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+      }
       if (done == total) ++epoch;
     };
   // --histogram: the exponents of every weight layer's input, on the first 10,000 training examples at the

@@ -53,5 +53,14 @@ cmp "$work/single.fwm" "$work/resumed3.fwm" > /dev/null 2>&1 || fail "resumed on
 "$fewmul" $resume --save-model "$work/resumed1.fwm" > "$work/log" 2>&1 || fail "single-process --resume"
 cmp "$work/single.fwm" "$work/resumed1.fwm" > /dev/null 2>&1 || fail "resumed on one process: model differs"
 
+# Rank 2 of 3 stops without a word: the others' watchdog ends the job within the timeout.
+start=$(date +%s)
+FEWMUL_MPI_TIMEOUT=3 FEWMUL_TEST_STALL_RANK=2 run 3 "$fewmul" $train --epochs 1 > "$work/log" 2>&1
+code=$?
+if [ $code -eq 0 ] || [ $(($(date +%s) - start)) -gt 60 ] ||
+  ! grep -q "rank [01] of 3: waited 3 s in a collective" "$work/log"; then
+  fail "a stalled rank (exit $code)"
+fi
+
 [ $failures -eq 0 ] && echo "mpi: all cases passed"
 exit $failures
