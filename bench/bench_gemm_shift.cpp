@@ -14,20 +14,37 @@ using namespace fewmul;
 
 namespace {
 
-// gemm_shift as the layers call it for the QBP weight gradient of the MLP's hidden layer at batch 200:
-// ΔWᵀ[in][out] = Σ_r code(x[r][in]) δ[r][out], the codes read through a transposed view of the batch's
-// [200][1024] codes (half zero) and ΔW written through strides into [out][in].
-void shift_weight_gradient_bench(benchmark::State& state, isa which) {
+// gemm_shift as the layers call it for the QBP weight gradient: ΔWᵀ[in][out] = Σ_r code(x[r][in]) δ[r][out],
+// the codes read through a transposed view of the batch's [rows][in] codes (half zero, as after a ReLU)
+// and ΔW written through strides into [out][in]. A convolution's `in` is its im2col width (9 x channels),
+// its rows are batch x positions, and its δ before a max-pool is 3/4 zeros (one window element in four).
+struct gradient_shape {
+  const char* name;
+  std::size_t in, out, rows;
+  double dy_zero_fraction;
+};
+constexpr gradient_shape gradient_shapes[] = {
+    {"mnist_l2_b200", 1024, 1024, 200, 0.5},
+    {"mnist_l4_b200", 1024, 10, 200, 0.0},
+    {"cifar_w0.5_conv2_16img", 9 * 64, 64, 16 * 32 * 32, 0.75},    // width 0.5, second layer (before a pool)
+    {"cifar_w0.5_conv4_64img", 9 * 128, 128, 64 * 16 * 16, 0.75},  // fourth layer (before a pool)
+    {"cifar_w0.5_conv5_64img", 9 * 128, 256, 64 * 8 * 8, 0.5},     // fifth layer (no pool after it)
+};
+
+void shift_weight_gradient_bench(benchmark::State& state, isa which, gradient_shape g, bool list_b) {
   if (skip_unsupported(state, which)) return;
   const auto& k = kernels::kernels_for(which);
-  const shape s{"mnist_l2_b200", 1024, 1024, 200};
+  const shape s{g.name, g.in, g.out, g.rows};
   auto x = floats(s.k * s.m, 11);
   std::mt19937 coin(5);
   for (auto& v : x)
     if (coin() & 1u) v = 0.0f;
   std::vector<std::int8_t> codes(x.size());
   k.quantize_pow2(x.data(), x.size(), codes.data(), -4, 3, 1, 0);
-  const auto delta = floats(s.k * s.n, 12);
+  auto delta = floats(s.k * s.n, 12);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  for (auto& v : delta)
+    if (uniform(coin) < g.dy_zero_fraction) v = 0.0f;
   std::vector<float> grad(s.m * s.n);
   const kernels::cache_sizes caches = kernels::detect_cache_sizes();
   bench_workspace workspace(k, caches);
@@ -45,6 +62,7 @@ void shift_weight_gradient_bench(benchmark::State& state, isa which) {
                   .c = grad.data(),
                   .c_rs = 1,
                   .c_cs = s.m,
+                  .list_b = list_b,
                   .caches = caches,
                   .workspace = ws});
     benchmark::DoNotOptimize(grad.data());
@@ -57,9 +75,12 @@ void shift_weight_gradient_bench(benchmark::State& state, isa which) {
 
 void register_gemm_shift_weight_gradient(isa which) {
   const std::string isa_text(isa_name(which));
-  benchmark::RegisterBenchmark(("gemm_shift_weight_gradient/" + isa_text + "/mnist_l2_b200").c_str(),
-                               shift_weight_gradient_bench, which)
-      ->Unit(benchmark::kMicrosecond);
+  for (const gradient_shape& g : gradient_shapes)
+    for (const bool list_b : {false, true})
+      benchmark::RegisterBenchmark(
+          ("gemm_shift_weight_gradient/" + isa_text + "/" + g.name + (list_b ? "/list_dy" : "/list_codes")).c_str(),
+          shift_weight_gradient_bench, which, g, list_b)
+          ->Unit(benchmark::kMicrosecond);
 }
 
 }  // namespace fewmul_bench

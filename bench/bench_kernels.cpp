@@ -136,6 +136,8 @@ const int registered = [] {
     register_gemm_shift_weight_gradient(which);
     register_pack(which);
     register_quantize_pow2(which);
+    register_conv_binary(which);
+    register_update_weights(which);
   }
   return 0;
 }();

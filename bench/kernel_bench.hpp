@@ -57,5 +57,7 @@ void register_gemm_xnor(fewmul::isa which);
 void register_gemm_shift_weight_gradient(fewmul::isa which);
 void register_pack(fewmul::isa which);
 void register_quantize_pow2(fewmul::isa which);
+void register_conv_binary(fewmul::isa which);
+void register_update_weights(fewmul::isa which);
 
 }  // namespace fewmul_bench

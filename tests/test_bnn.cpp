@@ -81,6 +81,37 @@ TEST_CASE("binary layers on ±1 inputs: XNOR-popcount forward equals the masked-
   force_isa(saved);
 }
 
+TEST_CASE("binary layers on ±1 inputs: the weight gradient by additions equals sum_r dy x^T on every ISA") {
+  const isa saved = active_isa();
+  for (isa which : isas_under_test()) {
+    force_isa(which);
+    for (std::size_t in : {1u, 63u, 65u, 130u})
+      for (std::size_t out : {1u, 17u, 64u}) {
+        CAPTURE(isa_label(which));
+        CAPTURE(in);
+        CAPTURE(out);
+        runtime rt(2);
+        auto layer = make_dense(in, out, dense_options_for(method::bnn), 7);
+        layer->set_input_bits(1, 1);  // after a sign activation
+        matrix x(37, in), y, dy(37, out);
+        const auto r = random_floats(x.data.size(), static_cast<std::uint32_t>(in * 31 + out));
+        for (std::size_t i = 0; i < r.size(); ++i) x.data[i] = r[i] >= 0.0f ? 1.0f : -1.0f;
+        dy.data = random_floats(dy.data.size(), static_cast<std::uint32_t>(in + out));
+        const step_context ctx{rt, kernels::active_kernels(), 1, 2, true};
+        layer->forward(x, y, ctx);
+        layer->backward(x, y, dy, nullptr, ctx);
+        const auto& g = layer->parameters()[0]->grad;
+        for (std::size_t o = 0; o < out; ++o)
+          for (std::size_t i = 0; i < in; ++i) {
+            double want = 0;
+            for (std::size_t b = 0; b < x.rows; ++b) want += static_cast<double>(dy.at(b, o)) * x.at(b, i);
+            CHECK(g[o * in + i] == doctest::Approx(want).epsilon(1e-5).scale(1));
+          }
+      }
+  }
+  force_isa(saved);
+}
+
 namespace {
 
 dataset quadrants(std::size_t n, std::uint32_t seed) {

@@ -127,6 +127,28 @@ TEST_CASE("convolution weight gradient matches dW = sum over positions of dy x^T
         }
 }
 
+TEST_CASE("QBP rounds a convolution's input once: every tap reading a pixel sees the same code") {
+  // One nonzero pixel, 0.75, between the powers 0.5 and 1: it rounds to either. With dy = 1 at every output
+  // position of a 3x3 "same" convolution the pixel is read once per tap, so dW[tap] = the pixel's code for
+  // all 9 taps; rounding each im2col copy separately would give different taps different codes.
+  runtime rt(2);
+  const conv_shape s = shape_of(5, 5, 1, 1, 3, true);
+  for (std::uint64_t seed = 1; seed <= 8; ++seed) {
+    auto l = make_conv2d(s, dense_options_for(method::bc_qbp), 4);
+    matrix x(1, l->input_size()), dy(1, l->output_size());
+    x.at(0, 2 * 5 + 2) = 0.75f;
+    std::fill(dy.data.begin(), dy.data.end(), 1.0f);
+    const step_context ctx{rt, kernels::active_kernels(), seed, 1, true};
+    matrix y;
+    l->forward(x, y, ctx);
+    l->backward(x, y, dy, nullptr, ctx);
+    const auto& g = l->parameters()[0]->grad;
+    CAPTURE(seed);
+    CHECK((g[0] == 0.5f || g[0] == 1.0f));
+    for (std::size_t tap = 1; tap < 9; ++tap) CHECK(g[tap] == g[0]);
+  }
+}
+
 TEST_CASE("max-pooling takes each window's maximum and routes the gradient to it") {
   runtime rt(2);
   auto l = make_max_pool(5, 4, 3);  // odd height: the last row is dropped

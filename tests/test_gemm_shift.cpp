@@ -1,6 +1,9 @@
 // gemm_shift: every SIMD variant against the scalar reference, bit for bit.
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <limits>
+
 #include "kernel_test_support.hpp"
 
 using namespace fewmul;
@@ -26,6 +29,8 @@ TEST_CASE("gemm_shift matches the reference bit for bit across tiles and blocks"
     const auto codes = relu_codes(t.k, t.m * t.depth, t.seed + 5);
     auto b_zeros = b;
     for (std::size_t i = 0; i < b_zeros.size(); i += 5) b_zeros[i] = 0.0f;
+    // Values below the shift-safe range count as zeros (1e-35 < 2^-110; the smallest kept value is 2^-110).
+    for (std::size_t i = 2; i < b_zeros.size(); i += 9) b_zeros[i] = i % 2 ? 1e-35f : std::ldexp(1.0f, -110);
     // Codes as A (row-major or transposed), B with exact zeros, C row-major or transposed (c_rs = 1, as the
     // weight gradient writes it).
     kernels::gemm_shift_params h{.m = t.m,
@@ -41,10 +46,16 @@ TEST_CASE("gemm_shift matches the reference bit for bit across tiles and blocks"
                                  .c_cs = t.transposed ? t.m : 1,
                                  .caches = t.caches,
                                  .workspace = t.workspace};
-    CHECK(matches_reference(t.ref.gemm_shift, t.k.gemm_shift, h));
-    // And B without zeros (the usual gradient), which the kernel multiplies without testing B.
-    h.b = b.data();
-    CHECK(matches_reference(t.ref.gemm_shift, t.k.gemm_shift, h));
+    // Both loop drivers: the codes' nonzeros (list_b false) and B's nonzeros (list_b true, zero codes masked).
+    for (const bool list_b : {false, true}) {
+      CAPTURE(list_b);
+      h.list_b = list_b;
+      h.b = b_zeros.data();
+      CHECK(matches_reference(t.ref.gemm_shift, t.k.gemm_shift, h));
+      // And B without zeros (the usual dense gradient), which the codes-driven loop adds without testing B.
+      h.b = b.data();
+      CHECK(matches_reference(t.ref.gemm_shift, t.k.gemm_shift, h));
+    }
   });
 }
 
@@ -77,4 +88,45 @@ TEST_CASE("gemm_shift reference agrees with double-precision arithmetic") {
         want += static_cast<double>(a[i * depth + p]) * kernels::pow2_code_value(codes[p * n + j]);
       CHECK(c[i * n + j] == doctest::Approx(want).epsilon(1e-4).scale(10));
     }
+}
+
+TEST_CASE("gemm_shift reports B values above the shift-safe range or not finite, in both loop drivers") {
+  const auto& ref = kernels::reference_kernels();
+  const std::size_t m = 37, n = 33, depth = 21;
+  std::vector<std::int8_t> codes(m * depth, 17);  // 2^1
+  for (isa which : isas_under_test()) {
+    const auto& k = kernels::kernels_for(which);
+    CAPTURE(isa_label(which));
+    workspace ws(k.workspace_bytes(kernels::detect_cache_sizes()));
+    for (const float bad : {1e35f, -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
+                            std::ldexp(1.0f, 110), 0.5f})
+      for (const std::size_t at : {std::size_t{0}, depth * n - 1, 5 * n + 31})
+        for (const bool list_b : {false, true}) {
+          CAPTURE(bad);
+          CAPTURE(at);
+          CAPTURE(list_b);
+          std::vector<float> b(depth * n, 0.25f), c(m * n);
+          b[at] = bad;
+          const bool expected = !(std::fabs(bad) <= std::ldexp(1.0f, 110));
+          for (const kernels::kernel_table* table : {&ref, &k}) {
+            bool out_of_range = false;
+            table->gemm_shift({.m = m,
+                               .n = n,
+                               .k = depth,
+                               .q = codes.data(),
+                               .q_rs = depth,
+                               .q_cs = 1,
+                               .b = b.data(),
+                               .ldb = n,
+                               .c = c.data(),
+                               .c_rs = n,
+                               .c_cs = 1,
+                               .list_b = list_b,
+                               .b_out_of_range = &out_of_range,
+                               .caches = kernels::detect_cache_sizes(),
+                               .workspace = ws.get()});
+            CHECK(out_of_range == expected);
+          }
+        }
+  }
 }

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "fewmul/error.hpp"
 #include "fewmul/network.hpp"
@@ -185,6 +186,21 @@ TEST_CASE("quantized-backprop weight gradient is an unbiased estimate of the flo
     }
   // Rounding noise averages out as 1/sqrt(steps); a bias of a few percent would not.
   CHECK(std::sqrt(err / norm) < 0.03);
+}
+
+TEST_CASE("a quantized-backprop layer refuses a non-finite or exploding gradient with a clear error") {
+  runtime rt(2);
+  for (const float bad : {1e35f, std::numeric_limits<float>::quiet_NaN()})
+    for (const std::size_t out : {std::size_t{10}, std::size_t{300}}) {  // dy listed (out < in) or codes listed
+      auto l = make_dense(100, out, dense_options_for(method::bc_qbp), 3);
+      matrix x(8, 100), y, dy(8, out);
+      x.data = random_floats(x.data.size(), 4);
+      dy.data = random_floats(dy.data.size(), 5);
+      dy.data[3 * out + 7] = bad;
+      const step_context ctx{rt, kernels::active_kernels(), 1, 4, true};
+      l->forward(x, y, ctx);
+      CHECK_THROWS_WITH_AS(l->backward(x, y, dy, nullptr, ctx), doctest::Contains("exploding gradient"), error);
+    }
 }
 
 TEST_CASE("layers reject inputs of the wrong width with a clear error") {

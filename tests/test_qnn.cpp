@@ -192,7 +192,7 @@ TEST_CASE("shift-based AdaMax: each step within the AP2 factors of AdaMax, and b
     for (int t = 0; t < 1000; ++t) {
       for (std::size_t i = 0; i < 4; ++i) p.grad[i] = 2.0f * p.value[i];  // d/dw of w^2
       const std::vector<float> before = p.value;
-      opt.step(0.05f, rt);
+      opt.step(0.05f, rt, kernels::active_kernels());
       if (t == 0) {
         steps.emplace_back();
         for (std::size_t i = 0; i < 4; ++i) steps.back().push_back(p.value[i] - before[i]);

@@ -93,7 +93,7 @@ long allocations_after_first_step(network& net, const dataset& data, method m, o
     std::size_t errors = 0;
     loss_and_gradient(loss_kind::squared_hinge, net.forward(x, ctx), y.data(), grad, errors);
     net.backward(grad, ctx);
-    opt.step(m == method::bnn ? 0.003f : 0.1f, rt);
+    opt.step(m == method::bnn ? 0.003f : 0.1f, rt, kernels::active_kernels());
     net.parameters_changed();
   }
   return allocations.load() - before;

@@ -64,4 +64,17 @@ constexpr std::size_t shift_workspace_bytes(const cache_sizes& c, std::size_t mr
   return 8 * b.mc * b.kc + 4 * b.mc / mr + 4 * (b.kc + 1) * nr + 256;
 }
 
+// conv_binary: per-pixel tables of a band of input rows, one panel of weight indices (at most 64 columns)
+// and the tables of a zero pixel, within about the L2 cache.
+constexpr std::size_t conv_binary_workspace_bytes(const cache_sizes& c) {
+  return std::max<std::size_t>(c.l2, std::size_t{256} << 10);
+}
+constexpr std::size_t conv_binary_fixed_bytes(std::size_t channels, std::size_t kernel) {
+  const std::size_t groups = channels / 4, k_groups = kernel * kernel * groups;
+  return 4 * 16 * groups + 4 * 64 * k_groups + 3 * 64;  // zero tables, index panel, alignment
+}
+constexpr std::size_t conv_binary_row_bytes(std::size_t width, std::size_t channels) {
+  return 4 * 16 * width * (channels / 4);  // one input row's tables
+}
+
 }  // namespace fewmul::kernels::detail

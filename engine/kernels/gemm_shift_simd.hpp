@@ -34,7 +34,7 @@ struct gemm_shift_simd : simd_common<A> {
     std::uint32_t offset;  // floats into the B panel
     std::uint32_t addend;
   };
-  static std::uint32_t shift_addend(int code) {
+  static constexpr std::uint32_t shift_addend(int code) {
     const int magnitude = code < 0 ? -code : code;
     return (static_cast<std::uint32_t>(magnitude - pow2_code_bias) << 23) + (code < 0 ? 0x80000000u : 0u);
   }
@@ -60,25 +60,41 @@ struct gemm_shift_simd : simd_common<A> {
   }
   // B rows pc .. pc + kb, columns j0 .. j0 + w, into a panel [kb + 1][nr] whose last row is zeros. Returns
   // whether B's rows pc .. pc + kb hold a zero in those columns, i.e. whether the tile must test B.
+  static float tiny_b() { return std::ldexp(1.0f, -shift_safe_exponent); }
+  static float huge_b() { return std::ldexp(1.0f, shift_safe_exponent); }
+  // B rows pc .. pc + kb, columns j0 .. j0 + w, into a panel [kb + 1][nr] whose last row is zeros, values below
+  // the shift-safe range flushed to zero. Returns whether the panel holds a zero, i.e. whether the tile must
+  // test B; sets `out_of_range` for a value above the range or not finite.
   static bool pack_b_shift(const gemm_shift_params& p, std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w,
-                           float* panel) {
+                           float* panel, bool& out_of_range) {
+    const fb tiny(tiny_b()), huge(huge_b());
     auto zero = fb(1.0f) == fb(0.0f);
-    bool scalar_zero = false;
+    auto bad = zero;
+    bool scalar_zero = false, scalar_bad = false;
     for (std::size_t q = 0; q < kb; ++q) {
       const float* src = p.b + (pc + q) * p.ldb + j0;
       float* dst = panel + q * shift_nr;
       if (w == shift_nr) {
         for (std::size_t v = 0; v < shift_nv; ++v) {
-          const fb b = fb::load_unaligned(src + v * lanes);
-          b.store_aligned(dst + v * lanes);
-          zero = zero | (b == fb(0.0f));
+          const fb b = fb::load_unaligned(src + v * lanes), a = xsimd::abs(b);
+          const auto flush = a < tiny;
+          xsimd::select(flush, fb(0.0f), b).store_aligned(dst + v * lanes);
+          zero = zero | flush;
+          bad = bad | !(a <= huge);
         }
       } else {  // padding columns are zeros, but their sums are never stored: only real columns count
-        for (std::size_t j = 0; j < shift_nr; ++j) dst[j] = j < w ? src[j] : 0.0f;
-        for (std::size_t j = 0; j < w; ++j) scalar_zero |= src[j] == 0.0f;
+        for (std::size_t j = 0; j < shift_nr; ++j) {
+          const float b = j < w ? src[j] : 0.0f, a = std::fabs(b);
+          dst[j] = a < tiny_b() ? 0.0f : b;
+          if (j < w) {
+            scalar_zero |= a < tiny_b();
+            scalar_bad |= !(a <= huge_b());
+          }
+        }
       }
     }
     for (std::size_t j = 0; j < shift_nr; ++j) panel[kb * shift_nr + j] = 0.0f;
+    out_of_range = out_of_range || scalar_bad || xsimd::any(bad);
     return scalar_zero || xsimd::any(zero);
   }
 
@@ -107,6 +123,110 @@ struct gemm_shift_simd : simd_common<A> {
     store_strided_tile(acc, c, c_rs, c_cs, h, w);
   }
 
+  // ---- list_b: B's nonzeros drive the loop --------------------------------------------------------
+  // The same sums with the roles exchanged: each column j of B becomes the list of its nonzero floats in
+  // k order, (offset of Q's row k in the code panel, bits(B[k][j])), and Q's codes are packed as addends
+  // into a panel [kb + 1][nr] whose vectors run along m. A zero code must not add anything, so it is
+  // packed as a sentinel and masked: 0x3f800001 has a low bit set (every addend is a multiple of 2^23) and
+  // is a normal float, so the float compare that makes the mask is not affected by denormals-as-zero; the
+  // panel's extra row is all sentinels, for the padding entries. Every nonzero product is added in k order
+  // exactly as in the other mode, so the results are the same bits.
+  static constexpr std::uint32_t zero_code_sentinel = 0x3f800001u;
+  // The panel entry of every code byte: a table load instead of a data-dependent branch (half the codes
+  // are zero, at random).
+  struct addend_table {
+    std::uint32_t of_byte[256];
+    constexpr addend_table() : of_byte() {
+      for (int b = 0; b < 256; ++b) {
+        const int code = b < 128 ? b : b - 256;
+        of_byte[b] = code == 0 ? zero_code_sentinel : shift_addend(code);
+      }
+    }
+  };
+  static constexpr addend_table panel_addends{};
+  static std::size_t build_float_lists(const gemm_shift_params& p, std::size_t j0, std::size_t h, std::size_t pc,
+                                       std::size_t kb, shift_entry* list, bool& out_of_range) {
+    const float tiny = tiny_b(), huge = huge_b();
+    std::size_t counts[shift_mr] = {};
+    bool bad = false;
+    for (std::size_t q = 0; q < kb; ++q) {
+      const float* row = p.b + (pc + q) * p.ldb + j0;
+      for (std::size_t r = 0; r < h; ++r) {  // branch-free, as build_shift_lists
+        std::uint32_t bits;
+        std::memcpy(&bits, row + r, sizeof bits);
+        const float a = std::fabs(row[r]);
+        list[counts[r] * shift_mr + r] = {static_cast<std::uint32_t>(q * shift_nr), bits};
+        counts[r] += a < tiny ? 0 : 1;
+        bad |= !(a <= huge);
+      }
+    }
+    out_of_range = out_of_range || bad;
+    std::size_t steps = 0;
+    for (std::size_t r = 0; r < h; ++r) steps = std::max(steps, counts[r]);
+    const shift_entry padding{static_cast<std::uint32_t>(kb * shift_nr), 0u};
+    for (std::size_t r = 0; r < shift_mr; ++r)
+      for (std::size_t s = r < h ? counts[r] : 0; s < steps; ++s) list[s * shift_mr + r] = padding;
+    return steps;
+  }
+  // Codes of Q rows i0 .. i0 + w (along m), K rows pc .. pc + kb, as addends [kb + 1][nr].
+  static void pack_q_addends(const gemm_shift_params& p, std::size_t pc, std::size_t kb, std::size_t i0, std::size_t w,
+                             std::uint32_t* panel) {
+    for (std::size_t q = 0; q < kb; ++q) {
+      const auto* codes = reinterpret_cast<const std::uint8_t*>(p.q + i0 * p.q_rs + (pc + q) * p.q_cs);
+      std::uint32_t* dst = panel + q * shift_nr;
+      if (w == shift_nr && p.q_rs == 1) {
+        for (std::size_t t = 0; t < shift_nr; ++t) dst[t] = panel_addends.of_byte[codes[t]];
+      } else {
+        for (std::size_t t = 0; t < shift_nr; ++t)
+          dst[t] = t < w ? panel_addends.of_byte[codes[t * p.q_rs]] : zero_code_sentinel;
+      }
+    }
+    for (std::size_t t = 0; t < shift_nr; ++t) panel[kb * shift_nr + t] = zero_code_sentinel;
+  }
+  static void float_list_tile(std::size_t steps, const shift_entry* list, const std::uint32_t* panel, float* c,
+                              std::size_t c_rs, std::size_t c_cs, std::size_t h, std::size_t w, bool first) {
+    fb acc[shift_mr][shift_nv];
+    load_strided_tile(acc, first, c, c_rs, c_cs, h, w);
+    const ub sentinel(zero_code_sentinel);
+    for (std::size_t s = 0; s < steps; ++s)
+      for (std::size_t r = 0; r < shift_mr; ++r) {
+        const shift_entry e = list[s * shift_mr + r];
+        const ub b_bits(e.addend);
+        const std::uint32_t* row = panel + e.offset;
+        for (std::size_t v = 0; v < shift_nv; ++v) {
+          const ub addend = ub::load_aligned(row + v * lanes);
+          const fb product = simd_compat::as_float<A>(addend + b_bits);
+          acc[r][v] = xsimd::select(simd_compat::as_float<A>(addend) != simd_compat::as_float<A>(sentinel),
+                                    acc[r][v] + product, acc[r][v]);
+        }
+      }
+    store_strided_tile(acc, c, c_rs, c_cs, h, w);
+  }
+  static void gemm_shift_list_b(const gemm_shift_params& p) noexcept {
+    bool out_of_range = false;
+    const gemm_blocks bl = shift_blocks(p.caches, shift_mr, shift_nr);
+    auto* lists = at_bytes<shift_entry>(p.workspace, 0);
+    auto* steps = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc);
+    auto* panel = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc + 4 * bl.mc / shift_mr + 64);
+    for (std::size_t pc = 0; pc < p.k; pc += bl.kc) {
+      const std::size_t kb = std::min(bl.kc, p.k - pc);
+      for (std::size_t jc = 0; jc < p.n; jc += bl.mc) {
+        const std::size_t nb = std::min(bl.mc, p.n - jc);
+        for (std::size_t j0 = 0; j0 < nb; j0 += shift_mr)
+          steps[j0 / shift_mr] = static_cast<std::uint32_t>(
+              build_float_lists(p, jc + j0, std::min(shift_mr, nb - j0), pc, kb, lists + j0 * kb, out_of_range));
+        for (std::size_t i0 = 0; i0 < p.m; i0 += shift_nr) {
+          const std::size_t w = std::min(shift_nr, p.m - i0);
+          pack_q_addends(p, pc, kb, i0, w, panel);
+          for (std::size_t j0 = 0; j0 < nb; j0 += shift_mr)  // C's tile: rows along n, vectors along m
+            float_list_tile(steps[j0 / shift_mr], lists + j0 * kb, panel, p.c + i0 * p.c_rs + (jc + j0) * p.c_cs,
+                            p.c_cs, p.c_rs, std::min(shift_mr, nb - j0), w, pc == 0);
+        }
+      }
+    }
+    if (out_of_range && p.b_out_of_range) *p.b_out_of_range = true;
+  }
+
   static void gemm_shift(const gemm_shift_params& p) noexcept {
     if (p.m == 0 || p.n == 0) return;
     if (p.k == 0) {
@@ -114,6 +234,8 @@ struct gemm_shift_simd : simd_common<A> {
         for (std::size_t j = 0; j < p.n; ++j) p.c[i * p.c_rs + j * p.c_cs] = 0.0f;
       return;
     }
+    if (p.list_b) return gemm_shift_list_b(p);
+    bool out_of_range = false;
     const gemm_blocks bl = shift_blocks(p.caches, shift_mr, shift_nr);
     auto* lists = at_bytes<shift_entry>(p.workspace, 0);
     auto* steps = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc);
@@ -127,7 +249,7 @@ struct gemm_shift_simd : simd_common<A> {
               build_shift_lists(p, ic + i0, std::min(shift_mr, mb - i0), pc, kb, lists + i0 * kb));
         for (std::size_t j0 = 0; j0 < p.n; j0 += shift_nr) {
           const std::size_t w = std::min(shift_nr, p.n - j0);
-          const bool b_has_zeros = pack_b_shift(p, pc, kb, j0, w, panel);
+          const bool b_has_zeros = pack_b_shift(p, pc, kb, j0, w, panel, out_of_range);
           for (std::size_t i0 = 0; i0 < mb; i0 += shift_mr) {
             const auto tile = b_has_zeros ? &shift_tile<true> : &shift_tile<false>;
             tile(steps[i0 / shift_mr], lists + i0 * kb, panel, p.c + (ic + i0) * p.c_rs + j0 * p.c_cs, p.c_rs, p.c_cs,
@@ -136,6 +258,7 @@ struct gemm_shift_simd : simd_common<A> {
         }
       }
     }
+    if (out_of_range && p.b_out_of_range) *p.b_out_of_range = true;
   }
 };
 

@@ -6,6 +6,7 @@
 #include <cstddef>
 
 #include "fewmul/kernels.hpp"
+#include "kernels/conv_binary_simd.hpp"
 #include "kernels/gemm_binary_simd.hpp"
 #include "kernels/gemm_blocking.hpp"
 #include "kernels/gemm_f32_simd.hpp"
@@ -15,6 +16,7 @@
 #include "kernels/gemm_xnor_simd.hpp"
 #include "kernels/pack_simd.hpp"
 #include "kernels/quantize_pow2_simd.hpp"
+#include "kernels/update_weights_simd.hpp"
 
 namespace fewmul::kernels::detail {
 namespace {  // one copy per translation unit (see xsimd_compat.hpp)
@@ -28,7 +30,8 @@ struct simd_kernels {
   static std::size_t workspace_bytes(const cache_sizes& caches) noexcept {
     return std::max({f32_workspace_bytes(caches, f32::f32_mr, f32::panel_nr), lookup::template workspace<4>(caches),
                      lookup::template workspace<3>(caches),
-                     shift_workspace_bytes(caches, shift::shift_mr, shift::shift_nr)});
+                     shift_workspace_bytes(caches, shift::shift_mr, shift::shift_nr),
+                     conv_binary_workspace_bytes(caches) + 256});
   }
 
   static kernel_table table(fewmul::isa which) {
@@ -41,6 +44,8 @@ struct simd_kernels {
                         &shift::gemm_shift,
                         &quantize_pow2_simd<A>::quantize_pow2,
                         &gemm_xnor_simd<A>::gemm_xnor,
+                        &conv_binary_simd<A>::conv_binary,
+                        &update_weights_simd<A>::update_weights,
                         f32::panel_nr,
                         &workspace_bytes};
   }

@@ -14,6 +14,7 @@ namespace fewmul {
 namespace {
 
 using detail::check_width;
+using detail::first_row;
 using detail::fold_parts;
 using detail::gradient_stream;
 using detail::parallel_rows;
@@ -156,6 +157,8 @@ class conv2d_layer final : public layer {
     check_width(*this, x);
     core_.prepare(ctx, index);
     y.resize(x.rows, output_size());
+    // Binary weights on float inputs: an implicit GEMM over the maps, no im2col.
+    if (core_.forward_conv_binary(x.data.data(), x.rows, shape_, y.data.data(), ctx)) return;
     for_slabs(0, x.rows, [&](std::size_t, std::size_t b0, std::size_t n) {
       unfold(x, b0, n, ctx);
       core_.forward(cols_.data(), n * positions(), y.row(b0), ctx);
@@ -168,6 +171,7 @@ class conv2d_layer final : public layer {
     std::vector<float>& grad = core_.weight().grad;
     if (dx) dx->resize(x.rows, input_size());
     const std::size_t k_size = core_.inputs();
+    const bool qbp = core_.options().qbp;
     const batch_split* split = parts_of(ctx);
     const std::size_t parts = split ? split->local_parts() : 1;
     if (split) part_sums_.resize(parts * grad.size());
@@ -176,14 +180,31 @@ class conv2d_layer final : public layer {
       const std::uint64_t part = split ? split->first_part + i : 0;
       float* sum = split ? part_sums_.data() + i * grad.size() : grad.data();
       for_slabs(e0, e1, [&](std::size_t slab, std::size_t b0, std::size_t n) {
-        unfold(x, b0, n, ctx);
         const std::size_t rows = n * positions();
-        if (slab == 0) {
-          core_.weight_gradient(dy.row(b0), cols_.data(), rows, sum, index, gradient_stream(part, 0), ctx);
-        } else {
+        float* slab_grad = sum;
+        if (slab > 0) {
           partial_.resize(grad.size());
-          core_.weight_gradient(dy.row(b0), cols_.data(), rows, partial_.data(), index, gradient_stream(part, slab),
-                                ctx);
+          slab_grad = partial_.data();
+        }
+        if (qbp) {
+          // QBP rounds the layer's input once (Lin et al.: x is quantized, then convolved), so every tap
+          // reading a pixel sees the same code; the codes' im2col is a quarter of the floats' bytes. Random
+          // index: the element's place in the whole minibatch's input (whichever process holds it).
+          map_codes_.resize(n * input_size());
+          core_.quantize_inputs(x.row(b0), n * input_size(), map_codes_.data(), index, 0,
+                                static_cast<std::uint32_t>((first_row(ctx) + b0) * input_size()), ctx);
+          const std::size_t per_example = positions() * core_.inputs();
+          col_codes_.resize(n * per_example);
+          parallel_rows(ctx.rt, n, 1, [&](std::size_t a0, std::size_t a1) {
+            for (std::size_t e = a0; e < a1; ++e)
+              im2col(map_codes_.data() + e * input_size(), shape_, col_codes_.data() + e * per_example);
+          });
+          core_.weight_gradient_codes(dy.row(b0), col_codes_.data(), rows, slab_grad, index, ctx);
+        } else {
+          unfold(x, b0, n, ctx);
+          core_.weight_gradient(dy.row(b0), cols_.data(), rows, slab_grad, index, gradient_stream(part, slab), ctx);
+        }
+        if (slab > 0) {
           parallel_rows(ctx.rt, grad.size(), 65536, [&](std::size_t i0, std::size_t i1) {
             for (std::size_t j = i0; j < i1; ++j) sum[j] += partial_[j];
           });
@@ -261,7 +282,8 @@ class conv2d_layer final : public layer {
   conv_shape shape_;
   detail::weight_core core_;
   std::vector<float> cols_, partial_;
-  std::vector<float> part_sums_;  // the weight gradients of this process's parts of the minibatch
+  std::vector<float> part_sums_;                    // the weight gradients of this process's parts of the minibatch
+  std::vector<std::int8_t> map_codes_, col_codes_;  // QBP: the slab's input codes and their im2col
 };
 
 class max_pool_layer final : public layer {

@@ -75,9 +75,13 @@ class dense_layer final : public layer {
 
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
     const std::size_t in = core_.inputs(), out = core_.outputs();
+    const bool pm1_inputs = core_.xnor_input_bits(true) == 1;  // after a sign activation: additions only
     sum_over_parts(ctx, x.rows, in * out, part_sums_, core_.weight().grad.data(),
                    [&](std::size_t r0, std::size_t r1, std::uint64_t part, float* sum) {
-                     core_.weight_gradient(dy.row(r0), x.row(r0), r1 - r0, sum, index, gradient_stream(part, 0), ctx);
+                     if (pm1_inputs)
+                       core_.weight_gradient_pm1(dy.row(r0), x.row(r0), r1 - r0, sum, ctx);
+                     else
+                       core_.weight_gradient(dy.row(r0), x.row(r0), r1 - r0, sum, index, gradient_stream(part, 0), ctx);
                    });
     if (dx == nullptr) return;
     dx->resize(x.rows, core_.inputs());

@@ -352,6 +352,36 @@ void weight_core::forward(const float* a, std::size_t rows, float* y, const step
            y, ctx);
 }
 
+bool weight_core::forward_conv_binary(const float* x, std::size_t images, const conv_shape& s, float* y,
+                                      const step_context& ctx) {
+  if (options_.kind != weight_kind::binary || use_expectation_ || xnor_input_bits(ctx.training) > 0) return false;
+  if (!kernels::conv_binary_fits(s.width, s.in_channels, s.kernel, gemm_caches())) return false;
+  const std::size_t positions = images * s.out_height() * s.out_width();
+  // Chunks of output positions, a few per thread (a chunk rebuilds the tables of the kernel - 1 input rows it
+  // shares with its neighbour); whichever chunk computes a position, its sum is the same.
+  const auto threads = static_cast<std::size_t>(std::max(1, ctx.rt.threads()));
+  const std::size_t chunk = std::max<std::size_t>(96, (positions / (4 * threads) + 11) / 12 * 12);
+  const std::size_t ldb = kernels::words_for(out_);
+  parallel_rows(ctx.rt, positions, chunk, [&](std::size_t p0, std::size_t p1) {
+    run_packed_gemm(ctx.kernels, ctx.kernels.conv_binary,
+                    {.x = x,
+                     .images = images,
+                     .height = s.height,
+                     .width = s.width,
+                     .channels = s.in_channels,
+                     .kernel = s.kernel,
+                     .same_padding = s.same_padding,
+                     .p0 = p0,
+                     .rows = p1 - p0,
+                     .n = out_,
+                     .sign = sign_t_.data(),
+                     .ldb = ldb,
+                     .c = y + p0 * out_,
+                     .ldc = out_});
+  });
+  return true;
+}
+
 void weight_core::input_gradient(const float* dy, std::size_t rows, float* dx, const step_context& ctx) {
   multiply(options_.kind, dy, rows, out_, in_,
            {weight_.value.data(), false, sign_.data(), nonzero_.data(), out_ * kernels::words_for(in_)}, dx, ctx);
@@ -377,29 +407,74 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
     });
     return;
   }
-  condition_gradient(dy, rows * out_, layer, ctx);
   codes_.resize(rows * in_);
-  const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, layer, part == 0 ? 0x9b9 : 0x9b9 + (part << 12));
-  parallel_rows(ctx.rt, rows, 16, [&](std::size_t r0, std::size_t r1) {
-    k.quantize_pow2(x + r0 * in_, (r1 - r0) * in_, codes_.data() + r0 * in_, options_.qbp_kmin, options_.qbp_kmax, key,
-                    static_cast<std::uint32_t>(r0 * in_));
+  quantize_inputs(x, rows * in_, codes_.data(), layer, part, 0, ctx);
+  weight_gradient_codes(dy, codes_.data(), rows, grad, layer, ctx);
+}
+
+void weight_core::weight_gradient_pm1(const float* dy, const float* x, std::size_t rows, float* grad,
+                                      const step_context& ctx) {
+  const auto& k = ctx.kernels;
+  const std::size_t words = kernels::words_for(in_);
+  input_sign_.resize(rows * words);
+  parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
+    k.pack_binary(x + r0 * in_, r1 - r0, in_, in_, input_sign_.data() + r0 * words, words,
+                  kernels::sample_mode::deterministic, 0);
   });
-  // Computed as grad^T[i][o] = sum_r code(x[r][i]) * dy[r][o], so the codes are gemm_shift's broadcast
-  // operand (a zero code skips a whole row), and written through strides into grad[o][i].
+  // grad[o][i] = sum_r dy[r][o] * x[r][i]: A(m=o, k=r) = dy[r*out + o], B = the sign bits [r][i].
+  parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+    run_packed_gemm(k, k.gemm_binary,
+                    {.m = i1 - i0,
+                     .n = j1 - j0,
+                     .k = rows,
+                     .a = dy + i0,
+                     .a_rs = 1,
+                     .a_cs = out_,
+                     .bits = input_sign_.data() + j0 / 64,
+                     .ldb = words,
+                     .c = grad + i0 * in_ + j0,
+                     .ldc = in_});
+  });
+}
+
+void weight_core::quantize_inputs(const float* x, std::size_t count, std::int8_t* codes, std::uint32_t layer,
+                                  std::uint64_t part, std::uint32_t index0, const step_context& ctx) const {
+  const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, layer, part == 0 ? 0x9b9 : 0x9b9 + (part << 12));
+  parallel_rows(ctx.rt, count, 4096, [&](std::size_t i0, std::size_t i1) {
+    ctx.kernels.quantize_pow2(x + i0, i1 - i0, codes + i0, options_.qbp_kmin, options_.qbp_kmax, key,
+                              static_cast<std::uint32_t>(index0 + i0));
+  });
+}
+
+void weight_core::weight_gradient_codes(const float* dy, const std::int8_t* codes, std::size_t rows, float* grad,
+                                        std::uint32_t layer, const step_context& ctx) {
+  const auto& k = ctx.kernels;
+  // Computed as grad^T[i][o] = sum_r code(x[r][i]) * dy[r][o] and written through strides into grad[o][i].
+  // The kernel's loop runs over the nonzeros of one operand, listed once per K block and reused by every
+  // panel of the other: the codes (in_ per row) when in_ <= out_, else the gradient dy (out_ per row; a
+  // convolution's in_ is 9x its channels, and its dy after max-pooling is mostly zeros). Same bits either way.
+  // The kernel also conditions dy as it packs it (values too small to matter count as zero, and it reports
+  // anything non-finite or huge), so there is no separate pass over dy.
+  std::atomic<bool> out_of_range{false};
   parallel_gemm(ctx.rt, in_, out_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+    bool block_out_of_range = false;
     run_packed_gemm(k, k.gemm_shift,
                     {.m = i1 - i0,
                      .n = j1 - j0,
                      .k = rows,
-                     .q = codes_.data() + i0,
+                     .q = codes + i0,
                      .q_rs = 1,
                      .q_cs = in_,
-                     .b = conditioned_.data() + j0,
+                     .b = dy + j0,
                      .ldb = out_,
                      .c = grad + j0 * in_ + i0,
                      .c_rs = 1,
-                     .c_cs = in_});
+                     .c_cs = in_,
+                     .list_b = out_ < in_,
+                     .b_out_of_range = &block_out_of_range});
+    if (block_out_of_range) out_of_range.store(true);
   });
+  if (out_of_range.load()) throw_exploding_gradient(layer, ctx);
 }
 
 // y = a W^T for k_a-bit inputs a and binary or k_w-bit weights: pack a into bit planes (bit 1 = +1,
@@ -563,26 +638,9 @@ void weight_core::transpose(const std::uint64_t* rows_o, std::uint64_t* rows_i, 
   });
 }
 
-// gemm_shift needs each gradient to be 0 or within [2^-110, 2^110]: values too small to matter are
-// flushed to 0, and anything non-finite or huge stops training with a clear message.
-void weight_core::condition_gradient(const float* dy, std::size_t count, std::uint32_t layer, const step_context& ctx) {
-  conditioned_.resize(count);
-  const float tiny = std::ldexp(1.0f, -kernels::shift_safe_exponent);
-  const float huge = std::ldexp(1.0f, kernels::shift_safe_exponent);
-  std::atomic<bool> bad{false};
-  parallel_rows(ctx.rt, count, 16384, [&](std::size_t i0, std::size_t i1) {
-    bool chunk_bad = false;
-    for (std::size_t i = i0; i < i1; ++i) {
-      const float v = dy[i];
-      const float a = std::fabs(v);
-      chunk_bad |= !(a <= huge);
-      conditioned_[i] = a < tiny ? 0.0f : v;
-    }
-    if (chunk_bad) bad.store(true);
-  });
-  if (bad.load())
-    throw error("non-finite or exploding gradient at layer " + std::to_string(layer) + " (" + kind_name() +
-                " weights) in step " + std::to_string(ctx.step));
+void weight_core::throw_exploding_gradient(std::uint32_t layer, const step_context& ctx) const {
+  throw error("non-finite or exploding gradient at layer " + std::to_string(layer) + " (" + kind_name() +
+              " weights) in step " + std::to_string(ctx.step));
 }
 
 }  // namespace fewmul::detail

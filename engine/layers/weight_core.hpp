@@ -66,10 +66,25 @@ class weight_core {
   void forward(const float* a, std::size_t rows, float* y, const step_context& ctx);
   /// dx[rows][inputs] = dy[rows][outputs] W.
   void input_gradient(const float* dy, std::size_t rows, float* dx, const step_context& ctx);
+  /// The forward of a convolution with these weights read from its `images` input maps in place (the
+  /// conv_binary kernel: same bits as forward() on the im2col rows). Runs, and returns true, only where
+  /// forward() would take gemm_binary (binary weights, float inputs, not E[W]) and the shape fits.
+  bool forward_conv_binary(const float* x, std::size_t images, const conv_shape& s, float* y, const step_context& ctx);
   /// grad[outputs][inputs] = dy^T x over `rows` rows. With quantized backprop x is first rounded to
   /// powers of two (random stream keyed by the step, `layer` and `part`) and the products are shifts.
   void weight_gradient(const float* dy, const float* x, std::size_t rows, float* grad, std::uint32_t layer,
                        std::uint64_t part, const step_context& ctx);
+  /// dW for inputs that are exactly +-1 (a sign activation's output): dW[o][i] = sum_r (x >= 0 ? dy : -dy),
+  /// additions only, on gemm_binary (grouped sums: not the bits of weight_gradient's gemm_f32).
+  void weight_gradient_pm1(const float* dy, const float* x, std::size_t rows, float* grad, const step_context& ctx);
+  /// QBP: x's `count` values stochastically rounded to power-of-two codes with the stream of (layer, part);
+  /// element i draws random number index0 + i.
+  void quantize_inputs(const float* x, std::size_t count, std::int8_t* codes, std::uint32_t layer, std::uint64_t part,
+                       std::uint32_t index0, const step_context& ctx) const;
+  /// QBP weight gradient from inputs already rounded to codes ([rows][inputs]), e.g. a convolution's
+  /// im2col of its once-quantized input map.
+  void weight_gradient_codes(const float* dy, const std::int8_t* codes, std::size_t rows, float* grad,
+                             std::uint32_t layer, const step_context& ctx);
 
   /// Options and weights (packed: deterministic bits) in the format of the dense layer.
   void write(byte_writer& out, bool packed) const;
@@ -100,7 +115,7 @@ class weight_core {
                        const weight_view& w, float* out, const step_context& ctx);
   void transpose_master(const step_context& ctx);
   void transpose(const std::uint64_t* rows_o, std::uint64_t* rows_i, const step_context& ctx) const;
-  void condition_gradient(const float* dy, std::size_t count, std::uint32_t layer, const step_context& ctx);
+  [[noreturn]] void throw_exploding_gradient(std::uint32_t layer, const step_context& ctx) const;
 
   std::size_t in_, out_;
   dense_options options_;
@@ -123,8 +138,8 @@ class weight_core {
   std::vector<std::uint64_t> sign_, nonzero_;
   std::vector<std::uint64_t> sign_t_, nonzero_t_;
   std::vector<float> transposed_;  // fp32 W^T [in][out]
-  std::vector<float> conditioned_;
   std::vector<std::int8_t> codes_;
+  std::vector<std::uint64_t> input_sign_;  // weight_gradient_pm1: the inputs' sign bits
 };
 
 }  // namespace fewmul::detail

@@ -17,7 +17,7 @@ optimizer::optimizer(optimizer_kind kind, float momentum, std::vector<parameter*
   }
 }
 
-void optimizer::step(float lr, const runtime& rt) {
+void optimizer::step(float lr, const runtime& rt, const kernels::kernel_table& k) {
   ++steps_;
   constexpr float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   const float correction1 = 1.0f - std::pow(beta1, static_cast<float>(steps_));
@@ -25,49 +25,57 @@ void optimizer::step(float lr, const runtime& rt) {
   for (std::size_t pi = 0; pi < params_.size(); ++pi) {
     parameter& p = *params_[pi];
     const float rate = lr * p.lr_scale;
-    std::vector<float>& m = first_[pi];
-    std::vector<float>& v = second_[pi];
     const float clip = p.clip;
     float* w = p.value.data();
     const float* g = p.grad.data();
-    float* m1 = m.data();
-    float* m2 = v.data();
-    // One branch-free loop per update rule, so each vectorizes; element-wise, so no change in results.
+    float* m1 = first_[pi].data();
+    float* m2 = second_[pi].data();
+    // The clip in the same pass; without one the bounds are infinite (they then clip nothing, NaN included).
+    const float lo = clip > 0.0f ? -clip : -INFINITY, hi = clip > 0.0f ? clip : INFINITY;
+    if (kind_ == optimizer_kind::shift_adamax) {
+      // Shift-based AdaMax (Hubara et al., Algorithm 4): theta -= (lr <<>> (1 - beta1^t)^-1) *
+      // (m <<>> v^-1), where x <<>> y = x * AP2(y); the learning rate is rounded with AP2 as well, so
+      // both factors are powers of two and the update is an exponent add on m. AP2 per element: here, not
+      // in the update_weights kernel.
+      const float step = ap2(rate * ap2(1.0f / correction1));
+      parallel_rows(rt, p.value.size(), 16384, [&](std::size_t i0, std::size_t i1) {
+        for (std::size_t i = i0; i < i1; ++i) {
+          m1[i] = beta1 * m1[i] + (1.0f - beta1) * g[i];
+          m2[i] = std::max(beta2 * m2[i], std::fabs(g[i]));
+          w[i] = std::min(std::max(w[i] - step * (m1[i] * ap2(1.0f / (m2[i] + eps))), lo), hi);
+        }
+      });
+      continue;
+    }
+    kernels::update_weights_params u{.n = 0, .w = w, .g = g, .m1 = m1, .m2 = m2, .lo = lo, .hi = hi};
+    u.beta1 = beta1;
+    u.beta2 = beta2;
+    u.eps = eps;
+    u.correction1 = correction1;
+    u.correction2 = correction2;
+    switch (kind_) {
+      case optimizer_kind::adam:
+        u.rule = kernels::update_rule::adam;
+        u.rate = rate;
+        break;
+      case optimizer_kind::adamax:  // AdaMax (Kingma & Ba): v = max(beta2 v, |g|), step = lr / (1 - beta1^t) * m / v
+        u.rule = kernels::update_rule::adamax;
+        u.rate = rate / correction1;
+        break;
+      default:
+        u.rule = momentum_ != 0.0f ? kernels::update_rule::momentum : kernels::update_rule::sgd;
+        u.rate = rate;
+        u.momentum = momentum_;
+        break;
+    }
     parallel_rows(rt, p.value.size(), 16384, [&](std::size_t i0, std::size_t i1) {
-      if (kind_ == optimizer_kind::adam) {
-        for (std::size_t i = i0; i < i1; ++i) {
-          m1[i] = beta1 * m1[i] + (1.0f - beta1) * g[i];
-          m2[i] = beta2 * m2[i] + (1.0f - beta2) * g[i] * g[i];
-          w[i] -= rate * (m1[i] / correction1) / (std::sqrt(m2[i] / correction2) + eps);
-        }
-      } else if (kind_ == optimizer_kind::adamax) {
-        // AdaMax (Kingma & Ba): v = max(beta2 v, |g|), step = lr / (1 - beta1^t) * m / v.
-        const float step = rate / correction1;
-        for (std::size_t i = i0; i < i1; ++i) {
-          m1[i] = beta1 * m1[i] + (1.0f - beta1) * g[i];
-          m2[i] = std::max(beta2 * m2[i], std::fabs(g[i]));
-          w[i] -= step * (m1[i] / (m2[i] + eps));
-        }
-      } else if (kind_ == optimizer_kind::shift_adamax) {
-        // Shift-based AdaMax (Hubara et al., Algorithm 4): theta -= (lr <<>> (1 - beta1^t)^-1) *
-        // (m <<>> v^-1), where x <<>> y = x * AP2(y); the learning rate is rounded with AP2 as well, so
-        // both factors are powers of two and the update is an exponent add on m.
-        const float step = ap2(rate * ap2(1.0f / correction1));
-        for (std::size_t i = i0; i < i1; ++i) {
-          m1[i] = beta1 * m1[i] + (1.0f - beta1) * g[i];
-          m2[i] = std::max(beta2 * m2[i], std::fabs(g[i]));
-          w[i] -= step * (m1[i] * ap2(1.0f / (m2[i] + eps)));
-        }
-      } else if (momentum_ != 0.0f) {
-        for (std::size_t i = i0; i < i1; ++i) {
-          m1[i] = momentum_ * m1[i] + g[i];
-          w[i] -= rate * m1[i];
-        }
-      } else {
-        for (std::size_t i = i0; i < i1; ++i) w[i] -= rate * g[i];
-      }
-      if (clip > 0.0f)
-        for (std::size_t i = i0; i < i1; ++i) w[i] = w[i] < -clip ? -clip : (w[i] > clip ? clip : w[i]);
+      kernels::update_weights_params chunk = u;
+      chunk.n = i1 - i0;
+      chunk.w += i0;
+      chunk.g += i0;
+      if (chunk.m1) chunk.m1 += i0;
+      if (chunk.m2) chunk.m2 += i0;
+      k.update_weights(chunk);
     });
   }
 }

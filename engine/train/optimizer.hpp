@@ -11,7 +11,8 @@ namespace fewmul::detail {
 class optimizer {
  public:
   optimizer(optimizer_kind kind, float momentum, std::vector<parameter*> params);
-  void step(float lr, const runtime& rt);
+  /// One step with learning rate `lr`; the update itself is k.update_weights (shift-based AdaMax: here).
+  void step(float lr, const runtime& rt, const kernels::kernel_table& k);
   /// Moments and step count, for checkpoints.
   std::vector<std::vector<float>> state() const;
   std::int64_t steps() const { return steps_; }

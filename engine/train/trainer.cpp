@@ -555,7 +555,7 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
       }
       loss_sum += loss;
       errors += batch_errors;
-      opt.step(learning_rate_at(config, epoch, b, batches), rt);
+      opt.step(learning_rate_at(config, epoch, b, batches), rt, k);
       net.parameters_changed();
       if (observer.on_batch) observer.on_batch(b + 1, batches);
       if (stop_requested.load())

@@ -150,8 +150,12 @@ using gemm_ternary_fn = void (*)(const gemm_ternary_params& p) noexcept;
 /// Q(m,k) = q[m*q_rs + k*q_cs], floats B row-major (row stride ldb) and C(m,n) = c[m*c_rs + n*c_cs] (the
 /// layers write the gradient transposed). Each product is an integer add on B's bits (exponent += e,
 /// sign ^= s): no multiplication. Terms with a zero code or a zero B are skipped (a zero code skips a
-/// whole row of the register tile); the others are added in k order with plain adds. B values must be 0
-/// or within the shift-safe range (see shift_safe_exponent).
+/// whole row of the register tile); the others are added in k order with plain adds. B values below the
+/// shift-safe range (magnitude < 2^-shift_safe_exponent: too small to matter) count as zero; a B value
+/// above it or not finite sets *b_out_of_range (when given; the results are then unspecified), so the
+/// caller needs no separate pass over B to condition it. `list_b` picks which operand's nonzeros drive
+/// the loop (false: Q's codes, true: B's floats; a caller lists the operand with fewer or sparser entries
+/// per k, e.g. a convolution's gradient after max-pooling); the results are the same bits either way.
 struct gemm_shift_params {
   std::size_t m = 0, n = 0, k = 0;
   const std::int8_t* q = nullptr;
@@ -160,10 +164,61 @@ struct gemm_shift_params {
   std::size_t ldb = 0;
   float* c = nullptr;
   std::size_t c_rs = 0, c_cs = 0;
+  bool list_b = false;
+  bool* b_out_of_range = nullptr;
   cache_sizes caches{};
   void* workspace = nullptr;
 };
 using gemm_shift_fn = void (*)(const gemm_shift_params& p) noexcept;
+/// Operands of conv_binary, the forward of a binary-weight convolution as an implicit GEMM. The output
+/// positions are numbered over `images` channel-last images x [images][height][width][channels] (image
+/// stride height*width*channels); for positions p = p0 .. p0 + rows and output channels n:
+///   C[p - p0][n] = sum_k X(p, k) * W(k, n),
+/// X the im2col matrix of x (k = (ky*kernel + kx)*channels + c, 0 in the zero padding of "same" maps; stride
+/// 1) and W(k, n) = +1 where bit n of sign[k*ldb ...] is set, else -1. The sums and their order are
+/// gemm_binary's on X, so the results are the same bits; requires channels % 4 == 0 (a group of four k
+/// never straddles two taps) and conv_binary_fits().
+struct conv_binary_params {
+  const float* x = nullptr;
+  std::size_t images = 0, height = 0, width = 0, channels = 0, kernel = 0;
+  bool same_padding = true;
+  std::size_t p0 = 0, rows = 0, n = 0;
+  const std::uint64_t* sign = nullptr;
+  std::size_t ldb = 0;
+  float* c = nullptr;
+  std::size_t ldc = 0;
+  cache_sizes caches{};
+  void* workspace = nullptr;
+};
+using conv_binary_fn = void (*)(const conv_binary_params& p) noexcept;
+/// Whether conv_binary's workspace holds what one row of output positions needs (the per-pixel tables of
+/// `kernel` input rows and one panel of weight indices); callers use im2col + gemm_binary otherwise.
+bool conv_binary_fits(std::size_t width, std::size_t channels, std::size_t kernel, const cache_sizes& c) noexcept;
+
+/// The optimizer rules update_weights applies (shift-based AdaMax stays in the op layer: AP2 per element).
+enum class update_rule : std::uint8_t { sgd, momentum, adam, adamax };
+/// Operands of update_weights, one optimizer step over n weights, each result clipped to [lo, hi]
+/// (max(w, lo), then min(·, hi): NaN stays NaN; infinite bounds clip nothing). With g the gradient:
+///   sgd:      w = clip(w - rate g)
+///   momentum: m1 = momentum m1 + g;  w = clip(w - rate m1)
+///   adam:     m1 = beta1 m1 + (1 - beta1) g;  m2 = beta2 m2 + ((1 - beta2) g) g;
+///             w = clip(w - (rate (m1 / correction1)) / (sqrt(m2 / correction2) + eps))
+///   adamax:   m1 as adam;  m2 = max(beta2 m2, |g|);  w = clip(w - rate (m1 / (m2 + eps)))
+/// evaluated in exactly this order in single precision (no fused multiply-add), so every ISA gives the
+/// same bits. Element-wise: any split of the n weights gives the same results.
+struct update_weights_params {
+  update_rule rule = update_rule::sgd;
+  std::size_t n = 0;
+  float* w = nullptr;
+  const float* g = nullptr;
+  float* m1 = nullptr;
+  float* m2 = nullptr;
+  float rate = 0.0f, momentum = 0.0f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float correction1 = 1.0f, correction2 = 1.0f;
+  float lo = -1.0f / 0.0f, hi = 1.0f / 0.0f;
+};
+using update_weights_fn = void (*)(const update_weights_params& p) noexcept;
+
 /// Stochastic power-of-two rounding of n floats into codes with E[value(code)] = x for |x| <= 2^kmax:
 /// |x| in [2^e, 2^(e+1)) goes to 2^(e+1) with probability |x|/2^e - 1, else 2^e; |x| < 2^kmin goes to
 /// 2^kmin with probability |x|/2^kmin, else 0; |x| >= 2^kmax saturates at 2^kmax; 0 stays 0.
@@ -201,6 +256,8 @@ struct kernel_table {
   gemm_shift_fn gemm_shift;
   quantize_pow2_fn quantize_pow2;
   gemm_xnor_fn gemm_xnor;
+  conv_binary_fn conv_binary;
+  update_weights_fn update_weights;
   /// Column tile of the GEMM kernels: layers split work at multiples of 64 columns and this.
   std::size_t column_tile;
   /// Bytes of workspace the packed GEMMs (f32, binary, ternary, shift) need for these cache sizes.

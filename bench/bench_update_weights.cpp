@@ -1,0 +1,56 @@
+// update_weights: one optimizer step over a layer's weights, update_weights/<isa>/<rule>/<weights>; bytes/s
+// counts the arrays each rule reads and writes (memory-bound beyond the caches).
+#include <benchmark/benchmark.h>
+
+#include <string>
+#include <vector>
+
+#include "fewmul/isa.hpp"
+#include "fewmul/kernels.hpp"
+#include "kernel_bench.hpp"
+
+namespace fewmul_bench {
+
+using namespace fewmul;
+
+namespace {
+
+void update_weights_bench(benchmark::State& state, isa which, kernels::update_rule rule, std::size_t n) {
+  if (skip_unsupported(state, which)) return;
+  const auto& k = kernels::kernels_for(which);
+  std::vector<float> w = floats(n, 1), g = floats(n, 2), m1(n, 0.0f), m2(n, 0.0f);
+  const kernels::update_weights_params p{.rule = rule,
+                                         .n = n,
+                                         .w = w.data(),
+                                         .g = g.data(),
+                                         .m1 = m1.data(),
+                                         .m2 = m2.data(),
+                                         .rate = 1e-6f,
+                                         .momentum = 0.9f,
+                                         .correction1 = 0.5f,
+                                         .correction2 = 0.5f,
+                                         .lo = -1.0f,
+                                         .hi = 1.0f};
+  for (auto _ : state) {
+    k.update_weights(p);
+    benchmark::ClobberMemory();
+  }
+  const double arrays = rule == kernels::update_rule::sgd ? 3 : rule == kernels::update_rule::momentum ? 5 : 7;
+  state.counters["bytes_per_s"] = benchmark::Counter(
+      arrays * 4.0 * static_cast<double>(n) * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+}  // namespace
+
+void register_update_weights(isa which) {
+  const std::string isa_text(isa_name(which));
+  const std::pair<kernels::update_rule, const char*> rules[] = {{kernels::update_rule::sgd, "sgd"},
+                                                                {kernels::update_rule::adam, "adam"}};
+  for (const auto& [rule, name] : rules)
+    for (const std::size_t n : {std::size_t{1} << 20, std::size_t{4096} * 4096})
+      benchmark::RegisterBenchmark(("update_weights/" + isa_text + "/" + name + "/" + std::to_string(n)).c_str(),
+                                   update_weights_bench, which, rule, n)
+          ->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace fewmul_bench
