@@ -151,6 +151,16 @@ fewmul::collective* join_job() {
 #endif
 }
 
+// The hardware threads of this node divided among the job's processes on it (at least 1).
+int fair_share_of_threads() {
+#if FEWMUL_MPI
+  const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, hardware / fewmul::dist::processes_on_this_node());
+#else
+  return 0;
+#endif
+}
+
 // Where the collectives of an MPI job spent their time (rank 0's view), after the run.
 void print_job_traffic(const fewmul::collective* job, std::uint64_t steps) {
 #if FEWMUL_MPI
@@ -222,7 +232,11 @@ int run_train(const train_flags& f, const CLI::App& train) {
   }
   loaded_data data = load_data(dataset, data_dir_for(dataset, f.data_dir), f.svhn_extra);
   if (f.train_limit > 0 && f.train_limit < data.train.size()) data.train = data.train.slice(0, f.train_limit);
-  const fewmul::runtime rt(resume ? c.config.threads : f.threads);
+  // --threads 0 (all) in a job: this process's share of the node's hardware threads.
+  int threads = resume ? c.config.threads : f.threads;
+  if (job != nullptr && threads == 0) threads = fair_share_of_threads();
+  if (resume) c.config.threads = threads;
+  const fewmul::runtime rt(threads);
   if (rank0 && rt.threads() > static_cast<int>(std::max(1u, std::thread::hardware_concurrency())))
     std::fprintf(stderr, "fewmul: warning: %d threads on %u hardware threads run slower than one per core\n",
                  rt.threads(), std::thread::hardware_concurrency());
@@ -255,7 +269,7 @@ int run_train(const train_flags& f, const CLI::App& train) {
     config.momentum = f.momentum;
     config.loss = f.loss_text == "xent" ? fewmul::loss_kind::softmax_cross_entropy : fewmul::loss_kind::squared_hinge;
     config.seed = f.seed;
-    config.threads = f.threads;
+    config.threads = threads;
     config.validation = validation_given ? f.validation : default_validation(dataset, data.train.size());
     config.qbp_kmin = f.qbp_kmin;
     config.qbp_kmax = f.qbp_kmax;
@@ -463,7 +477,7 @@ command add_train_command(CLI::App& app) {
   train->add_option("--seed", f.seed, "Random seed (same seed => same result)")
       ->check(whole_in(0, UINT64_MAX))
       ->capture_default_str();
-  train->add_option("--threads", f.threads, "Threads (0 = all)")
+  train->add_option("--threads", f.threads, "Threads (0 = all; under mpirun: this process's share of the node's)")
       ->check(whole_in(0, limits::threads_max))
       ->capture_default_str();
   train

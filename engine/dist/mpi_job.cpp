@@ -43,6 +43,7 @@ struct mpi_state {
   // Watchdog: when a collective was entered (steady-clock nanoseconds), 0 outside collectives.
   std::atomic<std::int64_t> entered{0};
   double timeout_seconds = 300;
+  int node_size = 1;
 };
 mpi_state* state = nullptr;
 
@@ -217,6 +218,10 @@ collective* join_mpi_job() {
   state = new mpi_state;  // lives until exit: the watchdog thread reads it
   MPI_Comm_rank(MPI_COMM_WORLD, &state->table.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &state->table.size);
+  MPI_Comm node;
+  check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
+  MPI_Comm_size(node, &state->node_size);
+  MPI_Comm_free(&node);
   state->table.context = state;
   state->table.fold_parts = fold_parts;
   state->table.sum = sum;
@@ -237,6 +242,8 @@ void abort_job(const std::string& message, int exit_code) {
   std::fflush(stderr);
   MPI_Abort(MPI_COMM_WORLD, exit_code);
 }
+
+int processes_on_this_node() { return state != nullptr ? state->node_size : 1; }
 
 traffic job_traffic() { return state != nullptr ? state->stats : traffic{}; }
 

@@ -18,6 +18,10 @@ collective* join_mpi_job();
 /// leaving them waiting in a collective. Returns (printing nothing) when this process is not in a job.
 void abort_job(const std::string& message, int exit_code);
 
+/// How many processes of the job share this process's node (1 outside a job): a process's fair share of
+/// the node's cores is hardware threads / this.
+int processes_on_this_node();
+
 /// What the collectives of this process did so far.
 struct traffic {
   std::uint64_t calls = 0;
