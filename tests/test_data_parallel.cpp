@@ -193,7 +193,31 @@ TEST_CASE("more processes than minibatch parts are refused before training") {
   config.batch_parts = 3;
   config.validation = 20;
   CHECK_THROWS_WITH_AS(train(net, data, data, config, {}, nullptr, &four),
-                       doctest::Contains("--batch-parts 3 gives 4 processes"), error);
+                       doctest::Contains("--batch-parts 3 is fewer than the 4 processes"), error);
   config.batch_parts = 21;
   CHECK_THROWS_WITH_AS(train(net, data, data, config), doctest::Contains("--batch-parts"), error);
+}
+
+TEST_CASE("processes holding different data are refused before training") {
+  const dataset test_set = images(60, 2);
+  train_config config;
+  config.batch = 20;
+  config.batch_parts = 2;
+  config.validation = 20;
+  config.epochs = 1;
+  thread_group group(2);
+  std::string messages[2];
+  auto run = [&](int rank) {
+    const dataset train_set = images(100, rank == 0 ? 1 : 4);  // process 1 read another file
+    network net = make_mlp(72, {8}, 4, dense_options_for(method::fp32), activation::relu, 1);
+    try {
+      train(net, train_set, test_set, config, {}, nullptr, group.process(rank));
+    } catch (const error& e) {
+      messages[rank] = e.what();
+    }
+  };
+  std::thread other(run, 1);
+  run(0);
+  other.join();
+  for (const std::string& m : messages) CHECK(m.find("process 1 of 2 holds other training/test data") == 0);
 }

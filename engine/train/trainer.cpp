@@ -1,4 +1,5 @@
 #include <atomic>
+#include <bit>
 #include <charconv>
 #include <cstdio>
 #include <chrono>
@@ -103,6 +104,37 @@ float split_loss_and_gradient(loss_kind kind, const matrix& out, const std::uint
   split.comm->sum(split.comm->context, &error_count, 1);
   errors = static_cast<std::size_t>(error_count);
   return loss;
+}
+
+// A fingerprint of what every process of a data-parallel run must share: its data and the settings that shape
+// the arithmetic (one multiply-xor pass over the bits).
+std::uint64_t fingerprint(const dataset& train_set, const dataset& test, const train_config& config) {
+  std::uint64_t h = 0x9e3779b97f4a7c15ull;
+  auto mix = [&h](std::uint64_t v) { h = (h ^ v) * 0x100000001b3ull + (h >> 29); };
+  for (const dataset* d : {&train_set, &test}) {
+    mix(d->size());
+    mix(d->features);
+    for (float v : d->x) mix(std::bit_cast<std::uint32_t>(v));
+    for (std::uint8_t label : d->y) mix(label);
+  }
+  for (std::uint64_t v : {config.seed, std::uint64_t{config.batch}, std::uint64_t{config.batch_parts},
+                          std::uint64_t{config.epochs}, static_cast<std::uint64_t>(config.training_method)})
+    mix(v);
+  return h;
+}
+
+// Refuses to train when the processes do not hold the same data and settings (another file on some node, a
+// different command line), which would otherwise train silently wrong.
+void check_same_inputs(const dataset& train_set, const dataset& test, const train_config& config, collective& comm) {
+  if (comm.size == 1) return;
+  const std::uint64_t mine = fingerprint(train_set, test, config);
+  std::vector<std::uint64_t> all(static_cast<std::size_t>(comm.size));
+  comm.gather_parts(comm.context, &mine, all.size(), sizeof mine, all.data());
+  for (std::size_t q = 1; q < all.size(); ++q)
+    if (all[q] != all[0])
+      throw error("process " + std::to_string(q) + " of " + std::to_string(comm.size) +
+                  " holds other training/test data or settings than process 0 (the same files and flags on every "
+                  "node?)");
 }
 
 // This process's parts of every minibatch of `batch` rows (the same for every step).
@@ -465,8 +497,9 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
   validate(config);
   collective& comm = processes != nullptr ? *processes : single_process();
   if (static_cast<std::size_t>(comm.size) > config.batch_parts)
-    throw error("--batch-parts " + std::to_string(config.batch_parts) + " gives " + std::to_string(comm.size) +
-                " processes fewer parts than processes; use at least " + std::to_string(comm.size));
+    throw error("--batch-parts " + std::to_string(config.batch_parts) + " is fewer than the " +
+                std::to_string(comm.size) + " processes of this run (each needs a part); give at least " +
+                std::to_string(comm.size));
   if (train_set.features != net.input_size())
     throw error("training data has " + std::to_string(train_set.features) + " features, the network expects " +
                 std::to_string(net.input_size()));
@@ -494,6 +527,7 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
   std::vector<std::vector<float>> best_state;
   std::uint64_t step = 0;
   const std::size_t batches = train_count / config.batch;  // the remainder is dropped each epoch
+  check_same_inputs(train_set, test, config, comm);
   const batch_split split = split_batch(comm, config.batch_parts, config.batch);
   const std::size_t local_rows = split.bounds.back();
   split_loss_scratch loss_scratch;

@@ -36,8 +36,14 @@ done
 
 # More processes than parts: refused with the flag named, before any training.
 run 4 "$fewmul" $train --epochs 1 > "$work/log" 2>&1
-if [ $? -eq 0 ] || ! grep -q "rank [0-3] of 4: --batch-parts 3 gives 4 processes" "$work/log"; then
+if [ $? -eq 0 ] || ! grep -q "rank [0-3] of 4: --batch-parts 3 is fewer than the 4 processes" "$work/log"; then
   fail "4 processes on 3 parts"
+fi
+
+# Processes started with different settings (here the seed): refused, naming the odd process.
+run 2 sh -c "exec \"$fewmul\" $(echo $train) --epochs 1 --seed \$((1 + OMPI_COMM_WORLD_RANK))" > "$work/log" 2>&1
+if [ $? -eq 0 ] || ! grep -q "of 2: process 1 of 2 holds other training/test data or settings" "$work/log"; then
+  fail "processes with different settings"
 fi
 
 # Rank 1 of 2 fails in epoch 2: the job ends (no hang), non-zero, naming the rank and the cause. The
