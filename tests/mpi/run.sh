@@ -16,6 +16,9 @@ trap 'rm -rf "$work"' EXIT
 # CI runs as root on 2 cores: Open MPI refuses root without these and more processes than cores without
 # --oversubscribe.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+# Containers often forbid the cross-process reads of Open MPI's single-copy transport (CMA; "Read -1,
+# expected ..., errno = 1"): copy through shared memory instead, which works everywhere.
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
 export FEWMUL_MPI_TIMEOUT=120
 run() { "$mpiexec" --oversubscribe -n "$@"; }
 failures=0
