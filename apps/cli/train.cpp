@@ -147,6 +147,13 @@ fewmul::collective* join_job() {
 #if FEWMUL_MPI
   return fewmul::dist::join_mpi_job();
 #else
+  for (const char* launcher : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"})
+    if (std::getenv(launcher) != nullptr) {
+      std::fprintf(stderr,
+                   "fewmul: warning: started by an MPI launcher, but this fewmul was built without MPI "
+                   "(FEWMUL_MPI=OFF): every process trains alone\n");
+      break;
+    }
   return nullptr;
 #endif
 }
