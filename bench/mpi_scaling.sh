@@ -3,7 +3,7 @@
 # with R x T = the cores, the same minibatch parts in every run (so the same arithmetic and the same bits),
 # and the traffic of the collectives. Also one process without parts (--batch-parts 1), the cost of the
 # parts themselves. Take it where nothing else runs (flock /work/timing.lock on the shared machine).
-#   Usage: bench/mpi_scaling.sh [FEWMUL] [MNIST_DIR] [extra train flags...]
+#   Usage: [REPEAT=k] bench/mpi_scaling.sh [FEWMUL] [MNIST_DIR] [extra train flags...]
 set -eu
 fewmul=${1:-build/fewmul}
 data=${2:-build/data/mnist}
@@ -19,14 +19,19 @@ report() {  # label, log
 }
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-"$fewmul" $train --threads "$cores" --batch-parts 1 > "$log" 2>&1 || { tail -3 "$log"; exit 1; }
-report "1 process x $cores threads, 1 part" "$log"
-r=1
-while [ $r -le "$cores" ]; do
-  if [ $((cores % r)) -eq 0 ]; then
-    mpirun --bind-to none -n $r "$fewmul" $train --threads $((cores / r)) --batch-parts "$cores" > "$log" 2>&1 ||
-      { tail -3 "$log"; exit 1; }
-    report "$r processes x $((cores / r)) threads, $cores parts" "$log"
-  fi
-  r=$((r * 2))
+# REPEAT=k runs the whole set k times, interleaved, so that a load that comes and goes hits every setting.
+round=1
+while [ $round -le "${REPEAT:-1}" ]; do
+  "$fewmul" $train --threads "$cores" --batch-parts 1 > "$log" 2>&1 || { tail -3 "$log"; exit 1; }
+  report "1 process x $cores threads, 1 part" "$log"
+  r=1
+  while [ $r -le "$cores" ]; do
+    if [ $((cores % r)) -eq 0 ]; then
+      mpirun --bind-to none -n $r "$fewmul" $train --threads $((cores / r)) --batch-parts "$cores" > "$log" 2>&1 ||
+        { tail -3 "$log"; exit 1; }
+      report "$r processes x $((cores / r)) threads, $cores parts" "$log"
+    fi
+    r=$((r * 2))
+  done
+  round=$((round + 1))
 done
