@@ -157,6 +157,7 @@ TEST_CASE("resuming from a checkpoint gives the bit-identical result of an unint
       config.schedule = lr_schedule::paper;
       config.lr_end = 0.01f;
     }
+    if (m == method::bc_qbp) config.batch_parts = 3;  // format version 7: minibatch parts
     network_architecture arch;
     arch.height = 1;
     arch.width = 20;
@@ -198,6 +199,7 @@ TEST_CASE("resuming from a checkpoint gives the bit-identical result of an unint
     CHECK(loaded.state.progress.epochs.size() == 2);
     CHECK(loaded.config.weight_bits == config.weight_bits);
     CHECK(loaded.config.bn_reestimate_examples == config.bn_reestimate_examples);  // format version 4
+    CHECK(loaded.config.batch_parts == config.batch_parts);                        // format version 7
     CHECK(loaded.config.optimizer == config.optimizer);
     CHECK(loaded.config.schedule == config.schedule);
     CHECK(loaded.config.lr_end == config.lr_end);
@@ -375,6 +377,7 @@ void rewrite_as_version(const std::string& path, std::uint32_t version, std::siz
   const auto meta_at = std::search(payload.begin(), payload.end(), metadata.begin(), metadata.end());
   REQUIRE(meta_at != payload.end());
   payload.erase(meta_at + 4 + 16, meta_at + 4 + 16 + 20);
+  payload.resize(payload.size() - 8);  // version 8's minibatch part count, the last field
   const std::uint32_t crc = static_cast<std::uint32_t>(crc32(0L, payload.data(), payload.size()));
   const std::uint64_t size = payload.size();
   std::vector<unsigned char> old(bytes.begin(), bytes.begin() + 8);

@@ -4,6 +4,21 @@
 #include <new>
 
 #include "cli_common.hpp"
+#if FEWMUL_MPI
+#include "dist/mpi_job.hpp"
+#endif
+
+namespace {
+// Prints "fewmul: <kind>: <message>" and returns `code`; in an MPI job, prints the message with the rank
+// instead and ends every process of the job (so that none waits for this one forever).
+int fail(const char* kind, const std::string& message, int code) {
+#if FEWMUL_MPI
+  fewmul::dist::abort_job(message, code);
+#endif
+  std::fprintf(stderr, "fewmul: %s: %s\n", kind, message.c_str());
+  return code;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace fewmul_cli;
@@ -29,15 +44,13 @@ int main(int argc, char** argv) {
       if (*c.app) return c.run();
     return 1;  // unreachable: CLI11 requires one subcommand
   } catch (const fewmul::error& e) {
-    std::fprintf(stderr, "fewmul: error: %s\n", e.what());
-    return 1;
+    return fail("error", e.what(), 1);
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr,
-                 "fewmul: error: out of memory: the network, batch or dataset does not fit in this machine's memory "
-                 "(try a smaller --hidden, --width or --batch)\n");
-    return 1;
+    return fail("error",
+                "out of memory: the network, batch or dataset does not fit in this machine's memory (try a smaller "
+                "--hidden, --width or --batch)",
+                1);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "fewmul: internal error: %s\n", e.what());
-    return 2;
+    return fail("internal error", e.what(), 2);
   }
 }

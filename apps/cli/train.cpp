@@ -3,12 +3,16 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <thread>
 
 #include "cli_common.hpp"
+#if FEWMUL_MPI
+#include "dist/mpi_job.hpp"
+#endif
 
 namespace fewmul_cli {
 namespace {
@@ -49,6 +53,7 @@ struct train_flags {
   std::string resume_path;
   std::string save_model_path;
   bool quiet = false;
+  std::size_t batch_parts = 1;
 };
 
 // Validation examples held out when --validation is not given: MNIST 10000 (of 60000), CIFAR-10 5000
@@ -118,6 +123,7 @@ void check_resume_flags(const train_flags& f, const CLI::App& train, const fewmu
   agree("--dropout-hidden", number_text(f.dropout_hidden), number_text(a.dropout_hidden));
   agree("--augment-shift", std::to_string(f.augment_shift), std::to_string(k.augment_shift));
   agree("--bn-reestimate", std::to_string(f.bn_reestimate), std::to_string(k.bn_reestimate_examples));
+  agree("--batch-parts", std::to_string(f.batch_parts), std::to_string(k.batch_parts));
   agree("--loss", f.loss_text, k.loss == fewmul::loss_kind::softmax_cross_entropy ? "xent" : "hinge");
   const char* optimizers[] = {"sgd", "adam", "adamax", "shift-adamax"};
   agree("--optimizer", f.optimizer_text, optimizers[static_cast<int>(k.optimizer)]);
@@ -138,7 +144,65 @@ void check_resume_flags(const train_flags& f, const CLI::App& train, const fewmu
                         " epochs " + path + " has done already");
 }
 
+// The processes of an `mpirun -n R fewmul train` job (null when not started by an MPI launcher, or built
+// without MPI): every process trains, rank 0 alone checks and writes the outputs and prints.
+fewmul::collective* join_job() {
+#if FEWMUL_MPI
+  return fewmul::dist::join_mpi_job();
+#else
+  for (const char* launcher : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"})
+    if (std::getenv(launcher) != nullptr) {
+      std::fprintf(stderr,
+                   "fewmul: warning: started by an MPI launcher, but this fewmul was built without MPI "
+                   "(FEWMUL_MPI=OFF): every process trains alone\n");
+      break;
+    }
+  return nullptr;
+#endif
+}
+
+// The hardware threads of this node divided among the job's processes on it (at least 1).
+int fair_share_of_threads() {
+#if FEWMUL_MPI
+  const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, hardware / fewmul::dist::processes_on_this_node());
+#else
+  return 0;
+#endif
+}
+
+// Where the collectives of an MPI job spent their time (rank 0's view), after the run.
+void print_job_traffic(const fewmul::collective* job, std::uint64_t steps) {
+#if FEWMUL_MPI
+  if (job == nullptr) return;
+  const fewmul::dist::traffic t = fewmul::dist::job_traffic();
+  std::fprintf(stderr,
+               "fewmul: %d processes: %.0f collectives and %.2f MB sent, %.2f MB received per step (rank 0), "
+               "%.2f s in collectives\n",
+               job->size, static_cast<double>(t.calls) / static_cast<double>(std::max<std::uint64_t>(1, steps)),
+               static_cast<double>(t.bytes_sent) / 1e6 / static_cast<double>(std::max<std::uint64_t>(1, steps)),
+               static_cast<double>(t.bytes_received) / 1e6 / static_cast<double>(std::max<std::uint64_t>(1, steps)),
+               t.seconds);
+#else
+  (void)job;
+  (void)steps;
+#endif
+}
+
+// FEWMUL_TEST_FAIL_RANK=r (tests only): process r of a job throws at the second minibatch of the run's last
+// epoch, so that a test can see a failing process end the whole job with a message and the checkpoint of the
+// epoch before intact. FEWMUL_TEST_STALL_RANK=r: process r stops there without a word (the others' watchdog).
+bool injected(const char* variable, const fewmul::collective* job) {
+  const char* rank = std::getenv(variable);
+  return rank != nullptr && job != nullptr && std::to_string(job->rank) == rank;
+}
+
 int run_train(const train_flags& f, const CLI::App& train) {
+  fewmul::collective* job = join_job();
+  const bool rank0 = job == nullptr || job->rank == 0;
+  if (!rank0) {  // only rank 0 prints and writes
+    if (std::freopen("/dev/null", "w", stdout) == nullptr) throw fewmul::error("cannot silence stdout");
+  }
   const bool epochs_given = train.count("--epochs") > 0, threads_given = train.count("--threads") > 0;
   const bool validation_given = train.count("--validation") > 0, optimizer_given = train.count("--optimizer") > 0;
   const bool activation_given = train.count("--activation") > 0, batch_given = train.count("--batch") > 0;
@@ -149,15 +213,15 @@ int run_train(const train_flags& f, const CLI::App& train) {
   if (!f.resume_path.empty() && !f.save_model_path.empty() && same_file(f.resume_path, f.save_model_path))
     throw fewmul::error("--save-model " + f.save_model_path + " is the checkpoint this run resumes from (--resume)");
   std::unique_ptr<fewmul::output_lock> checkpoint_lock, model_lock;
-  if (!f.checkpoint_path.empty()) {
+  if (!f.checkpoint_path.empty() && rank0) {
     check_output(f.checkpoint_path, fewmul::file_kind::checkpoint, "--checkpoint");
     checkpoint_lock = std::make_unique<fewmul::output_lock>(f.checkpoint_path, "--checkpoint");
   }
-  if (!f.save_model_path.empty()) {
+  if (!f.save_model_path.empty() && rank0) {
     check_output(f.save_model_path, fewmul::file_kind::model, "--save-model");
     model_lock = std::make_unique<fewmul::output_lock>(f.save_model_path, "--save-model");
   }
-  if (!f.histogram_path.empty()) {  // found before training, as the other outputs
+  if (!f.histogram_path.empty() && rank0) {  // found before training, as the other outputs
     const bool existed = std::filesystem::exists(f.histogram_path);
     if (!std::ofstream(f.histogram_path, std::ios::app))
       throw fewmul::error("--histogram " + f.histogram_path + ": cannot write there");
@@ -178,8 +242,12 @@ int run_train(const train_flags& f, const CLI::App& train) {
   }
   loaded_data data = load_data(dataset, data_dir_for(dataset, f.data_dir), f.svhn_extra);
   if (f.train_limit > 0 && f.train_limit < data.train.size()) data.train = data.train.slice(0, f.train_limit);
-  const fewmul::runtime rt(resume ? c.config.threads : f.threads);
-  if (rt.threads() > static_cast<int>(std::max(1u, std::thread::hardware_concurrency())))
+  // --threads 0 (all) in a job: this process's share of the node's hardware threads.
+  int threads = resume ? c.config.threads : f.threads;
+  if (job != nullptr && threads == 0) threads = fair_share_of_threads();
+  if (resume) c.config.threads = threads;
+  const fewmul::runtime rt(threads);
+  if (rank0 && rt.threads() > static_cast<int>(std::max(1u, std::thread::hardware_concurrency())))
     std::fprintf(stderr, "fewmul: warning: %d threads on %u hardware threads run slower than one per core\n",
                  rt.threads(), std::thread::hardware_concurrency());
   if (!resume) {
@@ -214,7 +282,7 @@ int run_train(const train_flags& f, const CLI::App& train) {
     config.momentum = f.momentum;
     config.loss = f.loss_text == "xent" ? fewmul::loss_kind::softmax_cross_entropy : fewmul::loss_kind::squared_hinge;
     config.seed = f.seed;
-    config.threads = f.threads;
+    config.threads = threads;
     config.validation = validation_given ? f.validation : default_validation(dataset, data.train.size());
     config.qbp_kmin = f.qbp_kmin;
     config.qbp_kmax = f.qbp_kmax;
@@ -222,6 +290,7 @@ int run_train(const train_flags& f, const CLI::App& train) {
     config.augment_shift = f.augment_shift;
     config.augment_flip = f.augment_flip;
     config.bn_reestimate_examples = f.bn_reestimate;
+    config.batch_parts = f.batch_parts;
     const auto act = !activation_given                  ? fewmul::default_activation(config.training_method)
                      : f.activation_text == "hardtanh"  ? fewmul::activation::hard_tanh
                      : f.activation_text == "sign"      ? fewmul::activation::sign
@@ -281,8 +350,9 @@ int run_train(const train_flags& f, const CLI::App& train) {
       }
       const auto start = std::chrono::steady_clock::now();
       c.meta.preprocess = fewmul::fit_preprocessing(data.train.slice(0, data.train.size() - config.validation), o, rt);
-      std::fprintf(stderr, "fewmul: fitted %s preprocessing in %.1f s\n", pre.c_str(),
-                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      if (rank0)
+        std::fprintf(stderr, "fewmul: fitted %s preprocessing in %.1f s\n", pre.c_str(),
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
   }
   const fewmul::train_config& config = c.config;
@@ -291,15 +361,26 @@ int run_train(const train_flags& f, const CLI::App& train) {
   c.meta.preprocess.apply(data.test, rt);
 
   fewmul::network net = fewmul::make_network(c);
-  std::fprintf(stderr, "fewmul: %s, method %s, isa %s, %d threads, %zu train / %zu validation / %zu test%s\n",
-               dataset.c_str(), method.c_str(), std::string(fewmul::isa_name(fewmul::active_isa())).c_str(),
-               rt.threads(), data.train.size() - std::min(config.validation, data.train.size()), config.validation,
-               data.test.size(),
-               resume ? (", resuming after epoch " + std::to_string(c.state.progress.epochs.size())).c_str() : "");
-  std::fprintf(stderr, "fewmul: %s\n", net.describe().c_str());
+  if (rank0) {
+    const std::string processes = job ? std::to_string(job->size) + " processes x " : "";
+    std::fprintf(stderr, "fewmul: %s, method %s, isa %s, %s%d threads, %zu train / %zu validation / %zu test%s\n",
+                 dataset.c_str(), method.c_str(), std::string(fewmul::isa_name(fewmul::active_isa())).c_str(),
+                 processes.c_str(), rt.threads(), data.train.size() - std::min(config.validation, data.train.size()),
+                 config.validation, data.test.size(),
+                 resume ? (", resuming after epoch " + std::to_string(c.state.progress.epochs.size())).c_str() : "");
+    std::fprintf(stderr, "fewmul: %s\n", net.describe().c_str());
+  }
 
   fewmul::train_observer observer;
-  if (!f.quiet) observer.on_batch = print_progress;
+  if (!f.quiet && rank0) observer.on_batch = print_progress;
+  if (injected("FEWMUL_TEST_FAIL_RANK", job) || injected("FEWMUL_TEST_STALL_RANK", job))
+    observer.on_batch = [&, epoch = c.state.progress.epochs.size() + 1](std::size_t done, std::size_t total) mutable {
+      if (done == 2 && epoch == config.epochs) {
+        if (injected("FEWMUL_TEST_FAIL_RANK", job)) throw fewmul::error("failure injected by FEWMUL_TEST_FAIL_RANK");
+        for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+      }
+      if (done == total) ++epoch;
+    };
   // --histogram: the exponents of every weight layer's input, on the first 10,000 training examples at the
   // middle epoch (the paper's snapshot mid-training).
   const std::size_t histogram_epoch = (config.epochs + 1) / 2;
@@ -307,6 +388,7 @@ int run_train(const train_flags& f, const CLI::App& train) {
     std::fprintf(stderr, "fewmul: warning: the run is past its middle epoch %zu, --histogram writes nothing\n",
                  histogram_epoch);
   observer.on_epoch = [&](const fewmul::epoch_metrics& m) {
+    if (!rank0) return;
     print_epoch(m, method);
     if (f.histogram_path.empty() || m.epoch != histogram_epoch) return;
     const std::size_t train_count = data.train.size() - std::min(config.validation, data.train.size());
@@ -318,14 +400,17 @@ int run_train(const train_flags& f, const CLI::App& train) {
       std::fprintf(stderr, "fewmul: warning: %s\n", e.what());
     }
   };
-  if (!f.checkpoint_path.empty())
+  if (!f.checkpoint_path.empty() && rank0)
     observer.on_state = [&](const fewmul::training_state& state) {
       c.state = state;
       fewmul::save_checkpoint(f.checkpoint_path, c);
     };
   std::signal(SIGINT, [](int) { fewmul::request_stop(); });
-  const fewmul::train_result r = fewmul::train(net, data.train, data.test, config, observer, resume.get());
+  const fewmul::train_result r = fewmul::train(net, data.train, data.test, config, observer, resume.get(), job);
   std::signal(SIGINT, SIG_DFL);
+  if (!rank0) return 0;
+  const std::size_t batches = (data.train.size() - config.validation) / config.batch;
+  print_job_traffic(job, batches * (r.epochs.size() - (resume ? c.state.progress.epochs.size() : 0)));
   double mean_ips = 0;
   for (const auto& e : r.epochs) mean_ips += e.images_per_second;
   mean_ips /= static_cast<double>(std::max<std::size_t>(1, r.epochs.size()));
@@ -444,7 +529,7 @@ command add_train_command(CLI::App& app) {
   train->add_option("--seed", f.seed, "Random seed (same seed => same result)")
       ->check(whole_in(0, UINT64_MAX))
       ->capture_default_str();
-  train->add_option("--threads", f.threads, "Threads (0 = all)")
+  train->add_option("--threads", f.threads, "Threads (0 = all; under mpirun: this process's share of the node's)")
       ->check(whole_in(0, limits::threads_max))
       ->capture_default_str();
   train
@@ -473,6 +558,12 @@ command add_train_command(CLI::App& app) {
       ->check(whole_in(0, limits::bn_reestimate_max))
       ->capture_default_str();
   train->add_flag("--quiet", f.quiet, "No progress bar");
+  train
+      ->add_option("--batch-parts", f.batch_parts,
+                   "Cut each minibatch into N parts whose sums are added in order: the result depends on N, not on "
+                   "how many processes (mpirun -n R, R <= N) share the parts")
+      ->check(whole_in(1, limits::batch_parts_max))
+      ->capture_default_str();
   train->add_option("--checkpoint", f.checkpoint_path, "Write a training checkpoint here after every epoch");
   train
       ->add_option("--resume", f.resume_path,

@@ -9,6 +9,8 @@ build_dir=${BUILD_DIR:-build}
 
 packages="g++ cmake ninja-build pkg-config libxsimd-dev libtbb-dev libbenchmark-dev doctest-dev libcli11-dev zlib1g-dev libspng-dev libopenblas-dev"
 packages="$packages python3-matplotlib"
+# Open MPI: the CLI's data-parallel training (mpirun -n R fewmul train) and its test; the library needs no MPI.
+packages="$packages libopenmpi-dev openmpi-bin"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

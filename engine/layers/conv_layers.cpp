@@ -14,7 +14,11 @@ namespace fewmul {
 namespace {
 
 using detail::check_width;
+using detail::first_row;
+using detail::fold_parts;
+using detail::gradient_stream;
 using detail::parallel_rows;
+using detail::parts_of;
 
 // im2col scratch per slab of examples (floats); bounds memory for wide layers and big batches.
 constexpr std::size_t slab_budget = std::size_t{1} << 22;
@@ -160,55 +164,66 @@ class conv2d_layer final : public layer {
     y.resize(x.rows, output_size());
     // Binary weights on float inputs: an implicit GEMM over the maps, no im2col.
     if (core_.forward_conv_binary(x.data.data(), x.rows, shape_, y.data.data(), ctx)) return;
-    for_slabs(x.rows, [&](std::size_t, std::size_t b0, std::size_t n) {
+    for_slabs(0, x.rows, [&](std::size_t, std::size_t b0, std::size_t n) {
       unfold(x, b0, n, ctx);
       core_.forward(cols_.data(), n * positions(), y.row(b0), ctx);
     });
   }
 
-  // dW is summed slab by slab (slabs depend on the shapes only), so it is the same for any thread count.
+  // dW is summed slab by slab (slabs depend on the shapes only), so it is the same for any thread count;
+  // with parts of the minibatch (collective.hpp), slab by slab within each part, then the parts in order.
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
     std::vector<float>& grad = core_.weight().grad;
     if (dx) dx->resize(x.rows, input_size());
     const std::size_t k_size = core_.inputs();
     const bool qbp = core_.options().qbp;
-    for_slabs(x.rows, [&](std::size_t slab, std::size_t b0, std::size_t n) {
-      const std::size_t rows = n * positions();
-      float* slab_grad = grad.data();
-      if (slab > 0) {
-        partial_.resize(grad.size());
-        slab_grad = partial_.data();
-      }
-      if (qbp) {
-        // QBP rounds the layer's input once (Lin et al.: x is quantized, then convolved), so every tap reading
-        // a pixel sees the same code; the codes' im2col is a quarter of the floats' bytes. Random index:
-        // the element's place in the minibatch's input.
-        map_codes_.resize(n * input_size());
-        core_.quantize_inputs(x.row(b0), n * input_size(), map_codes_.data(), index, 0,
-                              static_cast<std::uint32_t>(b0 * input_size()), ctx);
-        const std::size_t per_example = positions() * core_.inputs();
-        col_codes_.resize(n * per_example);
-        parallel_rows(ctx.rt, n, 1, [&](std::size_t e0, std::size_t e1) {
-          for (std::size_t e = e0; e < e1; ++e)
-            im2col(map_codes_.data() + e * input_size(), shape_, col_codes_.data() + e * per_example);
+    const batch_split* split = parts_of(ctx);
+    const std::size_t parts = split ? split->local_parts() : 1;
+    if (split) part_sums_.resize(parts * grad.size());
+    for (std::size_t i = 0; i < parts; ++i) {
+      const std::size_t e0 = split ? split->bounds[i] : 0, e1 = split ? split->bounds[i + 1] : x.rows;
+      const std::uint64_t part = split ? split->first_part + i : 0;
+      float* sum = split ? part_sums_.data() + i * grad.size() : grad.data();
+      for_slabs(e0, e1, [&](std::size_t slab, std::size_t b0, std::size_t n) {
+        const std::size_t rows = n * positions();
+        float* slab_grad = sum;
+        if (slab > 0) {
+          partial_.resize(grad.size());
+          slab_grad = partial_.data();
+        }
+        if (qbp) {
+          // QBP rounds the layer's input once (Lin et al.: x is quantized, then convolved), so every tap
+          // reading a pixel sees the same code; the codes' im2col is a quarter of the floats' bytes. Random
+          // index: the element's place in the whole minibatch's input (whichever process holds it).
+          map_codes_.resize(n * input_size());
+          core_.quantize_inputs(x.row(b0), n * input_size(), map_codes_.data(), index, 0,
+                                static_cast<std::uint32_t>((first_row(ctx) + b0) * input_size()), ctx);
+          const std::size_t per_example = positions() * core_.inputs();
+          col_codes_.resize(n * per_example);
+          parallel_rows(ctx.rt, n, 1, [&](std::size_t a0, std::size_t a1) {
+            for (std::size_t e = a0; e < a1; ++e)
+              im2col(map_codes_.data() + e * input_size(), shape_, col_codes_.data() + e * per_example);
+          });
+          core_.weight_gradient_codes(dy.row(b0), col_codes_.data(), rows, slab_grad, index, ctx);
+        } else {
+          unfold(x, b0, n, ctx);
+          core_.weight_gradient(dy.row(b0), cols_.data(), rows, slab_grad, index, gradient_stream(part, slab), ctx);
+        }
+        if (slab > 0) {
+          parallel_rows(ctx.rt, grad.size(), 65536, [&](std::size_t i0, std::size_t i1) {
+            for (std::size_t j = i0; j < i1; ++j) sum[j] += partial_[j];
+          });
+        }
+        if (!dx) return;
+        cols_.resize(rows * k_size);
+        core_.input_gradient(dy.row(b0), rows, cols_.data(), ctx);
+        parallel_rows(ctx.rt, n, 1, [&](std::size_t a0, std::size_t a1) {
+          for (std::size_t e = a0; e < a1; ++e)
+            col2im(cols_.data() + e * positions() * k_size, shape_, dx->row(b0 + e));
         });
-        core_.weight_gradient_codes(dy.row(b0), col_codes_.data(), rows, slab_grad, index, ctx);
-      } else {
-        unfold(x, b0, n, ctx);
-        core_.weight_gradient(dy.row(b0), cols_.data(), rows, slab_grad, index, slab, ctx);
-      }
-      if (slab > 0) {
-        parallel_rows(ctx.rt, grad.size(), 65536, [&](std::size_t i0, std::size_t i1) {
-          for (std::size_t i = i0; i < i1; ++i) grad[i] += partial_[i];
-        });
-      }
-      if (!dx) return;
-      cols_.resize(rows * k_size);
-      core_.input_gradient(dy.row(b0), rows, cols_.data(), ctx);
-      parallel_rows(ctx.rt, n, 1, [&](std::size_t e0, std::size_t e1) {
-        for (std::size_t e = e0; e < e1; ++e) col2im(cols_.data() + e * positions() * k_size, shape_, dx->row(b0 + e));
       });
-    });
+    }
+    if (split) fold_parts(ctx, *split, part_sums_.data(), grad.size(), grad.data());
   }
 
  private:
@@ -253,11 +268,12 @@ class conv2d_layer final : public layer {
     core_.set_padding(std::move(row_pattern), std::move(padded));
   }
 
+  // body(slab index, first example, examples) over the examples [first, end) in slabs.
   template <class Body>
-  void for_slabs(std::size_t batch, Body&& body) const {
+  void for_slabs(std::size_t first, std::size_t end, Body&& body) const {
     const std::size_t per_example = positions() * core_.inputs();
     const std::size_t slab = std::max<std::size_t>(1, slab_budget / per_example);
-    for (std::size_t b0 = 0, s = 0; b0 < batch; b0 += slab, ++s) body(s, b0, std::min(slab, batch - b0));
+    for (std::size_t b0 = first, s = 0; b0 < end; b0 += slab, ++s) body(s, b0, std::min(slab, end - b0));
   }
 
   void unfold(const matrix& x, std::size_t b0, std::size_t n, const step_context& ctx) {
@@ -271,6 +287,7 @@ class conv2d_layer final : public layer {
   conv_shape shape_;
   detail::weight_core core_;
   std::vector<float> cols_, partial_;
+  std::vector<float> part_sums_;                    // the weight gradients of this process's parts of the minibatch
   std::vector<std::int8_t> map_codes_, col_codes_;  // QBP: the slab's input codes and their im2col
 };
 

@@ -7,6 +7,7 @@
 
 #include "fewmul/error.hpp"
 #include "fewmul/network.hpp"
+#include "runtime/parallel_gemm.hpp"
 
 namespace fewmul::detail {
 
@@ -34,6 +35,47 @@ inline void check_width(const layer& l, const matrix& x) {
 }
 
 std::unique_ptr<layer> read_conv2d(byte_reader& in, bool packed);
+
+/// The row of the whole minibatch that x's row 0 is (counters of random draws are numbered by it).
+inline std::size_t first_row(const step_context& ctx) { return ctx.split ? ctx.split->first_row : 0; }
+/// The process's split when its rows are not the whole minibatch summed as one part, else nullptr.
+inline const batch_split* parts_of(const step_context& ctx) {
+  return ctx.split && !ctx.split->whole() ? ctx.split : nullptr;
+}
+/// out = the left fold in part order of this process's parts' partials (part-major, `count` floats each) and
+/// those of the other processes (collective.hpp). One process alone folds on the runtime's threads, with the
+/// same additions.
+inline void fold_parts(const step_context& ctx, const batch_split& split, const float* partials, std::size_t count,
+                       float* out) {
+  if (split.comm->size > 1) return split.fold(partials, count, out);
+  const std::size_t parts = split.local_parts();
+  parallel_rows(ctx.rt, count, 16384, [partials, parts, count, out](std::size_t i0, std::size_t i1) {
+    for (std::size_t i = i0; i < i1; ++i) {
+      float sum = partials[i];
+      for (std::size_t p = 1; p < parts; ++p) sum += partials[p * count + i];
+      out[i] = sum;
+    }
+  });
+}
+/// A sum over the minibatch of `count` floats into out (collective.hpp): sum_part(r0, r1, part, partial)
+/// writes the sum over local rows [r0, r1) of global part `part` to partial; the parts' partials are then
+/// folded in part order with the other processes'. Without parts: one call over all rows, into out.
+template <class SumPart>
+void sum_over_parts(const step_context& ctx, std::size_t rows, std::size_t count, std::vector<float>& scratch,
+                    float* out, SumPart&& sum_part) {
+  const batch_split* split = parts_of(ctx);
+  if (!split) {
+    sum_part(std::size_t{0}, rows, std::uint64_t{0}, out);
+    return;
+  }
+  const std::size_t parts = split->local_parts();
+  scratch.resize(parts * count);
+  for (std::size_t i = 0; i < parts; ++i)
+    sum_part(split->bounds[i], split->bounds[i + 1], std::uint64_t{split->first_part + i}, scratch.data() + i * count);
+  fold_parts(ctx, *split, scratch.data(), count, out);
+}
+/// The random-stream code of slab `slab` of part `part` of a weight gradient (0 for the first of each).
+inline std::uint64_t gradient_stream(std::uint64_t part, std::size_t slab) { return slab + (part << 20); }
 
 class weight_core;
 /// What inference compilers (packed_mlp) read of the layers defined in layers.cpp.

@@ -74,10 +74,15 @@ class dense_layer final : public layer {
   }
 
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
-    if (core_.xnor_input_bits(true) == 1)  // after a sign activation: +-1 inputs, additions only
-      core_.weight_gradient_pm1(dy.data.data(), x.data.data(), x.rows, core_.weight().grad.data(), ctx);
-    else
-      core_.weight_gradient(dy.data.data(), x.data.data(), x.rows, core_.weight().grad.data(), index, 0, ctx);
+    const std::size_t in = core_.inputs(), out = core_.outputs();
+    const bool pm1_inputs = core_.xnor_input_bits(true) == 1;  // after a sign activation: additions only
+    sum_over_parts(ctx, x.rows, in * out, part_sums_, core_.weight().grad.data(),
+                   [&](std::size_t r0, std::size_t r1, std::uint64_t part, float* sum) {
+                     if (pm1_inputs)
+                       core_.weight_gradient_pm1(dy.row(r0), x.row(r0), r1 - r0, sum, ctx);
+                     else
+                       core_.weight_gradient(dy.row(r0), x.row(r0), r1 - r0, sum, index, gradient_stream(part, 0), ctx);
+                   });
     if (dx == nullptr) return;
     dx->resize(x.rows, core_.inputs());
     core_.input_gradient(dy.data.data(), x.rows, dx->data.data(), ctx);
@@ -85,6 +90,7 @@ class dense_layer final : public layer {
 
  private:
   weight_core core_;
+  std::vector<float> part_sums_;  // the weight gradients of this process's parts of the minibatch
 };
 
 // Batch normalization of `features` channels, each seen at `spatial` positions per example (1 for a
@@ -208,19 +214,20 @@ class batch_norm_layer final : public layer {
       });
       return;
     }
-    if (rows < 2) throw error("batch normalization needs at least 2 values per channel in training");
-    const float count = static_cast<float>(rows);
+    const std::size_t all_rows = (ctx.split ? ctx.split->batch_rows : x.rows) * spatial_;
+    if (all_rows < 2) throw error("batch normalization needs at least 2 values per channel in training");
+    const float count = static_cast<float>(all_rows);
     mean_.resize(n_);
     inv_std_.resize(n_);
     column_sums(
-        ctx, rows, [&](std::size_t r, std::size_t f) { return xv[r * n_ + f]; }, mean_.data());
+        ctx, x.rows, n_, [&](std::size_t r, std::size_t f, float* sum) { sum[f] += xv[r * n_ + f]; }, mean_.data());
     for (std::size_t f = 0; f < n_; ++f) mean_[f] /= count;
     // Shift-based (Hubara et al., Algorithm 3): the variance sums C * AP2(C), C = x - mean.
     column_sums(
-        ctx, rows,
-        [&](std::size_t r, std::size_t f) {
+        ctx, x.rows, n_,
+        [&](std::size_t r, std::size_t f, float* sum) {
           const float d = xv[r * n_ + f] - mean_[f];
-          return shift_ ? d * ap2(d) : d * d;
+          sum[f] += shift_ ? d * ap2(d) : d * d;
         },
         inv_std_.data());
     for (std::size_t f = 0; f < n_; ++f) {
@@ -246,16 +253,21 @@ class batch_norm_layer final : public layer {
     // With xhat = (x - mean) * inv_std:  dgamma = sum dy*xhat, dbeta = sum dy and
     // dx = gamma*inv_std/N * (N*dy - dbeta - xhat*dgamma), N values per channel. Shift-based: the same
     // with the AP2-rounded gamma and inv_std of the forward pass (AP2 passes gradients straight through).
+    // Both sums in one pass (and one fold over the parts): gamma's gradient in [0, n), beta's in [n, 2n).
+    grad_sums_.resize(2 * n_);
     column_sums(
-        ctx, rows,
-        [&](std::size_t r, std::size_t f) { return dv[r * n_ + f] * ((xv[r * n_ + f] - mean_[f]) * inv_std_[f]); },
-        gamma_.grad.data());
-    column_sums(
-        ctx, rows, [&](std::size_t r, std::size_t f) { return dv[r * n_ + f]; }, beta_.grad.data());
+        ctx, x.rows, 2 * n_,
+        [&](std::size_t r, std::size_t f, float* sum) {
+          sum[f] += dv[r * n_ + f] * ((xv[r * n_ + f] - mean_[f]) * inv_std_[f]);
+          sum[n_ + f] += dv[r * n_ + f];
+        },
+        grad_sums_.data());
+    std::copy_n(grad_sums_.data(), n_, gamma_.grad.data());
+    std::copy_n(grad_sums_.data() + n_, n_, beta_.grad.data());
     if (!dx) return;
     dx->resize(x.rows, n_ * spatial_);
     float* out = dx->data.data();
-    const float count = static_cast<float>(rows);
+    const float count = static_cast<float>((ctx.split ? ctx.split->batch_rows : x.rows) * spatial_);
     for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
       for (std::size_t r = r0; r < r1; ++r)
         for (std::size_t f = f0; f < f1; ++f) {
@@ -276,33 +288,45 @@ class batch_norm_layer final : public layer {
     return gamma_used_.data();
   }
 
-  // Calls body(r0, r1, f0, f1, partial) over a fixed grid of row chunks x feature blocks, in parallel;
-  // `partial` points at the chunk's row of partial_ (n_ floats).
+  // Calls body(r0, r1, f0, f1, partial) over a fixed grid of chunks of the rows [first, first + rows) x
+  // feature blocks, in parallel; `partial` points at the chunk's row of partial_ (`width` floats).
   template <class Body>
-  void for_blocks(const step_context& ctx, std::size_t rows, Body&& body) {
+  void for_blocks(const step_context& ctx, std::size_t rows, Body&& body, std::size_t first = 0,
+                  std::size_t width = 0) {
     const std::size_t chunks = (rows + chunk_rows - 1) / chunk_rows;
     const std::size_t blocks = (n_ + block_features - 1) / block_features;
-    partial_.resize(chunks * n_);
+    partial_.resize(chunks * width);
     auto task = [&](std::size_t t) {
       const std::size_t c = t / blocks, fb = t % blocks;
-      body(c * chunk_rows, std::min(rows, (c + 1) * chunk_rows), fb * block_features,
-           std::min(n_, (fb + 1) * block_features), partial_.data() + c * n_);
+      body(first + c * chunk_rows, first + std::min(rows, (c + 1) * chunk_rows), fb * block_features,
+           std::min(n_, (fb + 1) * block_features), partial_.data() + c * width);
     };
     ctx.rt.parallel_for(chunks * blocks, task);
   }
 
-  // out[f] = sum over rows of value(r, f): sequential within each chunk, chunks added in order.
-  template <class Value>
-  void column_sums(const step_context& ctx, std::size_t rows, Value&& value, float* out) {
-    for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float* partial) {
-      for (std::size_t f = f0; f < f1; ++f) partial[f] = 0.0f;
-      for (std::size_t r = r0; r < r1; ++r)
-        for (std::size_t f = f0; f < f1; ++f) partial[f] += value(r, f);
-    });
-    const std::size_t chunks = (rows + chunk_rows - 1) / chunk_rows;
-    for (std::size_t f = 0; f < n_; ++f) out[f] = partial_[f];
-    for (std::size_t c = 1; c < chunks; ++c)
-      for (std::size_t f = 0; f < n_; ++f) out[f] += partial_[c * n_ + f];
+  // out[0, width) = sums over the minibatch of examples [0, examples): add(r, f, sum) adds the terms of row
+  // r and channel f to the sums (sum[f], or more than one sum at a stride of n_). Sequential within each
+  // chunk of rows, chunks added in order: over the whole batch, or per part of the minibatch, whose sums
+  // are then folded in part order (collective.hpp).
+  template <class Add>
+  void column_sums(const step_context& ctx, std::size_t examples, std::size_t width, Add&& add, float* out) {
+    sum_over_parts(ctx, examples, width, part_sums_, out,
+                   [&](std::size_t e0, std::size_t e1, std::uint64_t, float* sum) {
+                     const std::size_t first = e0 * spatial_, rows = (e1 - e0) * spatial_;
+                     for_blocks(
+                         ctx, rows,
+                         [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float* partial) {
+                           for (std::size_t s = 0; s < width; s += n_)
+                             for (std::size_t f = f0; f < f1; ++f) partial[s + f] = 0.0f;
+                           for (std::size_t r = r0; r < r1; ++r)
+                             for (std::size_t f = f0; f < f1; ++f) add(r, f, partial);
+                         },
+                         first, width);
+                     const std::size_t chunks = (rows + chunk_rows - 1) / chunk_rows;
+                     for (std::size_t i = 0; i < width; ++i) sum[i] = partial_[i];
+                     for (std::size_t c = 1; c < chunks; ++c)
+                       for (std::size_t i = 0; i < width; ++i) sum[i] += partial_[c * width + i];
+                   });
   }
 
   std::size_t n_, spatial_;
@@ -312,6 +336,7 @@ class batch_norm_layer final : public layer {
   std::vector<float> running_mean_, running_var_;
   std::vector<float> expected_mean_, expected_var_;  // empty unless re-estimated under E[Wb]
   std::vector<float> mean_, inv_std_, running_inv_std_, gamma_used_, partial_;
+  std::vector<float> grad_sums_, part_sums_;  // [2n]: gamma's and beta's gradients; the parts' sums
 };
 
 // Element-wise activations: y = f(x), dx = dy * f'(x).
@@ -394,7 +419,8 @@ class quantized_activation_layer final : public layer {
     y.resize(x.rows, n_);
     const bool sample = stochastic_ && ctx.training;
     const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, index, 0x519);
-    if (bits_ > 1) return forward_levels(x, y, sample, key, ctx);
+    const std::size_t first = first_row(ctx) * n_;  // counters number the elements of the whole minibatch
+    if (bits_ > 1) return forward_levels(x, y, sample, key, first, ctx);
     parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
       for (std::size_t i = i0; i < i1; ++i) {
         const float v = x.data[i];
@@ -404,8 +430,8 @@ class quantized_activation_layer final : public layer {
         }
         // P(+1) = hard_sigmoid(v); u uniform in [0, 1) from the counter hash.
         const float p = std::clamp((v + 1.0f) * 0.5f, 0.0f, 1.0f);
-        const float u =
-            static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(i)) >> 8) * (1.0f / 16777216.0f);
+        const float u = static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(first + i)) >> 8) *
+                        (1.0f / 16777216.0f);
         y.data[i] = u < p ? 1.0f : -1.0f;
       }
     });
@@ -420,7 +446,8 @@ class quantized_activation_layer final : public layer {
 
  private:
   // k bits: nearest level, or stochastic rounding between the two neighbouring levels.
-  void forward_levels(const matrix& x, matrix& y, bool sample, std::uint64_t key, const step_context& ctx) const {
+  void forward_levels(const matrix& x, matrix& y, bool sample, std::uint64_t key, std::size_t first,
+                      const step_context& ctx) const {
     const float top = static_cast<float>((1 << bits_) - 1);
     parallel_rows(ctx.rt, x.data.size(), 65536, [&](std::size_t i0, std::size_t i1) {
       for (std::size_t i = i0; i < i1; ++i) {
@@ -428,8 +455,8 @@ class quantized_activation_layer final : public layer {
         std::uint32_t u = kernels::level_of(v, bits_);
         if (sample) {
           const float c = v >= -1.0f ? (v <= 1.0f ? v : 1.0f) : -1.0f;
-          const float r =
-              static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(i)) >> 8) * (1.0f / 16777216.0f);
+          const float r = static_cast<float>(kernels::counter_hash(key, static_cast<std::uint32_t>(first + i)) >> 8) *
+                          (1.0f / 16777216.0f);
           const float t = (c + 1.0f) * 0.5f * top + r;
           u = std::min(static_cast<std::uint32_t>(t), static_cast<std::uint32_t>(top));
         }
@@ -491,9 +518,10 @@ class dropout_layer final : public layer {
     const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, index, 0xd20);
     const float scale = 1.0f / (1.0f - p_);
     const auto threshold = static_cast<std::uint32_t>(static_cast<double>(p_) * 4294967296.0);
+    const std::size_t first = first_row(ctx) * n_;  // counters number the elements of the whole minibatch
     parallel_rows(ctx.rt, in.size(), 65536, [&](std::size_t i0, std::size_t i1) {
       for (std::size_t i = i0; i < i1; ++i)
-        out[i] = kernels::counter_hash(key, static_cast<std::uint32_t>(i)) < threshold ? 0.0f : in[i] * scale;
+        out[i] = kernels::counter_hash(key, static_cast<std::uint32_t>(first + i)) < threshold ? 0.0f : in[i] * scale;
     });
   }
 

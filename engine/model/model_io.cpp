@@ -382,6 +382,7 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put_vector(c.state.progress.epochs);
   write_states(out, c.state.best_state);
   out.put<std::uint64_t>(c.state.train_examples);  // version 5: the run's training examples
+  out.put<std::uint64_t>(k.batch_parts);           // version 8: parts of a minibatch (collective.hpp)
   write_container(path, file_kind::checkpoint, out.bytes());
 }
 
@@ -494,6 +495,11 @@ checkpoint load_checkpoint(const std::string& path) {
     c.state.train_examples = in.get<std::uint64_t>("training examples");
     if (c.state.train_examples > fewmul::setting_limits::examples_max)  // 0: unknown, as before version 5
       in.invalid("training example count " + std::to_string(c.state.train_examples) + " out of range");
+  }
+  if (version >= 8) {  // earlier runs summed each minibatch as one part
+    k.batch_parts = in.get<std::uint64_t>("minibatch parts");
+    if (k.batch_parts == 0 || k.batch_parts > std::min<std::uint64_t>(setting_limits::batch_parts_max, k.batch))
+      in.invalid("minibatch part count " + std::to_string(k.batch_parts) + " out of range");
   }
   if (!in.done()) in.invalid("unexpected bytes at the end");
   // The state must hold exactly the architecture's values; checked before building the network, so a

@@ -71,7 +71,7 @@ void chunk_moments(const matrix& x, std::size_t channels, std::size_t positions,
 }  // namespace
 
 void reestimate_batch_norm(network& net, const dataset& data, const runtime& rt, bool expected_weights,
-                           std::size_t examples, std::size_t cache_bytes) {
+                           std::size_t examples, std::size_t cache_bytes, collective* processes) {
   if (data.features != net.input_size())
     throw error("batch-norm re-estimation: data has " + std::to_string(data.features) +
                 " features, the network expects " + std::to_string(net.input_size()));
@@ -80,6 +80,22 @@ void reestimate_batch_norm(network& net, const dataset& data, const runtime& rt,
   const step_context ctx{rt, kernels::active_kernels(), 0, 0, false, expected_weights};
   const auto& layers = net.layers();
   const std::size_t chunks = (n + chunk_examples - 1) / chunk_examples;
+  // Processes of a data-parallel run (collective.hpp) each take a contiguous run of the chunks and share the
+  // chunks' moments, which every process then merges in chunk order: the single-process arithmetic.
+  collective& comm = processes != nullptr ? *processes : single_process();
+  const std::size_t mine_begin = first_part(chunks, comm.rank, comm.size);
+  const std::size_t mine_end = first_part(chunks, comm.rank + 1, comm.size);
+  std::vector<double> local, shared;
+  // The moments of every chunk, [count, mean[channels], m2[channels]] each (`block` doubles), local ones
+  // computed by `compute(j, out)`.
+  auto all_chunks = [&](std::size_t block, auto&& compute) -> const double* {
+    local.resize((mine_end - mine_begin) * block);
+    for (std::size_t j = mine_begin; j < mine_end; ++j) compute(j, local.data() + (j - mine_begin) * block);
+    if (comm.size == 1) return local.data();
+    shared.resize(chunks * block);
+    comm.gather_parts(comm.context, local.data(), chunks, block * sizeof(double), shared.data());
+    return shared.data();
+  };
   std::vector<chunk_cache> cache(chunks);
   std::size_t cached_bytes = 0;
   matrix a, b;
@@ -114,16 +130,13 @@ void reestimate_batch_norm(network& net, const dataset& data, const runtime& rt,
     p.mean.assign(channels, 0.0);
     p.m2.assign(channels, 0.0);
     std::vector<double> mean, m2;
-    for (std::size_t j = 0; j < chunks; ++j) {
+    const std::size_t block = 1 + 2 * channels;
+    const double* moments = all_chunks(block, [&](std::size_t j, double* out) {
       const matrix& x = input_of(stage, j);
       chunk_moments(x, channels, positions, rt, nullptr, false, mean, m2);
-      const double nb = static_cast<double>(x.rows * positions), na = p.count, total = na + nb;
-      for (std::size_t f = 0; f < channels; ++f) {
-        const double delta = mean[f] - p.mean[f];
-        p.mean[f] += delta * (nb / total);
-        p.m2[f] += m2[f] + delta * delta * (na * nb / total);
-      }
-      p.count = total;
+      out[0] = static_cast<double>(x.rows * positions);
+      std::copy(mean.begin(), mean.end(), out + 1);
+      std::copy(m2.begin(), m2.end(), out + 1 + channels);
       // Keep this depth's inputs for the next stage while the budget allows (a cached chunk gives the
       // bits a recomputed one would: the same layers on the same rows).
       chunk_cache& c = cache[j];
@@ -135,13 +148,25 @@ void reestimate_batch_norm(network& net, const dataset& data, const runtime& rt,
           cached_bytes = cached_bytes - old_bytes + new_bytes;
         }
       }
+    });
+    for (std::size_t j = 0; j < chunks; ++j) {
+      const double* chunk = moments + j * block;
+      const double nb = chunk[0], na = p.count, total = na + nb;
+      for (std::size_t f = 0; f < channels; ++f) {
+        const double delta = chunk[1 + f] - p.mean[f];
+        p.mean[f] += delta * (nb / total);
+        p.m2[f] += chunk[1 + channels + f] + delta * delta * (na * nb / total);
+      }
+      p.count = total;
     }
     if (shift) {  // Algorithm 3's variance sums C * AP2(C): a second pass about the population mean
       std::fill(p.m2.begin(), p.m2.end(), 0.0);
-      for (std::size_t j = 0; j < chunks; ++j) {
+      const double* sums = all_chunks(channels, [&](std::size_t j, double* out) {
         chunk_moments(input_of(stage, j), channels, positions, rt, p.mean.data(), true, mean, m2);
-        for (std::size_t f = 0; f < channels; ++f) p.m2[f] += m2[f];
-      }
+        std::copy(m2.begin(), m2.end(), out);
+      });
+      for (std::size_t j = 0; j < chunks; ++j)
+        for (std::size_t f = 0; f < channels; ++f) p.m2[f] += sums[j * channels + f];
     }
     std::vector<float> new_mean(channels), new_var(channels);
     for (std::size_t f = 0; f < channels; ++f) {

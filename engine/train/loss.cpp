@@ -17,13 +17,13 @@ std::size_t count_errors(const matrix& output, const std::uint8_t* labels) {
 }
 
 float loss_and_gradient(loss_kind kind, const matrix& output, const std::uint8_t* labels, matrix& grad,
-                        std::size_t& errors) {
+                        std::size_t& errors, std::size_t batch_rows) {
+  const float scale = 1.0f / static_cast<float>(batch_rows != 0 ? batch_rows : output.rows);
   grad.resize(output.rows, output.cols);
   errors = count_errors(output, labels);
   double total = 0.0;
   if (kind == loss_kind::squared_hinge) {
     // Summed over output units, averaged over the batch.
-    const float scale = 1.0f / static_cast<float>(output.rows);
     for (std::size_t b = 0; b < output.rows; ++b)
       for (std::size_t c = 0; c < output.cols; ++c) {
         const float t = c == labels[b] ? 1.0f : -1.0f;
@@ -34,7 +34,6 @@ float loss_and_gradient(loss_kind kind, const matrix& output, const std::uint8_t
       }
     return static_cast<float>(total * scale);
   }
-  const float scale = 1.0f / static_cast<float>(output.rows);
   for (std::size_t b = 0; b < output.rows; ++b) {
     const float* row = output.row(b);
     float peak = row[0];

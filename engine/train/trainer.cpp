@@ -1,4 +1,5 @@
 #include <atomic>
+#include <bit>
 #include <charconv>
 #include <cstdio>
 #include <chrono>
@@ -45,14 +46,16 @@ void gather(const dataset& data, const std::uint32_t* indices, std::size_t count
 }
 
 // Shifts (zero fill) and mirrors each channel-last image of the batch in place, drawn per example.
-void augment(matrix& x, const dataset& data, const train_config& config, std::uint64_t step, const runtime& rt) {
+// `first_row`: the row of the whole minibatch that x's row 0 is (the draws are numbered by it).
+void augment(matrix& x, const dataset& data, const train_config& config, std::uint64_t step, std::size_t first_row,
+             const runtime& rt) {
   const std::size_t h = data.height, w = data.width, c = data.channels;
   const long shift = static_cast<long>(config.augment_shift);
   const std::uint64_t key = kernels::derive_key(config.seed, step, 0xa06);
   detail::parallel_rows(rt, x.rows, 8, [&](std::size_t b0, std::size_t b1) {
     std::vector<float> image(h * w * c);
     for (std::size_t b = b0; b < b1; ++b) {
-      const std::uint32_t r = kernels::counter_hash(key, static_cast<std::uint32_t>(b));
+      const std::uint32_t r = kernels::counter_hash(key, static_cast<std::uint32_t>(first_row + b));
       const long span = 2 * shift + 1;
       const long dy = static_cast<long>(r % static_cast<std::uint32_t>(span)) - shift;
       const long dx = static_cast<long>((r >> 8) % static_cast<std::uint32_t>(span)) - shift;
@@ -72,6 +75,80 @@ void augment(matrix& x, const dataset& data, const train_config& config, std::ui
         }
     }
   });
+}
+
+// The minibatch's loss and dL/d(output) over this process's rows: per part, the parts' losses then added in
+// part order and the errors summed over the processes (collective.hpp), so every process gets the same.
+struct split_loss_scratch {
+  matrix out, grad;
+  std::vector<float> losses;
+};
+float split_loss_and_gradient(loss_kind kind, const matrix& out, const std::uint8_t* labels, matrix& grad,
+                              std::size_t& errors, const batch_split& split, split_loss_scratch& scratch) {
+  if (split.whole()) return loss_and_gradient(kind, out, labels, grad, errors);
+  grad.resize(out.rows, out.cols);
+  matrix &part_out = scratch.out, &part_grad = scratch.grad;
+  std::vector<float>& losses = scratch.losses;
+  losses.resize(split.local_parts());
+  std::uint64_t error_count = 0;
+  for (std::size_t i = 0; i < split.local_parts(); ++i) {
+    const std::size_t r0 = split.bounds[i], r1 = split.bounds[i + 1];
+    part_out.resize(r1 - r0, out.cols);
+    std::copy(out.row(r0), out.row(r0) + (r1 - r0) * out.cols, part_out.data.begin());
+    std::size_t part_errors = 0;
+    losses[i] = loss_and_gradient(kind, part_out, labels + r0, part_grad, part_errors, split.batch_rows);
+    std::copy(part_grad.data.begin(), part_grad.data.end(), grad.row(r0));
+    error_count += part_errors;
+  }
+  float loss = 0;
+  split.fold(losses.data(), 1, &loss);
+  split.comm->sum(split.comm->context, &error_count, 1);
+  errors = static_cast<std::size_t>(error_count);
+  return loss;
+}
+
+// A fingerprint of what every process of a data-parallel run must share: its data and the settings that shape
+// the arithmetic (one multiply-xor pass over the bits).
+std::uint64_t fingerprint(const dataset& train_set, const dataset& test, const train_config& config) {
+  std::uint64_t h = 0x9e3779b97f4a7c15ull;
+  auto mix = [&h](std::uint64_t v) { h = (h ^ v) * 0x100000001b3ull + (h >> 29); };
+  for (const dataset* d : {&train_set, &test}) {
+    mix(d->size());
+    mix(d->features);
+    for (float v : d->x) mix(std::bit_cast<std::uint32_t>(v));
+    for (std::uint8_t label : d->y) mix(label);
+  }
+  for (std::uint64_t v : {config.seed, std::uint64_t{config.batch}, std::uint64_t{config.batch_parts},
+                          std::uint64_t{config.epochs}, static_cast<std::uint64_t>(config.training_method)})
+    mix(v);
+  return h;
+}
+
+// Refuses to train when the processes do not hold the same data and settings (another file on some node, a
+// different command line), which would otherwise train silently wrong.
+void check_same_inputs(const dataset& train_set, const dataset& test, const train_config& config, collective& comm) {
+  if (comm.size == 1) return;
+  const std::uint64_t mine = fingerprint(train_set, test, config);
+  std::vector<std::uint64_t> all(static_cast<std::size_t>(comm.size));
+  comm.gather_parts(comm.context, &mine, all.size(), sizeof mine, all.data());
+  for (std::size_t q = 1; q < all.size(); ++q)
+    if (all[q] != all[0])
+      throw error("process " + std::to_string(q) + " of " + std::to_string(comm.size) +
+                  " holds other training/test data or settings than process 0 (the same files and flags on every "
+                  "node?)");
+}
+
+// This process's parts of every minibatch of `batch` rows (the same for every step).
+batch_split split_batch(collective& comm, std::size_t parts, std::size_t batch) {
+  batch_split s;
+  s.comm = &comm;
+  s.parts = parts;
+  s.first_part = first_part(parts, comm.rank, comm.size);
+  s.first_row = part_begin(batch, parts, s.first_part);
+  s.batch_rows = batch;
+  const std::size_t count = local_parts(parts, comm.rank, comm.size);
+  for (std::size_t i = 0; i <= count; ++i) s.bounds.push_back(part_begin(batch, parts, s.first_part + i) - s.first_row);
+  return s;
 }
 
 std::unique_ptr<layer> make_activation(activation act, std::size_t n, int bits) {
@@ -158,6 +235,7 @@ void validate(const train_config& c) {
     throw error("--wbits must be a whole number in [1, 8], not " + std::to_string(c.weight_bits));
   require("--augment-shift", whole_problem(c.augment_shift, 0, L::augment_shift_max));
   require("--bn-reestimate", whole_problem(c.bn_reestimate_examples, 0, L::bn_reestimate_max));
+  require("--batch-parts", whole_problem(c.batch_parts, 1, std::min<std::uint64_t>(L::batch_parts_max, c.batch)));
   if (c.schedule > lr_schedule::paper) throw error("--schedule: unknown learning-rate schedule");
   // The paper schedule decays towards lr_end; the others ignore it, but a stored value still has to be a number.
   require("--lr-end", c.schedule == lr_schedule::paper ? number_problem(c.lr_end, L::lr_end_min, c.lr)
@@ -393,24 +471,52 @@ network_architecture convnet_preset_for(method m, std::uint32_t height, std::uin
                                               : convnet_lin_preset(height, width, channels, classes, width_multiplier);
 }
 
-double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights, std::size_t batch) {
-  if (data.size() == 0) return 0.0;
+namespace {
+// Errors of inference over examples [begin, end) of `data`, `batch` at a time. Rows are independent in
+// inference, so the count does not depend on how the examples are grouped.
+std::size_t count_errors_in(network& net, const dataset& data, std::size_t begin, std::size_t end, const runtime& rt,
+                            bool expected_weights, std::size_t batch) {
   const step_context ctx{rt, kernels::active_kernels(), 0, 0, false, expected_weights};
   matrix x;
   std::size_t errors = 0;
-  for (std::size_t first = 0; first < data.size(); first += batch) {
-    const std::size_t count = std::min(batch, data.size() - first);
+  for (std::size_t first = begin; first < end; first += batch) {
+    const std::size_t count = std::min(batch, end - first);
     x.resize(count, data.features);
     std::copy_n(data.example(first), count * data.features, x.data.data());
     errors += count_errors(net.forward(x, ctx), data.y.data() + first);
   }
+  return errors;
+}
+
+// evaluate() with the examples shared among the processes of a data-parallel run: each counts the errors of
+// its share and the counts are summed (exact), so every process gets the single-process error rate.
+double evaluate_shared(network& net, const dataset& data, const runtime& rt, bool expected_weights, collective& comm) {
+  if (comm.size == 1) return evaluate(net, data, rt, expected_weights);
+  if (data.size() == 0) return 0.0;
+  const std::size_t n = data.size(), ranks = static_cast<std::size_t>(comm.size);
+  const std::size_t rank = static_cast<std::size_t>(comm.rank);
+  std::uint64_t errors =
+      count_errors_in(net, data, n * rank / ranks, n * (rank + 1) / ranks, rt, expected_weights, 1000);
+  comm.sum(comm.context, &errors, 1);
+  return static_cast<double>(errors) / static_cast<double>(n);
+}
+}  // namespace
+
+double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights, std::size_t batch) {
+  if (data.size() == 0) return 0.0;
+  const std::size_t errors = count_errors_in(net, data, 0, data.size(), rt, expected_weights, batch);
   return static_cast<double>(errors) / static_cast<double>(data.size());
 }
 
 train_result train(network& net, const dataset& train_set, const dataset& test, const train_config& config,
-                   const train_observer& observer, const training_state* resume) {
+                   const train_observer& observer, const training_state* resume, collective* processes) {
   stop_requested.store(false);
   validate(config);
+  collective& comm = processes != nullptr ? *processes : single_process();
+  if (static_cast<std::size_t>(comm.size) > config.batch_parts)
+    throw error("--batch-parts " + std::to_string(config.batch_parts) + " is fewer than the " +
+                std::to_string(comm.size) + " processes of this run (each needs a part); give at least " +
+                std::to_string(comm.size));
   if (train_set.features != net.input_size())
     throw error("training data has " + std::to_string(train_set.features) + " features, the network expects " +
                 std::to_string(net.input_size()));
@@ -438,6 +544,10 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
   std::vector<std::vector<float>> best_state;
   std::uint64_t step = 0;
   const std::size_t batches = train_count / config.batch;  // the remainder is dropped each epoch
+  check_same_inputs(train_set, test, config, comm);
+  const batch_split split = split_batch(comm, config.batch_parts, config.batch);
+  const std::size_t local_rows = split.bounds.back();
+  split_loss_scratch loss_scratch;
   std::size_t first_epoch = 1;
   double earlier_seconds = 0;
   if (resume != nullptr) {
@@ -468,7 +578,7 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
       reestimating ? train_set.slice(0, std::min(config.bn_reestimate_examples, train_count)) : dataset{};
   auto reestimate = [&](bool expected_weights) {
     const auto t0 = std::chrono::steady_clock::now();
-    reestimate_batch_norm(net, reestimate_set, rt, expected_weights);
+    reestimate_batch_norm(net, reestimate_set, rt, expected_weights, 0, std::size_t{256} << 20, &comm);
     result.bn_reestimate_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   if (!reestimating) clear_expected_batch_norm(net);  // E[Wb] inference uses the running statistics
@@ -480,14 +590,14 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
     double loss_sum = 0.0;
     std::size_t errors = 0;
     for (std::size_t b = 0; b < batches; ++b, ++step) {
-      gather(train_set, order.data() + b * config.batch, config.batch, x, y);
-      if (augmenting) augment(x, train_set, config, step, rt);
-      const step_context ctx{rt, k, config.seed, step, true};
+      gather(train_set, order.data() + b * config.batch + split.first_row, local_rows, x, y);
+      if (augmenting) augment(x, train_set, config, step, split.first_row, rt);
+      const step_context ctx{rt, k, config.seed, step, true, false, &split};
       float loss = 0;
       std::size_t batch_errors = 0;
       try {
         const matrix& out = net.forward(x, ctx);
-        loss = loss_and_gradient(config.loss, out, y.data(), grad, batch_errors);
+        loss = split_loss_and_gradient(config.loss, out, y.data(), grad, batch_errors, split, loss_scratch);
         if (!std::isfinite(loss)) throw error("loss became non-finite (try a smaller --lr)");
         net.backward(grad, ctx);
       } catch (const error& e) {
@@ -514,10 +624,10 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
     // deterministic ones land last, in the running statistics, so that snapshots, checkpoints and
     // exported models hold the statistics of the weights a packed model deploys.
     if (reestimating) reestimate(stochastic);
-    m.validation_error = evaluate(net, validation, rt, stochastic);
-    m.test_error = evaluate(net, test, rt, stochastic);
+    m.validation_error = evaluate_shared(net, validation, rt, stochastic, comm);
+    m.test_error = evaluate_shared(net, test, rt, stochastic, comm);
     if (reestimating && stochastic) reestimate(false);
-    m.test_error_packed = stochastic ? evaluate(net, test, rt, false) : m.test_error;
+    m.test_error_packed = stochastic ? evaluate_shared(net, test, rt, false, comm) : m.test_error;
     m.lr = learning_rate_at(config, epoch, 0, batches);
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     m.images_per_second = static_cast<double>(batches * config.batch) / train_seconds;

@@ -1,5 +1,6 @@
 #pragma once
 /// Umbrella header of the fewmul engine.
+#include "fewmul/collective.hpp"
 #include "fewmul/data.hpp"
 #include "fewmul/error.hpp"
 #include "fewmul/isa.hpp"

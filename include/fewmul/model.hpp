@@ -27,7 +27,9 @@ namespace fewmul {
 /// scale) in models and checkpoints; version 7 convolution kernel sizes, padding and Lin et al.'s pooled
 /// fan in checkpoints, even (2x2) valid-padded kernels in models, and the centring and local contrast
 /// normalization of the input preprocessing in both. Older files are still read.
-constexpr std::uint32_t model_format_version = 7;
+/// Version 8 the minibatch part count of checkpoints (data-parallel training, collective.hpp; models are laid out
+/// as in version 7).
+constexpr std::uint32_t model_format_version = 8;
 
 /// What a model needs besides its layers: how inputs are shaped and scaled, and what it was trained as.
 struct model_metadata {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "fewmul/collective.hpp"
 #include "fewmul/kernels.hpp"
 #include "fewmul/runtime.hpp"
 #include "fewmul/tensor.hpp"
@@ -51,6 +52,9 @@ struct step_context {
   /// (BinaryConnect's test-time protocol) instead of the deterministic binary/ternary weights, and batch
   /// norm its statistics re-estimated under E[Wb] where it has some (reestimate_batch_norm).
   bool expected_weights = false;
+  /// Training: this process's share of the minibatch and how sums over it are combined (collective.hpp);
+  /// null when the rows are the whole minibatch, summed as one part.
+  const batch_split* split = nullptr;
 };
 
 /// Base class of all layers: y = f(x) on a minibatch held row-wise.

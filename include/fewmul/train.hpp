@@ -121,8 +121,10 @@ paper_preset paper_preset_for(std::string_view dataset, method m);
 
 /// Mean loss of a batch and dL/d(output). Squared hinge: sum over classes of max(0, 1 - t*y)^2 with
 /// t = +1 for the label, -1 otherwise, averaged over examples. Returns the loss; counts errors.
+/// `batch_rows` (0: output.rows) is the minibatch's size when `output` holds only some of its rows: the
+/// gradient is scaled by 1 / batch_rows and the loss returned is these rows' share of the mean.
 float loss_and_gradient(loss_kind kind, const matrix& output, const std::uint8_t* labels, matrix& grad,
-                        std::size_t& errors);
+                        std::size_t& errors, std::size_t batch_rows = 0);
 /// Number of rows whose arg-max differs from the label.
 std::size_t count_errors(const matrix& output, const std::uint8_t* labels);
 
@@ -174,6 +176,11 @@ struct train_config {
   /// packed weights for test_error_packed and the exported model. 0 keeps the running averages gathered
   /// in training (the behaviour before re-estimation existed).
   std::size_t bn_reestimate_examples = 5000;
+  /// Parts each minibatch is cut into, the unit of data-parallel training (collective.hpp): every sum over
+  /// the minibatch is summed per part and the parts' sums are added in part order, so the bits depend on
+  /// this number, never on how many processes (at most this many) share the parts. 1: one sum over the
+  /// whole minibatch.
+  std::size_t batch_parts = 1;
 };
 
 /// The learning rate of minibatch `batch` (0-based) of epoch `epoch` (1-based) with `batches` minibatches
@@ -196,6 +203,7 @@ struct setting_limits {
   static constexpr std::uint64_t bn_reestimate_max = 100'000'000;
   static constexpr std::uint64_t bits_min = 1, bits_max = 8;  // --wbits, --abits
   static constexpr std::uint64_t augment_shift_max = 16;
+  static constexpr std::uint64_t batch_parts_max = 4096;  // --batch-parts (and at most the batch size)
 };
 
 /// Why `value` is not a finite number in [min, max] ("" when it is), the bounds printed readably
@@ -262,8 +270,12 @@ void request_stop() noexcept;
 /// Trains `net` on `train` (the last config.validation examples held out), evaluates on `test` each
 /// epoch, and leaves the best-on-validation parameters in `net`. Same seed => same result, whatever the
 /// thread count or ISA. Throws fewmul::error on bad configuration or a non-finite loss.
+/// With `processes` (collective.hpp; null: this process alone), every process runs train() on the same data
+/// and settings, computes its share of config.batch_parts parts of each minibatch, and all of them end with
+/// the same bits as one process would; only rank 0 should write files (the observer is called on every rank).
 train_result train(network& net, const dataset& train, const dataset& test, const train_config& config,
-                   const train_observer& observer = {}, const training_state* resume = nullptr);
+                   const train_observer& observer = {}, const training_state* resume = nullptr,
+                   collective* processes = nullptr);
 
 /// Test-time batch-norm re-estimation: sets every batch-norm layer's inference mean and variance to the
 /// exact population statistics (variance over N, not N - 1) of its input over the first `examples`
@@ -275,8 +287,11 @@ train_result train(network& net, const dataset& train, const dataset& test, cons
 /// statistics are kept apart in each layer and used only by inference with expected_weights. Same
 /// data => same bits for any thread count. Layer inputs are kept between layers within `cache_bytes` and
 /// recomputed from the data beyond it (same result, more time). Throws fewmul::error on a size mismatch.
+/// With `processes` (collective.hpp), every process of a data-parallel run calls it and each works on a share
+/// of the examples; all end with the single-process statistics.
 void reestimate_batch_norm(network& net, const dataset& data, const runtime& rt, bool expected_weights,
-                           std::size_t examples = 0, std::size_t cache_bytes = std::size_t{256} << 20);
+                           std::size_t examples = 0, std::size_t cache_bytes = std::size_t{256} << 20,
+                           collective* processes = nullptr);
 /// Drops the E[Wb] statistics of reestimate_batch_norm: inference with expected_weights then uses the
 /// running statistics again.
 void clear_expected_batch_norm(network& net);

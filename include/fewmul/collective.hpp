@@ -1,0 +1,68 @@
+#pragma once
+// Data-parallel training over several processes (engine/dist/README.md). The library needs no MPI: it sees
+// the processes through this table of functions, which engine/dist implements once for a single process
+// (here) and once over MPI (the fewmul_mpi library the CLI links when MPI is found).
+//
+// Why the bits do not depend on the number of processes: a training minibatch of B rows is cut into
+// `parts` fixed parts (part p holds rows [p B / parts, (p + 1) B / parts)), a setting of the run like the
+// batch size. Every sum over the minibatch (weight gradients, batch-norm statistics and their gradients,
+// the loss) is first summed within each part, as a single process sums today, and the parts' partial sums
+// are then added in part order: s = (...((p_0 + p_1) + p_2) ...) + p_{parts-1}. Which process computed
+// which part changes nothing of that expression, so one process and any number R <= parts of processes
+// give the same bits. Everything random is drawn from counters of the example's row in the whole
+// minibatch (or of the part), never from the process.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace fewmul {
+
+/// The processes that train one model together, as a table of functions over an implementation's context.
+struct collective {
+  int rank = 0;  ///< this process, 0 .. size - 1; rank 0 writes files and prints
+  int size = 1;  ///< number of processes
+  void* context = nullptr;
+  /// Every process passes the partial sums of its own parts (local_parts(parts, rank, size) of them,
+  /// part-major, `count` floats each); every process receives in `out` the left fold over all `parts` in
+  /// part order, p_0 + p_1 + ... + p_{parts-1}, one float addition at a time.
+  void (*fold_parts)(void* context, const float* local, std::size_t parts, std::size_t count, float* out) = nullptr;
+  /// Sums `count` integers over the processes, in place (exact, so in any order).
+  void (*sum)(void* context, std::uint64_t* values, std::size_t count) = nullptr;
+  /// Every process passes the blocks of its own parts (local_parts(parts, rank, size) of them, `bytes` each);
+  /// every process receives all `parts` blocks in part order in `all`.
+  void (*gather_parts)(void* context, const void* local, std::size_t parts, std::size_t bytes, void* all) = nullptr;
+};
+
+/// The first part of process `rank` when `parts` parts are spread over `size` processes in contiguous runs.
+inline std::size_t first_part(std::size_t parts, int rank, int size) {
+  return parts * static_cast<std::size_t>(rank) / static_cast<std::size_t>(size);
+}
+/// The number of parts of process `rank`.
+inline std::size_t local_parts(std::size_t parts, int rank, int size) {
+  return first_part(parts, rank + 1, size) - first_part(parts, rank, size);
+}
+/// The first row of part `part` of a minibatch of `rows` rows cut into `parts` parts.
+inline std::size_t part_begin(std::size_t rows, std::size_t parts, std::size_t part) { return rows * part / parts; }
+
+/// The one process of a run without MPI.
+collective& single_process();
+
+/// Where the rows of one process lie in a training minibatch: what step_context::split tells the layers.
+struct batch_split {
+  collective* comm = nullptr;
+  std::size_t parts = 1;       ///< parts of the whole minibatch
+  std::size_t first_part = 0;  ///< this process's first part
+  std::size_t first_row = 0;   ///< row of the whole minibatch that is this process's row 0
+  std::size_t batch_rows = 0;  ///< rows of the whole minibatch
+  /// This process's parts as local rows: part first_part + i is [bounds[i], bounds[i + 1]).
+  std::vector<std::size_t> bounds;
+  std::size_t local_parts() const { return bounds.size() - 1; }
+  /// True when this process holds the whole minibatch as one part (no folding, no communication).
+  bool whole() const { return parts == 1 && comm->size == 1; }
+  /// Left fold of the local parts' partials (part-major, `count` each) with those of the other processes.
+  void fold(const float* local, std::size_t count, float* out) const {
+    comm->fold_parts(comm->context, local, parts, count, out);
+  }
+};
+
+}  // namespace fewmul
