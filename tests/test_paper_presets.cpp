@@ -183,3 +183,28 @@ TEST_CASE("the BNN MNIST preset drops 20% of the inputs and half the hidden unit
     CHECK(paper_preset_for(dataset, method::bc_qbp).dropout_hidden == 0.0f);
   }
 }
+
+TEST_CASE("the method table: one row per method in enum order, names parse back, options follow the row") {
+  const auto& table = methods();
+  REQUIRE(table.size() == static_cast<std::size_t>(method::qnn) + 1);
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    const method_traits& t = table[i];
+    CAPTURE(t.name);
+    CHECK(static_cast<std::size_t>(t.id) == i);
+    CHECK(&traits_of(t.id) == &t);
+    CHECK(parse_method(t.name) == t.id);
+    CHECK(method_name(t.id) == t.name);
+    const dense_options o = dense_options_for(t.id);
+    CHECK(o.qbp == t.qbp);
+    CHECK(o.training_sampling == t.training_sampling);
+    CHECK(o.lr_scale == t.lr_scale);
+    CHECK(default_activation(t.id) == t.default_activation);
+    CHECK(mlp_preset_hidden(t.id) == std::vector<std::size_t>(3, t.mlp_hidden));
+    // Presets follow the method's paper.
+    CHECK(paper_preset_for("mnist", t.id).optimizer ==
+          (t.paper == method_paper::hubara2017 ? optimizer_kind::adam : optimizer_kind::sgd));
+  }
+  CHECK(traits_of(method::bnn).paper == method_paper::hubara2017);
+  CHECK(traits_of(method::tc_qbp).kind == weight_kind::ternary);
+  CHECK_THROWS_WITH_AS(parse_method("bcqbp"), doctest::Contains("expected fp32, bc, bc-stoch"), error);
+}

@@ -9,6 +9,12 @@
 
 namespace fewmul_cli {
 
+std::vector<std::string> method_names() {
+  std::vector<std::string> names;
+  for (const fewmul::method_traits& t : fewmul::methods()) names.emplace_back(t.name);
+  return names;
+}
+
 std::vector<std::size_t> parse_hidden(const std::string& text) {
   std::vector<std::size_t> sizes;
   std::size_t start = 0;

@@ -35,6 +35,9 @@ using limits = fewmul::setting_limits;
 CLI::Validator number_in(double min, double max);
 CLI::Validator whole_in(std::uint64_t min, std::uint64_t max);
 
+/// The CLI spellings of the training methods (fewmul::methods()).
+std::vector<std::string> method_names();
+
 /// --hidden's comma-separated layer widths.
 std::vector<std::size_t> parse_hidden(const std::string& text);
 

@@ -9,8 +9,8 @@ namespace {
 // Arithmetic of one training step per method: the MNIST MLP, or with a width the CIFAR-10 convnet of the
 // method's paper (Lin et al.'s for fp32 and the BinaryConnect methods, the BNN paper's for bnn and qnn).
 int run_count(std::size_t batch, const std::vector<std::size_t>& hidden, double convnet_width) {
-  for (fewmul::method m : {fewmul::method::fp32, fewmul::method::bc, fewmul::method::bc_stoch, fewmul::method::tc,
-                           fewmul::method::bc_qbp, fewmul::method::tc_qbp, fewmul::method::bnn, fewmul::method::qnn}) {
+  for (const fewmul::method_traits& t : fewmul::methods()) {
+    const fewmul::method m = t.id;
     fewmul::network_architecture arch;
     if (convnet_width > 0) {
       arch = fewmul::convnet_preset_for(m, 32, 32, 3, 10, convnet_width);  // each method's paper's net

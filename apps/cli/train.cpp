@@ -255,14 +255,14 @@ int run_train(const train_flags& f, const CLI::App& train) {
     config.training_method = fewmul::parse_method(f.method_text);
     config.epochs = f.epochs;
     // Convnets of Lin et al.'s methods: their batch 100 (hantek/BinaryConnect cifar10.py, svhn.py).
-    const bool lin_convnet = dataset != "mnist" && config.training_method != fewmul::method::bnn &&
-                             config.training_method != fewmul::method::qnn;
+    const fewmul::method_traits& traits = fewmul::traits_of(config.training_method);
+    const bool lin_method = traits.paper == fewmul::method_paper::lin2016;
+    const bool lin_convnet = dataset != "mnist" && lin_method;
     config.batch = lin_convnet && !batch_given ? 100 : f.batch;
     config.lr = f.lr > 0.0f ? f.lr : fewmul::default_learning_rate(config.training_method, dataset != "mnist");
     config.lr_decay = f.lr_decay;
-    const bool bnn = config.training_method == fewmul::method::bnn || config.training_method == fewmul::method::qnn;
-    // BNN and QNN train with Adam unless told otherwise (Hubara et al.).
-    config.optimizer = bnn && !optimizer_given ? fewmul::optimizer_kind::adam : parse_optimizer(f.optimizer_text);
+    // The method's optimizer unless told otherwise (BNN and QNN: Adam, Hubara et al.).
+    config.optimizer = !optimizer_given ? traits.default_optimizer : parse_optimizer(f.optimizer_text);
     float paper_dropout_input = 0.0f, paper_dropout_hidden = 0.0f;  // the preset's, unless the flags are given
     if (f.schedule_text == "paper") {
       // The authors' setup of this dataset and method; flags given explicitly still win.
@@ -325,8 +325,6 @@ int run_train(const train_flags& f, const CLI::App& train) {
     // removes, so none. CIFAR-10: GCN (scale 55) + ZCA, pylearn2's make_cifar10_gcn_whitened.py, both
     // papers. SVHN: Lin et al.'s GCN (pylearn2's default scale 1) + LeCun LCN (hantek/BinaryConnect
     // svhn_preprocessing.py); bnn/qnn keep GCN.
-    const bool lin_method =
-        config.training_method != fewmul::method::bnn && config.training_method != fewmul::method::qnn;
     std::string pre = f.preprocess_text;
     if (pre == "auto")
       pre = dataset == "cifar10" ? "gcn+zca"
@@ -444,7 +442,7 @@ command add_train_command(CLI::App& app) {
       ->required()
       ->check(CLI::IsMember({"mnist", "cifar10", "svhn"}));
   train->add_option("--method", f.method_text, "fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp, bnn or qnn")
-      ->check(CLI::IsMember({"fp32", "bc", "bc-stoch", "tc", "bc+qbp", "tc+qbp", "bnn", "qnn"}))
+      ->check(CLI::IsMember(method_names()))
       ->capture_default_str();
   train->add_option("--wbits", f.weight_bits, "qnn: bits per weight")->check(CLI::Range(1, 8))->capture_default_str();
   train->add_option("--abits", f.activation_bits, "qnn (--activation quantized): bits per activation")

@@ -393,7 +393,7 @@ checkpoint load_checkpoint(const std::string& path) {
   checkpoint c;
   train_config& k = c.config;
   const auto m = in.get<std::uint32_t>("method");
-  if (m > static_cast<std::uint32_t>(method::qnn)) in.invalid("unknown method");
+  if (m >= methods().size()) in.invalid("unknown method");
   k.training_method = static_cast<method>(m);
   k.epochs = in.get<std::uint64_t>("epochs");
   k.batch = in.get<std::uint64_t>("batch");

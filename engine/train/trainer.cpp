@@ -16,14 +16,6 @@
 namespace fewmul {
 namespace {
 
-struct method_entry {
-  method m;
-  std::string_view name;
-};
-constexpr method_entry method_names[] = {
-    {method::fp32, "fp32"},     {method::bc, "bc"},         {method::bc_stoch, "bc-stoch"}, {method::tc, "tc"},
-    {method::bc_qbp, "bc+qbp"}, {method::tc_qbp, "tc+qbp"}, {method::bnn, "bnn"},           {method::qnn, "qnn"}};
-
 // Fisher-Yates with the counter hash, so the order is the same on every platform and library.
 void shuffle(std::vector<std::uint32_t>& order, std::uint64_t key) {
   for (std::size_t i = order.size(); i > 1; --i) {
@@ -298,7 +290,7 @@ const preset_row paper_presets[] = {
 }  // namespace
 
 paper_preset paper_preset_for(std::string_view dataset, method m) {
-  const bool binary_net = m == method::bnn || m == method::qnn;
+  const bool binary_net = traits_of(m).paper == method_paper::hubara2017;
   for (const preset_row& row : paper_presets)
     if (row.dataset == dataset && row.binary_net == binary_net) return row.preset;
   throw error("no paper preset for dataset '" + std::string(dataset) + "' (expected mnist, cifar10 or svhn)");
@@ -314,75 +306,86 @@ void validate(const network_architecture& a) {
 
 void request_stop() noexcept { stop_requested.store(true); }
 
+const std::vector<method_traits>& methods() {
+  using kernels::sample_mode;
+  constexpr auto lin = method_paper::lin2016, hubara = method_paper::hubara2017;
+  constexpr auto sgd = optimizer_kind::sgd, adam = optimizer_kind::adam;
+  constexpr auto lin_scale = lr_scale_kind::binary_connect, bnn_scale = lr_scale_kind::binary_net;
+  // Learning rates: fp32 0.3 (Lin et al.'s); binary/ternary 1.0 on MLPs, whose master weights also get the
+  // per-layer scale of lr_scale_kind::binary_connect, and Lin et al.'s 0.3 on convnets (hantek/BinaryConnect
+  // cifar10.py, svhn.py; with the authors' start it beats the 0.1 tuned for the older U(+-1) start: CIFAR-10
+  // bc-stoch, width 0.25, 2 epochs, batch 100: 31.7% test error at 0.3, 55.7% at 0.1); bnn and qnn 0.003 with
+  // Adam (MatthieuCourbariaux/BinaryNet Train-time/mnist.py LR_start). Hidden widths: 1024 (Lin et al.'s
+  // MNIST MLP), 4096 (the BNN paper's).
+  static const std::vector<method_traits> table = {
+      {method::fp32, "fp32", lin, weight_kind::fp32, sample_mode::deterministic, false, lin_scale, activation::relu,
+       sgd, 0.3f, 0.3f, 1024},
+      {method::bc, "bc", lin, weight_kind::binary, sample_mode::deterministic, false, lin_scale, activation::relu, sgd,
+       1.0f, 0.3f, 1024},
+      {method::bc_stoch, "bc-stoch", lin, weight_kind::binary, sample_mode::stochastic, false, lin_scale,
+       activation::relu, sgd, 1.0f, 0.3f, 1024},
+      {method::tc, "tc", lin, weight_kind::ternary, sample_mode::stochastic, false, lin_scale, activation::relu, sgd,
+       1.0f, 0.3f, 1024},
+      {method::bc_qbp, "bc+qbp", lin, weight_kind::binary, sample_mode::stochastic, true, lin_scale, activation::relu,
+       sgd, 1.0f, 0.3f, 1024},
+      {method::tc_qbp, "tc+qbp", lin, weight_kind::ternary, sample_mode::stochastic, true, lin_scale, activation::relu,
+       sgd, 1.0f, 0.3f, 1024},
+      {method::bnn, "bnn", hubara, weight_kind::binary, sample_mode::deterministic, false, bnn_scale, activation::sign,
+       adam, 0.003f, 0.003f, 4096},
+      {method::qnn, "qnn", hubara, weight_kind::quantized, sample_mode::deterministic, false, bnn_scale,
+       activation::quantized, adam, 0.003f, 0.003f, 4096},
+  };
+  return table;
+}
+
+const method_traits& traits_of(method m) {
+  const auto& table = methods();
+  const auto i = static_cast<std::size_t>(m);
+  if (i >= table.size() || table[i].id != m) throw error("unknown method " + std::to_string(i));
+  return table[i];
+}
+
 std::string_view method_name(method m) {
-  for (const auto& e : method_names)
-    if (e.m == m) return e.name;
-  return "unknown";
+  const auto i = static_cast<std::size_t>(m);
+  return i < methods().size() ? methods()[i].name : std::string_view("unknown");
 }
 
 method parse_method(std::string_view name) {
-  for (const auto& e : method_names)
-    if (e.name == name) return e.m;
-  throw error("unknown method '" + std::string(name) +
-              "' (expected fp32, bc, bc-stoch, tc, bc+qbp, tc+qbp, bnn or qnn)");
+  std::string names;
+  for (const method_traits& t : methods()) {
+    if (t.name == name) return t.id;
+    names += (names.empty() ? "" : ", ") + std::string(t.name);
+  }
+  throw error("unknown method '" + std::string(name) + "' (expected " + names + ")");
 }
 
-float default_learning_rate(method m) {
-  return m == method::fp32 ? 0.3f : m == method::bnn || m == method::qnn ? 0.003f : 1.0f;
-}
+float default_learning_rate(method m) { return traits_of(m).mlp_lr; }
 
-activation default_activation(method m) {
-  return m == method::bnn ? activation::sign : m == method::qnn ? activation::quantized : activation::relu;
-}
+activation default_activation(method m) { return traits_of(m).default_activation; }
 
-float default_learning_rate(method m, bool convnet) {
-  // Convnets of Lin et al.'s methods: their LR 0.3 (hantek/BinaryConnect cifar10.py, svhn.py). With the
-  // authors' start (half the weights saturated) it beats the 0.1 tuned for the older U(+-1) start: CIFAR-10
-  // bc-stoch, width 0.25, 2 epochs, batch 100: 31.7% test error at 0.3, 55.7% at 0.1 (batch 200).
-  return convnet && m != method::bnn && m != method::qnn ? 0.3f : default_learning_rate(m);
-}
+float default_learning_rate(method m, bool convnet) { return convnet ? traits_of(m).convnet_lr : traits_of(m).mlp_lr; }
 
 std::vector<std::size_t> mlp_preset_hidden(method m, double width_multiplier) {
   if (!(width_multiplier > 0.0) || width_multiplier > 16.0) throw error("--width must lie in (0, 16]");
-  const double base = m == method::bnn || m == method::qnn ? 4096.0 : 1024.0;
+  const auto base = static_cast<double>(traits_of(m).mlp_hidden);
   const auto n = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(base * width_multiplier)));
   return {n, n, n};
 }
 
 dense_options dense_options_for(method m, int qbp_kmin, int qbp_kmax, int weight_bits) {
+  const method_traits& t = traits_of(m);
   dense_options o;
   o.qbp_kmin = qbp_kmin;
   o.qbp_kmax = qbp_kmax;
-  switch (m) {
-    case method::fp32:
-      o.kind = weight_kind::fp32;
-      break;
-    case method::bc:
-      o.kind = weight_kind::binary;
-      break;
-    case method::bc_stoch:
-    case method::bc_qbp:
-      o.kind = weight_kind::binary;
-      o.training_sampling = kernels::sample_mode::stochastic;
-      break;
-    case method::tc:
-    case method::tc_qbp:
-      o.kind = weight_kind::ternary;
-      o.training_sampling = kernels::sample_mode::stochastic;
-      break;
-    case method::bnn:
-      o.kind = weight_kind::binary;
-      o.lr_scale = lr_scale_kind::binary_net;  // Hubara et al.'s start and Adam step scale
-      break;
-    case method::qnn:
-      if (weight_bits < 1 || weight_bits > 8)
-        throw error("--wbits must lie in 1..8, not " + std::to_string(weight_bits));
-      o.kind = weight_bits == 1 ? weight_kind::binary : weight_kind::quantized;
-      o.weight_bits = weight_bits == 1 ? 2 : weight_bits;
-      o.lr_scale = lr_scale_kind::binary_net;
-      break;
+  o.kind = t.kind;
+  o.training_sampling = t.training_sampling;
+  o.lr_scale = t.lr_scale;
+  o.qbp = t.qbp;
+  if (t.kind == weight_kind::quantized) {  // qnn: --wbits bits per weight, binary for 1
+    if (weight_bits < 1 || weight_bits > 8) throw error("--wbits must lie in 1..8, not " + std::to_string(weight_bits));
+    o.kind = weight_bits == 1 ? weight_kind::binary : weight_kind::quantized;
+    o.weight_bits = weight_bits == 1 ? 2 : weight_bits;
   }
-  o.qbp = m == method::bc_qbp || m == method::tc_qbp;
   return o;
 }
 
@@ -467,8 +470,9 @@ network_architecture convnet_lin_preset(std::uint32_t height, std::uint32_t widt
 
 network_architecture convnet_preset_for(method m, std::uint32_t height, std::uint32_t width, std::uint32_t channels,
                                         std::size_t classes, double width_multiplier) {
-  return m == method::bnn || m == method::qnn ? convnet_preset(height, width, channels, classes, width_multiplier)
-                                              : convnet_lin_preset(height, width, channels, classes, width_multiplier);
+  return traits_of(m).paper == method_paper::hubara2017
+             ? convnet_preset(height, width, channels, classes, width_multiplier)
+             : convnet_lin_preset(height, width, channels, classes, width_multiplier);
 }
 
 namespace {

@@ -105,6 +105,31 @@ enum class loss_kind { squared_hinge, softmax_cross_entropy };
 /// step m / v and learning-rate correction are rounded with AP2, so the update is a shift).
 enum class optimizer_kind { sgd, adam, adamax, shift_adamax };
 
+/// The paper a method comes from: its presets (architectures, data, schedules, optimizer) follow it.
+enum class method_paper : std::uint8_t {
+  lin2016,    ///< Lin, Courbariaux, Memisevic, Bengio (ICLR 2016), hantek/BinaryConnect
+  hubara2017  ///< Hubara et al. (JMLR 2017), MatthieuCourbariaux/BinaryNet and itayhubara/BinaryNet
+};
+/// One row of the method table (methods()): everything that sets a training method apart. Adding a method
+/// is one enumerator of `method` plus one row.
+struct method_traits {
+  method id;
+  std::string_view name;  ///< CLI spelling
+  method_paper paper;
+  weight_kind kind;  ///< qnn: weight_kind::quantized, binary with --wbits 1
+  kernels::sample_mode training_sampling;
+  bool qbp;  ///< quantized backprop of the layer inputs
+  lr_scale_kind lr_scale;
+  activation default_activation;
+  optimizer_kind default_optimizer;
+  float mlp_lr, convnet_lr;  ///< preset learning rates (see default_learning_rate)
+  std::size_t mlp_hidden;    ///< width of the MNIST MLP's three hidden layers
+};
+/// The method table, in the order of `method`.
+const std::vector<method_traits>& methods();
+/// The table's row of m.
+const method_traits& traits_of(method m);
+
 /// One row of the papers' training setups: what `--schedule paper` runs for a (dataset, method).
 struct paper_preset {
   float lr_start = 0, lr_end = 0;
