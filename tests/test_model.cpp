@@ -15,6 +15,7 @@
 
 #include "fewmul/error.hpp"
 #include "fewmul/model.hpp"
+#include "layers/layer_io.hpp"
 #include "model/serialize.hpp"
 #include "test_support.hpp"
 
@@ -440,4 +441,33 @@ TEST_CASE("a format-6 convnet checkpoint reads as 3x3 same-padded convolutions w
   CHECK(rebuilt.describe() == net.describe());
   CHECK(rebuilt.describe().find("conv3x3 8x8x3->4 same") == 0);
   fs::remove(path);
+}
+
+TEST_CASE("the layer-type table: one row per tag, and every layer the builders make is in it") {
+  const auto& types = detail::layer_types();
+  for (std::size_t i = 0; i < types.size(); ++i)
+    for (std::size_t j = i + 1; j < types.size(); ++j) {
+      CHECK(types[i].tag != types[j].tag);
+      CHECK(types[i].name != types[j].name);
+    }
+  // A network with every layer type the builders make round-trips through a model file.
+  network_architecture a = convnet_preset(8, 8, 3, 4, 0.05);
+  a.dropout_input = 0.1f;
+  a.dropout_hidden = 0.2f;
+  for (const activation act : {activation::relu, activation::hard_tanh, activation::sign, activation::quantized})
+    for (const bool shift : {false, true}) {
+      a.act = act;
+      a.shift_batch_norm = shift;
+      network net = make_network(a, dense_options_for(method::bnn), 3);
+      const std::string path = temp_path("layer_types.fewmul");
+      model_metadata meta;
+      meta.height = 8;
+      meta.width = 8;
+      meta.channels = 3;
+      meta.class_names = {"a", "b", "c", "d"};
+      save_model(path, net, meta);
+      const model m = load_model(path);
+      CHECK(m.net.describe() == net.describe());
+      std::filesystem::remove(path);
+    }
 }

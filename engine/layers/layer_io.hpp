@@ -3,6 +3,7 @@
 // outside layers.cpp.
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fewmul/error.hpp"
@@ -26,6 +27,16 @@ enum layer_tag : std::uint32_t {
   tag_dropout = 10,
   tag_shift_batch_norm = 11,
 };
+
+/// One row of the layer-type table: a tag model files hold, a name for messages, and the reader, which
+/// validates what it reads. Adding a layer type is its class, one tag and one row.
+struct layer_type {
+  layer_tag tag;
+  std::string_view name;
+  std::unique_ptr<layer> (*read)(byte_reader& in, bool packed);
+};
+/// Every layer type a model or checkpoint may hold (layers.cpp).
+const std::vector<layer_type>& layer_types();
 
 /// Throws fewmul::error unless x has the layer's input width.
 inline void check_width(const layer& l, const matrix& x) {

@@ -641,49 +641,60 @@ std::unique_ptr<layer> make_hard_tanh(std::size_t features) {
       [](float v) { return v >= -1.0f && v <= 1.0f; });
 }
 
+const std::vector<detail::layer_type>& detail::layer_types() {
+  using detail::byte_reader;
+  static const std::vector<layer_type> table = {
+      {tag_dense, "dense", [](byte_reader& in, bool packed) { return dense_layer::read(in, packed); }},
+      {tag_batch_norm, "batchnorm", [](byte_reader& in, bool) { return batch_norm_layer::read(in, false, false); }},
+      {tag_batch_norm_spatial, "batchnorm (per channel)",
+       [](byte_reader& in, bool) { return batch_norm_layer::read(in, true, false); }},
+      {tag_shift_batch_norm, "shift-based batchnorm",
+       [](byte_reader& in, bool) { return batch_norm_layer::read(in, true, true); }},
+      {tag_quantized_activation, "k-bit activation",
+       [](byte_reader& in, bool) {
+         const auto n = in.get<std::uint64_t>("activation size");
+         const auto bits = in.get<std::uint8_t>("activation bits");
+         const auto stochastic = in.get<std::uint8_t>("activation sampling");
+         if (n == 0 || n > (1u << 24) || bits < 2 || bits > 8 || stochastic > 1) in.invalid("bad k-bit activation");
+         return make_quantized_activation(n, bits, stochastic != 0);
+       }},
+      {tag_dropout, "dropout",
+       [](byte_reader& in, bool) {
+         const auto n = in.get<std::uint64_t>("dropout size");
+         const auto p = in.get<float>("dropout probability");
+         if (n == 0 || n > (1u << 24) || !(p >= 0.0f && p < 1.0f)) in.invalid("bad dropout layer");
+         return make_dropout(n, p);
+       }},
+      {tag_conv2d, "conv2d", [](byte_reader& in, bool packed) { return read_conv2d(in, packed); }},
+      {tag_sign, "sign",
+       [](byte_reader& in, bool) {
+         const auto n = in.get<std::uint64_t>("activation size");
+         const auto stochastic = in.get<std::uint8_t>("sign sampling");
+         if (n == 0 || n > (1u << 24) || stochastic > 1) in.invalid("bad sign activation");
+         return make_sign(n, stochastic != 0);
+       }},
+      {tag_max_pool, "maxpool2x2", [](byte_reader& in, bool) { return read_max_pool(in); }},
+      {tag_relu, "relu",
+       [](byte_reader& in, bool) {
+         const auto n = in.get<std::uint64_t>("activation size");
+         if (n == 0 || n > (1u << 24)) in.invalid("implausible activation size " + std::to_string(n));
+         return make_relu(n);
+       }},
+      {tag_hard_tanh, "hardtanh",
+       [](byte_reader& in, bool) {
+         const auto n = in.get<std::uint64_t>("activation size");
+         if (n == 0 || n > (1u << 24)) in.invalid("implausible activation size " + std::to_string(n));
+         return make_hard_tanh(n);
+       }},
+  };
+  return table;
+}
+
 std::unique_ptr<layer> read_layer(detail::byte_reader& in, bool packed) {
   const auto tag = in.get<std::uint32_t>("layer type");
-  switch (tag) {
-    case tag_dense:
-      return dense_layer::read(in, packed);
-    case tag_batch_norm:
-      return batch_norm_layer::read(in, false, false);
-    case tag_batch_norm_spatial:
-      return batch_norm_layer::read(in, true, false);
-    case tag_shift_batch_norm:
-      return batch_norm_layer::read(in, true, true);
-    case tag_quantized_activation: {
-      const auto n = in.get<std::uint64_t>("activation size");
-      const auto bits = in.get<std::uint8_t>("activation bits");
-      const auto stochastic = in.get<std::uint8_t>("activation sampling");
-      if (n == 0 || n > (1u << 24) || bits < 2 || bits > 8 || stochastic > 1) in.invalid("bad k-bit activation");
-      return make_quantized_activation(n, bits, stochastic != 0);
-    }
-    case tag_dropout: {
-      const auto n = in.get<std::uint64_t>("dropout size");
-      const auto p = in.get<float>("dropout probability");
-      if (n == 0 || n > (1u << 24) || !(p >= 0.0f && p < 1.0f)) in.invalid("bad dropout layer");
-      return make_dropout(n, p);
-    }
-    case tag_conv2d:
-      return read_conv2d(in, packed);
-    case tag_sign: {
-      const auto n = in.get<std::uint64_t>("activation size");
-      const auto stochastic = in.get<std::uint8_t>("sign sampling");
-      if (n == 0 || n > (1u << 24) || stochastic > 1) in.invalid("bad sign activation");
-      return make_sign(n, stochastic != 0);
-    }
-    case tag_max_pool:
-      return read_max_pool(in);
-    case tag_relu:
-    case tag_hard_tanh: {
-      const auto n = in.get<std::uint64_t>("activation size");
-      if (n == 0 || n > (1u << 24)) in.invalid("implausible activation size " + std::to_string(n));
-      return tag == tag_relu ? make_relu(n) : make_hard_tanh(n);
-    }
-    default:
-      in.invalid("unknown layer type " + std::to_string(tag));
-  }
+  for (const detail::layer_type& t : detail::layer_types())
+    if (t.tag == tag) return t.read(in, packed);
+  in.invalid("unknown layer type " + std::to_string(tag));
 }
 
 }  // namespace fewmul
