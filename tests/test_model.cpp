@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -105,8 +106,9 @@ TEST_CASE("broken model files are rejected with a clear error, never a crash") {
   flipped[good.size() / 2] ^= 0x10;
   expect(flipped, "corrupted (CRC-32 mismatch)");
   auto future = good;
-  future[8] = 9;
-  expect(future, "format version 9 is newer than this build reads");
+  future[8] = static_cast<unsigned char>(model_format_version + 1);
+  expect(future,
+         ("format version " + std::to_string(model_format_version + 1) + " is newer than this build reads").c_str());
   auto magic = good;
   magic[0] = 'X';
   expect(magic, "bad magic");
@@ -470,4 +472,72 @@ TEST_CASE("the layer-type table: one row per tag, and every layer the builders m
       CHECK(m.net.describe() == net.describe());
       std::filesystem::remove(path);
     }
+}
+
+TEST_CASE("a format-8 checkpoint's epoch history, stored as the struct's bytes, still reads") {
+  network net = make_mlp(20, {30}, 3, dense_options_for(method::bc), activation::relu, 5);
+  checkpoint c = mlp_checkpoint(net);
+  c.config.epochs = 5;
+  epoch_metrics a, b;
+  a.epoch = 1, a.loss = 0.5, a.train_error = 0.25, a.validation_error = 0.125, a.test_error = 0.1875;
+  a.test_error_packed = 0.2, a.lr = 0.3, a.seconds = 1.5, a.images_per_second = 1234, a.best = true;
+  b = a;
+  b.epoch = 2, b.loss = 0.375, b.best = false;
+  c.state.progress.epochs = {a, b};
+  c.state.progress.best_epoch = 1;
+  c.state.step = 20;  // steps of the two epochs
+  const std::string path = temp_path("epochs_v8.ckpt");
+  save_checkpoint(path, c);
+  // Replace the version-9 records (u64, eight doubles, u8) by the 80-byte structs version 8 stored.
+  auto bytes = read_bytes(path);
+  constexpr std::size_t header = 8 + 4 + 8;
+  std::vector<unsigned char> payload(bytes.begin() + header, bytes.end() - 4);
+  std::vector<unsigned char> records, structs;
+  for (const epoch_metrics& m : {a, b}) {
+    const auto append = [&records](const void* p, std::size_t n) {
+      records.insert(records.end(), static_cast<const unsigned char*>(p), static_cast<const unsigned char*>(p) + n);
+    };
+    const std::uint64_t epoch = m.epoch;
+    append(&epoch, 8);
+    for (const double v : {m.loss, m.train_error, m.validation_error, m.test_error, m.test_error_packed, m.lr,
+                           m.seconds, m.images_per_second})
+      append(&v, 8);
+    const std::uint8_t best = m.best;
+    append(&best, 1);
+    unsigned char raw[80] = {};
+    std::memcpy(raw, &epoch, 8);
+    const double values[] = {m.loss, m.train_error, m.validation_error, m.test_error, m.test_error_packed,
+                             m.lr,   m.seconds,     m.images_per_second};
+    std::memcpy(raw + 8, values, sizeof values);
+    raw[72] = best;
+    structs.insert(structs.end(), raw, raw + 80);
+  }
+  const auto at = std::search(payload.begin(), payload.end(), records.begin(), records.end());
+  REQUIRE(at != payload.end());
+  const auto offset = at - payload.begin();
+  payload.erase(at, at + static_cast<std::ptrdiff_t>(records.size()));
+  payload.insert(payload.begin() + offset, structs.begin(), structs.end());
+  const std::uint32_t version = 8, crc = static_cast<std::uint32_t>(crc32(0L, payload.data(), payload.size()));
+  const std::uint64_t size = payload.size();
+  std::vector<unsigned char> old(bytes.begin(), bytes.begin() + 8);
+  const auto put = [&old](const void* p, std::size_t n) {
+    old.insert(old.end(), static_cast<const unsigned char*>(p), static_cast<const unsigned char*>(p) + n);
+  };
+  put(&version, 4);
+  put(&size, 8);
+  put(payload.data(), payload.size());
+  put(&crc, 4);
+  write_bytes(path, old);
+  const checkpoint back = load_checkpoint(path);
+  REQUIRE(back.state.progress.epochs.size() == 2);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const epoch_metrics& want = i == 0 ? a : b;
+    const epoch_metrics& got = back.state.progress.epochs[i];
+    CHECK(got.epoch == want.epoch);
+    CHECK(got.loss == want.loss);
+    CHECK(got.test_error_packed == want.test_error_packed);
+    CHECK(got.images_per_second == want.images_per_second);
+    CHECK(got.best == want.best);
+  }
+  std::filesystem::remove(path);
 }

@@ -330,6 +330,40 @@ std::size_t float32_parameter_bytes(network& net) {
   return bytes;
 }
 
+namespace {
+
+// The epoch history. From version 9 field by field; before, each epoch_metrics was stored as the bytes of
+// the struct on x86-64 and AArch64 (80 bytes: epoch, eight doubles from offset 8, `best` at offset 72), which
+// is parsed here by those offsets so that the struct may change without losing old checkpoints.
+void write_epochs(detail::byte_writer& out, const std::vector<epoch_metrics>& epochs) {
+  out.put<std::uint64_t>(epochs.size());
+  for (const epoch_metrics& m : epochs) {
+    out.put<std::uint64_t>(m.epoch);
+    for (const double v : {m.loss, m.train_error, m.validation_error, m.test_error, m.test_error_packed, m.lr,
+                           m.seconds, m.images_per_second})
+      out.put<double>(v);
+    out.put<std::uint8_t>(m.best);
+  }
+}
+
+std::vector<epoch_metrics> read_epochs(detail::byte_reader& in, std::uint32_t version) {
+  const auto count = in.get<std::uint64_t>("epoch history");
+  if (count > setting_limits::epochs_max) in.invalid("epoch history of " + std::to_string(count) + " epochs");
+  std::vector<epoch_metrics> epochs(count);
+  for (epoch_metrics& m : epochs) {
+    m.epoch = in.get<std::uint64_t>("epoch history");
+    for (double* v : {&m.loss, &m.train_error, &m.validation_error, &m.test_error, &m.test_error_packed, &m.lr,
+                      &m.seconds, &m.images_per_second})
+      *v = in.get<double>("epoch history");
+    m.best = in.get<std::uint8_t>("epoch history") != 0;
+    if (version < 9)
+      for (int pad = 0; pad < 7; ++pad) in.get<std::uint8_t>("epoch history");  // the struct's padding
+  }
+  return epochs;
+}
+
+}  // namespace
+
 void save_checkpoint(const std::string& path, const checkpoint& c) {
   detail::byte_writer out;
   const train_config& k = c.config;
@@ -379,7 +413,7 @@ void save_checkpoint(const std::string& path, const checkpoint& c) {
   out.put<double>(c.state.progress.test_error_at_best);
   out.put<double>(c.state.progress.test_error_packed_at_best);
   out.put<double>(c.state.progress.total_seconds);
-  out.put_vector(c.state.progress.epochs);
+  write_epochs(out, c.state.progress.epochs);  // version 9: field by field (before: the struct's bytes)
   write_states(out, c.state.best_state);
   out.put<std::uint64_t>(c.state.train_examples);  // version 5: the run's training examples
   out.put<std::uint64_t>(k.batch_parts);           // version 8: parts of a minibatch (collective.hpp)
@@ -489,7 +523,7 @@ checkpoint load_checkpoint(const std::string& path) {
   c.state.progress.test_error_at_best = in.get<double>("test error");
   c.state.progress.test_error_packed_at_best = in.get<double>("test error");
   c.state.progress.total_seconds = in.get<double>("seconds");
-  c.state.progress.epochs = in.get_vector<epoch_metrics>("epoch history");
+  c.state.progress.epochs = read_epochs(in, version);
   c.state.best_state = read_states(in, "best state");
   if (version >= 5) {
     c.state.train_examples = in.get<std::uint64_t>("training examples");

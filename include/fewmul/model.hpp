@@ -28,8 +28,8 @@ namespace fewmul {
 /// fan in checkpoints, even (2x2) valid-padded kernels in models, and the centring and local contrast
 /// normalization of the input preprocessing in both. Older files are still read.
 /// Version 8 the minibatch part count of checkpoints (data-parallel training, collective.hpp; models are laid out
-/// as in version 7).
-constexpr std::uint32_t model_format_version = 8;
+/// as in version 7); version 9 a checkpoint's epoch history field by field instead of the struct's bytes.
+constexpr std::uint32_t model_format_version = 9;
 
 /// What a model needs besides its layers: how inputs are shaped and scaled, and what it was trained as.
 struct model_metadata {
