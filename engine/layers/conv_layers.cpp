@@ -189,41 +189,18 @@ class conv2d_layer final : public layer {
   std::size_t positions() const { return shape_.out_height() * shape_.out_width(); }
 
   // Tells the weights which im2col inputs of each output position are zero padding (one pattern per
-  // distinct set: at most kernel^2 of them), so their XNOR forward on quantized inputs stays exact.
+  // border class: at most kernel^2 of them), so their XNOR forward on quantized inputs stays exact.
   void describe_padding() {
-    const std::size_t kernel = shape_.kernel, c_in = shape_.in_channels;
-    const auto pad = static_cast<std::ptrdiff_t>((kernel - 1) / 2);
-    std::vector<std::uint32_t> row_pattern(positions());
-    std::vector<std::vector<std::uint32_t>> padded;
-    std::vector<std::pair<std::ptrdiff_t, std::ptrdiff_t>> keys;  // (y class, x class) of each pattern
-    auto border = [&](std::size_t o, std::size_t size) -> std::ptrdiff_t {
-      const auto v = static_cast<std::ptrdiff_t>(o);
-      if (v < pad) return v - pad;  // taps above/left are padding
-      if (v + pad >= static_cast<std::ptrdiff_t>(size)) return v + pad + 1 - static_cast<std::ptrdiff_t>(size);
-      return 0;
-    };
-    for (std::size_t oy = 0; oy < shape_.out_height(); ++oy)
-      for (std::size_t ox = 0; ox < shape_.out_width(); ++ox) {
-        const std::pair<std::ptrdiff_t, std::ptrdiff_t> key{border(oy, shape_.height), border(ox, shape_.width)};
-        auto found = std::find(keys.begin(), keys.end(), key);
-        if (found == keys.end()) {
-          keys.push_back(key);
-          std::vector<std::uint32_t> taps;
-          for (std::size_t ky = 0; ky < kernel; ++ky)
-            for (std::size_t kx = 0; kx < kernel; ++kx) {
-              const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(oy + ky) - pad;
-              const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(ox + kx) - pad;
-              if (iy >= 0 && iy < static_cast<std::ptrdiff_t>(shape_.height) && ix >= 0 &&
-                  ix < static_cast<std::ptrdiff_t>(shape_.width))
-                continue;
-              for (std::size_t c = 0; c < c_in; ++c)
-                taps.push_back(static_cast<std::uint32_t>((ky * kernel + kx) * c_in + c));
-            }
-          padded.push_back(std::move(taps));
-          found = keys.end() - 1;
-        }
-        row_pattern[oy * shape_.out_width() + ox] = static_cast<std::uint32_t>(found - keys.begin());
-      }
+    std::vector<std::uint32_t> row_pattern;
+    std::vector<std::vector<std::uint32_t>> padded_taps, padded;
+    detail::conv_padding_patterns(shape_, row_pattern, padded_taps);
+    const std::size_t c_in = shape_.in_channels;
+    for (const auto& taps : padded_taps) {
+      std::vector<std::uint32_t> inputs;
+      for (std::uint32_t t : taps)
+        for (std::size_t c = 0; c < c_in; ++c) inputs.push_back(static_cast<std::uint32_t>(t * c_in + c));
+      padded.push_back(std::move(inputs));
+    }
     core_.set_padding(std::move(row_pattern), std::move(padded));
   }
 
@@ -242,6 +219,7 @@ class conv2d_layer final : public layer {
     });
   }
 
+  friend const detail::weight_core* detail::conv_weights(const layer& l, conv_shape& shape);
   conv_shape shape_;
   detail::weight_core core_;
   std::vector<float> cols_, partial_;
@@ -317,6 +295,7 @@ class max_pool_layer final : public layer {
     });
   }
 
+  friend bool detail::max_pool_shape(const layer& l, std::size_t& height, std::size_t& width, std::size_t& channels);
   std::size_t h_, w_, c_;
 };
 
@@ -333,6 +312,59 @@ std::unique_ptr<layer> make_max_pool(std::size_t height, std::size_t width, std:
 namespace detail {
 
 std::unique_ptr<layer> read_conv2d(byte_reader& in, bool packed) { return conv2d_layer::read(in, packed); }
+
+const weight_core* conv_weights(const layer& l, conv_shape& shape) {
+  const auto* c = dynamic_cast<const conv2d_layer*>(&l);
+  if (!c) return nullptr;
+  shape = c->shape_;
+  return &c->core_;
+}
+
+bool max_pool_shape(const layer& l, std::size_t& height, std::size_t& width, std::size_t& channels) {
+  const auto* p = dynamic_cast<const max_pool_layer*>(&l);
+  if (!p) return false;
+  height = p->h_;
+  width = p->w_;
+  channels = p->c_;
+  return true;
+}
+
+void conv_im2col(const float* x, const conv_shape& shape, float* cols) { im2col(x, shape, cols); }
+
+void conv_padding_patterns(const conv_shape& shape, std::vector<std::uint32_t>& row_pattern,
+                           std::vector<std::vector<std::uint32_t>>& padded_taps) {
+  const std::size_t kernel = shape.kernel, ho = shape.out_height(), wo = shape.out_width();
+  const auto pad = shape.same_padding ? static_cast<std::ptrdiff_t>((kernel - 1) / 2) : 0;
+  row_pattern.assign(ho * wo, 0);
+  padded_taps.clear();
+  std::vector<std::pair<std::ptrdiff_t, std::ptrdiff_t>> keys;  // (y class, x class) of each pattern
+  auto border = [&](std::size_t o, std::size_t size) -> std::ptrdiff_t {
+    const auto v = static_cast<std::ptrdiff_t>(o);
+    if (v < pad) return v - pad;  // taps above/left are padding
+    if (v + pad >= static_cast<std::ptrdiff_t>(size)) return v + pad + 1 - static_cast<std::ptrdiff_t>(size);
+    return 0;
+  };
+  for (std::size_t oy = 0; oy < ho; ++oy)
+    for (std::size_t ox = 0; ox < wo; ++ox) {
+      const std::pair<std::ptrdiff_t, std::ptrdiff_t> key{border(oy, shape.height), border(ox, shape.width)};
+      auto found = std::find(keys.begin(), keys.end(), key);
+      if (found == keys.end()) {
+        keys.push_back(key);
+        std::vector<std::uint32_t> taps;
+        for (std::size_t ky = 0; ky < kernel; ++ky)
+          for (std::size_t kx = 0; kx < kernel; ++kx) {
+            const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(oy + ky) - pad;
+            const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(ox + kx) - pad;
+            if (iy < 0 || iy >= static_cast<std::ptrdiff_t>(shape.height) || ix < 0 ||
+                ix >= static_cast<std::ptrdiff_t>(shape.width))
+              taps.push_back(static_cast<std::uint32_t>(ky * kernel + kx));
+          }
+        padded_taps.push_back(std::move(taps));
+        found = keys.end() - 1;
+      }
+      row_pattern[oy * wo + ox] = static_cast<std::uint32_t>(found - keys.begin());
+    }
+}
 
 std::unique_ptr<layer> read_max_pool(byte_reader& in) {
   const auto h = in.get<std::uint64_t>("pool height");
