@@ -136,26 +136,37 @@ void packed_network::stage::compile_weights(const detail::weight_core& core, boo
                                             const std::vector<std::vector<std::uint32_t>>& pad_taps) {
   const std::size_t in = core.inputs(), words_in = kernels::words_for(in), kw = k_words();
   const std::size_t wb = static_cast<std::size_t>(weight_bits);
-  const std::vector<std::uint64_t> planes = core.inference_planes();
+  // A loaded model's planes are read in place (no second copy of the weights while compiling).
+  std::vector<std::uint64_t> copy;
+  const std::uint64_t* planes = core.resident_planes();
+  if (planes == nullptr) {
+    copy = core.inference_planes();
+    planes = copy.data();
+  }
   auto weight_bit = [&](std::size_t j, std::size_t o, std::size_t k) {
     return (planes[(j * out + o) * words_in + k / 64] >> (k % 64)) & 1u;
   };
-  std::vector<std::uint64_t> grouped(wb * out * kw, 0);
-  for (std::size_t j = 0; j < wb; ++j)
-    for (std::size_t o = 0; o < out; ++o)
-      for (std::size_t t = 0; t < taps; ++t)
-        for (std::size_t c = 0; c < tap_bits; ++c)
-          grouped[(j * out + o) * kw + t * tap_words + c / 64] |=
-              static_cast<std::uint64_t>(weight_bit(j, o, t * tap_bits + c)) << (c % 64);
   bt.resize(wb * kw * out);
-  detail::interleave_plane_words(grouped.data(), out, kw, 0, wb * kw, bt.data());
+  if (taps == 1 || tap_bits % 64 == 0) {  // the layer's own word layout
+    detail::interleave_plane_words(planes, out, kw, 0, wb * kw, bt.data());
+  } else {
+    std::vector<std::uint64_t> row(kw);
+    for (std::size_t j = 0; j < wb; ++j)
+      for (std::size_t o = 0; o < out; ++o) {
+        std::fill(row.begin(), row.end(), 0);
+        for (std::size_t t = 0; t < taps; ++t)
+          for (std::size_t c = 0; c < tap_bits; ++c)
+            row[t * tap_words + c / 64] |= static_cast<std::uint64_t>(weight_bit(j, o, t * tap_bits + c)) << (c % 64);
+        for (std::size_t w = 0; w < kw; ++w) bt[(j * kw + w) * out + o] = row[w];
+      }
+  }
   if (first) {
     const std::size_t words_out = kernels::words_for(out);
     planes_t.resize(wb * in * words_out);
     rowsum.resize(wb * out);
     for (std::size_t j = 0; j < wb; ++j) {
-      kernels::transpose_bits(planes.data() + j * out * words_in, out, in, words_in,
-                              planes_t.data() + j * in * words_out, words_out);
+      kernels::transpose_bits(planes + j * out * words_in, out, in, words_in, planes_t.data() + j * in * words_out,
+                              words_out);
       for (std::size_t o = 0; o < out; ++o) {
         std::int64_t ones = 0;
         for (std::size_t w = 0; w < words_in; ++w) ones += __builtin_popcountll(planes[(j * out + o) * words_in + w]);
@@ -347,6 +358,18 @@ std::size_t packed_network::bytes() const {
   return total;
 }
 
+void packed_network::release_buffers() {
+  // Assigning {} would keep the capacity: swap with empty vectors.
+  std::vector<std::uint64_t>().swap(planes_in_);
+  std::vector<std::uint64_t>().swap(planes_out_);
+  std::vector<std::uint64_t>().swap(cols_);
+  std::vector<float>().swap(float_cols_);
+  std::vector<std::int32_t>().swap(counts_);
+  std::vector<std::int32_t>().swap(sums_);
+  std::vector<float>().swap(floats_);
+  std::vector<float>().swap(plane_floats_);
+}
+
 void packed_network::run(const float* x, std::size_t rows, float* scores, const runtime& rt) {
   if (rows == 0) return;
   const stage& first = stages_.front();
@@ -397,7 +420,7 @@ void packed_network::run_stage(const stage& st, bool first, const float* x, std:
   const bool gather = st.conv && !float_input;  // bit im2col
   std::size_t per_example = p_out * out * 4 * (single ? 1 : 2);
   if (float_input) per_example = p_out * (out * 4 * (wb > 1 ? 2 : 1) + (st.conv ? kb * 4 : 0));
-  if (gather) per_example += ab * p_out * kw * 8;
+  if (gather) per_example += p_out * kw * 8;
   const std::size_t slab = std::max<std::size_t>(1, slab_budget / per_example);
   const std::size_t pattern_period = std::max<std::size_t>(1, st.row_pattern.size());
   for (std::size_t e0 = 0; e0 < rows; e0 += slab) {
@@ -425,102 +448,111 @@ void packed_network::run_stage(const stage& st, bool first, const float* x, std:
       }
       floats_.resize(m * out);
       if (wb > 1) plane_floats_.resize(m * out);
-    } else if (gather) {
-      cols_.resize(ab * m * kw);
-      a = cols_.data();
-      a_plane = m * kw;
+    } else if (!gather) {  // dense: each example's row is already its K words
+      a = planes_in_.data() + e0 * kw;
+      a_plane = in_plane;
+    }
+    // Gathers input plane pa of the slab's examples into cols_ (one plane at a time, so that the 8 planes
+    // of byte inputs need no more scratch than one).
+    auto gather_plane = [&](std::size_t pa) {
+      cols_.resize(m * kw);
       const std::size_t tw = st.tap_words, kernel = st.kernel;
       const auto pad = st.same_padding ? static_cast<std::ptrdiff_t>((kernel - 1) / 2) : 0;
       parallel_rows(rt, n * st.out_height, 4, [&](std::size_t r0, std::size_t r1) {
         for (std::size_t r = r0; r < r1; ++r) {
           const std::size_t e = r / st.out_height, oy = r % st.out_height;
-          for (std::size_t pa = 0; pa < ab; ++pa) {
-            const std::uint64_t* map = planes_in_.data() + pa * in_plane + (e0 + e) * p_in * tw;
-            for (std::size_t ox = 0; ox < st.out_width; ++ox) {
-              std::uint64_t* row = cols_.data() + pa * a_plane + (e * p_out + oy * st.out_width + ox) * kw;
-              for (std::size_t ky = 0; ky < kernel; ++ky) {
-                const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(oy + ky) - pad;
-                for (std::size_t kx = 0; kx < kernel; ++kx) {
-                  const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(ox + kx) - pad;
-                  std::uint64_t* tap = row + (ky * kernel + kx) * tw;
-                  if (iy < 0 || iy >= static_cast<std::ptrdiff_t>(st.height) || ix < 0 ||
-                      ix >= static_cast<std::ptrdiff_t>(st.width))
-                    std::fill_n(tap, tw, std::uint64_t{0});
-                  else
-                    std::copy_n(map + (static_cast<std::size_t>(iy) * st.width + static_cast<std::size_t>(ix)) * tw, tw,
-                                tap);
-                }
+          const std::uint64_t* map = planes_in_.data() + pa * in_plane + (e0 + e) * p_in * tw;
+          for (std::size_t ox = 0; ox < st.out_width; ++ox) {
+            std::uint64_t* row = cols_.data() + (e * p_out + oy * st.out_width + ox) * kw;
+            for (std::size_t ky = 0; ky < kernel; ++ky) {
+              const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(oy + ky) - pad;
+              for (std::size_t kx = 0; kx < kernel; ++kx) {
+                const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(ox + kx) - pad;
+                std::uint64_t* tap = row + (ky * kernel + kx) * tw;
+                if (iy < 0 || iy >= static_cast<std::ptrdiff_t>(st.height) || ix < 0 ||
+                    ix >= static_cast<std::ptrdiff_t>(st.width))
+                  std::fill_n(tap, tw, std::uint64_t{0});
+                else
+                  std::copy_n(map + (static_cast<std::size_t>(iy) * st.width + static_cast<std::size_t>(ix)) * tw, tw,
+                              tap);
               }
             }
           }
         }
       });
-    } else {  // dense: each example's row is already its K words
-      a = planes_in_.data() + e0 * kw;
-      a_plane = in_plane;
-    }
+    };
     if (!float_input) {
       sums_.resize(m * out);
       if (!single) counts_.resize(m * out);
     }
     // Output row of slab row i (no pooling): example e0 + i / p_out, position i % p_out.
     const std::size_t row0 = e0 * p_final;
-    parallel_gemm(rt, m, out, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-      if (float_input) {
-        detail::binary_planes_block(k, st.weight_bits, a_floats, kb, st.planes_t.data(), kb * kernels::words_for(out),
-                                    out, floats_.data(), plane_floats_.data(), i0, i1, j0, j1);
-        if (!st.pool)
-          for (std::size_t i = i0; i < i1; ++i) {
-            const float* v = floats_.data() + i * out;
-            st.emit(
-                row0 + i, out_plane, j0, j1, [v](std::size_t j) { return v[j]; }, planes_out, scores);
-          }
-        return;
+    const std::size_t groups = gather ? ab : 1;  // input planes per GEMM pass: one when gathered, else all
+    for (std::size_t g = 0; g < groups; ++g) {
+      const std::size_t pa0 = gather ? g : 0, pa1 = gather ? g + 1 : ab;
+      if (gather) {
+        gather_plane(g);
+        a = cols_.data();
       }
-      std::int32_t* sums = sums_.data();
-      for (std::size_t pa = 0; pa < ab; ++pa)
-        for (std::size_t pw = 0; pw < wb; ++pw) {
-          k.gemm_xnor({.m = i1 - i0,
-                       .n = j1 - j0,
-                       .k_words = kw,
-                       .k_bits = static_cast<std::int32_t>(kb),
-                       .a = a + pa * a_plane + i0 * kw,
-                       .lda = kw,
-                       .bt = st.bt.data() + pw * kw * out + j0,
-                       .ldbt = out,
-                       .c = (single ? sums : counts_.data()) + i0 * out + j0,
-                       .ldc = out});
-          if (single) break;
-          const bool start = pa == 0 && pw == 0;
-          for (std::size_t i = i0; i < i1; ++i) {
-            const std::int32_t* c = counts_.data() + i * out;
-            std::int32_t* sum = sums + i * out;
-            if (bytes) {  // sum_j 2^j sum_b 2^b (c + rowsum_j) / 2, (c + rowsum_j) even (header comment)
-              const std::int32_t* rs = st.rowsum.data() + pw * out;
-              const int shift = static_cast<int>(pa + pw) - 1;
-              for (std::size_t j = j0; j < j1; ++j) {
-                const std::int32_t term = shift < 0 ? (c[j] + rs[j]) / 2 : (c[j] + rs[j]) * (1 << shift);
-                sum[j] = (start ? 0 : sum[j]) + term;
+      const bool last = g + 1 == groups;
+      parallel_gemm(rt, m, out, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+        if (float_input) {
+          detail::binary_planes_block(k, st.weight_bits, a_floats, kb, st.planes_t.data(), kb * kernels::words_for(out),
+                                      out, floats_.data(), plane_floats_.data(), i0, i1, j0, j1);
+          if (!st.pool)
+            for (std::size_t i = i0; i < i1; ++i) {
+              const float* v = floats_.data() + i * out;
+              st.emit(
+                  row0 + i, out_plane, j0, j1, [v](std::size_t j) { return v[j]; }, planes_out, scores);
+            }
+          return;
+        }
+        std::int32_t* sums = sums_.data();
+        for (std::size_t pa = pa0; pa < pa1; ++pa)
+          for (std::size_t pw = 0; pw < wb; ++pw) {
+            k.gemm_xnor({.m = i1 - i0,
+                         .n = j1 - j0,
+                         .k_words = kw,
+                         .k_bits = static_cast<std::int32_t>(kb),
+                         .a = a + (gather ? 0 : pa * a_plane) + i0 * kw,
+                         .lda = kw,
+                         .bt = st.bt.data() + pw * kw * out + j0,
+                         .ldbt = out,
+                         .c = (single ? sums : counts_.data()) + i0 * out + j0,
+                         .ldc = out});
+            if (single) break;
+            const bool start = pa == 0 && pw == 0;
+            for (std::size_t i = i0; i < i1; ++i) {
+              const std::int32_t* c = counts_.data() + i * out;
+              std::int32_t* sum = sums + i * out;
+              if (bytes) {  // sum_j 2^j sum_b 2^b (c + rowsum_j) / 2, (c + rowsum_j) even (header comment)
+                const std::int32_t* rs = st.rowsum.data() + pw * out;
+                const int shift = static_cast<int>(pa + pw) - 1;
+                for (std::size_t j = j0; j < j1; ++j) {
+                  const std::int32_t term = shift < 0 ? (c[j] + rs[j]) / 2 : (c[j] + rs[j]) * (1 << shift);
+                  sum[j] = (start ? 0 : sum[j]) + term;
+                }
+              } else {
+                const std::int32_t scale = std::int32_t{1} << (pa + pw);
+                for (std::size_t j = j0; j < j1; ++j) sum[j] = (start ? 0 : sum[j]) + c[j] * scale;
               }
-            } else {
-              const std::int32_t scale = std::int32_t{1} << (pa + pw);
-              for (std::size_t j = j0; j < j1; ++j) sum[j] = (start ? 0 : sum[j]) + c[j] * scale;
             }
           }
-        }
-      if (!st.corrections.empty())
-        for (std::size_t i = i0; i < i1; ++i) {
-          const std::int32_t* corr = st.corrections.data() + st.row_pattern[i % pattern_period] * out;
-          std::int32_t* sum = sums + i * out;
-          for (std::size_t j = j0; j < j1; ++j) sum[j] += corr[j];
-        }
-      if (!st.pool)
-        for (std::size_t i = i0; i < i1; ++i) {
-          const std::int32_t* s = sums + i * out;
-          st.emit(
-              row0 + i, out_plane, j0, j1, [s](std::size_t j) { return s[j]; }, planes_out, scores);
-        }
-    });
+        if (!last) return;
+        if (!st.corrections.empty())
+          for (std::size_t i = i0; i < i1; ++i) {
+            const std::int32_t* corr = st.corrections.data() + st.row_pattern[i % pattern_period] * out;
+            std::int32_t* sum = sums + i * out;
+            for (std::size_t j = j0; j < j1; ++j) sum[j] += corr[j];
+          }
+        if (!st.pool)
+          for (std::size_t i = i0; i < i1; ++i) {
+            const std::int32_t* s = sums + i * out;
+            st.emit(
+                row0 + i, out_plane, j0, j1, [s](std::size_t j) { return s[j]; }, planes_out, scores);
+          }
+      });
+    }
     if (!st.pool) continue;
     // 2x2 max-pooling of the slab's sums (floats on the first layer's float path, compared as the
     // max-pool layer does), then the thresholds.

@@ -85,10 +85,11 @@ void col2im(const float* dcols, const conv_shape& s, float* dx) {
 
 class conv2d_layer final : public layer {
  public:
-  conv2d_layer(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed)
+  // `initialize` false: no weights yet (read() fills them, packed bits staying packed).
+  conv2d_layer(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed, bool initialize = true)
       : shape_((check_shape(shape), shape)),
         core_(shape.kernel * shape.kernel * shape.in_channels, shape.out_channels, options, init_seed,
-              static_cast<float>(shape.kernel * shape.kernel * (shape.in_channels + shape.out_channels))) {
+              static_cast<float>(shape.kernel * shape.kernel * (shape.in_channels + shape.out_channels)), initialize) {
     if (shape.same_padding && shape.kernel > 1) describe_padding();
   }
   void set_input_bits(int inference_bits, int training_bits) override {
@@ -144,7 +145,7 @@ class conv2d_layer final : public layer {
     }
     const dense_options options = detail::weight_core::read_options(in);
     detail::weight_core::expect_payload(in, s.kernel * s.kernel * s.in_channels, s.out_channels, options, packed);
-    auto l = std::make_unique<conv2d_layer>(s, options, 0);
+    auto l = std::make_unique<conv2d_layer>(s, options, 0, false);
     l->core_.read(in, packed);
     return l;
   }
@@ -318,6 +319,12 @@ const weight_core* conv_weights(const layer& l, conv_shape& shape) {
   if (!c) return nullptr;
   shape = c->shape_;
   return &c->core_;
+}
+
+const weight_core* layer_weights(const layer& l) {
+  conv_shape shape;
+  const weight_core* core = dense_weights(l);
+  return core ? core : conv_weights(l, shape);
 }
 
 bool max_pool_shape(const layer& l, std::size_t& height, std::size_t& width, std::size_t& channels) {

@@ -66,6 +66,8 @@ int activation_bits(const layer& l);
 /// True for dropout layers (the identity at inference).
 bool is_dropout(const layer& l);
 std::unique_ptr<layer> read_max_pool(byte_reader& in);
+/// The weights of a dense layer or a convolution, or nullptr for any other layer.
+const weight_core* layer_weights(const layer& l);
 /// The weights and shape of a convolution, or nullptr for any other layer.
 const weight_core* conv_weights(const layer& l, conv_shape& shape);
 /// The input map of a 2x2 max-pooling layer, or false for any other layer.

@@ -68,6 +68,8 @@ class packed_network {
   std::string describe() const;
   /// Bytes of the compiled weights, thresholds, padding corrections and batch-norm constants.
   std::size_t bytes() const;
+  /// Frees the activation buffers run() sized (the next run() allocates them again).
+  void release_buffers();
 
  private:
   struct stage;
@@ -75,7 +77,7 @@ class packed_network {
 
   std::vector<stage> stages_;
   std::vector<std::uint64_t> planes_in_, planes_out_;  // activation bit planes [bits][rows * positions][words]
-  std::vector<std::uint64_t> cols_;                    // bit im2col of a slab [bits][slab rows][k_words]
+  std::vector<std::uint64_t> cols_;                    // bit im2col of one plane of a slab [rows][k_words]
   std::vector<float> float_cols_;                      // first layer on floats: im2col of a slab
   std::vector<std::int32_t> counts_, sums_;
   std::vector<float> floats_, plane_floats_;
