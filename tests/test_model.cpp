@@ -361,7 +361,8 @@ TEST_CASE("a format-5 checkpoint resumes with the schedule and the bnn step scal
   CHECK_FALSE(current.unscaled_binary_net);
   CHECK(make_network(current).parameters().at(0)->lr_scale == doctest::Approx(std::sqrt(50.0 / 1.5)));
 
-  // The same file as format 5 wrote it: without schedule (1), lr_end (0.0f) and the scale flag (0).
+  // The same file as format 5 wrote it: without schedule (1), lr_end (0.0f), the scale flag (0) and version 7's
+  // input centring flag (0).
   std::ifstream in(path, std::ios::binary);
   std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   in.close();
@@ -371,6 +372,11 @@ TEST_CASE("a format-5 checkpoint resumes with the schedule and the bnn step scal
   const auto at = std::search(payload.begin(), payload.end(), std::begin(fields), std::end(fields));
   REQUIRE(at != payload.end());
   payload.erase(at + 8, at + 14);
+  // Version 7's input centring flag ends the metadata: GCN scale 55.0f, two empty whitening vectors, then it.
+  const unsigned char metadata_end[] = {0, 0, 0x5c, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  const auto centring = std::search(payload.begin(), payload.end(), std::begin(metadata_end), std::end(metadata_end));
+  REQUIRE(centring != payload.end());
+  payload.erase(centring + sizeof metadata_end);
   const std::uint32_t version = 5, crc = static_cast<std::uint32_t>(crc32(0L, payload.data(), payload.size()));
   const std::uint64_t size = payload.size();
   std::vector<unsigned char> old(bytes.begin(), bytes.begin() + 8);

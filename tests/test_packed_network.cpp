@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include <filesystem>
+
+#include "fewmul/model.hpp"
 #include "fewmul/packed_network.hpp"
 #include "fewmul/train.hpp"
 #include "test_support.hpp"
@@ -188,4 +191,50 @@ TEST_CASE("packed inference refuses convnets it cannot compile, naming the layer
   ends_in_conv.add(make_conv2d(shape, dense_options_for(method::bnn), 1));
   ends_in_conv.add(make_spatial_batch_norm(3, 16));
   CHECK_THROWS_WITH_AS(packed_network{ends_in_conv}, doctest::Contains("a dense layer last"), error);
+}
+
+TEST_CASE("the BNN paper's convnets: CIFAR-10 128-256-512 filters, SVHN 64-128-256, both 1024-1024 dense") {
+  const network_architecture cifar = paper_convnet("cifar10", method::bnn, 32, 32, 3, 10);
+  CHECK(cifar.conv == std::vector<std::size_t>{128, 128, 0, 256, 256, 0, 512, 512, 0});
+  CHECK(cifar.hidden == std::vector<std::size_t>{1024, 1024});
+  for (method m : {method::bnn, method::qnn}) {
+    const network_architecture svhn = paper_convnet("svhn", m, 32, 32, 3, 10);
+    CHECK(svhn.conv == std::vector<std::size_t>{64, 64, 0, 128, 128, 0, 256, 256, 0});
+    CHECK(svhn.hidden == std::vector<std::size_t>{1024, 1024});
+    CHECK(paper_convnet("svhn", m, 32, 32, 3, 10, 0.5).conv ==
+          std::vector<std::size_t>{32, 32, 0, 64, 64, 0, 128, 128, 0});
+  }
+  // Lin et al. use the 128-256-512 network on SVHN too (hantek/BinaryConnect svhn.py).
+  CHECK(paper_convnet("svhn", method::bc, 32, 32, 3, 10).conv == cifar.conv);
+}
+
+TEST_CASE("inputs centred to [-1, 1] (pm1): 2x - 1, kept in the model file, and the packed path agrees") {
+  preprocessing pre;
+  pre.pm1 = true;
+  std::vector<float> x{0.0f, 1.0f, 128.0f / 255.0f, 0.25f};
+  pre.apply(x.data(), 1, x.size(), runtime(1));
+  CHECK(x == std::vector<float>{-1.0f, 1.0f, 2.0f * (128.0f / 255.0f) - 1.0f, -0.5f});
+  network_architecture arch = paper_convnet("svhn", method::bnn, 8, 8, 3, 10, 0.125);
+  arch.act = activation::sign;
+  network net = make_network(arch, dense_options_for(method::bnn), 5);
+  model_metadata meta;
+  meta.dataset = "svhn";
+  meta.width = meta.height = 8;
+  meta.channels = 3;
+  meta.preprocess = pre;
+  const std::string path = temp_path("pm1.fwm");
+  save_model(path, net, meta);
+  model loaded = load_model(path);
+  std::filesystem::remove(path);
+  CHECK(loaded.meta.preprocess.pm1);
+  REQUIRE(loaded.packed);
+  runtime rt(2);
+  matrix images(4, arch.inputs());
+  images.data = random_floats(images.data.size(), 3, 0.0f, 1.0f);
+  for (float& v : images.data) v = std::round(v * 255.0f) / 255.0f;
+  loaded.meta.preprocess.apply(images.data.data(), images.rows, images.cols, rt);
+  const std::vector<float> packed_scores = loaded.infer(images, rt).data;
+  CHECK(!loaded.packed->last_run_used_input_bytes());  // [-1, 1]: the first layer's float path
+  CHECK(same_bits(packed_scores, net.forward(images, step_context{rt, kernels::active_kernels(), 0, 0, false}).data));
+  CHECK(same_bits(packed_scores, loaded.run(images, rt).data));
 }

@@ -2,6 +2,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <string>
 
 #include "cli_common.hpp"
 
@@ -15,11 +16,25 @@ int run_info(const std::string& model_path) {
       "model: %s\ndataset: %s\nmethod: %s\ninput: %ux%ux%u, scale %g\npreprocessing: %s\nclasses: %zu\nlayers: %s\n",
       model_path.c_str(), m.meta.dataset.c_str(), m.meta.method.c_str(), m.meta.width, m.meta.height, m.meta.channels,
       static_cast<double>(m.meta.input_scale),
-      pre.zca_mean.empty() ? (pre.gcn ? "gcn" : "none") : (pre.gcn ? "gcn+zca" : "zca"), m.net.output_size(),
-      m.net.describe().c_str());
+      pre.pm1                ? "pm1 ([-1, 1])"
+      : pre.zca_mean.empty() ? (pre.gcn ? "gcn" : "none")
+                             : (pre.gcn ? "gcn+zca" : "zca"),
+      m.net.output_size(), m.net.describe().c_str());
   std::printf("file bytes: %ju, float32 parameter bytes: %zu\n",
               static_cast<std::uintmax_t>(std::filesystem::file_size(model_path)),
               fewmul::float32_parameter_bytes(m.net));
+  // Which layers run with bit-plane activations (eval and predict use this path).
+  if (m.packed) {
+    std::printf("packed inference (%zu bytes): %s\n", m.packed->bytes(), m.packed->describe().c_str());
+  } else {
+    std::string why;
+    try {
+      fewmul::packed_network p(m.net);
+    } catch (const fewmul::error& e) {
+      why = e.what();
+    }
+    std::printf("packed inference: no, every layer runs the float path (%s)\n", why.c_str());
+  }
   return 0;
 }
 

@@ -224,7 +224,8 @@ int run_train(const train_flags& f, const CLI::App& train) {
       c.architecture.hidden = f.hidden_text.empty() ? fewmul::mlp_preset_hidden(config.training_method, f.width)
                                                     : parse_hidden(f.hidden_text);
     } else {
-      c.architecture = fewmul::convnet_preset(data.meta.height, data.meta.width, data.meta.channels, 10, f.width);
+      c.architecture = fewmul::paper_convnet(dataset, config.training_method, data.meta.height, data.meta.width,
+                                             data.meta.channels, 10, f.width);
     }
     c.architecture.height = data.meta.height;
     c.architecture.width = data.meta.width;
@@ -241,8 +242,12 @@ int run_train(const train_flags& f, const CLI::App& train) {
     // Preprocessing as in the papers: GCN + ZCA for CIFAR-10, GCN for SVHN, none for MNIST; fitted on
     // the training examples only (not the validation split).
     std::string pre = f.preprocess_text;
+    // BNN and QNN: inputs in [-1, 1], no GCN or ZCA (BinaryNet Train-time/cifar10.py, svhn.py: 2/255 X - 1).
+    if (pre == "auto" && bnn && dataset != "mnist") pre = "pm1";
     if (pre == "auto") pre = dataset == "cifar10" ? "gcn+zca" : dataset == "svhn" ? "gcn" : "none";
-    if (pre != "none") {
+    if (pre == "pm1") {
+      c.meta.preprocess.pm1 = true;
+    } else if (pre != "none") {
       if (config.validation >= data.train.size())
         throw fewmul::error("validation split of " + std::to_string(config.validation) + " leaves no training data");
       const auto start = std::chrono::steady_clock::now();
@@ -389,8 +394,9 @@ command add_train_command(CLI::App& app) {
       ->capture_default_str();
   train
       ->add_option("--preprocess", f.preprocess_text,
-                   "auto (cifar10: gcn+zca, svhn: gcn, mnist: none), none, gcn or gcn+zca")
-      ->check(CLI::IsMember({"auto", "none", "gcn", "gcn+zca"}))
+                   "auto (cifar10: gcn+zca, svhn: gcn, mnist: none; bnn/qnn convnets: pm1), none, gcn, gcn+zca or "
+                   "pm1 (pixels scaled to [-1, 1])")
+      ->check(CLI::IsMember({"auto", "none", "gcn", "gcn+zca", "pm1"}))
       ->capture_default_str();
   train->add_option("--augment-shift", f.augment_shift, "Random shifts of up to N pixels (random crops) in training")
       ->check(whole_in(0, limits::augment_shift_max));

@@ -107,6 +107,8 @@ void preprocessing::apply(float* rows, std::size_t n, std::size_t features, cons
   if (!zca_mean.empty() && (zca_mean.size() != features || zca_matrix.size() != features * features))
     throw error("preprocessing was fitted on " + std::to_string(zca_mean.size()) + " features, the data has " +
                 std::to_string(features));
+  if (pm1)  // exact: 2x is a doubling, and 2x - 1 rounds once
+    for (std::size_t i = 0; i < n * features; ++i) rows[i] = 2.0f * rows[i] - 1.0f;
   if (gcn) gcn_rows(rows, n, features, gcn_scale, rt);
   if (zca_mean.empty()) return;
   std::vector<float> centred;

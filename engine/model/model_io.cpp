@@ -167,6 +167,7 @@ void write_metadata(detail::byte_writer& out, const model_metadata& m) {
   out.put<float>(m.preprocess.gcn_scale);
   out.put_vector(m.preprocess.zca_mean);
   out.put_vector(m.preprocess.zca_matrix);
+  out.put<std::uint8_t>(m.preprocess.pm1);  // version 7
 }
 
 model_metadata read_metadata(detail::byte_reader& in, std::uint32_t version) {
@@ -193,6 +194,11 @@ model_metadata read_metadata(detail::byte_reader& in, std::uint32_t version) {
       if (!std::isfinite(v)) in.invalid("non-finite whitening mean");
     for (float v : m.preprocess.zca_matrix)
       if (!std::isfinite(v)) in.invalid("non-finite whitening matrix");
+  }
+  if (version >= 7) {
+    const auto pm1 = in.get<std::uint8_t>("input centring flag");
+    if (pm1 > 1) in.invalid("bad input centring flag");
+    m.preprocess.pm1 = pm1 != 0;
   }
   if (m.width == 0 || m.height == 0 || m.channels == 0 || m.width > 65536 || m.height > 65536 || m.channels > 64 ||
       !std::isfinite(m.input_scale) || !(m.input_scale > 0.0f) || m.input_scale > 1e6f)

@@ -376,6 +376,20 @@ network_architecture convnet_preset(std::uint32_t height, std::uint32_t width, s
   return a;
 }
 
+network_architecture paper_convnet(std::string_view dataset, method m, std::uint32_t height, std::uint32_t width,
+                                   std::uint32_t channels, std::size_t classes, double width_multiplier) {
+  network_architecture a = convnet_preset(height, width, channels, classes, width_multiplier);
+  // BinaryNet Train-time/svhn.py: num_filters 64, 64, 128, 128, 256, 256 (cifar10.py: 128 ... 512), the
+  // same 1024-1024 dense layers.
+  if (dataset == "svhn" && (m == method::bnn || m == method::qnn)) {
+    auto scaled = [&](double n) {
+      return std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(n * width_multiplier)));
+    };
+    a.conv = {scaled(64), scaled(64), 0, scaled(128), scaled(128), 0, scaled(256), scaled(256), 0};
+  }
+  return a;
+}
+
 double evaluate(network& net, const dataset& data, const runtime& rt, bool expected_weights, std::size_t batch) {
   if (data.size() == 0) return 0.0;
   const step_context ctx{rt, kernels::active_kernels(), 0, 0, false, expected_weights};

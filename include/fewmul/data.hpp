@@ -62,11 +62,14 @@ dataset load_svhn_mat(const std::string& path);
 /// Input preprocessing fitted on training data and stored with models: optional global contrast
 /// normalization of each example, then optional ZCA whitening.
 struct preprocessing {
+  /// x <- 2x - 1 first, so that pixels scaled to [0, 1] lie in [-1, 1]: the BNN paper's CIFAR-10 and SVHN
+  /// inputs (MatthieuCourbariaux/BinaryNet Train-time/cifar10.py, svhn.py: 2/255 X - 1, no GCN, no ZCA).
+  bool pm1 = false;
   bool gcn = false;
   float gcn_scale = 55.0f;        ///< GCN centres each example and scales it to this L2 norm (pylearn2's)
   std::vector<float> zca_mean;    ///< per-feature mean (empty: no whitening)
   std::vector<float> zca_matrix;  ///< features x features, symmetric: x <- (x - mean) * zca_matrix
-  bool active() const { return gcn || !zca_mean.empty(); }
+  bool active() const { return pm1 || gcn || !zca_mean.empty(); }
   /// Transforms `n` rows of `features` values in place.
   void apply(float* rows, std::size_t n, std::size_t features, const runtime& rt) const;
   void apply(dataset& data, const runtime& rt) const { apply(data.x.data(), data.size(), data.features, rt); }

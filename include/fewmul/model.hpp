@@ -26,8 +26,9 @@ namespace fewmul {
 /// re-estimation setting in checkpoints (models are laid out as in version 3); version 5 the number of
 /// training examples in checkpoints (a resume on other data is refused); version 6 the learning-rate
 /// schedule and final rate in checkpoints, and weight layers' lr_scale_kind 2 (BinaryNet's start and step
-/// scale) in models and checkpoints. Older files are still read.
-constexpr std::uint32_t model_format_version = 6;
+/// scale) in models and checkpoints; version 7 the [-1, 1] input centring of the preprocessing (BNN
+/// convnets). Older files are still read.
+constexpr std::uint32_t model_format_version = 7;
 
 /// What a model needs besides its layers: how inputs are shaped and scaled, and what it was trained as.
 struct model_metadata {
