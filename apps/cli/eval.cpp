@@ -14,7 +14,7 @@ int run_eval(const std::string& model_path, const std::string& dataset_given, co
              bool float_path) {
   fewmul::model m = fewmul::load_model(model_path);
   const std::string dataset = dataset_given.empty() ? m.meta.dataset : dataset_given;
-  loaded_data data = load_data(dataset, data_dir_for(dataset, data_dir), false);
+  loaded_data data = load_data(dataset, data_dir_for(dataset, data_dir), false, true);
   if (data.test.features != m.net.input_size())
     throw fewmul::error(model_path + ": the model takes " + std::to_string(m.net.input_size()) + " inputs, " + dataset +
                         " images have " + std::to_string(data.test.features));

@@ -3,7 +3,10 @@
 #include "fewmul/packed_network.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <string>
 #include <type_traits>
 
@@ -20,6 +23,19 @@ using detail::parallel_rows;
 namespace {
 // Scratch of one slab of examples (integer sums, im2col rows): small enough to stay in the L2/L3 caches.
 constexpr std::size_t slab_budget = std::size_t{1} << 21;
+
+// 64 bytes of 0/1 into one word, byte j to bit j: eight bytes at a time, where the product with
+// 0x0102040810204080 gathers bit 0 of byte i into bit 56 + i (no carries: every partial product lands on
+// its own bit).
+std::uint64_t pack_bytes(const std::uint8_t* bits) {
+  std::uint64_t word = 0;
+  for (std::size_t q = 0; q < 8; ++q) {
+    std::uint64_t eight;
+    std::memcpy(&eight, bits + 8 * q, 8);
+    word |= ((eight * 0x0102040810204080ull) >> 56) << (8 * q);
+  }
+  return word;
+}
 }  // namespace
 
 struct packed_network::stage {
@@ -48,8 +64,15 @@ struct packed_network::stage {
   // gamma < 0 (descending) "S <= t_l" is stored as "not S >= t_l + 1".
   std::vector<std::int32_t> thresholds;
   std::vector<std::uint8_t> descending;  // [out]
-  double divisor = 1;                    // y(S) = S / divisor (hidden: L_a L_w; first layer bytes: 255 L_w)
-  bool integer_output = true;            // y(S) = float(S): one plane each, as weight_core computes it
+  // First layer on floats: the same per channel over y itself, level >= l exactly when y >= t (y <= t for
+  // gamma < 0); NaN never passes, as level_of(NaN) = 0.
+  // One bit (sign): -t for gamma < 0, compared with -y, so that every channel is one ">=".
+  std::vector<float> float_thresholds;  // [out][2^output_bits - 1]
+  // One bit on integer sums: the level is (S ^ sign_flip) >= sign_thresholds, with sign_flip = -1 and
+  // the threshold -t for gamma < 0 (~S = -S - 1 >= -t exactly when S < t, i.e. not S >= t).
+  std::vector<std::int32_t> sign_flip, sign_thresholds;  // [out]
+  double divisor = 1;          // y(S) = S / divisor (hidden: L_a L_w; first layer bytes: 255 L_w)
+  bool integer_output = true;  // y(S) = float(S): one plane each, as weight_core computes it
 
   std::size_t k_words() const { return taps * tap_words; }
   std::size_t k_bits() const { return taps * tap_bits; }
@@ -71,6 +94,7 @@ struct packed_network::stage {
     return integer_output ? static_cast<float>(s) : static_cast<float>(static_cast<double>(s) / divisor);
   }
   void fit_thresholds(std::int64_t smax);
+  void fit_float_thresholds();
   std::uint32_t level(std::size_t o, std::int32_t s) const {
     const std::size_t levels = (std::size_t{1} << output_bits) - 1;
     const std::int32_t* t = thresholds.data() + o * levels;
@@ -102,20 +126,30 @@ struct packed_network::stage {
     const std::size_t words = kernels::words_for(out);
     for (std::size_t w = j0 / 64; w * 64 < j1; ++w) {
       const std::size_t end = std::min(j1, w * 64 + 64);
-      if (!floats && output_bits == 1) {  // BNN: one compare per output
-        std::uint64_t word = 0;
-        for (std::size_t j = w * 64; j < end; ++j)
-          word |= static_cast<std::uint64_t>((value(j) >= thresholds[j]) ^ descending[j]) << (j % 64);
-        planes_out[r * words + w] = word;
+      if (output_bits == 1) {  // BNN: one compare per output, as bytes (vectorizable), then packed
+        alignas(8) std::uint8_t bits[64] = {};
+        const std::size_t base = w * 64;
+        if constexpr (floats) {
+          for (std::size_t j = base; j < end; ++j) {
+            const float v = value(j);
+            bits[j - base] = (descending[j] ? -v : v) >= float_thresholds[j];
+          }
+        } else {
+          for (std::size_t j = base; j < end; ++j) bits[j - base] = (value(j) ^ sign_flip[j]) >= sign_thresholds[j];
+        }
+        planes_out[r * words + w] = pack_bytes(bits);
         continue;
       }
       std::uint64_t word[8] = {};
       for (std::size_t j = w * 64; j < end; ++j) {
         std::uint32_t u = 0;
-        if constexpr (floats)
-          u = kernels::level_of(view.apply(j, value(j)), output_bits);
-        else
+        if constexpr (floats) {
+          const std::size_t levels = (std::size_t{1} << output_bits) - 1;
+          const float v = value(j), *t = float_thresholds.data() + j * levels;
+          for (std::size_t l = 0; l < levels; ++l) u += descending[j] ? v <= t[l] : v >= t[l];
+        } else {
           u = level(j, value(j));
+        }
         for (int b = 0; b < output_bits; ++b) word[b] |= static_cast<std::uint64_t>((u >> b) & 1u) << (j % 64);
       }
       for (int b = 0; b < output_bits; ++b) planes_out[static_cast<std::size_t>(b) * plane + r * words + w] = word[b];
@@ -282,6 +316,7 @@ packed_network::packed_network(const network& net) {
     if (st.output_bits == 0) fail("a sign or k-bit activation");
     ++i;
     st.fit_thresholds(smax);
+    if (first) st.fit_float_thresholds();
     input_bits = st.output_bits;
     after_map = st.conv;
     map_positions = st.final_positions();
@@ -328,6 +363,62 @@ void packed_network::stage::fit_thresholds(std::int64_t smax) {
       thresholds[o * levels + l - 1] = static_cast<std::int32_t>(t);
     }
   }
+  if (output_bits != 1) return;
+  sign_flip.resize(out);
+  sign_thresholds.resize(out);
+  for (std::size_t o = 0; o < out; ++o) {
+    sign_flip[o] = descending[o] ? -1 : 0;
+    sign_thresholds[o] = descending[o] ? -thresholds[o] : thresholds[o];
+  }
+}
+
+// Float thresholds of the first layer's float path. level_of(bn(y)) is monotone in y over all floats for
+// gamma != 0 (each float operation is), so a binary search over the floats in their order (the integers
+// key(y) below) finds exactly where it steps. gamma = 0 gives the constant level of finite y.
+void packed_network::stage::fit_float_thresholds() {
+  const std::size_t levels = (std::size_t{1} << output_bits) - 1;
+  float_thresholds.resize(out * levels);
+  const detail::batch_norm_view view = bn();
+  auto key = [](float f) {
+    const auto u = std::bit_cast<std::uint32_t>(f);
+    return (u >> 31) ? ~u : (u | 0x80000000u);
+  };
+  auto value_of = [](std::uint32_t k) { return std::bit_cast<float>((k >> 31) ? (k & 0x7fffffffu) : ~k); };
+  const float never = std::numeric_limits<float>::quiet_NaN(), infinity = std::numeric_limits<float>::infinity();
+  const std::uint32_t lowest = key(-infinity), highest = key(infinity);
+  for (std::size_t o = 0; o < out; ++o) {
+    auto level_at = [&](std::uint32_t k) { return kernels::level_of(view.apply(o, value_of(k)), output_bits); };
+    const float g = gamma[o];
+    for (std::size_t l = 1; l <= levels; ++l) {
+      float t = never;
+      if (g == 0.0f) {
+        t = kernels::level_of(view.apply(o, 0.0f), output_bits) >= l ? -std::numeric_limits<float>::max() : never;
+      } else if (g > 0.0f) {  // smallest y with level >= l
+        if (level_at(highest) >= l) {
+          std::uint32_t lo = lowest, hi = highest;
+          while (lo < hi) {
+            const std::uint32_t mid = lo + (hi - lo) / 2;
+            if (level_at(mid) >= l)
+              hi = mid;
+            else
+              lo = mid + 1;
+          }
+          t = value_of(lo);
+        }
+      } else if (level_at(lowest) >= l) {  // largest y with level >= l
+        std::uint32_t lo = lowest, hi = highest;
+        while (lo < hi) {
+          const std::uint32_t mid = hi - (hi - lo) / 2;
+          if (level_at(mid) >= l)
+            lo = mid;
+          else
+            hi = mid - 1;
+        }
+        t = value_of(lo);
+      }
+      float_thresholds[o * levels + l - 1] = output_bits == 1 && g < 0.0f ? -t : t;
+    }
+  }
 }
 
 std::size_t packed_network::input_size() const {
@@ -353,7 +444,8 @@ std::size_t packed_network::bytes() const {
   for (const stage& st : stages_)
     total += 8 * (st.bt.size() + st.planes_t.size()) +
              4 * (st.rowsum.size() + st.row_pattern.size() + st.corrections.size() + st.thresholds.size() +
-                  st.gamma.size() + st.beta.size() + st.mean.size() + st.inv_std.size()) +
+                  st.float_thresholds.size() + st.sign_flip.size() + st.sign_thresholds.size() + st.gamma.size() +
+                  st.beta.size() + st.mean.size() + st.inv_std.size()) +
              st.descending.size();
   return total;
 }
