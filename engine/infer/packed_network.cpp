@@ -561,12 +561,15 @@ void packed_network::run_stage(const stage& st, bool first, const float* x, std:
               for (std::size_t kx = 0; kx < kernel; ++kx) {
                 const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(ox + kx) - pad;
                 std::uint64_t* tap = row + (ky * kernel + kx) * tw;
+                // A few words per tap: plain loops, not library calls.
                 if (iy < 0 || iy >= static_cast<std::ptrdiff_t>(st.height) || ix < 0 ||
-                    ix >= static_cast<std::ptrdiff_t>(st.width))
-                  std::fill_n(tap, tw, std::uint64_t{0});
-                else
-                  std::copy_n(map + (static_cast<std::size_t>(iy) * st.width + static_cast<std::size_t>(ix)) * tw, tw,
-                              tap);
+                    ix >= static_cast<std::ptrdiff_t>(st.width)) {
+                  for (std::size_t q = 0; q < tw; ++q) tap[q] = 0;
+                } else {
+                  const std::uint64_t* source =
+                      map + (static_cast<std::size_t>(iy) * st.width + static_cast<std::size_t>(ix)) * tw;
+                  for (std::size_t q = 0; q < tw; ++q) tap[q] = source[q];
+                }
               }
             }
           }
