@@ -37,7 +37,9 @@
 // xnor_dot(s, b) = sum_k s_k (2 b_k - 1); a padded pixel has p = 0 in every plane and needs no
 // correction. That sum is exact, where the float path rounds, so first-layer activations can differ from
 // network::forward where a value sits on a threshold. Other inputs take the float path of the first layer
-// (the layers' im2col and masked adds), identical to network::forward.
+// (the layers' im2col and masked adds), identical to network::forward, whose float outputs y are compared
+// with per-channel float thresholds found the same way, by binary search over the floats in their order
+// (exact for finite y).
 #include <cstddef>
 #include <cstdint>
 #include <string>
