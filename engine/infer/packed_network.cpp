@@ -546,142 +546,161 @@ void packed_network::run_stage(const stage& st, bool first, const float* x, std:
     }
     // Gathers input plane pa of the slab's examples into cols_ (one plane at a time, so that the 8 planes
     // of byte inputs need no more scratch than one).
-    auto gather_plane = [&](std::size_t pa) {
-      cols_.resize(m * kw);
+    // Gathers conv row oy of slab example e from input plane pa into cols_ (slab rows e * p_out + oy * ow + ox).
+    auto gather_row = [&](std::size_t pa, std::size_t e, std::size_t oy) {
       const std::size_t tw = st.tap_words, kernel = st.kernel;
       const auto pad = st.same_padding ? static_cast<std::ptrdiff_t>((kernel - 1) / 2) : 0;
-      parallel_rows(rt, n * st.out_height, 4, [&](std::size_t r0, std::size_t r1) {
-        for (std::size_t r = r0; r < r1; ++r) {
-          const std::size_t e = r / st.out_height, oy = r % st.out_height;
-          const std::uint64_t* map = planes_in_.data() + pa * in_plane + (e0 + e) * p_in * tw;
-          for (std::size_t ox = 0; ox < st.out_width; ++ox) {
-            std::uint64_t* row = cols_.data() + (e * p_out + oy * st.out_width + ox) * kw;
-            for (std::size_t ky = 0; ky < kernel; ++ky) {
-              const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(oy + ky) - pad;
-              for (std::size_t kx = 0; kx < kernel; ++kx) {
-                const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(ox + kx) - pad;
-                std::uint64_t* tap = row + (ky * kernel + kx) * tw;
-                // A few words per tap: plain loops, not library calls.
-                if (iy < 0 || iy >= static_cast<std::ptrdiff_t>(st.height) || ix < 0 ||
-                    ix >= static_cast<std::ptrdiff_t>(st.width)) {
-                  for (std::size_t q = 0; q < tw; ++q) tap[q] = 0;
-                } else {
-                  const std::uint64_t* source =
-                      map + (static_cast<std::size_t>(iy) * st.width + static_cast<std::size_t>(ix)) * tw;
-                  for (std::size_t q = 0; q < tw; ++q) tap[q] = source[q];
-                }
-              }
+      const std::uint64_t* map = planes_in_.data() + pa * in_plane + (e0 + e) * p_in * tw;
+      for (std::size_t ox = 0; ox < st.out_width; ++ox) {
+        std::uint64_t* row = cols_.data() + (e * p_out + oy * st.out_width + ox) * kw;
+        for (std::size_t ky = 0; ky < kernel; ++ky) {
+          const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(oy + ky) - pad;
+          for (std::size_t kx = 0; kx < kernel; ++kx) {
+            const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(ox + kx) - pad;
+            std::uint64_t* tap = row + (ky * kernel + kx) * tw;
+            // A few words per tap: plain loops, not library calls.
+            if (iy < 0 || iy >= static_cast<std::ptrdiff_t>(st.height) || ix < 0 ||
+                ix >= static_cast<std::ptrdiff_t>(st.width)) {
+              for (std::size_t q = 0; q < tw; ++q) tap[q] = 0;
+            } else {
+              const std::uint64_t* source =
+                  map + (static_cast<std::size_t>(iy) * st.width + static_cast<std::size_t>(ix)) * tw;
+              for (std::size_t q = 0; q < tw; ++q) tap[q] = source[q];
             }
           }
         }
-      });
+      }
+    };
+    // Integer sums of slab rows [i0, i1) x channels [j0, j1) from the A operand `a` (row i at a + i * kw,
+    // input plane pa at a + pa * a_plane) into sums_, with the padding correction when `correct`.
+    auto multiply = [&](const std::uint64_t* a, std::size_t a_plane, std::size_t pa0, std::size_t pa1, std::size_t i0,
+                        std::size_t i1, std::size_t j0, std::size_t j1, bool correct) {
+      std::int32_t* sums = sums_.data();
+      for (std::size_t pa = pa0; pa < pa1; ++pa)
+        for (std::size_t pw = 0; pw < wb; ++pw) {
+          k.gemm_xnor({.m = i1 - i0,
+                       .n = j1 - j0,
+                       .k_words = kw,
+                       .k_bits = static_cast<std::int32_t>(kb),
+                       .a = a + pa * a_plane + i0 * kw,
+                       .lda = kw,
+                       .bt = st.bt.data() + pw * kw * out + j0,
+                       .ldbt = out,
+                       .c = (single ? sums : counts_.data()) + i0 * out + j0,
+                       .ldc = out});
+          if (single) break;
+          const bool start = pa == 0 && pw == 0;
+          for (std::size_t i = i0; i < i1; ++i) {
+            const std::int32_t* c = counts_.data() + i * out;
+            std::int32_t* sum = sums + i * out;
+            if (bytes) {  // sum_j 2^j sum_b 2^b (c + rowsum_j) / 2, (c + rowsum_j) even (header comment)
+              const std::int32_t* rs = st.rowsum.data() + pw * out;
+              const int shift = static_cast<int>(pa + pw) - 1;
+              for (std::size_t j = j0; j < j1; ++j) {
+                const std::int32_t term = shift < 0 ? (c[j] + rs[j]) / 2 : (c[j] + rs[j]) * (1 << shift);
+                sum[j] = (start ? 0 : sum[j]) + term;
+              }
+            } else {
+              const std::int32_t scale = std::int32_t{1} << (pa + pw);
+              for (std::size_t j = j0; j < j1; ++j) sum[j] = (start ? 0 : sum[j]) + c[j] * scale;
+            }
+          }
+        }
+      if (!correct || st.corrections.empty()) return;
+      for (std::size_t i = i0; i < i1; ++i) {
+        const std::int32_t* corr = st.corrections.data() + st.row_pattern[i % pattern_period] * out;
+        std::int32_t* sum = sums + i * out;
+        for (std::size_t j = j0; j < j1; ++j) sum[j] += corr[j];
+      }
+    };
+    // Output row of slab row i (no pooling): example e0 + i / p_out, position i % p_out.
+    const std::size_t row0 = e0 * p_final;
+    // 2x2 max-pooling of the slab's sums at pooled position (e, fy, fx) (floats on the first layer's float
+    // path, compared as the max-pool layer does), then the thresholds.
+    auto pool_emit = [&](std::size_t e, std::size_t fy, std::size_t fx) {
+      const std::size_t ow = st.out_width;
+      const std::size_t q = e * p_out + (2 * fy) * ow + 2 * fx;  // slab row of the window's first position
+      const std::size_t cands[3] = {q + 1, q + ow, q + ow + 1};
+      const std::size_t out_row = row0 + e * p_final + fy * st.final_width + fx;
+      if (float_input) {
+        const float* v = floats_.data();
+        st.emit(
+            out_row, out_plane, 0, out,
+            [&](std::size_t j) {
+              float best = v[q * out + j];
+              for (std::size_t cand : cands) best = v[cand * out + j] > best ? v[cand * out + j] : best;
+              return best;
+            },
+            planes_out, scores);
+      } else {
+        const std::int32_t* s = sums_.data();
+        st.emit(
+            out_row, out_plane, 0, out,
+            [&](std::size_t j) {
+              std::int32_t best = s[q * out + j];
+              for (std::size_t cand : cands) best = std::max(best, s[cand * out + j]);
+              return best;
+            },
+            planes_out, scores);
+      }
     };
     if (!float_input) {
       sums_.resize(m * out);
       if (!single) counts_.resize(m * out);
     }
-    // Output row of slab row i (no pooling): example e0 + i / p_out, position i % p_out.
-    const std::size_t row0 = e0 * p_final;
-    const std::size_t groups = gather ? ab : 1;  // input planes per GEMM pass: one when gathered, else all
-    for (std::size_t g = 0; g < groups; ++g) {
-      const std::size_t pa0 = gather ? g : 0, pa1 = gather ? g + 1 : ab;
-      if (gather) {
-        gather_plane(g);
-        a = cols_.data();
-      }
-      const bool last = g + 1 == groups;
-      parallel_gemm(rt, m, out, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-        if (float_input) {
-          detail::binary_planes_block(k, st.weight_bits, a_floats, kb, st.planes_t.data(), kb * kernels::words_for(out),
-                                      out, floats_.data(), plane_floats_.data(), i0, i1, j0, j1);
-          if (!st.pool)
+    if (gather) {
+      // Packed convolution, fused: units of one output row (two conv rows when pooled; an odd last conv row
+      // that no window reads is skipped), each gathered, multiplied, corrected and thresholded by the task
+      // that owns it, while its rows are in cache, in one parallel pass per slab.
+      cols_.resize(m * kw);
+      const std::size_t unit_rows = st.pool ? 2 : 1, per_example = st.pool ? st.final_height : st.out_height;
+      const std::size_t units = n * per_example, ow = st.out_width;
+      const std::size_t threads = static_cast<std::size_t>(std::max(1, rt.threads()));
+      parallel_rows(rt, units, std::max<std::size_t>(1, units / (4 * threads)), [&](std::size_t u0, std::size_t u1) {
+        for (std::size_t u = u0; u < u1; ++u) {
+          const std::size_t e = u / per_example, y0 = (u % per_example) * unit_rows;
+          const std::size_t i0 = e * p_out + y0 * ow, i1 = i0 + unit_rows * ow;
+          for (std::size_t pa = 0; pa < ab; ++pa) {
+            for (std::size_t y = y0; y < y0 + unit_rows; ++y) gather_row(pa, e, y);
+            multiply(cols_.data(), 0, pa, pa + 1, i0, i1, 0, out, pa + 1 == ab);
+          }
+          if (st.pool) {
+            for (std::size_t fx = 0; fx < st.final_width; ++fx) pool_emit(e, y0 / 2, fx);
+          } else {
             for (std::size_t i = i0; i < i1; ++i) {
-              const float* v = floats_.data() + i * out;
+              const std::int32_t* sum = sums_.data() + i * out;
               st.emit(
-                  row0 + i, out_plane, j0, j1, [v](std::size_t j) { return v[j]; }, planes_out, scores);
+                  row0 + i, out_plane, 0, out, [sum](std::size_t j) { return sum[j]; }, planes_out, scores);
             }
-          return;
+          }
         }
-        std::int32_t* sums = sums_.data();
-        for (std::size_t pa = pa0; pa < pa1; ++pa)
-          for (std::size_t pw = 0; pw < wb; ++pw) {
-            k.gemm_xnor({.m = i1 - i0,
-                         .n = j1 - j0,
-                         .k_words = kw,
-                         .k_bits = static_cast<std::int32_t>(kb),
-                         .a = a + (gather ? 0 : pa * a_plane) + i0 * kw,
-                         .lda = kw,
-                         .bt = st.bt.data() + pw * kw * out + j0,
-                         .ldbt = out,
-                         .c = (single ? sums : counts_.data()) + i0 * out + j0,
-                         .ldc = out});
-            if (single) break;
-            const bool start = pa == 0 && pw == 0;
-            for (std::size_t i = i0; i < i1; ++i) {
-              const std::int32_t* c = counts_.data() + i * out;
-              std::int32_t* sum = sums + i * out;
-              if (bytes) {  // sum_j 2^j sum_b 2^b (c + rowsum_j) / 2, (c + rowsum_j) even (header comment)
-                const std::int32_t* rs = st.rowsum.data() + pw * out;
-                const int shift = static_cast<int>(pa + pw) - 1;
-                for (std::size_t j = j0; j < j1; ++j) {
-                  const std::int32_t term = shift < 0 ? (c[j] + rs[j]) / 2 : (c[j] + rs[j]) * (1 << shift);
-                  sum[j] = (start ? 0 : sum[j]) + term;
-                }
-              } else {
-                const std::int32_t scale = std::int32_t{1} << (pa + pw);
-                for (std::size_t j = j0; j < j1; ++j) sum[j] = (start ? 0 : sum[j]) + c[j] * scale;
-              }
-            }
-          }
-        if (!last) return;
-        if (!st.corrections.empty())
-          for (std::size_t i = i0; i < i1; ++i) {
-            const std::int32_t* corr = st.corrections.data() + st.row_pattern[i % pattern_period] * out;
-            std::int32_t* sum = sums + i * out;
-            for (std::size_t j = j0; j < j1; ++j) sum[j] += corr[j];
-          }
+      });
+      continue;
+    }
+    parallel_gemm(rt, m, out, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+      if (float_input) {
+        detail::binary_planes_block(k, st.weight_bits, a_floats, kb, st.planes_t.data(), kb * kernels::words_for(out),
+                                    out, floats_.data(), plane_floats_.data(), i0, i1, j0, j1);
         if (!st.pool)
           for (std::size_t i = i0; i < i1; ++i) {
-            const std::int32_t* s = sums + i * out;
+            const float* v = floats_.data() + i * out;
             st.emit(
-                row0 + i, out_plane, j0, j1, [s](std::size_t j) { return s[j]; }, planes_out, scores);
+                row0 + i, out_plane, j0, j1, [v](std::size_t j) { return v[j]; }, planes_out, scores);
           }
-      });
-    }
-    if (!st.pool) continue;
-    // 2x2 max-pooling of the slab's sums (floats on the first layer's float path, compared as the
-    // max-pool layer does), then the thresholds.
-    const std::size_t ow = st.out_width, fh = st.final_height, fw = st.final_width;
-    parallel_rows(rt, n * fh, 1, [&](std::size_t r0, std::size_t r1) {
-      for (std::size_t r = r0; r < r1; ++r) {
-        const std::size_t e = r / fh, fy = r % fh;
-        for (std::size_t fx = 0; fx < fw; ++fx) {
-          const std::size_t q = e * p_out + (2 * fy) * ow + 2 * fx;  // slab row of the window's first position
-          const std::size_t cands[3] = {q + 1, q + ow, q + ow + 1};
-          const std::size_t out_row = row0 + e * p_final + fy * fw + fx;
-          if (float_input) {
-            const float* v = floats_.data();
-            st.emit(
-                out_row, out_plane, 0, out,
-                [&](std::size_t j) {
-                  float best = v[q * out + j];
-                  for (std::size_t cand : cands) best = v[cand * out + j] > best ? v[cand * out + j] : best;
-                  return best;
-                },
-                planes_out, scores);
-          } else {
-            const std::int32_t* s = sums_.data();
-            st.emit(
-                out_row, out_plane, 0, out,
-                [&](std::size_t j) {
-                  std::int32_t best = s[q * out + j];
-                  for (std::size_t cand : cands) best = std::max(best, s[cand * out + j]);
-                  return best;
-                },
-                planes_out, scores);
-          }
-        }
+        return;
       }
+      multiply(a, a_plane, 0, ab, i0, i1, j0, j1, true);
+      if (!st.pool)
+        for (std::size_t i = i0; i < i1; ++i) {
+          const std::int32_t* sum = sums_.data() + i * out;
+          st.emit(
+              row0 + i, out_plane, j0, j1, [sum](std::size_t j) { return sum[j]; }, planes_out, scores);
+        }
+    });
+    if (!st.pool) continue;
+    parallel_rows(rt, n * st.final_height, 1, [&](std::size_t r0, std::size_t r1) {
+      for (std::size_t r = r0; r < r1; ++r)
+        for (std::size_t fx = 0; fx < st.final_width; ++fx) pool_emit(r / st.final_height, r % st.final_height, fx);
     });
   }
 }
