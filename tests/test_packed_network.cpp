@@ -238,3 +238,26 @@ TEST_CASE("inputs centred to [-1, 1] (pm1): 2x - 1, kept in the model file, and 
   CHECK(same_bits(packed_scores, net.forward(images, step_context{rt, kernels::active_kernels(), 0, 0, false}).data));
   CHECK(same_bits(packed_scores, loaded.run(images, rt).data));
 }
+
+TEST_CASE("a loaded BNN keeps its weights as bits: re-saved byte for byte, decoded to plus or minus 1 only on demand") {
+  network_architecture arch = paper_convnet("cifar10", method::bnn, 8, 8, 3, 10, 0.125);
+  arch.act = activation::sign;
+  network net = make_network(arch, dense_options_for(method::bnn), 11);
+  model_metadata meta;
+  meta.dataset = "cifar10";
+  meta.width = meta.height = 8;
+  meta.channels = 3;
+  const std::string path = temp_path("resave.fwm"), again = temp_path("resave2.fwm");
+  save_model(path, net, meta);
+  model loaded = load_model(path);
+  save_model(again, loaded.net, loaded.meta);  // straight from the packed planes
+  CHECK(read_bytes(path) == read_bytes(again));
+  std::filesystem::remove(path);
+  std::filesystem::remove(again);
+  // Training or inspecting the weights decodes them: sign(W) of the network that was saved.
+  const auto& original = net.layers()[0]->parameters()[0]->value;
+  const auto& decoded = loaded.net.layers()[0]->parameters()[0]->value;
+  REQUIRE(decoded.size() == original.size());
+  for (std::size_t i = 0; i < decoded.size(); ++i) CHECK(decoded[i] == (original[i] >= 0.0f ? 1.0f : -1.0f));
+  CHECK(loaded.net.layers()[0]->parameters()[0]->grad.size() == original.size());
+}
