@@ -66,7 +66,8 @@ class packed_network {
   void run(const float* x, std::size_t rows, float* scores, const runtime& rt);
   /// True when the last run() took the 8-bit first-layer path.
   bool last_run_used_input_bytes() const { return used_bytes_; }
-  /// E.g. "32x32x3 -(bytes/floats, 1b w, conv3x3)-> 32x32x128 [1b] -(1b w, conv3x3, pool)-> 16x16x128 [1b] ...".
+  /// One entry per weight layer, e.g. "conv3x3 32x32x3->128 same binary(deterministic) [bytes/floats x 1b w ->
+  /// 1b thresholds] | conv3x3 32x32x128->128 same binary(deterministic) [1b x 1b w, pooled sums -> 1b thresholds]".
   std::string describe() const;
   /// Bytes of the compiled weights, thresholds, padding corrections and batch-norm constants.
   std::size_t bytes() const;
