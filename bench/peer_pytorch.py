@@ -12,6 +12,11 @@ Suites (all by default, --suites to pick):
         Also batch-1 inference latency: PyTorch fp32 (best threads), fewmul fp32 and packed bc (one thread).
   bnn   BNN MLP 784-4096x3-10 (sign weights and sign activations with the straight-through estimator,
         BN, Adam, batch 200): PyTorch float emulation; fewmul bnn (XNOR-popcount forward).
+  bnnconv  Inference of the BNN paper's CIFAR-10 convnet (2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-1024FC-1024FC-10,
+        conv -> [pool] -> BN -> activation) at widths 0.5 and 1, batch 1 and 256: PyTorch fp32 (eval mode,
+        no_grad, best threads) against fewmul_bench's inference_convnet rows (fp32 network, BNN network with
+        float activations, packed_network with bit planes end to end), all on inputs in [-1, 1]; fewmul_bench
+        runs before and after PyTorch and the faster time of each row counts.
 PyTorch gets its best thread setting: OpenMP (torch.set_num_threads) and BLAS threads oversubscribe each
 other on few cores, so every combination of 1, 2 and all cores runs in its own process and the fastest
 counts. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some machines for old OpenBLAS builds, which they hold
@@ -19,7 +24,7 @@ to an older kernel) are removed from PyTorch's environment. fewmul uses all core
 table of images/s and ratios, naming the CPU.
 
 Usage: /usr/bin/python3 bench/peer_pytorch.py [--fewmul build/fewmul] [--mnist build/data/mnist]
-           [--cifar build/data/cifar10] [--suites mlp,conv,bnn]
+           [--cifar build/data/cifar10] [--suites mlp,conv,bnn,bnnconv]
 Needs Debian's python3-torch.
 """
 import argparse
@@ -64,9 +69,46 @@ def cpu_name():
     return f"{name} (family {family}, model {model})"
 
 
+def torch_inference_worker(args):
+    """fp32 inference of the BNN convnet's architecture at batch 1 and 256; prints one JSON line."""
+    import torch
+    torch.set_num_threads(args.torch_threads)
+    torch.manual_seed(1)
+    scaled = lambda n: max(1, round(n * args.width))
+    layers, channels = [], 3
+    for i, out in enumerate([128, 128, 0, 256, 256, 0, 512, 512, 0]):
+        if out == 0:
+            continue
+        layers.append(torch.nn.Conv2d(channels, scaled(out), 3, padding=1, bias=False))
+        channels = scaled(out)
+        if i in (1, 4, 7):
+            layers.append(torch.nn.MaxPool2d(2))
+        layers += [torch.nn.BatchNorm2d(channels, eps=1e-4), torch.nn.Hardtanh()]
+    layers.append(torch.nn.Flatten())
+    sizes = [channels * 16, scaled(1024), scaled(1024), 10]
+    for i in range(len(sizes) - 1):
+        layers += [torch.nn.Linear(sizes[i], sizes[i + 1], bias=False), torch.nn.BatchNorm1d(sizes[i + 1], eps=1e-4)]
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.Hardtanh())
+    net = torch.nn.Sequential(*layers).eval()
+    result = {}
+    with torch.no_grad():
+        for batch, runs in ((1, 30), (256, 2)):
+            x = torch.rand(batch, 3, 32, 32) * 2 - 1
+            net(x)
+            start = time.perf_counter()
+            for _ in range(runs):
+                net(x)
+            result[f"batch{batch}_ms"] = (time.perf_counter() - start) / runs * 1e3
+    result["images_per_s"] = 256 / result["batch256_ms"] * 1e3
+    print(json.dumps(result))
+
+
 def torch_worker(args):
     """Runs in a child process with the thread environment already set; prints one JSON line."""
     import torch
+    if args.net == "bnnconv":
+        return torch_inference_worker(args)
     torch.set_num_threads(args.torch_threads)
     torch.manual_seed(1)
 
@@ -204,6 +246,37 @@ def run_fewmul_latency(args):
     return {r["name"].split("/")[1]: r["real_time"] for r in rows}
 
 
+def best_torch_inference(args, width):
+    """{batch: (ms per batch, thread setting)} of the fastest thread setting for each batch size."""
+    cores = os.cpu_count() or 1
+    counts = sorted({1, 2, cores} & set(range(1, cores + 1)))
+    best = {}
+    for t, b in itertools.product(counts, counts):
+        r = run_torch(args, "bnnconv", "fp32", width, 0, t, b)
+        print(f"pytorch bnnconv width {width}: torch threads {t}, BLAS threads {b}: batch 1 {r['batch1_ms']:.2f} ms, "
+              f"batch 256 {r['batch256_ms']:.0f} ms", file=sys.stderr)
+        for batch in (1, 256):
+            ms = r[f"batch{batch}_ms"]
+            if batch not in best or ms < best[batch][0]:
+                best[batch] = (ms, f"{t}/{b}")
+    return best
+
+
+def run_fewmul_convnet_inference(args):
+    """{(width %, batch, variant): ms per batch} of fewmul_bench's inference_convnet rows (all cores)."""
+    bench = os.path.join(os.path.dirname(args.fewmul), "fewmul_bench")
+    cmd = [bench, "--benchmark_filter=^inference_convnet/", "--benchmark_format=json", "--benchmark_min_time=0.2"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"fewmul_bench failed:\n{out.stderr}")
+    result = {}
+    for r in json.loads(out.stdout)["benchmarks"]:
+        parts = dict(p.split(":") for p in r["name"].split("/")[2:] if ":" in p)
+        ms = r["real_time"] if r["time_unit"] == "ms" else r["real_time"] / 1e3
+        result[(int(parts["width_pct"]), int(parts["batch"]), r["name"].split("/")[1])] = ms
+    return result
+
+
 def run_fewmul(args, dataset, method, images, extra=()):
     data = args.mnist if dataset == "mnist" else args.cifar
     cmd = [args.fewmul, "train", dataset, "--method", method, "--epochs", "1", "--data", data, "--batch", "200",
@@ -221,7 +294,7 @@ def main():
     p.add_argument("--fewmul", default="build/fewmul")
     p.add_argument("--mnist", default="build/data/mnist")
     p.add_argument("--cifar", default="build/data/cifar10")
-    p.add_argument("--suites", default="mlp,conv,bnn")
+    p.add_argument("--suites", default="mlp,conv,bnn,bnnconv")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--net", default="mlp", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="fp32", help=argparse.SUPPRESS)
@@ -262,7 +335,32 @@ def main():
     if "bnn" in suites:
         suite("BNN MLP 784-4096x3-10", "mlp", 1.0, 2000, "mnist", ["bnn"], "bnn")
 
+    inference_rows = []  # (width, batch, run, ms per batch, PyTorch fp32 ms)
+    if "bnnconv" in suites:
+        # fewmul's rows run before and after PyTorch's and the faster of the two counts, as PyTorch's best
+        # thread setting does: on a shared machine a load spike then hits neither side alone.
+        fewmul_rows = run_fewmul_convnet_inference(args)
+        torch_best = {width: best_torch_inference(args, width) for width in (0.5, 1.0)}
+        fewmul_rows = {key: min(ms, fewmul_rows[key]) for key, ms in run_fewmul_convnet_inference(args).items()}
+        for width in (0.5, 1.0):
+            for batch in (1, 256):
+                reference, threads = torch_best[width][batch]
+                inference_rows.append((width, batch, f"PyTorch fp32 (best torch/BLAS threads {threads})", reference,
+                                       reference))
+                for variant, name in (("fp32", "fewmul fp32"), ("bnn_network", "fewmul BNN, float activations"),
+                                      ("bnn_packed", "fewmul BNN packed_network (bits end to end)")):
+                    ms = fewmul_rows[(round(width * 100), batch, variant)]
+                    inference_rows.append((width, batch, name, ms, reference))
+
     cores = os.cpu_count() or 1
+    if inference_rows:
+        print(f"\nBNN CIFAR-10 convnet inference, {cores} cores of {cpu_name()}\n")
+        print("| width | batch | run | ms per batch | images/s | vs PyTorch fp32 |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for width, batch, run, ms, reference in inference_rows:
+            print(f"| {width} | {batch} | {run} | {ms:.2f} | {batch / ms * 1e3:,.0f} | {reference / ms:.1f}x |")
+    if not rows:
+        return
     print(f"\nTraining images/s, batch 200, {cores} cores of {cpu_name()}\n")
     print("| network | run | images/s | vs PyTorch fp32 | vs PyTorch emulation |")
     print("| --- | --- | --- | --- | --- |")

@@ -374,12 +374,12 @@ void rewrite_as_version(const std::string& path, std::uint32_t version, std::siz
   REQUIRE(erase <= sizeof fields - 8);
   payload.erase(at + 8, at + 8 + static_cast<std::ptrdiff_t>(erase));
   // Version 7's preprocessing fields after the metadata's GCN scale (55.0f) and empty whitening vectors:
-  // an empty centring mean and three zero LCN sizes.
+  // an empty centring mean and three zero LCN sizes, then version 9's scaling flag.
   std::vector<unsigned char> metadata = {0x00, 0x00, 0x5c, 0x42};
-  metadata.resize(metadata.size() + 16 + 20, 0);
+  metadata.resize(metadata.size() + 16 + 21, 0);  // and version 9's [-1, 1] scaling flag (0)
   const auto meta_at = std::search(payload.begin(), payload.end(), metadata.begin(), metadata.end());
   REQUIRE(meta_at != payload.end());
-  payload.erase(meta_at + 4 + 16, meta_at + 4 + 16 + 20);
+  payload.erase(meta_at + 4 + 16, meta_at + 4 + 16 + 21);
   payload.resize(payload.size() - 8);  // version 8's minibatch part count, the last field
   const std::uint32_t crc = static_cast<std::uint32_t>(crc32(0L, payload.data(), payload.size()));
   const std::uint64_t size = payload.size();
@@ -517,6 +517,13 @@ TEST_CASE("a format-8 checkpoint's epoch history, stored as the struct's bytes, 
   const auto offset = at - payload.begin();
   payload.erase(at, at + static_cast<std::ptrdiff_t>(records.size()));
   payload.insert(payload.begin() + offset, structs.begin(), structs.end());
+  // Version 9's [-1, 1] scaling flag ends the metadata's preprocessing (after the GCN scale 55.0f, the empty
+  // whitening vectors, the empty centring mean and three zero LCN sizes): version 8 had none.
+  std::vector<unsigned char> metadata = {0x00, 0x00, 0x5c, 0x42};
+  metadata.resize(metadata.size() + 16 + 21, 0);
+  const auto meta_at = std::search(payload.begin(), payload.end(), metadata.begin(), metadata.end());
+  REQUIRE(meta_at != payload.end());
+  payload.erase(meta_at + 4 + 16 + 20);
   const std::uint32_t version = 8, crc = static_cast<std::uint32_t>(crc32(0L, payload.data(), payload.size()));
   const std::uint64_t size = payload.size();
   std::vector<unsigned char> old(bytes.begin(), bytes.begin() + 8);

@@ -1,11 +1,17 @@
 // A training step allocates nothing once the first step has sized every buffer: each replaced global
 // operator new below counts its calls (from any thread), and steps 2.. of every method must add none.
+// The same operators track the bytes live on the heap (malloc_usable_size), so that a loaded model's
+// footprint is measured, not guessed.
 #include <doctest/doctest.h>
+
+#include <malloc.h>
 
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <new>
 
+#include "fewmul/model.hpp"
 #include "fewmul/network.hpp"
 #include "fewmul/runtime.hpp"
 #include "fewmul/train.hpp"
@@ -27,6 +33,9 @@
 
 namespace {
 std::atomic<long> allocations{0};
+std::atomic<long> live_bytes{0}, peak_bytes{0};  // heap bytes in use, and their maximum since reset_peak()
+
+void reset_peak() { peak_bytes.store(live_bytes.load()); }
 
 #if FEWMUL_COUNT_ALLOCATIONS
 void* counted(std::size_t bytes, std::size_t alignment) {
@@ -36,7 +45,16 @@ void* counted(std::size_t bytes, std::size_t alignment) {
                 ? std::aligned_alloc(alignment, (bytes + alignment - 1) / alignment * alignment)
                 : std::malloc(bytes);
   if (p == nullptr) throw std::bad_alloc();
+  const long now =
+      live_bytes.fetch_add(static_cast<long>(malloc_usable_size(p))) + static_cast<long>(malloc_usable_size(p));
+  long peak = peak_bytes.load();
+  while (now > peak && !peak_bytes.compare_exchange_weak(peak, now)) {
+  }
   return p;
+}
+void release(void* p) noexcept {
+  if (p != nullptr) live_bytes.fetch_sub(static_cast<long>(malloc_usable_size(p)));
+  std::free(p);
 }
 #endif
 }  // namespace
@@ -60,14 +78,14 @@ void* operator new[](std::size_t bytes, const std::nothrow_t&) noexcept {
     return nullptr;
   }
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept { release(p); }
+void operator delete[](void* p) noexcept { release(p); }
+void operator delete(void* p, std::size_t) noexcept { release(p); }
+void operator delete[](void* p, std::size_t) noexcept { release(p); }
+void operator delete(void* p, std::align_val_t) noexcept { release(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { release(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { release(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { release(p); }
 #endif
 
 using namespace fewmul;
@@ -125,4 +143,47 @@ TEST_CASE("a training step allocates nothing after the first, for every method o
   network conv = make_network(arch, dense_options_for(method::bc_qbp), 9);
   const dataset images = blobs(40, 8 * 8 * 2, 4);
   CHECK(allocations_after_first_step(conv, images, method::bc_qbp, optimizer_kind::sgd) == 0);
+}
+
+TEST_CASE("a loaded BNN convnet stays packed: the heap grows by at most twice the model file plus activations") {
+  if (!FEWMUL_COUNT_ALLOCATIONS) {
+    MESSAGE("built with ThreadSanitizer: allocations are not counted");
+    return;
+  }
+  network_architecture arch = convnet_preset(32, 32, 3, 10, 0.25);
+  arch.act = activation::sign;
+  const std::string path = temp_path("packed_memory.fwm");
+  model_metadata meta;
+  meta.dataset = "cifar10";
+  meta.width = meta.height = 32;
+  meta.channels = 3;
+  std::size_t float_activations = 0, float_weights = 0;
+  {
+    network net = make_network(arch, dense_options_for(method::bnn), 3);
+    for (const auto& l : net.layers()) float_activations += l->output_size() * sizeof(float);
+    float_weights = float32_parameter_bytes(net);
+    save_model(path, net, meta);
+  }
+  const auto file = static_cast<long>(std::filesystem::file_size(path));
+  runtime rt(1);
+  matrix x(1, arch.inputs());
+  x.data = random_floats(x.data.size(), 8);  // the first layer's float path ([-1, 1] inputs)
+  const long activations = static_cast<long>(float_activations + x.data.size() * sizeof(float));
+  long growth = 0;
+  for (int pass = 0; pass < 2; ++pass) {  // the first pass sizes the per-thread GEMM workspace
+    const long before = live_bytes.load();
+    reset_peak();
+    {
+      model m = load_model(path);
+      REQUIRE(m.packed);
+      m.infer(x, rt);
+    }
+    growth = peak_bytes.load() - before;
+  }
+  std::filesystem::remove(path);
+  MESSAGE("model file " << file << " B, float32 weights " << float_weights << " B, float activations " << activations
+                        << " B, peak heap growth " << growth << " B");
+  // A float rebuild of the weights alone would break the bound.
+  CHECK(static_cast<long>(float_weights) > 2 * file + activations);
+  CHECK(growth <= 2 * file + activations);
 }

@@ -52,7 +52,8 @@ struct loaded_data {
 /// --data, or build/data/<dataset> when it was not given.
 std::string data_dir_for(const std::string& dataset, const std::string& given);
 /// Loads a dataset in the official files' layout with pixels in [0, 1] (model input_scale 1/255).
-loaded_data load_data(const std::string& dataset, const std::string& dir, bool svhn_extra);
+/// `test_only`: the test split only where the dataset has it in its own files (CIFAR-10, SVHN).
+loaded_data load_data(const std::string& dataset, const std::string& dir, bool svhn_extra, bool test_only = false);
 
 /// Whether two paths name one file (existing or not: then by their normalized absolute paths).
 bool same_file(const std::string& a, const std::string& b);

@@ -16,6 +16,7 @@ int run_info(const std::string& model_path) {
   auto step = [&steps](bool on, const std::string& name) {
     if (on) steps += (steps.empty() ? "" : "+") + name;
   };
+  step(pre.pm1, "pm1 ([-1, 1])");
   step(!pre.center_mean.empty(), "center");
   step(pre.gcn, "gcn");
   step(pre.lcn_channels > 0,
@@ -29,6 +30,18 @@ int run_info(const std::string& model_path) {
   std::printf("file bytes: %ju, float32 parameter bytes: %zu\n",
               static_cast<std::uintmax_t>(std::filesystem::file_size(model_path)),
               fewmul::float32_parameter_bytes(m.net));
+  // Which layers run with bit-plane activations (eval and predict use this path).
+  if (m.packed) {
+    std::printf("packed inference (%zu bytes): %s\n", m.packed->bytes(), m.packed->describe().c_str());
+  } else {
+    std::string why;
+    try {
+      fewmul::packed_network p(m.net);
+    } catch (const fewmul::error& e) {
+      why = e.what();
+    }
+    std::printf("packed inference: no, every layer runs the float path (%s)\n", why.c_str());
+  }
   return 0;
 }
 

@@ -17,7 +17,7 @@ int run_predict(const std::string& model_path, const std::string& image_path) {
   x.data = fewmul_app::read_png_features(image_path, m.meta.width, m.meta.height, m.meta.channels, m.meta.input_scale);
   const fewmul::runtime rt(1);
   m.meta.preprocess.apply(x.data.data(), 1, x.cols, rt);
-  const fewmul::matrix& scores = m.run(x, rt);
+  const fewmul::matrix& scores = m.infer(x, rt);  // the packed path for BNN/QNN models
   // Softmax of the scores as probabilities (the hinge-trained scores are not calibrated).
   std::vector<std::pair<double, std::size_t>> ranked;
   double peak = scores.at(0, 0), total = 0;

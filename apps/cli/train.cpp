@@ -300,12 +300,13 @@ int run_train(const train_flags& f, const CLI::App& train) {
       c.architecture.hidden = f.hidden_text.empty() ? fewmul::mlp_preset_hidden(config.training_method, f.width)
                                                     : parse_hidden(f.hidden_text);
     } else {
-      // Lin et al.'s valid-padded net for fp32 and the BinaryConnect methods, the BNN paper's for bnn and qnn.
+      // Lin et al.'s valid-padded net for fp32 and the BinaryConnect methods, the BNN paper's for bnn and qnn
+      // (its SVHN variant with 64/128/256 filters on SVHN).
       const auto& m = data.meta;
-      c.architecture = f.convnet_text == "lin" ? fewmul::convnet_lin_preset(m.height, m.width, m.channels, 10, f.width)
-                       : f.convnet_text == "bnn" ? fewmul::convnet_preset(m.height, m.width, m.channels, 10, f.width)
-                                                 : fewmul::convnet_preset_for(config.training_method, m.height, m.width,
-                                                                              m.channels, 10, f.width);
+      const fewmul::method net_method = f.convnet_text == "lin"   ? fewmul::method::bc
+                                        : f.convnet_text == "bnn" ? fewmul::method::bnn
+                                                                  : config.training_method;
+      c.architecture = fewmul::paper_convnet(dataset, net_method, m.height, m.width, m.channels, 10, f.width);
     }
     c.architecture.height = data.meta.height;
     c.architecture.width = data.meta.width;
@@ -326,12 +327,14 @@ int run_train(const train_flags& f, const CLI::App& train) {
     // papers. SVHN: Lin et al.'s GCN (pylearn2's default scale 1) + LeCun LCN (hantek/BinaryConnect
     // svhn_preprocessing.py); bnn/qnn keep GCN.
     std::string pre = f.preprocess_text;
+    // BNN and QNN convnets: inputs in [-1, 1], no GCN or ZCA (BinaryNet Train-time/cifar10.py, svhn.py:
+    // 2/255 X - 1).
+    if (pre == "auto" && !lin_method && dataset != "mnist") pre = "pm1";
     if (pre == "auto")
-      pre = dataset == "cifar10" ? "gcn+zca"
-            : dataset == "svhn"  ? (lin_method ? "gcn+lcn" : "gcn")
-            : lin_method         ? "center"
-                                 : "none";
-    if (pre != "none") {
+      pre = dataset == "cifar10" ? "gcn+zca" : dataset == "svhn" ? "gcn+lcn" : lin_method ? "center" : "none";
+    if (pre == "pm1") {
+      c.meta.preprocess.pm1 = true;
+    } else if (pre != "none") {
       if (config.validation >= data.train.size())
         throw fewmul::error("validation split of " + std::to_string(config.validation) + " leaves no training data");
       fewmul::preprocessing_options o;
@@ -511,12 +514,13 @@ command add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "lin", "bnn"}))
       ->capture_default_str();
   train
-      ->add_option("--preprocess", f.preprocess_text,
-                   "auto (the papers': mnist center, bnn/qnn none; cifar10 gcn+zca; svhn gcn+lcn, bnn/qnn gcn), "
-                   "none, center (subtract the training mean), gcn, gcn+zca (regularizer 0.1), gcn+lcn (LeCun "
-                   "local contrast normalization of channel 0, as pylearn2's LeCunLCN gave the authors) or "
-                   "gcn+lcn-all (every channel)")
-      ->check(CLI::IsMember({"auto", "none", "center", "gcn", "gcn+zca", "gcn+lcn", "gcn+lcn-all"}))
+      ->add_option(
+          "--preprocess", f.preprocess_text,
+          "auto (the papers': mnist center for Lin et al.'s methods, none for bnn/qnn; cifar10 gcn+zca; svhn "
+          "gcn+lcn; bnn/qnn convnets pm1), none, center (subtract the training mean), gcn, gcn+zca (regularizer "
+          "0.1), gcn+lcn (LeCun local contrast normalization of channel 0, as pylearn2's LeCunLCN gave the "
+          "authors), gcn+lcn-all (every channel) or pm1 (pixels scaled to [-1, 1])")
+      ->check(CLI::IsMember({"auto", "none", "center", "gcn", "gcn+zca", "gcn+lcn", "gcn+lcn-all", "pm1"}))
       ->capture_default_str();
   train->add_option("--augment-shift", f.augment_shift, "Random shifts of up to N pixels (random crops) in training")
       ->check(whole_in(0, limits::augment_shift_max));

@@ -199,6 +199,8 @@ void preprocessing::apply(float* rows, std::size_t n, std::size_t features, cons
     throw error("preprocessing was fitted on " + std::to_string(zca_mean.size()) + " features, the data has " +
                 std::to_string(features));
   check_features(*this, features);
+  if (pm1)  // exact: 2x is a doubling, and 2x - 1 rounds once
+    for (std::size_t i = 0; i < n * features; ++i) rows[i] = 2.0f * rows[i] - 1.0f;
   apply_before_whitening(*this, rows, n, features, rt);
   if (zca_mean.empty()) return;
   std::vector<float> centred;

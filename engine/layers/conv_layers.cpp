@@ -92,12 +92,14 @@ void col2im(const float* dcols, const conv_shape& s, float* dx) {
 
 class conv2d_layer final : public layer {
  public:
-  conv2d_layer(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed)
+  // `initialize` false: no weights yet (read() fills them, packed bits staying packed).
+  conv2d_layer(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed, bool initialize = true)
       : shape_((check_shape(shape), shape)),
         core_(shape.kernel * shape.kernel * shape.in_channels, shape.out_channels, options, init_seed,
               static_cast<float>(shape.kernel * shape.kernel) *
                   (static_cast<float>(shape.in_channels) +
-                   static_cast<float>(shape.out_channels) / static_cast<float>(shape.fan_out_pool))) {
+                   static_cast<float>(shape.out_channels) / static_cast<float>(shape.fan_out_pool)),
+              initialize) {
     if (shape.same_padding && shape.kernel > 1) describe_padding();
   }
   void set_input_bits(int inference_bits, int training_bits) override {
@@ -153,7 +155,7 @@ class conv2d_layer final : public layer {
     }
     const dense_options options = detail::weight_core::read_options(in);
     detail::weight_core::expect_payload(in, s.kernel * s.kernel * s.in_channels, s.out_channels, options, packed);
-    auto l = std::make_unique<conv2d_layer>(s, options, 0);
+    auto l = std::make_unique<conv2d_layer>(s, options, 0, false);
     l->core_.read(in, packed);
     return l;
   }
@@ -230,41 +232,18 @@ class conv2d_layer final : public layer {
   std::size_t positions() const { return shape_.out_height() * shape_.out_width(); }
 
   // Tells the weights which im2col inputs of each output position are zero padding (one pattern per
-  // distinct set: at most kernel^2 of them), so their XNOR forward on quantized inputs stays exact.
+  // border class: at most kernel^2 of them), so their XNOR forward on quantized inputs stays exact.
   void describe_padding() {
-    const std::size_t kernel = shape_.kernel, c_in = shape_.in_channels;
-    const auto pad = static_cast<std::ptrdiff_t>((kernel - 1) / 2);
-    std::vector<std::uint32_t> row_pattern(positions());
-    std::vector<std::vector<std::uint32_t>> padded;
-    std::vector<std::pair<std::ptrdiff_t, std::ptrdiff_t>> keys;  // (y class, x class) of each pattern
-    auto border = [&](std::size_t o, std::size_t size) -> std::ptrdiff_t {
-      const auto v = static_cast<std::ptrdiff_t>(o);
-      if (v < pad) return v - pad;  // taps above/left are padding
-      if (v + pad >= static_cast<std::ptrdiff_t>(size)) return v + pad + 1 - static_cast<std::ptrdiff_t>(size);
-      return 0;
-    };
-    for (std::size_t oy = 0; oy < shape_.out_height(); ++oy)
-      for (std::size_t ox = 0; ox < shape_.out_width(); ++ox) {
-        const std::pair<std::ptrdiff_t, std::ptrdiff_t> key{border(oy, shape_.height), border(ox, shape_.width)};
-        auto found = std::find(keys.begin(), keys.end(), key);
-        if (found == keys.end()) {
-          keys.push_back(key);
-          std::vector<std::uint32_t> taps;
-          for (std::size_t ky = 0; ky < kernel; ++ky)
-            for (std::size_t kx = 0; kx < kernel; ++kx) {
-              const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(oy + ky) - pad;
-              const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(ox + kx) - pad;
-              if (iy >= 0 && iy < static_cast<std::ptrdiff_t>(shape_.height) && ix >= 0 &&
-                  ix < static_cast<std::ptrdiff_t>(shape_.width))
-                continue;
-              for (std::size_t c = 0; c < c_in; ++c)
-                taps.push_back(static_cast<std::uint32_t>((ky * kernel + kx) * c_in + c));
-            }
-          padded.push_back(std::move(taps));
-          found = keys.end() - 1;
-        }
-        row_pattern[oy * shape_.out_width() + ox] = static_cast<std::uint32_t>(found - keys.begin());
-      }
+    std::vector<std::uint32_t> row_pattern;
+    std::vector<std::vector<std::uint32_t>> padded_taps, padded;
+    detail::conv_padding_patterns(shape_, row_pattern, padded_taps);
+    const std::size_t c_in = shape_.in_channels;
+    for (const auto& taps : padded_taps) {
+      std::vector<std::uint32_t> inputs;
+      for (std::uint32_t t : taps)
+        for (std::size_t c = 0; c < c_in; ++c) inputs.push_back(static_cast<std::uint32_t>(t * c_in + c));
+      padded.push_back(std::move(inputs));
+    }
     core_.set_padding(std::move(row_pattern), std::move(padded));
   }
 
@@ -284,6 +263,7 @@ class conv2d_layer final : public layer {
     });
   }
 
+  friend const detail::weight_core* detail::conv_weights(const layer& l, conv_shape& shape);
   conv_shape shape_;
   detail::weight_core core_;
   std::vector<float> cols_, partial_;
@@ -396,6 +376,7 @@ class max_pool_layer final : public layer {
     });
   }
 
+  friend bool detail::max_pool_shape(const layer& l, std::size_t& height, std::size_t& width, std::size_t& channels);
   std::size_t h_, w_, c_;
 };
 
@@ -412,6 +393,65 @@ std::unique_ptr<layer> make_max_pool(std::size_t height, std::size_t width, std:
 namespace detail {
 
 std::unique_ptr<layer> read_conv2d(byte_reader& in, bool packed) { return conv2d_layer::read(in, packed); }
+
+const weight_core* conv_weights(const layer& l, conv_shape& shape) {
+  const auto* c = dynamic_cast<const conv2d_layer*>(&l);
+  if (!c) return nullptr;
+  shape = c->shape_;
+  return &c->core_;
+}
+
+const weight_core* layer_weights(const layer& l) {
+  conv_shape shape;
+  const weight_core* core = dense_weights(l);
+  return core ? core : conv_weights(l, shape);
+}
+
+bool max_pool_shape(const layer& l, std::size_t& height, std::size_t& width, std::size_t& channels) {
+  const auto* p = dynamic_cast<const max_pool_layer*>(&l);
+  if (!p) return false;
+  height = p->h_;
+  width = p->w_;
+  channels = p->c_;
+  return true;
+}
+
+void conv_im2col(const float* x, const conv_shape& shape, float* cols) { im2col(x, shape, cols); }
+
+void conv_padding_patterns(const conv_shape& shape, std::vector<std::uint32_t>& row_pattern,
+                           std::vector<std::vector<std::uint32_t>>& padded_taps) {
+  const std::size_t kernel = shape.kernel, ho = shape.out_height(), wo = shape.out_width();
+  const auto pad = shape.same_padding ? static_cast<std::ptrdiff_t>((kernel - 1) / 2) : 0;
+  row_pattern.assign(ho * wo, 0);
+  padded_taps.clear();
+  std::vector<std::pair<std::ptrdiff_t, std::ptrdiff_t>> keys;  // (y class, x class) of each pattern
+  auto border = [&](std::size_t o, std::size_t size) -> std::ptrdiff_t {
+    const auto v = static_cast<std::ptrdiff_t>(o);
+    if (v < pad) return v - pad;  // taps above/left are padding
+    if (v + pad >= static_cast<std::ptrdiff_t>(size)) return v + pad + 1 - static_cast<std::ptrdiff_t>(size);
+    return 0;
+  };
+  for (std::size_t oy = 0; oy < ho; ++oy)
+    for (std::size_t ox = 0; ox < wo; ++ox) {
+      const std::pair<std::ptrdiff_t, std::ptrdiff_t> key{border(oy, shape.height), border(ox, shape.width)};
+      auto found = std::find(keys.begin(), keys.end(), key);
+      if (found == keys.end()) {
+        keys.push_back(key);
+        std::vector<std::uint32_t> taps;
+        for (std::size_t ky = 0; ky < kernel; ++ky)
+          for (std::size_t kx = 0; kx < kernel; ++kx) {
+            const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(oy + ky) - pad;
+            const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(ox + kx) - pad;
+            if (iy < 0 || iy >= static_cast<std::ptrdiff_t>(shape.height) || ix < 0 ||
+                ix >= static_cast<std::ptrdiff_t>(shape.width))
+              taps.push_back(static_cast<std::uint32_t>(ky * kernel + kx));
+          }
+        padded_taps.push_back(std::move(taps));
+        found = keys.end() - 1;
+      }
+      row_pattern[oy * wo + ox] = static_cast<std::uint32_t>(found - keys.begin());
+    }
+}
 
 std::unique_ptr<layer> read_max_pool(byte_reader& in) {
   const auto h = in.get<std::uint64_t>("pool height");

@@ -89,7 +89,7 @@ void sum_over_parts(const step_context& ctx, std::size_t rows, std::size_t count
 inline std::uint64_t gradient_stream(std::uint64_t part, std::size_t slab) { return slab + (part << 20); }
 
 class weight_core;
-/// What inference compilers (packed_mlp) read of the layers defined in layers.cpp.
+/// What inference compilers (packed_network) read of the layers defined in layers.cpp.
 struct batch_norm_view {
   std::size_t channels = 0, positions = 0;
   const float* gamma = nullptr;
@@ -119,5 +119,18 @@ int activation_bits(const layer& l);
 /// True for dropout layers (the identity at inference).
 bool is_dropout(const layer& l);
 std::unique_ptr<layer> read_max_pool(byte_reader& in);
+/// The weights of a dense layer or a convolution, or nullptr for any other layer.
+const weight_core* layer_weights(const layer& l);
+/// The weights and shape of a convolution, or nullptr for any other layer.
+const weight_core* conv_weights(const layer& l, conv_shape& shape);
+/// The input map of a 2x2 max-pooling layer, or false for any other layer.
+bool max_pool_shape(const layer& l, std::size_t& height, std::size_t& width, std::size_t& channels);
+/// The convolution's im2col of one channel-last example: cols[p][k], p = oy * out_width + ox,
+/// k = (ky * kernel + kx) * in_channels + c, 0 in the zero padding.
+void conv_im2col(const float* x, const conv_shape& shape, float* cols);
+/// Border class of each output position of a same-padded convolution and, per class, the taps
+/// (ky * kernel + kx) it pads: at most kernel^2 classes. Valid padding: one class with no taps.
+void conv_padding_patterns(const conv_shape& shape, std::vector<std::uint32_t>& row_pattern,
+                           std::vector<std::vector<std::uint32_t>>& padded_taps);
 
 }  // namespace fewmul::detail

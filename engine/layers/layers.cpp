@@ -22,8 +22,10 @@ using namespace detail;  // layer tags
 
 class dense_layer final : public layer {
  public:
-  dense_layer(std::size_t inputs, std::size_t outputs, const dense_options& options, std::uint64_t init_seed)
-      : core_(inputs, outputs, options, init_seed, static_cast<float>(inputs + outputs)) {}
+  // `initialize` false: no weights yet (read() fills them, packed bits staying packed).
+  dense_layer(std::size_t inputs, std::size_t outputs, const dense_options& options, std::uint64_t init_seed,
+              bool initialize = true)
+      : core_(inputs, outputs, options, init_seed, static_cast<float>(inputs + outputs), initialize) {}
 
   std::string describe() const override {
     return "dense " + std::to_string(core_.inputs()) + "->" + std::to_string(core_.outputs()) + " " + core_.kind_name();
@@ -61,7 +63,7 @@ class dense_layer final : public layer {
       in.invalid("implausible dense layer size " + std::to_string(inputs) + "x" + std::to_string(outputs));
     const dense_options options = weight_core::read_options(in);
     weight_core::expect_payload(in, inputs, outputs, options, packed);
-    auto l = std::make_unique<dense_layer>(inputs, outputs, options, 0);
+    auto l = std::make_unique<dense_layer>(inputs, outputs, options, 0, false);
     l->core_.read(in, packed);
     return l;
   }

@@ -59,7 +59,7 @@ void interleave_plane_words(const std::uint64_t* planes, std::size_t outputs, st
 }
 
 weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_options& options, std::uint64_t init_seed,
-                         float fan)
+                         float fan, bool initialize)
     : in_(inputs), out_(outputs), options_(options) {
   if (inputs == 0 || outputs == 0) throw error("a weight layer needs positive sizes");
   if (inputs > (std::size_t{1} << 24) || outputs > (std::size_t{1} << 24) || inputs * outputs > (std::size_t{1} << 31))
@@ -79,8 +79,6 @@ weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_op
       throw error("k-bit weights are rounded deterministically");
   }
   weight_.name = "W";
-  weight_.value.resize(in_ * out_);
-  weight_.grad.assign(in_ * out_, 0.0f);
   // Binary/ternary weights start after the paper of their method (dense_options::lr_scale). Lin et al.:
   // in units of BinaryConnect's clip value W0 = sqrt(1.5 / fan) = 1, uniform in [-2 W0, 2 W0]
   // (hantek/BinaryConnect layer.py, dense and conv layers alike: high = sqrt(6 / fan), W0 = high / 2,
@@ -98,8 +96,12 @@ weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_op
                                                               : 1.0f;
   const float limit = mode == lr_scale_kind::none ? range : 1.0f;
   const std::uint64_t key = kernels::derive_key(init_seed, 0x1a11);
-  for (std::size_t i = 0; i < weight_.value.size(); ++i)
-    weight_.value[i] = std::clamp(range * uniform_pm1(key, static_cast<std::uint32_t>(i)), -limit, limit);
+  if (initialize) {
+    weight_.value.resize(in_ * out_);
+    weight_.grad.assign(in_ * out_, 0.0f);
+    for (std::size_t i = 0; i < weight_.value.size(); ++i)
+      weight_.value[i] = std::clamp(range * uniform_pm1(key, static_cast<std::uint32_t>(i)), -limit, limit);
+  }
   if (binary_weights) {
     weight_.clip = 1.0f;
     // binary_net: binary_net.py clipping_scaling, param + W_LR_scale * (adam_update - param).
@@ -161,6 +163,7 @@ int weight_core::weight_planes() const {
 }
 
 std::vector<std::uint64_t> weight_core::inference_planes() const {
+  if (weight_.value.empty()) return loaded_planes_;
   const std::size_t words = kernels::words_for(in_);
   std::vector<std::uint64_t> planes(static_cast<std::size_t>(std::max(1, weight_planes())) * out_ * words);
   if (options_.kind == weight_kind::binary)
@@ -183,7 +186,13 @@ void weight_core::write(byte_writer& out, bool packed) const {
   out.put<std::uint8_t>(static_cast<std::uint8_t>(options_.lr_scale));
   if (options_.kind == weight_kind::quantized) out.put<std::uint8_t>(static_cast<std::uint8_t>(options_.weight_bits));
   if (!as_bits) {
-    out.put_vector(weight_.value);
+    if (weight_.value.empty() && !loaded_planes_.empty()) {  // decode a copy; this object stays packed
+      weight_core copy = *this;
+      copy.materialize();
+      out.put_vector(copy.weight_.value);
+    } else {
+      out.put_vector(weight_.value);
+    }
     return;
   }
   const std::size_t words = kernels::words_for(in_);
@@ -237,46 +246,56 @@ void weight_core::read(byte_reader& in, bool packed) {
     w = in.get_vector<float>("weights", in_ * out_);
     for (float v : w)
       if (!std::isfinite(v)) in.invalid("non-finite weight");
+    weight_.grad.assign(in_ * out_, 0.0f);
     return;
   }
   const std::size_t words = kernels::words_for(in_);
   const std::size_t tail = in_ % 64;
   const std::uint64_t padding = tail ? ~((std::uint64_t{1} << tail) - 1) : 0;
-  if (options_.kind == weight_kind::quantized) {
-    const int bits = options_.weight_bits;
-    const auto planes =
-        in.get_vector<std::uint64_t>("packed weight planes", static_cast<std::size_t>(bits) * out_ * words);
-    for (std::size_t pr = 0; pr < static_cast<std::size_t>(bits) * out_; ++pr)
-      if (planes[pr * words + words - 1] & padding) in.invalid("packed weights have padding bits set");
-    for (std::size_t r = 0; r < out_; ++r)
-      for (std::size_t c = 0; c < in_; ++c) {
-        std::uint32_t u = 0;
-        for (int i = 0; i < bits; ++i)
-          u |= static_cast<std::uint32_t>(
-                   (planes[(static_cast<std::size_t>(i) * out_ + r) * words + c / 64] >> (c % 64)) & 1u)
-               << i;
-        w[r * in_ + c] = kernels::level_value(u, bits);
-      }
+  if (weight_planes() > 0) {  // binary and k-bit weights stay packed (materialize() decodes them)
+    const std::size_t planes = static_cast<std::size_t>(weight_planes());
+    loaded_planes_ =
+        in.get_vector<std::uint64_t>(planes == 1 ? "packed sign bits" : "packed weight planes", planes * out_ * words);
+    for (std::size_t pr = 0; pr < planes * out_; ++pr)
+      if (loaded_planes_[pr * words + words - 1] & padding) in.invalid("packed weights have padding bits set");
+    w.clear();
+    weight_.grad.clear();
     return;
   }
+  w.resize(in_ * out_);
+  weight_.grad.assign(in_ * out_, 0.0f);
   const auto sign = in.get_vector<std::uint64_t>("packed sign bits", out_ * words);
-  std::vector<std::uint64_t> nonzero;
-  if (options_.kind == weight_kind::ternary)
-    nonzero = in.get_vector<std::uint64_t>("packed nonzero bits", out_ * words);
+  const auto nonzero = in.get_vector<std::uint64_t>("packed nonzero bits", out_ * words);
   for (std::size_t r = 0; r < out_; ++r) {
-    if ((sign[r * words + words - 1] & padding) || (!nonzero.empty() && (nonzero[r * words + words - 1] & padding)))
+    if ((sign[r * words + words - 1] & padding) || (nonzero[r * words + words - 1] & padding))
       in.invalid("packed weights have padding bits set");
     for (std::size_t c = 0; c < in_; ++c) {
       const bool s = (sign[r * words + c / 64] >> (c % 64)) & 1u;
-      if (nonzero.empty()) {
-        w[r * in_ + c] = s ? 1.0f : -1.0f;
-        continue;
-      }
       const bool z = (nonzero[r * words + c / 64] >> (c % 64)) & 1u;
       if (s && !z) in.invalid("ternary sign bit set where the weight is zero");
       w[r * in_ + c] = z ? (s ? 1.0f : -1.0f) : 0.0f;
     }
   }
+}
+
+// The float master weights of packed binary/k-bit weights read from a model: each the value of its level.
+void weight_core::materialize() {
+  if (!weight_.value.empty() || loaded_planes_.empty()) return;
+  const std::size_t words = kernels::words_for(in_);
+  const int bits = weight_planes();
+  std::vector<float>& w = weight_.value;
+  w.resize(in_ * out_);
+  for (std::size_t r = 0; r < out_; ++r)
+    for (std::size_t c = 0; c < in_; ++c) {
+      std::uint32_t u = 0;
+      for (int i = 0; i < bits; ++i)
+        u |= static_cast<std::uint32_t>(
+                 (loaded_planes_[(static_cast<std::size_t>(i) * out_ + r) * words + c / 64] >> (c % 64)) & 1u)
+             << i;
+      w[r * in_ + c] = bits == 1 ? (u ? 1.0f : -1.0f) : kernels::level_value(u, bits);
+    }
+  weight_.grad.assign(in_ * out_, 0.0f);
+  std::vector<std::uint64_t>().swap(loaded_planes_);  // the floats are the weights now
 }
 
 // Samples the weights used by this step: stochastic weights are drawn anew every training step;
@@ -291,6 +310,12 @@ void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
     return;
   }
   if (!stochastic && inference_packed_) return;
+  if (!ctx.training && weight_.value.empty() && !loaded_planes_.empty()) {  // packed model: no floats
+    pack_planes(ctx, kernels::sample_mode::deterministic, 0, true);
+    inference_packed_ = true;
+    return;
+  }
+  materialize();
   const std::size_t words_in = kernels::words_for(in_), words_out = kernels::words_for(out_);
   const auto mode = stochastic ? kernels::sample_mode::stochastic : kernels::sample_mode::deterministic;
   const std::uint64_t key = kernels::derive_key(ctx.seed, ctx.step, layer, 0x5a3);
@@ -304,7 +329,7 @@ void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
       break;
     case weight_kind::binary:
     case weight_kind::quantized:
-      pack_planes(ctx, mode, key);
+      pack_planes(ctx, mode, key, false);
       break;
     case weight_kind::ternary:
       sign_.resize(out_ * words_in);
@@ -324,22 +349,26 @@ void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
 
 // Binary (one plane, sampled as `mode` says) or k-bit (k planes of the nearest levels) weights, their
 // transposes, and the word-interleaved copy gemm_xnor reads when inputs are quantized.
-void weight_core::pack_planes(const step_context& ctx, kernels::sample_mode mode, std::uint64_t key) {
+void weight_core::pack_planes(const step_context& ctx, kernels::sample_mode mode, std::uint64_t key, bool from_loaded) {
   const std::size_t words_in = kernels::words_for(in_), words_out = kernels::words_for(out_);
   const std::size_t planes = static_cast<std::size_t>(weight_planes());
   const std::size_t plane = out_ * words_in, plane_t = in_ * words_out;
   const auto& k = ctx.kernels;
   corrections_bits_ = -1;
-  sign_.resize(planes * plane);
   sign_t_.resize(planes * plane_t);
-  parallel_rows(ctx.rt, out_, 32, [&](std::size_t r0, std::size_t r1) {
-    if (options_.kind == weight_kind::binary)
-      k.pack_binary(weight_.value.data() + r0 * in_, r1 - r0, in_, in_, sign_.data() + r0 * words_in, words_in, mode,
-                    key_for_rows(key, r0));
-    else
-      kernels::pack_levels(weight_.value.data() + r0 * in_, r1 - r0, in_, in_, options_.weight_bits,
-                           sign_.data() + r0 * words_in, plane, words_in);
-  });
+  if (from_loaded) {  // a packed model's deterministic planes, as read
+    sign_ = loaded_planes_;
+  } else {
+    sign_.resize(planes * plane);
+    parallel_rows(ctx.rt, out_, 32, [&](std::size_t r0, std::size_t r1) {
+      if (options_.kind == weight_kind::binary)
+        k.pack_binary(weight_.value.data() + r0 * in_, r1 - r0, in_, in_, sign_.data() + r0 * words_in, words_in, mode,
+                      key_for_rows(key, r0));
+      else
+        kernels::pack_levels(weight_.value.data() + r0 * in_, r1 - r0, in_, in_, options_.weight_bits,
+                             sign_.data() + r0 * words_in, plane, words_in);
+    });
+  }
   for (std::size_t j = 0; j < planes; ++j) transpose(sign_.data() + j * plane, sign_t_.data() + j * plane_t, ctx);
   if (input_bits_[0] == 0 && input_bits_[1] == 0) return;
   xnor_bt_.resize(planes * words_in * out_);
@@ -389,6 +418,7 @@ bool weight_core::forward_conv_binary(const float* x, std::size_t images, const 
 }
 
 void weight_core::input_gradient(const float* dy, std::size_t rows, float* dx, const step_context& ctx) {
+  materialize();
   multiply(options_.kind, dy, rows, out_, in_,
            {weight_.value.data(), false, sign_.data(), nonzero_.data(), out_ * kernels::words_for(in_)}, dx, ctx);
 }
@@ -396,6 +426,7 @@ void weight_core::input_gradient(const float* dy, std::size_t rows, float* dx, c
 // dW[o][i] = sum_r dy[r][o] * x[r][i]: A(m=o, k=r) = dy[r*out + o].
 void weight_core::weight_gradient(const float* dy, const float* x, std::size_t rows, float* grad, std::uint32_t layer,
                                   std::uint64_t part, const step_context& ctx) {
+  materialize();
   const auto& k = ctx.kernels;
   if (!options_.qbp) {
     parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {

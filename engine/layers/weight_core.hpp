@@ -29,14 +29,21 @@ void interleave_plane_words(const std::uint64_t* planes, std::size_t outputs, st
 class weight_core {
  public:
   /// `fan` is fan_in + fan_out (Glorot initialization for fp32, learning-rate scale otherwise).
-  weight_core(std::size_t inputs, std::size_t outputs, const dense_options& options, std::uint64_t init_seed,
-              float fan);
+  /// `initialize` false leaves the weights unallocated for read() to fill.
+  weight_core(std::size_t inputs, std::size_t outputs, const dense_options& options, std::uint64_t init_seed, float fan,
+              bool initialize = true);
 
   std::size_t inputs() const { return in_; }
   std::size_t outputs() const { return out_; }
   const dense_options& options() const { return options_; }
-  parameter& weight() { return weight_; }
-  const parameter& weight() const { return weight_; }
+  /// The master weights (and gradient): weights read packed are decoded into floats on first use.
+  parameter& weight() {
+    materialize();
+    return weight_;
+  }
+  /// Binary and k-bit weights read from a model stay packed, [planes][outputs][words(inputs)], until
+  /// something needs them as floats (training, the float-path products): the planes, else nullptr.
+  const std::uint64_t* resident_planes() const { return weight_.value.empty() ? loaded_planes_.data() : nullptr; }
   /// Inputs are k-bit quantized activations (0: arbitrary floats) at inference and in training; binary
   /// and k-bit weights then run the forward pass as XNOR-popcount over bit planes.
   void set_input_bits(int inference_bits, int training_bits) {
@@ -106,8 +113,9 @@ class weight_core {
     const std::uint64_t* nonzero;
     std::size_t plane_words;  // words between consecutive bit planes of `sign`
   };
+  void materialize();
   void forward_xnor(const float* a, std::size_t rows, int input_bits, float* y, const step_context& ctx);
-  void pack_planes(const step_context& ctx, kernels::sample_mode mode, std::uint64_t key);
+  void pack_planes(const step_context& ctx, kernels::sample_mode mode, std::uint64_t key, bool from_loaded);
   void padding_corrections(int input_bits);
   void multiply(weight_kind kind, const float* a, std::size_t rows, std::size_t depth, std::size_t width,
                 const weight_view& w, float* out, const step_context& ctx);
@@ -119,7 +127,8 @@ class weight_core {
 
   std::size_t in_, out_;
   dense_options options_;
-  parameter weight_;  // [out][in]
+  parameter weight_;                          // [out][in]; empty while the weights are loaded_planes_
+  std::vector<std::uint64_t> loaded_planes_;  // packed binary/k-bit weights as read, [planes][out][words(in)]
   bool inference_packed_ = false;
   bool expectation_ready_ = false;
   bool use_expectation_ = false;

@@ -18,6 +18,8 @@
 #include "fewmul/error.hpp"
 #include "fewmul/model.hpp"
 #include "model/architecture.hpp"
+#include "layers/layer_io.hpp"
+#include "layers/weight_core.hpp"
 #include "model/serialize.hpp"
 
 namespace fewmul {
@@ -170,6 +172,7 @@ void write_metadata(detail::byte_writer& out, const model_metadata& m) {
   out.put<std::uint32_t>(m.preprocess.lcn_height);
   out.put<std::uint32_t>(m.preprocess.lcn_width);
   out.put<std::uint32_t>(m.preprocess.lcn_channels);
+  out.put<std::uint8_t>(m.preprocess.pm1);  // version 9: the [-1, 1] input scaling
 }
 
 model_metadata read_metadata(detail::byte_reader& in, std::uint32_t version) {
@@ -210,6 +213,11 @@ model_metadata read_metadata(detail::byte_reader& in, std::uint32_t version) {
                  std::to_string(m.preprocess.lcn_width) + " images (" + std::to_string(m.preprocess.lcn_channels) +
                  " channels) does not fit the input shape");
   }
+  if (version >= 9) {
+    const auto pm1 = in.get<std::uint8_t>("input scaling flag");
+    if (pm1 > 1) in.invalid("bad input scaling flag");
+    m.preprocess.pm1 = pm1 != 0;
+  }
   if (m.width == 0 || m.height == 0 || m.channels == 0 || m.width > 65536 || m.height > 65536 || m.channels > 64 ||
       !std::isfinite(m.input_scale) || !(m.input_scale > 0.0f) || m.input_scale > 1e6f)
     in.invalid("bad input shape or scale in the metadata (the scale must be finite, positive and at most 1e6)");
@@ -246,11 +254,14 @@ constexpr float max_value = 1e15f;
 void check_values(network& net, const detail::byte_reader& in, const char* which) {
   auto bad = [](float v) { return !std::isfinite(v) || std::fabs(v) > max_value; };
   for (const auto& l : net.layers()) {
-    for (parameter* p : l->parameters())
-      for (float v : p->value)
-        if (bad(v))
-          in.invalid(std::string(which) + "parameter " + p->name + " of layer " + std::to_string(l->index) + " (" +
-                     l->describe() + ") is " + std::to_string(v) + ", not a finite value of magnitude at most 1e15");
+    // Packed weights are ±1 or k-bit levels: nothing to check, and nothing to decode.
+    const detail::weight_core* core = detail::layer_weights(*l);
+    if (core == nullptr || core->resident_planes() == nullptr)
+      for (parameter* p : l->parameters())
+        for (float v : p->value)
+          if (bad(v))
+            in.invalid(std::string(which) + "parameter " + p->name + " of layer " + std::to_string(l->index) + " (" +
+                       l->describe() + ") is " + std::to_string(v) + ", not a finite value of magnitude at most 1e15");
     const auto buffers = l->buffers();
     for (std::size_t b = 0; b < buffers.size(); ++b)
       for (float v : *buffers[b])
@@ -291,6 +302,16 @@ const matrix& model::run(const matrix& x, const runtime& rt) {
   return net.forward(x, ctx);
 }
 
+const matrix& model::infer(const matrix& x, const runtime& rt) {
+  if (!packed) return run(x, rt);
+  if (x.cols != packed->input_size())
+    throw error("inputs of width " + std::to_string(x.cols) + ", the model takes " +
+                std::to_string(packed->input_size()));
+  packed_scores.resize(x.rows, packed->output_size());
+  packed->run(x.data.data(), x.rows, packed_scores.data.data(), rt);
+  return packed_scores;
+}
+
 std::size_t save_model(const std::string& path, network& net, const model_metadata& meta) {
   detail::byte_writer out;
   write_metadata(out, meta);
@@ -299,24 +320,31 @@ std::size_t save_model(const std::string& path, network& net, const model_metada
 }
 
 model load_model(const std::string& path) {
-  std::uint32_t version = 0;
-  const auto payload = read_container(path, model_magic, "model", version);
-  detail::byte_reader in(payload.data(), payload.size(), path);
   model m;
-  m.meta = read_metadata(in, version);
-  m.net = network::read(in, true);
-  if (!in.done()) in.invalid("unexpected bytes after the last layer");
-  if (m.net.input_size() != std::size_t{m.meta.width} * m.meta.height * m.meta.channels)
-    in.invalid("first layer expects " + std::to_string(m.net.input_size()) + " inputs, the metadata describes " +
-               std::to_string(std::size_t{m.meta.width} * m.meta.height * m.meta.channels));
-  check_values(m.net, in, "");
+  {  // the payload is freed before the packed network is compiled (peak memory: twice the weights)
+    std::uint32_t version = 0;
+    const auto payload = read_container(path, model_magic, "model", version);
+    detail::byte_reader in(payload.data(), payload.size(), path);
+    m.meta = read_metadata(in, version);
+    m.net = network::read(in, true);
+    if (!in.done()) in.invalid("unexpected bytes after the last layer");
+    if (m.net.input_size() != std::size_t{m.meta.width} * m.meta.height * m.meta.channels)
+      in.invalid("first layer expects " + std::to_string(m.net.input_size()) + " inputs, the metadata describes " +
+                 std::to_string(std::size_t{m.meta.width} * m.meta.height * m.meta.channels));
+    check_values(m.net, in, "");
+  }
+  try {
+    m.packed = std::make_unique<packed_network>(m.net);
+  } catch (const error&) {  // not a BNN/QNN packed_network compiles: network::forward runs it
+  }
   // What a model computes must be a number: one all-zero input (as preprocessed) through the network.
   if (m.net.input_size() <= (std::size_t{1} << 22)) {
     const runtime rt(1);
     matrix x(1, m.net.input_size());
     m.meta.preprocess.apply(x.data.data(), 1, x.cols, rt);
-    for (float v : m.run(x, rt).data)
-      if (!std::isfinite(v)) in.invalid("the model's values make its scores non-finite");
+    for (float v : m.infer(x, rt).data)
+      if (!std::isfinite(v)) throw error(path + ": the model's values make its scores non-finite");
+    if (m.packed) m.packed->release_buffers();
   }
   return m;
 }
@@ -324,7 +352,11 @@ model load_model(const std::string& path) {
 std::size_t float32_parameter_bytes(network& net) {
   std::size_t bytes = 0;
   for (const auto& l : net.layers()) {
-    for (parameter* p : l->parameters()) bytes += p->value.size() * sizeof(float);
+    const detail::weight_core* core = detail::layer_weights(*l);
+    if (core != nullptr)
+      bytes += core->inputs() * core->outputs() * sizeof(float);
+    else
+      for (parameter* p : l->parameters()) bytes += p->value.size() * sizeof(float);
     for (auto* b : l->buffers()) bytes += b->size() * sizeof(float);
   }
   return bytes;

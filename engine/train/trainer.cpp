@@ -475,6 +475,20 @@ network_architecture convnet_preset_for(method m, std::uint32_t height, std::uin
              : convnet_lin_preset(height, width, channels, classes, width_multiplier);
 }
 
+network_architecture paper_convnet(std::string_view dataset, method m, std::uint32_t height, std::uint32_t width,
+                                   std::uint32_t channels, std::size_t classes, double width_multiplier) {
+  if (traits_of(m).paper == method_paper::lin2016)
+    return convnet_lin_preset(height, width, channels, classes, width_multiplier);
+  network_architecture a = convnet_preset(height, width, channels, classes, width_multiplier);
+  // BinaryNet Train-time/svhn.py: num_filters 64, 64, 128, 128, 256, 256 (cifar10.py: 128 ... 512), the
+  // same 1024-1024 dense layers.
+  if (dataset == "svhn") {
+    auto scaled = [&](double n) { return scaled_width(n, width_multiplier); };
+    a.conv = {scaled(64), scaled(64), 0, scaled(128), scaled(128), 0, scaled(256), scaled(256), 0};
+  }
+  return a;
+}
+
 namespace {
 // Errors of inference over examples [begin, end) of `data`, `batch` at a time. Rows are independent in
 // inference, so the count does not depend on how the examples are grouped.

@@ -66,6 +66,9 @@ struct preprocessing {
   /// Per-feature training mean subtracted from every example (empty: none). Lin et al.'s MNIST:
   /// hantek/BinaryConnect mnist.py loads pylearn2's MNIST with center = True (X -= X.mean(axis=0)).
   std::vector<float> center_mean;
+  /// x <- 2x - 1 first, so that pixels scaled to [0, 1] lie in [-1, 1]: the BNN paper's CIFAR-10 and SVHN
+  /// inputs (MatthieuCourbariaux/BinaryNet Train-time/cifar10.py, svhn.py: 2/255 X - 1, no GCN, no ZCA).
+  bool pm1 = false;
   bool gcn = false;
   float gcn_scale = 55.0f;  ///< GCN centres each example and scales it to this L2 norm (pylearn2's)
   /// LeCun local contrast normalization of images lcn_height x lcn_width (channel-last, as datasets hold
@@ -76,7 +79,7 @@ struct preprocessing {
   std::uint32_t lcn_height = 0, lcn_width = 0, lcn_channels = 0;
   std::vector<float> zca_mean;    ///< per-feature mean (empty: no whitening)
   std::vector<float> zca_matrix;  ///< features x features, symmetric: x <- (x - mean) * zca_matrix
-  bool active() const { return !center_mean.empty() || gcn || lcn_channels > 0 || !zca_mean.empty(); }
+  bool active() const { return pm1 || !center_mean.empty() || gcn || lcn_channels > 0 || !zca_mean.empty(); }
   /// Transforms `n` rows of `features` values in place.
   void apply(float* rows, std::size_t n, std::size_t features, const runtime& rt) const;
   void apply(dataset& data, const runtime& rt) const { apply(data.x.data(), data.size(), data.features, rt); }

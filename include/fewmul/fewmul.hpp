@@ -8,6 +8,7 @@
 #include "fewmul/model.hpp"
 #include "fewmul/network.hpp"
 #include "fewmul/packed_mlp.hpp"
+#include "fewmul/packed_network.hpp"
 #include "fewmul/runtime.hpp"
 #include "fewmul/tensor.hpp"
 #include "fewmul/train.hpp"

@@ -10,10 +10,12 @@
 // Loading a truncated, corrupted, mislabelled or newer-version file throws
 // fewmul::error naming the file and the problem.
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "fewmul/network.hpp"
+#include "fewmul/packed_network.hpp"
 #include "fewmul/train.hpp"
 
 namespace fewmul {
@@ -28,7 +30,8 @@ namespace fewmul {
 /// fan in checkpoints, even (2x2) valid-padded kernels in models, and the centring and local contrast
 /// normalization of the input preprocessing in both. Older files are still read.
 /// Version 8 the minibatch part count of checkpoints (data-parallel training, collective.hpp; models are laid out
-/// as in version 7); version 9 a checkpoint's epoch history field by field instead of the struct's bytes.
+/// as in version 7); version 9 a checkpoint's epoch history field by field instead of the struct's bytes, and the
+/// [-1, 1] input scaling of the preprocessing (BNN convnets) in both.
 constexpr std::uint32_t model_format_version = 9;
 
 /// What a model needs besides its layers: how inputs are shaped and scaled, and what it was trained as.
@@ -41,13 +44,21 @@ struct model_metadata {
   preprocessing preprocess;                             ///< applied after input_scale (GCN, ZCA)
 };
 
-/// A network ready for inference plus its metadata.
+/// A network ready for inference plus its metadata. Binary and k-bit weights stay packed in memory: a
+/// loaded network decodes them into floats only if something trains or differentiates it.
 struct model {
   model_metadata meta;
   network net;
+  /// The network compiled for bit-plane inference when it is a BNN/QNN packed_network compiles (else
+  /// null): the weights are then held twice, both times packed.
+  std::unique_ptr<packed_network> packed;
   /// Scores of a batch (rows of width*height*channels features, channel-last, already scaled and
-  /// preprocessed) in inference mode.
+  /// preprocessed) in inference mode, through network::forward.
   const matrix& run(const matrix& x, const runtime& rt);
+  /// The same scores through `packed` where there is one (bits end to end; see packed_network.hpp for
+  /// the first layer on input bytes), else run().
+  const matrix& infer(const matrix& x, const runtime& rt);
+  matrix packed_scores;  ///< infer()'s output buffer on the packed path
 };
 
 /// Writes `net` as an inference model: binary/ternary weights packed deterministically (sign(W), or
@@ -56,7 +67,8 @@ struct model {
 std::size_t save_model(const std::string& path, network& net, const model_metadata& meta);
 /// Reads a model file. Packed layers run exactly as the trainer's deterministic inference does.
 model load_model(const std::string& path);
-/// Bytes of the same network with every parameter stored as float32 (the comparison of `fewmul export`).
+/// Bytes of the same network with every parameter stored as float32 (the comparison of `fewmul export`);
+/// packed weights stay packed.
 std::size_t float32_parameter_bytes(network& net);
 
 /// A training checkpoint: configuration, architecture and the state train() resumes from

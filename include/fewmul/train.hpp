@@ -100,6 +100,12 @@ network_architecture convnet_lin_preset(std::uint32_t height, std::uint32_t widt
 network_architecture convnet_preset_for(method m, std::uint32_t height, std::uint32_t width, std::uint32_t channels,
                                         std::size_t classes, double width_multiplier = 1.0);
 
+/// The convnet of the paper behind `m` for `dataset`: convnet_lin_preset for Lin et al.'s methods; for bnn
+/// and qnn convnet_preset, or on SVHN the BNN paper's 2x64C3-MP2-2x128C3-MP2-2x256C3-MP2-1024FC-1024FC-classes
+/// (BinaryNet Train-time/svhn.py).
+network_architecture paper_convnet(std::string_view dataset, method m, std::uint32_t height, std::uint32_t width,
+                                   std::uint32_t channels, std::size_t classes, double width_multiplier = 1.0);
+
 enum class loss_kind { squared_hinge, softmax_cross_entropy };
 /// sgd (optional momentum), adam, adamax, and shift_adamax (Hubara et al., Algorithm 4: AdaMax whose
 /// step m / v and learning-rate correction are rounded with AP2, so the update is a shift).

@@ -12,6 +12,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     fewmul::matrix x(2, m.net.input_size());
     m.meta.preprocess.apply(x.data.data(), 2, x.cols, rt);
     m.run(x, rt);
+    m.infer(x, rt);  // the packed path, where the model compiles to one
   });
   return fuzz_file(data, size, ".ckpt", [](const std::string& path) { fewmul::load_checkpoint(path); });
 }
