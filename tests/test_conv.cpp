@@ -154,7 +154,8 @@ TEST_CASE("QBP rounds a convolution's input once: every tap reading a pixel sees
 TEST_CASE("max-pooling takes each window's maximum and routes the gradient to it") {
   runtime rt(2);
   // Odd heights and widths: the last row or column is dropped (its gradient is 0).
-  for (const auto& [h, w, c] : {std::array<std::size_t, 3>{5, 4, 3}, {4, 5, 3}, {5, 5, 2}, {2, 2, 17}}) {
+  for (const auto& shape : {std::array<std::size_t, 3>{5, 4, 3}, {4, 5, 3}, {5, 5, 2}, {2, 2, 17}}) {
+    const std::size_t h = shape[0], w = shape[1], c = shape[2];  // not a structured binding: CAPTURE is a lambda
     CAPTURE(h);
     CAPTURE(w);
     auto l = make_max_pool(h, w, c);
