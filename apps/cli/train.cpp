@@ -197,45 +197,196 @@ bool injected(const char* variable, const fewmul::collective* job) {
   return rank != nullptr && job != nullptr && std::to_string(job->rank) == rank;
 }
 
+// Which flags the command line gave (a flag left out takes the preset of the method or paper).
+struct given_flags {
+  const CLI::App& train;
+  bool operator()(const char* flag) const { return train.count(flag) > 0; }
+};
+
+// Outputs first: a path that cannot or must not be written is found before hours of training. Only rank 0
+// writes, so only it claims the paths.
+struct output_locks {
+  std::unique_ptr<fewmul::output_lock> checkpoint, model;
+};
+output_locks claim_outputs(const train_flags& f, bool rank0) {
+  if (!f.checkpoint_path.empty() && !f.save_model_path.empty() && same_file(f.checkpoint_path, f.save_model_path))
+    throw fewmul::error("--save-model " + f.save_model_path + " names the same file as --checkpoint " +
+                        f.checkpoint_path);
+  if (!f.resume_path.empty() && !f.save_model_path.empty() && same_file(f.resume_path, f.save_model_path))
+    throw fewmul::error("--save-model " + f.save_model_path + " is the checkpoint this run resumes from (--resume)");
+  output_locks locks;
+  if (!rank0) return locks;
+  if (!f.checkpoint_path.empty()) {
+    check_output(f.checkpoint_path, fewmul::file_kind::checkpoint, "--checkpoint");
+    locks.checkpoint = std::make_unique<fewmul::output_lock>(f.checkpoint_path, "--checkpoint");
+  }
+  if (!f.save_model_path.empty()) {
+    check_output(f.save_model_path, fewmul::file_kind::model, "--save-model");
+    locks.model = std::make_unique<fewmul::output_lock>(f.save_model_path, "--save-model");
+  }
+  if (!f.histogram_path.empty()) {  // found before training, as the other outputs
+    const bool existed = std::filesystem::exists(f.histogram_path);
+    if (!std::ofstream(f.histogram_path, std::ios::app))
+      throw fewmul::error("--histogram " + f.histogram_path + ": cannot write there");
+    if (!existed) std::filesystem::remove(f.histogram_path);
+  }
+  return locks;
+}
+
+// A new run's training settings: the flags given, else the presets of the method, dataset and paper. Returns
+// the paper preset's dropout (applied unless the dropout flags are given) through `paper_dropout`.
+fewmul::train_config configure_training(const train_flags& f, const given_flags& given, const std::string& dataset,
+                                        std::size_t train_size, int threads, std::pair<float, float>& paper_dropout) {
+  fewmul::train_config config;
+  config.training_method = fewmul::parse_method(f.method_text);
+  config.epochs = f.epochs;
+  // Convnets of Lin et al.'s methods: their batch 100 (hantek/BinaryConnect cifar10.py, svhn.py).
+  const fewmul::method_traits& traits = fewmul::traits_of(config.training_method);
+  const bool lin_convnet = dataset != "mnist" && traits.paper == fewmul::method_paper::lin2016;
+  config.batch = lin_convnet && !given("--batch") ? 100 : f.batch;
+  config.lr = f.lr > 0.0f ? f.lr : fewmul::default_learning_rate(config.training_method, dataset != "mnist");
+  config.lr_decay = f.lr_decay;
+  // The method's optimizer unless told otherwise (BNN and QNN: Adam, Hubara et al.).
+  config.optimizer = !given("--optimizer") ? traits.default_optimizer : parse_optimizer(f.optimizer_text);
+  paper_dropout = {0.0f, 0.0f};
+  if (f.schedule_text == "paper") {
+    // The authors' setup of this dataset and method; flags given explicitly still win.
+    const fewmul::paper_preset p = fewmul::paper_preset_for(dataset, config.training_method);
+    config.schedule = fewmul::lr_schedule::paper;
+    config.lr = f.lr > 0.0f ? f.lr : p.lr_start;
+    config.lr_end = std::min(p.lr_end, config.lr);
+    if (!given("--epochs")) config.epochs = p.epochs;
+    if (!given("--batch")) config.batch = p.batch;
+    if (!given("--optimizer")) config.optimizer = p.optimizer;
+    paper_dropout = {p.dropout_input, p.dropout_hidden};
+    std::fprintf(stderr, "fewmul: paper schedule (%s): lr %g -> %g over %zu epochs, batch %zu, dropout %g/%g\n",
+                 p.source, config.lr, config.lr_end, config.epochs, config.batch, p.dropout_input, p.dropout_hidden);
+  }
+  config.weight_bits = f.weight_bits;
+  config.momentum = f.momentum;
+  config.loss = f.loss_text == "xent" ? fewmul::loss_kind::softmax_cross_entropy : fewmul::loss_kind::squared_hinge;
+  config.seed = f.seed;
+  config.threads = threads;
+  config.validation = given("--validation") ? f.validation : default_validation(dataset, train_size);
+  config.qbp_kmin = f.qbp_kmin;
+  config.qbp_kmax = f.qbp_kmax;
+  config.qbp_authors = f.qbp_authors;
+  config.augment_shift = f.augment_shift;
+  config.augment_flip = f.augment_flip;
+  config.bn_reestimate_examples = f.bn_reestimate;
+  config.batch_parts = f.batch_parts;
+  return config;
+}
+
+// A new run's network: the MNIST MLP or the convnet of the method's paper, with the activation, dropout and
+// batch-norm flags.
+fewmul::network_architecture configure_architecture(const train_flags& f, const given_flags& given,
+                                                    const std::string& dataset, const fewmul::model_metadata& m,
+                                                    fewmul::method method, std::pair<float, float> paper_dropout) {
+  fewmul::network_architecture a;
+  if (dataset == "mnist") {
+    a.hidden = f.hidden_text.empty() ? fewmul::mlp_preset_hidden(method, f.width) : parse_hidden(f.hidden_text);
+  } else {
+    // Lin et al.'s valid-padded net for fp32 and the BinaryConnect methods, the BNN paper's for bnn and qnn
+    // (its SVHN variant with 64/128/256 filters on SVHN).
+    const fewmul::method net_method = f.convnet_text == "lin"   ? fewmul::method::bc
+                                      : f.convnet_text == "bnn" ? fewmul::method::bnn
+                                                                : method;
+    a = fewmul::paper_convnet(dataset, net_method, m.height, m.width, m.channels, 10, f.width);
+  }
+  a.height = m.height;
+  a.width = m.width;
+  a.channels = m.channels;
+  a.act = !given("--activation")             ? fewmul::default_activation(method)
+          : f.activation_text == "hardtanh"  ? fewmul::activation::hard_tanh
+          : f.activation_text == "sign"      ? fewmul::activation::sign
+          : f.activation_text == "quantized" ? fewmul::activation::quantized
+                                             : fewmul::activation::relu;
+  a.activation_bits = f.activation_bits;
+  a.dropout_input = given("--dropout-input") ? f.dropout_input : paper_dropout.first;
+  a.dropout_hidden = given("--dropout-hidden") ? f.dropout_hidden : paper_dropout.second;
+  a.shift_batch_norm = f.shift_bn;
+  return a;
+}
+
+// Preprocessing as in the papers, fitted on the training examples only (not the validation split).
+// MNIST: Lin et al. centre it (hantek/BinaryConnect mnist.py: pylearn2 MNIST(center = True)); BinaryNet
+// scales it to [-1, 1] (Train-time/mnist.py), a constant shift the batch norm after the first layer
+// removes, so none. CIFAR-10: GCN (scale 55) + ZCA, pylearn2's make_cifar10_gcn_whitened.py, both
+// papers. SVHN: Lin et al.'s GCN (pylearn2's default scale 1) + LeCun LCN (hantek/BinaryConnect
+// svhn_preprocessing.py). BNN and QNN convnets: inputs in [-1, 1], no GCN or ZCA (BinaryNet
+// Train-time/cifar10.py, svhn.py: 2/255 X - 1).
+fewmul::preprocessing fit_run_preprocessing(const train_flags& f, const std::string& dataset, bool lin_method,
+                                            const fewmul::dataset& train, std::size_t validation,
+                                            const fewmul::runtime& rt, bool rank0) {
+  std::string pre = f.preprocess_text;
+  if (pre == "auto" && !lin_method && dataset != "mnist") pre = "pm1";
+  if (pre == "auto")
+    pre = dataset == "cifar10" ? "gcn+zca" : dataset == "svhn" ? "gcn+lcn" : lin_method ? "center" : "none";
+  fewmul::preprocessing fitted;
+  if (pre == "none") return fitted;
+  if (pre == "pm1") {
+    fitted.pm1 = true;
+    return fitted;
+  }
+  if (validation >= train.size())
+    throw fewmul::error("validation split of " + std::to_string(validation) + " leaves no training data");
+  fewmul::preprocessing_options o;
+  o.center = pre == "center";
+  o.gcn = pre != "center";
+  o.zca = pre == "gcn+zca";
+  // ZCA regularizer 0.1: pylearn2's ZCA(filter_bias=0.1) default, which make_cifar10_gcn_whitened.py
+  // (the data of hantek/BinaryConnect cifar10.py and BinaryNet Train-time/cifar10.py) keeps.
+  o.zca_bias = 0.1f;
+  if (pre == "gcn+lcn" || pre == "gcn+lcn-all") {
+    o.gcn_scale = 1.0f;  // pylearn2 GlobalContrastNormalization() defaults, svhn_preprocessing.py
+    // pylearn2's LeCunLCN returns inside its channel loop: the authors' data has channel 0 normalized.
+    o.lcn_channels = pre == "gcn+lcn" ? 1 : train.channels;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  fitted = fewmul::fit_preprocessing(train.slice(0, train.size() - validation), o, rt);
+  if (rank0)
+    std::fprintf(stderr, "fewmul: fitted %s preprocessing in %.1f s\n", pre.c_str(),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return fitted;
+}
+
+void print_summary(const std::string& dataset, const std::string& method, const fewmul::train_config& config,
+                   const fewmul::train_result& r) {
+  double mean_ips = 0;
+  for (const auto& e : r.epochs) mean_ips += e.images_per_second;
+  mean_ips /= static_cast<double>(std::max<std::size_t>(1, r.epochs.size()));
+  std::printf(
+      "{\"summary\": true, \"dataset\": \"%s\", \"method\": \"%s\", \"epochs\": %zu, \"best_epoch\": %zu, "
+      "\"best_val_error\": %.4f, \"test_error\": %.4f, \"test_error_packed\": %.4f, \"final_test_error\": %.4f, "
+      "\"total_seconds\": %.1f, \"mean_images_per_s\": %.0f, \"bn_reestimate_seconds\": %.2f, \"qbp_kmin\": %d, "
+      "\"qbp_kmax\": %d}\n",
+      dataset.c_str(), method.c_str(), r.epochs.size(), r.best_epoch, r.best_validation_error, r.test_error_at_best,
+      r.test_error_packed_at_best, r.epochs.empty() ? 1.0 : r.epochs.back().test_error, r.total_seconds, mean_ips,
+      r.bn_reestimate_seconds, config.qbp_kmin, config.qbp_kmax);
+  std::fprintf(stderr,
+               "fewmul: test error %.2f%% (%.2f%% with packed deterministic weights), model of best validation "
+               "epoch %zu, %.1f s in all\n",
+               100.0 * r.test_error_at_best, 100.0 * r.test_error_packed_at_best, r.best_epoch, r.total_seconds);
+}
+
 int run_train(const train_flags& f, const CLI::App& train) {
   fewmul::collective* job = join_job();
   const bool rank0 = job == nullptr || job->rank == 0;
   if (!rank0) {  // only rank 0 prints and writes
     if (std::freopen("/dev/null", "w", stdout) == nullptr) throw fewmul::error("cannot silence stdout");
   }
-  const bool epochs_given = train.count("--epochs") > 0, threads_given = train.count("--threads") > 0;
-  const bool validation_given = train.count("--validation") > 0, optimizer_given = train.count("--optimizer") > 0;
-  const bool activation_given = train.count("--activation") > 0, batch_given = train.count("--batch") > 0;
-  // Outputs first: a path that cannot or must not be written is found before hours of training.
-  if (!f.checkpoint_path.empty() && !f.save_model_path.empty() && same_file(f.checkpoint_path, f.save_model_path))
-    throw fewmul::error("--save-model " + f.save_model_path + " names the same file as --checkpoint " +
-                        f.checkpoint_path);
-  if (!f.resume_path.empty() && !f.save_model_path.empty() && same_file(f.resume_path, f.save_model_path))
-    throw fewmul::error("--save-model " + f.save_model_path + " is the checkpoint this run resumes from (--resume)");
-  std::unique_ptr<fewmul::output_lock> checkpoint_lock, model_lock;
-  if (!f.checkpoint_path.empty() && rank0) {
-    check_output(f.checkpoint_path, fewmul::file_kind::checkpoint, "--checkpoint");
-    checkpoint_lock = std::make_unique<fewmul::output_lock>(f.checkpoint_path, "--checkpoint");
-  }
-  if (!f.save_model_path.empty() && rank0) {
-    check_output(f.save_model_path, fewmul::file_kind::model, "--save-model");
-    model_lock = std::make_unique<fewmul::output_lock>(f.save_model_path, "--save-model");
-  }
-  if (!f.histogram_path.empty() && rank0) {  // found before training, as the other outputs
-    const bool existed = std::filesystem::exists(f.histogram_path);
-    if (!std::ofstream(f.histogram_path, std::ios::app))
-      throw fewmul::error("--histogram " + f.histogram_path + ": cannot write there");
-    if (!existed) std::filesystem::remove(f.histogram_path);
-  }
+  const given_flags given{train};
+  const output_locks locks = claim_outputs(f, rank0);
   fewmul::checkpoint c;
   std::unique_ptr<fewmul::training_state> resume;
-  std::string dataset = f.dataset;
+  const std::string& dataset = f.dataset;
   if (!f.resume_path.empty()) {
     // The checkpoint fixes the run; only the epoch count (to extend it) and the threads may change.
     c = fewmul::load_checkpoint(f.resume_path);
     check_resume_flags(f, train, c);
-    if (epochs_given) c.config.epochs = f.epochs;
-    if (threads_given) c.config.threads = f.threads;
+    if (given("--epochs")) c.config.epochs = f.epochs;
+    if (given("--threads")) c.config.threads = f.threads;
     if (c.meta.dataset != dataset)
       throw fewmul::error(f.resume_path + ": checkpoint of a " + c.meta.dataset + " run, not " + dataset);
     resume = std::make_unique<fewmul::training_state>(c.state);
@@ -251,110 +402,15 @@ int run_train(const train_flags& f, const CLI::App& train) {
     std::fprintf(stderr, "fewmul: warning: %d threads on %u hardware threads run slower than one per core\n",
                  rt.threads(), std::thread::hardware_concurrency());
   if (!resume) {
-    fewmul::train_config& config = c.config;
-    config.training_method = fewmul::parse_method(f.method_text);
-    config.epochs = f.epochs;
-    // Convnets of Lin et al.'s methods: their batch 100 (hantek/BinaryConnect cifar10.py, svhn.py).
-    const fewmul::method_traits& traits = fewmul::traits_of(config.training_method);
-    const bool lin_method = traits.paper == fewmul::method_paper::lin2016;
-    const bool lin_convnet = dataset != "mnist" && lin_method;
-    config.batch = lin_convnet && !batch_given ? 100 : f.batch;
-    config.lr = f.lr > 0.0f ? f.lr : fewmul::default_learning_rate(config.training_method, dataset != "mnist");
-    config.lr_decay = f.lr_decay;
-    // The method's optimizer unless told otherwise (BNN and QNN: Adam, Hubara et al.).
-    config.optimizer = !optimizer_given ? traits.default_optimizer : parse_optimizer(f.optimizer_text);
-    float paper_dropout_input = 0.0f, paper_dropout_hidden = 0.0f;  // the preset's, unless the flags are given
-    if (f.schedule_text == "paper") {
-      // The authors' setup of this dataset and method; flags given explicitly still win.
-      const fewmul::paper_preset p = fewmul::paper_preset_for(dataset, config.training_method);
-      config.schedule = fewmul::lr_schedule::paper;
-      config.lr = f.lr > 0.0f ? f.lr : p.lr_start;
-      config.lr_end = std::min(p.lr_end, config.lr);
-      if (!epochs_given) config.epochs = p.epochs;
-      if (!batch_given) config.batch = p.batch;
-      if (!optimizer_given) config.optimizer = p.optimizer;
-      paper_dropout_input = p.dropout_input;
-      paper_dropout_hidden = p.dropout_hidden;
-      std::fprintf(stderr, "fewmul: paper schedule (%s): lr %g -> %g over %zu epochs, batch %zu, dropout %g/%g\n",
-                   p.source, config.lr, config.lr_end, config.epochs, config.batch, p.dropout_input, p.dropout_hidden);
-    }
-    config.weight_bits = f.weight_bits;
-    config.momentum = f.momentum;
-    config.loss = f.loss_text == "xent" ? fewmul::loss_kind::softmax_cross_entropy : fewmul::loss_kind::squared_hinge;
-    config.seed = f.seed;
-    config.threads = threads;
-    config.validation = validation_given ? f.validation : default_validation(dataset, data.train.size());
-    config.qbp_kmin = f.qbp_kmin;
-    config.qbp_kmax = f.qbp_kmax;
-    config.qbp_authors = f.qbp_authors;
-    config.augment_shift = f.augment_shift;
-    config.augment_flip = f.augment_flip;
-    config.bn_reestimate_examples = f.bn_reestimate;
-    config.batch_parts = f.batch_parts;
-    const auto act = !activation_given                  ? fewmul::default_activation(config.training_method)
-                     : f.activation_text == "hardtanh"  ? fewmul::activation::hard_tanh
-                     : f.activation_text == "sign"      ? fewmul::activation::sign
-                     : f.activation_text == "quantized" ? fewmul::activation::quantized
-                                                        : fewmul::activation::relu;
-    if (dataset == "mnist") {
-      c.architecture.hidden = f.hidden_text.empty() ? fewmul::mlp_preset_hidden(config.training_method, f.width)
-                                                    : parse_hidden(f.hidden_text);
-    } else {
-      // Lin et al.'s valid-padded net for fp32 and the BinaryConnect methods, the BNN paper's for bnn and qnn
-      // (its SVHN variant with 64/128/256 filters on SVHN).
-      const auto& m = data.meta;
-      const fewmul::method net_method = f.convnet_text == "lin"   ? fewmul::method::bc
-                                        : f.convnet_text == "bnn" ? fewmul::method::bnn
-                                                                  : config.training_method;
-      c.architecture = fewmul::paper_convnet(dataset, net_method, m.height, m.width, m.channels, 10, f.width);
-    }
-    c.architecture.height = data.meta.height;
-    c.architecture.width = data.meta.width;
-    c.architecture.channels = data.meta.channels;
-    c.architecture.act = act;
-    c.architecture.activation_bits = f.activation_bits;
-    c.architecture.dropout_input = train.count("--dropout-input") > 0 ? f.dropout_input : paper_dropout_input;
-    c.architecture.dropout_hidden = train.count("--dropout-hidden") > 0 ? f.dropout_hidden : paper_dropout_hidden;
-    c.architecture.shift_batch_norm = f.shift_bn;
+    std::pair<float, float> paper_dropout;
+    c.config = configure_training(f, given, dataset, data.train.size(), threads, paper_dropout);
+    c.architecture = configure_architecture(f, given, dataset, data.meta, c.config.training_method, paper_dropout);
     c.meta = data.meta;
     c.meta.method = f.method_text;
-    fewmul::validate(config);  // before the preprocessing is fitted (minutes for ZCA)
+    fewmul::validate(c.config);  // before the preprocessing is fitted (minutes for ZCA)
     fewmul::validate(c.architecture);
-    // Preprocessing as in the papers, fitted on the training examples only (not the validation split).
-    // MNIST: Lin et al. centre it (hantek/BinaryConnect mnist.py: pylearn2 MNIST(center = True)); BinaryNet
-    // scales it to [-1, 1] (Train-time/mnist.py), a constant shift the batch norm after the first layer
-    // removes, so none. CIFAR-10: GCN (scale 55) + ZCA, pylearn2's make_cifar10_gcn_whitened.py, both
-    // papers. SVHN: Lin et al.'s GCN (pylearn2's default scale 1) + LeCun LCN (hantek/BinaryConnect
-    // svhn_preprocessing.py); bnn/qnn keep GCN.
-    std::string pre = f.preprocess_text;
-    // BNN and QNN convnets: inputs in [-1, 1], no GCN or ZCA (BinaryNet Train-time/cifar10.py, svhn.py:
-    // 2/255 X - 1).
-    if (pre == "auto" && !lin_method && dataset != "mnist") pre = "pm1";
-    if (pre == "auto")
-      pre = dataset == "cifar10" ? "gcn+zca" : dataset == "svhn" ? "gcn+lcn" : lin_method ? "center" : "none";
-    if (pre == "pm1") {
-      c.meta.preprocess.pm1 = true;
-    } else if (pre != "none") {
-      if (config.validation >= data.train.size())
-        throw fewmul::error("validation split of " + std::to_string(config.validation) + " leaves no training data");
-      fewmul::preprocessing_options o;
-      o.center = pre == "center";
-      o.gcn = pre != "center";
-      o.zca = pre == "gcn+zca";
-      // ZCA regularizer 0.1: pylearn2's ZCA(filter_bias=0.1) default, which make_cifar10_gcn_whitened.py
-      // (the data of hantek/BinaryConnect cifar10.py and BinaryNet Train-time/cifar10.py) keeps.
-      o.zca_bias = 0.1f;
-      if (pre == "gcn+lcn" || pre == "gcn+lcn-all") {
-        o.gcn_scale = 1.0f;  // pylearn2 GlobalContrastNormalization() defaults, svhn_preprocessing.py
-        // pylearn2's LeCunLCN returns inside its channel loop: the authors' data has channel 0 normalized.
-        o.lcn_channels = pre == "gcn+lcn" ? 1 : data.train.channels;
-      }
-      const auto start = std::chrono::steady_clock::now();
-      c.meta.preprocess = fewmul::fit_preprocessing(data.train.slice(0, data.train.size() - config.validation), o, rt);
-      if (rank0)
-        std::fprintf(stderr, "fewmul: fitted %s preprocessing in %.1f s\n", pre.c_str(),
-                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    }
+    const bool lin_method = fewmul::traits_of(c.config.training_method).paper == fewmul::method_paper::lin2016;
+    c.meta.preprocess = fit_run_preprocessing(f, dataset, lin_method, data.train, c.config.validation, rt, rank0);
   }
   const fewmul::train_config& config = c.config;
   const std::string method(fewmul::method_name(config.training_method));
@@ -412,21 +468,7 @@ int run_train(const train_flags& f, const CLI::App& train) {
   if (!rank0) return 0;
   const std::size_t batches = (data.train.size() - config.validation) / config.batch;
   print_job_traffic(job, batches * (r.epochs.size() - (resume ? c.state.progress.epochs.size() : 0)));
-  double mean_ips = 0;
-  for (const auto& e : r.epochs) mean_ips += e.images_per_second;
-  mean_ips /= static_cast<double>(std::max<std::size_t>(1, r.epochs.size()));
-  std::printf(
-      "{\"summary\": true, \"dataset\": \"%s\", \"method\": \"%s\", \"epochs\": %zu, \"best_epoch\": %zu, "
-      "\"best_val_error\": %.4f, \"test_error\": %.4f, \"test_error_packed\": %.4f, \"final_test_error\": %.4f, "
-      "\"total_seconds\": %.1f, \"mean_images_per_s\": %.0f, \"bn_reestimate_seconds\": %.2f, \"qbp_kmin\": %d, "
-      "\"qbp_kmax\": %d}\n",
-      dataset.c_str(), method.c_str(), r.epochs.size(), r.best_epoch, r.best_validation_error, r.test_error_at_best,
-      r.test_error_packed_at_best, r.epochs.empty() ? 1.0 : r.epochs.back().test_error, r.total_seconds, mean_ips,
-      r.bn_reestimate_seconds, config.qbp_kmin, config.qbp_kmax);
-  std::fprintf(stderr,
-               "fewmul: test error %.2f%% (%.2f%% with packed deterministic weights), model of best validation "
-               "epoch %zu, %.1f s in all\n",
-               100.0 * r.test_error_at_best, 100.0 * r.test_error_packed_at_best, r.best_epoch, r.total_seconds);
+  print_summary(dataset, method, config, r);
   if (!f.save_model_path.empty()) {
     const std::size_t bytes = fewmul::save_model(f.save_model_path, net, c.meta);
     std::fprintf(stderr, "fewmul: wrote %s (%zu bytes, float32 parameters would take %zu)\n", f.save_model_path.c_str(),
