@@ -4,7 +4,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <barrier>
+#include <condition_variable>
+#include <mutex>
 #include <cstring>
 #include <thread>
 
@@ -17,6 +18,30 @@ using namespace fewmul_test;
 namespace {
 
 // Threads as processes: each puts its parts' partials into a shared buffer, then every one folds all of them.
+// A barrier on a mutex and a condition variable: std::barrier's spinning wait made no progress under
+// qemu-user (the AArch64 CI run) and idled natively.
+class simple_barrier {
+ public:
+  explicit simple_barrier(int count) : count_(count) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const std::uint64_t generation = generation_;
+    if (++arrived_ == count_) {
+      arrived_ = 0;
+      ++generation_;
+      released_.notify_all();
+      return;
+    }
+    released_.wait(lock, [&] { return generation_ != generation; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable released_;
+  int count_, arrived_ = 0;
+  std::uint64_t generation_ = 0;
+};
+
 class thread_group {
  public:
   explicit thread_group(int size) : size_(size), sync_(size), members_(static_cast<std::size_t>(size)) {
@@ -75,7 +100,7 @@ class thread_group {
   }
 
   int size_;
-  std::barrier<> sync_;
+  simple_barrier sync_;
   std::vector<member> members_;
   std::vector<float> floats_;
   std::vector<std::uint64_t> integers_;
