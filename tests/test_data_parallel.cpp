@@ -92,10 +92,11 @@ class thread_group {
     const int rank = m.table.rank;
     if (rank == 0) g.bytes_.assign(parts * bytes, 0);
     g.sync_.arrive_and_wait();
-    std::memcpy(g.bytes_.data() + first_part(parts, rank, g.size_) * bytes, local,
-                local_parts(parts, rank, g.size_) * bytes);
+    const std::size_t local_bytes = local_parts(parts, rank, g.size_) * bytes;
+    if (local_bytes > 0)  // a process may hold no parts; memcpy must not see its null pointer then
+      std::memcpy(g.bytes_.data() + first_part(parts, rank, g.size_) * bytes, local, local_bytes);
     g.sync_.arrive_and_wait();
-    std::memcpy(all, g.bytes_.data(), parts * bytes);
+    if (parts * bytes > 0) std::memcpy(all, g.bytes_.data(), parts * bytes);
     g.sync_.arrive_and_wait();
   }
 
