@@ -40,7 +40,8 @@ void conv_bench(benchmark::State& state, method m, conv_case c, bool inference) 
   std::uint64_t step = 0;
   double own = 0, fp32 = 0;
   for (auto _ : state) {
-    const step_context ctx{rt, kernels::active_kernels(), 1, step++, !inference};
+    const step_context ctx{
+        .rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = step++, .training = !inference};
     const double t = step_seconds(*l, x, dy, y, dx, ctx, inference);
     own += t;
     fp32 += step_seconds(*reference, x, dy, y, dx, ctx, inference);

@@ -35,7 +35,7 @@ void inference_convnet_bench(benchmark::State& state, convnet_variant v) {
   // Inputs in [-1, 1] as the BNN paper scales CIFAR-10 (Train-time/cifar10.py): the first layer's float path.
   for (std::size_t i = 0; i < x.data.size(); ++i)
     x.data[i] = static_cast<float>((i * 7919) % 255) * (2.0f / 255.0f) - 1.0f;
-  const step_context ctx{rt, kernels::active_kernels(), 0, 0, false};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false};
   arch.act = activation::relu;
   network fp32 = make_network(arch, dense_options_for(method::fp32), 1);
   const int repeats = batch == 1 ? 20 : 1;

@@ -55,7 +55,7 @@ void inference_bench(benchmark::State& state, method m) {
   const dataset data = synthetic_mnist(batch);
   matrix x(batch, 784);
   x.data = data.x;
-  const step_context ctx{rt, kernels::active_kernels(), 0, 0, false};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false};
   net.forward(x, ctx);  // first call sizes the activation buffers and packs the weights
   for (auto _ : state) benchmark::DoNotOptimize(net.forward(x, ctx).data.data());
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch));
@@ -80,7 +80,7 @@ void inference_mlp_bench(benchmark::State& state, mlp_variant v) {
   for (float& p : data.x) p = std::round(p * 255.0f) / 255.0f;  // bytes, as MNIST is
   matrix x(batch, 784);
   x.data = data.x;
-  const step_context ctx{rt, kernels::active_kernels(), 0, 0, false};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false};
   const std::vector<std::size_t> hidden{width, width, width};
   network fp32 = make_mlp(784, hidden, 10, dense_options_for(method::fp32), activation::relu, 1);
   const int repeats = batch == 1 ? 200 : 3;

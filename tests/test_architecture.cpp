@@ -169,7 +169,7 @@ TEST_CASE("an exported model of Lin et al.'s convnet reproduces packed inference
   model loaded = load_model(path);
   matrix x(data.size(), data.features);
   x.data = data.x;
-  const step_context ctx{rt, kernels::active_kernels(), 0, 0, false};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false};
   const matrix want = net.forward(x, ctx);
   CHECK(same_bits(loaded.run(x, rt).data, want.data));
   CHECK(loaded.net.describe() == net.describe());

@@ -60,7 +60,12 @@ network_architecture small_convnet() {
 // statistics (the E[Wb] ones with `expected`) and the population mean and variance of its input computed
 // directly in double precision: the whole of `data` run in one batch, layer by layer, in inference mode.
 double gap_to_population(network& net, const dataset& data, const runtime& rt, bool expected) {
-  const step_context ctx{rt, kernels::active_kernels(), 0, 0, false, expected};
+  const step_context ctx{.rt = rt,
+                         .kernels = kernels::active_kernels(),
+                         .seed = 0,
+                         .step = 0,
+                         .training = false,
+                         .expected_weights = expected};
   matrix x(data.size(), data.features);
   x.data = data.x;
   double worst = 0;

@@ -23,7 +23,7 @@ TEST_CASE("sign activation: ±1 forward, straight-through gradient cancelled whe
     for (std::size_t c = 0; c < 7; ++c) x.at(r, c) = values[c];
   matrix dy(2, 7);
   for (auto& v : dy.data) v = 0.25f;
-  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 0, .training = true};
   l->forward(x, y, ctx);
   l->backward(x, y, dy, &dx, ctx);
   const float want_y[] = {-1, -1, -1, 1, 1, 1, 1};
@@ -42,14 +42,16 @@ TEST_CASE("stochastic sign activation: P(+1) = hard_sigmoid(x) in training, dete
   matrix x(rows, 5), y;
   for (std::size_t r = 0; r < rows; ++r)
     for (std::size_t c = 0; c < 5; ++c) x.at(r, c) = values[c];
-  l->forward(x, y, step_context{rt, kernels::active_kernels(), 3, 9, true});
+  l->forward(x, y,
+             step_context{.rt = rt, .kernels = kernels::active_kernels(), .seed = 3, .step = 9, .training = true});
   for (std::size_t c = 0; c < 5; ++c) {
     double plus = 0;
     for (std::size_t r = 0; r < rows; ++r) plus += y.at(r, c) > 0;
     const double p = std::clamp((values[c] + 1.0) / 2.0, 0.0, 1.0);
     CHECK(plus / rows == doctest::Approx(p).epsilon(0).scale(1).epsilon(0.02));
   }
-  l->forward(x, y, step_context{rt, kernels::active_kernels(), 3, 9, false});
+  l->forward(x, y,
+             step_context{.rt = rt, .kernels = kernels::active_kernels(), .seed = 3, .step = 9, .training = false});
   CHECK(y.at(0, 2) == 1.0f);
   CHECK(y.at(0, 1) == -1.0f);
 }
@@ -71,7 +73,8 @@ TEST_CASE("binary layers on ±1 inputs: XNOR-popcount forward equals the masked-
         const auto r = random_floats(x.data.size(), static_cast<std::uint32_t>(in * 31 + out));
         for (std::size_t i = 0; i < r.size(); ++i) x.data[i] = r[i] >= 0.0f ? 1.0f : -1.0f;
         for (bool training : {true, false}) {
-          const step_context ctx{rt, kernels::active_kernels(), 1, 2, training};
+          const step_context ctx{
+              .rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 2, .training = training};
           plain->forward(x, y1, ctx);
           packed->forward(x, y2, ctx);
           CHECK(same_bits(y1.data, y2.data));
@@ -97,7 +100,7 @@ TEST_CASE("binary layers on ±1 inputs: the weight gradient by additions equals 
         const auto r = random_floats(x.data.size(), static_cast<std::uint32_t>(in * 31 + out));
         for (std::size_t i = 0; i < r.size(); ++i) x.data[i] = r[i] >= 0.0f ? 1.0f : -1.0f;
         dy.data = random_floats(dy.data.size(), static_cast<std::uint32_t>(in + out));
-        const step_context ctx{rt, kernels::active_kernels(), 1, 2, true};
+        const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 2, .training = true};
         layer->forward(x, y, ctx);
         layer->backward(x, y, dy, nullptr, ctx);
         const auto& g = layer->parameters()[0]->grad;
@@ -162,6 +165,7 @@ TEST_CASE("a BNN learns, bit-identically for 1, 2 and 16 threads, and its model 
   const dataset test_set = quadrants(400, 2);
   matrix x(test_set.size(), 32);
   x.data = test_set.x;
-  const matrix want = net.forward(x, step_context{rt, kernels::active_kernels(), 0, 0, false});
+  const matrix want = net.forward(
+      x, step_context{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false});
   CHECK(same_bits(loaded.run(x, rt).data, want.data));
 }

@@ -79,7 +79,7 @@ TEST_CASE("convolution forward and input gradient match direct loops on ragged s
       const std::size_t batch = 3;
       const matrix x = random_matrix(batch, l->input_size(), 6);
       const matrix dy = random_matrix(batch, l->output_size(), 7);
-      const step_context ctx{rt, kernels::active_kernels(), 3, 1, true};
+      const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 3, .step = 1, .training = true};
       matrix y, dx;
       l->forward(x, y, ctx);
       l->backward(x, y, dy, &dx, ctx);
@@ -107,7 +107,7 @@ TEST_CASE("convolution weight gradient matches dW = sum over positions of dy x^T
   const conv_shape s = shape_of(5, 4, 3, 6, 3, true);
   auto l = make_conv2d(s, dense_options_for(method::fp32), 9);
   const matrix x = random_matrix(2, l->input_size(), 1), dy = random_matrix(2, l->output_size(), 2);
-  const step_context ctx{rt, kernels::active_kernels(), 3, 1, true};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 3, .step = 1, .training = true};
   matrix y;
   l->forward(x, y, ctx);
   l->backward(x, y, dy, nullptr, ctx);
@@ -140,7 +140,7 @@ TEST_CASE("QBP rounds a convolution's input once: every tap reading a pixel sees
     matrix x(1, l->input_size()), dy(1, l->output_size());
     x.at(0, 2 * 5 + 2) = 0.75f;
     std::fill(dy.data.begin(), dy.data.end(), 1.0f);
-    const step_context ctx{rt, kernels::active_kernels(), seed, 1, true};
+    const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = seed, .step = 1, .training = true};
     matrix y;
     l->forward(x, y, ctx);
     l->backward(x, y, dy, nullptr, ctx);
@@ -162,7 +162,7 @@ TEST_CASE("max-pooling takes each window's maximum and routes the gradient to it
     const std::size_t ho = h / 2, wo = w / 2;
     CHECK(l->output_size() == ho * wo * c);
     const matrix x = random_matrix(2, l->input_size(), 4), dy = random_matrix(2, l->output_size(), 5);
-    const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+    const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 0, .training = true};
     matrix y, dx(2, l->input_size());
     std::fill(dx.data.begin(), dx.data.end(), 12345.0f);  // every element must be written
     l->forward(x, y, ctx);
@@ -195,7 +195,7 @@ TEST_CASE("per-channel batch norm equals feature batch norm over (example, posit
   matrix x_rows = x, dy_rows = dy;
   x_rows.rows = dy_rows.rows = batch * positions;
   x_rows.cols = dy_rows.cols = channels;
-  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 0, .training = true};
   matrix y1, y2, dx1, dx2;
   spatial->forward(x, y1, ctx);
   spatial->backward(x, y1, dy, &dx1, ctx);
@@ -284,7 +284,7 @@ TEST_CASE("a convolution over several slabs equals the same convolution one exam
   const conv_shape s = shape_of(64, 64, 16, 16, 3, true);
   auto l = make_conv2d(s, dense_options_for(method::bc), 3);
   const matrix x = random_matrix(9, l->input_size(), 1), dy = random_matrix(9, l->output_size(), 2);
-  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 0, .training = true};
   matrix y, dx;
   l->forward(x, y, ctx);
   l->backward(x, y, dy, &dx, ctx);
@@ -340,7 +340,7 @@ TEST_CASE("a convnet model file reproduces the trained network's packed inferenc
   runtime rt(2);
   matrix x(test_set.size(), test_set.features);
   x.data = test_set.x;
-  const step_context ctx{rt, kernels::active_kernels(), 0, 0, false};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false};
   const matrix want = net.forward(x, ctx);
   CHECK(same_bits(loaded.run(x, rt).data, want.data));
   CHECK(loaded.net.describe().find("conv3x3 10x10x2->6 same ternary(deterministic) |") == 0);

@@ -24,7 +24,7 @@ matrix random_matrix(std::size_t rows, std::size_t cols, std::uint32_t seed, flo
 // Loss of a network on fixed data, evaluated in training mode (batch statistics), in double.
 double network_loss(network& net, const matrix& x, const std::vector<std::uint8_t>& labels, loss_kind kind,
                     const runtime& rt) {
-  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 0, .training = true};
   matrix grad;
   std::size_t errors = 0;
   return loss_and_gradient(kind, net.forward(x, ctx), labels.data(), grad, errors);
@@ -32,7 +32,7 @@ double network_loss(network& net, const matrix& x, const std::vector<std::uint8_
 
 void check_network_gradients(network& net, const matrix& x, const std::vector<std::uint8_t>& labels, loss_kind kind) {
   runtime rt(1);
-  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 0, .training = true};
   matrix grad;
   std::size_t errors = 0;
   loss_and_gradient(kind, net.forward(x, ctx), labels.data(), grad, errors);
@@ -89,7 +89,7 @@ TEST_CASE("fp32 MLP gradients match finite differences (cross-entropy and square
 
 TEST_CASE("layer input gradients match finite differences") {
   runtime rt(1);
-  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 0, .training = true};
   std::vector<std::unique_ptr<layer>> layers;
   layers.push_back(make_dense(6, 5, dense_options_for(method::fp32), 3));
   layers.push_back(make_batch_norm(6));
@@ -133,7 +133,8 @@ TEST_CASE("binary and ternary dense layers compute with the sampled weights forw
       options.training_sampling = kernels::sample_mode::deterministic;
       auto l = make_dense(in, out, options, 5);
       const std::vector<float>& w = l->parameters()[0]->value;
-      const step_context ctx{rt, kernels::active_kernels(), 3, 1, training};
+      const step_context ctx{
+          .rt = rt, .kernels = kernels::active_kernels(), .seed = 3, .step = 1, .training = training};
       const matrix x = random_matrix(batch, in, 6);
       const matrix dy = random_matrix(batch, out, 7);
       matrix y, dx;
@@ -170,7 +171,11 @@ TEST_CASE("quantized-backprop weight gradient is an unbiased estimate of the flo
   const int steps = 400;
   matrix y;
   for (int s = 0; s < steps; ++s) {
-    const step_context ctx{rt, kernels::active_kernels(), 77, static_cast<std::uint64_t>(s), true};
+    const step_context ctx{.rt = rt,
+                           .kernels = kernels::active_kernels(),
+                           .seed = 77,
+                           .step = static_cast<std::uint64_t>(s),
+                           .training = true};
     l->forward(x, y, ctx);
     l->backward(x, y, dy, nullptr, ctx);
     const auto& g = l->parameters()[0]->grad;
@@ -197,7 +202,7 @@ TEST_CASE("a quantized-backprop layer refuses a non-finite or exploding gradient
       x.data = random_floats(x.data.size(), 4);
       dy.data = random_floats(dy.data.size(), 5);
       dy.data[3 * out + 7] = bad;
-      const step_context ctx{rt, kernels::active_kernels(), 1, 4, true};
+      const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 4, .training = true};
       l->forward(x, y, ctx);
       CHECK_THROWS_WITH_AS(l->backward(x, y, dy, nullptr, ctx), doctest::Contains("exploding gradient"), error);
     }
@@ -205,7 +210,7 @@ TEST_CASE("a quantized-backprop layer refuses a non-finite or exploding gradient
 
 TEST_CASE("layers reject inputs of the wrong width with a clear error") {
   runtime rt(1);
-  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 0, .training = true};
   auto l = make_dense(10, 4, dense_options_for(method::bc), 1);
   matrix x(3, 11), y;
   CHECK_THROWS_WITH_AS(l->forward(x, y, ctx), doctest::Contains("got inputs of width 11"), fewmul::error);

@@ -80,7 +80,12 @@ TEST_CASE("an exported model reproduces the trainer's packed inference exactly, 
     matrix x(test_set.size(), 20);
     x.data = test_set.x;
     const matrix a = loaded.run(x, rt);
-    const step_context ctx{rt, kernels::active_kernels(), 0, 0, false, false};
+    const step_context ctx{.rt = rt,
+                           .kernels = kernels::active_kernels(),
+                           .seed = 0,
+                           .step = 0,
+                           .training = false,
+                           .expected_weights = false};
     CHECK(same_bits(a.data, net.forward(x, ctx).data));
     fs::remove(path);
   }

@@ -120,7 +120,9 @@ TEST_CASE("packed convnets reproduce network::forward bit for bit on float input
             CAPTURE(rows);
             matrix x(rows, net.input_size());
             x.data = random_floats(x.data.size(), seed * 31 + static_cast<std::uint32_t>(rows));
-            const matrix& want = net.forward(x, step_context{rt, kernels::active_kernels(), 0, 0, false});
+            const matrix& want = net.forward(
+                x,
+                step_context{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false});
             std::vector<float> got(rows * 10);
             packed.run(x.data.data(), rows, got.data(), rt);
             CHECK(!packed.last_run_used_input_bytes());
@@ -143,7 +145,8 @@ TEST_CASE("packed convnets on input bytes: 8 bit planes with zero padding, exact
     // Inputs 0 or 1: every first-layer float sum is a small integer, so both paths agree bit for bit.
     const auto r = random_floats(x.data.size(), seed);
     for (std::size_t i = 0; i < r.size(); ++i) x.data[i] = r[i] > 0.0f ? 1.0f : 0.0f;
-    const matrix& want = net.forward(x, step_context{rt, kernels::active_kernels(), 0, 0, false});
+    const matrix& want = net.forward(
+        x, step_context{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false});
     std::vector<float> got(rows * 10);
     packed.run(x.data.data(), rows, got.data(), rt);
     CHECK(packed.last_run_used_input_bytes());
@@ -151,7 +154,8 @@ TEST_CASE("packed convnets on input bytes: 8 bit planes with zero padding, exact
     // Bytes 0..255 / 255: the first layer's integer sums are exact, the float path rounds its sums of
     // 1/255 multiples; against a double-precision first layer the packed path is the one that is right.
     for (std::size_t i = 0; i < r.size(); ++i) x.data[i] = std::round((r[i] + 1.0f) * 127.5f) / 255.0f;
-    const matrix& want_bytes = net.forward(x, step_context{rt, kernels::active_kernels(), 0, 0, false});
+    const matrix& want_bytes = net.forward(
+        x, step_context{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false});
     packed.run(x.data.data(), rows, got.data(), rt);
     CHECK(packed.last_run_used_input_bytes());
     std::size_t close = 0;
@@ -237,7 +241,11 @@ TEST_CASE("inputs centred to [-1, 1] (pm1): 2x - 1, kept in the model file, and 
   loaded.meta.preprocess.apply(images.data.data(), images.rows, images.cols, rt);
   const std::vector<float> packed_scores = loaded.infer(images, rt).data;
   CHECK(!loaded.packed->last_run_used_input_bytes());  // [-1, 1]: the first layer's float path
-  CHECK(same_bits(packed_scores, net.forward(images, step_context{rt, kernels::active_kernels(), 0, 0, false}).data));
+  CHECK(same_bits(
+      packed_scores,
+      net.forward(images,
+                  step_context{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false})
+          .data));
   CHECK(same_bits(packed_scores, loaded.run(images, rt).data));
 }
 

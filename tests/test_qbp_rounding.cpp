@@ -20,7 +20,7 @@ std::vector<double> mean_rounded(const std::vector<float>& values, qbp_rounding 
   o.qbp_round = rule;
   auto l = make_dense(values.size(), 1, o, 1);
   runtime rt(2);
-  const step_context ctx{rt, kernels::active_kernels(), 3, 7, true};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 3, .step = 7, .training = true};
   matrix x(rows, values.size()), y, dy(rows, 1);
   for (std::size_t r = 0; r < rows; ++r)
     for (std::size_t i = 0; i < values.size(); ++i) x.data[r * values.size() + i] = values[i];

@@ -82,7 +82,9 @@ TEST_CASE(
           x.data = random_floats(rows * in, static_cast<std::uint32_t>(in + 7 * wbits + abits));
           if (abits > 0)
             for (float& v : x.data) v = kernels::level_value(kernels::level_of(v, abits), abits);
-          l->forward(x, y, step_context{rt, kernels::active_kernels(), 1, 0, false});
+          l->forward(
+              x, y,
+              step_context{.rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 0, .training = false});
           const auto want = reference_product(x.data, rows, l->parameters()[0]->value, in, out, wbits);
           double worst = 0;
           for (std::size_t i = 0; i < want.size(); ++i)
@@ -101,7 +103,7 @@ TEST_CASE("k-bit activation: levels forward, straight-through gradient, unbiased
   const float values[] = {-3.0f, -0.9f, -0.2f, 0.2f, 0.5f, 1.5f};
   for (std::size_t c = 0; c < 6; ++c) x.at(0, c) = values[c];
   for (auto& v : dy.data) v = 0.5f;
-  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 0, .training = true};
   l->forward(x, y, ctx);
   l->backward(x, y, dy, &dx, ctx);
   const float want[] = {-1.0f, -1.0f, -1.0f / 3.0f, 1.0f / 3.0f, 1.0f / 3.0f, 1.0f};  // levels -1, -1/3, 1/3, 1
@@ -114,7 +116,8 @@ TEST_CASE("k-bit activation: levels forward, straight-through gradient, unbiased
   const std::size_t rows = 40000;
   matrix xs(rows, 1), ys;
   for (auto& v : xs.data) v = 0.3f;
-  s->forward(xs, ys, step_context{rt, kernels::active_kernels(), 5, 2, true});
+  s->forward(xs, ys,
+             step_context{.rt = rt, .kernels = kernels::active_kernels(), .seed = 5, .step = 2, .training = true});
   double mean = 0;
   for (float v : ys.data) mean += v;
   CHECK(mean / rows == doctest::Approx(0.3).epsilon(0.02));
@@ -125,7 +128,7 @@ TEST_CASE("dropout: drops about p in training, scales the rest, backward uses th
   auto l = make_dropout(1000, 0.25f);
   matrix x(20, 1000), y, dx;
   for (auto& v : x.data) v = 1.0f;
-  const step_context ctx{rt, kernels::active_kernels(), 3, 4, true};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 3, .step = 4, .training = true};
   l->forward(x, y, ctx);
   l->backward(x, y, x, &dx, ctx);
   std::size_t dropped = 0;
@@ -135,7 +138,8 @@ TEST_CASE("dropout: drops about p in training, scales the rest, backward uses th
     CHECK(dx.data[i] == y.data[i]);
   }
   CHECK(static_cast<double>(dropped) / y.data.size() == doctest::Approx(0.25).epsilon(0.05));
-  l->forward(x, y, step_context{rt, kernels::active_kernels(), 3, 4, false});
+  l->forward(x, y,
+             step_context{.rt = rt, .kernels = kernels::active_kernels(), .seed = 3, .step = 4, .training = false});
   CHECK(y.data == x.data);
 }
 
@@ -166,7 +170,7 @@ TEST_CASE("shift-based batch norm stays within the AP2 factors of float batch no
   for (std::size_t i = 0; i < r.size(); ++i) x.data[i] = 3.0f * r[i] + static_cast<float>(i % n) * 0.1f;
   dy.data = random_floats(rows * n, 22);
   auto plain = make_batch_norm(n), shifted = make_shift_batch_norm(n);
-  const step_context ctx{rt, kernels::active_kernels(), 1, 0, true};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 0, .training = true};
   plain->forward(x, y_float, ctx);
   shifted->forward(x, y_shift, ctx);
   plain->backward(x, y_float, dy, &dx_float, ctx);
@@ -268,7 +272,9 @@ TEST_CASE("packed inference: thresholds reproduce network::forward bit for bit o
             packed_mlp packed(net);
             matrix x(33, 37);
             x.data = random_floats(x.data.size(), static_cast<std::uint32_t>(width * 5 + 1));
-            const matrix& want = net.forward(x, step_context{rt, kernels::active_kernels(), 0, 0, false});
+            const matrix& want = net.forward(
+                x,
+                step_context{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false});
             std::vector<float> got(33 * 10);
             packed.run(x.data.data(), 33, got.data(), rt);
             CHECK(!packed.last_run_used_input_bytes());
@@ -288,14 +294,16 @@ TEST_CASE("packed inference on input bytes: 8 bit planes, exact where the float 
     // Inputs 0 or 1: every float sum is exact, so both paths agree bit for bit.
     const auto r = random_floats(x.data.size(), 77);
     for (std::size_t i = 0; i < r.size(); ++i) x.data[i] = r[i] > 0.0f ? 1.0f : 0.0f;
-    const matrix& want = net.forward(x, step_context{rt, kernels::active_kernels(), 0, 0, false});
+    const matrix& want = net.forward(
+        x, step_context{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false});
     std::vector<float> got(40 * 10);
     packed.run(x.data.data(), 40, got.data(), rt);
     CHECK(packed.last_run_used_input_bytes());
     if (wbits == 1) CHECK(same_bits(got, want.data));
     // General bytes: the first layer's integer sum is exact and the float path rounds; scores stay close.
     for (std::size_t i = 0; i < r.size(); ++i) x.data[i] = std::round((r[i] + 1.0f) * 127.5f) / 255.0f;
-    const matrix& want_bytes = net.forward(x, step_context{rt, kernels::active_kernels(), 0, 0, false});
+    const matrix& want_bytes = net.forward(
+        x, step_context{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false});
     packed.run(x.data.data(), 40, got.data(), rt);
     CHECK(packed.last_run_used_input_bytes());
     std::size_t agree = 0;
@@ -343,7 +351,8 @@ TEST_CASE("convolutions on quantized inputs: XNOR forward with the padding corre
             x.data = random_floats(x.data.size(), static_cast<std::uint32_t>(kernel * 100 + c_in));
             for (float& v : x.data) v = kernels::level_value(kernels::level_of(v, bits), bits);
             for (bool training : {true, false}) {
-              const step_context ctx{rt, kernels::active_kernels(), 1, 2, training};
+              const step_context ctx{
+                  .rt = rt, .kernels = kernels::active_kernels(), .seed = 1, .step = 2, .training = training};
               plain->forward(x, y1, ctx);
               xnor->forward(x, y2, ctx);
               if (bits == 1) {

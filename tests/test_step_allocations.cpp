@@ -107,7 +107,7 @@ long allocations_after_first_step(network& net, const dataset& data, method m, o
   long before = 0;
   for (std::uint64_t step = 0; step < 5; ++step) {
     if (step == 1) before = allocations.load();
-    const step_context ctx{rt, k, 7, step, true};
+    const step_context ctx{.rt = rt, .kernels = k, .seed = 7, .step = step, .training = true};
     std::size_t errors = 0;
     loss_and_gradient(loss_kind::squared_hinge, net.forward(x, ctx), y.data(), grad, errors);
     net.backward(grad, ctx);

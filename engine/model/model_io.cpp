@@ -298,7 +298,7 @@ void check_progress(const training_state& s, const train_config& k, const detail
 }  // namespace
 
 const matrix& model::run(const matrix& x, const runtime& rt) {
-  const step_context ctx{rt, kernels::active_kernels(), 0, 0, false};
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 0, .step = 0, .training = false};
   return net.forward(x, ctx);
 }
 

@@ -77,7 +77,12 @@ void reestimate_batch_norm(network& net, const dataset& data, const runtime& rt,
                 " features, the network expects " + std::to_string(net.input_size()));
   const std::size_t n = examples == 0 ? data.size() : std::min(examples, data.size());
   if (n == 0) throw error("batch-norm re-estimation needs at least one example");
-  const step_context ctx{rt, kernels::active_kernels(), 0, 0, false, expected_weights};
+  const step_context ctx{.rt = rt,
+                         .kernels = kernels::active_kernels(),
+                         .seed = 0,
+                         .step = 0,
+                         .training = false,
+                         .expected_weights = expected_weights};
   const auto& layers = net.layers();
   const std::size_t chunks = (n + chunk_examples - 1) / chunk_examples;
   // Processes of a data-parallel run (collective.hpp) each take a contiguous run of the chunks and share the

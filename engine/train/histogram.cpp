@@ -33,7 +33,7 @@ std::vector<layer_exponents> exponent_histogram(network& net, const dataset& dat
   const kernels::kernel_table& k = kernels::active_kernels();
   // Inference with the deterministic weights and the running batch-norm statistics the trainer left:
   // a training-mode pass would move those statistics and change the run.
-  const step_context ctx{rt, k, 0, 0, false};
+  const step_context ctx{.rt = rt, .kernels = k, .seed = 0, .step = 0, .training = false};
   constexpr std::size_t batch = 500;
   matrix x, y;
   for (std::size_t first = 0; first < n; first += batch) {

@@ -494,7 +494,12 @@ namespace {
 // inference, so the count does not depend on how the examples are grouped.
 std::size_t count_errors_in(network& net, const dataset& data, std::size_t begin, std::size_t end, const runtime& rt,
                             bool expected_weights, std::size_t batch) {
-  const step_context ctx{rt, kernels::active_kernels(), 0, 0, false, expected_weights};
+  const step_context ctx{.rt = rt,
+                         .kernels = kernels::active_kernels(),
+                         .seed = 0,
+                         .step = 0,
+                         .training = false,
+                         .expected_weights = expected_weights};
   matrix x;
   std::size_t errors = 0;
   for (std::size_t first = begin; first < end; first += batch) {
@@ -610,7 +615,13 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
     for (std::size_t b = 0; b < batches; ++b, ++step) {
       gather(train_set, order.data() + b * config.batch + split.first_row, local_rows, x, y);
       if (augmenting) augment(x, train_set, config, step, split.first_row, rt);
-      const step_context ctx{rt, k, config.seed, step, true, false, &split};
+      const step_context ctx{.rt = rt,
+                             .kernels = k,
+                             .seed = config.seed,
+                             .step = step,
+                             .training = true,
+                             .expected_weights = false,
+                             .split = &split};
       float loss = 0;
       std::size_t batch_errors = 0;
       try {
