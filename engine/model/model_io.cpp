@@ -577,9 +577,12 @@ checkpoint load_checkpoint(const std::string& path) {
   } catch (const error& e) {
     in.invalid(std::string("impossible architecture: ") + e.what());
   }
-  if (stored != needed)
-    in.invalid("state holds " + std::to_string(static_cast<std::uint64_t>(stored)) +
-               " values, the architecture needs " + std::to_string(static_cast<std::uint64_t>(needed)));
+  if (stored != needed) {
+    // Counts as doubles: a lying architecture can need more values than a 64-bit integer holds.
+    char message[128];
+    std::snprintf(message, sizeof message, "state holds %.0f values, the architecture needs %.0f", stored, needed);
+    in.invalid(message);
+  }
   // Rebuilding checks that the states fit the architecture.
   network last, best;
   try {
