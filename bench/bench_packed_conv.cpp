@@ -12,19 +12,13 @@
 
 #include "fewmul/packed_network.hpp"
 #include "fewmul/train.hpp"
+#include "inference_bench.hpp"
 
 namespace {
 
 using namespace fewmul;
 
 enum class convnet_variant { fp32, bnn_network, bnn_packed };
-
-double seconds_per_run(const std::function<void()>& f, int repeats) {
-  f();
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < repeats; ++i) f();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / repeats;
-}
 
 void inference_convnet_bench(benchmark::State& state, convnet_variant v) {
   const double width = static_cast<double>(state.range(0)) / 100.0;
@@ -39,7 +33,7 @@ void inference_convnet_bench(benchmark::State& state, convnet_variant v) {
   arch.act = activation::relu;
   network fp32 = make_network(arch, dense_options_for(method::fp32), 1);
   const int repeats = batch == 1 ? 20 : 1;
-  const double fp32_seconds = seconds_per_run([&] { fp32.forward(x, ctx); }, repeats);
+  const double fp32_seconds = fewmul_bench::seconds_per_run([&] { fp32.forward(x, ctx); }, repeats);
   network bnn;
   if (v != convnet_variant::fp32) {
     arch.act = activation::sign;
@@ -48,25 +42,7 @@ void inference_convnet_bench(benchmark::State& state, convnet_variant v) {
   network& net = v == convnet_variant::fp32 ? fp32 : bnn;
   std::unique_ptr<packed_network> packed;
   if (v == convnet_variant::bnn_packed) packed = std::make_unique<packed_network>(net);
-  std::vector<float> scores(batch * 10);
-  auto run = [&] {
-    if (packed)
-      packed->run(x.data.data(), batch, scores.data(), rt);
-    else
-      benchmark::DoNotOptimize(net.forward(x, ctx).data.data());
-  };
-  run();
-  double total = 0;
-  for (auto _ : state) {
-    const auto start = std::chrono::steady_clock::now();
-    run();
-    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    state.SetIterationTime(t);
-    total += t;
-  }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch));
-  state.counters["speedup_vs_fp32"] = fp32_seconds / (total / static_cast<double>(state.iterations()));
-  if (packed) state.counters["packed_bytes"] = static_cast<double>(packed->bytes());
+  fewmul_bench::time_inference(state, net, packed.get(), x, rt, ctx, fp32_seconds);
 }
 
 const int registered = [] {

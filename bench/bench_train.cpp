@@ -12,6 +12,7 @@
 
 #include "fewmul/packed_mlp.hpp"
 #include "fewmul/train.hpp"
+#include "inference_bench.hpp"
 
 namespace {
 
@@ -66,13 +67,6 @@ void inference_bench(benchmark::State& state, method m) {
 // bytes). speedup_vs_fp32 divides the fp32 network's time, measured in the same process just before.
 enum class mlp_variant { fp32, bnn_network, bnn_packed, qnn2_packed };
 
-double seconds_per_run(const std::function<void()>& f, int repeats) {
-  f();
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < repeats; ++i) f();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / repeats;
-}
-
 void inference_mlp_bench(benchmark::State& state, mlp_variant v) {
   const std::size_t width = static_cast<std::size_t>(state.range(0)), batch = static_cast<std::size_t>(state.range(1));
   runtime rt(static_cast<int>(state.range(2)));
@@ -84,32 +78,14 @@ void inference_mlp_bench(benchmark::State& state, mlp_variant v) {
   const std::vector<std::size_t> hidden{width, width, width};
   network fp32 = make_mlp(784, hidden, 10, dense_options_for(method::fp32), activation::relu, 1);
   const int repeats = batch == 1 ? 200 : 3;
-  const double fp32_seconds = seconds_per_run([&] { fp32.forward(x, ctx); }, repeats);
+  const double fp32_seconds = fewmul_bench::seconds_per_run([&] { fp32.forward(x, ctx); }, repeats);
   const method m = v == mlp_variant::qnn2_packed ? method::qnn : method::bnn;
   network quantized;
   if (v != mlp_variant::fp32) quantized = make_mlp(784, hidden, 10, dense_options_for(m), default_activation(m), 1);
   network& net = v == mlp_variant::fp32 ? fp32 : quantized;
   std::unique_ptr<packed_mlp> packed;
   if (v == mlp_variant::bnn_packed || v == mlp_variant::qnn2_packed) packed = std::make_unique<packed_mlp>(net);
-  std::vector<float> scores(batch * 10);
-  auto run = [&] {
-    if (packed)
-      packed->run(x.data.data(), batch, scores.data(), rt);
-    else
-      benchmark::DoNotOptimize(net.forward(x, ctx).data.data());
-  };
-  run();
-  double total = 0;
-  for (auto _ : state) {
-    const auto start = std::chrono::steady_clock::now();
-    run();
-    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    state.SetIterationTime(t);
-    total += t;
-  }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch));
-  state.counters["speedup_vs_fp32"] = fp32_seconds / (total / static_cast<double>(state.iterations()));
-  if (packed) state.counters["packed_bytes"] = static_cast<double>(packed->bytes());
+  fewmul_bench::time_inference(state, net, packed.get(), x, rt, ctx, fp32_seconds);
 }
 
 const int registered = [] {
