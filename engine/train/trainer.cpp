@@ -365,10 +365,26 @@ activation default_activation(method m) { return traits_of(m).default_activation
 
 float default_learning_rate(method m, bool convnet) { return convnet ? traits_of(m).convnet_lr : traits_of(m).mlp_lr; }
 
-std::vector<std::size_t> mlp_preset_hidden(method m, double width_multiplier) {
+namespace {
+// A preset's layer width n times --width, rounded, at least 1.
+std::size_t scaled_width(double n, double width_multiplier) {
   if (!(width_multiplier > 0.0) || width_multiplier > 16.0) throw error("--width must lie in (0, 16]");
-  const auto base = static_cast<double>(traits_of(m).mlp_hidden);
-  const auto n = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(base * width_multiplier)));
+  return std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(n * width_multiplier)));
+}
+// A convnet preset's input image and classes, before its layers.
+network_architecture convnet_input(std::uint32_t height, std::uint32_t width, std::uint32_t channels,
+                                   std::size_t classes) {
+  network_architecture a;
+  a.height = height;
+  a.width = width;
+  a.channels = channels;
+  a.outputs = classes;
+  return a;
+}
+}  // namespace
+
+std::vector<std::size_t> mlp_preset_hidden(method m, double width_multiplier) {
+  const std::size_t n = scaled_width(static_cast<double>(traits_of(m).mlp_hidden), width_multiplier);
   return {n, n, n};
 }
 
@@ -426,33 +442,19 @@ network make_network(const network_architecture& arch, const dense_options& opti
   return net;
 }
 
-namespace {
-std::size_t scaled_width(double n, double width_multiplier) {
-  if (!(width_multiplier > 0.0) || width_multiplier > 16.0) throw error("--width must lie in (0, 16]");
-  return std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(n * width_multiplier)));
-}
-}  // namespace
-
 network_architecture convnet_preset(std::uint32_t height, std::uint32_t width, std::uint32_t channels,
                                     std::size_t classes, double width_multiplier) {
   auto scaled = [&](double n) { return scaled_width(n, width_multiplier); };
-  network_architecture a;
-  a.height = height;
-  a.width = width;
-  a.channels = channels;
+  network_architecture a = convnet_input(height, width, channels, classes);
   a.conv = {scaled(128), scaled(128), 0, scaled(256), scaled(256), 0, scaled(512), scaled(512), 0};
   a.hidden = {scaled(1024), scaled(1024)};
-  a.outputs = classes;
   return a;
 }
 
 network_architecture convnet_lin_preset(std::uint32_t height, std::uint32_t width, std::uint32_t channels,
                                         std::size_t classes, double width_multiplier) {
   auto scaled = [&](double n) { return scaled_width(n, width_multiplier); };
-  network_architecture a;
-  a.height = height;
-  a.width = width;
-  a.channels = channels;
+  network_architecture a = convnet_input(height, width, channels, classes);
   // hantek/BinaryConnect cifar10.py and svhn.py (DeepCNN, identical on the binary, ternary and precise
   // branches): ReLU_conv_layer filter_shape (128, 3, 3, 3) and (128, 128, 3, 3) with pool_shape (2, 2) on
   // the second; (256, ., 2, 2) twice, pooled; (512, ., 2, 2) twice, pooled; (1024, 512, 2, 2) unpooled;
@@ -464,7 +466,6 @@ network_architecture convnet_lin_preset(std::uint32_t height, std::uint32_t widt
   a.conv_same_padding = false;
   a.fan_out_per_pool = true;
   a.hidden = {scaled(1024)};
-  a.outputs = classes;
   return a;
 }
 
