@@ -1,5 +1,7 @@
 #pragma once
 // gemm_shift: GEMM by power-of-two codes as integer adds (contract in fewmul/kernels.hpp).
+#include <bit>
+
 #include "kernels/simd_common.hpp"
 
 namespace fewmul::kernels::detail {
@@ -60,14 +62,15 @@ struct gemm_shift_simd : simd_common<A> {
   }
   // B rows pc .. pc + kb, columns j0 .. j0 + w, into a panel [kb + 1][nr] whose last row is zeros. Returns
   // whether B's rows pc .. pc + kb hold a zero in those columns, i.e. whether the tile must test B.
-  static float tiny_b() { return std::ldexp(1.0f, -shift_safe_exponent); }
-  static float huge_b() { return std::ldexp(1.0f, shift_safe_exponent); }
+  // 2^-shift_safe_exponent and 2^shift_safe_exponent, built from their exponent fields at compile time.
+  static constexpr float tiny_b = std::bit_cast<float>(static_cast<std::uint32_t>(127 - shift_safe_exponent) << 23);
+  static constexpr float huge_b = std::bit_cast<float>(static_cast<std::uint32_t>(127 + shift_safe_exponent) << 23);
   // B rows pc .. pc + kb, columns j0 .. j0 + w, into a panel [kb + 1][nr] whose last row is zeros, values below
   // the shift-safe range flushed to zero. Returns whether the panel holds a zero, i.e. whether the tile must
   // test B; sets `out_of_range` for a value above the range or not finite.
   static bool pack_b_shift(const gemm_shift_params& p, std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w,
                            float* panel, bool& out_of_range) {
-    const fb tiny(tiny_b()), huge(huge_b());
+    const fb tiny(tiny_b), huge(huge_b);
     auto zero = fb(1.0f) == fb(0.0f);
     auto bad = zero;
     bool scalar_zero = false, scalar_bad = false;
@@ -85,10 +88,10 @@ struct gemm_shift_simd : simd_common<A> {
       } else {  // padding columns are zeros, but their sums are never stored: only real columns count
         for (std::size_t j = 0; j < shift_nr; ++j) {
           const float b = j < w ? src[j] : 0.0f, a = std::fabs(b);
-          dst[j] = a < tiny_b() ? 0.0f : b;
+          dst[j] = a < tiny_b ? 0.0f : b;
           if (j < w) {
-            scalar_zero |= a < tiny_b();
-            scalar_bad |= !(a <= huge_b());
+            scalar_zero |= a < tiny_b;
+            scalar_bad |= !(a <= huge_b);
           }
         }
       }
@@ -146,7 +149,7 @@ struct gemm_shift_simd : simd_common<A> {
   static constexpr addend_table panel_addends{};
   static std::size_t build_float_lists(const gemm_shift_params& p, std::size_t j0, std::size_t h, std::size_t pc,
                                        std::size_t kb, shift_entry* list, bool& out_of_range) {
-    const float tiny = tiny_b(), huge = huge_b();
+    const float tiny = tiny_b, huge = huge_b;
     std::size_t counts[shift_mr] = {};
     bool bad = false;
     for (std::size_t q = 0; q < kb; ++q) {
