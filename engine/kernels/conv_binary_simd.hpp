@@ -87,8 +87,10 @@ struct conv_binary_simd {
       alignas(64) float zeros[4] = {};
       for (std::size_t q = 0; q < g.groups; ++q) build_pixel_tables(zeros, 1, zero_tables + q * 16);
     }
-    const lookup_operands_view ops{p};
-    const float* tile_tables[MR * 49];  // taps <= 49 (kernel <= 7); larger kernels take the reference path
+    // pack_indices reads the weight bits through gemm_lookup_simd's operand struct.
+    const typename lookup::lookup_operands ops{
+        0, p.n, p.kernel * p.kernel * p.channels, nullptr, 0, 0, p.sign, nullptr, p.ldb, nullptr, 0, p.caches, nullptr};
+    const float* tile_tables[MR * 49];  // taps <= 49: conv_binary_fits refuses kernels over 7
     const std::size_t positions = g.ho * g.wo, image_floats = p.height * p.width * p.channels;
     std::size_t position = p.p0;
     const std::size_t end = p.p0 + p.rows;
@@ -107,7 +109,7 @@ struct conv_binary_simd {
                              band_tables + (iy - iy0) * row_floats + ix * 16 * g.groups);
       for (std::size_t j0 = 0; j0 < p.n; j0 += nr) {
         const std::size_t w = std::min(nr, p.n - j0);
-        lookup::template pack_indices<4, NV>(ops.operands, 0, 4 * g.k_groups, j0, w, indices);
+        lookup::template pack_indices<4, NV>(ops, 0, 4 * g.k_groups, j0, w, indices);
         // Taps in blocks whose weight indices stay in L1 (the sums continue through C between blocks, which
         // changes no bit); each tile then reads its pixels' tables once per tap.
         for (std::size_t t0 = 0; t0 < g.taps; t0 += taps_per_block) {
@@ -137,15 +139,6 @@ struct conv_binary_simd {
       position = band_end;
     }
   }
-
-  // pack_indices reads the weight bits through gemm_lookup_simd's operand struct.
-  struct lookup_operands_view {
-    typename lookup::lookup_operands operands;
-    explicit lookup_operands_view(const conv_binary_params& p)
-        : operands{
-              0,        p.n,    p.kernel * p.kernel * p.channels, nullptr, 0, 0, p.sign, nullptr, p.ldb, nullptr, 0,
-              p.caches, nullptr} {}
-  };
 
   static void conv_binary(const conv_binary_params& p) noexcept {
     if (p.rows == 0 || p.n == 0) return;
