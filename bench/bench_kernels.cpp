@@ -138,6 +138,7 @@ const int registered = [] {
     register_quantize_pow2(which);
     register_conv_binary(which);
     register_update_weights(which);
+    register_max_pool(which);
   }
   return 0;
 }();

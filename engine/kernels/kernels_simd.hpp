@@ -14,6 +14,7 @@
 #include "kernels/gemm_shift_simd.hpp"
 #include "kernels/gemm_ternary_simd.hpp"
 #include "kernels/gemm_xnor_simd.hpp"
+#include "kernels/max_pool_simd.hpp"
 #include "kernels/pack_simd.hpp"
 #include "kernels/quantize_pow2_simd.hpp"
 #include "kernels/update_weights_simd.hpp"
@@ -46,6 +47,8 @@ struct simd_kernels {
                         &gemm_xnor_simd<A>::gemm_xnor,
                         &conv_binary_simd<A>::conv_binary,
                         &update_weights_simd<A>::update_weights,
+                        &max_pool_simd<A>::max_pool_forward,
+                        &max_pool_simd<A>::max_pool_backward,
                         f32::panel_nr,
                         &workspace_bytes};
   }

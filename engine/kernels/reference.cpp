@@ -15,9 +15,13 @@ std::size_t no_workspace_bytes(const cache_sizes&) noexcept { return 0; }
 
 const kernel_table& reference_kernels() {
   using namespace detail;
-  static const kernel_table table{fewmul::isa::scalar, pack_binary_ref,  pack_ternary_ref,   gemm_f32_ref,
-                                  gemm_binary_ref,     gemm_ternary_ref, gemm_shift_ref,     quantize_pow2_ref,
-                                  gemm_xnor_ref,       conv_binary_ref,  update_weights_ref, 1,
+  static const kernel_table table{fewmul::isa::scalar,   pack_binary_ref,
+                                  pack_ternary_ref,      gemm_f32_ref,
+                                  gemm_binary_ref,       gemm_ternary_ref,
+                                  gemm_shift_ref,        quantize_pow2_ref,
+                                  gemm_xnor_ref,         conv_binary_ref,
+                                  update_weights_ref,    max_pool_forward_ref,
+                                  max_pool_backward_ref, 1,
                                   no_workspace_bytes};
   return table;
 }

@@ -26,6 +26,8 @@ void gemm_shift_ref(const gemm_shift_params& p) noexcept;
 void gemm_xnor_ref(const gemm_xnor_params& p) noexcept;
 void conv_binary_ref(const conv_binary_params& p) noexcept;
 void update_weights_ref(const update_weights_params& p) noexcept;
+void max_pool_forward_ref(const max_pool_params& p) noexcept;
+void max_pool_backward_ref(const max_pool_params& p) noexcept;
 void quantize_pow2_ref(const float* x, std::size_t n, std::int8_t* codes, int kmin, int kmax, std::uint64_t key,
                        std::uint32_t index0) noexcept;
 

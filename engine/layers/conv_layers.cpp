@@ -294,85 +294,29 @@ class max_pool_layer final : public layer {
   void forward(const matrix& x, matrix& y, const step_context& ctx) override {
     check_width(*this, x);
     y.resize(x.rows, output_size());
-    for_windows(
-        ctx, x,
-        [out = y.data.data(), stride = output_size()](std::size_t b, std::size_t o, const float* window, std::size_t,
-                                                      std::size_t) { out[b * stride + o] = window[0]; });
+    run(ctx, ctx.kernels.max_pool_forward, x, &y, nullptr, nullptr);
   }
 
-  // The gradient goes to the window's maximum (the first one on ties), as recomputed from x. Every element of
-  // dx is written once, in the parallel loop (no separate zero fill of dx), channel vectors at a time: each
-  // window element gets its gradient or 0 by a select on which element won.
+  // The gradient goes to the window's first maximum, as recomputed from x (the kernel's contract). Every
+  // element of dx is written once, in the parallel loop (no separate zero fill of dx).
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
     if (!dx) return;
     dx->resize(x.rows, input_size());
-    const std::size_t ho = h_ / 2, wo = w_ / 2, c = c_, row = w_ * c_, in_stride = input_size(),
-                      out_stride = output_size();
-    const float* data = x.data.data();
-    const float* grad = dy.data.data();
-    float* out = dx->data.data();
-    parallel_rows(ctx.rt, x.rows, 4, [=, w = w_, h = h_](std::size_t b0, std::size_t b1) {
-      for (std::size_t b = b0; b < b1; ++b) {
-        const float* xb = data + b * in_stride;
-        float* db = out + b * in_stride;
-        for (std::size_t oy = 0; oy < ho; ++oy) {
-          for (std::size_t ox = 0; ox < wo; ++ox) {
-            const std::size_t first = ((2 * oy) * w + 2 * ox) * c;
-            const float *x0 = xb + first, *x1 = x0 + c, *x2 = x0 + row, *x3 = x2 + c;
-            float *d0 = db + first, *d1 = d0 + c, *d2 = d0 + row, *d3 = d2 + c;
-            const float* g = grad + b * out_stride + (oy * wo + ox) * c;
-            for (std::size_t ch = 0; ch < c; ++ch) {
-              float best = x0[ch];
-              int winner = 0;
-              const bool w1 = x1[ch] > best;
-              best = w1 ? x1[ch] : best;
-              winner = w1 ? 1 : winner;
-              const bool w2 = x2[ch] > best;
-              best = w2 ? x2[ch] : best;
-              winner = w2 ? 2 : winner;
-              const bool w3 = x3[ch] > best;
-              winner = w3 ? 3 : winner;
-              const float through = g[ch];
-              d0[ch] = winner == 0 ? through : 0.0f;
-              d1[ch] = winner == 1 ? through : 0.0f;
-              d2[ch] = winner == 2 ? through : 0.0f;
-              d3[ch] = winner == 3 ? through : 0.0f;
-            }
-          }
-          if (w % 2) std::fill_n(db + ((2 * oy) * w + w - 1) * c, c, 0.0f);  // an odd map's last column
-          if (w % 2) std::fill_n(db + ((2 * oy + 1) * w + w - 1) * c, c, 0.0f);
-        }
-        if (h % 2) std::fill_n(db + (h - 1) * row, row, 0.0f);  // an odd map's last row
-      }
-    });
+    run(ctx, ctx.kernels.max_pool_backward, x, nullptr, &dy, dx);
   }
 
  private:
-  // Calls visit(example, output index, &max value, first input index, input index of the window's first
-  // maximum) for every output. The maximum is chosen with selects, not branches: on real feature maps a
-  // branch per comparison mispredicts about half the time (it was 9% of a convnet step).
-  template <class Visit>
-  void for_windows(const step_context& ctx, const matrix& x, Visit&& visit) const {
-    const std::size_t ho = h_ / 2, wo = w_ / 2, c = c_, row = w_ * c_;
-    const float* data = x.data.data();
-    const std::size_t stride = input_size();
-    parallel_rows(ctx.rt, x.rows, 4, [&, data, stride, c, row](std::size_t b0, std::size_t b1) {
-      for (std::size_t b = b0; b < b1; ++b) {
-        const float* xb = data + b * stride;
-        for (std::size_t oy = 0; oy < ho; ++oy)
-          for (std::size_t ox = 0; ox < wo; ++ox)
-            for (std::size_t ch = 0; ch < c; ++ch) {
-              const std::size_t first = ((2 * oy) * w_ + 2 * ox) * c + ch;
-              float best_value = xb[first];
-              std::size_t best = first;
-              for (const std::size_t cand : {first + c, first + row, first + row + c}) {
-                const bool larger = xb[cand] > best_value;
-                best_value = larger ? xb[cand] : best_value;
-                best = larger ? cand : best;
-              }
-              visit(b, (oy * wo + ox) * c + ch, &best_value, first, best);
-            }
-      }
+  // One kernel call per block of examples (images are independent: any split gives the same bits).
+  void run(const step_context& ctx, kernels::max_pool_fn pool, const matrix& x, matrix* y, const matrix* dy,
+           matrix* dx) const {
+    const std::size_t in = input_size(), out = output_size();
+    parallel_rows(ctx.rt, x.rows, 4, [&](std::size_t b0, std::size_t b1) {
+      kernels::max_pool_params p{.images = b1 - b0, .height = h_, .width = w_, .channels = c_};
+      p.x = x.data.data() + b0 * in;
+      if (y) p.y = y->data.data() + b0 * out;
+      if (dy) p.dy = dy->data.data() + b0 * out;
+      if (dx) p.dx = dx->data.data() + b0 * in;
+      pool(p);
     });
   }
 

@@ -219,6 +219,22 @@ struct update_weights_params {
 };
 using update_weights_fn = void (*)(const update_weights_params& p) noexcept;
 
+/// Operands of max_pool_forward / max_pool_backward: 2x2 windows at stride 2 over `images` channel-last maps
+/// [height][width][channels], images contiguous (x and dx: height*width*channels floats each, y and dy:
+/// (height/2)*(width/2)*channels). A window's candidates are visited in the order (0,0), (0,1), (1,0), (1,1)
+/// and a later one wins only when strictly greater: the first maximum on ties, and a NaN never wins (a NaN
+/// in the first place stays). forward: y = the winner's value. backward: dx = dy at each window's winner,
+/// 0 at the other three, and 0 in an odd map's last row and column (inputs no window reads). Comparisons
+/// and selects only: every ISA gives the same bits, and any split of the images the same results.
+struct max_pool_params {
+  std::size_t images = 0, height = 0, width = 0, channels = 0;
+  const float* x = nullptr;
+  float* y = nullptr;         ///< forward output
+  const float* dy = nullptr;  ///< backward: the gradient of y
+  float* dx = nullptr;        ///< backward output: the gradient of x
+};
+using max_pool_fn = void (*)(const max_pool_params& p) noexcept;
+
 /// Stochastic power-of-two rounding of n floats into codes with E[value(code)] = x for |x| <= 2^kmax:
 /// |x| in [2^e, 2^(e+1)) goes to 2^(e+1) with probability |x|/2^e - 1, else 2^e; |x| < 2^kmin goes to
 /// 2^kmin with probability |x|/2^kmin, else 0; |x| >= 2^kmax saturates at 2^kmax; 0 stays 0.
@@ -258,6 +274,8 @@ struct kernel_table {
   gemm_xnor_fn gemm_xnor;
   conv_binary_fn conv_binary;
   update_weights_fn update_weights;
+  max_pool_fn max_pool_forward;
+  max_pool_fn max_pool_backward;
   /// Column tile of the GEMM kernels: layers split work at multiples of 64 columns and this.
   std::size_t column_tile;
   /// Bytes of workspace the packed GEMMs (f32, binary, ternary, shift) need for these cache sizes.
