@@ -1,4 +1,6 @@
-// gemm_shift as the QBP weight gradient calls it: gemm_shift_weight_gradient/<isa>/mnist_l2_b200.
+// The weight-gradient GEMMs as the layers call them, on the same shapes and sparsity: gemm_shift for QBP
+// (gemm_shift_weight_gradient/<isa>/<shape>/list_codes|list_dy) and gemm_f32 for float inputs
+// (gemm_f32_weight_gradient/<isa>/<shape>/dense|skip_zero_dy).
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -71,10 +73,55 @@ void shift_weight_gradient_bench(benchmark::State& state, isa which, gradient_sh
   report_macs(state, s, seconds_since(start), which, "shift", 0.5);
 }
 
+// gemm_f32 as fp32/bc layers call it for the weight gradient: ΔW[out][in] = Σ_r δ[r][out] x[r][in], A = δ through
+// a transposed view, dense or with its zeros skipped (skip_zero_a).
+void f32_weight_gradient_bench(benchmark::State& state, isa which, gradient_shape g, bool skip_zeros) {
+  if (skip_unsupported(state, which)) return;
+  const auto& k = kernels::kernels_for(which);
+  const shape s{g.name, g.out, g.in, g.rows};
+  auto x = floats(s.k * s.n, 11);
+  std::mt19937 coin(5);
+  for (auto& v : x)
+    if (coin() & 1u) v = 0.0f;
+  auto delta = floats(s.k * s.m, 12);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  for (auto& v : delta)
+    if (uniform(coin) < g.dy_zero_fraction) v = 0.0f;
+  std::vector<float> grad(s.m * s.n);
+  const kernels::cache_sizes caches = kernels::detect_cache_sizes();
+  bench_workspace workspace(k, caches);
+  void* ws = workspace.get();
+  const auto start = bench_clock::now();
+  for (auto _ : state) {
+    k.gemm_f32({.m = s.m,
+                .n = s.n,
+                .k = s.k,
+                .a = delta.data(),
+                .a_rs = 1,
+                .a_cs = s.m,
+                .b = x.data(),
+                .ldb = s.n,
+                .skip_zero_a = skip_zeros,
+                .c = grad.data(),
+                .ldc = s.n,
+                .caches = caches,
+                .workspace = ws});
+    benchmark::DoNotOptimize(grad.data());
+    benchmark::ClobberMemory();
+  }
+  report_macs(state, s, seconds_since(start), which, "f32", 1.0);
+}
+
 }  // namespace
 
 void register_gemm_shift_weight_gradient(isa which) {
   const std::string isa_text(isa_name(which));
+  for (const gradient_shape& g : gradient_shapes)
+    for (const bool skip : {false, true})
+      benchmark::RegisterBenchmark(
+          ("gemm_f32_weight_gradient/" + isa_text + "/" + g.name + (skip ? "/skip_zero_dy" : "/dense")).c_str(),
+          f32_weight_gradient_bench, which, g, skip)
+          ->Unit(benchmark::kMicrosecond);
   for (const gradient_shape& g : gradient_shapes)
     for (const bool list_b : {false, true})
       benchmark::RegisterBenchmark(

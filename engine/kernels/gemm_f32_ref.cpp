@@ -10,6 +10,7 @@ void gemm_f32_ref(const gemm_f32_params& p) noexcept {
     for (std::size_t j = 0; j < p.n; ++j) {
       float acc = 0.0f;
       for (std::size_t q = 0; q < p.k; ++q) {
+        if (p.skip_zero_a && p.a[i * p.a_rs + q * p.a_cs] == 0.0f) continue;
         const float b = p.b_transposed ? p.b[j * p.ldb + q] : p.b[q * p.ldb + j];
         acc = std::fma(p.a[i * p.a_rs + q * p.a_cs], b, acc);
       }

@@ -429,6 +429,11 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
   materialize();
   const auto& k = ctx.kernels;
   if (!options_.qbp) {
+    // A layer followed by 2x2 max-pooling gets three zeros in four of its output gradient: their steps are
+    // skipped (the same sums, see skip_zero_a), 1.5x faster there; at half zeros both modes cost the same
+    // (bench gemm_f32_weight_gradient). Counting is one pass over dy, against a GEMM that reads it in_ times.
+    const auto zeros = static_cast<std::size_t>(std::count(dy, dy + rows * out_, 0.0f));
+    const bool skip_zeros = 8 * zeros >= 5 * rows * out_;
     parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
       run_packed_gemm(k, k.gemm_f32,
                       {.m = i1 - i0,
@@ -439,6 +444,7 @@ void weight_core::weight_gradient(const float* dy, const float* x, std::size_t r
                        .a_cs = out_,
                        .b = x + j0,
                        .ldb = in_,
+                       .skip_zero_a = skip_zeros,
                        .c = grad + i0 * in_ + j0,
                        .ldc = in_});
     });

@@ -104,6 +104,9 @@ cache_sizes detect_cache_sizes() noexcept;
 /// with row stride ldb, B(k,n) = b[k*ldb + n] (or, with b_transposed, b[n*ldb + k]: a layer's [out][in]
 /// weights read in place). `workspace` holds at least kernel_table::workspace_bytes(caches) bytes, 64-byte
 /// aligned; the kernel packs A and B into it (it allocates nothing itself).
+/// skip_zero_a: A's zeros skip their steps (the reference's `continue`), for an A that is mostly zeros (a
+/// pooled layer's output gradient: three in four). Wherever B is finite this gives the same bits as
+/// without: a skipped step is fma(0, b, acc) = acc + (±0) = acc, as acc starts at +0 and is never -0.
 struct gemm_f32_params {
   std::size_t m = 0, n = 0, k = 0;
   const float* a = nullptr;
@@ -111,6 +114,7 @@ struct gemm_f32_params {
   const float* b = nullptr;
   std::size_t ldb = 0;
   bool b_transposed = false;
+  bool skip_zero_a = false;
   float* c = nullptr;
   std::size_t ldc = 0;
   cache_sizes caches{};
