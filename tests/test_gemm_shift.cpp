@@ -59,6 +59,50 @@ TEST_CASE("gemm_shift matches the reference bit for bit across tiles and blocks"
   });
 }
 
+TEST_CASE("gemm_shift list_b packs whole code panels on vectors: m around the panel widths, every code") {
+  // The packed sweep's rows stop at 37, below AVX-512's 64-wide code panel: these shapes reach the
+  // vectorized panel build (full panels of codes contiguous along m, q_rs = 1) on every ISA, with codes
+  // of the whole exponent range, both signs and zeros.
+  for (isa which : isas_under_test()) {
+    const auto& k = kernels::kernels_for(which);
+    CAPTURE(isa_label(which));
+    for (const kernels::cache_sizes& caches : caches_under_test()) {
+      workspace ws(k.workspace_bytes(caches));
+      for (std::size_t m : {15, 16, 17, 31, 32, 33, 63, 64, 65, 128, 130})
+        for (std::size_t n : {1, 5, 16})
+          for (std::size_t depth : {1, 7, 40}) {
+            CAPTURE(m);
+            CAPTURE(n);
+            CAPTURE(depth);
+            const auto seed = static_cast<std::uint32_t>(m * 7919 + n * 31 + depth);
+            auto x = random_floats(m * depth, seed, -1.0f, 1.0f);
+            for (std::size_t i = 0; i < x.size(); ++i)
+              x[i] = i % 3 == 0 ? 0.0f : std::ldexp(x[i], static_cast<int>(i % 40) - 20);
+            std::vector<std::int8_t> codes(x.size());
+            k.quantize_pow2(x.data(), x.size(), codes.data(), kernels::pow2_min_exponent, kernels::pow2_max_exponent,
+                            seed, 0);
+            const auto b = random_floats(depth * n, seed + 1);
+            // codes [depth][m]: Q(i, q) = codes[q * m + i], so q_rs = 1 as the weight gradient reads them.
+            const kernels::gemm_shift_params h{.m = m,
+                                               .n = n,
+                                               .k = depth,
+                                               .q = codes.data(),
+                                               .q_rs = 1,
+                                               .q_cs = m,
+                                               .b = b.data(),
+                                               .ldb = n,
+                                               .c = nullptr,
+                                               .c_rs = 1,
+                                               .c_cs = m,
+                                               .list_b = true,
+                                               .caches = caches,
+                                               .workspace = ws.get()};
+            CHECK(matches_reference(kernels::reference_kernels().gemm_shift, k.gemm_shift, h));
+          }
+    }
+  }
+}
+
 TEST_CASE("gemm_shift reference agrees with double-precision arithmetic") {
   const auto& ref = kernels::reference_kernels();
   const std::size_t m = 7, n = 70, depth = 100;

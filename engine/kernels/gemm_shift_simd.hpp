@@ -1,6 +1,7 @@
 #pragma once
 // gemm_shift: GEMM by power-of-two codes as integer adds (contract in fewmul/kernels.hpp).
 #include <bit>
+#include <limits>
 
 #include "kernels/simd_common.hpp"
 
@@ -14,6 +15,7 @@ struct gemm_shift_simd : simd_common<A> {
   using base::load_strided_tile;
   using base::store_strided_tile;
   using typename base::fb;
+  using typename base::ib;
   using typename base::ub;
 
   // ---- shift GEMM (quantized-backprop weight gradient) --------------------------------------------
@@ -134,6 +136,10 @@ struct gemm_shift_simd : simd_common<A> {
   // is a normal float, so the float compare that makes the mask is not affected by denormals-as-zero; the
   // panel's extra row is all sentinels, for the padding entries. Every nonzero product is added in k order
   // exactly as in the other mode, so the results are the same bits.
+  // Four vectors of m per tile row (two in the other mode): each entry (a scalar load and a broadcast) is
+  // then amortized over twice the products.
+  static constexpr std::size_t list_nv = 4;
+  static constexpr std::size_t list_nr = list_nv * lanes;
   static constexpr std::uint32_t zero_code_sentinel = 0x3f800001u;
   // The panel entry of every code byte: a table load instead of a data-dependent branch (half the codes
   // are zero, at random).
@@ -158,7 +164,7 @@ struct gemm_shift_simd : simd_common<A> {
         std::uint32_t bits;
         std::memcpy(&bits, row + r, sizeof bits);
         const float a = std::fabs(row[r]);
-        list[counts[r] * shift_mr + r] = {static_cast<std::uint32_t>(q * shift_nr), bits};
+        list[counts[r] * shift_mr + r] = {static_cast<std::uint32_t>(q * list_nr), bits};
         counts[r] += a < tiny ? 0 : 1;
         bad |= !(a <= huge);
       }
@@ -166,7 +172,7 @@ struct gemm_shift_simd : simd_common<A> {
     out_of_range = out_of_range || bad;
     std::size_t steps = 0;
     for (std::size_t r = 0; r < h; ++r) steps = std::max(steps, counts[r]);
-    const shift_entry padding{static_cast<std::uint32_t>(kb * shift_nr), 0u};
+    const shift_entry padding{static_cast<std::uint32_t>(kb * list_nr), 0u};
     for (std::size_t r = 0; r < shift_mr; ++r)
       for (std::size_t s = r < h ? counts[r] : 0; s < steps; ++s) list[s * shift_mr + r] = padding;
     return steps;
@@ -176,19 +182,26 @@ struct gemm_shift_simd : simd_common<A> {
                              std::uint32_t* panel) {
     for (std::size_t q = 0; q < kb; ++q) {
       const auto* codes = reinterpret_cast<const std::uint8_t*>(p.q + i0 * p.q_rs + (pc + q) * p.q_cs);
-      std::uint32_t* dst = panel + q * shift_nr;
-      if (w == shift_nr && p.q_rs == 1) {
-        for (std::size_t t = 0; t < shift_nr; ++t) dst[t] = panel_addends.of_byte[codes[t]];
+      std::uint32_t* dst = panel + q * list_nr;
+      if (w == list_nr && p.q_rs == 1) {  // shift_addend on vectors: (|code| - bias) << 23, plus 2^31 if negative
+        const auto* signed_codes = reinterpret_cast<const std::int8_t*>(codes);
+        for (std::size_t v = 0; v < list_nv; ++v) {
+          const ib code = simd_compat::load_i8_widened<A>(signed_codes + v * lanes);
+          const ib addend = ((xsimd::abs(code) - ib(pow2_code_bias)) << 23) +
+                            xsimd::select(code < ib(0), ib(std::numeric_limits<std::int32_t>::min()), ib(0));
+          xsimd::select(code == ib(0), ib(static_cast<std::int32_t>(zero_code_sentinel)), addend)
+              .store_aligned(reinterpret_cast<std::int32_t*>(dst) + v * lanes);
+        }
       } else {
-        for (std::size_t t = 0; t < shift_nr; ++t)
+        for (std::size_t t = 0; t < list_nr; ++t)
           dst[t] = t < w ? panel_addends.of_byte[codes[t * p.q_rs]] : zero_code_sentinel;
       }
     }
-    for (std::size_t t = 0; t < shift_nr; ++t) panel[kb * shift_nr + t] = zero_code_sentinel;
+    for (std::size_t t = 0; t < list_nr; ++t) panel[kb * list_nr + t] = zero_code_sentinel;
   }
   static void float_list_tile(std::size_t steps, const shift_entry* list, const std::uint32_t* panel, float* c,
                               std::size_t c_rs, std::size_t c_cs, std::size_t h, std::size_t w, bool first) {
-    fb acc[shift_mr][shift_nv];
+    fb acc[shift_mr][list_nv];
     load_strided_tile(acc, first, c, c_rs, c_cs, h, w);
     const ub sentinel(zero_code_sentinel);
     for (std::size_t s = 0; s < steps; ++s)
@@ -196,7 +209,7 @@ struct gemm_shift_simd : simd_common<A> {
         const shift_entry e = list[s * shift_mr + r];
         const ub b_bits(e.addend);
         const std::uint32_t* row = panel + e.offset;
-        for (std::size_t v = 0; v < shift_nv; ++v) {
+        for (std::size_t v = 0; v < list_nv; ++v) {
           const ub addend = ub::load_aligned(row + v * lanes);
           const fb product = simd_compat::as_float<A>(addend + b_bits);
           acc[r][v] = xsimd::select(simd_compat::as_float<A>(addend) != simd_compat::as_float<A>(sentinel),
@@ -207,7 +220,7 @@ struct gemm_shift_simd : simd_common<A> {
   }
   static void gemm_shift_list_b(const gemm_shift_params& p) noexcept {
     bool out_of_range = false;
-    const gemm_blocks bl = shift_blocks(p.caches, shift_mr, shift_nr);
+    const gemm_blocks bl = shift_blocks(p.caches, shift_mr, list_nr);
     auto* lists = at_bytes<shift_entry>(p.workspace, 0);
     auto* steps = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc);
     auto* panel = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc + 4 * bl.mc / shift_mr + 64);
@@ -218,8 +231,8 @@ struct gemm_shift_simd : simd_common<A> {
         for (std::size_t j0 = 0; j0 < nb; j0 += shift_mr)
           steps[j0 / shift_mr] = static_cast<std::uint32_t>(
               build_float_lists(p, jc + j0, std::min(shift_mr, nb - j0), pc, kb, lists + j0 * kb, out_of_range));
-        for (std::size_t i0 = 0; i0 < p.m; i0 += shift_nr) {
-          const std::size_t w = std::min(shift_nr, p.m - i0);
+        for (std::size_t i0 = 0; i0 < p.m; i0 += list_nr) {
+          const std::size_t w = std::min(list_nr, p.m - i0);
           pack_q_addends(p, pc, kb, i0, w, panel);
           for (std::size_t j0 = 0; j0 < nb; j0 += shift_mr)  // C's tile: rows along n, vectors along m
             float_list_tile(steps[j0 / shift_mr], lists + j0 * kb, panel, p.c + i0 * p.c_rs + (jc + j0) * p.c_cs,

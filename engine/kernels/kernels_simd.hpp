@@ -29,11 +29,11 @@ struct simd_kernels {
   using shift = gemm_shift_simd<A>;
 
   static std::size_t workspace_bytes(const cache_sizes& caches) noexcept {
-    return std::max({f32_workspace_bytes(caches, f32::f32_mr, f32::panel_nr),
-                     shift_workspace_bytes(caches, f32::sparse_mr, f32::sparse_nr),
-                     lookup::template workspace<4>(caches), lookup::template workspace<3>(caches),
-                     shift_workspace_bytes(caches, shift::shift_mr, shift::shift_nr),
-                     conv_binary_workspace_bytes(caches) + 256});
+    return std::max(
+        {f32_workspace_bytes(caches, f32::f32_mr, f32::panel_nr),
+         shift_workspace_bytes(caches, f32::sparse_mr, f32::sparse_nr), lookup::template workspace<4>(caches),
+         lookup::template workspace<3>(caches), shift_workspace_bytes(caches, shift::shift_mr, shift::shift_nr),
+         shift_workspace_bytes(caches, shift::shift_mr, shift::list_nr), conv_binary_workspace_bytes(caches) + 256});
   }
 
   static kernel_table table(fewmul::isa which) {

@@ -205,6 +205,27 @@ struct table16<xsimd::avx2> {
 };
 #endif
 
+/// The batch's lanes of int8 values at `p`, sign-extended to int32 (one pmovsxbd where the ISA has it).
+template <class A>
+inline ibatch<A> load_i8_widened(const std::int8_t* p) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (is_avx512<A>) return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if defined(__AVX2__)
+  if constexpr (is_avx<A>) return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if defined(__SSE4_1__)
+  if constexpr (is_sse<A>) {
+    std::int32_t four;
+    std::memcpy(&four, p, sizeof four);
+    return _mm_cvtepi8_epi32(_mm_cvtsi32_si128(four));
+  }
+#endif
+  alignas(64) std::int32_t lanes[ibatch<A>::size];
+  for (std::size_t l = 0; l < ibatch<A>::size; ++l) lanes[l] = p[l];
+  return ibatch<A>::load_aligned(lanes);
+}
+
 /// Loads the 16 floats at `t` (64-byte aligned).
 template <class A>
 inline table16<A> load_table16(const float* t) noexcept {
