@@ -43,7 +43,9 @@ struct mpi_state {
   // Watchdog: when a collective was entered (steady-clock nanoseconds), 0 outside collectives.
   std::atomic<std::int64_t> entered{0};
   double timeout_seconds = 300;
-  int node_size = 1;
+  MPI_Comm node = MPI_COMM_NULL;  // the processes of this node (MPI_COMM_TYPE_SHARED)
+  int node_rank = 0, node_size = 1;
+  std::vector<MPI_Win> node_windows;  // the node_blocks, in a passive-target epoch until exit
 };
 mpi_state* state = nullptr;
 
@@ -83,6 +85,17 @@ class timed_call {
  private:
   std::int64_t start_;
 };
+
+// Waits for a nonblocking call by testing it every millisecond: a process waiting long (for the first process
+// of its node to load the data) leaves the cores to the others instead of polling.
+void wait_sleeping(MPI_Request& request, const char* call) {
+  for (;;) {
+    int done = 0;
+    check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), call);
+    if (done != 0) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
 
 // out = in_0 + in_1 + ... + in_{parts-1}, vectors of `count` floats `stride` apart, added in order.
 void fold_in_order(const float* in, std::size_t parts, std::size_t count, std::size_t stride, float* out) {
@@ -218,10 +231,12 @@ collective* join_mpi_job() {
   state = new mpi_state;  // lives until exit: the watchdog thread reads it
   MPI_Comm_rank(MPI_COMM_WORLD, &state->table.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &state->table.size);
-  MPI_Comm node;
-  check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
-  MPI_Comm_size(node, &state->node_size);
-  MPI_Comm_free(&node);
+  // Key 0: the node's processes keep their world order, so world rank 0 is the first of its node.
+  check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &state->node),
+        "MPI_Comm_split_type");
+  MPI_Comm_set_errhandler(state->node, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(state->node, &state->node_rank);
+  MPI_Comm_size(state->node, &state->node_size);
   state->table.context = state;
   state->table.fold_parts = fold_parts;
   state->table.sum = sum;
@@ -231,7 +246,12 @@ collective* join_mpi_job() {
   std::atexit([] {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized) MPI_Finalize();
+    if (finalized) return;
+    for (MPI_Win& window : state->node_windows) {
+      MPI_Win_unlock_all(window);
+      MPI_Win_free(&window);
+    }
+    MPI_Finalize();
   });
   return &state->table;
 }
@@ -244,6 +264,56 @@ void abort_job(const std::string& message, int exit_code) {
 }
 
 int processes_on_this_node() { return state != nullptr ? state->node_size : 1; }
+
+bool first_on_node() { return state == nullptr || state->node_rank == 0; }
+
+node_block allocate_on_node(std::size_t bytes) {
+  if (state == nullptr) throw error("allocate_on_node outside an MPI job");
+  std::uint64_t size = bytes;
+  MPI_Request request;
+  check(MPI_Ibcast(&size, 1, MPI_UINT64_T, 0, state->node, &request), "MPI_Ibcast");
+  wait_sleeping(request, "MPI_Ibcast");
+  // Only the first process allocates (at least a byte: a zero-sized window has no address to share).
+  const auto mine = static_cast<MPI_Aint>(state->node_rank == 0 ? std::max<std::uint64_t>(size, 1) : 0);
+  void* base = nullptr;
+  MPI_Win window;
+  check(MPI_Win_allocate_shared(mine, 1, MPI_INFO_NULL, state->node, &base, &window), "MPI_Win_allocate_shared");
+  MPI_Aint length = 0;
+  int unit = 0;
+  check(MPI_Win_shared_query(window, 0, &length, &unit, &base), "MPI_Win_shared_query");
+  // One passive-target epoch for the block's life: node_barrier's MPI_Win_sync orders the loads and stores
+  // around its barrier (the MPI-3 idiom for plain loads and stores in shared windows).
+  check(MPI_Win_lock_all(MPI_MODE_NOCHECK, window), "MPI_Win_lock_all");
+  state->node_windows.push_back(window);
+  return {static_cast<std::byte*>(base), static_cast<std::size_t>(size)};
+}
+
+void node_barrier() {
+  if (state == nullptr) return;
+  for (MPI_Win window : state->node_windows) check(MPI_Win_sync(window), "MPI_Win_sync");
+  MPI_Request request;
+  check(MPI_Ibarrier(state->node, &request), "MPI_Ibarrier");
+  wait_sleeping(request, "MPI_Ibarrier");
+  for (MPI_Win window : state->node_windows) check(MPI_Win_sync(window), "MPI_Win_sync");
+}
+
+std::vector<memory_use> memory_of_processes() {
+  memory_use mine;
+  if (std::FILE* status = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    unsigned long long kib = 0;
+    while (std::fgets(line, sizeof line, status) != nullptr) {
+      if (std::sscanf(line, "RssAnon: %llu kB", &kib) == 1) mine.private_bytes = kib * 1024;
+      if (std::sscanf(line, "VmRSS: %llu kB", &kib) == 1) mine.resident_bytes = kib * 1024;
+    }
+    std::fclose(status);
+  }
+  if (state == nullptr) return {mine};
+  std::vector<memory_use> all(static_cast<std::size_t>(state->table.size));
+  check(MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, MPI_COMM_WORLD),
+        "MPI_Allgather");
+  return all;
+}
 
 traffic job_traffic() { return state != nullptr ? state->stats : traffic{}; }
 
