@@ -46,6 +46,15 @@ struct mpi_state {
   MPI_Comm node = MPI_COMM_NULL;  // the processes of this node (MPI_COMM_TYPE_SHARED)
   int node_rank = 0, node_size = 1;
   std::vector<MPI_Win> node_windows;  // the node_blocks, in a passive-target epoch until exit
+  // fold_parts through shared memory when the whole job is on one node: two buffers used in turn.
+  struct fold_buffer {
+    MPI_Win window = MPI_WIN_NULL;
+    float* base = nullptr;
+    std::size_t capacity = 0;  // floats
+  };
+  bool shared_fold = false;
+  fold_buffer fold_buffers[2];
+  unsigned next_fold_buffer = 0;
 };
 mpi_state* state = nullptr;
 
@@ -104,11 +113,84 @@ void fold_in_order(const float* in, std::size_t parts, std::size_t count, std::s
     for (std::size_t i = 0; i < count; ++i) out[i] += in[p * stride + i];
 }
 
+// A window of `bytes` on the node's communicator that every process maps: the first allocates it, the others
+// query its address. Open in a passive-target epoch (MPI_Win_lock_all) until freed, so that MPI_Win_sync
+// orders plain loads and stores around barriers (the MPI-3 idiom for shared windows).
+void* allocate_shared(mpi_state& s, std::size_t bytes, MPI_Win& window) {
+  const auto mine = static_cast<MPI_Aint>(s.node_rank == 0 ? std::max<std::size_t>(bytes, 1) : 0);
+  void* base = nullptr;
+  check(MPI_Win_allocate_shared(mine, 1, MPI_INFO_NULL, s.node, &base, &window), "MPI_Win_allocate_shared");
+  MPI_Aint length = 0;
+  int unit = 0;
+  check(MPI_Win_shared_query(window, 0, &length, &unit, &base), "MPI_Win_shared_query");
+  check(MPI_Win_lock_all(MPI_MODE_NOCHECK, window), "MPI_Win_lock_all");
+  return base;
+}
+
+void free_shared(MPI_Win& window) {
+  if (window == MPI_WIN_NULL) return;
+  MPI_Win_unlock_all(window);
+  MPI_Win_free(&window);
+}
+
+// Every process of the node has arrived, and what each stored in `window` before is visible to all.
+void shared_barrier(mpi_state& s, MPI_Win window) {
+  check(MPI_Win_sync(window), "MPI_Win_sync");
+  check(MPI_Barrier(s.node), "MPI_Barrier");
+  check(MPI_Win_sync(window), "MPI_Win_sync");
+}
+
+// fold_parts when every process of the job is on this node: no messages. Each process stores its parts'
+// partials in a shared buffer, folds its slice of the elements over all parts into the buffer's output area,
+// and copies the whole output out: the reduce-scatter and all-gather of the message path with one copy in and
+// one out instead of MPI's copies through its own buffers, and the same additions in the same order.
+// Small vectors, and few parts on few processes (one barrier): every process folds all elements itself. Two buffers
+// used in turn make one barrier per call enough between a process's reads of a buffer and anyone's next writes into it:
+// a process writes into a buffer again only after the barrier of the call in between, which every process reaches after
+// its reads.
+void fold_parts_shared(mpi_state& s, const float* local, std::size_t parts, std::size_t count, float* out) {
+  const int size = s.table.size, rank = s.table.rank;
+  const auto ranks = static_cast<std::size_t>(size);
+  mpi_state::fold_buffer& b = s.fold_buffers[s.next_fold_buffer];
+  s.next_fold_buffer ^= 1u;
+  const std::size_t need = (parts + 1) * count;  // every part's partial, then the folded vector
+  if (need > b.capacity) {  // every process asks for the same sizes in the same order, so all grow here
+    free_shared(b.window);
+    b.base = static_cast<float*>(allocate_shared(s, need * sizeof(float), b.window));
+    b.capacity = need;
+  }
+  float* partials = b.base;
+  float* folded = b.base + parts * count;
+  const std::size_t mine = local_parts(parts, rank, size);
+  std::copy_n(local, mine * count, partials + first_part(parts, rank, size) * count);
+  shared_barrier(s, b.window);
+  // Every process folding all elements reads (parts + 1) count floats and writes count; folding a slice and
+  // copying the result out reads about (parts + 1) count / R + 2 count and needs a second barrier. For two
+  // processes on two or three parts (the usual split of a node), folding all is the lighter.
+  if (parts * count <= gather_whole_limit || (parts + 1) * (ranks - 1) <= 2 * ranks) {
+    fold_in_order(partials, parts, count, count, out);
+    s.stats.bytes_sent += mine * count * sizeof(float) * (ranks - 1);
+    s.stats.bytes_received += (parts - mine) * count * sizeof(float);
+    return;
+  }
+  const std::size_t my_begin = count * static_cast<std::size_t>(rank) / ranks;
+  const std::size_t my_length = count * static_cast<std::size_t>(rank + 1) / ranks - my_begin;
+  fold_in_order(partials + my_begin, parts, my_length, count, folded + my_begin);
+  shared_barrier(s, b.window);
+  std::copy_n(folded, count, out);
+  s.stats.bytes_sent += (mine * (count - my_length) + my_length * (ranks - 1)) * sizeof(float);
+  s.stats.bytes_received += ((parts - mine) * my_length + (count - my_length)) * sizeof(float);
+}
+
 void fold_parts(void* context, const float* local, std::size_t parts, std::size_t count, float* out) {
   auto& s = *static_cast<mpi_state*>(context);
   const int size = s.table.size, rank = s.table.rank;
   const auto ranks = static_cast<std::size_t>(size);
   timed_call timer;
+  if (s.shared_fold) {
+    fold_parts_shared(s, local, parts, count, out);
+    return;
+  }
   s.send_counts.resize(ranks);
   s.send_offsets.resize(ranks);
   s.receive_counts.resize(ranks);
@@ -242,15 +324,18 @@ collective* join_mpi_job() {
   state->table.sum = sum;
   state->table.gather_parts = gather_parts;
   if (const char* timeout = std::getenv("FEWMUL_MPI_TIMEOUT")) state->timeout_seconds = std::atof(timeout);
+  // One node: folds through shared memory; FEWMUL_MPI_SHARED_FOLD=0 keeps the message path of several nodes
+  // (tests/mpi/run.sh runs both; bench/mpi_scaling.sh compares them).
+  const char* shared_fold = std::getenv("FEWMUL_MPI_SHARED_FOLD");
+  state->shared_fold = state->node_size == state->table.size && state->table.size > 1 &&
+                       (shared_fold == nullptr || std::string(shared_fold) != "0");
   if (state->table.size > 1 && state->timeout_seconds > 0) std::thread(watch, state).detach();
   std::atexit([] {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;
-    for (MPI_Win& window : state->node_windows) {
-      MPI_Win_unlock_all(window);
-      MPI_Win_free(&window);
-    }
+    for (MPI_Win& window : state->node_windows) free_shared(window);
+    for (auto& buffer : state->fold_buffers) free_shared(buffer.window);
     MPI_Finalize();
   });
   return &state->table;
@@ -273,17 +358,8 @@ node_block allocate_on_node(std::size_t bytes) {
   MPI_Request request;
   check(MPI_Ibcast(&size, 1, MPI_UINT64_T, 0, state->node, &request), "MPI_Ibcast");
   wait_sleeping(request, "MPI_Ibcast");
-  // Only the first process allocates (at least a byte: a zero-sized window has no address to share).
-  const auto mine = static_cast<MPI_Aint>(state->node_rank == 0 ? std::max<std::uint64_t>(size, 1) : 0);
-  void* base = nullptr;
-  MPI_Win window;
-  check(MPI_Win_allocate_shared(mine, 1, MPI_INFO_NULL, state->node, &base, &window), "MPI_Win_allocate_shared");
-  MPI_Aint length = 0;
-  int unit = 0;
-  check(MPI_Win_shared_query(window, 0, &length, &unit, &base), "MPI_Win_shared_query");
-  // One passive-target epoch for the block's life: node_barrier's MPI_Win_sync orders the loads and stores
-  // around its barrier (the MPI-3 idiom for plain loads and stores in shared windows).
-  check(MPI_Win_lock_all(MPI_MODE_NOCHECK, window), "MPI_Win_lock_all");
+  MPI_Win window = MPI_WIN_NULL;
+  void* base = allocate_shared(*state, static_cast<std::size_t>(size), window);
   state->node_windows.push_back(window);
   return {static_cast<std::byte*>(base), static_cast<std::size_t>(size)};
 }

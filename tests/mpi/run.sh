@@ -37,6 +37,13 @@ for r in 1 2 3; do
   cmp "$work/single.fwm" "$work/r$r.fwm" > /dev/null 2>&1 || fail "mpirun -n $r: model differs from the single-process run"
 done
 
+# One node folds through shared memory; several nodes send messages. The message path, on this node:
+FEWMUL_MPI_SHARED_FOLD=0 run 2 "$fewmul" $train --epochs 2 --save-model "$work/messages.fwm" > "$work/log" 2>&1 ||
+  fail "mpirun -n 2, folds by messages"
+cmp "$work/single.fwm" "$work/messages.fwm" > /dev/null 2>&1 ||
+  fail "mpirun -n 2, folds by messages: model differs from the single-process run"
+run 3 "$fewmul" $train --epochs 2 --save-model "$work/r3.fwm" > "$work/log" 2>&1 || fail "mpirun -n 3"
+
 # The data once per node: of the 3 processes on this one node, one loads ("loaded" lines: one), and the
 # others' private memory (RssAnon, rank 0's report) stays below the shared rows' size, which a process holding
 # its own copy of them would exceed.
