@@ -142,27 +142,41 @@ void shared_barrier(mpi_state& s, MPI_Win window) {
 
 // fold_parts when every process of the job is on this node: no messages. Each process stores its parts'
 // partials in a shared buffer, folds its slice of the elements over all parts into the buffer's output area,
-// and copies the whole output out: the reduce-scatter and all-gather of the message path with one copy in and
-// one out instead of MPI's copies through its own buffers, and the same additions in the same order.
-// Small vectors, and few parts on few processes (one barrier): every process folds all elements itself. Two buffers
-// used in turn make one barrier per call enough between a process's reads of a buffer and anyone's next writes into it:
-// a process writes into a buffer again only after the barrier of the call in between, which every process reaches after
-// its reads.
-void fold_parts_shared(mpi_state& s, const float* local, std::size_t parts, std::size_t count, float* out) {
-  const int size = s.table.size, rank = s.table.rank;
-  const auto ranks = static_cast<std::size_t>(size);
+// and copies the whole output out: the reduce-scatter and all-gather of the message path without MPI's copies
+// through its own buffers (and no copy in where the layer wrote its partials there: part_buffer), and the same
+// additions in the same order. Small vectors, and few parts on few processes (one barrier): every process folds all
+// elements itself. Two buffers used in turn make one barrier per call enough between a process's reads of a buffer and
+// anyone's next writes into it: a process writes into a buffer again only after the barrier of the call in between,
+// which every process reaches after its reads. The buffer the next shared fold of `parts` x `count` floats uses, grown
+// if needed (collective: every process asks for the same sizes in the same order, so all grow at the same call).
+mpi_state::fold_buffer& next_fold_buffer(mpi_state& s, std::size_t parts, std::size_t count) {
   mpi_state::fold_buffer& b = s.fold_buffers[s.next_fold_buffer];
-  s.next_fold_buffer ^= 1u;
   const std::size_t need = (parts + 1) * count;  // every part's partial, then the folded vector
-  if (need > b.capacity) {  // every process asks for the same sizes in the same order, so all grow here
+  if (need > b.capacity) {
     free_shared(b.window);
     b.base = static_cast<float*>(allocate_shared(s, need * sizeof(float), b.window));
     b.capacity = need;
   }
+  return b;
+}
+
+// collective::part_buffer: the layers write their partials straight into the next shared fold buffer.
+float* part_buffer(void* context, std::size_t parts, std::size_t count) {
+  auto& s = *static_cast<mpi_state*>(context);
+  if (!s.shared_fold) return nullptr;
+  return next_fold_buffer(s, parts, count).base + first_part(parts, s.table.rank, s.table.size) * count;
+}
+
+void fold_parts_shared(mpi_state& s, const float* local, std::size_t parts, std::size_t count, float* out) {
+  const int size = s.table.size, rank = s.table.rank;
+  const auto ranks = static_cast<std::size_t>(size);
+  mpi_state::fold_buffer& b = next_fold_buffer(s, parts, count);
+  s.next_fold_buffer ^= 1u;
   float* partials = b.base;
   float* folded = b.base + parts * count;
   const std::size_t mine = local_parts(parts, rank, size);
-  std::copy_n(local, mine * count, partials + first_part(parts, rank, size) * count);
+  float* my_partials = partials + first_part(parts, rank, size) * count;
+  if (local != my_partials) std::copy_n(local, mine * count, my_partials);  // unless written there (part_buffer)
   shared_barrier(s, b.window);
   // Every process folding all elements reads (parts + 1) count floats and writes count; folding a slice and
   // copying the result out reads about (parts + 1) count / R + 2 count and needs a second barrier. For two
@@ -323,6 +337,7 @@ collective* join_mpi_job() {
   state->table.fold_parts = fold_parts;
   state->table.sum = sum;
   state->table.gather_parts = gather_parts;
+  state->table.part_buffer = part_buffer;
   if (const char* timeout = std::getenv("FEWMUL_MPI_TIMEOUT")) state->timeout_seconds = std::atof(timeout);
   // One node: folds through shared memory; FEWMUL_MPI_SHARED_FOLD=0 keeps the message path of several nodes
   // (tests/mpi/run.sh runs both; bench/mpi_scaling.sh compares them).
