@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "cli_common.hpp"
@@ -471,9 +472,11 @@ int run_train(const train_flags& f, const CLI::App& train) {
   if (job != nullptr && threads == 0) threads = fair_share_of_threads();
   if (resume) c.config.threads = threads;
   const fewmul::runtime rt(threads);
-  // Fitting and applying the preprocessing: the node's cores, which its other processes leave idle meanwhile
-  // (the same bits for any thread count).
-  const fewmul::runtime node_rt(threads * processes_on_node(job));
+  // Fitting and applying the preprocessing in a job: the node's cores, which its other processes leave idle
+  // meanwhile (the same bits for any thread count).
+  std::optional<fewmul::runtime> node_threads;
+  if (processes_on_node(job) > 1) node_threads.emplace(std::max(1, rt.threads()) * processes_on_node(job));
+  const fewmul::runtime& node_rt = node_threads ? *node_threads : rt;
   if (rank0 && rt.threads() > static_cast<int>(std::max(1u, std::thread::hardware_concurrency())))
     std::fprintf(stderr, "fewmul: warning: %d threads on %u hardware threads run slower than one per core\n",
                  rt.threads(), std::thread::hardware_concurrency());
