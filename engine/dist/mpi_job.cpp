@@ -169,7 +169,12 @@ mpi_state::fold_buffer& next_fold_buffer(mpi_state& s, std::size_t parts, std::s
 float* part_buffer(void* context, std::size_t parts, std::size_t count) {
   auto& s = *static_cast<mpi_state*>(context);
   if (!s.shared_fold) return nullptr;
-  return next_fold_buffer(s, parts, count).base + first_part(parts, s.table.rank, s.table.size) * count;
+  const mpi_state::fold_buffer& b = s.fold_buffers[s.next_fold_buffer];
+  if ((parts + 1) * count > b.capacity) {  // growing is collective: under the watchdog like the folds
+    timed_call timer;
+    next_fold_buffer(s, parts, count);
+  }
+  return b.base + first_part(parts, s.table.rank, s.table.size) * count;
 }
 
 void fold_parts_shared(mpi_state& s, const float* local, std::size_t parts, std::size_t count, float* out) {
