@@ -1,7 +1,9 @@
 #!/bin/sh
 # Data-parallel training on one machine (issue 19): epoch time of the MNIST MLP for R processes x T threads
 # with R x T = the cores, the same minibatch parts in every run (so the same arithmetic and the same bits),
-# and the traffic of the collectives. Also one process without parts (--batch-parts 1), the cost of the
+# the traffic of the collectives and each process's private / resident memory (the node's processes share one
+# copy of the data; a single node's folds go through shared memory, and once more by messages as over several
+# nodes: FEWMUL_MPI_SHARED_FOLD=0). Also one process without parts (--batch-parts 1), the cost of the
 # parts themselves. Take it where nothing else runs (flock /work/timing.lock on the shared machine).
 #   Usage: [REPEAT=k] bench/mpi_scaling.sh [FEWMUL] [MNIST_DIR] [extra train flags...]
 set -eu
@@ -15,7 +17,8 @@ train="train mnist --data $data --epochs 2 --quiet $*"
 report() {  # label, log
   epoch=$(grep '"epoch": 2' "$2" | sed 's/.*"seconds": \([0-9.]*\), "images_per_s": \([0-9]*\).*/\1 s, \2 images\/s/')
   traffic=$(grep 'collectives' "$2" | sed 's/fewmul: //')
-  echo "$1: epoch 2: $epoch${traffic:+; $traffic}"
+  memory=$(grep 'memory per process' "$2" | sed 's/fewmul: //')
+  echo "$1: epoch 2: $epoch${traffic:+; $traffic}${memory:+; $memory}"
 }
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -30,6 +33,11 @@ while [ $round -le "${REPEAT:-1}" ]; do
       mpirun --bind-to none -n $r "$fewmul" $train --threads $((cores / r)) --batch-parts "$cores" > "$log" 2>&1 ||
         { tail -3 "$log"; exit 1; }
       report "$r processes x $((cores / r)) threads, $cores parts" "$log"
+      if [ $r -gt 1 ]; then  # the message path of a job over several nodes, on this one
+        FEWMUL_MPI_SHARED_FOLD=0 mpirun --bind-to none -n $r "$fewmul" $train --threads $((cores / r)) \
+          --batch-parts "$cores" > "$log" 2>&1 || { tail -3 "$log"; exit 1; }
+        report "$r processes x $((cores / r)) threads, $cores parts, folds by messages" "$log"
+      fi
     fi
     r=$((r * 2))
   done

@@ -168,3 +168,28 @@ TEST_CASE("the SVHN split holds out 400 of each digit from train and 200 from ex
                    svhn_balanced_split(train, extra).x.begin() + static_cast<std::ptrdiff_t>(rest * 12)));
   CHECK_THROWS_WITH_AS(svhn_balanced_split(train.slice(0, 3000), extra), doctest::Contains("digit"), fewmul::error);
 }
+
+TEST_CASE("preprocessing fitted and applied through borrowed rows gives the bits of owned rows") {
+  const runtime rt(2);
+  dataset owned = random_images(300, 6, 6, 3, 11);
+  std::vector<float> elsewhere = owned.x;  // the rows held outside the dataset (a node's shared copy)
+  dataset borrowed = owned;
+  borrowed.x.clear();
+  borrowed.borrowed_x = elsewhere.data();
+  const dataset view = borrowed.slice(100, 150);
+  CHECK(view.x.empty());
+  CHECK(view.example(0) == elsewhere.data() + 100 * owned.features);  // a view, not a copy
+  CHECK(view.y == std::vector<std::uint8_t>(owned.y.begin() + 100, owned.y.begin() + 250));
+  preprocessing_options o;
+  o.center = true;
+  o.gcn = true;
+  o.zca = true;
+  const preprocessing from_owned = fit_preprocessing(owned.slice(0, 250), o, rt);
+  const preprocessing from_borrowed = fit_preprocessing(borrowed.slice(0, 250), o, rt);
+  CHECK(from_borrowed.center_mean == from_owned.center_mean);
+  CHECK(from_borrowed.zca_matrix == from_owned.zca_matrix);
+  from_owned.apply(owned, rt);
+  from_borrowed.apply(borrowed, rt);  // in place, in the memory it borrows
+  CHECK(borrowed.x.empty());
+  CHECK(elsewhere == owned.x);
+}

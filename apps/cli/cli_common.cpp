@@ -65,38 +65,44 @@ std::string data_dir_for(const std::string& dataset, const std::string& given) {
 
 loaded_data load_data(const std::string& dataset, const std::string& dir, bool svhn_extra, bool test_only) {
   loaded_data d;
-  d.meta.dataset = dataset;
   if (dataset == "mnist") {
     fewmul::mnist_data m = fewmul::load_mnist(dir);
     d.train = std::move(m.train);
     d.test = std::move(m.test);
-    for (int c = 0; c < 10; ++c) d.meta.class_names.push_back(std::to_string(c));
   } else if (dataset == "cifar10" && test_only) {  // eval: not the 600 MB of training floats
     const std::filesystem::path test = std::filesystem::path(dir) / "test_batch.bin";
     if (!std::filesystem::exists(test))
       throw fewmul::error(test.string() + ": no such file; fetch CIFAR-10 with apps/scripts/fetch-data.sh cifar10");
     d.test = fewmul::load_cifar10_batch(test.string());
-    d.meta.class_names = fewmul::cifar10_class_names();
   } else if (dataset == "cifar10") {
     fewmul::cifar10_data c = fewmul::load_cifar10(dir);
     d.train = std::move(c.train);
     d.test = std::move(c.test);
-    d.meta.class_names = fewmul::cifar10_class_names();
   } else if (dataset == "svhn") {
     const std::filesystem::path base(dir);
     if (!test_only) d.train = fewmul::load_svhn_mat((base / "train_32x32.mat").string());
     if (svhn_extra && !test_only)  // the papers' split: the balanced 6,000 validation images come last
       d.train = fewmul::svhn_balanced_split(d.train, fewmul::load_svhn_mat((base / "extra_32x32.mat").string()));
     d.test = fewmul::load_svhn_mat((base / "test_32x32.mat").string());
-    for (int c = 0; c < 10; ++c) d.meta.class_names.push_back(std::to_string(c));
   } else {
     throw fewmul::error("unknown dataset '" + dataset + "' (mnist, cifar10 or svhn)");
   }
-  d.meta.height = d.test.height;
-  d.meta.width = d.test.width;
-  d.meta.channels = d.test.channels;
-  d.meta.input_scale = 1.0f / 255.0f;
+  d.meta = metadata_of(dataset, d.test);
   return d;
+}
+
+fewmul::model_metadata metadata_of(const std::string& dataset, const fewmul::dataset& test) {
+  fewmul::model_metadata meta;
+  meta.dataset = dataset;
+  if (dataset == "cifar10")
+    meta.class_names = fewmul::cifar10_class_names();
+  else
+    for (int c = 0; c < 10; ++c) meta.class_names.push_back(std::to_string(c));
+  meta.height = test.height;
+  meta.width = test.width;
+  meta.channels = test.channels;
+  meta.input_scale = 1.0f / 255.0f;
+  return meta;
 }
 
 bool same_file(const std::string& a, const std::string& b) {

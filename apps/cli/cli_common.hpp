@@ -54,6 +54,8 @@ std::string data_dir_for(const std::string& dataset, const std::string& given);
 /// Loads a dataset in the official files' layout with pixels in [0, 1] (model input_scale 1/255).
 /// `test_only`: the test split only where the dataset has it in its own files (CIFAR-10, SVHN).
 loaded_data load_data(const std::string& dataset, const std::string& dir, bool svhn_extra, bool test_only = false);
+/// What load_data records of `dataset` in a model: its name, class names, image shape (that of `test`) and scale.
+fewmul::model_metadata metadata_of(const std::string& dataset, const fewmul::dataset& test);
 
 /// Whether two paths name one file (existing or not: then by their normalized absolute paths).
 bool same_file(const std::string& a, const std::string& b);

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "cli_common.hpp"
@@ -168,6 +169,73 @@ int fair_share_of_threads() {
   return std::max(1, hardware / fewmul::dist::processes_on_this_node());
 #else
   return 0;
+#endif
+}
+
+// Whether this process loads the data: outside a job yes, in a job the first process of each node.
+bool first_on_node(const fewmul::collective* job) {
+#if FEWMUL_MPI
+  return job == nullptr || fewmul::dist::first_on_node();
+#else
+  (void)job;
+  return true;
+#endif
+}
+
+int processes_on_node(const fewmul::collective* job) {
+#if FEWMUL_MPI
+  return job == nullptr ? 1 : fewmul::dist::processes_on_this_node();
+#else
+  (void)job;
+  return 1;
+#endif
+}
+
+// In a job: the data that the first process of the node loaded, shared by the node's processes (one copy of
+// the rows in shared memory; tests/mpi/run.sh counts the "loaded" lines, one per node).
+void share_data_on_node(const fewmul::collective* job, const std::string& dataset, loaded_data& data) {
+#if FEWMUL_MPI
+  if (job == nullptr) return;
+  const bool first = fewmul::dist::first_on_node();
+  const std::size_t bytes = fewmul::dist::share_on_node({&data.train, &data.test});
+  if (first)
+    std::fprintf(stderr, "fewmul: rank %d loaded %s once for the %d processes of its node (%.1f MB shared)\n",
+                 job->rank, dataset.c_str(), fewmul::dist::processes_on_this_node(), static_cast<double>(bytes) / 1e6);
+  else
+    data.meta = metadata_of(dataset, data.test);
+#else
+  (void)job;
+  (void)dataset;
+  (void)data;
+#endif
+}
+
+// In a job: waits until the node's first process has preprocessed the shared rows in place.
+void data_ready_on_node(const fewmul::collective* job) {
+#if FEWMUL_MPI
+  if (job != nullptr) fewmul::dist::node_barrier();
+#else
+  (void)job;
+#endif
+}
+
+// In a job: every process's memory after the run, printed by rank 0 (bench/mpi_scaling.sh and
+// tests/mpi/run.sh read it: the shared data counts in no process's private memory).
+void print_job_memory(const fewmul::collective* job) {
+#if FEWMUL_MPI
+  if (job == nullptr) return;
+  const std::vector<fewmul::dist::memory_use> all = fewmul::dist::memory_of_processes();
+  if (job->rank != 0) return;
+  std::string text;
+  for (std::size_t q = 0; q < all.size(); ++q) {
+    char one[96];
+    std::snprintf(one, sizeof one, "%s rank %zu %.1f / %.1f", q == 0 ? "" : ",", q,
+                  static_cast<double>(all[q].private_bytes) / 1e6, static_cast<double>(all[q].resident_bytes) / 1e6);
+    text += one;
+  }
+  std::fprintf(stderr, "fewmul: memory per process, private / resident MB:%s\n", text.c_str());
+#else
+  (void)job;
 #endif
 }
 
@@ -391,13 +459,24 @@ int run_train(const train_flags& f, const CLI::App& train) {
       throw fewmul::error(f.resume_path + ": checkpoint of a " + c.meta.dataset + " run, not " + dataset);
     resume = std::make_unique<fewmul::training_state>(c.state);
   }
-  loaded_data data = load_data(dataset, data_dir_for(dataset, f.data_dir), f.svhn_extra);
-  if (f.train_limit > 0 && f.train_limit < data.train.size()) data.train = data.train.slice(0, f.train_limit);
+  // In a job the first process of each node loads (and below preprocesses) the data for the node's processes.
+  const bool loads_data = first_on_node(job);
+  loaded_data data;
+  if (loads_data) {
+    data = load_data(dataset, data_dir_for(dataset, f.data_dir), f.svhn_extra);
+    if (f.train_limit > 0 && f.train_limit < data.train.size()) data.train = data.train.slice(0, f.train_limit);
+  }
+  share_data_on_node(job, dataset, data);
   // --threads 0 (all) in a job: this process's share of the node's hardware threads.
   int threads = resume ? c.config.threads : f.threads;
   if (job != nullptr && threads == 0) threads = fair_share_of_threads();
   if (resume) c.config.threads = threads;
   const fewmul::runtime rt(threads);
+  // Fitting and applying the preprocessing in a job: the node's cores, which its other processes leave idle
+  // meanwhile (the same bits for any thread count).
+  std::optional<fewmul::runtime> node_threads;
+  if (processes_on_node(job) > 1) node_threads.emplace(std::max(1, rt.threads()) * processes_on_node(job));
+  const fewmul::runtime& node_rt = node_threads ? *node_threads : rt;
   if (rank0 && rt.threads() > static_cast<int>(std::max(1u, std::thread::hardware_concurrency())))
     std::fprintf(stderr, "fewmul: warning: %d threads on %u hardware threads run slower than one per core\n",
                  rt.threads(), std::thread::hardware_concurrency());
@@ -410,12 +489,17 @@ int run_train(const train_flags& f, const CLI::App& train) {
     fewmul::validate(c.config);  // before the preprocessing is fitted (minutes for ZCA)
     fewmul::validate(c.architecture);
     const bool lin_method = fewmul::traits_of(c.config.training_method).paper == fewmul::method_paper::lin2016;
-    c.meta.preprocess = fit_run_preprocessing(f, dataset, lin_method, data.train, c.config.validation, rt, rank0);
+    if (loads_data)  // rank 0, which writes the model, always loads
+      c.meta.preprocess =
+          fit_run_preprocessing(f, dataset, lin_method, data.train, c.config.validation, node_rt, rank0);
   }
   const fewmul::train_config& config = c.config;
   const std::string method(fewmul::method_name(config.training_method));
-  c.meta.preprocess.apply(data.train, rt);
-  c.meta.preprocess.apply(data.test, rt);
+  if (loads_data) {
+    c.meta.preprocess.apply(data.train, node_rt);
+    c.meta.preprocess.apply(data.test, node_rt);
+  }
+  data_ready_on_node(job);
 
   fewmul::network net = fewmul::make_network(c);
   if (rank0) {
@@ -465,6 +549,7 @@ int run_train(const train_flags& f, const CLI::App& train) {
   std::signal(SIGINT, [](int) { fewmul::request_stop(); });
   const fewmul::train_result r = fewmul::train(net, data.train, data.test, config, observer, resume.get(), job);
   std::signal(SIGINT, SIG_DFL);
+  print_job_memory(job);
   if (!rank0) return 0;
   const std::size_t batches = (data.train.size() - config.validation) / config.batch;
   print_job_traffic(job, batches * (r.epochs.size() - (resume ? c.state.progress.epochs.size() : 0)));

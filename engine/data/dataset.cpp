@@ -14,8 +14,11 @@ dataset dataset::slice(std::size_t first, std::size_t count) const {
   out.height = height;
   out.width = width;
   out.channels = channels;
-  out.x.assign(x.begin() + static_cast<std::ptrdiff_t>(first * features),
-               x.begin() + static_cast<std::ptrdiff_t>((first + count) * features));
+  if (borrowed_x != nullptr)
+    out.borrowed_x = borrowed_x + first * features;
+  else
+    out.x.assign(x.begin() + static_cast<std::ptrdiff_t>(first * features),
+                 x.begin() + static_cast<std::ptrdiff_t>((first + count) * features));
   out.y.assign(y.begin() + static_cast<std::ptrdiff_t>(first), y.begin() + static_cast<std::ptrdiff_t>(first + count));
   return out;
 }

@@ -228,7 +228,7 @@ preprocessing fit_preprocessing(const dataset& train, const preprocessing_option
     if (n == 0) throw error("centring needs training examples");
     std::vector<double> sum(f, 0.0);
     for (std::size_t r = 0; r < n; ++r)
-      for (std::size_t j = 0; j < f; ++j) sum[j] += train.x[r * f + j];
+      for (std::size_t j = 0; j < f; ++j) sum[j] += train.example(r)[j];
     p.center_mean.resize(f);
     for (std::size_t j = 0; j < f; ++j) p.center_mean[j] = static_cast<float>(sum[j] / static_cast<double>(n));
   }
@@ -255,8 +255,7 @@ preprocessing fit_preprocessing(const dataset& train, const preprocessing_option
   if (!(zca_bias > 0.0f)) throw error("ZCA bias must be positive");
   std::vector<float> chunk;
   auto load_chunk = [&](std::size_t r0, std::size_t m) {
-    chunk.assign(train.x.begin() + static_cast<std::ptrdiff_t>(r0 * f),
-                 train.x.begin() + static_cast<std::ptrdiff_t>((r0 + m) * f));
+    chunk.assign(train.example(r0), train.example(r0) + m * f);
     apply_before_whitening(p, chunk.data(), m, f, rt);
   };
   std::vector<double> mean(f, 0.0);

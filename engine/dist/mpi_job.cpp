@@ -43,7 +43,18 @@ struct mpi_state {
   // Watchdog: when a collective was entered (steady-clock nanoseconds), 0 outside collectives.
   std::atomic<std::int64_t> entered{0};
   double timeout_seconds = 300;
-  int node_size = 1;
+  MPI_Comm node = MPI_COMM_NULL;  // the processes of this node (MPI_COMM_TYPE_SHARED)
+  int node_rank = 0, node_size = 1;
+  std::vector<MPI_Win> node_windows;  // the node_blocks, in a passive-target epoch until exit
+  // fold_parts through shared memory when the whole job is on one node: two buffers used in turn.
+  struct fold_buffer {
+    MPI_Win window = MPI_WIN_NULL;
+    float* base = nullptr;
+    std::size_t capacity = 0;  // floats
+  };
+  bool shared_fold = false;
+  fold_buffer fold_buffers[2];
+  unsigned next_fold_buffer = 0;
 };
 mpi_state* state = nullptr;
 
@@ -84,11 +95,115 @@ class timed_call {
   std::int64_t start_;
 };
 
+// Waits for a nonblocking call by testing it every millisecond: a process waiting long (for the first process
+// of its node to load the data) leaves the cores to the others instead of polling.
+void wait_sleeping(MPI_Request& request, const char* call) {
+  for (;;) {
+    int done = 0;
+    check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), call);
+    if (done != 0) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 // out = in_0 + in_1 + ... + in_{parts-1}, vectors of `count` floats `stride` apart, added in order.
+// The first two parts in one pass (no copy of the first: a pass over the vector less, the same additions).
 void fold_in_order(const float* in, std::size_t parts, std::size_t count, std::size_t stride, float* out) {
-  std::copy_n(in, count, out);
-  for (std::size_t p = 1; p < parts; ++p)
+  if (parts == 1) {
+    std::copy_n(in, count, out);
+    return;
+  }
+  for (std::size_t i = 0; i < count; ++i) out[i] = in[i] + in[stride + i];
+  for (std::size_t p = 2; p < parts; ++p)
     for (std::size_t i = 0; i < count; ++i) out[i] += in[p * stride + i];
+}
+
+// A window of `bytes` on the node's communicator that every process maps: the first allocates it, the others
+// query its address. Open in a passive-target epoch (MPI_Win_lock_all) until freed, so that MPI_Win_sync
+// orders plain loads and stores around barriers (the MPI-3 idiom for shared windows).
+void* allocate_shared(mpi_state& s, std::size_t bytes, MPI_Win& window) {
+  const auto mine = static_cast<MPI_Aint>(s.node_rank == 0 ? std::max<std::size_t>(bytes, 1) : 0);
+  void* base = nullptr;
+  check(MPI_Win_allocate_shared(mine, 1, MPI_INFO_NULL, s.node, &base, &window), "MPI_Win_allocate_shared");
+  MPI_Aint length = 0;
+  int unit = 0;
+  check(MPI_Win_shared_query(window, 0, &length, &unit, &base), "MPI_Win_shared_query");
+  check(MPI_Win_lock_all(MPI_MODE_NOCHECK, window), "MPI_Win_lock_all");
+  return base;
+}
+
+void free_shared(MPI_Win& window) {
+  if (window == MPI_WIN_NULL) return;
+  MPI_Win_unlock_all(window);
+  MPI_Win_free(&window);
+}
+
+// Every process of the node has arrived, and what each stored in `window` before is visible to all.
+void shared_barrier(mpi_state& s, MPI_Win window) {
+  check(MPI_Win_sync(window), "MPI_Win_sync");
+  check(MPI_Barrier(s.node), "MPI_Barrier");
+  check(MPI_Win_sync(window), "MPI_Win_sync");
+}
+
+// fold_parts when every process of the job is on this node: no messages. Each process stores its parts'
+// partials in a shared buffer, folds its slice of the elements over all parts into the buffer's output area,
+// and copies the whole output out: the reduce-scatter and all-gather of the message path without MPI's copies
+// through its own buffers (and no copy in where the layer wrote its partials there: part_buffer), and the same
+// additions in the same order. Small vectors, and few parts on few processes (one barrier): every process folds all
+// elements itself. Two buffers used in turn make one barrier per call enough between a process's reads of a buffer and
+// anyone's next writes into it: a process writes into a buffer again only after the barrier of the call in between,
+// which every process reaches after its reads. The buffer the next shared fold of `parts` x `count` floats uses, grown
+// if needed (collective: every process asks for the same sizes in the same order, so all grow at the same call).
+mpi_state::fold_buffer& next_fold_buffer(mpi_state& s, std::size_t parts, std::size_t count) {
+  mpi_state::fold_buffer& b = s.fold_buffers[s.next_fold_buffer];
+  const std::size_t need = (parts + 1) * count;  // every part's partial, then the folded vector
+  if (need > b.capacity) {
+    free_shared(b.window);
+    b.base = static_cast<float*>(allocate_shared(s, need * sizeof(float), b.window));
+    b.capacity = need;
+  }
+  return b;
+}
+
+// collective::part_buffer: the layers write their partials straight into the next shared fold buffer.
+float* part_buffer(void* context, std::size_t parts, std::size_t count) {
+  auto& s = *static_cast<mpi_state*>(context);
+  if (!s.shared_fold) return nullptr;
+  const mpi_state::fold_buffer& b = s.fold_buffers[s.next_fold_buffer];
+  if ((parts + 1) * count > b.capacity) {  // growing is collective: under the watchdog like the folds
+    timed_call timer;
+    next_fold_buffer(s, parts, count);
+  }
+  return b.base + first_part(parts, s.table.rank, s.table.size) * count;
+}
+
+void fold_parts_shared(mpi_state& s, const float* local, std::size_t parts, std::size_t count, float* out) {
+  const int size = s.table.size, rank = s.table.rank;
+  const auto ranks = static_cast<std::size_t>(size);
+  mpi_state::fold_buffer& b = next_fold_buffer(s, parts, count);
+  s.next_fold_buffer ^= 1u;
+  float* partials = b.base;
+  float* folded = b.base + parts * count;
+  const std::size_t mine = local_parts(parts, rank, size);
+  float* my_partials = partials + first_part(parts, rank, size) * count;
+  if (local != my_partials) std::copy_n(local, mine * count, my_partials);  // unless written there (part_buffer)
+  shared_barrier(s, b.window);
+  // Every process folding all elements reads (parts + 1) count floats and writes count; folding a slice and
+  // copying the result out reads about (parts + 1) count / R + 2 count and needs a second barrier. For two
+  // processes on two or three parts (the usual split of a node), folding all is the lighter.
+  if (parts * count <= gather_whole_limit || (parts + 1) * (ranks - 1) <= 2 * ranks) {
+    fold_in_order(partials, parts, count, count, out);
+    s.stats.bytes_sent += mine * count * sizeof(float) * (ranks - 1);
+    s.stats.bytes_received += (parts - mine) * count * sizeof(float);
+    return;
+  }
+  const std::size_t my_begin = count * static_cast<std::size_t>(rank) / ranks;
+  const std::size_t my_length = count * static_cast<std::size_t>(rank + 1) / ranks - my_begin;
+  fold_in_order(partials + my_begin, parts, my_length, count, folded + my_begin);
+  shared_barrier(s, b.window);
+  std::copy_n(folded, count, out);
+  s.stats.bytes_sent += (mine * (count - my_length) + my_length * (ranks - 1)) * sizeof(float);
+  s.stats.bytes_received += ((parts - mine) * my_length + (count - my_length)) * sizeof(float);
 }
 
 void fold_parts(void* context, const float* local, std::size_t parts, std::size_t count, float* out) {
@@ -96,6 +211,10 @@ void fold_parts(void* context, const float* local, std::size_t parts, std::size_
   const int size = s.table.size, rank = s.table.rank;
   const auto ranks = static_cast<std::size_t>(size);
   timed_call timer;
+  if (s.shared_fold) {
+    fold_parts_shared(s, local, parts, count, out);
+    return;
+  }
   s.send_counts.resize(ranks);
   s.send_offsets.resize(ranks);
   s.receive_counts.resize(ranks);
@@ -218,20 +337,31 @@ collective* join_mpi_job() {
   state = new mpi_state;  // lives until exit: the watchdog thread reads it
   MPI_Comm_rank(MPI_COMM_WORLD, &state->table.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &state->table.size);
-  MPI_Comm node;
-  check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
-  MPI_Comm_size(node, &state->node_size);
-  MPI_Comm_free(&node);
+  // Key 0: the node's processes keep their world order, so world rank 0 is the first of its node.
+  check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &state->node),
+        "MPI_Comm_split_type");
+  MPI_Comm_set_errhandler(state->node, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(state->node, &state->node_rank);
+  MPI_Comm_size(state->node, &state->node_size);
   state->table.context = state;
   state->table.fold_parts = fold_parts;
   state->table.sum = sum;
   state->table.gather_parts = gather_parts;
+  state->table.part_buffer = part_buffer;
   if (const char* timeout = std::getenv("FEWMUL_MPI_TIMEOUT")) state->timeout_seconds = std::atof(timeout);
+  // One node: folds through shared memory; FEWMUL_MPI_SHARED_FOLD=0 keeps the message path of several nodes
+  // (tests/mpi/run.sh runs both; bench/mpi_scaling.sh compares them).
+  const char* shared_fold = std::getenv("FEWMUL_MPI_SHARED_FOLD");
+  state->shared_fold = state->node_size == state->table.size && state->table.size > 1 &&
+                       (shared_fold == nullptr || std::string(shared_fold) != "0");
   if (state->table.size > 1 && state->timeout_seconds > 0) std::thread(watch, state).detach();
   std::atexit([] {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized) MPI_Finalize();
+    if (finalized) return;
+    for (MPI_Win& window : state->node_windows) free_shared(window);
+    for (auto& buffer : state->fold_buffers) free_shared(buffer.window);
+    MPI_Finalize();
   });
   return &state->table;
 }
@@ -244,6 +374,47 @@ void abort_job(const std::string& message, int exit_code) {
 }
 
 int processes_on_this_node() { return state != nullptr ? state->node_size : 1; }
+
+bool first_on_node() { return state == nullptr || state->node_rank == 0; }
+
+node_block allocate_on_node(std::size_t bytes) {
+  if (state == nullptr) throw error("allocate_on_node outside an MPI job");
+  std::uint64_t size = bytes;
+  MPI_Request request;
+  check(MPI_Ibcast(&size, 1, MPI_UINT64_T, 0, state->node, &request), "MPI_Ibcast");
+  wait_sleeping(request, "MPI_Ibcast");
+  MPI_Win window = MPI_WIN_NULL;
+  void* base = allocate_shared(*state, static_cast<std::size_t>(size), window);
+  state->node_windows.push_back(window);
+  return {static_cast<std::byte*>(base), static_cast<std::size_t>(size)};
+}
+
+void node_barrier() {
+  if (state == nullptr) return;
+  for (MPI_Win window : state->node_windows) check(MPI_Win_sync(window), "MPI_Win_sync");
+  MPI_Request request;
+  check(MPI_Ibarrier(state->node, &request), "MPI_Ibarrier");
+  wait_sleeping(request, "MPI_Ibarrier");
+  for (MPI_Win window : state->node_windows) check(MPI_Win_sync(window), "MPI_Win_sync");
+}
+
+std::vector<memory_use> memory_of_processes() {
+  memory_use mine;
+  if (std::FILE* status = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    unsigned long long kib = 0;
+    while (std::fgets(line, sizeof line, status) != nullptr) {
+      if (std::sscanf(line, "RssAnon: %llu kB", &kib) == 1) mine.private_bytes = kib * 1024;
+      if (std::sscanf(line, "VmRSS: %llu kB", &kib) == 1) mine.resident_bytes = kib * 1024;
+    }
+    std::fclose(status);
+  }
+  if (state == nullptr) return {mine};
+  std::vector<memory_use> all(static_cast<std::size_t>(state->table.size));
+  check(MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, MPI_COMM_WORLD),
+        "MPI_Allgather");
+  return all;
+}
 
 traffic job_traffic() { return state != nullptr ? state->stats : traffic{}; }
 

@@ -80,10 +80,10 @@ void sum_over_parts(const step_context& ctx, std::size_t rows, std::size_t count
     return;
   }
   const std::size_t parts = split->local_parts();
-  scratch.resize(parts * count);
+  float* partials = split->partials_for_fold(count, scratch);
   for (std::size_t i = 0; i < parts; ++i)
-    sum_part(split->bounds[i], split->bounds[i + 1], std::uint64_t{split->first_part + i}, scratch.data() + i * count);
-  fold_parts(ctx, *split, scratch.data(), count, out);
+    sum_part(split->bounds[i], split->bounds[i + 1], std::uint64_t{split->first_part + i}, partials + i * count);
+  fold_parts(ctx, *split, partials, count, out);
 }
 /// The random-stream code of slab `slab` of part `part` of a weight gradient (0 for the first of each).
 inline std::uint64_t gradient_stream(std::uint64_t part, std::size_t slab) { return slab + (part << 20); }

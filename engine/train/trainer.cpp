@@ -107,7 +107,7 @@ std::uint64_t fingerprint(const dataset& train_set, const dataset& test, const t
   for (const dataset* d : {&train_set, &test}) {
     mix(d->size());
     mix(d->features);
-    for (float v : d->x) mix(std::bit_cast<std::uint32_t>(v));
+    for (std::size_t i = 0; i < d->size() * d->features; ++i) mix(std::bit_cast<std::uint32_t>(d->rows()[i]));
     for (std::uint8_t label : d->y) mix(label);
   }
   for (std::uint64_t v : {config.seed, std::uint64_t{config.batch}, std::uint64_t{config.batch_parts},

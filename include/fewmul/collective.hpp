@@ -31,6 +31,10 @@ struct collective {
   /// Every process passes the blocks of its own parts (local_parts(parts, rank, size) of them, `bytes` each);
   /// every process receives all `parts` blocks in part order in `all`.
   void (*gather_parts)(void* context, const void* local, std::size_t parts, std::size_t bytes, void* all) = nullptr;
+  /// Optional (null: none): where this process may write its parts' partials for the next fold_parts of
+  /// `count` floats per part, memory fold_parts then reads without copying them (a node's shared memory);
+  /// null when it has none. Called by every process at the same point, like the collectives.
+  float* (*part_buffer)(void* context, std::size_t parts, std::size_t count) = nullptr;
 };
 
 /// The first part of process `rank` when `parts` parts are spread over `size` processes in contiguous runs.
@@ -59,6 +63,14 @@ struct batch_split {
   std::size_t local_parts() const { return bounds.size() - 1; }
   /// True when this process holds the whole minibatch as one part (no folding, no communication).
   bool whole() const { return parts == 1 && comm->size == 1; }
+  /// Where to write the local parts' partials (part-major, `count` each) for the next fold(): the collective's
+  /// own memory when it offers some (no copy in fold), else `scratch`.
+  float* partials_for_fold(std::size_t count, std::vector<float>& scratch) const {
+    if (comm->part_buffer != nullptr)
+      if (float* buffer = comm->part_buffer(comm->context, parts, count)) return buffer;
+    scratch.resize(local_parts() * count);
+    return scratch.data();
+  }
   /// Left fold of the local parts' partials (part-major, `count` each) with those of the other processes.
   void fold(const float* local, std::size_t count, float* out) const {
     comm->fold_parts(comm->context, local, parts, count, out);

@@ -10,15 +10,22 @@ namespace fewmul {
 
 /// Labelled examples, one row of `features` floats per example. Images are stored channel-last:
 /// feature (y * width + x) * channels + c.
+///
+/// The rows are either owned (`x`) or borrowed (`borrowed_x`, `x` empty): memory the dataset does not own and
+/// that outlives it, such as the one copy that the processes of a node share in data-parallel training
+/// (engine/dist). Read them through rows() or example(), which work for both.
 struct dataset {
   std::size_t features = 0;
   std::size_t classes = 0;
   std::uint32_t height = 0, width = 0, channels = 0;  ///< image shape (0 when not images)
-  std::vector<float> x;                               ///< size() * features values
+  std::vector<float> x;                               ///< size() * features values (empty when borrowed)
   std::vector<std::uint8_t> y;                        ///< one label in [0, classes) per example
+  float* borrowed_x = nullptr;                        ///< size() * features values held elsewhere, or null
   std::size_t size() const { return y.size(); }
-  const float* example(std::size_t i) const { return x.data() + i * features; }
-  /// Rows [first, first + count) as a new dataset.
+  const float* rows() const { return borrowed_x != nullptr ? borrowed_x : x.data(); }
+  float* rows() { return borrowed_x != nullptr ? borrowed_x : x.data(); }
+  const float* example(std::size_t i) const { return rows() + i * features; }
+  /// Rows [first, first + count) as a new dataset: a copy of owned rows, a view into borrowed ones.
   dataset slice(std::size_t first, std::size_t count) const;
 };
 
@@ -82,7 +89,7 @@ struct preprocessing {
   bool active() const { return pm1 || !center_mean.empty() || gcn || lcn_channels > 0 || !zca_mean.empty(); }
   /// Transforms `n` rows of `features` values in place.
   void apply(float* rows, std::size_t n, std::size_t features, const runtime& rt) const;
-  void apply(dataset& data, const runtime& rt) const { apply(data.x.data(), data.size(), data.features, rt); }
+  void apply(dataset& data, const runtime& rt) const { apply(data.rows(), data.size(), data.features, rt); }
 };
 
 /// What fit_preprocessing fits, in the order preprocessing applies it.

@@ -37,6 +37,35 @@ for r in 1 2 3; do
   cmp "$work/single.fwm" "$work/r$r.fwm" > /dev/null 2>&1 || fail "mpirun -n $r: model differs from the single-process run"
 done
 
+# One node folds through shared memory; several nodes send messages. The message path, on this node:
+FEWMUL_MPI_SHARED_FOLD=0 run 2 "$fewmul" $train --epochs 2 --save-model "$work/messages.fwm" > "$work/log" 2>&1 ||
+  fail "mpirun -n 2, folds by messages"
+cmp "$work/single.fwm" "$work/messages.fwm" > /dev/null 2>&1 ||
+  fail "mpirun -n 2, folds by messages: model differs from the single-process run"
+run 3 "$fewmul" $train --epochs 2 --save-model "$work/r3.fwm" > "$work/log" 2>&1 || fail "mpirun -n 3"
+
+# The data once per node: of the 3 processes on this one node, one loads ("loaded" lines: one), and the
+# others' private memory (RssAnon, rank 0's report) stays below the shared rows' size, which a process holding
+# its own copy of them would exceed.
+loads=$(grep -c "loaded mnist once for the 3 processes of its node" "$work/log")
+shared=$(sed -n 's/.*of its node (\([0-9.]*\) MB shared).*/\1/p' "$work/log")
+private=$(sed -n 's/.*memory per process, private \/ resident MB://p' "$work/log")
+if [ "$loads" != 1 ] || [ -z "$shared" ] || [ -z "$private" ] ||
+  ! echo "$private" | tr ',' '\n' | awk -v shared="$shared" '
+    { if ($2 != 0) { seen++; if ($3 >= shared) bad++ } }
+    END { exit !(seen == 2 && bad == 0) }'; then
+  fail "mpirun -n 3: the data is not held once per node (loads: $loads, shared MB: $shared, private:$private)"
+fi
+
+# A file that fails to load on the loading process ends the job with one message naming the rank and the file.
+mkdir "$work/no-data"
+run 3 "$fewmul" train mnist --data "$work/no-data" --batch-parts 3 --threads 1 --quiet > "$work/log" 2>&1
+code=$?
+if [ $code -eq 0 ] || [ "$(grep -c 'error: rank' "$work/log")" != 1 ] ||
+  ! grep -q "error: rank 0 of 3: $work/no-data/train-images-idx3-ubyte: no such file" "$work/log"; then
+  fail "a data file missing on the loading process (exit $code)"
+fi
+
 # More processes than parts: refused with the flag named, before any training.
 run 4 "$fewmul" $train --epochs 1 > "$work/log" 2>&1
 if [ $? -eq 0 ] || ! grep -q "rank [0-3] of 4: --batch-parts 3 is fewer than the 4 processes" "$work/log"; then
