@@ -514,7 +514,8 @@ command add_train_command(CLI::App& app) {
       ->check(number_in(limits::lr_decay_min, limits::lr_decay_max));
   train
       ->add_option("--schedule", f.schedule_text,
-                   "continuous (decay per minibatch to lr/100 at the very end) or paper (the authors' lr, final "
+                   "continuous (decay per minibatch to lr/100 at the very end; the default, except for Lin et al.'s "
+                   "methods on cifar10/svhn: see --lr-decay) or paper (the authors' lr, final "
                    "lr, epochs, batch and optimizer for the dataset and method; --epochs, --batch, --lr, "
                    "--optimizer still override)")
       ->check(CLI::IsMember({"continuous", "paper"}))

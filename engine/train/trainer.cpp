@@ -302,9 +302,9 @@ float default_lr_decay(std::string_view dataset, method m) {
   // 0.908; trainer.py update(): self.LR *= self.LR_decay after each epoch), so a run at their factor is the
   // start of theirs: a 2-epoch CIFAR-10 run stays near 0.3. The cosine to lr/100 over the run halved a
   // 2-epoch run's mean rate, and the stochastic binary weights need the steps: CIFAR-10, width 0.25, 2
-  // epochs, full set, bc-stoch seeds 1 and 2: 49.3% and 51.9% test error with the cosine, 44.7% and 40.9% at
+  // epochs, full set, bc-stoch seeds 1 and 2: 49.3% and 51.9% test error with the cosine, 45.1% and 40.9% at
   // the authors' factor. Deterministic and ternary weights, which gain from the cosine's annealing, lose
-  // 3-7 points there and stay near 30% (issue 15, README). MNIST keeps the cosine (its default rate and batch
+  // 3.7-6.8 points there and stay at 32-35% (issue 15, README). MNIST keeps the cosine (its default rate and batch
   // are not Lin et al.'s), and so do bnn and qnn (Adam, Hubara et al.).
   if (dataset == "mnist" || traits_of(m).paper != method_paper::lin2016) return 0.0f;
   const paper_preset p = paper_preset_for(dataset, m);
