@@ -133,6 +133,29 @@ TEST_CASE("paper presets follow each method's paper and dataset") {
   CHECK_THROWS_AS(paper_preset_for("imagenet", method::bc), fewmul::error);
 }
 
+TEST_CASE("Lin et al.'s convnets default to the authors' per-epoch decay and everything else to the cosine") {
+  // hantek/BinaryConnect cifar10.py: LR_decay = (LR_fin / LR)^(1 / n_epoch) = (0.001 / 0.3)^(1 / 300);
+  // svhn.py the same over 60 epochs.
+  for (method m : {method::fp32, method::bc, method::bc_stoch, method::tc, method::bc_qbp, method::tc_qbp}) {
+    CAPTURE(method_name(m));
+    CHECK(default_lr_decay("cifar10", m) == doctest::Approx(std::pow(0.001 / 0.3, 1.0 / 300.0)).epsilon(1e-6));
+    CHECK(default_lr_decay("cifar10", m) == doctest::Approx(0.98116).epsilon(1e-4));
+    CHECK(default_lr_decay("svhn", m) == doctest::Approx(std::pow(0.001 / 0.3, 1.0 / 60.0)).epsilon(1e-6));
+    CHECK(default_lr_decay("mnist", m) == 0.0f);
+  }
+  for (method m : {method::bnn, method::qnn})
+    for (const char* dataset : {"mnist", "cifar10", "svhn"}) CHECK(default_lr_decay(dataset, m) == 0.0f);
+  CHECK_THROWS_AS(default_lr_decay("imagenet", method::bc), fewmul::error);
+  // A 2-epoch CIFAR-10 run at that factor stays at the authors' rate, constant within each epoch.
+  train_config c;
+  c.lr = 0.3f;
+  c.epochs = 2;
+  c.lr_decay = default_lr_decay("cifar10", method::bc_stoch);
+  CHECK(learning_rate_at(c, 1, 0, 450) == doctest::Approx(0.3));
+  CHECK(learning_rate_at(c, 1, 449, 450) == doctest::Approx(0.3));
+  CHECK(learning_rate_at(c, 2, 449, 450) == doctest::Approx(0.3 * 0.98116).epsilon(1e-4));
+}
+
 TEST_CASE("the exponent histogram counts every input value of every weight layer once") {
   network net = make_mlp(12, {16}, 3, dense_options_for(method::bc_qbp), activation::relu, 3);
   dataset d;

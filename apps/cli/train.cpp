@@ -313,7 +313,10 @@ fewmul::train_config configure_training(const train_flags& f, const given_flags&
   const bool lin_convnet = dataset != "mnist" && traits.paper == fewmul::method_paper::lin2016;
   config.batch = lin_convnet && !given("--batch") ? 100 : f.batch;
   config.lr = f.lr > 0.0f ? f.lr : fewmul::default_learning_rate(config.training_method, dataset != "mnist");
-  config.lr_decay = f.lr_decay;
+  // Lin et al.'s convnets: their per-epoch factor unless a schedule or factor is asked for (default_lr_decay).
+  config.lr_decay = given("--lr-decay") || given("--schedule")
+                        ? f.lr_decay
+                        : fewmul::default_lr_decay(dataset, config.training_method);
   // The method's optimizer unless told otherwise (BNN and QNN: Adam, Hubara et al.).
   config.optimizer = !given("--optimizer") ? traits.default_optimizer : parse_optimizer(f.optimizer_text);
   paper_dropout = {0.0f, 0.0f};
@@ -589,11 +592,15 @@ command add_train_command(CLI::App& app) {
                    "Initial learning rate (default: MNIST MLP 0.3 for fp32, 1.0 for binary/ternary, 0.003 for "
                    "bnn/qnn (Adam); convnets 0.3, bnn/qnn 0.003)")
       ->check(number_in(limits::lr_min, limits::lr_max));
-  train->add_option("--lr-decay", f.lr_decay, "Per-epoch learning-rate factor (default: follow --schedule)")
+  train
+      ->add_option("--lr-decay", f.lr_decay,
+                   "Per-epoch learning-rate factor (default: follow --schedule; without --schedule, Lin et al.'s "
+                   "methods on cifar10/svhn take their scripts' factor, (final lr / lr)^(1 / their epochs))")
       ->check(number_in(limits::lr_decay_min, limits::lr_decay_max));
   train
       ->add_option("--schedule", f.schedule_text,
-                   "continuous (decay per minibatch to lr/100 at the very end) or paper (the authors' lr, final "
+                   "continuous (decay per minibatch to lr/100 at the very end; the default, except for Lin et al.'s "
+                   "methods on cifar10/svhn: see --lr-decay) or paper (the authors' lr, final "
                    "lr, epochs, batch and optimizer for the dataset and method; --epochs, --batch, --lr, "
                    "--optimizer still override)")
       ->check(CLI::IsMember({"continuous", "paper"}))

@@ -296,6 +296,21 @@ paper_preset paper_preset_for(std::string_view dataset, method m) {
   throw error("no paper preset for dataset '" + std::string(dataset) + "' (expected mnist, cifar10 or svhn)");
 }
 
+float default_lr_decay(std::string_view dataset, method m) {
+  // Lin et al.'s convnet scripts decay the rate once per epoch by LR_decay = (LR_fin / LR)^(1 / n_epoch)
+  // (hantek/BinaryConnect cifar10.py: 0.3 -> 0.001 over 300 epochs, 0.981 per epoch; svhn.py: over 60,
+  // 0.908; trainer.py update(): self.LR *= self.LR_decay after each epoch), so a run at their factor is the
+  // start of theirs: a 2-epoch CIFAR-10 run stays near 0.3. The cosine to lr/100 over the run halved a
+  // 2-epoch run's mean rate, and the stochastic binary weights need the steps: CIFAR-10, width 0.25, 2
+  // epochs, full set, bc-stoch seeds 1 and 2: 49.3% and 51.9% test error with the cosine, 45.1% and 40.9% at
+  // the authors' factor. Deterministic and ternary weights, which gain from the cosine's annealing, lose
+  // 3.7-6.8 points there and stay at 32-35% (issue 15, README). MNIST keeps the cosine (its default rate and batch
+  // are not Lin et al.'s), and so do bnn and qnn (Adam, Hubara et al.).
+  if (dataset == "mnist" || traits_of(m).paper != method_paper::lin2016) return 0.0f;
+  const paper_preset p = paper_preset_for(dataset, m);
+  return static_cast<float>(std::pow(static_cast<double>(p.lr_end) / p.lr_start, 1.0 / static_cast<double>(p.epochs)));
+}
+
 void validate(const network_architecture& a) {
   using L = setting_limits;
   require("--dropout-input", number_problem(a.dropout_input, L::dropout_min, L::dropout_max));

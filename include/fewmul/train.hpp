@@ -36,6 +36,11 @@ float default_learning_rate(method m);
 /// BinaryConnect/TernaryConnect methods (the CLI trains them with batch 100, as their CIFAR-10/SVHN
 /// scripts), bnn and qnn as for MLPs.
 float default_learning_rate(method m, bool convnet);
+/// The preset per-epoch learning-rate factor (train_config::lr_decay) of a method on a dataset: for Lin et
+/// al.'s methods on the CIFAR-10 and SVHN convnets their scripts' LR_decay = (LR_fin / LR)^(1 / n_epoch)
+/// (paper_preset_for), so an N-epoch run follows the first N epochs of the authors' run; 0 elsewhere (MNIST,
+/// bnn, qnn: the continuous cosine of lr_schedule::continuous).
+float default_lr_decay(std::string_view dataset, method m);
 
 /// Hidden-layer activation of an MLP.
 enum class activation {
