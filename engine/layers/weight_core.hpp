@@ -50,7 +50,8 @@ class weight_core {
   int weight_planes() const { return traits_->planes ? traits_->arrays(options_) : 0; }
   /// Bits of the inputs in this pass when the forward pass runs as XNOR-popcount, else 0.
   int xnor_input_bits(bool training) const { return weight_planes() > 0 ? input_bits_[training ? 1 : 0] : 0; }
-  /// The deterministic packed weights used at inference: weight_planes() planes of [outputs][words(inputs)].
+  /// The deterministic packed weights used at inference: the kind's bit arrays of [outputs][words(inputs)]
+  /// (weight_kinds.hpp; binary and k-bit: weight_planes() planes; fp32: none).
   std::vector<std::uint64_t> inference_planes() const;
   /// Drops the cached packed weights (the master weights changed).
   void invalidate() { inference_packed_ = expectation_ready_ = false; }
@@ -82,6 +83,7 @@ class weight_core {
   void weight_gradient_codes(const float* dy, const std::int8_t* codes, std::size_t rows, float* grad,
                              std::uint32_t layer, const step_context& ctx);
 
+  // Model and checkpoint files (weight_io.cpp).
   /// Options and weights (packed: deterministic bits) in the format of the dense layer.
   void write(byte_writer& out, bool packed) const;
   /// Reads what write() wrote (after the layer's own header), given the shape.
