@@ -5,6 +5,7 @@
 
 #include <chrono>
 
+#include "fewmul/kernels.hpp"
 #include "fewmul/train.hpp"
 
 namespace {

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 
+#include "fewmul/kernels.hpp"
 #include "fewmul/packed_network.hpp"
 #include "fewmul/train.hpp"
 #include "inference_bench.hpp"

@@ -10,6 +10,7 @@
 
 #include <chrono>
 
+#include "fewmul/kernels.hpp"
 #include "fewmul/packed_mlp.hpp"
 #include "fewmul/train.hpp"
 #include "inference_bench.hpp"

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "fewmul/error.hpp"
+#include "fewmul/kernels.hpp"
 #include "fewmul/network.hpp"
 #include "fewmul/train.hpp"
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "fewmul/fewmul.hpp"
+#include "fewmul/kernels.hpp"  // the QBP exponent range the flags check, the ISA list
 
 namespace fewmul_cli {
 

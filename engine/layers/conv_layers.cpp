@@ -90,7 +90,7 @@ void col2im(const float* dcols, const conv_shape& s, float* dx) {
     }
 }
 
-class conv2d_layer final : public layer {
+class conv2d_layer final : public detail::serializable_layer {
  public:
   // `initialize` false: no weights yet (read() fills them, packed bits staying packed).
   conv2d_layer(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed, bool initialize = true)
@@ -271,7 +271,7 @@ class conv2d_layer final : public layer {
   std::vector<std::int8_t> map_codes_, col_codes_;  // QBP: the slab's input codes and their im2col
 };
 
-class max_pool_layer final : public layer {
+class max_pool_layer final : public detail::serializable_layer {
  public:
   max_pool_layer(std::size_t height, std::size_t width, std::size_t channels) : h_(height), w_(width), c_(channels) {
     if (height < 2 || width < 2 || channels == 0 || height > 4096 || width > 4096 || channels > 65536)

@@ -12,7 +12,20 @@
 
 namespace fewmul::detail {
 
+class byte_writer;
 class byte_reader;
+
+/// The engine's layers: those model and checkpoint files can hold (a layer a user derives from
+/// fewmul::layer is not one, and writing a network that holds it throws).
+class serializable_layer : public layer {
+ public:
+  /// Appends the layer's tag, configuration and parameters to a model (`packed`: deterministic
+  /// 1/2-bit weights for inference) or checkpoint (master weights) payload.
+  virtual void write(byte_writer& out, bool packed) const = 0;
+};
+/// Serializes every layer of `net` / rebuilds a network from such a payload (engine/model/network.cpp).
+void write_network(const network& net, byte_writer& out, bool packed);
+network read_network(byte_reader& in, bool packed);
 
 enum layer_tag : std::uint32_t {
   tag_dense = 1,

@@ -20,7 +20,7 @@ using detail::parallel_rows;
 using detail::weight_core;
 using namespace detail;  // layer tags
 
-class dense_layer final : public layer {
+class dense_layer final : public detail::serializable_layer {
  public:
   // `initialize` false: no weights yet (read() fills them, packed bits staying packed).
   dense_layer(std::size_t inputs, std::size_t outputs, const dense_options& options, std::uint64_t init_seed,
@@ -99,7 +99,7 @@ class dense_layer final : public layer {
 // dense layer's output; height*width after a convolution, whose outputs are stored channel-last).
 // Sums over the batch run in fixed chunks of rows whose partial sums are added in chunk order, so
 // the result does not depend on the thread count.
-class batch_norm_layer final : public layer {
+class batch_norm_layer final : public detail::serializable_layer {
  public:
   batch_norm_layer(std::size_t features, std::size_t spatial, float epsilon, float momentum, bool shift)
       : n_(features), spatial_(spatial), epsilon_(epsilon), momentum_(momentum), shift_(shift) {
@@ -343,7 +343,7 @@ class batch_norm_layer final : public layer {
 
 // Element-wise activations: y = f(x), dx = dy * f'(x).
 template <class F, class G>
-class elementwise_layer final : public layer {
+class elementwise_layer final : public detail::serializable_layer {
  public:
   elementwise_layer(std::uint32_t tag, std::string name, std::size_t n, F f, G gate)
       : tag_(tag), name_(std::move(name)), n_(n), f_(f), gate_(gate) {}
@@ -395,7 +395,7 @@ class elementwise_layer final : public layer {
 };
 
 // Sign (1 bit) and k-bit activations with the straight-through estimator.
-class quantized_activation_layer final : public layer {
+class quantized_activation_layer final : public detail::serializable_layer {
  public:
   quantized_activation_layer(std::size_t n, int bits, bool stochastic) : n_(n), bits_(bits), stochastic_(stochastic) {
     if (n == 0) throw error("an activation needs a positive size");
@@ -473,7 +473,7 @@ class quantized_activation_layer final : public layer {
 };
 
 // Inverted dropout; at inference the identity, so quantized inputs stay quantized for the next layer.
-class dropout_layer final : public layer {
+class dropout_layer final : public detail::serializable_layer {
  public:
   dropout_layer(std::size_t n, float p) : n_(n), p_(p) {
     if (n == 0) throw error("dropout needs a positive size");

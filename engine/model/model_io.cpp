@@ -315,7 +315,7 @@ const matrix& model::infer(const matrix& x, const runtime& rt) {
 std::size_t save_model(const std::string& path, network& net, const model_metadata& meta) {
   detail::byte_writer out;
   write_metadata(out, meta);
-  net.write(out, true);
+  detail::write_network(net, out, true);
   return write_container(path, file_kind::model, out.bytes());
 }
 
@@ -326,7 +326,7 @@ model load_model(const std::string& path) {
     const auto payload = read_container(path, model_magic, "model", version);
     detail::byte_reader in(payload.data(), payload.size(), path);
     m.meta = read_metadata(in, version);
-    m.net = network::read(in, true);
+    m.net = detail::read_network(in, true);
     if (!in.done()) in.invalid("unexpected bytes after the last layer");
     if (m.net.input_size() != std::size_t{m.meta.width} * m.meta.height * m.meta.channels)
       in.invalid("first layer expects " + std::to_string(m.net.input_size()) + " inputs, the metadata describes " +

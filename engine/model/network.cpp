@@ -2,6 +2,7 @@
 
 #include "fewmul/error.hpp"
 #include "fewmul/network.hpp"
+#include "layers/layer_io.hpp"
 #include "model/serialize.hpp"
 
 namespace fewmul {
@@ -72,12 +73,18 @@ void network::parameters_changed() {
 // Defined in layers.cpp, next to the layer classes.
 std::unique_ptr<layer> read_layer(detail::byte_reader& in, bool packed);
 
-void network::write(detail::byte_writer& out, bool packed) const {
-  out.put<std::uint32_t>(static_cast<std::uint32_t>(layers_.size()));
-  for (const auto& l : layers_) l->write(out, packed);
+void detail::write_network(const network& net, byte_writer& out, bool packed) {
+  out.put<std::uint32_t>(static_cast<std::uint32_t>(net.layers().size()));
+  for (const auto& l : net.layers()) {
+    const auto* stored = dynamic_cast<const serializable_layer*>(l.get());
+    if (stored == nullptr)
+      throw error("layer " + std::to_string(l->index) + " (" + l->describe() +
+                  ") is not one of the engine's layer types: model and checkpoint files cannot hold it");
+    stored->write(out, packed);
+  }
 }
 
-network network::read(detail::byte_reader& in, bool packed) {
+network detail::read_network(byte_reader& in, bool packed) {
   const auto count = in.get<std::uint32_t>("layer count");
   if (count == 0 || count > 4096) in.invalid("implausible layer count " + std::to_string(count));
   network net;

@@ -547,11 +547,19 @@ double evaluate(network& net, const dataset& data, const runtime& rt, bool expec
   return static_cast<double>(errors) / static_cast<double>(data.size());
 }
 
-train_result train(network& net, const dataset& train_set, const dataset& test, const train_config& config,
-                   const train_observer& observer, const training_state* resume, collective* processes) {
-  stop_requested.store(false);
+namespace {
+
+using steady_clock = std::chrono::steady_clock;
+
+double seconds_since(steady_clock::time_point t0) {
+  return std::chrono::duration<double>(steady_clock::now() - t0).count();
+}
+
+// Throws unless the network, the data, the configuration and the processes fit together; returns the number
+// of training examples (the last config.validation examples of train_set are the validation split).
+std::size_t check_run(const network& net, const dataset& train_set, const train_config& config,
+                      const collective& comm) {
   validate(config);
-  collective& comm = processes != nullptr ? *processes : single_process();
   if (static_cast<std::size_t>(comm.size) > config.batch_parts)
     throw error("--batch-parts " + std::to_string(config.batch_parts) + " is fewer than the " +
                 std::to_string(comm.size) + " processes of this run (each needs a part); give at least " +
@@ -566,137 +574,197 @@ train_result train(network& net, const dataset& train_set, const dataset& test, 
   if (train_count < config.batch)
     throw error("only " + std::to_string(train_count) + " training examples for a batch of " +
                 std::to_string(config.batch));
-  const dataset validation = train_set.slice(train_count, config.validation);
   const bool augmenting = config.augment_shift > 0 || config.augment_flip;
   if (augmenting && (train_set.height == 0 || train_set.width == 0 || train_set.channels == 0 ||
                      std::size_t{train_set.height} * train_set.width * train_set.channels != train_set.features))
     throw error("data augmentation needs an image dataset (height, width and channels)");
+  return train_count;
+}
 
-  runtime rt(config.threads);
-  const kernels::kernel_table& k = kernels::active_kernels();
-  detail::optimizer opt(config.optimizer, config.momentum, net.parameters());
+// One call of train(): what lives across its epochs, and the steps of an epoch.
+class training_run {
+ public:
+  training_run(network& net, const dataset& train_set, const dataset& test, const train_config& config,
+               const train_observer& observer, collective& comm, std::size_t train_count)
+      : net_(net),
+        train_set_(train_set),
+        test_(test),
+        config_(config),
+        observer_(observer),
+        comm_(comm),
+        train_count_(train_count),
+        batches_(train_count / config.batch),  // the remainder is dropped each epoch
+        validation_(train_set.slice(train_count, config.validation)),
+        rt_(config.threads),
+        opt_(config.optimizer, config.momentum, net.parameters()),
+        order_(train_count) {
+    check_same_inputs(train_set, test, config, comm);
+    split_ = split_batch(comm, config.batch_parts, config.batch);
+  }
 
-  std::vector<std::uint32_t> order(train_count);
-  matrix x, grad;
-  std::vector<std::uint8_t> y;
-  train_result result;
-  std::vector<std::vector<float>> best_state;
-  std::uint64_t step = 0;
-  const std::size_t batches = train_count / config.batch;  // the remainder is dropped each epoch
-  check_same_inputs(train_set, test, config, comm);
-  const batch_split split = split_batch(comm, config.batch_parts, config.batch);
-  const std::size_t local_rows = split.bounds.back();
-  split_loss_scratch loss_scratch;
-  std::size_t first_epoch = 1;
-  double earlier_seconds = 0;
-  if (resume != nullptr) {
-    // Everything random derives from (seed, epoch, step), so restoring the parameters, the optimizer
-    // and the counters continues the run exactly as if it had not stopped.
-    net.restore(resume->network_state);
-    opt.restore(resume->optimizer_state, resume->optimizer_steps);
-    result = resume->progress;
-    result.bn_reestimate_seconds = 0;
-    best_state = resume->best_state;
-    step = resume->step;
-    first_epoch = result.epochs.size() + 1;
-    earlier_seconds = result.total_seconds;
-    if (resume->train_examples != 0 && resume->train_examples != train_count)
-      throw error("checkpoint was written for " + std::to_string(resume->train_examples) +
-                  " training examples, this run has " + std::to_string(train_count) +
+  // Everything random derives from (seed, epoch, step), so restoring the parameters, the optimizer and the
+  // counters continues the run exactly as if it had not stopped.
+  void resume(const training_state& state) {
+    net_.restore(state.network_state);
+    opt_.restore(state.optimizer_state, state.optimizer_steps);
+    result_ = state.progress;
+    result_.bn_reestimate_seconds = 0;
+    best_state_ = state.best_state;
+    step_ = state.step;
+    first_epoch_ = result_.epochs.size() + 1;
+    earlier_seconds_ = result_.total_seconds;
+    if (state.train_examples != 0 && state.train_examples != train_count_)
+      throw error("checkpoint was written for " + std::to_string(state.train_examples) +
+                  " training examples, this run has " + std::to_string(train_count_) +
                   " (--train-limit or --validation differ from the checkpoint's run)");
-    if (step != result.epochs.size() * batches)
+    if (step_ != result_.epochs.size() * batches_)
       throw error("checkpoint was written with a different batch size or training set size");
   }
-  const auto run_start = std::chrono::steady_clock::now();
-  const bool stochastic =
-      dense_options_for(config.training_method).training_sampling == kernels::sample_mode::stochastic;
-  // Re-estimation data: the first training examples, not augmented (BinaryConnect: "not on the DA
-  // training set because no DA on valid and test").
-  const bool reestimating = config.bn_reestimate_examples > 0;
-  const dataset reestimate_set =
-      reestimating ? train_set.slice(0, std::min(config.bn_reestimate_examples, train_count)) : dataset{};
-  auto reestimate = [&](bool expected_weights) {
-    const auto t0 = std::chrono::steady_clock::now();
-    reestimate_batch_norm(net, reestimate_set, rt, expected_weights, 0, std::size_t{256} << 20, &comm);
-    result.bn_reestimate_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  };
-  if (!reestimating) clear_expected_batch_norm(net);  // E[Wb] inference uses the running statistics
 
-  for (std::size_t epoch = first_epoch; epoch <= config.epochs; ++epoch) {
-    const auto start = std::chrono::steady_clock::now();
-    std::iota(order.begin(), order.end(), 0u);
-    shuffle(order, kernels::derive_key(config.seed, 0x5f, epoch));
+  train_result run() {
+    const auto run_start = steady_clock::now();
+    if (!reestimating_) clear_expected_batch_norm(net_);  // E[Wb] inference uses the running statistics
+    for (std::size_t epoch = first_epoch_; epoch <= config_.epochs; ++epoch) {
+      const auto start = steady_clock::now();
+      epoch_metrics m = train_epoch(epoch, start);
+      measure(m);
+      m.seconds = seconds_since(start);
+      keep_if_best(m);
+      result_.epochs.push_back(m);
+      result_.total_seconds = earlier_seconds_ + seconds_since(run_start);
+      if (observer_.on_epoch) observer_.on_epoch(m);
+      if (observer_.on_state)
+        observer_.on_state(
+            training_state{net_.snapshot(), opt_.state(), opt_.steps(), step_, result_, best_state_, train_count_});
+    }
+    if (!best_state_.empty()) net_.restore(best_state_);
+    // The snapshot holds the deterministic weights' statistics; E[Wb] inference of the returned network
+    // needs its own again (the same bits as at the best epoch: same weights, same data).
+    if (reestimating_ && stochastic_) reestimate(true);
+    return result_;
+  }
+
+ private:
+  // The minibatches of one epoch in a fresh shuffle: the epoch's loss, training error and throughput.
+  epoch_metrics train_epoch(std::size_t epoch, steady_clock::time_point start) {
+    std::iota(order_.begin(), order_.end(), 0u);
+    shuffle(order_, kernels::derive_key(config_.seed, 0x5f, epoch));
     double loss_sum = 0.0;
     std::size_t errors = 0;
-    for (std::size_t b = 0; b < batches; ++b, ++step) {
-      gather(train_set, order.data() + b * config.batch + split.first_row, local_rows, x, y);
-      if (augmenting) augment(x, train_set, config, step, split.first_row, rt);
-      const step_context ctx{.rt = rt,
-                             .kernels = k,
-                             .seed = config.seed,
-                             .step = step,
-                             .training = true,
-                             .expected_weights = false,
-                             .split = &split};
-      float loss = 0;
-      std::size_t batch_errors = 0;
-      try {
-        const matrix& out = net.forward(x, ctx);
-        loss = split_loss_and_gradient(config.loss, out, y.data(), grad, batch_errors, split, loss_scratch);
-        if (!std::isfinite(loss)) throw error("loss became non-finite (try a smaller --lr)");
-        net.backward(grad, ctx);
-      } catch (const error& e) {
-        throw error(std::string(e.what()) + " in epoch " + std::to_string(epoch) + ", minibatch " +
-                    std::to_string(b + 1) + (epoch > 1 ? "; checkpoints of earlier epochs are intact" : ""));
-      }
-      loss_sum += loss;
-      errors += batch_errors;
-      opt.step(learning_rate_at(config, epoch, b, batches), rt, k);
-      net.parameters_changed();
-      if (observer.on_batch) observer.on_batch(b + 1, batches);
-      if (stop_requested.load())
-        throw error("interrupted in epoch " + std::to_string(epoch) + "; the last checkpoint (end of epoch " +
-                    std::to_string(epoch - 1) + ") is intact");
-    }
-    check_finite_parameters(net, epoch);
-    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (std::size_t b = 0; b < batches_; ++b, ++step_) train_minibatch(epoch, b, loss_sum, errors);
+    check_finite_parameters(net_, epoch);
+    const double train_seconds = seconds_since(start);
     epoch_metrics m;
     m.epoch = epoch;
-    m.loss = loss_sum / static_cast<double>(batches);
-    m.train_error = static_cast<double>(errors) / static_cast<double>(batches * config.batch);
-    // Stochastic methods are validated and tested with E[Wb] and, for test_error_packed, the
-    // deterministic weights; each gets batch-norm statistics re-estimated with its own weights. The
-    // deterministic ones land last, in the running statistics, so that snapshots, checkpoints and
-    // exported models hold the statistics of the weights a packed model deploys.
-    if (reestimating) reestimate(stochastic);
-    m.validation_error = evaluate_shared(net, validation, rt, stochastic, comm);
-    m.test_error = evaluate_shared(net, test, rt, stochastic, comm);
-    if (reestimating && stochastic) reestimate(false);
-    m.test_error_packed = stochastic ? evaluate_shared(net, test, rt, false, comm) : m.test_error;
-    m.lr = learning_rate_at(config, epoch, 0, batches);
-    m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    m.images_per_second = static_cast<double>(batches * config.batch) / train_seconds;
-    if (epoch == 1 || config.validation == 0 || m.validation_error < result.best_validation_error) {
-      m.best = true;
-      result.best_epoch = epoch;
-      result.best_validation_error = m.validation_error;
-      result.test_error_at_best = m.test_error;
-      result.test_error_packed_at_best = m.test_error_packed;
-      best_state = net.snapshot();
-    }
-    result.epochs.push_back(m);
-    result.total_seconds =
-        earlier_seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
-    if (observer.on_epoch) observer.on_epoch(m);
-    if (observer.on_state)
-      observer.on_state(
-          training_state{net.snapshot(), opt.state(), opt.steps(), step, result, best_state, train_count});
+    m.loss = loss_sum / static_cast<double>(batches_);
+    m.train_error = static_cast<double>(errors) / static_cast<double>(batches_ * config_.batch);
+    m.images_per_second = static_cast<double>(batches_ * config_.batch) / train_seconds;
+    return m;
   }
-  if (!best_state.empty()) net.restore(best_state);
-  // The snapshot holds the deterministic weights' statistics; E[Wb] inference of the returned network
-  // needs its own again (the same bits as at the best epoch: same weights, same data).
-  if (reestimating && stochastic) reestimate(true);
-  return result;
+
+  // Minibatch b of the epoch: this process's rows forward, the loss and its gradient, backward, one
+  // optimizer step.
+  void train_minibatch(std::size_t epoch, std::size_t b, double& loss_sum, std::size_t& errors) {
+    gather(train_set_, order_.data() + b * config_.batch + split_.first_row, split_.bounds.back(), x_, y_);
+    if (augmenting_) augment(x_, train_set_, config_, step_, split_.first_row, rt_);
+    const step_context ctx{.rt = rt_,
+                           .kernels = k_,
+                           .seed = config_.seed,
+                           .step = step_,
+                           .training = true,
+                           .expected_weights = false,
+                           .split = &split_};
+    float loss = 0;
+    std::size_t batch_errors = 0;
+    try {
+      const matrix& out = net_.forward(x_, ctx);
+      loss = split_loss_and_gradient(config_.loss, out, y_.data(), grad_, batch_errors, split_, loss_scratch_);
+      if (!std::isfinite(loss)) throw error("loss became non-finite (try a smaller --lr)");
+      net_.backward(grad_, ctx);
+    } catch (const error& e) {
+      throw error(std::string(e.what()) + " in epoch " + std::to_string(epoch) + ", minibatch " +
+                  std::to_string(b + 1) + (epoch > 1 ? "; checkpoints of earlier epochs are intact" : ""));
+    }
+    loss_sum += loss;
+    errors += batch_errors;
+    opt_.step(learning_rate_at(config_, epoch, b, batches_), rt_, k_);
+    net_.parameters_changed();
+    if (observer_.on_batch) observer_.on_batch(b + 1, batches_);
+    if (stop_requested.load())
+      throw error("interrupted in epoch " + std::to_string(epoch) + "; the last checkpoint (end of epoch " +
+                  std::to_string(epoch - 1) + ") is intact");
+  }
+
+  // Stochastic methods are validated and tested with E[Wb] and, for test_error_packed, the deterministic
+  // weights; each gets batch-norm statistics re-estimated with its own weights. The deterministic ones land
+  // last, in the running statistics, so that snapshots, checkpoints and exported models hold the statistics
+  // of the weights a packed model deploys.
+  void measure(epoch_metrics& m) {
+    if (reestimating_) reestimate(stochastic_);
+    m.validation_error = evaluate_shared(net_, validation_, rt_, stochastic_, comm_);
+    m.test_error = evaluate_shared(net_, test_, rt_, stochastic_, comm_);
+    if (reestimating_ && stochastic_) reestimate(false);
+    m.test_error_packed = stochastic_ ? evaluate_shared(net_, test_, rt_, false, comm_) : m.test_error;
+    m.lr = learning_rate_at(config_, m.epoch, 0, batches_);
+  }
+
+  void keep_if_best(epoch_metrics& m) {
+    const bool improved = m.validation_error < result_.best_validation_error;
+    if (m.epoch != 1 && config_.validation != 0 && !improved) return;
+    m.best = true;
+    result_.best_epoch = m.epoch;
+    result_.best_validation_error = m.validation_error;
+    result_.test_error_at_best = m.test_error;
+    result_.test_error_packed_at_best = m.test_error_packed;
+    best_state_ = net_.snapshot();
+  }
+
+  void reestimate(bool expected_weights) {
+    const auto t0 = steady_clock::now();
+    reestimate_batch_norm(net_, reestimate_set_, rt_, expected_weights, 0, std::size_t{256} << 20, &comm_);
+    result_.bn_reestimate_seconds += seconds_since(t0);
+  }
+
+  network& net_;
+  const dataset& train_set_;
+  const dataset& test_;
+  const train_config& config_;
+  const train_observer& observer_;
+  collective& comm_;
+  const std::size_t train_count_, batches_;
+  const dataset validation_;
+  const bool augmenting_ = config_.augment_shift > 0 || config_.augment_flip;
+  const bool stochastic_ =
+      dense_options_for(config_.training_method).training_sampling == kernels::sample_mode::stochastic;
+  // Re-estimation data: the first training examples, not augmented (BinaryConnect: "not on the DA
+  // training set because no DA on valid and test").
+  const bool reestimating_ = config_.bn_reestimate_examples > 0;
+  const dataset reestimate_set_ =
+      reestimating_ ? train_set_.slice(0, std::min(config_.bn_reestimate_examples, train_count_)) : dataset{};
+  runtime rt_;
+  const kernels::kernel_table& k_ = kernels::active_kernels();
+  detail::optimizer opt_;
+  std::vector<std::uint32_t> order_;
+  batch_split split_;
+  matrix x_, grad_;
+  std::vector<std::uint8_t> y_;
+  split_loss_scratch loss_scratch_;
+  train_result result_;
+  std::vector<std::vector<float>> best_state_;
+  std::uint64_t step_ = 0;
+  std::size_t first_epoch_ = 1;
+  double earlier_seconds_ = 0;
+};
+
+}  // namespace
+
+train_result train(network& net, const dataset& train_set, const dataset& test, const train_config& config,
+                   const train_observer& observer, const training_state* resume, collective* processes) {
+  stop_requested.store(false);
+  collective& comm = processes != nullptr ? *processes : single_process();
+  training_run run(net, train_set, test, config, observer, comm, check_run(net, train_set, config, comm));
+  if (resume != nullptr) run.resume(*resume);
+  return run.run();
 }
 
 }  // namespace fewmul

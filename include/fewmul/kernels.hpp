@@ -36,6 +36,7 @@
 #include <cstdint>
 
 #include "fewmul/isa.hpp"
+#include "fewmul/sample_mode.hpp"
 
 namespace fewmul::kernels {
 
@@ -50,12 +51,6 @@ constexpr int pow2_max_exponent = 15;
 /// gemm_shift needs every A value to be 0 or of magnitude within [2^-shift_safe_exponent,
 /// 2^shift_safe_exponent], so that adding any code exponent keeps the result a normal float.
 constexpr int shift_safe_exponent = 110;
-
-/// How to sample weights from real-valued master weights.
-enum class sample_mode : std::uint8_t {
-  deterministic,  ///< binary: w >= 0 -> +1; ternary: |w| >= 0.5 -> sign(w), else 0
-  stochastic      ///< binary: P(+1) = clip((w+1)/2, 0, 1); ternary: P(sign(w)) = min(|w|, 1), else 0
-};
 
 /// Counter-based random numbers: hash of (key, index). Identical in every kernel variant, so results
 /// do not depend on ISA, tiling or thread scheduling.

@@ -6,16 +6,15 @@
 #include <vector>
 
 #include "fewmul/collective.hpp"
-#include "fewmul/kernels.hpp"
 #include "fewmul/runtime.hpp"
+#include "fewmul/sample_mode.hpp"
 #include "fewmul/tensor.hpp"
 
 namespace fewmul {
 
-namespace detail {
-class byte_writer;
-class byte_reader;
-}  // namespace detail
+namespace kernels {
+struct kernel_table;  // fewmul/kernels.hpp: the engine's kernels, which a layer may call through step_context
+}  // namespace kernels
 
 /// Arithmetic of one training step, by kind of operation (what the engine executes, not FLOPs).
 struct op_counts {
@@ -57,7 +56,9 @@ struct step_context {
   const batch_split* split = nullptr;
 };
 
-/// Base class of all layers: y = f(x) on a minibatch held row-wise.
+/// Base class of all layers: y = f(x) on a minibatch held row-wise. A layer defined outside the engine
+/// trains and runs like the engine's own; model and checkpoint files hold only the engine's layer types,
+/// so saving a network that holds one throws fewmul::error naming it.
 class layer {
  public:
   virtual ~layer() = default;
@@ -76,9 +77,6 @@ class layer {
   virtual std::vector<std::vector<float>*> buffers() { return {}; }
   /// Called after the optimizer changed parameters (drops cached packed weights).
   virtual void parameters_changed() {}
-  /// Appends the layer's type, configuration and parameters to a model (`packed`: deterministic
-  /// 1/2-bit weights for inference) or checkpoint (master weights) payload.
-  virtual void write(detail::byte_writer& out, bool packed) const = 0;
   /// Operations of one training step (forward, input gradient when `input_gradient`, parameter
   /// gradients) on a minibatch of `batch` examples.
   virtual op_counts training_ops(std::size_t batch, bool input_gradient) const = 0;
@@ -133,7 +131,7 @@ enum class qbp_rounding : std::uint8_t {
 struct dense_options {
   weight_kind kind = weight_kind::fp32;
   /// Sampling during training (inference always samples deterministically).
-  kernels::sample_mode training_sampling = kernels::sample_mode::deterministic;
+  sample_mode training_sampling = sample_mode::deterministic;
   /// Quantized backprop: the weight gradient uses the layer input rounded stochastically to powers of
   /// two in [2^qbp_kmin, 2^qbp_kmax], computed with shifts.
   bool qbp = false;
@@ -228,9 +226,6 @@ class network {
   /// Operations of one training step on a minibatch. The engine computes no input gradient for the
   /// first layer; `with_first_input_gradient` counts one anyway, as Lin et al.'s figures do.
   op_counts training_ops(std::size_t batch, bool with_first_input_gradient = false) const;
-  /// Serializes every layer (see layer::write) / rebuilds a network from such a payload.
-  void write(detail::byte_writer& out, bool packed) const;
-  static network read(detail::byte_reader& in, bool packed);
 
  private:
   std::vector<std::unique_ptr<layer>> layers_;

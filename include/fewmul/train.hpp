@@ -128,7 +128,7 @@ struct method_traits {
   std::string_view name;  ///< CLI spelling
   method_paper paper;
   weight_kind kind;  ///< qnn: weight_kind::quantized, binary with --wbits 1
-  kernels::sample_mode training_sampling;
+  sample_mode training_sampling;
   bool qbp;  ///< quantized backprop of the layer inputs
   lr_scale_kind lr_scale;
   activation default_activation;
