@@ -33,33 +33,53 @@ constexpr gradient_shape gradient_shapes[] = {
     {"cifar_w0.5_conv5_64img", 9 * 128, 256, 64 * 8 * 8, 0.5},     // fifth layer (no pool after it)
 };
 
+// A layer's inputs x [rows][in] (half zero, as after a ReLU) and output gradient δ [rows][out] with the shape's
+// fraction of zeros.
+struct gradient_operands {
+  std::vector<float> x, delta;
+};
+gradient_operands operands_of(const gradient_shape& g) {
+  gradient_operands o{floats(g.rows * g.in, 11), floats(g.rows * g.out, 12)};
+  std::mt19937 coin(5);
+  for (auto& v : o.x)
+    if (coin() & 1u) v = 0.0f;
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  for (auto& v : o.delta)
+    if (uniform(coin) < g.dy_zero_fraction) v = 0.0f;
+  return o;
+}
+
+// Times run(workspace) writing into grad and reports it as a product of shape s.
+template <class Run>
+void time_weight_gradient(benchmark::State& state, const kernels::kernel_table& k, const shape& s, isa which,
+                          const std::string& kind, double computed, std::vector<float>& grad, Run&& run) {
+  bench_workspace workspace(k, kernels::detect_cache_sizes());
+  const auto start = bench_clock::now();
+  for (auto _ : state) {
+    run(workspace.get());
+    benchmark::DoNotOptimize(grad.data());
+    benchmark::ClobberMemory();
+  }
+  report_macs(state, s, seconds_since(start), which, kind, computed);
+}
+
 void shift_weight_gradient_bench(benchmark::State& state, isa which, gradient_shape g, bool list_b) {
   if (skip_unsupported(state, which)) return;
   const auto& k = kernels::kernels_for(which);
   const shape s{g.name, g.in, g.out, g.rows};
-  auto x = floats(s.k * s.m, 11);
-  std::mt19937 coin(5);
-  for (auto& v : x)
-    if (coin() & 1u) v = 0.0f;
-  std::vector<std::int8_t> codes(x.size());
-  k.quantize_pow2(x.data(), x.size(), codes.data(), -4, 3, 1, 0);
-  auto delta = floats(s.k * s.n, 12);
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  for (auto& v : delta)
-    if (uniform(coin) < g.dy_zero_fraction) v = 0.0f;
+  const gradient_operands o = operands_of(g);
+  std::vector<std::int8_t> codes(o.x.size());
+  k.quantize_pow2(o.x.data(), o.x.size(), codes.data(), -4, 3, 1, 0);
   std::vector<float> grad(s.m * s.n);
   const kernels::cache_sizes caches = kernels::detect_cache_sizes();
-  bench_workspace workspace(k, caches);
-  void* ws = workspace.get();
-  const auto start = bench_clock::now();
-  for (auto _ : state) {
+  time_weight_gradient(state, k, s, which, "shift", 0.5, grad, [&](void* ws) {
     k.gemm_shift({.m = s.m,
                   .n = s.n,
                   .k = s.k,
                   .q = codes.data(),
                   .q_rs = 1,
                   .q_cs = s.m,
-                  .b = delta.data(),
+                  .b = o.delta.data(),
                   .ldb = s.n,
                   .c = grad.data(),
                   .c_rs = 1,
@@ -67,10 +87,7 @@ void shift_weight_gradient_bench(benchmark::State& state, isa which, gradient_sh
                   .list_b = list_b,
                   .caches = caches,
                   .workspace = ws});
-    benchmark::DoNotOptimize(grad.data());
-    benchmark::ClobberMemory();
-  }
-  report_macs(state, s, seconds_since(start), which, "shift", 0.5);
+  });
 }
 
 // gemm_f32 as fp32/bc layers call it for the weight gradient: ΔW[out][in] = Σ_r δ[r][out] x[r][in], A = δ through
@@ -79,37 +96,24 @@ void f32_weight_gradient_bench(benchmark::State& state, isa which, gradient_shap
   if (skip_unsupported(state, which)) return;
   const auto& k = kernels::kernels_for(which);
   const shape s{g.name, g.out, g.in, g.rows};
-  auto x = floats(s.k * s.n, 11);
-  std::mt19937 coin(5);
-  for (auto& v : x)
-    if (coin() & 1u) v = 0.0f;
-  auto delta = floats(s.k * s.m, 12);
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  for (auto& v : delta)
-    if (uniform(coin) < g.dy_zero_fraction) v = 0.0f;
+  const gradient_operands o = operands_of(g);
   std::vector<float> grad(s.m * s.n);
   const kernels::cache_sizes caches = kernels::detect_cache_sizes();
-  bench_workspace workspace(k, caches);
-  void* ws = workspace.get();
-  const auto start = bench_clock::now();
-  for (auto _ : state) {
+  time_weight_gradient(state, k, s, which, "f32", 1.0, grad, [&](void* ws) {
     k.gemm_f32({.m = s.m,
                 .n = s.n,
                 .k = s.k,
-                .a = delta.data(),
+                .a = o.delta.data(),
                 .a_rs = 1,
                 .a_cs = s.m,
-                .b = x.data(),
+                .b = o.x.data(),
                 .ldb = s.n,
                 .skip_zero_a = skip_zeros,
                 .c = grad.data(),
                 .ldc = s.n,
                 .caches = caches,
                 .workspace = ws});
-    benchmark::DoNotOptimize(grad.data());
-    benchmark::ClobberMemory();
-  }
-  report_macs(state, s, seconds_since(start), which, "f32", 1.0);
+  });
 }
 
 }  // namespace
