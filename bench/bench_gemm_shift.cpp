@@ -24,9 +24,12 @@ struct gradient_shape {
   const char* name;
   std::size_t in, out, rows;
   double dy_zero_fraction;
+  double x_zero_fraction = 0.5;  // ReLU outputs; MNIST's pixels are 0.8
 };
 constexpr gradient_shape gradient_shapes[] = {
+    {"mnist_l1_b200", 784, 1024, 200, 0.0, 0.8},
     {"mnist_l2_b200", 1024, 1024, 200, 0.5},
+    {"mnist_l2_b100", 1024, 1024, 100, 0.5},  // one of two minibatch parts (--batch-parts 2)
     {"mnist_l4_b200", 1024, 10, 200, 0.0},
     {"cifar_w0.5_conv2_16img", 9 * 64, 64, 16 * 32 * 32, 0.75},    // width 0.5, second layer (before a pool)
     {"cifar_w0.5_conv4_64img", 9 * 128, 128, 64 * 16 * 16, 0.75},  // fourth layer (before a pool)
@@ -41,9 +44,9 @@ struct gradient_operands {
 gradient_operands operands_of(const gradient_shape& g) {
   gradient_operands o{floats(g.rows * g.in, 11), floats(g.rows * g.out, 12)};
   std::mt19937 coin(5);
-  for (auto& v : o.x)
-    if (coin() & 1u) v = 0.0f;
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  for (auto& v : o.x)
+    if (uniform(coin) < g.x_zero_fraction) v = 0.0f;
   for (auto& v : o.delta)
     if (uniform(coin) < g.dy_zero_fraction) v = 0.0f;
   return o;
