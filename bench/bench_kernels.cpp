@@ -133,7 +133,7 @@ const int registered = [] {
   for (isa which : {isa::scalar, isa::sse4_2, isa::avx2, isa::avx512bw, isa::avx512vpopcntdq, isa::neon64}) {
     register_gemm(which);
     register_gemm_xnor(which);
-    register_gemm_shift_weight_gradient(which);
+    register_weight_gradient(which);
     register_pack(which);
     register_quantize_pow2(which);
     register_conv_binary(which);

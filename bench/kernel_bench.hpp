@@ -54,7 +54,7 @@ struct bench_workspace {
 // Each bench_<stem>.cpp registers its rows for one ISA.
 void register_gemm(fewmul::isa which);  // gemm_f32, gemm_binary, gemm_ternary, gemm_shift (bench_gemm.cpp)
 void register_gemm_xnor(fewmul::isa which);
-void register_gemm_shift_weight_gradient(fewmul::isa which);
+void register_weight_gradient(fewmul::isa which);  // gemm_f32, gemm_shift as the weight gradient calls them
 void register_pack(fewmul::isa which);
 void register_quantize_pow2(fewmul::isa which);
 void register_conv_binary(fewmul::isa which);

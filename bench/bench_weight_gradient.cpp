@@ -121,7 +121,7 @@ void f32_weight_gradient_bench(benchmark::State& state, isa which, gradient_shap
 
 }  // namespace
 
-void register_gemm_shift_weight_gradient(isa which) {
+void register_weight_gradient(isa which) {
   const std::string isa_text(isa_name(which));
   for (const gradient_shape& g : gradient_shapes)
     for (const bool skip : {false, true})
