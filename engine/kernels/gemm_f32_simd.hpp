@@ -181,25 +181,18 @@ struct gemm_f32_simd : simd_common<A> {
   }
   static void gemm_f32_skip_zero_a(const gemm_f32_params& p) {
     const gemm_blocks bl = shift_blocks(p.caches, sparse_mr, sparse_nr);
-    auto* lists = at_bytes<sparse_entry>(p.workspace, 0);
-    auto* steps = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc);
-    float* panel = at_bytes<float>(p.workspace, 8 * bl.mc * bl.kc + 4 * bl.mc / sparse_mr + 64);
-    for (std::size_t pc = 0; pc < p.k; pc += bl.kc) {
-      const std::size_t kb = std::min(bl.kc, p.k - pc);
-      for (std::size_t ic = 0; ic < p.m; ic += bl.mc) {
-        const std::size_t mb = std::min(bl.mc, p.m - ic);
-        for (std::size_t i0 = 0; i0 < mb; i0 += sparse_mr)
-          steps[i0 / sparse_mr] = static_cast<std::uint32_t>(
-              build_sparse_lists(p, ic + i0, std::min(sparse_mr, mb - i0), pc, kb, lists + i0 * kb));
-        for (std::size_t j0 = 0; j0 < p.n; j0 += sparse_nr) {
-          const std::size_t w = std::min(sparse_nr, p.n - j0);
-          pack_b_sparse(p, pc, kb, j0, w, panel);
-          for (std::size_t i0 = 0; i0 < mb; i0 += sparse_mr)
-            sparse_tile(steps[i0 / sparse_mr], lists + i0 * kb, panel, p.c + (ic + i0) * p.ldc + j0, p.ldc,
-                        std::min(sparse_mr, mb - i0), w, pc == 0);
-        }
-      }
-    }
+    const auto ws = list_workspace_of<sparse_entry, float>(p.workspace, bl, sparse_mr);
+    list_driven_loops(
+        p.m, p.n, p.k, bl, sparse_mr, sparse_nr, ws.steps,
+        [&](std::size_t i0, std::size_t h, std::size_t pc, std::size_t kb, std::size_t list) {
+          return build_sparse_lists(p, i0, h, pc, kb, ws.lists + list);
+        },
+        [&](std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w) {
+          pack_b_sparse(p, pc, kb, j0, w, ws.panel);
+          return true;
+        },
+        [&](bool, std::size_t steps, std::size_t list, std::size_t i0, std::size_t h, std::size_t j0, std::size_t w,
+            bool first) { sparse_tile(steps, ws.lists + list, ws.panel, p.c + i0 * p.ldc + j0, p.ldc, h, w, first); });
   }
 
   static void gemm_f32(const gemm_f32_params& p) noexcept {

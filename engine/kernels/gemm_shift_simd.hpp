@@ -221,25 +221,21 @@ struct gemm_shift_simd : simd_common<A> {
   static void gemm_shift_list_b(const gemm_shift_params& p) noexcept {
     bool out_of_range = false;
     const gemm_blocks bl = shift_blocks(p.caches, shift_mr, list_nr);
-    auto* lists = at_bytes<shift_entry>(p.workspace, 0);
-    auto* steps = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc);
-    auto* panel = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc + 4 * bl.mc / shift_mr + 64);
-    for (std::size_t pc = 0; pc < p.k; pc += bl.kc) {
-      const std::size_t kb = std::min(bl.kc, p.k - pc);
-      for (std::size_t jc = 0; jc < p.n; jc += bl.mc) {
-        const std::size_t nb = std::min(bl.mc, p.n - jc);
-        for (std::size_t j0 = 0; j0 < nb; j0 += shift_mr)
-          steps[j0 / shift_mr] = static_cast<std::uint32_t>(
-              build_float_lists(p, jc + j0, std::min(shift_mr, nb - j0), pc, kb, lists + j0 * kb, out_of_range));
-        for (std::size_t i0 = 0; i0 < p.m; i0 += list_nr) {
-          const std::size_t w = std::min(list_nr, p.m - i0);
-          pack_q_addends(p, pc, kb, i0, w, panel);
-          for (std::size_t j0 = 0; j0 < nb; j0 += shift_mr)  // C's tile: rows along n, vectors along m
-            float_list_tile(steps[j0 / shift_mr], lists + j0 * kb, panel, p.c + i0 * p.c_rs + (jc + j0) * p.c_cs,
-                            p.c_cs, p.c_rs, std::min(shift_mr, nb - j0), w, pc == 0);
-        }
-      }
-    }
+    const auto ws = list_workspace_of<shift_entry, std::uint32_t>(p.workspace, bl, shift_mr);
+    list_driven_loops(  // listed: B's columns (n); panels: the codes along m; C's tile: rows along n, vectors along m
+        p.n, p.m, p.k, bl, shift_mr, list_nr, ws.steps,
+        [&](std::size_t j0, std::size_t h, std::size_t pc, std::size_t kb, std::size_t list) {
+          return build_float_lists(p, j0, h, pc, kb, ws.lists + list, out_of_range);
+        },
+        [&](std::size_t pc, std::size_t kb, std::size_t i0, std::size_t w) {
+          pack_q_addends(p, pc, kb, i0, w, ws.panel);
+          return true;
+        },
+        [&](bool, std::size_t steps, std::size_t list, std::size_t j0, std::size_t h, std::size_t i0, std::size_t w,
+            bool first) {
+          float_list_tile(steps, ws.lists + list, ws.panel, p.c + i0 * p.c_rs + j0 * p.c_cs, p.c_cs, p.c_rs, h, w,
+                          first);
+        });
     if (out_of_range && p.b_out_of_range) *p.b_out_of_range = true;
   }
 
@@ -253,27 +249,20 @@ struct gemm_shift_simd : simd_common<A> {
     if (p.list_b) return gemm_shift_list_b(p);
     bool out_of_range = false;
     const gemm_blocks bl = shift_blocks(p.caches, shift_mr, shift_nr);
-    auto* lists = at_bytes<shift_entry>(p.workspace, 0);
-    auto* steps = at_bytes<std::uint32_t>(p.workspace, 8 * bl.mc * bl.kc);
-    float* panel = at_bytes<float>(p.workspace, 8 * bl.mc * bl.kc + 4 * bl.mc / shift_mr + 64);
-    for (std::size_t pc = 0; pc < p.k; pc += bl.kc) {
-      const std::size_t kb = std::min(bl.kc, p.k - pc);
-      for (std::size_t ic = 0; ic < p.m; ic += bl.mc) {
-        const std::size_t mb = std::min(bl.mc, p.m - ic);
-        for (std::size_t i0 = 0; i0 < mb; i0 += shift_mr)
-          steps[i0 / shift_mr] = static_cast<std::uint32_t>(
-              build_shift_lists(p, ic + i0, std::min(shift_mr, mb - i0), pc, kb, lists + i0 * kb));
-        for (std::size_t j0 = 0; j0 < p.n; j0 += shift_nr) {
-          const std::size_t w = std::min(shift_nr, p.n - j0);
-          const bool b_has_zeros = pack_b_shift(p, pc, kb, j0, w, panel, out_of_range);
-          for (std::size_t i0 = 0; i0 < mb; i0 += shift_mr) {
-            const auto tile = b_has_zeros ? &shift_tile<true> : &shift_tile<false>;
-            tile(steps[i0 / shift_mr], lists + i0 * kb, panel, p.c + (ic + i0) * p.c_rs + j0 * p.c_cs, p.c_rs, p.c_cs,
-                 std::min(shift_mr, mb - i0), w, pc == 0);
-          }
-        }
-      }
-    }
+    const auto ws = list_workspace_of<shift_entry, float>(p.workspace, bl, shift_mr);
+    list_driven_loops(  // listed: the codes' rows (m); panels: B along n
+        p.m, p.n, p.k, bl, shift_mr, shift_nr, ws.steps,
+        [&](std::size_t i0, std::size_t h, std::size_t pc, std::size_t kb, std::size_t list) {
+          return build_shift_lists(p, i0, h, pc, kb, ws.lists + list);
+        },
+        [&](std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w) {
+          return pack_b_shift(p, pc, kb, j0, w, ws.panel, out_of_range);  // whether the tiles must test B
+        },
+        [&](bool b_has_zeros, std::size_t steps, std::size_t list, std::size_t i0, std::size_t h, std::size_t j0,
+            std::size_t w, bool first) {
+          const auto tile = b_has_zeros ? &shift_tile<true> : &shift_tile<false>;
+          tile(steps, ws.lists + list, ws.panel, p.c + i0 * p.c_rs + j0 * p.c_cs, p.c_rs, p.c_cs, h, w, first);
+        });
     if (out_of_range && p.b_out_of_range) *p.b_out_of_range = true;
   }
 };

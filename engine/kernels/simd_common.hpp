@@ -164,6 +164,49 @@ template <class T>
 T* at_bytes(void* base, std::size_t offset) {
   return reinterpret_cast<T*>(static_cast<unsigned char*>(base) + round_up(offset, 64));
 }
+
+// ---- the list-driven GEMMs (gemm_shift both ways, gemm_f32's skip_zero_a) -----------------------------------
+// One operand's nonzeros are listed per tile of `tile_rows` of its rows ("listed" dimension of C) as 8-byte
+// entries, once per K block and block of bl.mc listed rows; the other operand is packed once per panel of
+// `panel_width` ("panelled" dimension) and every tile of the block runs over that panel. The workspace holds
+// the block's lists, each tile's step count and one panel, as shift_workspace_bytes sizes it.
+template <class Entry, class Panel>
+struct list_workspace {
+  static_assert(sizeof(Entry) == 8, "shift_workspace_bytes counts 8 bytes per list entry");
+  Entry* lists;
+  std::uint32_t* steps;
+  Panel* panel;
+};
+template <class Entry, class Panel>
+list_workspace<Entry, Panel> list_workspace_of(void* workspace, const gemm_blocks& bl, std::size_t tile_rows) {
+  return {at_bytes<Entry>(workspace, 0), at_bytes<std::uint32_t>(workspace, 8 * bl.mc * bl.kc),
+          at_bytes<Panel>(workspace, 8 * bl.mc * bl.kc + 4 * bl.mc / tile_rows + 64)};
+}
+// build(row0, rows, pc, kb, list) lists rows [row0, row0 + rows) of K block [pc, pc + kb) at entry `list` of the
+// block's lists and returns the tile's steps; pack(pc, kb, col0, cols) packs a panel and returns what the tiles
+// must know of it; run(packed, steps, list, row0, rows, col0, cols, first) runs one tile (first: the first K
+// block, C starts from zero).
+template <class Build, class Pack, class Run>
+void list_driven_loops(std::size_t listed, std::size_t panelled, std::size_t depth, const gemm_blocks& bl,
+                       std::size_t tile_rows, std::size_t panel_width, std::uint32_t* steps, Build&& build, Pack&& pack,
+                       Run&& run) {
+  for (std::size_t pc = 0; pc < depth; pc += bl.kc) {
+    const std::size_t kb = std::min(bl.kc, depth - pc);
+    for (std::size_t rc = 0; rc < listed; rc += bl.mc) {
+      const std::size_t rb = std::min(bl.mc, listed - rc);
+      for (std::size_t r0 = 0; r0 < rb; r0 += tile_rows)
+        steps[r0 / tile_rows] =
+            static_cast<std::uint32_t>(build(rc + r0, std::min(tile_rows, rb - r0), pc, kb, r0 * kb));
+      for (std::size_t c0 = 0; c0 < panelled; c0 += panel_width) {
+        const std::size_t cols = std::min(panel_width, panelled - c0);
+        const auto packed = pack(pc, kb, c0, cols);
+        for (std::size_t r0 = 0; r0 < rb; r0 += tile_rows)
+          run(packed, steps[r0 / tile_rows], r0 * kb, rc + r0, std::min(tile_rows, rb - r0), c0, cols, pc == 0);
+      }
+    }
+  }
+}
+
 inline void zero_output(std::size_t m, std::size_t n, float* c, std::size_t ldc) {
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0f;
