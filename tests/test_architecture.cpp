@@ -181,22 +181,7 @@ namespace {
 // 12x12x2 images whose class is the quadrant of a bright blob; a valid-padded 3x3 then 2x2 convnet with the
 // pooled fan and, optionally, the authors' quantized-backprop rounding.
 std::vector<std::vector<float>> train_valid_convnet(int threads, bool qbp_authors) {
-  auto images = [](std::size_t n, std::uint32_t seed) {
-    dataset d;
-    d.height = d.width = 12;
-    d.channels = 2;
-    d.features = 288;
-    d.classes = 4;
-    d.x = random_floats(n * 288, seed, 0.0f, 0.3f);
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto label = static_cast<std::uint8_t>((i * 7 + seed) % 4);
-      const std::size_t y0 = (label / 2) * 6, x0 = (label % 2) * 6;
-      for (std::size_t y = y0 + 1; y < y0 + 5; ++y)
-        for (std::size_t x = x0 + 1; x < x0 + 5; ++x) d.x[i * 288 + (y * 12 + x) * 2 + (label % 2)] += 1.0f;
-      d.y.push_back(label);
-    }
-    return d;
-  };
+  auto images = [](std::size_t n, std::uint32_t seed) { return quadrant_blob_images(n, seed, 12); };
   network_architecture a;
   a.height = a.width = 12;
   a.channels = 2;

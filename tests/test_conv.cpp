@@ -217,23 +217,8 @@ TEST_CASE("per-channel batch norm equals feature batch norm over (example, posit
 
 namespace {
 
-dataset image_blobs(std::size_t n, std::uint32_t seed) {
-  // 10x10x2 images; class = which quadrant holds a bright blob.
-  dataset d;
-  d.height = d.width = 10;
-  d.channels = 2;
-  d.features = 200;
-  d.classes = 4;
-  d.x = random_floats(n * 200, seed, 0.0f, 0.3f);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto label = static_cast<std::uint8_t>((i * 7 + seed) % 4);
-    const std::size_t y0 = (label / 2) * 5, x0 = (label % 2) * 5;
-    for (std::size_t y = y0 + 1; y < y0 + 4; ++y)
-      for (std::size_t x = x0 + 1; x < x0 + 4; ++x) d.x[i * 200 + (y * 10 + x) * 2 + (label % 2)] += 1.0f;
-    d.y.push_back(label);
-  }
-  return d;
-}
+// 10x10x2 images; class = which quadrant holds a bright blob.
+dataset image_blobs(std::size_t n, std::uint32_t seed) { return quadrant_blob_images(n, seed, 10); }
 
 network small_convnet(method m, std::uint64_t seed, std::size_t wide = 6) {
   network_architecture a;

@@ -89,4 +89,25 @@ inline fewmul::dataset blobs(std::size_t n, std::size_t features, std::uint32_t 
   return d;
 }
 
+/// side x side x 2 channel-last images of four classes: the class is the quadrant holding a bright square (the
+/// quadrant less a one-pixel border) in channel class % 2, on dim noise.
+inline fewmul::dataset quadrant_blob_images(std::size_t n, std::uint32_t seed, std::size_t side) {
+  fewmul::dataset d;
+  d.height = d.width = side;
+  d.channels = 2;
+  d.features = side * side * 2;
+  d.classes = 4;
+  d.x = random_floats(n * d.features, seed, 0.0f, 0.3f);
+  const std::size_t half = side / 2;
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto label = static_cast<std::uint8_t>((i * 7 + seed) % 4);
+    const std::size_t y0 = (label / 2) * half, x0 = (label % 2) * half;
+    for (std::size_t y = y0 + 1; y < y0 + half - 1; ++y)
+      for (std::size_t x = x0 + 1; x < x0 + half - 1; ++x)
+        d.x[i * d.features + (y * side + x) * 2 + (label % 2)] += 1.0f;
+    d.y.push_back(label);
+  }
+  return d;
+}
+
 }  // namespace fewmul_test
