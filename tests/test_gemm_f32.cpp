@@ -9,40 +9,38 @@
 using namespace fewmul;
 using namespace fewmul_test;
 
+namespace {
+
+// The case's product with A as the case lays it out and B row-major [depth][n]; C is set by the caller.
+kernels::gemm_f32_params case_params(const packed_case& t, const std::vector<float>& a, const std::vector<float>& b) {
+  return {.m = t.m,
+          .n = t.n,
+          .k = t.depth,
+          .a = a.data(),
+          .a_rs = t.a_rs,
+          .a_cs = t.a_cs,
+          .b = b.data(),
+          .ldb = t.n,
+          .c = nullptr,
+          .ldc = t.n,
+          .caches = t.caches,
+          .workspace = t.workspace};
+}
+
+}  // namespace
+
 TEST_CASE("gemm_f32 matches the reference bit for bit across tiles and blocks") {
   for_each_packed_case([](const packed_case& t) {
     const auto a = random_floats(t.m * t.depth, t.seed);
     const auto b = random_floats(t.depth * t.n, t.seed + 1);
-    CHECK(matches_reference(t.ref.gemm_f32, t.k.gemm_f32,
-                            kernels::gemm_f32_params{.m = t.m,
-                                                     .n = t.n,
-                                                     .k = t.depth,
-                                                     .a = a.data(),
-                                                     .a_rs = t.a_rs,
-                                                     .a_cs = t.a_cs,
-                                                     .b = b.data(),
-                                                     .ldb = t.n,
-                                                     .c = nullptr,
-                                                     .ldc = t.n,
-                                                     .caches = t.caches,
-                                                     .workspace = t.workspace}));
+    CHECK(matches_reference(t.ref.gemm_f32, t.k.gemm_f32, case_params(t, a, b)));
     // B given as its transpose ([n][depth], a layer's [out][in] weights), row stride depth + 3.
     std::vector<float> bt((t.depth + 3) * t.n, 9.0f);
     for (std::size_t q = 0; q < t.depth; ++q)
       for (std::size_t j = 0; j < t.n; ++j) bt[j * (t.depth + 3) + q] = b[q * t.n + j];
-    kernels::gemm_f32_params transposed{.m = t.m,
-                                        .n = t.n,
-                                        .k = t.depth,
-                                        .a = a.data(),
-                                        .a_rs = t.a_rs,
-                                        .a_cs = t.a_cs,
-                                        .b = bt.data(),
-                                        .ldb = t.depth + 3,
-                                        .b_transposed = true,
-                                        .c = nullptr,
-                                        .ldc = t.n,
-                                        .caches = t.caches,
-                                        .workspace = t.workspace};
+    kernels::gemm_f32_params transposed = case_params(t, a, bt);
+    transposed.ldb = t.depth + 3;
+    transposed.b_transposed = true;
     CHECK(matches_reference(t.ref.gemm_f32, t.k.gemm_f32, transposed));
     // Same sums as the row-major B: the reference on the transposed copy equals it bit for bit.
     std::vector<float> plain(t.m * t.n), flipped(t.m * t.n);
@@ -65,19 +63,8 @@ TEST_CASE("gemm_f32 skip_zero_a matches the reference bit for bit and gives the 
     for (std::size_t i = 0; i < a.size(); ++i)
       if ((i * 2654435761u + t.seed) % 4 != 0) a[i] = i % 3 == 0 ? -0.0f : 0.0f;
     const auto b = random_floats(t.depth * t.n, t.seed + 1);
-    kernels::gemm_f32_params p{.m = t.m,
-                               .n = t.n,
-                               .k = t.depth,
-                               .a = a.data(),
-                               .a_rs = t.a_rs,
-                               .a_cs = t.a_cs,
-                               .b = b.data(),
-                               .ldb = t.n,
-                               .skip_zero_a = true,
-                               .c = nullptr,
-                               .ldc = t.n,
-                               .caches = t.caches,
-                               .workspace = t.workspace};
+    kernels::gemm_f32_params p = case_params(t, a, b);
+    p.skip_zero_a = true;
     CHECK(matches_reference(t.ref.gemm_f32, t.k.gemm_f32, p));
     std::vector<float> skipped(t.m * t.n), dense(t.m * t.n);
     p.c = skipped.data();
