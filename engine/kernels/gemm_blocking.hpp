@@ -39,14 +39,14 @@ constexpr gemm_blocks f32_blocks(const cache_sizes& c, std::size_t mr, std::size
 // up to rounding to 8, so no block is a thin remainder (a training step's weight gradient has K = the batch: at
 // 200 rows and kc = 192 a second block of 8 read and wrote the whole of C again for 8 products each). A block
 // is at most 1.5 kc deep (K < 1.5 kc: one block), which the workspace allows for.
+constexpr std::size_t f32_kc_max(std::size_t kc) { return kc * 3 / 2 / 8 * 8 + 8; }
 constexpr std::size_t f32_balanced_kc(std::size_t k, std::size_t kc) {
   const std::size_t blocks = std::max<std::size_t>(1, (2 * k + kc) / (2 * kc));  // nearest whole number
-  return std::min(round_up((k + blocks - 1) / blocks, 8), kc * 3 / 2 / 8 * 8 + 8);
+  return std::min(round_up((k + blocks - 1) / blocks, 8), f32_kc_max(kc));
 }
 constexpr std::size_t f32_workspace_bytes(const cache_sizes& c, std::size_t mr, std::size_t nr) {
   const gemm_blocks b = f32_blocks(c, mr, nr);
-  const std::size_t kc_max = b.kc * 3 / 2 / 8 * 8 + 8;
-  return 4 * (b.mc * kc_max + kc_max * b.nc) + 128;
+  return 4 * (b.mc * f32_kc_max(b.kc) + f32_kc_max(b.kc) * b.nc) + 128;
 }
 
 // K blocks are multiples of 12, so every block starts at a group boundary for groups of 4 and of 3.

@@ -201,10 +201,9 @@ struct gemm_f32_simd : simd_common<A> {
     if (p.skip_zero_a) return gemm_f32_skip_zero_a(p);
     if (p.m < 4 && !p.b_transposed) return gemm_f32_few_rows(p);
     gemm_blocks bl = f32_blocks(p.caches, f32_mr, panel_nr);
-    const std::size_t kc_max = bl.kc * 3 / 2 / 8 * 8 + 8;
-    bl.kc = f32_balanced_kc(p.k, bl.kc);
     float* a_pack = at_bytes<float>(p.workspace, 0);
-    float* b_pack = at_bytes<float>(p.workspace, 4 * bl.mc * kc_max);
+    float* b_pack = at_bytes<float>(p.workspace, 4 * bl.mc * f32_kc_max(bl.kc));
+    bl.kc = f32_balanced_kc(p.k, bl.kc);
     for (std::size_t pc = 0; pc < p.k; pc += bl.kc) {
       const std::size_t kb = std::min(bl.kc, p.k - pc);
       for (std::size_t jc = 0; jc < p.n; jc += bl.nc) {
