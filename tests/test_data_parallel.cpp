@@ -49,6 +49,7 @@ class thread_group {
       member& m = members_[static_cast<std::size_t>(r)];
       m.group = this;
       m.table = collective{r, size, &m, fold, sum, gather};
+      m.table.gather_ranges = gather_ranges;
     }
   }
   collective* process(int rank) { return &members_[static_cast<std::size_t>(rank)].table; }
@@ -98,6 +99,19 @@ class thread_group {
     g.sync_.arrive_and_wait();
     if (parts * bytes > 0) std::memcpy(all, g.bytes_.data(), parts * bytes);
     g.sync_.arrive_and_wait();
+  }
+
+  static const void* gather_ranges(void* context, const void* mine, const std::size_t* offsets, void* all) {
+    auto& m = *static_cast<member*>(context);
+    thread_group& g = *m.group;
+    const auto rank = static_cast<std::size_t>(m.table.rank), size = static_cast<std::size_t>(g.size_);
+    if (rank == 0) g.bytes_.assign(offsets[size], 0);
+    g.sync_.arrive_and_wait();
+    std::memmove(g.bytes_.data() + offsets[rank], mine, offsets[rank + 1] - offsets[rank]);
+    g.sync_.arrive_and_wait();
+    std::memcpy(all, g.bytes_.data(), offsets[size]);
+    g.sync_.arrive_and_wait();
+    return all;
   }
 
   int size_;

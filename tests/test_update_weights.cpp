@@ -100,3 +100,55 @@ TEST_CASE("update_weights reference applies each rule and clips") {
   CHECK(wa[0] == doctest::Approx(-0.01f).epsilon(1e-3));
   CHECK(wa[1] == doctest::Approx(0.01f).epsilon(1e-3));
 }
+
+TEST_CASE("update_weights over a gradient in parts equals the update with the parts folded first") {
+  // The fused fold of the optimizer (collective.hpp): g = (g_0 + g_1) + g_2 ... in part order, then the rule;
+  // the parts lie g_stride apart (a gap after each, so that reading the wrong stride shows).
+  const auto& ref = kernels::reference_kernels();
+  const kernels::update_rule rules[] = {kernels::update_rule::sgd, kernels::update_rule::momentum,
+                                        kernels::update_rule::adam, kernels::update_rule::adamax};
+  for (isa which : isas_under_test()) {
+    const auto& k = kernels::kernels_for(which);
+    CAPTURE(isa_label(which));
+    for (kernels::update_rule rule : rules)
+      for (std::size_t n : {1, 15, 16, 17, 33, 1000})
+        for (std::size_t parts : {2, 3, 5}) {
+          CAPTURE(static_cast<int>(rule));
+          CAPTURE(n);
+          CAPTURE(parts);
+          const std::size_t stride = n + 3;
+          // Parts of mixed magnitudes, so that another order of the additions rounds differently.
+          std::vector<float> g_parts = random_floats(parts * stride, static_cast<std::uint32_t>(7 * n + parts), -1, 1);
+          for (std::size_t q = 0; q < parts; ++q)
+            for (std::size_t i = 0; i < n; ++i) g_parts[q * stride + i] *= q % 2 == 0 ? 1e-3f : 3.0f;
+          std::vector<float> folded(n);
+          for (std::size_t i = 0; i < n; ++i) {
+            folded[i] = g_parts[i];
+            for (std::size_t q = 1; q < parts; ++q) folded[i] += g_parts[q * stride + i];
+          }
+          update_state want = random_state(n, static_cast<std::uint32_t>(n) + 5), got = want, got_ref = want;
+          kernels::update_weights_params p{.rule = rule, .n = n, .rate = 0.3f, .momentum = 0.9f};
+          p.correction1 = 0.271f;
+          p.correction2 = 0.00299f;
+          auto run = [&](const kernels::kernel_table& table, update_state& s, const float* g, std::size_t gp) {
+            kernels::update_weights_params q = p;
+            q.w = s.w.data();
+            q.g = g;
+            q.g_parts = gp;
+            q.g_stride = stride;
+            q.m1 = s.m1.data();
+            q.m2 = s.m2.data();
+            table.update_weights(q);
+          };
+          run(ref, want, folded.data(), 1);
+          run(ref, got_ref, g_parts.data(), parts);
+          run(k, got, g_parts.data(), parts);
+          CHECK(same_bits(want.w, got_ref.w));
+          CHECK(same_bits(want.m1, got_ref.m1));
+          CHECK(same_bits(want.m2, got_ref.m2));
+          CHECK(same_bits(want.w, got.w));
+          CHECK(same_bits(want.m1, got.m1));
+          CHECK(same_bits(want.m2, got.m2));
+        }
+  }
+}

@@ -23,6 +23,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,6 +56,14 @@ struct mpi_state {
   bool shared_fold = false;
   fold_buffer fold_buffers[2];
   unsigned next_fold_buffer = 0;
+  // collective::gradient_parts: the weight gradients' parts of a step, in blocks handed out in call order, the
+  // blocks of even and odd steps apart (gradient_parts below).
+  struct gradient_arena {
+    std::vector<fold_buffer> blocks;
+    std::size_t next_block = 0;
+  };
+  gradient_arena gradient_arenas[2];
+  unsigned step_parity = 0;
 };
 mpi_state* state = nullptr;
 
@@ -175,6 +184,81 @@ float* part_buffer(void* context, std::size_t parts, std::size_t count) {
     next_fold_buffer(s, parts, count);
   }
   return b.base + first_part(parts, s.table.rank, s.table.size) * count;
+}
+
+// The node's shared memory of one step, for collective::gradient_parts and gather_ranges: each call of a step gets
+// its own block (allocated the first time: a collective call, which every process makes with the same sizes in the
+// same order); even and odd steps use separate blocks, so a process writes a step's blocks again only after the
+// share_gradients of the step in between, which every process reaches after its reads of them.
+mpi_state::fold_buffer& next_step_block(mpi_state& s, std::size_t floats) {
+  mpi_state::gradient_arena& arena = s.gradient_arenas[s.step_parity];
+  if (arena.next_block == arena.blocks.size()) arena.blocks.emplace_back();
+  mpi_state::fold_buffer& b = arena.blocks[arena.next_block++];
+  if (floats > b.capacity) {
+    timed_call timer;
+    free_shared(b.window);
+    b.base = static_cast<float*>(allocate_shared(s, floats * sizeof(float), b.window));
+    b.capacity = floats;
+  }
+  return b;
+}
+
+// collective::gradient_parts: a weight gradient whose fold the optimizer does, every part of it in a step block.
+float* gradient_parts(void* context, std::size_t parts, std::size_t count) {
+  auto& s = *static_cast<mpi_state*>(context);
+  if (!s.shared_fold) return nullptr;
+  float* base = next_step_block(s, parts * count).base;
+  // What the other processes read of this one's (and it of theirs): its parts, or with one part (a gradient the
+  // processes compute in slices) its slice.
+  const auto ranks = static_cast<std::size_t>(s.table.size);
+  const std::size_t mine = parts > 1 ? local_parts(parts, s.table.rank, s.table.size) * count : count / ranks;
+  s.stats.bytes_sent += mine * sizeof(float) * (ranks - 1);
+  s.stats.bytes_received += (parts * count - mine) * sizeof(float);
+  return base;
+}
+
+// collective::share_gradients: the step's gradient parts are written; after the barrier every process reads them.
+void share_gradients(void* context) {
+  auto& s = *static_cast<mpi_state*>(context);
+  timed_call timer;
+  mpi_state::gradient_arena& arena = s.gradient_arenas[s.step_parity];
+  for (std::size_t i = 0; i < arena.next_block; ++i) check(MPI_Win_sync(arena.blocks[i].window), "MPI_Win_sync");
+  check(MPI_Barrier(s.node), "MPI_Barrier");
+  for (std::size_t i = 0; i < arena.next_block; ++i) check(MPI_Win_sync(arena.blocks[i].window), "MPI_Win_sync");
+  s.step_parity ^= 1u;
+  s.gradient_arenas[s.step_parity].next_block = 0;
+}
+
+// collective::gather_ranges: on one node through a step block (each process copies its range in, a barrier, all
+// read it there), else MPI_Allgatherv in place.
+const void* gather_ranges(void* context, const void* mine, const std::size_t* offsets, void* all) {
+  auto& s = *static_cast<mpi_state*>(context);
+  const int size = s.table.size;
+  const auto rank = static_cast<std::size_t>(s.table.rank), ranks = static_cast<std::size_t>(size);
+  const std::size_t my_bytes = offsets[rank + 1] - offsets[rank];
+  s.stats.bytes_sent += my_bytes * (ranks - 1);
+  s.stats.bytes_received += offsets[ranks] - offsets[0] - my_bytes;
+  if (s.shared_fold) {
+    mpi_state::fold_buffer& b = next_step_block(s, (offsets[ranks] + sizeof(float) - 1) / sizeof(float));
+    auto* base = reinterpret_cast<unsigned char*>(b.base);
+    if (my_bytes > 0) std::memcpy(base + offsets[rank], mine, my_bytes);
+    timed_call timer;
+    shared_barrier(s, b.window);
+    return base;
+  }
+  timed_call timer;
+  auto* bytes = static_cast<unsigned char*>(all);
+  if (bytes + offsets[rank] != mine && my_bytes > 0) std::memmove(bytes + offsets[rank], mine, my_bytes);
+  s.receive_counts.resize(ranks);
+  s.receive_offsets.resize(ranks);
+  for (std::size_t q = 0; q < ranks; ++q) {
+    s.receive_counts[q] = as_count(offsets[q + 1] - offsets[q]);
+    s.receive_offsets[q] = as_count(offsets[q]);
+  }
+  check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_BYTE, all, s.receive_counts.data(), s.receive_offsets.data(), MPI_BYTE,
+                       MPI_COMM_WORLD),
+        "MPI_Allgatherv");
+  return all;
 }
 
 void fold_parts_shared(mpi_state& s, const float* local, std::size_t parts, std::size_t count, float* out) {
@@ -348,6 +432,9 @@ collective* join_mpi_job() {
   state->table.sum = sum;
   state->table.gather_parts = gather_parts;
   state->table.part_buffer = part_buffer;
+  state->table.gather_ranges = gather_ranges;
+  state->table.gradient_parts = gradient_parts;
+  state->table.share_gradients = share_gradients;
   if (const char* timeout = std::getenv("FEWMUL_MPI_TIMEOUT")) state->timeout_seconds = std::atof(timeout);
   // One node: folds through shared memory; FEWMUL_MPI_SHARED_FOLD=0 keeps the message path of several nodes
   // (tests/mpi/run.sh runs both; bench/mpi_scaling.sh compares them).
@@ -361,6 +448,8 @@ collective* join_mpi_job() {
     if (finalized) return;
     for (MPI_Win& window : state->node_windows) free_shared(window);
     for (auto& buffer : state->fold_buffers) free_shared(buffer.window);
+    for (auto& arena : state->gradient_arenas)
+      for (auto& block : arena.blocks) free_shared(block.window);
     MPI_Finalize();
   });
   return &state->table;

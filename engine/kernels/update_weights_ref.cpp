@@ -12,7 +12,8 @@ void update_weights_ref(const update_weights_params& p) noexcept {
   };
   const float keep1 = 1.0f - p.beta1, keep2 = 1.0f - p.beta2;
   for (std::size_t i = 0; i < p.n; ++i) {
-    const float g = p.g[i];
+    float g = p.g[i];
+    for (std::size_t q = 1; q < p.g_parts; ++q) g += p.g[q * p.g_stride + i];
     switch (p.rule) {
       case update_rule::sgd:
         p.w[i] = clip(p.w[i] - p.rate * g);

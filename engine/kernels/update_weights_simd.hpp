@@ -27,7 +27,9 @@ struct update_weights_simd : simd_common<A> {
     };
     std::size_t i = 0;
     for (; i + lanes <= p.n; i += lanes) {
-      const fb g = fb::load_unaligned(p.g + i), w = fb::load_unaligned(p.w + i);
+      fb g = fb::load_unaligned(p.g + i);
+      for (std::size_t q = 1; q < p.g_parts; ++q) g += fb::load_unaligned(p.g + q * p.g_stride + i);
+      const fb w = fb::load_unaligned(p.w + i);
       if constexpr (Rule == update_rule::sgd) {
         clip(w - rate * g).store_unaligned(p.w + i);
       } else if constexpr (Rule == update_rule::momentum) {
@@ -58,7 +60,8 @@ struct update_weights_simd : simd_common<A> {
     };
     const float k1 = 1.0f - p.beta1, k2 = 1.0f - p.beta2;
     for (; i < p.n; ++i) {
-      const float g = p.g[i];
+      float g = p.g[i];
+      for (std::size_t q = 1; q < p.g_parts; ++q) g += p.g[q * p.g_stride + i];
       if constexpr (Rule == update_rule::sgd) {
         p.w[i] = clip1(p.w[i] - p.rate * g);
       } else if constexpr (Rule == update_rule::momentum) {

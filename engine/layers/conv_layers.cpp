@@ -15,7 +15,7 @@ namespace {
 
 using detail::check_width;
 using detail::first_row;
-using detail::fold_parts;
+using detail::fold_gradient;
 using detail::gradient_stream;
 using detail::parallel_rows;
 using detail::parts_of;
@@ -181,11 +181,11 @@ class conv2d_layer final : public detail::serializable_layer {
     const bool qbp = core_.options().qbp;
     const batch_split* split = parts_of(ctx);
     const std::size_t parts = split ? split->local_parts() : 1;
-    if (split) part_sums_.resize(parts * grad.size());
+    float* partials = split ? split->gradient_partials(grad.data(), grad.size(), part_sums_) : nullptr;
     for (std::size_t i = 0; i < parts; ++i) {
       const std::size_t e0 = split ? split->bounds[i] : 0, e1 = split ? split->bounds[i + 1] : x.rows;
       const std::uint64_t part = split ? split->first_part + i : 0;
-      float* sum = split ? part_sums_.data() + i * grad.size() : grad.data();
+      float* sum = split ? partials + i * grad.size() : grad.data();
       for_slabs(e0, e1, [&](std::size_t slab, std::size_t b0, std::size_t n) {
         const std::size_t rows = n * positions();
         float* slab_grad = sum;
@@ -225,7 +225,7 @@ class conv2d_layer final : public detail::serializable_layer {
         });
       });
     }
-    if (split) fold_parts(ctx, *split, part_sums_.data(), grad.size(), grad.data());
+    if (split) fold_gradient(ctx, *split, partials, grad.size(), grad.data());
   }
 
  private:

@@ -75,16 +75,54 @@ class dense_layer final : public detail::serializable_layer {
     core_.forward(x.data.data(), x.rows, y.data.data(), ctx);
   }
 
+  // The weight gradient is one product over the whole minibatch, whatever its parts (collective.hpp): with
+  // several processes each gathers every process's rows of dy and x (QBP: of x's codes, each process rounding
+  // its own rows with the random indices of the whole minibatch's) and computes its slice of the outputs.
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
     const std::size_t in = core_.inputs(), out = core_.outputs();
     const bool pm1_inputs = core_.xnor_input_bits(true) == 1;  // after a sign activation: additions only
-    sum_over_parts(ctx, x.rows, in * out, part_sums_, core_.weight().grad.data(),
-                   [&](std::size_t r0, std::size_t r1, std::uint64_t part, float* sum) {
-                     if (pm1_inputs)
-                       core_.weight_gradient_pm1(dy.row(r0), x.row(r0), r1 - r0, sum, ctx);
-                     else
-                       core_.weight_gradient(dy.row(r0), x.row(r0), r1 - r0, sum, index, gradient_stream(part, 0), ctx);
-                   });
+    float* grad = core_.weight().grad.data();
+    const batch_split* split = parts_of(ctx);
+    if (split == nullptr || split->comm->size == 1) {
+      if (pm1_inputs)
+        core_.weight_gradient_pm1(dy.data.data(), x.data.data(), x.rows, grad, ctx);
+      else
+        core_.weight_gradient(dy.data.data(), x.data.data(), x.rows, grad, index, 0, ctx);
+    } else {
+      const collective& comm = *split->comm;
+      const std::size_t rows = split->batch_rows;
+      const auto ranks = static_cast<std::size_t>(comm.size), rank = static_cast<std::size_t>(comm.rank);
+      // Gathers every process's rows of a [rows][width] array of `bytes`-byte elements (this one's at `mine`).
+      auto gather_rows = [&](const void* mine, std::size_t width, std::size_t bytes, std::vector<float>& all) {
+        offsets_.resize(ranks + 1);
+        for (std::size_t r = 0; r <= ranks; ++r)
+          offsets_[r] = part_begin(rows, split->parts, first_part(split->parts, static_cast<int>(r), comm.size)) *
+                        width * bytes;
+        all.resize((rows * width * bytes + sizeof(float) - 1) / sizeof(float));
+        return comm.gather_ranges(comm.context, mine, offsets_.data(), all.data());
+      };
+      const auto* all_dy = static_cast<const float*>(gather_rows(dy.data.data(), out, sizeof(float), all_dy_));
+      auto outputs_of = [&](std::size_t r) { return out * r / ranks; };
+      const output_range mine{outputs_of(rank), outputs_of(rank + 1)};
+      float* slices = split->gradient_slices(grad, in * out);
+      if (core_.options().qbp && !pm1_inputs) {
+        codes_.resize(x.rows * in);
+        core_.quantize_inputs(x.data.data(), x.rows * in, codes_.data(), index, 0,
+                              static_cast<std::uint32_t>(split->first_row * in), ctx);
+        const auto* all_codes = static_cast<const std::int8_t*>(gather_rows(codes_.data(), in, 1, all_x_));
+        core_.weight_gradient_codes(all_dy, all_codes, rows, slices, index, ctx, mine);
+      } else {
+        const auto* all_x = static_cast<const float*>(gather_rows(x.data.data(), in, sizeof(float), all_x_));
+        if (pm1_inputs)
+          core_.weight_gradient_pm1(all_dy, all_x, rows, slices, ctx, mine);
+        else
+          core_.weight_gradient(all_dy, all_x, rows, slices, index, 0, ctx, mine);
+      }
+      if (!split->fold_deferred(grad)) {  // the slices by messages
+        for (std::size_t r = 0; r <= ranks; ++r) offsets_[r] = outputs_of(r) * in * sizeof(float);
+        comm.gather_ranges(comm.context, grad + mine.begin * in, offsets_.data(), grad);
+      }
+    }
     if (dx == nullptr) return;
     dx->resize(x.rows, core_.inputs());
     core_.input_gradient(dy.data.data(), x.rows, dx->data.data(), ctx);
@@ -92,7 +130,9 @@ class dense_layer final : public detail::serializable_layer {
 
  private:
   weight_core core_;
-  std::vector<float> part_sums_;  // the weight gradients of this process's parts of the minibatch
+  std::vector<float> all_x_, all_dy_;  // with several processes: every process's rows of x (or codes) and dy
+  std::vector<std::int8_t> codes_;     // QBP with several processes: this process's rows of x as codes
+  std::vector<std::size_t> offsets_;
 };
 
 // Batch normalization of `features` channels, each seen at `spatial` positions per example (1 for a

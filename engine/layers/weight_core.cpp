@@ -253,39 +253,41 @@ void weight_core::input_gradient(const float* dy, std::size_t rows, float* dx, c
 
 // dW[o][i] = sum_r dy[r][o] * x[r][i]: A(m=o, k=r) = dy[r*out + o].
 void weight_core::weight_gradient(const float* dy, const float* x, std::size_t rows, float* grad, std::uint32_t layer,
-                                  std::uint64_t part, const step_context& ctx) {
+                                  std::uint64_t part, const step_context& ctx, output_range outputs) {
   materialize();
   const auto& k = ctx.kernels;
+  const std::size_t o0 = outputs.begin, o1 = std::min(outputs.end, out_);
   if (!options_.qbp) {
     // A layer followed by 2x2 max-pooling gets three zeros in four of its output gradient: their steps are
     // skipped (the same sums, see skip_zero_a), 1.5x faster there; at half zeros both modes cost the same
     // (bench gemm_f32_weight_gradient). Counting is one pass over dy, against a GEMM that reads it in_ times.
     const auto zeros = static_cast<std::size_t>(std::count(dy, dy + rows * out_, 0.0f));
     const bool skip_zeros = 8 * zeros >= 5 * rows * out_;
-    parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+    parallel_gemm(ctx.rt, o1 - o0, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
       run_packed_gemm(k, k.gemm_f32,
                       {.m = i1 - i0,
                        .n = j1 - j0,
                        .k = rows,
-                       .a = dy + i0,
+                       .a = dy + o0 + i0,
                        .a_rs = 1,
                        .a_cs = out_,
                        .b = x + j0,
                        .ldb = in_,
                        .skip_zero_a = skip_zeros,
-                       .c = grad + i0 * in_ + j0,
+                       .c = grad + (o0 + i0) * in_ + j0,
                        .ldc = in_});
     });
     return;
   }
   codes_.resize(rows * in_);
   quantize_inputs(x, rows * in_, codes_.data(), layer, part, 0, ctx);
-  weight_gradient_codes(dy, codes_.data(), rows, grad, layer, ctx);
+  weight_gradient_codes(dy, codes_.data(), rows, grad, layer, ctx, outputs);
 }
 
 void weight_core::weight_gradient_pm1(const float* dy, const float* x, std::size_t rows, float* grad,
-                                      const step_context& ctx) {
+                                      const step_context& ctx, output_range outputs) {
   const auto& k = ctx.kernels;
+  const std::size_t o0 = outputs.begin, o1 = std::min(outputs.end, out_);
   const std::size_t words = kernels::words_for(in_);
   input_sign_.resize(rows * words);
   parallel_rows(ctx.rt, rows, 64, [&](std::size_t r0, std::size_t r1) {
@@ -293,17 +295,17 @@ void weight_core::weight_gradient_pm1(const float* dy, const float* x, std::size
                   kernels::sample_mode::deterministic, 0);
   });
   // grad[o][i] = sum_r dy[r][o] * x[r][i]: A(m=o, k=r) = dy[r*out + o], B = the sign bits [r][i].
-  parallel_gemm(ctx.rt, out_, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+  parallel_gemm(ctx.rt, o1 - o0, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
     run_packed_gemm(k, k.gemm_binary,
                     {.m = i1 - i0,
                      .n = j1 - j0,
                      .k = rows,
-                     .a = dy + i0,
+                     .a = dy + o0 + i0,
                      .a_rs = 1,
                      .a_cs = out_,
                      .bits = input_sign_.data() + j0 / 64,
                      .ldb = words,
-                     .c = grad + i0 * in_ + j0,
+                     .c = grad + (o0 + i0) * in_ + j0,
                      .ldc = in_});
   });
 }
@@ -330,8 +332,9 @@ void weight_core::quantize_inputs(const float* x, std::size_t count, std::int8_t
 }
 
 void weight_core::weight_gradient_codes(const float* dy, const std::int8_t* codes, std::size_t rows, float* grad,
-                                        std::uint32_t layer, const step_context& ctx) {
+                                        std::uint32_t layer, const step_context& ctx, output_range outputs) {
   const auto& k = ctx.kernels;
+  const std::size_t o0 = outputs.begin, o1 = std::min(outputs.end, out_);
   // Computed as grad^T[i][o] = sum_r code(x[r][i]) * dy[r][o] and written through strides into grad[o][i].
   // The kernel's loop runs over the nonzeros of one operand, listed once per K block and reused by every
   // panel of the other: the codes (in_ per row) when in_ <= out_, else the gradient dy (out_ per row; a
@@ -339,7 +342,7 @@ void weight_core::weight_gradient_codes(const float* dy, const std::int8_t* code
   // The kernel also conditions dy as it packs it (values too small to matter count as zero, and it reports
   // anything non-finite or huge), so there is no separate pass over dy.
   std::atomic<bool> out_of_range{false};
-  parallel_gemm(ctx.rt, in_, out_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+  parallel_gemm(ctx.rt, in_, o1 - o0, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
     bool block_out_of_range = false;
     run_packed_gemm(k, k.gemm_shift,
                     {.m = i1 - i0,
@@ -348,9 +351,9 @@ void weight_core::weight_gradient_codes(const float* dy, const std::int8_t* code
                      .q = codes + i0,
                      .q_rs = 1,
                      .q_cs = in_,
-                     .b = dy + j0,
+                     .b = dy + o0 + j0,
                      .ldb = out_,
-                     .c = grad + j0 * in_ + i0,
+                     .c = grad + (o0 + j0) * in_ + i0,
                      .c_rs = 1,
                      .c_cs = in_,
                      .list_b = out_ < in_,

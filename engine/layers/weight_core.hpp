@@ -16,6 +16,12 @@ namespace fewmul::detail {
 class byte_writer;
 class byte_reader;
 
+/// Rows [begin, end) of a weight gradient [outputs][inputs] (end clipped to the outputs): the slice of the
+/// outputs one process computes (collective.hpp); the default is all of them.
+struct output_range {
+  std::size_t begin = 0, end = static_cast<std::size_t>(-1);
+};
+
 class weight_core {
  public:
   /// `fan` is fan_in + fan_out (Glorot initialization for fp32, learning-rate scale otherwise).
@@ -69,11 +75,13 @@ class weight_core {
   bool forward_conv_binary(const float* x, std::size_t images, const conv_shape& s, float* y, const step_context& ctx);
   /// grad[outputs][inputs] = dy^T x over `rows` rows. With quantized backprop x is first rounded to
   /// powers of two (random stream keyed by the step, `layer` and `part`) and the products are shifts.
+  /// Only grad's rows `outputs` are computed (the others are left alone): the same bits in them as a whole call.
   void weight_gradient(const float* dy, const float* x, std::size_t rows, float* grad, std::uint32_t layer,
-                       std::uint64_t part, const step_context& ctx);
+                       std::uint64_t part, const step_context& ctx, output_range outputs = {});
   /// dW for inputs that are exactly +-1 (a sign activation's output): dW[o][i] = sum_r (x >= 0 ? dy : -dy),
   /// additions only, on gemm_binary (grouped sums: not the bits of weight_gradient's gemm_f32).
-  void weight_gradient_pm1(const float* dy, const float* x, std::size_t rows, float* grad, const step_context& ctx);
+  void weight_gradient_pm1(const float* dy, const float* x, std::size_t rows, float* grad, const step_context& ctx,
+                           output_range outputs = {});
   /// QBP: x's `count` values stochastically rounded to power-of-two codes with the stream of (layer, part);
   /// element i draws random number index0 + i.
   void quantize_inputs(const float* x, std::size_t count, std::int8_t* codes, std::uint32_t layer, std::uint64_t part,
@@ -81,7 +89,7 @@ class weight_core {
   /// QBP weight gradient from inputs already rounded to codes ([rows][inputs]), e.g. a convolution's
   /// im2col of its once-quantized input map.
   void weight_gradient_codes(const float* dy, const std::int8_t* codes, std::size_t rows, float* grad,
-                             std::uint32_t layer, const step_context& ctx);
+                             std::uint32_t layer, const step_context& ctx, output_range outputs = {});
 
   // Model and checkpoint files (weight_io.cpp).
   /// Options and weights (packed: deterministic bits) in the format of the dense layer.

@@ -17,8 +17,17 @@ optimizer::optimizer(optimizer_kind kind, float momentum, std::vector<parameter*
   }
 }
 
-void optimizer::step(float lr, const runtime& rt, const kernels::kernel_table& k) {
+void optimizer::step(float lr, const runtime& rt, const kernels::kernel_table& k, const batch_split* split) {
   ++steps_;
+  // Deferred gradients: every process's parts readable (a barrier over processes, every step: it also ends the
+  // step's use of the collective's memory), then read in place below.
+  if (split && split->comm->size > 1 && split->comm->share_gradients) split->comm->share_gradients(split->comm->context);
+  auto deferred_of = [&](const parameter& p) -> const deferred_gradient* {
+    if (split)
+      for (const deferred_gradient& d : split->deferred)
+        if (d.grad == p.grad.data()) return &d;
+    return nullptr;
+  };
   constexpr float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   const float correction1 = 1.0f - std::pow(beta1, static_cast<float>(steps_));
   const float correction2 = 1.0f - std::pow(beta2, static_cast<float>(steps_));
@@ -27,7 +36,10 @@ void optimizer::step(float lr, const runtime& rt, const kernels::kernel_table& k
     const float rate = lr * p.lr_scale;
     const float clip = p.clip;
     float* w = p.value.data();
-    const float* g = p.grad.data();
+    // The gradient, or the parts (part-major) the layers left for this pass to fold: g_q[i] = g[q n + i].
+    const deferred_gradient* deferred = deferred_of(p);
+    const float* g = deferred ? deferred->partials : p.grad.data();
+    const std::size_t parts = deferred ? deferred->parts : 1, n = p.value.size();
     float* m1 = first_[pi].data();
     float* m2 = second_[pi].data();
     // The clip in the same pass; without one the bounds are infinite (they then clip nothing, NaN included).
@@ -38,16 +50,20 @@ void optimizer::step(float lr, const runtime& rt, const kernels::kernel_table& k
       // both factors are powers of two and the update is an exponent add on m. AP2 per element: here, not
       // in the update_weights kernel.
       const float step = ap2(rate * ap2(1.0f / correction1));
-      parallel_rows(rt, p.value.size(), 16384, [&](std::size_t i0, std::size_t i1) {
+      parallel_rows(rt, n, 16384, [&](std::size_t i0, std::size_t i1) {
         for (std::size_t i = i0; i < i1; ++i) {
-          m1[i] = beta1 * m1[i] + (1.0f - beta1) * g[i];
-          m2[i] = std::max(beta2 * m2[i], std::fabs(g[i]));
+          float gi = g[i];
+          for (std::size_t q = 1; q < parts; ++q) gi += g[q * n + i];
+          m1[i] = beta1 * m1[i] + (1.0f - beta1) * gi;
+          m2[i] = std::max(beta2 * m2[i], std::fabs(gi));
           w[i] = std::min(std::max(w[i] - step * (m1[i] * ap2(1.0f / (m2[i] + eps))), lo), hi);
         }
       });
       continue;
     }
-    kernels::update_weights_params u{.n = 0, .w = w, .g = g, .m1 = m1, .m2 = m2, .lo = lo, .hi = hi};
+    kernels::update_weights_params u{.n = 0, .w = w, .g = g, .g_parts = parts, .g_stride = n, .m1 = m1, .m2 = m2};
+    u.lo = lo;
+    u.hi = hi;
     u.beta1 = beta1;
     u.beta2 = beta2;
     u.eps = eps;
@@ -68,7 +84,7 @@ void optimizer::step(float lr, const runtime& rt, const kernels::kernel_table& k
         u.momentum = momentum_;
         break;
     }
-    parallel_rows(rt, p.value.size(), 16384, [&](std::size_t i0, std::size_t i1) {
+    parallel_rows(rt, n, 16384, [&](std::size_t i0, std::size_t i1) {
       kernels::update_weights_params chunk = u;
       chunk.n = i1 - i0;
       chunk.w += i0;
@@ -78,6 +94,7 @@ void optimizer::step(float lr, const runtime& rt, const kernels::kernel_table& k
       k.update_weights(chunk);
     });
   }
+  if (split) split->deferred.clear();
 }
 
 std::vector<std::vector<float>> optimizer::state() const {

@@ -1,6 +1,7 @@
 #pragma once
 #include <vector>
 
+#include "fewmul/collective.hpp"
 #include "fewmul/network.hpp"
 #include "fewmul/train.hpp"
 
@@ -12,7 +13,9 @@ class optimizer {
  public:
   optimizer(optimizer_kind kind, float momentum, std::vector<parameter*> params);
   /// One step with learning rate `lr`; the update itself is k.update_weights (shift-based AdaMax: here).
-  void step(float lr, const runtime& rt, const kernels::kernel_table& k);
+  /// Gradients the layers left unfolded (split->deferred, collective.hpp) are folded over the parts in the
+  /// update's pass, in part order (the same bits as folding first); the list is emptied.
+  void step(float lr, const runtime& rt, const kernels::kernel_table& k, const batch_split* split = nullptr);
   /// Moments and step count, for checkpoints.
   std::vector<std::vector<float>> state() const;
   std::int64_t steps() const { return steps_; }

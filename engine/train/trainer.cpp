@@ -600,6 +600,7 @@ class training_run {
         order_(train_count) {
     check_same_inputs(train_set, test, config, comm);
     split_ = split_batch(comm, config.batch_parts, config.batch);
+    split_.defer_gradient_folds = true;  // opt_ folds the weight gradients in its update pass
   }
 
   // Everything random derives from (seed, epoch, step), so restoring the parameters, the optimizer and the
@@ -676,6 +677,7 @@ class training_run {
                            .split = &split_};
     float loss = 0;
     std::size_t batch_errors = 0;
+    split_.deferred.clear();
     try {
       const matrix& out = net_.forward(x_, ctx);
       loss = split_loss_and_gradient(config_.loss, out, y_.data(), grad_, batch_errors, split_, loss_scratch_);
@@ -687,7 +689,7 @@ class training_run {
     }
     loss_sum += loss;
     errors += batch_errors;
-    opt_.step(learning_rate_at(config_, epoch, b, batches_), rt_, k_);
+    opt_.step(learning_rate_at(config_, epoch, b, batches_), rt_, k_, &split_);
     net_.parameters_changed();
     if (observer_.on_batch) observer_.on_batch(b + 1, batches_);
     if (stop_requested.load())

@@ -35,6 +35,26 @@ struct collective {
   /// `count` floats per part, memory fold_parts then reads without copying them (a node's shared memory);
   /// null when it has none. Called by every process at the same point, like the collectives.
   float* (*part_buffer)(void* context, std::size_t parts, std::size_t count) = nullptr;
+  /// Every process passes its own range [offsets[rank], offsets[rank + 1]) of an array of offsets[size] bytes at
+  /// `mine` (offsets: size + 1 of them); returns the whole array: `all` completed (where `mine` may lie), or the
+  /// collective's own memory, readable until the share_gradients of the step after next. Required with size > 1.
+  const void* (*gather_ranges)(void* context, const void* mine, const std::size_t* offsets, void* all) = nullptr;
+  /// Optional (null: none): memory for a weight gradient whose fold the optimizer does in its update pass
+  /// (batch_split::gradient_partials): `parts` x `count` floats, part-major, where every process writes its own
+  /// parts and, after share_gradients, reads everyone's. The calls of one step get disjoint areas, valid until
+  /// the share_gradients of the step after next. null when it has none. Called by every process alike.
+  float* (*gradient_parts)(void* context, std::size_t parts, std::size_t count) = nullptr;
+  /// With gradient_parts: every process has written this step's gradient parts, which all may now read (a barrier).
+  void (*share_gradients)(void* context) = nullptr;
+};
+
+/// A weight gradient the optimizer folds over the parts in its update pass: the partials of all `parts` parts
+/// of the minibatch lie at `partials`, `count` floats apart; `grad` is the parameter's gradient it stands for.
+struct deferred_gradient {
+  const float* grad = nullptr;
+  const float* partials = nullptr;
+  std::size_t count = 0;
+  std::size_t parts = 1;
 };
 
 /// The first part of process `rank` when `parts` parts are spread over `size` processes in contiguous runs.
@@ -75,6 +95,41 @@ struct batch_split {
   void fold(const float* local, std::size_t count, float* out) const {
     comm->fold_parts(comm->context, local, parts, count, out);
   }
+
+  /// Set by a trainer whose optimizer folds weight gradients in its update pass (fold_deferred_gradients).
+  bool defer_gradient_folds = false;
+  /// This step's weight gradients left to the optimizer, in the order the layers wrote them.
+  mutable std::vector<deferred_gradient> deferred;
+  /// Where to write the local parts' partials (part-major, `count` each) of the weight gradient `grad`. When all
+  /// parts will be readable here (one process, or the collective's gradient_parts) and the trainer defers, the
+  /// fold is left to the optimizer: the gradient is recorded in `deferred` and fold_gradient() does nothing.
+  float* gradient_partials(const float* grad, std::size_t count, std::vector<float>& scratch) const {
+    if (defer_gradient_folds && comm->size == 1) {
+      scratch.resize(parts * count);
+      deferred.push_back({grad, scratch.data(), count, parts});
+      return scratch.data();
+    }
+    if (defer_gradient_folds && comm->gradient_parts != nullptr)
+      if (float* all = comm->gradient_parts(comm->context, parts, count)) {
+        deferred.push_back({grad, all, count, parts});
+        return all + first_part * count;
+      }
+    return partials_for_fold(count, scratch);
+  }
+  /// Where to write this process's slice of a weight gradient `grad` of `count` floats that the processes
+  /// compute in slices (a dense layer's, over the whole minibatch): memory all processes share when the
+  /// collective offers some (the optimizer then reads the whole gradient there: recorded in `deferred`), else
+  /// `grad` itself, whose slices gather_ranges then completes.
+  float* gradient_slices(float* grad, std::size_t count) const {
+    if (defer_gradient_folds && comm->gradient_parts != nullptr)
+      if (float* all = comm->gradient_parts(comm->context, 1, count)) {
+        deferred.push_back({grad, all, count, 1});
+        return all;
+      }
+    return grad;
+  }
+  /// Whether the gradient `grad` was left to the optimizer this step.
+  bool fold_deferred(const float* grad) const { return !deferred.empty() && deferred.back().grad == grad; }
 };
 
 }  // namespace fewmul

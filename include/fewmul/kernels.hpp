@@ -204,12 +204,16 @@ enum class update_rule : std::uint8_t { sgd, momentum, adam, adamax };
 ///             w = clip(w - (rate (m1 / correction1)) / (sqrt(m2 / correction2) + eps))
 ///   adamax:   m1 as adam;  m2 = max(beta2 m2, |g|);  w = clip(w - rate (m1 / (m2 + eps)))
 /// evaluated in exactly this order in single precision (no fused multiply-add), so every ISA gives the
-/// same bits. Element-wise: any split of the n weights gives the same results.
+/// same bits. Element-wise: any split of the n weights gives the same results. With g_parts > 1 the
+/// gradient is the left fold of g_parts vectors g_stride floats apart, g[i] = (g_0[i] + g_1[i]) + ... +
+/// g_{g_parts-1}[i], added in that order: the fold over a minibatch's parts (collective.hpp) in the update's
+/// pass, the same bits as folding first.
 struct update_weights_params {
   update_rule rule = update_rule::sgd;
   std::size_t n = 0;
   float* w = nullptr;
   const float* g = nullptr;
+  std::size_t g_parts = 1, g_stride = 0;
   float* m1 = nullptr;
   float* m2 = nullptr;
   float rate = 0.0f, momentum = 0.0f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
