@@ -56,14 +56,9 @@ struct mpi_state {
   bool shared_fold = false;
   fold_buffer fold_buffers[2];
   unsigned next_fold_buffer = 0;
-  // collective::gradient_parts: the weight gradients' parts of a step, in blocks handed out in call order, the
-  // blocks of even and odd steps apart (gradient_parts below).
-  struct gradient_arena {
-    std::vector<fold_buffer> blocks;
-    std::size_t next_block = 0;
-  };
-  gradient_arena gradient_arenas[2];
-  unsigned step_parity = 0;
+  // collective::gradient_parts and gather_ranges: a step's blocks, handed out in call order (next_step_block).
+  std::vector<fold_buffer> step_blocks;
+  std::size_t next_step_block = 0;
 };
 mpi_state* state = nullptr;
 
@@ -188,12 +183,13 @@ float* part_buffer(void* context, std::size_t parts, std::size_t count) {
 
 // The node's shared memory of one step, for collective::gradient_parts and gather_ranges: each call of a step gets
 // its own block (allocated the first time: a collective call, which every process makes with the same sizes in the
-// same order); even and odd steps use separate blocks, so a process writes a step's blocks again only after the
-// share_gradients of the step in between, which every process reaches after its reads of them.
+// same order), and the next step's calls the same blocks again. A process writes a block in a step's backward pass
+// and reads the blocks up to the step's optimizer, and every process folds the loss of the next step (a collective,
+// trainer.cpp) between its optimizer and that step's backward: no process writes a block again before all have
+// read it.
 mpi_state::fold_buffer& next_step_block(mpi_state& s, std::size_t floats) {
-  mpi_state::gradient_arena& arena = s.gradient_arenas[s.step_parity];
-  if (arena.next_block == arena.blocks.size()) arena.blocks.emplace_back();
-  mpi_state::fold_buffer& b = arena.blocks[arena.next_block++];
+  if (s.next_step_block == s.step_blocks.size()) s.step_blocks.emplace_back();
+  mpi_state::fold_buffer& b = s.step_blocks[s.next_step_block++];
   if (floats > b.capacity) {
     timed_call timer;
     free_shared(b.window);
@@ -221,12 +217,10 @@ float* gradient_parts(void* context, std::size_t parts, std::size_t count) {
 void share_gradients(void* context) {
   auto& s = *static_cast<mpi_state*>(context);
   timed_call timer;
-  mpi_state::gradient_arena& arena = s.gradient_arenas[s.step_parity];
-  for (std::size_t i = 0; i < arena.next_block; ++i) check(MPI_Win_sync(arena.blocks[i].window), "MPI_Win_sync");
+  for (std::size_t i = 0; i < s.next_step_block; ++i) check(MPI_Win_sync(s.step_blocks[i].window), "MPI_Win_sync");
   check(MPI_Barrier(s.node), "MPI_Barrier");
-  for (std::size_t i = 0; i < arena.next_block; ++i) check(MPI_Win_sync(arena.blocks[i].window), "MPI_Win_sync");
-  s.step_parity ^= 1u;
-  s.gradient_arenas[s.step_parity].next_block = 0;
+  for (std::size_t i = 0; i < s.next_step_block; ++i) check(MPI_Win_sync(s.step_blocks[i].window), "MPI_Win_sync");
+  s.next_step_block = 0;
 }
 
 // collective::gather_ranges: on one node through a step block (each process copies its range in, a barrier, all
@@ -448,8 +442,7 @@ collective* join_mpi_job() {
     if (finalized) return;
     for (MPI_Win& window : state->node_windows) free_shared(window);
     for (auto& buffer : state->fold_buffers) free_shared(buffer.window);
-    for (auto& arena : state->gradient_arenas)
-      for (auto& block : arena.blocks) free_shared(block.window);
+    for (auto& block : state->step_blocks) free_shared(block.window);
     MPI_Finalize();
   });
   return &state->table;

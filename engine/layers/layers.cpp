@@ -70,7 +70,7 @@ class dense_layer final : public detail::serializable_layer {
 
   void forward(const matrix& x, matrix& y, const step_context& ctx) override {
     check_width(*this, x);
-    core_.prepare(ctx, index);
+    core_.prepare(ctx, index, masters_in_slices_ ? process_rows_.data() : nullptr);
     y.resize(x.rows, core_.outputs());
     core_.forward(x.data.data(), x.rows, y.data.data(), ctx);
   }
@@ -102,9 +102,17 @@ class dense_layer final : public detail::serializable_layer {
         return comm.gather_ranges(comm.context, mine, offsets_.data(), all.data());
       };
       const auto* all_dy = static_cast<const float*>(gather_rows(dy.data.data(), out, sizeof(float), all_dy_));
-      auto outputs_of = [&](std::size_t r) { return out * r / ranks; };
-      const output_range mine{outputs_of(rank), outputs_of(rank + 1)};
-      float* slices = split->gradient_slices(grad, in * out);
+      // Process r's outputs: rows [process_rows_[r], process_rows_[r + 1]) of the gradient, multiples of 32 (the
+      // chunks of weight sampling, weight_core::pack) but the last.
+      process_rows_.resize(ranks + 1);
+      slice_offsets_.resize(ranks + 1);
+      for (std::size_t r = 0; r <= ranks; ++r) {
+        process_rows_[r] = r == ranks ? out : out * r / ranks / 32 * 32;
+        slice_offsets_[r] = process_rows_[r] * in;
+      }
+      const output_range mine{process_rows_[rank], process_rows_[rank + 1]};
+      // Sampled weights only: a product that reads the master weights themselves needs all of them every step.
+      float* slices = core_.sampled() ? split->gradient_slices(grad, in * out, slice_offsets_.data()) : grad;
       if (core_.options().qbp && !pm1_inputs) {
         codes_.resize(x.rows * in);
         core_.quantize_inputs(x.data.data(), x.rows * in, codes_.data(), index, 0,
@@ -118,9 +126,13 @@ class dense_layer final : public detail::serializable_layer {
         else
           core_.weight_gradient(all_dy, all_x, rows, slices, index, 0, ctx, mine);
       }
-      if (!split->fold_deferred(grad)) {  // the slices by messages
-        for (std::size_t r = 0; r <= ranks; ++r) offsets_[r] = outputs_of(r) * in * sizeof(float);
-        comm.gather_ranges(comm.context, grad + mine.begin * in, offsets_.data(), grad);
+      // The optimizer updates this process's slice only: from the next step on, the others' weights are
+      // sampled by them (prepare). Else the slices by messages, and every process updates all.
+      masters_in_slices_ = split->fold_deferred(grad);
+      if (!masters_in_slices_) {
+        for (std::size_t r = 0; r <= ranks; ++r) offsets_[r] = slice_offsets_[r] * sizeof(float);
+        const void* all = comm.gather_ranges(comm.context, grad + slice_offsets_[rank], offsets_.data(), grad);
+        if (all != grad) std::memcpy(grad, all, in * out * sizeof(float));
       }
     }
     if (dx == nullptr) return;
@@ -133,6 +145,8 @@ class dense_layer final : public detail::serializable_layer {
   std::vector<float> all_x_, all_dy_;  // with several processes: every process's rows of x (or codes) and dy
   std::vector<std::int8_t> codes_;     // QBP with several processes: this process's rows of x as codes
   std::vector<std::size_t> offsets_;
+  std::vector<std::size_t> process_rows_, slice_offsets_;  // each process's output rows, and their elements
+  bool masters_in_slices_ = false;  // this process's copy of the master weights is up to date in its rows only
 };
 
 // Batch normalization of `features` channels, each seen at `spatial` positions per example (1 for a

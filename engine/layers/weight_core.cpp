@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "fewmul/error.hpp"
@@ -137,7 +138,7 @@ void weight_core::materialize() {
 
 // Samples the weights used by this step: stochastic weights are drawn anew every training step;
 // deterministic weights only change when the parameters do.
-void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
+void weight_core::prepare(const step_context& ctx, std::uint32_t layer, const std::size_t* process_rows) {
   use_expectation_ = !ctx.training && ctx.expected_weights && traits_->sampled &&
                      options_.training_sampling == kernels::sample_mode::stochastic;
   const bool stochastic = ctx.training && options_.training_sampling == kernels::sample_mode::stochastic;
@@ -155,7 +156,8 @@ void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
   materialize();
   if (traits_->sampled) {
     const auto mode = stochastic ? kernels::sample_mode::stochastic : kernels::sample_mode::deterministic;
-    pack(ctx, mode, kernels::derive_key(ctx.seed, ctx.step, layer, 0x5a3), false);
+    pack(ctx, mode, kernels::derive_key(ctx.seed, ctx.step, layer, 0x5a3), false,
+         ctx.training && ctx.split ? process_rows : nullptr);
   } else {
     // Training reads the master weights in place (gemm_f32 with b_transposed packs them per call anyway);
     // inference keeps a transposed copy, made once per parameter change, for its batch-1 path.
@@ -167,7 +169,8 @@ void weight_core::prepare(const step_context& ctx, std::uint32_t layer) {
 
 // The kind's bit arrays of the weights (sampled as `mode` says, or a packed model's deterministic planes as
 // read), their transposes, and for ±1 planes on quantized inputs the word-interleaved copy gemm_xnor reads.
-void weight_core::pack(const step_context& ctx, kernels::sample_mode mode, std::uint64_t key, bool from_loaded) {
+void weight_core::pack(const step_context& ctx, kernels::sample_mode mode, std::uint64_t key, bool from_loaded,
+                       const std::size_t* process_rows) {
   const std::size_t words_in = kernels::words_for(in_), words_out = kernels::words_for(out_);
   const std::size_t arrays = static_cast<std::size_t>(traits_->arrays(options_));
   const std::size_t plane = out_ * words_in, plane_t = in_ * words_out;
@@ -176,9 +179,13 @@ void weight_core::pack(const step_context& ctx, kernels::sample_mode mode, std::
     bits_ = loaded_planes_;
   } else {
     bits_.resize(arrays * plane);
-    parallel_rows(ctx.rt, out_, 32, [&](std::size_t r0, std::size_t r1) {
+    // Rows in chunks of 32 from row 0 (each chunk's random key names its first row), also within a process's rows.
+    const int rank = process_rows ? ctx.split->comm->rank : 0;
+    const std::size_t first = process_rows ? process_rows[rank] : 0, last = process_rows ? process_rows[rank + 1] : out_;
+    parallel_rows(ctx.rt, last - first, 32, [&](std::size_t c0, std::size_t c1) {
+      const std::size_t r0 = first + c0;
       traits_->sample(ctx.kernels, {.w = weight_.value.data() + r0 * in_,
-                                    .rows = r1 - r0,
+                                    .rows = c1 - c0,
                                     .cols = in_,
                                     .ld = in_,
                                     .options = options_,
@@ -188,6 +195,17 @@ void weight_core::pack(const step_context& ctx, kernels::sample_mode mode, std::
                                     .array_words = plane,
                                     .words = words_in});
     });
+    if (process_rows) {  // the other processes' rows, sampled by them from their up-to-date master weights
+      const collective& comm = *ctx.split->comm;
+      gather_offsets_.resize(static_cast<std::size_t>(comm.size) + 1);
+      for (std::size_t r = 0; r < gather_offsets_.size(); ++r)
+        gather_offsets_[r] = process_rows[r] * words_in * sizeof(std::uint64_t);
+      for (std::size_t j = 0; j < arrays; ++j) {
+        std::uint64_t* bits = bits_.data() + j * plane;
+        const void* all = comm.gather_ranges(comm.context, bits + first * words_in, gather_offsets_.data(), bits);
+        if (all != bits) std::memcpy(bits, all, plane * sizeof(std::uint64_t));
+      }
+    }
   }
   for (std::size_t j = 0; j < arrays; ++j) transpose(bits_.data() + j * plane, bits_t_.data() + j * plane_t, ctx);
   if (!traits_->planes || (input_bits_[0] == 0 && input_bits_[1] == 0)) return;

@@ -59,12 +59,16 @@ class weight_core {
   /// The deterministic packed weights used at inference: the kind's bit arrays of [outputs][words(inputs)]
   /// (weight_kinds.hpp; binary and k-bit: weight_planes() planes; fp32: none).
   std::vector<std::uint64_t> inference_planes() const;
+  /// Whether training samples the weights (into bits) instead of reading the master weights.
+  bool sampled() const { return traits_->sampled; }
   /// Drops the cached packed weights (the master weights changed).
   void invalidate() { inference_packed_ = expectation_ready_ = false; }
 
   /// Samples (training) or packs (inference) the weights every product of this step uses; `layer`
-  /// is part of the random key.
-  void prepare(const step_context& ctx, std::uint32_t layer);
+  /// is part of the random key. With `process_rows` (training with several processes, size + 1 output rows,
+  /// each a multiple of 32 but the last) this process samples its rows only and gathers the others' samples
+  /// from them (its copy of their master weights may be stale: collective.hpp, gradient_slices).
+  void prepare(const step_context& ctx, std::uint32_t layer, const std::size_t* process_rows = nullptr);
   /// y[rows][outputs] = a[rows][inputs] W^T (row strides = the widths).
   void forward(const float* a, std::size_t rows, float* y, const step_context& ctx);
   /// dx[rows][inputs] = dy[rows][outputs] W.
@@ -106,7 +110,8 @@ class weight_core {
 
  private:
   void materialize();
-  void pack(const step_context& ctx, kernels::sample_mode mode, std::uint64_t key, bool from_loaded);
+  void pack(const step_context& ctx, kernels::sample_mode mode, std::uint64_t key, bool from_loaded,
+            const std::size_t* process_rows = nullptr);
   void multiply(const weight_kind_traits& kind, const float* a, std::size_t rows, std::size_t depth, std::size_t width,
                 const weight_view& w, float* out, const step_context& ctx);
   void transpose_master(const step_context& ctx);
@@ -130,6 +135,7 @@ class weight_core {
   std::vector<float> transposed_;  // fp32 W^T [in][out]
   std::vector<std::int8_t> codes_;
   std::vector<std::uint64_t> input_sign_;  // weight_gradient_pm1: the inputs' sign bits
+  std::vector<std::size_t> gather_offsets_;  // pack with process_rows: bytes of each process's rows
 };
 
 }  // namespace fewmul::detail

@@ -15,6 +15,7 @@ optimizer::optimizer(optimizer_kind kind, float momentum, std::vector<parameter*
     first_.emplace_back(p->value.size(), 0.0f);
     second_.emplace_back(kind_ == optimizer_kind::sgd ? 0 : p->value.size(), 0.0f);
   }
+  slices_.assign(params_.size(), nullptr);
 }
 
 void optimizer::step(float lr, const runtime& rt, const kernels::kernel_table& k, const batch_split* split) {
@@ -39,9 +40,21 @@ void optimizer::step(float lr, const runtime& rt, const kernels::kernel_table& k
     // The gradient, or the parts (part-major) the layers left for this pass to fold: g_q[i] = g[q n + i].
     const deferred_gradient* deferred = deferred_of(p);
     const float* g = deferred ? deferred->partials : p.grad.data();
-    const std::size_t parts = deferred ? deferred->parts : 1, n = p.value.size();
+    const std::size_t parts = deferred ? deferred->parts : 1;
     float* m1 = first_[pi].data();
     float* m2 = second_[pi].data();
+    // A gradient in slices: this process's elements [b, b + n) only (gather_slices brings the others').
+    const std::size_t b = deferred && deferred->slices ? deferred->slices[split->comm->rank] : 0;
+    const std::size_t n = deferred && deferred->slices ? deferred->slices[split->comm->rank + 1] - b : p.value.size();
+    const std::size_t stride = p.value.size();
+    if (deferred && deferred->slices) {
+      slices_[pi] = deferred->slices;
+      comm_ = split->comm;
+    }
+    w += b;
+    g += b;
+    if (!first_[pi].empty()) m1 += b;
+    if (!second_[pi].empty()) m2 += b;
     // The clip in the same pass; without one the bounds are infinite (they then clip nothing, NaN included).
     const float lo = clip > 0.0f ? -clip : -INFINITY, hi = clip > 0.0f ? clip : INFINITY;
     if (kind_ == optimizer_kind::shift_adamax) {
@@ -53,7 +66,7 @@ void optimizer::step(float lr, const runtime& rt, const kernels::kernel_table& k
       parallel_rows(rt, n, 16384, [&](std::size_t i0, std::size_t i1) {
         for (std::size_t i = i0; i < i1; ++i) {
           float gi = g[i];
-          for (std::size_t q = 1; q < parts; ++q) gi += g[q * n + i];
+          for (std::size_t q = 1; q < parts; ++q) gi += g[q * stride + i];
           m1[i] = beta1 * m1[i] + (1.0f - beta1) * gi;
           m2[i] = std::max(beta2 * m2[i], std::fabs(gi));
           w[i] = std::min(std::max(w[i] - step * (m1[i] * ap2(1.0f / (m2[i] + eps))), lo), hi);
@@ -61,7 +74,7 @@ void optimizer::step(float lr, const runtime& rt, const kernels::kernel_table& k
       });
       continue;
     }
-    kernels::update_weights_params u{.n = 0, .w = w, .g = g, .g_parts = parts, .g_stride = n, .m1 = m1, .m2 = m2};
+    kernels::update_weights_params u{.n = 0, .w = w, .g = g, .g_parts = parts, .g_stride = stride, .m1 = m1, .m2 = m2};
     u.lo = lo;
     u.hi = hi;
     u.beta1 = beta1;
@@ -95,6 +108,29 @@ void optimizer::step(float lr, const runtime& rt, const kernels::kernel_table& k
     });
   }
   if (split) split->deferred.clear();
+}
+
+void optimizer::gather_slices() {
+  std::vector<std::size_t> bytes;
+  auto gather = [&](std::vector<float>& v, const std::size_t* slices) {
+    if (v.empty()) return;
+    bytes.resize(static_cast<std::size_t>(comm_->size) + 1);
+    for (std::size_t r = 0; r < bytes.size(); ++r) bytes[r] = slices[r] * sizeof(float);
+    const void* all = comm_->gather_ranges(comm_->context, v.data() + slices[comm_->rank], bytes.data(), v.data());
+    if (all != v.data()) std::copy_n(static_cast<const float*>(all), v.size(), v.data());
+  };
+  if (std::none_of(slices_.begin(), slices_.end(), [](const std::size_t* s) { return s != nullptr; })) return;
+  // The gathers go through the collective's memory of a step (collective.hpp): first every process past its
+  // reads of the last step's, at the end every process past its reads of these (a share_gradients each).
+  comm_->share_gradients(comm_->context);
+  for (std::size_t pi = 0; pi < params_.size(); ++pi) {
+    if (slices_[pi] == nullptr) continue;
+    gather(params_[pi]->value, slices_[pi]);
+    gather(first_[pi], slices_[pi]);
+    gather(second_[pi], slices_[pi]);
+    slices_[pi] = nullptr;
+  }
+  comm_->share_gradients(comm_->context);
 }
 
 std::vector<std::vector<float>> optimizer::state() const {

@@ -653,6 +653,7 @@ class training_run {
     double loss_sum = 0.0;
     std::size_t errors = 0;
     for (std::size_t b = 0; b < batches_; ++b, ++step_) train_minibatch(epoch, b, loss_sum, errors);
+    opt_.gather_slices();  // every process's parameters whole again (before checks, evaluation and files)
     check_finite_parameters(net_, epoch);
     const double train_seconds = seconds_since(start);
     epoch_metrics m;

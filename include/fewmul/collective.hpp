@@ -37,12 +37,12 @@ struct collective {
   float* (*part_buffer)(void* context, std::size_t parts, std::size_t count) = nullptr;
   /// Every process passes its own range [offsets[rank], offsets[rank + 1]) of an array of offsets[size] bytes at
   /// `mine` (offsets: size + 1 of them); returns the whole array: `all` completed (where `mine` may lie), or the
-  /// collective's own memory, readable until the share_gradients of the step after next. Required with size > 1.
+  /// collective's own memory, readable until the next step's fold of its loss. Required with size > 1.
   const void* (*gather_ranges)(void* context, const void* mine, const std::size_t* offsets, void* all) = nullptr;
   /// Optional (null: none): memory for a weight gradient whose fold the optimizer does in its update pass
   /// (batch_split::gradient_partials): `parts` x `count` floats, part-major, where every process writes its own
   /// parts and, after share_gradients, reads everyone's. The calls of one step get disjoint areas, valid until
-  /// the share_gradients of the step after next. null when it has none. Called by every process alike.
+  /// the next step's fold of its loss. null when it has none. Called by every process alike.
   float* (*gradient_parts)(void* context, std::size_t parts, std::size_t count) = nullptr;
   /// With gradient_parts: every process has written this step's gradient parts, which all may now read (a barrier).
   void (*share_gradients)(void* context) = nullptr;
@@ -55,6 +55,9 @@ struct deferred_gradient {
   const float* partials = nullptr;
   std::size_t count = 0;
   std::size_t parts = 1;
+  /// Computed in slices (gradient_slices): process r holds elements [slices[r], slices[r + 1]) (size + 1
+  /// offsets) and updates only those; the others' stay stale in its copy until the optimizer gathers them.
+  const std::size_t* slices = nullptr;
 };
 
 /// The first part of process `rank` when `parts` parts are spread over `size` processes in contiguous runs.
@@ -116,14 +119,15 @@ struct batch_split {
       }
     return partials_for_fold(count, scratch);
   }
-  /// Where to write this process's slice of a weight gradient `grad` of `count` floats that the processes
-  /// compute in slices (a dense layer's, over the whole minibatch): memory all processes share when the
-  /// collective offers some (the optimizer then reads the whole gradient there: recorded in `deferred`), else
-  /// `grad` itself, whose slices gather_ranges then completes.
-  float* gradient_slices(float* grad, std::size_t count) const {
+  /// Where to write this process's slice [slices[rank], slices[rank + 1]) of a weight gradient `grad` of `count`
+  /// floats that the processes compute in slices (a dense layer's, over the whole minibatch; `slices` must
+  /// outlive the step): when the collective offers memory, the optimizer reads the slice there and updates only
+  /// it (recorded in `deferred`; the layer then takes the others' weights from them); else `grad` itself, whose
+  /// slices gather_ranges then completes.
+  float* gradient_slices(float* grad, std::size_t count, const std::size_t* slices) const {
     if (defer_gradient_folds && comm->gradient_parts != nullptr)
       if (float* all = comm->gradient_parts(comm->context, 1, count)) {
-        deferred.push_back({grad, all, count, 1});
+        deferred.push_back({grad, all, count, 1, slices});
         return all;
       }
     return grad;

@@ -28,13 +28,27 @@ fail() {
   failures=$((failures + 1))
 }
 # Stochastic weights, quantized backprop and dropout: every random draw must follow the example, not the rank.
-train="train mnist --data $data --train-limit 600 --validation 100 --batch 50 --batch-parts 3 --width 0.05
+common="train mnist --data $data --train-limit 600 --validation 100 --batch 50 --batch-parts 3
  --dropout-hidden 0.1 --threads 1 --quiet --bn-reestimate 200"
+train="$common --width 0.05"
 
 "$fewmul" $train --epochs 2 --save-model "$work/single.fwm" > "$work/log" 2>&1 || fail "single-process run"
 for r in 1 2 3; do
   run $r "$fewmul" $train --epochs 2 --save-model "$work/r$r.fwm" > "$work/log" 2>&1 || fail "mpirun -n $r"
   cmp "$work/single.fwm" "$work/r$r.fwm" > /dev/null 2>&1 || fail "mpirun -n $r: model differs from the single-process run"
+done
+
+# Dense layers' weight gradients are computed in slices of their outputs (multiples of 32 rows; wider layers
+# than above, so that every process has some). Sampled weights: each process updates its slice of the master
+# weights and samples its rows; fp32 reads the master weights, so the slices are gathered every step.
+for m in tc+qbp fp32; do
+  wide="$common --width 0.1 --method $m --epochs 2"
+  "$fewmul" $wide --save-model "$work/single_$m.fwm" > "$work/log" 2>&1 || fail "single-process run, $m"
+  for r in 2 3; do
+    run $r "$fewmul" $wide --save-model "$work/r${r}_$m.fwm" > "$work/log" 2>&1 || fail "mpirun -n $r, $m"
+    cmp "$work/single_$m.fwm" "$work/r${r}_$m.fwm" > /dev/null 2>&1 ||
+      fail "mpirun -n $r, $m: model differs from the single-process run"
+  done
 done
 
 # One node folds through shared memory; several nodes send messages. The message path, on this node:
