@@ -1,4 +1,4 @@
-// update_weights: one optimizer step over a layer's weights, update_weights/<isa>/<rule>/<weights>; bytes/s
+// update_weights: one optimizer step over a layer's weights, update_weights/<isa>/<rule>[_2parts]/<weights>; bytes/s
 // counts the arrays each rule reads and writes (memory-bound beyond the caches).
 #include <benchmark/benchmark.h>
 
@@ -15,14 +15,17 @@ using namespace fewmul;
 
 namespace {
 
-void update_weights_bench(benchmark::State& state, isa which, kernels::update_rule rule, std::size_t n) {
+void update_weights_bench(benchmark::State& state, isa which, kernels::update_rule rule, std::size_t n,
+                          std::size_t parts) {
   if (skip_unsupported(state, which)) return;
   const auto& k = kernels::kernels_for(which);
-  std::vector<float> w = floats(n, 1), g = floats(n, 2), m1(n, 0.0f), m2(n, 0.0f);
+  std::vector<float> w = floats(n, 1), g = floats(parts * n, 2), m1(n, 0.0f), m2(n, 0.0f);
   const kernels::update_weights_params p{.rule = rule,
                                          .n = n,
                                          .w = w.data(),
                                          .g = g.data(),
+                                         .g_parts = parts,
+                                         .g_stride = n,
                                          .m1 = m1.data(),
                                          .m2 = m2.data(),
                                          .rate = 1e-6f,
@@ -35,7 +38,8 @@ void update_weights_bench(benchmark::State& state, isa which, kernels::update_ru
     k.update_weights(p);
     benchmark::ClobberMemory();
   }
-  const double arrays = rule == kernels::update_rule::sgd ? 3 : rule == kernels::update_rule::momentum ? 5 : 7;
+  const double arrays = static_cast<double>(parts - 1) +
+                        (rule == kernels::update_rule::sgd ? 3 : rule == kernels::update_rule::momentum ? 5 : 7);
   state.counters["bytes_per_s"] = benchmark::Counter(
       arrays * 4.0 * static_cast<double>(n) * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
@@ -49,8 +53,13 @@ void register_update_weights(isa which) {
   for (const auto& [rule, name] : rules)
     for (const std::size_t n : {std::size_t{1} << 20, std::size_t{4096} * 4096})
       benchmark::RegisterBenchmark(("update_weights/" + isa_text + "/" + name + "/" + std::to_string(n)).c_str(),
-                                   update_weights_bench, which, rule, n)
+                                   update_weights_bench, which, rule, n, std::size_t{1})
           ->Unit(benchmark::kMicrosecond);
+  // The gradient of two minibatch parts folded in the update's pass (the optimizer's deferred fold).
+  const std::size_t n = std::size_t{1} << 20;
+  benchmark::RegisterBenchmark(("update_weights/" + isa_text + "/sgd_2parts/" + std::to_string(n)).c_str(),
+                               update_weights_bench, which, kernels::update_rule::sgd, n, std::size_t{2})
+      ->Unit(benchmark::kMicrosecond);
 }
 
 }  // namespace fewmul_bench
