@@ -183,10 +183,10 @@ float* part_buffer(void* context, std::size_t parts, std::size_t count) {
 
 // The node's shared memory of one step, for collective::gradient_parts and gather_ranges: each call of a step gets
 // its own block (allocated the first time: a collective call, which every process makes with the same sizes in the
-// same order), and the next step's calls the same blocks again. A process writes a block in a step's backward pass
-// and reads the blocks up to the step's optimizer, and every process folds the loss of the next step (a collective,
-// trainer.cpp) between its optimizer and that step's backward: no process writes a block again before all have
-// read it.
+// same order), and the next step's calls the same blocks again. A gather's block is read right after its barrier,
+// gradient parts up to the optimizer; a forward-pass block is written again after the optimizer's share_gradients,
+// a backward-pass block after the next step's loss fold (a collective, trainer.cpp), which every process reaches
+// only after its own reads: no process writes a block again before all have read it (engine/dist/README.md).
 mpi_state::fold_buffer& next_step_block(mpi_state& s, std::size_t floats) {
   if (s.next_step_block == s.step_blocks.size()) s.step_blocks.emplace_back();
   mpi_state::fold_buffer& b = s.step_blocks[s.next_step_block++];

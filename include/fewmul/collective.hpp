@@ -5,12 +5,15 @@
 //
 // Why the bits do not depend on the number of processes: a training minibatch of B rows is cut into
 // `parts` fixed parts (part p holds rows [p B / parts, (p + 1) B / parts)), a setting of the run like the
-// batch size. Every sum over the minibatch (weight gradients, batch-norm statistics and their gradients,
-// the loss) is first summed within each part, as a single process sums today, and the parts' partial sums
-// are then added in part order: s = (...((p_0 + p_1) + p_2) ...) + p_{parts-1}. Which process computed
-// which part changes nothing of that expression, so one process and any number R <= parts of processes
-// give the same bits. Everything random is drawn from counters of the example's row in the whole
-// minibatch (or of the part), never from the process.
+// batch size. Every sum over the minibatch (convolutions' weight gradients, batch-norm statistics and their
+// gradients, the loss) is first summed within each part, as a single process sums today, and the parts'
+// partial sums are then added in part order: s = (...((p_0 + p_1) + p_2) ...) + p_{parts-1}. Which process
+// computed which part changes nothing of that expression, so one process and any number R <= parts of
+// processes give the same bits. A dense layer's weight gradient is instead one product over the whole
+// minibatch, as without parts: the processes gather each other's rows of its inputs and output gradient and
+// each computes a slice of its outputs (gather_ranges, gradient_slices); every element is the same sum
+// whoever computes it. Everything random is drawn from counters of the example's row in the whole minibatch
+// (or of the part), never from the process.
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -37,14 +40,16 @@ struct collective {
   float* (*part_buffer)(void* context, std::size_t parts, std::size_t count) = nullptr;
   /// Every process passes its own range [offsets[rank], offsets[rank + 1]) of an array of offsets[size] bytes at
   /// `mine` (offsets: size + 1 of them); returns the whole array: `all` completed (where `mine` may lie), or the
-  /// collective's own memory, readable until the next step's fold of its loss. Required with size > 1.
+  /// collective's own memory, readable until this process calls share_gradients. Required with size > 1.
   const void* (*gather_ranges)(void* context, const void* mine, const std::size_t* offsets, void* all) = nullptr;
   /// Optional (null: none): memory for a weight gradient whose fold the optimizer does in its update pass
   /// (batch_split::gradient_partials): `parts` x `count` floats, part-major, where every process writes its own
   /// parts and, after share_gradients, reads everyone's. The calls of one step get disjoint areas, valid until
   /// the next step's fold of its loss. null when it has none. Called by every process alike.
   float* (*gradient_parts)(void* context, std::size_t parts, std::size_t count) = nullptr;
-  /// With gradient_parts: every process has written this step's gradient parts, which all may now read (a barrier).
+  /// Optional, with gradient_parts: called by every process once per training step, before its optimizer reads
+  /// the gradient parts (a barrier: every process has written its own); the step's next calls of gradient_parts
+  /// and gather_ranges get memory anew.
   void (*share_gradients)(void* context) = nullptr;
 };
 
