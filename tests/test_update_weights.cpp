@@ -29,25 +29,33 @@ update_state random_state(std::size_t n, std::uint32_t seed) {
   return s;
 }
 
+constexpr kernels::update_rule all_rules[] = {kernels::update_rule::sgd, kernels::update_rule::momentum,
+                                              kernels::update_rule::adam, kernels::update_rule::adamax};
+
+// The steps' settings (adam's bias corrections of an early step), operands left to the caller.
+kernels::update_weights_params step_settings(kernels::update_rule rule) {
+  kernels::update_weights_params p{.rule = rule, .rate = 0.3f, .momentum = 0.9f};
+  p.correction1 = 0.271f;
+  p.correction2 = 0.00299f;
+  return p;
+}
+
 }  // namespace
 
 TEST_CASE("update_weights matches the reference bit for bit for every rule, size and ISA") {
   const auto& ref = kernels::reference_kernels();
-  const kernels::update_rule rules[] = {kernels::update_rule::sgd, kernels::update_rule::momentum,
-                                        kernels::update_rule::adam, kernels::update_rule::adamax};
   for (isa which : isas_under_test()) {
     const auto& k = kernels::kernels_for(which);
     CAPTURE(isa_label(which));
-    for (kernels::update_rule rule : rules)
+    for (kernels::update_rule rule : all_rules)
       for (std::size_t n : {1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 1000})
         for (const float clip : {0.0f, 1.0f}) {
           CAPTURE(static_cast<int>(rule));
           CAPTURE(n);
           CAPTURE(clip);
           update_state want = random_state(n, static_cast<std::uint32_t>(n)), got = want;
-          kernels::update_weights_params p{.rule = rule, .n = n, .rate = 0.3f, .momentum = 0.9f};
-          p.correction1 = 0.271f;
-          p.correction2 = 0.00299f;
+          kernels::update_weights_params p = step_settings(rule);
+          p.n = n;
           if (clip > 0.0f) {
             p.lo = -clip;
             p.hi = clip;
@@ -105,12 +113,10 @@ TEST_CASE("update_weights over a gradient in parts equals the update with the pa
   // The fused fold of the optimizer (collective.hpp): g = (g_0 + g_1) + g_2 ... in part order, then the rule;
   // the parts lie g_stride apart (a gap after each, so that reading the wrong stride shows).
   const auto& ref = kernels::reference_kernels();
-  const kernels::update_rule rules[] = {kernels::update_rule::sgd, kernels::update_rule::momentum,
-                                        kernels::update_rule::adam, kernels::update_rule::adamax};
   for (isa which : isas_under_test()) {
     const auto& k = kernels::kernels_for(which);
     CAPTURE(isa_label(which));
-    for (kernels::update_rule rule : rules)
+    for (kernels::update_rule rule : all_rules)
       for (std::size_t n : {1, 15, 16, 17, 33, 1000})
         for (std::size_t parts : {2, 3, 5}) {
           CAPTURE(static_cast<int>(rule));
@@ -127,9 +133,8 @@ TEST_CASE("update_weights over a gradient in parts equals the update with the pa
             for (std::size_t q = 1; q < parts; ++q) folded[i] += g_parts[q * stride + i];
           }
           update_state want = random_state(n, static_cast<std::uint32_t>(n) + 5), got = want, got_ref = want;
-          kernels::update_weights_params p{.rule = rule, .n = n, .rate = 0.3f, .momentum = 0.9f};
-          p.correction1 = 0.271f;
-          p.correction2 = 0.00299f;
+          kernels::update_weights_params p = step_settings(rule);
+          p.n = n;
           auto run = [&](const kernels::kernel_table& table, update_state& s, const float* g, std::size_t gp) {
             kernels::update_weights_params q = p;
             q.w = s.w.data();

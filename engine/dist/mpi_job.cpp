@@ -158,15 +158,19 @@ void shared_barrier(mpi_state& s, MPI_Win window) {
 // anyone's next writes into it: a process writes into a buffer again only after the barrier of the call in between,
 // which every process reaches after its reads. The buffer the next shared fold of `parts` x `count` floats uses, grown
 // if needed (collective: every process asks for the same sizes in the same order, so all grow at the same call).
-mpi_state::fold_buffer& next_fold_buffer(mpi_state& s, std::size_t parts, std::size_t count) {
-  mpi_state::fold_buffer& b = s.fold_buffers[s.next_fold_buffer];
-  const std::size_t need = (parts + 1) * count;  // every part's partial, then the folded vector
-  if (need > b.capacity) {
+// Grows a node-shared buffer to at least `floats` floats (collective: every process grows it at the same call).
+mpi_state::fold_buffer& with_capacity(mpi_state& s, mpi_state::fold_buffer& b, std::size_t floats) {
+  if (floats > b.capacity) {
     free_shared(b.window);
-    b.base = static_cast<float*>(allocate_shared(s, need * sizeof(float), b.window));
-    b.capacity = need;
+    b.base = static_cast<float*>(allocate_shared(s, floats * sizeof(float), b.window));
+    b.capacity = floats;
   }
   return b;
+}
+
+mpi_state::fold_buffer& next_fold_buffer(mpi_state& s, std::size_t parts, std::size_t count) {
+  // every part's partial, then the folded vector
+  return with_capacity(s, s.fold_buffers[s.next_fold_buffer], (parts + 1) * count);
 }
 
 // collective::part_buffer: the layers write their partials straight into the next shared fold buffer.
@@ -190,13 +194,9 @@ float* part_buffer(void* context, std::size_t parts, std::size_t count) {
 mpi_state::fold_buffer& next_step_block(mpi_state& s, std::size_t floats) {
   if (s.next_step_block == s.step_blocks.size()) s.step_blocks.emplace_back();
   mpi_state::fold_buffer& b = s.step_blocks[s.next_step_block++];
-  if (floats > b.capacity) {
-    timed_call timer;
-    free_shared(b.window);
-    b.base = static_cast<float*>(allocate_shared(s, floats * sizeof(float), b.window));
-    b.capacity = floats;
-  }
-  return b;
+  if (floats <= b.capacity) return b;
+  timed_call timer;  // growing is collective: under the watchdog like the folds
+  return with_capacity(s, b, floats);
 }
 
 // collective::gradient_parts: a weight gradient whose fold the optimizer does, every part of it in a step block.
