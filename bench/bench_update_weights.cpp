@@ -38,8 +38,8 @@ void update_weights_bench(benchmark::State& state, isa which, kernels::update_ru
     k.update_weights(p);
     benchmark::ClobberMemory();
   }
-  const double arrays = static_cast<double>(parts - 1) +
-                        (rule == kernels::update_rule::sgd ? 3 : rule == kernels::update_rule::momentum ? 5 : 7);
+  const double rule_arrays = rule == kernels::update_rule::sgd ? 3 : rule == kernels::update_rule::momentum ? 5 : 7;
+  const double arrays = static_cast<double>(parts - 1) + rule_arrays;  // every part of the gradient is read
   state.counters["bytes_per_s"] = benchmark::Counter(
       arrays * 4.0 * static_cast<double>(n) * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }

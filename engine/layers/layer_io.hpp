@@ -83,8 +83,8 @@ inline void fold_parts(const step_context& ctx, const batch_split& split, const 
 }
 /// A weight gradient's fold: grad = the fold of the partials gradient_partials gave, unless it left the fold to
 /// the optimizer (which then adds the parts in the same order in its update pass: the same bits).
-inline void fold_gradient(const step_context& ctx, const batch_split& split, const float* partials,
-                          std::size_t count, float* grad) {
+inline void fold_gradient(const step_context& ctx, const batch_split& split, const float* partials, std::size_t count,
+                          float* grad) {
   if (!split.fold_deferred(grad)) fold_parts(ctx, split, partials, count, grad);
 }
 /// Sums over the minibatch of `count` floats into out (collective.hpp): sum_part(r0, r1, part, partial) writes
@@ -100,8 +100,7 @@ void sum_over_parts_of(const step_context& ctx, std::size_t rows, std::size_t co
     sum_part(std::size_t{0}, rows, std::uint64_t{0}, out);
     return;
   }
-  float* partials =
-      Gradient ? split->gradient_partials(out, count, scratch) : split->partials_for_fold(count, scratch);
+  float* partials = Gradient ? split->gradient_partials(out, count, scratch) : split->partials_for_fold(count, scratch);
   for (std::size_t i = 0; i < split->local_parts(); ++i)
     sum_part(split->bounds[i], split->bounds[i + 1], std::uint64_t{split->first_part + i}, partials + i * count);
   if (Gradient)

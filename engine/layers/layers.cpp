@@ -96,8 +96,8 @@ class dense_layer final : public detail::serializable_layer {
       auto gather_rows = [&](const void* mine, std::size_t width, std::size_t bytes, std::vector<float>& all) {
         offsets_.resize(ranks + 1);
         for (std::size_t r = 0; r <= ranks; ++r)
-          offsets_[r] = part_begin(rows, split->parts, first_part(split->parts, static_cast<int>(r), comm.size)) *
-                        width * bytes;
+          offsets_[r] =
+              part_begin(rows, split->parts, first_part(split->parts, static_cast<int>(r), comm.size)) * width * bytes;
         all.resize((rows * width * bytes + sizeof(float) - 1) / sizeof(float));
         return comm.gather_ranges(comm.context, mine, offsets_.data(), all.data());
       };

@@ -181,7 +181,8 @@ void weight_core::pack(const step_context& ctx, kernels::sample_mode mode, std::
     bits_.resize(arrays * plane);
     // Rows in chunks of 32 from row 0 (each chunk's random key names its first row), also within a process's rows.
     const int rank = process_rows ? ctx.split->comm->rank : 0;
-    const std::size_t first = process_rows ? process_rows[rank] : 0, last = process_rows ? process_rows[rank + 1] : out_;
+    const std::size_t first = process_rows ? process_rows[rank] : 0,
+                      last = process_rows ? process_rows[rank + 1] : out_;
     parallel_rows(ctx.rt, last - first, 32, [&](std::size_t c0, std::size_t c1) {
       const std::size_t r0 = first + c0;
       traits_->sample(ctx.kernels, {.w = weight_.value.data() + r0 * in_,

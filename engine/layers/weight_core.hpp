@@ -134,7 +134,7 @@ class weight_core {
   std::vector<float> plane_out_;   // [rows][width]: one weight plane's product (k-bit)
   std::vector<float> transposed_;  // fp32 W^T [in][out]
   std::vector<std::int8_t> codes_;
-  std::vector<std::uint64_t> input_sign_;  // weight_gradient_pm1: the inputs' sign bits
+  std::vector<std::uint64_t> input_sign_;    // weight_gradient_pm1: the inputs' sign bits
   std::vector<std::size_t> gather_offsets_;  // pack with process_rows: bytes of each process's rows
 };
 

@@ -22,7 +22,8 @@ void optimizer::step(float lr, const runtime& rt, const kernels::kernel_table& k
   ++steps_;
   // Deferred gradients: every process's parts readable (a barrier over processes, every step: it also ends the
   // step's use of the collective's memory), then read in place below.
-  if (split && split->comm->size > 1 && split->comm->share_gradients) split->comm->share_gradients(split->comm->context);
+  if (split && split->comm->size > 1 && split->comm->share_gradients)
+    split->comm->share_gradients(split->comm->context);
   auto deferred_of = [&](const parameter& p) -> const deferred_gradient* {
     if (split)
       for (const deferred_gradient& d : split->deferred)
