@@ -123,7 +123,10 @@ void optimizer::gather_slices() {
   if (std::none_of(slices_.begin(), slices_.end(), [](const std::size_t* s) { return s != nullptr; })) return;
   // The gathers go through the collective's memory of a step (collective.hpp): first every process past its
   // reads of the last step's, at the end every process past its reads of these (a share_gradients each).
-  comm_->share_gradients(comm_->context);
+  auto share = [&] {
+    if (comm_->share_gradients) comm_->share_gradients(comm_->context);
+  };
+  share();
   for (std::size_t pi = 0; pi < params_.size(); ++pi) {
     if (slices_[pi] == nullptr) continue;
     gather(params_[pi]->value, slices_[pi]);
@@ -131,7 +134,7 @@ void optimizer::gather_slices() {
     gather(second_[pi], slices_[pi]);
     slices_[pi] = nullptr;
   }
-  comm_->share_gradients(comm_->context);
+  share();
 }
 
 std::vector<std::vector<float>> optimizer::state() const {

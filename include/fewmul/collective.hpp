@@ -126,16 +126,15 @@ struct batch_split {
   }
   /// Where to write this process's slice [slices[rank], slices[rank + 1]) of a weight gradient `grad` of `count`
   /// floats that the processes compute in slices (a dense layer's, over the whole minibatch; `slices` must
-  /// outlive the step): when the collective offers memory, the optimizer reads the slice there and updates only
-  /// it (recorded in `deferred`; the layer then takes the others' weights from them); else `grad` itself, whose
-  /// slices gather_ranges then completes.
+  /// outlive the step): the collective's memory when it offers some, else `grad` itself. When the trainer
+  /// defers, the optimizer updates only this slice (recorded in `deferred`: fold_deferred(grad) is then true
+  /// and the layer takes the others' weights from them); else gather_ranges must complete `grad`.
   float* gradient_slices(float* grad, std::size_t count, const std::size_t* slices) const {
-    if (defer_gradient_folds && comm->gradient_parts != nullptr)
-      if (float* all = comm->gradient_parts(comm->context, 1, count)) {
-        deferred.push_back({grad, all, count, 1, slices});
-        return all;
-      }
-    return grad;
+    if (!defer_gradient_folds) return grad;
+    float* area = comm->gradient_parts != nullptr ? comm->gradient_parts(comm->context, 1, count) : nullptr;
+    if (area == nullptr) area = grad;
+    deferred.push_back({grad, area, count, 1, slices});
+    return area;
   }
   /// Whether the gradient `grad` was left to the optimizer this step.
   bool fold_deferred(const float* grad) const { return !deferred.empty() && deferred.back().grad == grad; }
