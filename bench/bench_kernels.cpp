@@ -139,6 +139,7 @@ const int registered = [] {
     register_conv_binary(which);
     register_update_weights(which);
     register_max_pool(which);
+    register_batch_norm(which);
   }
   return 0;
 }();

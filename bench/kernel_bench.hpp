@@ -60,5 +60,6 @@ void register_quantize_pow2(fewmul::isa which);
 void register_conv_binary(fewmul::isa which);
 void register_update_weights(fewmul::isa which);
 void register_max_pool(fewmul::isa which);
+void register_batch_norm(fewmul::isa which);
 
 }  // namespace fewmul_bench

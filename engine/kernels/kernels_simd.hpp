@@ -6,6 +6,7 @@
 #include <cstddef>
 
 #include "fewmul/kernels.hpp"
+#include "kernels/batch_norm_simd.hpp"
 #include "kernels/conv_binary_simd.hpp"
 #include "kernels/gemm_binary_simd.hpp"
 #include "kernels/gemm_blocking.hpp"
@@ -50,6 +51,10 @@ struct simd_kernels {
                         &update_weights_simd<A>::update_weights,
                         &max_pool_simd<A>::max_pool_forward,
                         &max_pool_simd<A>::max_pool_backward,
+                        &batch_norm_simd<A>::batch_norm_forward,
+                        &batch_norm_simd<A>::batch_norm_inference,
+                        &batch_norm_simd<A>::batch_norm_sums,
+                        &batch_norm_simd<A>::batch_norm_backward,
                         f32::panel_nr,
                         &workspace_bytes};
   }

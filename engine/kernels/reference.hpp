@@ -28,6 +28,10 @@ void conv_binary_ref(const conv_binary_params& p) noexcept;
 void update_weights_ref(const update_weights_params& p) noexcept;
 void max_pool_forward_ref(const max_pool_params& p) noexcept;
 void max_pool_backward_ref(const max_pool_params& p) noexcept;
+void batch_norm_forward_ref(const batch_norm_params& p) noexcept;
+void batch_norm_inference_ref(const batch_norm_params& p) noexcept;
+void batch_norm_sums_ref(const batch_norm_params& p) noexcept;
+void batch_norm_backward_ref(const batch_norm_params& p) noexcept;
 void quantize_pow2_ref(const float* x, std::size_t n, std::int8_t* codes, int kmin, int kmax, std::uint64_t key,
                        std::uint32_t index0) noexcept;
 

@@ -264,10 +264,9 @@ class batch_norm_layer final : public detail::serializable_layer {
     if (!ctx.training) {
       batch_norm_view v;
       view(v, ctx.expected_weights);
-      for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
-        for (std::size_t r = r0; r < r1; ++r)
-          for (std::size_t f = f0; f < f1; ++f) yv[r * n_ + f] = v.apply(f, xv[r * n_ + f]);
-      });
+      const kernels::batch_norm_params p{
+          .x = xv, .out = yv, .mean = v.mean, .inv_std = v.inv_std, .gamma = v.gamma, .beta = v.beta};
+      for_rows(ctx, rows, [&](std::size_t r0, std::size_t r1) { ctx.kernels.batch_norm_inference(block(p, r0, r1)); });
       return;
     }
     const std::size_t all_rows = (ctx.split ? ctx.split->batch_rows : x.rows) * spatial_;
@@ -275,17 +274,12 @@ class batch_norm_layer final : public detail::serializable_layer {
     const float count = static_cast<float>(all_rows);
     mean_.resize(n_);
     inv_std_.resize(n_);
-    column_sums(
-        ctx, x.rows, n_, [&](std::size_t r, std::size_t f, float* sum) { sum[f] += xv[r * n_ + f]; }, mean_.data());
+    kernels::batch_norm_params p{.x = xv, .mean = mean_.data(), .sum = kernels::batch_norm_sum::values};
+    column_sums(ctx, x.rows, n_, p, mean_.data());
     for (std::size_t f = 0; f < n_; ++f) mean_[f] /= count;
     // Shift-based (Hubara et al., Algorithm 3): the variance sums C * AP2(C), C = x - mean.
-    column_sums(
-        ctx, x.rows, n_,
-        [&](std::size_t r, std::size_t f, float* sum) {
-          const float d = xv[r * n_ + f] - mean_[f];
-          sum[f] += shift_ ? d * ap2(d) : d * d;
-        },
-        inv_std_.data());
+    p.sum = shift_ ? kernels::batch_norm_sum::shift_squares : kernels::batch_norm_sum::squares;
+    column_sums(ctx, x.rows, n_, p, inv_std_.data());
     for (std::size_t f = 0; f < n_; ++f) {
       const float var = inv_std_[f] / count;
       const float unbiased = inv_std_[f] / (count - 1.0f);
@@ -294,12 +288,11 @@ class batch_norm_layer final : public detail::serializable_layer {
       inv_std_[f] = 1.0f / std::sqrt(var + epsilon_);
       if (shift_) inv_std_[f] = ap2(inv_std_[f]);
     }
-    refresh_gamma_used();
-    for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
-      for (std::size_t r = r0; r < r1; ++r)
-        for (std::size_t f = f0; f < f1; ++f)
-          yv[r * n_ + f] = gamma_used_[f] * ((xv[r * n_ + f] - mean_[f]) * inv_std_[f]) + beta_.value[f];
-    });
+    p.out = yv;
+    p.inv_std = inv_std_.data();
+    p.gamma = refresh_gamma_used();
+    p.beta = beta_.value.data();
+    for_rows(ctx, rows, [&](std::size_t r0, std::size_t r1) { ctx.kernels.batch_norm_forward(block(p, r0, r1)); });
   }
 
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
@@ -311,31 +304,23 @@ class batch_norm_layer final : public detail::serializable_layer {
     // with the AP2-rounded gamma and inv_std of the forward pass (AP2 passes gradients straight through).
     // Both sums in one pass (and one fold over the parts): gamma's gradient in [0, n), beta's in [n, 2n).
     grad_sums_.resize(2 * n_);
-    column_sums(
-        ctx, x.rows, 2 * n_,
-        [&](std::size_t r, std::size_t f, float* sum) {
-          sum[f] += dv[r * n_ + f] * ((xv[r * n_ + f] - mean_[f]) * inv_std_[f]);
-          sum[n_ + f] += dv[r * n_ + f];
-        },
-        grad_sums_.data());
+    kernels::batch_norm_params p{.x = xv, .dy = dv, .mean = mean_.data(), .inv_std = inv_std_.data()};
+    p.sum = kernels::batch_norm_sum::gradients;
+    column_sums(ctx, x.rows, 2 * n_, p, grad_sums_.data());
     std::copy_n(grad_sums_.data(), n_, gamma_.grad.data());
     std::copy_n(grad_sums_.data() + n_, n_, beta_.grad.data());
     if (!dx) return;
     dx->resize(x.rows, n_ * spatial_);
-    float* out = dx->data.data();
-    const float count = static_cast<float>((ctx.split ? ctx.split->batch_rows : x.rows) * spatial_);
-    for_blocks(ctx, rows, [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float*) {
-      for (std::size_t r = r0; r < r1; ++r)
-        for (std::size_t f = f0; f < f1; ++f) {
-          const float xhat = (xv[r * n_ + f] - mean_[f]) * inv_std_[f];
-          out[r * n_ + f] =
-              gamma_used_[f] * inv_std_[f] / count * (count * dv[r * n_ + f] - beta_.grad[f] - xhat * gamma_.grad[f]);
-        }
-    });
+    p.out = dx->data.data();
+    p.gamma = gamma_used_.data();
+    p.gamma_grad = gamma_.grad.data();
+    p.beta_grad = beta_.grad.data();
+    p.count = static_cast<float>((ctx.split ? ctx.split->batch_rows : x.rows) * spatial_);
+    for_rows(ctx, rows, [&](std::size_t r0, std::size_t r1) { ctx.kernels.batch_norm_backward(block(p, r0, r1)); });
   }
 
  private:
-  static constexpr std::size_t chunk_rows = 1024, block_features = 64;
+  static constexpr std::size_t chunk_rows = 1024, block_features = 64, npos = ~std::size_t{0};
 
   // The scale the forward pass multiplies by: gamma, or AP2(gamma) when shift-based.
   const float* refresh_gamma_used() {
@@ -360,22 +345,50 @@ class batch_norm_layer final : public detail::serializable_layer {
     ctx.rt.parallel_for(chunks * blocks, task);
   }
 
-  // out[0, width) = sums over the minibatch of examples [0, examples): add(r, f, sum) adds the terms of row
-  // r and channel f to the sums (sum[f], or more than one sum at a stride of n_). Sequential within each
-  // chunk of rows, chunks added in order: over the whole batch, or per part of the minibatch, whose sums
-  // are then folded in part order (collective.hpp).
-  template <class Add>
-  void column_sums(const step_context& ctx, std::size_t examples, std::size_t width, Add&& add, float* out) {
+  // The element-wise passes: body(r0, r1) over chunks of whole rows, in parallel (any split gives the same
+  // bits; whole rows keep each kernel call on contiguous memory).
+  template <class Body>
+  void for_rows(const step_context& ctx, std::size_t rows, Body&& body) const {
+    parallel_rows(ctx.rt, rows, std::max<std::size_t>(1, 16384 / n_), body);
+  }
+
+  // The operands of rows [r0, r1) x features [f0, f1) of the layer's [rows][n_] arrays in `whole`.
+  kernels::batch_norm_params block(const kernels::batch_norm_params& whole, std::size_t r0, std::size_t r1,
+                                   std::size_t f0 = 0, std::size_t f1 = npos) const {
+    if (f1 == npos) f1 = n_;
+    auto at = [](auto* array, std::size_t offset) { return array ? array + offset : nullptr; };
+    kernels::batch_norm_params p = whole;
+    p.rows = r1 - r0;
+    p.features = f1 - f0;
+    p.ld = n_;
+    p.x = at(whole.x, r0 * n_ + f0);
+    p.dy = at(whole.dy, r0 * n_ + f0);
+    p.out = at(whole.out, r0 * n_ + f0);
+    p.mean = at(whole.mean, f0);
+    p.inv_std = at(whole.inv_std, f0);
+    p.gamma = at(whole.gamma, f0);
+    p.beta = at(whole.beta, f0);
+    p.gamma_grad = at(whole.gamma_grad, f0);
+    p.beta_grad = at(whole.beta_grad, f0);
+    return p;
+  }
+
+  // out[0, width) = sums over the minibatch of examples [0, examples) of whole.sum (batch_norm_sums; with
+  // width 2 n_ the gradients' two sums, the second n_ floats on). Sequential within each chunk of rows, chunks
+  // added in order: over the whole batch, or per part of the minibatch, whose sums are then folded in part
+  // order (collective.hpp).
+  void column_sums(const step_context& ctx, std::size_t examples, std::size_t width,
+                   const kernels::batch_norm_params& whole, float* out) {
     sum_over_parts(ctx, examples, width, part_sums_, out,
                    [&](std::size_t e0, std::size_t e1, std::uint64_t, float* sum) {
                      const std::size_t first = e0 * spatial_, rows = (e1 - e0) * spatial_;
                      for_blocks(
                          ctx, rows,
                          [&](std::size_t r0, std::size_t r1, std::size_t f0, std::size_t f1, float* partial) {
-                           for (std::size_t s = 0; s < width; s += n_)
-                             for (std::size_t f = f0; f < f1; ++f) partial[s + f] = 0.0f;
-                           for (std::size_t r = r0; r < r1; ++r)
-                             for (std::size_t f = f0; f < f1; ++f) add(r, f, partial);
+                           kernels::batch_norm_params p = block(whole, r0, r1, f0, f1);
+                           p.sums = partial + f0;
+                           p.second = n_;
+                           ctx.kernels.batch_norm_sums(p);
                          },
                          first, width);
                      const std::size_t chunks = (rows + chunk_rows - 1) / chunk_rows;
@@ -612,28 +625,9 @@ std::unique_ptr<layer> make_shift_batch_norm(std::size_t channels, std::size_t p
   return std::make_unique<batch_norm_layer>(channels, positions, epsilon, momentum, true);
 }
 
-// AP2 on the float's bits: keep sign and exponent, round the exponent up when the significand
-// 1.m >= sqrt(2) (log2 of it >= 1/2); sqrt(2) = 1.0110101000001001111001100...b, whose first 23
-// fraction bits are 0x3504f3 (and the rest non-zero), so 1.m >= sqrt(2) iff m >= 0x3504f4.
-float ap2(float v) noexcept {
-  if (v == 0.0f || !std::isfinite(v)) return v;
-  std::uint32_t b;
-  std::memcpy(&b, &v, sizeof b);
-  const std::uint32_t sign = b & 0x80000000u, magnitude = b & 0x7fffffffu;
-  if (magnitude < 0x00800000u) {  // subnormal: via frexp, |v| = f 2^e with f in [0.5, 1)
-    int e = 0;
-    const float f = std::frexp(std::fabs(v), &e);
-    const float r = std::ldexp(1.0f, f >= 0.70710678f ? e : e - 1);
-    return sign ? -r : r;
-  }
-  std::uint32_t exponent = magnitude & 0x7f800000u;
-  if ((magnitude & 0x007fffffu) >= 0x3504f4u) exponent += 0x00800000u;
-  const std::uint32_t out = sign | exponent;
-  float r;
-  std::memcpy(&r, &out, sizeof r);
-  return r;
-}
+float ap2(float v) noexcept { return kernels::ap2(v); }
 
+// The layer's inference pass runs this expression as kernels' batch_norm_inference (same order).
 float detail::batch_norm_view::apply(std::size_t f, float x) const {
   return gamma[f] * (x - mean[f]) * inv_std[f] + beta[f];
 }

@@ -238,6 +238,42 @@ struct max_pool_params {
 };
 using max_pool_fn = void (*)(const max_pool_params& p) noexcept;
 
+/// The column sums batch_norm_sums takes, with d = x - mean[f] for the values x of feature f.
+enum class batch_norm_sum : std::uint8_t {
+  values,         ///< sums[f] = sum of x (the mean's numerator)
+  squares,        ///< sums[f] = sum of d * d (the variance's numerator)
+  shift_squares,  ///< sums[f] = sum of d * ap2(d) (shift-based batch norm, Hubara et al. Algorithm 3)
+  gradients       ///< sums[f] = sum of dy * (d * inv_std[f]) (gamma's gradient); sums[second + f] = sum of dy
+};
+/// Operands of the batch-norm kernels over a block of `rows` rows x `features` features, row stride `ld`
+/// floats (x, dy and out point at the block's first value; the per-feature arrays at its first feature):
+///   batch_norm_forward:  out = gamma[f] * ((x - mean[f]) * inv_std[f]) + beta[f]
+///   batch_norm_inference: out = (gamma[f] * (x - mean[f])) * inv_std[f] + beta[f] (the order inference with
+///                        the running statistics has always used, packed inference included)
+///   batch_norm_sums:     the `sum` of each feature's values over the rows, as listed at batch_norm_sum
+///   batch_norm_backward: out = ((gamma[f] * inv_std[f]) / count) *
+///                              ((count * dy - beta_grad[f]) - ((x - mean[f]) * inv_std[f]) * gamma_grad[f])
+/// evaluated in exactly this order in single precision (no fused multiply-add). Each sum starts from +0 and
+/// adds its rows' terms in row order, so every ISA gives the same bits; the element-wise passes give the same
+/// results for any split of the block, the sums for any split of the features.
+struct batch_norm_params {
+  std::size_t rows = 0, features = 0, ld = 0;
+  const float* x = nullptr;
+  const float* dy = nullptr;  ///< sums (gradients) and backward: the gradient of the layer's output
+  float* out = nullptr;       ///< forward: the output; backward: the gradient of x
+  const float* mean = nullptr;
+  const float* inv_std = nullptr;
+  const float* gamma = nullptr;  ///< the scale the forward pass applies (AP2-rounded when shift-based)
+  const float* beta = nullptr;
+  const float* gamma_grad = nullptr;
+  const float* beta_grad = nullptr;
+  float count = 1.0f;  ///< values per feature over the whole minibatch
+  batch_norm_sum sum = batch_norm_sum::values;
+  float* sums = nullptr;
+  std::size_t second = 0;  ///< gradients: offset of the sums of dy in `sums`
+};
+using batch_norm_fn = void (*)(const batch_norm_params& p) noexcept;
+
 /// Stochastic power-of-two rounding of n floats into codes with E[value(code)] = x for |x| <= 2^kmax:
 /// |x| in [2^e, 2^(e+1)) goes to 2^(e+1) with probability |x|/2^e - 1, else 2^e; |x| < 2^kmin goes to
 /// 2^kmin with probability |x|/2^kmin, else 0; |x| >= 2^kmax saturates at 2^kmax; 0 stays 0.
@@ -279,6 +315,10 @@ struct kernel_table {
   update_weights_fn update_weights;
   max_pool_fn max_pool_forward;
   max_pool_fn max_pool_backward;
+  batch_norm_fn batch_norm_forward;
+  batch_norm_fn batch_norm_inference;
+  batch_norm_fn batch_norm_sums;
+  batch_norm_fn batch_norm_backward;
   /// Column tile of the GEMM kernels: layers split work at multiples of 64 columns and this.
   std::size_t column_tile;
   /// Bytes of workspace the packed GEMMs (f32, binary, ternary, shift) need for these cache sizes.
@@ -298,6 +338,9 @@ void transpose_bits(const std::uint64_t* in, std::size_t rows, std::size_t cols,
                     std::size_t ldo) noexcept;
 /// Value of a power-of-two code as a float (for tests and inspection).
 float pow2_code_value(std::int8_t code) noexcept;
+/// AP2(v), the power of two nearest to v in the log domain, with v's sign (Hubara et al.): 2^round(log2 |v|),
+/// halves rounding up; 0, infinities and NaN stay as they are. fewmul::ap2 is this function.
+float ap2(float v) noexcept;
 
 // k-bit levels (QNN weights and activations)
 // ------------------------------------------

@@ -1,0 +1,64 @@
+// batch_norm: scalar reference (contract in fewmul/kernels.hpp).
+#include "kernels/reference.hpp"
+
+namespace fewmul::kernels::detail {
+
+void batch_norm_forward_ref(const batch_norm_params& p) noexcept {
+  for (std::size_t r = 0; r < p.rows; ++r)
+    for (std::size_t f = 0; f < p.features; ++f) {
+      const std::size_t at = r * p.ld + f;
+      p.out[at] = p.gamma[f] * ((p.x[at] - p.mean[f]) * p.inv_std[f]) + p.beta[f];
+    }
+}
+
+void batch_norm_inference_ref(const batch_norm_params& p) noexcept {
+  for (std::size_t r = 0; r < p.rows; ++r)
+    for (std::size_t f = 0; f < p.features; ++f) {
+      const std::size_t at = r * p.ld + f;
+      p.out[at] = p.gamma[f] * (p.x[at] - p.mean[f]) * p.inv_std[f] + p.beta[f];
+    }
+}
+
+void batch_norm_sums_ref(const batch_norm_params& p) noexcept {
+  for (std::size_t f = 0; f < p.features; ++f) {
+    float sum = 0.0f, dy_sum = 0.0f;
+    for (std::size_t r = 0; r < p.rows; ++r) {
+      const float x = p.x[r * p.ld + f];
+      switch (p.sum) {
+        case batch_norm_sum::values:
+          sum += x;
+          break;
+        case batch_norm_sum::squares: {
+          const float d = x - p.mean[f];
+          sum += d * d;
+          break;
+        }
+        case batch_norm_sum::shift_squares: {
+          const float d = x - p.mean[f];
+          sum += d * ap2(d);
+          break;
+        }
+        case batch_norm_sum::gradients: {
+          const float dy = p.dy[r * p.ld + f];
+          sum += dy * ((x - p.mean[f]) * p.inv_std[f]);
+          dy_sum += dy;
+          break;
+        }
+      }
+    }
+    p.sums[f] = sum;
+    if (p.sum == batch_norm_sum::gradients) p.sums[p.second + f] = dy_sum;
+  }
+}
+
+void batch_norm_backward_ref(const batch_norm_params& p) noexcept {
+  for (std::size_t r = 0; r < p.rows; ++r)
+    for (std::size_t f = 0; f < p.features; ++f) {
+      const std::size_t at = r * p.ld + f;
+      const float scale = p.gamma[f] * p.inv_std[f] / p.count;
+      const float xhat = (p.x[at] - p.mean[f]) * p.inv_std[f];
+      p.out[at] = scale * (p.count * p.dy[at] - p.beta_grad[f] - xhat * p.gamma_grad[f]);
+    }
+}
+
+}  // namespace fewmul::kernels::detail
