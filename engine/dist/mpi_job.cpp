@@ -204,11 +204,8 @@ float* gradient_parts(void* context, std::size_t parts, std::size_t count) {
   auto& s = *static_cast<mpi_state*>(context);
   if (!s.shared_fold) return nullptr;
   float* base = next_step_block(s, parts * count).base;
-  // What the other processes read of this one's (and it of theirs): its parts, or with one part (a gradient the
-  // processes compute in slices) its slice.
-  const auto ranks = static_cast<std::size_t>(s.table.size);
-  const std::size_t mine = parts > 1 ? local_parts(parts, s.table.rank, s.table.size) * count : count / ranks;
-  s.stats.bytes_sent += mine * sizeof(float) * (ranks - 1);
+  const std::size_t mine = local_parts(parts, s.table.rank, s.table.size) * count;  // what the others read of it
+  s.stats.bytes_sent += mine * sizeof(float) * static_cast<std::size_t>(s.table.size - 1);
   s.stats.bytes_received += (parts * count - mine) * sizeof(float);
   return base;
 }

@@ -112,24 +112,23 @@ class dense_layer final : public detail::serializable_layer {
       }
       const output_range mine{process_rows_[rank], process_rows_[rank + 1]};
       // Sampled weights only: a product that reads the master weights themselves needs all of them every step.
-      float* slices = core_.sampled() ? split->gradient_slices(grad, in * out, slice_offsets_.data()) : grad;
+      // Otherwise the optimizer updates this process's slice only: from the next step on, the others' weights
+      // are sampled by them (prepare).
+      masters_in_slices_ = core_.sampled() && split->update_in_slices(grad, in * out, slice_offsets_.data());
       if (core_.options().qbp && !pm1_inputs) {
         codes_.resize(x.rows * in);
         core_.quantize_inputs(x.data.data(), x.rows * in, codes_.data(), index, 0,
                               static_cast<std::uint32_t>(split->first_row * in), ctx);
         const auto* all_codes = static_cast<const std::int8_t*>(gather_rows(codes_.data(), in, 1, all_x_));
-        core_.weight_gradient_codes(all_dy, all_codes, rows, slices, index, ctx, mine);
+        core_.weight_gradient_codes(all_dy, all_codes, rows, grad, index, ctx, mine);
       } else {
         const auto* all_x = static_cast<const float*>(gather_rows(x.data.data(), in, sizeof(float), all_x_));
         if (pm1_inputs)
-          core_.weight_gradient_pm1(all_dy, all_x, rows, slices, ctx, mine);
+          core_.weight_gradient_pm1(all_dy, all_x, rows, grad, ctx, mine);
         else
-          core_.weight_gradient(all_dy, all_x, rows, slices, index, 0, ctx, mine);
+          core_.weight_gradient(all_dy, all_x, rows, grad, index, 0, ctx, mine);
       }
-      // The optimizer updates this process's slice only: from the next step on, the others' weights are
-      // sampled by them (prepare). Else the slices by messages, and every process updates all.
-      masters_in_slices_ = split->fold_deferred(grad);
-      if (!masters_in_slices_) {
+      if (!masters_in_slices_) {  // every process updates all: the others' slices of the gradient
         for (std::size_t r = 0; r <= ranks; ++r) offsets_[r] = slice_offsets_[r] * sizeof(float);
         const void* all = comm.gather_ranges(comm.context, grad + slice_offsets_[rank], offsets_.data(), grad);
         if (all != grad) std::memcpy(grad, all, in * out * sizeof(float));

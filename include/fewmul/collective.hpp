@@ -124,17 +124,15 @@ struct batch_split {
       }
     return partials_for_fold(count, scratch);
   }
-  /// Where to write this process's slice [slices[rank], slices[rank + 1]) of a weight gradient `grad` of `count`
-  /// floats that the processes compute in slices (a dense layer's, over the whole minibatch; `slices` must
-  /// outlive the step): the collective's memory when it offers some, else `grad` itself. When the trainer
-  /// defers, the optimizer updates only this slice (recorded in `deferred`: fold_deferred(grad) is then true
-  /// and the layer takes the others' weights from them); else gather_ranges must complete `grad`.
-  float* gradient_slices(float* grad, std::size_t count, const std::size_t* slices) const {
-    if (!defer_gradient_folds) return grad;
-    float* area = comm->gradient_parts != nullptr ? comm->gradient_parts(comm->context, 1, count) : nullptr;
-    if (area == nullptr) area = grad;
-    deferred.push_back({grad, area, count, 1, slices});
-    return area;
+  /// A weight gradient `grad` of `count` floats that the processes compute in slices (a dense layer's, over
+  /// the whole minibatch), this process's being [slices[rank], slices[rank + 1]) (`slices` must outlive the
+  /// step). When the trainer defers, the optimizer updates only this slice (recorded in `deferred`: true is
+  /// returned, and the layer takes the others' weights from them); else (false) gather_ranges must complete
+  /// `grad` for every process to update all of it.
+  bool update_in_slices(const float* grad, std::size_t count, const std::size_t* slices) const {
+    if (!defer_gradient_folds) return false;
+    deferred.push_back({grad, grad, count, 1, slices});
+    return true;
   }
   /// Whether the gradient `grad` was left to the optimizer this step.
   bool fold_deferred(const float* grad) const { return !deferred.empty() && deferred.back().grad == grad; }
