@@ -68,11 +68,13 @@ struct gemm_shift_simd : simd_common<A> {
       for (std::size_t l = 0; l < lanes; ++l) square[l] = q0 + l < kb ? load_row(q0 + l) : fb(0.0f);
       simd_compat::transpose_square<A>(square);
       const ub offsets = ub(static_cast<std::uint32_t>(q0 * nr)) + lane_offset;
+      // A list holds at most q0 entries before this square, so the stores stay below kb in its scratch.
+      const std::size_t valid = std::min(lanes, kb - q0);
       for (std::size_t c = 0; c < count; ++c) {
         const auto [listed, values] = list(square[c]);
-        simd_compat::compress_store<A>(offsets, listed, scratch + 4 * (c * kb + counts[c]));
+        simd_compat::compress_store<A>(offsets, listed, valid, scratch + 4 * (c * kb + counts[c]));
         counts[c] += static_cast<std::uint32_t>(
-            simd_compat::compress_store<A>(values, listed, scratch + 4 * ((lanes + c) * kb + counts[c])));
+            simd_compat::compress_store<A>(values, listed, valid, scratch + 4 * ((lanes + c) * kb + counts[c])));
       }
     }
   }
@@ -374,10 +376,11 @@ struct gemm_shift_simd : simd_common<A> {
     square_list_loops(  // listed: the codes' rows (m); panels: B along n
         p.m, p.n, p.k, bl, shift_nr, ws.steps,
         [&](std::size_t i0, std::size_t count, std::size_t pc, std::size_t kb, std::size_t list, std::uint32_t* steps) {
-          if (p.q_rs == 1)
+          // Squares of 4 lanes (SSE, NEON) list the codes slower than the scalar build (measured on SSE4.2).
+          if (p.q_rs == 1 && lanes >= 8)
             return build_shift_lists_square(p, i0, count, pc, kb, reinterpret_cast<unsigned char*>(ws.panel),
                                             ws.lists + list, steps);
-          for (std::size_t r = 0; r < count; r += shift_mr)  // a row's codes contiguous or strided: one at a time
+          for (std::size_t r = 0; r < count; r += shift_mr)  // one tile at a time, a row's codes read down k
             steps[r / shift_mr] = static_cast<std::uint32_t>(
                 build_shift_lists(p, i0 + r, std::min(shift_mr, count - r), pc, kb, ws.lists + list + r * kb));
         },

@@ -391,7 +391,8 @@ inline void load_columns4(fbatch<A> (&r)[4], const float* c, std::size_t stride)
 /// In-place transpose of a square block of lanes x lanes floats held as lanes rows: afterwards rows[c] holds
 /// lane c of every former row, in row order. Bits move unchanged (NaN payloads included). AVX-512: 16 x 16 as
 /// pair unpacks, quad unpacks inside 128-bit lanes, then two rounds of 128-bit lane shuffles; AVX: 8 x 8 the
-/// same with one 128-bit round; SSE: the 4 x 4 unpacks alone; elsewhere through memory.
+/// same with one 128-bit round; SSE: the 4 x 4 unpacks alone; NEON: trn1/trn2 on 32-bit then 64-bit pairs;
+/// elsewhere through memory.
 template <class A>
 inline void transpose_square(fbatch<A> (&rows)[fbatch<A>::size]) noexcept {
   constexpr std::size_t n = fbatch<A>::size;
@@ -455,6 +456,21 @@ inline void transpose_square(fbatch<A> (&rows)[fbatch<A>::size]) noexcept {
     return;
   }
 #endif
+#if defined(__aarch64__)
+  if constexpr (std::is_base_of_v<xsimd::neon, A>) {
+    const float32x4_t a = vtrn1q_f32(rows[0].data, rows[1].data), b = vtrn2q_f32(rows[0].data, rows[1].data);
+    const float32x4_t c = vtrn1q_f32(rows[2].data, rows[3].data), d = vtrn2q_f32(rows[2].data, rows[3].data);
+    auto pairs = [](float32x4_t x, float32x4_t y, bool high) {
+      const float64x2_t x2 = vreinterpretq_f64_f32(x), y2 = vreinterpretq_f64_f32(y);
+      return vreinterpretq_f32_f64(high ? vtrn2q_f64(x2, y2) : vtrn1q_f64(x2, y2));
+    };
+    rows[0] = pairs(a, c, false);
+    rows[1] = pairs(b, d, false);
+    rows[2] = pairs(a, c, true);
+    rows[3] = pairs(b, d, true);
+    return;
+  }
+#endif
   if constexpr (!is_avx512<A> && !is_avx<A> && !is_sse<A>) {
     alignas(64) float block[n][n];
     for (std::size_t r = 0; r < n; ++r) rows[r].store_aligned(block[r]);
@@ -466,13 +482,25 @@ inline void transpose_square(fbatch<A> (&rows)[fbatch<A>::size]) noexcept {
   }
 }
 
-/// Stores the lanes of `values` whose bit is set in `selected` contiguously at dst, in lane order, and returns
-/// how many: vpcompressd into a register and a masked store of exactly that many lanes (AVX-512; the
-/// compress-to-memory form is microcoded on AMD), one store per set bit elsewhere. Nothing past the stored
-/// lanes is written. dst is untyped storage (stored to as bytes), so it may be scratch space reused for
-/// another type.
+/// For compress_store on AVX2: entry b holds, one byte each, the lanes of the set bits of b in order.
+struct compress_indices8 {
+  std::uint64_t of_bits[256];
+  constexpr compress_indices8() : of_bits() {
+    for (unsigned b = 0; b < 256; ++b)
+      for (unsigned l = 0, at = 0; l < 8; ++l)
+        if (b >> l & 1u) of_bits[b] |= static_cast<std::uint64_t>(l) << (8 * at++);
+  }
+};
+inline constexpr compress_indices8 compress_table8{};
+
+/// Stores the lanes of `values` whose bit is set in `selected` (all below lane `valid`) contiguously at dst, in
+/// lane order, and returns how many; dst[count .. valid) may be overwritten too, nothing past it. Branch-free
+/// (which lanes are set is data, at random): vpcompressd into a register and a masked store (AVX-512; the
+/// compress-to-memory form is microcoded on AMD), a table-driven vpermd and a full store when all lanes are
+/// valid (AVX2), else every valid lane stored at the running count. dst is untyped storage (stored to as
+/// bytes), so it may be scratch space reused for another type.
 template <class A>
-inline std::size_t compress_store(ubatch<A> values, std::uint32_t selected, void* dst) noexcept {
+inline std::size_t compress_store(ubatch<A> values, std::uint32_t selected, std::size_t valid, void* dst) noexcept {
   const auto count = static_cast<std::size_t>(std::popcount(selected));
 #if defined(__AVX512F__)
   if constexpr (is_avx512<A>) {
@@ -481,12 +509,24 @@ inline std::size_t compress_store(ubatch<A> values, std::uint32_t selected, void
     return count;
   }
 #endif
+#if defined(__AVX2__)
+  if constexpr (is_avx<A>) {
+    if (valid == 8) {
+      const __m256i lanes =
+          _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(compress_table8.of_bits[selected & 0xffu])));
+      _mm256_storeu_si256(static_cast<__m256i*>(dst), _mm256_permutevar8x32_epi32(values.data, lanes));
+      return count;
+    }
+  }
+#endif
   if constexpr (!is_avx512<A>) {
     alignas(64) std::uint32_t lanes[ubatch<A>::size];
     values.store_aligned(lanes);
     auto* out = static_cast<unsigned char*>(dst);
-    for (; selected != 0; selected &= selected - 1, out += sizeof(std::uint32_t))
-      std::memcpy(out, &lanes[std::countr_zero(selected)], sizeof(std::uint32_t));
+    for (std::size_t l = 0, at = 0; l < valid; ++l) {  // lane l lands at index at <= l < valid
+      std::memcpy(out + sizeof(std::uint32_t) * at, &lanes[l], sizeof(std::uint32_t));
+      at += selected >> l & 1u;
+    }
   }
   return count;
 }
