@@ -276,14 +276,7 @@ struct gemm_shift_simd : simd_common<A> {
           // B (a layer's whole dy) is usually larger than the caches and read once, down a column of lines: the
           // line prefetch_rows below is requested now, so its load does not wait on memory.
           if (pc + q + prefetch_rows < p.k) simd_compat::prefetch_line(src + prefetch_rows * p.ldb);
-          fb row;
-          if (count == lanes) {
-            row = fb::load_unaligned(src);
-          } else {
-            alignas(64) float part[lanes] = {};
-            for (std::size_t c = 0; c < count; ++c) part[c] = src[c];
-            row = fb::load_aligned(part);
-          }
+          const fb row = count == lanes ? fb::load_unaligned(src) : simd_compat::load_first<A>(src, count);
           bad = bad | !(xsimd::abs(row) <= huge);
           return row;
         },

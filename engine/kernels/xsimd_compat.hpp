@@ -2,7 +2,7 @@
 // The few operations xsimd 8.1 lacks (or spells differently in later versions), in one place:
 // lane masks from/to bit fields, float <-> int reinterpretation, a fused
 // multiply-add that is exact on every ISA, correctly rounded square root and division, a 16-entry
-// table lookup, a square in-register transpose, a compress-store and a prefetch hint.
+// table lookup, a square in-register transpose, a compress-store, a partial load and a prefetch hint.
 // Each ISA's translation unit includes this with only its own ISA enabled, so the #if guards pick
 // the intrinsics that unit may use.
 #include <bit>
@@ -529,6 +529,24 @@ inline std::size_t compress_store(ubatch<A> values, std::uint32_t selected, std:
     }
   }
   return count;
+}
+
+/// The first `count` (< the batch size) floats at p, zeros in the other lanes, reading nothing past p + count:
+/// a masked load (AVX-512, AVX), else copied lane by lane.
+template <class A>
+inline fbatch<A> load_first(const float* p, std::size_t count) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (is_avx512<A>) return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), p);
+#endif
+#if defined(__AVX__)
+  if constexpr (is_avx<A>) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), lane));
+  }
+#endif
+  alignas(64) float lanes[fbatch<A>::size] = {};
+  for (std::size_t l = 0; l < count; ++l) lanes[l] = p[l];
+  return fbatch<A>::load_aligned(lanes);
 }
 
 /// Asks for the cache line at p ahead of its load (a hint: never faults, does nothing where unsupported).
