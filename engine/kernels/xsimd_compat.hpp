@@ -532,13 +532,13 @@ inline std::size_t compress_store(ubatch<A> values, std::uint32_t selected, std:
 }
 
 /// The first `count` (< the batch size) floats at p, zeros in the other lanes, reading nothing past p + count:
-/// a masked load (AVX-512, AVX), else copied lane by lane.
+/// a masked load (AVX-512, AVX2), else copied lane by lane.
 template <class A>
 inline fbatch<A> load_first(const float* p, std::size_t count) noexcept {
 #if defined(__AVX512F__)
   if constexpr (is_avx512<A>) return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), p);
 #endif
-#if defined(__AVX__)
+#if defined(__AVX2__)
   if constexpr (is_avx<A>) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), lane));
