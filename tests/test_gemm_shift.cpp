@@ -174,3 +174,63 @@ TEST_CASE("gemm_shift reports B values above the shift-safe range or not finite,
         }
   }
 }
+
+TEST_CASE("gemm_shift lists built by squares: ragged listed counts, zero patterns, every code, both loop drivers") {
+  // Either driver lists the operand stored along its listed dimension (the codes with q_rs = 1, B row-major)
+  // lanes neighbours at a time through an in-register transpose and a compress-store: listed counts around
+  // the square widths (4, 8, 16 lanes) and the tile rows, depths around the squares and the K blocks, and
+  // operands with no zeros, only zeros and random zeros (values below the shift-safe range among B's).
+  enum class zeros { none, all, random };
+  for (isa which : isas_under_test()) {
+    const auto& k = kernels::kernels_for(which);
+    CAPTURE(isa_label(which));
+    for (const kernels::cache_sizes& caches : caches_under_test()) {
+      CAPTURE(caches.l1);
+      workspace ws(k.workspace_bytes(caches));
+      for (const std::size_t listed : {1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33})
+        for (const std::size_t depth : {1, 4, 15, 16, 17, 33, 130})
+          for (const zeros pattern : {zeros::none, zeros::all, zeros::random}) {
+            CAPTURE(listed);
+            CAPTURE(depth);
+            CAPTURE(static_cast<int>(pattern));
+            const auto seed = static_cast<std::uint32_t>(listed * 7919 + depth * 13 + static_cast<int>(pattern));
+            const std::size_t other = 21;  // the panelled dimension, past one panel on SSE
+            // Codes of the whole exponent range and both signs; the pattern decides their zeros.
+            auto x = random_floats(depth * std::max(listed, other), seed, 0.5f, 1.0f);
+            for (std::size_t i = 0; i < x.size(); ++i) {
+              x[i] = std::ldexp(i % 5 == 1 ? -x[i] : x[i], static_cast<int>(i % 37) - 18);
+              if (pattern == zeros::all || (pattern == zeros::random && (i * 2654435761u >> 7) % 3 == 0)) x[i] = 0.0f;
+            }
+            std::vector<std::int8_t> codes(x.size());
+            k.quantize_pow2(x.data(), x.size(), codes.data(), kernels::pow2_min_exponent, kernels::pow2_max_exponent,
+                            seed, 0);
+            auto b = random_floats(depth * std::max(listed, other), seed + 1);
+            for (std::size_t i = 0; i < b.size(); ++i) {
+              if (pattern == zeros::all || (pattern == zeros::random && (i * 2654435761u >> 9) % 4 != 0)) b[i] = 0.0f;
+              if (pattern == zeros::random && i % 11 == 3) b[i] = 1e-35f;  // below the range: a zero
+            }
+            for (const bool list_b : {false, true}) {
+              CAPTURE(list_b);
+              // The listed operand is the codes (m = listed) or B (n = listed); codes [depth][m] read with
+              // q_rs = 1 and B [depth][n], as the weight gradient reads them.
+              const std::size_t m = list_b ? other : listed, n = list_b ? listed : other;
+              const kernels::gemm_shift_params h{.m = m,
+                                                 .n = n,
+                                                 .k = depth,
+                                                 .q = codes.data(),
+                                                 .q_rs = 1,
+                                                 .q_cs = m,
+                                                 .b = b.data(),
+                                                 .ldb = n,
+                                                 .c = nullptr,
+                                                 .c_rs = 1,
+                                                 .c_cs = m,
+                                                 .list_b = list_b,
+                                                 .caches = caches,
+                                                 .workspace = ws.get()};
+              CHECK(matches_reference(kernels::reference_kernels().gemm_shift, k.gemm_shift, h));
+            }
+          }
+    }
+  }
+}

@@ -2,6 +2,7 @@
 // gemm_shift: GEMM by power-of-two codes as integer adds (contract in fewmul/kernels.hpp).
 #include <bit>
 #include <limits>
+#include <utility>
 
 #include "kernels/simd_common.hpp"
 
@@ -41,6 +42,111 @@ struct gemm_shift_simd : simd_common<A> {
   static constexpr std::uint32_t shift_addend(int code) {
     const int magnitude = code < 0 ? -code : code;
     return (static_cast<std::uint32_t>(magnitude - pow2_code_bias) << 23) + (code < 0 ? 0x80000000u : 0u);
+  }
+  // ---- lists of lanes rows at a time (both modes, operand read with the listed dimension contiguous) ----
+  // The listed operand is stored along the listed dimension, so one list (along k) is strided. The lists of
+  // lanes neighbours are built together: a square of lanes k x lanes neighbours is loaded by k, transposed in
+  // registers, and each neighbour's nonzeros are compress-stored in k order into `scratch` [2][lanes][kb]
+  // (panel offsets, then values) before the tiles' entries are interleaved [step][shift_mr]. The lists are
+  // those of a scalar loop over k. The scratch is the panel's storage (floats in the codes mode), so it is
+  // written and read as bytes.
+  struct lane_indices {
+    alignas(64) std::uint32_t index[lanes];
+    constexpr lane_indices() : index() {
+      for (std::size_t l = 0; l < lanes; ++l) index[l] = static_cast<std::uint32_t>(l);
+    }
+  };
+  static constexpr lane_indices lane_iota{};
+  // load_row(q) gives row q < kb of the square (lanes neighbours; zeros past `count`); list(column) gives the
+  // bit field of the column's listed lanes and the values to list. Adds each neighbour's list length to counts.
+  template <std::size_t nr, class LoadRow, class ListColumn>
+  static void compress_lists(std::size_t count, std::size_t kb, unsigned char* scratch, std::uint32_t* counts,
+                             LoadRow&& load_row, ListColumn&& list) {
+    const ub lane_offset = ub::load_aligned(lane_iota.index) * ub(static_cast<std::uint32_t>(nr));
+    for (std::size_t q0 = 0; q0 < kb; q0 += lanes) {
+      fb square[lanes];
+      for (std::size_t l = 0; l < lanes; ++l) square[l] = q0 + l < kb ? load_row(q0 + l) : fb(0.0f);
+      simd_compat::transpose_square<A>(square);
+      const ub offsets = ub(static_cast<std::uint32_t>(q0 * nr)) + lane_offset;
+      // A list holds at most q0 entries before this square, so the stores stay below kb in its scratch.
+      const std::size_t valid = std::min(lanes, kb - q0);
+      for (std::size_t c = 0; c < count; ++c) {
+        const auto [listed, values] = list(square[c]);
+        simd_compat::compress_store<A>(offsets, listed, valid, scratch + 4 * (c * kb + counts[c]));
+        counts[c] += static_cast<std::uint32_t>(
+            simd_compat::compress_store<A>(values, listed, valid, scratch + 4 * ((lanes + c) * kb + counts[c])));
+      }
+    }
+  }
+  // The compressed lists of `count` neighbours as the entries of count / shift_mr tiles (rounded up) at `list`,
+  // [step][shift_mr] each; a shorter list (or one past count) padded to the tile's longest with `padding`.
+  static void interleave_lists(const unsigned char* scratch, const std::uint32_t* counts, std::size_t count,
+                               std::size_t kb, shift_entry padding, shift_entry* list, std::uint32_t* steps) {
+    for (std::size_t t = 0; t * shift_mr < count; ++t) {
+      shift_entry* tile = list + t * shift_mr * kb;
+      std::uint32_t tile_steps = 0;
+      for (std::size_t r = 0; r < shift_mr && t * shift_mr + r < count; ++r)
+        tile_steps = std::max(tile_steps, counts[t * shift_mr + r]);
+      for (std::size_t r = 0; r < shift_mr; ++r) {
+        const std::size_t c = t * shift_mr + r;
+        const std::size_t listed = c < count ? counts[c] : 0;
+        const unsigned char *offset = scratch + 4 * c * kb, *value = scratch + 4 * (lanes + c) * kb;
+        for (std::size_t s = 0; s < listed; ++s) {
+          shift_entry e;
+          std::memcpy(&e.offset, offset + 4 * s, 4);
+          std::memcpy(&e.addend, value + 4 * s, 4);
+          tile[s * shift_mr + r] = e;
+        }
+        for (std::size_t s = listed; s < tile_steps; ++s) tile[s * shift_mr + r] = padding;
+      }
+      steps[t] = tile_steps;
+    }
+  }
+  // The nest of list_driven_loops with the lists of a block built lanes rows at a time:
+  // build(row0, rows <= lanes, pc, kb, list, steps) lists them and writes their tiles' steps; pack and run as
+  // there. build may use the panel as scratch: the panel is packed only after the block's lists are built.
+  template <class Build, class Pack, class Run>
+  static void square_list_loops(std::size_t listed, std::size_t panelled, std::size_t depth, const gemm_blocks& bl,
+                                std::size_t panel_width, std::uint32_t* steps, Build&& build, Pack&& pack, Run&& run) {
+    for (std::size_t pc = 0; pc < depth; pc += bl.kc) {
+      const std::size_t kb = std::min(bl.kc, depth - pc);
+      for (std::size_t rc = 0; rc < listed; rc += bl.mc) {
+        const std::size_t rb = std::min(bl.mc, listed - rc);
+        for (std::size_t r0 = 0; r0 < rb; r0 += lanes)
+          build(rc + r0, std::min(lanes, rb - r0), pc, kb, r0 * kb, steps + r0 / shift_mr);
+        for (std::size_t c0 = 0; c0 < panelled; c0 += panel_width) {
+          const std::size_t cols = std::min(panel_width, panelled - c0);
+          const auto packed = pack(pc, kb, c0, cols);
+          for (std::size_t r0 = 0; r0 < rb; r0 += shift_mr)
+            run(packed, steps[r0 / shift_mr], r0 * kb, rc + r0, std::min(shift_mr, rb - r0), c0, cols, pc == 0);
+        }
+      }
+    }
+  }
+
+  // Codes of rows i0 .. i0 + count (count <= lanes), contiguous along the rows (q_rs = 1): their lists at `list`.
+  static void build_shift_lists_square(const gemm_shift_params& p, std::size_t i0, std::size_t count, std::size_t pc,
+                                       std::size_t kb, unsigned char* scratch, shift_entry* list,
+                                       std::uint32_t* steps) {
+    std::uint32_t counts[lanes] = {};
+    compress_lists<shift_nr>(
+        count, kb, scratch, counts,
+        [&](std::size_t q) {
+          const std::int8_t* src = p.q + i0 + (pc + q) * p.q_cs;
+          if (count == lanes) return xsimd::bitwise_cast<fb>(simd_compat::load_i8_widened<A>(src));
+          std::int8_t part[lanes] = {};
+          for (std::size_t c = 0; c < count; ++c) part[c] = src[c];
+          return xsimd::bitwise_cast<fb>(simd_compat::load_i8_widened<A>(part));
+        },
+        [](fb column) {  // shift_addend on vectors, as pack_q_addends
+          const ib code = xsimd::bitwise_cast<ib>(column);
+          const ib addend = ((xsimd::abs(code) - ib(pow2_code_bias)) << 23) +
+                            xsimd::select(code < ib(0), ib(std::numeric_limits<std::int32_t>::min()), ib(0));
+          // The nonzero test on the codes converted exactly to float (their bits would be denormals).
+          return std::pair{simd_compat::bits_from_mask<A>(xsimd::to_float(code) != fb(0.0f)),
+                           xsimd::bitwise_cast<ub>(addend)};
+        });
+    interleave_lists(scratch, counts, count, kb, {static_cast<std::uint32_t>(kb * shift_nr), 0u}, list, steps);
   }
   // Lists of rows i0 .. i0 + h of the K block [pc, pc + kb), interleaved [step][shift_mr]; returns the steps.
   static std::size_t build_shift_lists(const gemm_shift_params& p, std::size_t i0, std::size_t h, std::size_t pc,
@@ -141,6 +247,8 @@ struct gemm_shift_simd : simd_common<A> {
   static constexpr std::size_t list_nv = 4;
   static constexpr std::size_t list_nr = list_nv * lanes;
   static constexpr std::uint32_t zero_code_sentinel = 0x3f800001u;
+  // Rows read ahead (software prefetch) where an operand is read down a column of cache lines.
+  static constexpr std::size_t prefetch_rows = 2 * lanes;
   // The panel entry of every code byte: a table load instead of a data-dependent branch (half the codes
   // are zero, at random).
   struct addend_table {
@@ -153,29 +261,31 @@ struct gemm_shift_simd : simd_common<A> {
     }
   };
   static constexpr addend_table panel_addends{};
-  static std::size_t build_float_lists(const gemm_shift_params& p, std::size_t j0, std::size_t h, std::size_t pc,
-                                       std::size_t kb, shift_entry* list, bool& out_of_range) {
-    const float tiny = tiny_b, huge = huge_b;
-    std::size_t counts[shift_mr] = {};
-    bool bad = false;
-    for (std::size_t q = 0; q < kb; ++q) {
-      const float* row = p.b + (pc + q) * p.ldb + j0;
-      for (std::size_t r = 0; r < h; ++r) {  // branch-free, as build_shift_lists
-        std::uint32_t bits;
-        std::memcpy(&bits, row + r, sizeof bits);
-        const float a = std::fabs(row[r]);
-        list[counts[r] * shift_mr + r] = {static_cast<std::uint32_t>(q * list_nr), bits};
-        counts[r] += a < tiny ? 0 : 1;
-        bad |= !(a <= huge);
-      }
-    }
-    out_of_range = out_of_range || bad;
-    std::size_t steps = 0;
-    for (std::size_t r = 0; r < h; ++r) steps = std::max(steps, counts[r]);
-    const shift_entry padding{static_cast<std::uint32_t>(kb * list_nr), 0u};
-    for (std::size_t r = 0; r < shift_mr; ++r)
-      for (std::size_t s = r < h ? counts[r] : 0; s < steps; ++s) list[s * shift_mr + r] = padding;
-    return steps;
+  // Lists of B's columns j0 .. j0 + count (count <= lanes) of the K block [pc, pc + kb) at `list`; B is
+  // row-major, so the columns are the contiguous neighbours.
+  static void build_float_lists(const gemm_shift_params& p, std::size_t j0, std::size_t count, std::size_t pc,
+                                std::size_t kb, unsigned char* scratch, shift_entry* list, std::uint32_t* steps,
+                                bool& out_of_range) {
+    const fb tiny(tiny_b), huge(huge_b);
+    auto bad = fb(1.0f) == fb(0.0f);
+    std::uint32_t counts[lanes] = {};
+    compress_lists<list_nr>(
+        count, kb, scratch, counts,
+        [&](std::size_t q) {
+          const float* src = p.b + (pc + q) * p.ldb + j0;
+          // B (a layer's whole dy) is usually larger than the caches and read once, down a column of lines: the
+          // line prefetch_rows below is requested now, so its load does not wait on memory.
+          if (pc + q + prefetch_rows < p.k) simd_compat::prefetch_line(src + prefetch_rows * p.ldb);
+          const fb row = count == lanes ? fb::load_unaligned(src) : simd_compat::load_first<A>(src, count);
+          bad = bad | !(xsimd::abs(row) <= huge);
+          return row;
+        },
+        [&](fb column) {  // values below the shift-safe range count as zeros; NaN is kept (and reported)
+          return std::pair{simd_compat::bits_from_mask<A>(!(xsimd::abs(column) < tiny)),
+                           simd_compat::as_bits<A>(column)};
+        });
+    out_of_range = out_of_range || xsimd::any(bad);
+    interleave_lists(scratch, counts, count, kb, {static_cast<std::uint32_t>(kb * list_nr), 0u}, list, steps);
   }
   // Codes of Q rows i0 .. i0 + w (along m), K rows pc .. pc + kb, as addends [kb + 1][nr].
   static void pack_q_addends(const gemm_shift_params& p, std::size_t pc, std::size_t kb, std::size_t i0, std::size_t w,
@@ -185,6 +295,9 @@ struct gemm_shift_simd : simd_common<A> {
       std::uint32_t* dst = panel + q * list_nr;
       if (w == list_nr && p.q_rs == 1) {  // shift_addend on vectors: (|code| - bias) << 23, plus 2^31 if negative
         const auto* signed_codes = reinterpret_cast<const std::int8_t*>(codes);
+        // The codes of a convolution's weight gradient (im2col rows) are read down a column, as B in
+        // build_float_lists: requested prefetch_rows ahead.
+        if (pc + q + prefetch_rows < p.k) simd_compat::prefetch_line(signed_codes + prefetch_rows * p.q_cs);
         for (std::size_t v = 0; v < list_nv; ++v) {
           const ib code = simd_compat::load_i8_widened<A>(signed_codes + v * lanes);
           const ib addend = ((xsimd::abs(code) - ib(pow2_code_bias)) << 23) +
@@ -222,10 +335,12 @@ struct gemm_shift_simd : simd_common<A> {
     bool out_of_range = false;
     const gemm_blocks bl = shift_blocks(p.caches, shift_mr, list_nr);
     const auto ws = list_workspace_of<shift_entry, std::uint32_t>(p.workspace, bl, shift_mr);
-    list_driven_loops(  // listed: B's columns (n); panels: the codes along m; C's tile: rows along n, vectors along m
-        p.n, p.m, p.k, bl, shift_mr, list_nr, ws.steps,
-        [&](std::size_t j0, std::size_t h, std::size_t pc, std::size_t kb, std::size_t list) {
-          return build_float_lists(p, j0, h, pc, kb, ws.lists + list, out_of_range);
+    static_assert(2 * lanes <= list_nr, "a square's compressed lists fit in the panel");
+    square_list_loops(  // listed: B's columns (n); panels: the codes along m; C's tile: rows along n, vectors along m
+        p.n, p.m, p.k, bl, list_nr, ws.steps,
+        [&](std::size_t j0, std::size_t count, std::size_t pc, std::size_t kb, std::size_t list, std::uint32_t* steps) {
+          build_float_lists(p, j0, count, pc, kb, reinterpret_cast<unsigned char*>(ws.panel), ws.lists + list, steps,
+                            out_of_range);
         },
         [&](std::size_t pc, std::size_t kb, std::size_t i0, std::size_t w) {
           pack_q_addends(p, pc, kb, i0, w, ws.panel);
@@ -250,10 +365,17 @@ struct gemm_shift_simd : simd_common<A> {
     bool out_of_range = false;
     const gemm_blocks bl = shift_blocks(p.caches, shift_mr, shift_nr);
     const auto ws = list_workspace_of<shift_entry, float>(p.workspace, bl, shift_mr);
-    list_driven_loops(  // listed: the codes' rows (m); panels: B along n
-        p.m, p.n, p.k, bl, shift_mr, shift_nr, ws.steps,
-        [&](std::size_t i0, std::size_t h, std::size_t pc, std::size_t kb, std::size_t list) {
-          return build_shift_lists(p, i0, h, pc, kb, ws.lists + list);
+    static_assert(2 * lanes <= shift_nr, "a square's compressed lists fit in the panel");
+    square_list_loops(  // listed: the codes' rows (m); panels: B along n
+        p.m, p.n, p.k, bl, shift_nr, ws.steps,
+        [&](std::size_t i0, std::size_t count, std::size_t pc, std::size_t kb, std::size_t list, std::uint32_t* steps) {
+          // Squares of 4 lanes (SSE, NEON) list the codes slower than the scalar build (measured on SSE4.2).
+          if (p.q_rs == 1 && lanes >= 8)
+            return build_shift_lists_square(p, i0, count, pc, kb, reinterpret_cast<unsigned char*>(ws.panel),
+                                            ws.lists + list, steps);
+          for (std::size_t r = 0; r < count; r += shift_mr)  // one tile at a time, a row's codes read down k
+            steps[r / shift_mr] = static_cast<std::uint32_t>(
+                build_shift_lists(p, i0 + r, std::min(shift_mr, count - r), pc, kb, ws.lists + list + r * kb));
         },
         [&](std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w) {
           return pack_b_shift(p, pc, kb, j0, w, ws.panel, out_of_range);  // whether the tiles must test B

@@ -1,10 +1,11 @@
 #pragma once
 // The few operations xsimd 8.1 lacks (or spells differently in later versions), in one place:
 // lane masks from/to bit fields, float <-> int reinterpretation, a fused
-// multiply-add that is exact on every ISA, correctly rounded square root and division, and a 16-entry
-// table lookup.
+// multiply-add that is exact on every ISA, correctly rounded square root and division, a 16-entry
+// table lookup, a square in-register transpose, a compress-store, a partial load and a prefetch hint.
 // Each ISA's translation unit includes this with only its own ISA enabled, so the #if guards pick
 // the intrinsics that unit may use.
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -385,6 +386,176 @@ inline void load_columns4(fbatch<A> (&r)[4], const float* c, std::size_t stride)
   for (std::size_t j = 0; j < n; ++j)
     for (std::size_t q = 0; q < 4; ++q) rows[q][j] = c[j * stride + q];
   for (std::size_t q = 0; q < 4; ++q) r[q] = fbatch<A>::load_aligned(rows[q]);
+}
+
+/// In-place transpose of a square block of lanes x lanes floats held as lanes rows: afterwards rows[c] holds
+/// lane c of every former row, in row order. Bits move unchanged (NaN payloads included). AVX-512: 16 x 16 as
+/// pair unpacks, quad unpacks inside 128-bit lanes, then two rounds of 128-bit lane shuffles; AVX: 8 x 8 the
+/// same with one 128-bit round; SSE: the 4 x 4 unpacks alone; NEON: trn1/trn2 on 32-bit then 64-bit pairs;
+/// elsewhere through memory.
+template <class A>
+inline void transpose_square(fbatch<A> (&rows)[fbatch<A>::size]) noexcept {
+  constexpr std::size_t n = fbatch<A>::size;
+#if defined(__AVX512F__)
+  if constexpr (is_avx512<A>) {
+    __m512 pair[16], quad[16];
+    for (int i = 0; i < 16; i += 2) {  // [r_i l0, r_i+1 l0, r_i l1, r_i+1 l1] per 128-bit lane, then l2, l3
+      pair[i] = _mm512_unpacklo_ps(rows[i].data, rows[i + 1].data);
+      pair[i + 1] = _mm512_unpackhi_ps(rows[i].data, rows[i + 1].data);
+    }
+    // quad[4 g + k]: 128-bit lane L holds column 4 L + k of rows 4 g .. 4 g + 3.
+    for (int g = 0; g < 4; ++g) {
+      const __m512d a = _mm512_castps_pd(pair[4 * g]), b = _mm512_castps_pd(pair[4 * g + 1]);
+      const __m512d c = _mm512_castps_pd(pair[4 * g + 2]), d = _mm512_castps_pd(pair[4 * g + 3]);
+      quad[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+      quad[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+      quad[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+      quad[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int k = 0; k < 4; ++k) {  // column 4 L + k gathers 128-bit lane L of quad[k], quad[4 + k], ...
+      const __m512 low01 = _mm512_shuffle_f32x4(quad[k], quad[4 + k], 0x44);   // g0 L0 L1, g1 L0 L1
+      const __m512 high01 = _mm512_shuffle_f32x4(quad[k], quad[4 + k], 0xee);  // g0 L2 L3, g1 L2 L3
+      const __m512 low23 = _mm512_shuffle_f32x4(quad[8 + k], quad[12 + k], 0x44);
+      const __m512 high23 = _mm512_shuffle_f32x4(quad[8 + k], quad[12 + k], 0xee);
+      rows[0 + k] = _mm512_shuffle_f32x4(low01, low23, 0x88);
+      rows[4 + k] = _mm512_shuffle_f32x4(low01, low23, 0xdd);
+      rows[8 + k] = _mm512_shuffle_f32x4(high01, high23, 0x88);
+      rows[12 + k] = _mm512_shuffle_f32x4(high01, high23, 0xdd);
+    }
+    return;
+  }
+#endif
+#if defined(__AVX__)
+  if constexpr (is_avx<A>) {
+    __m256 quad[8];
+    for (int g = 0; g < 2; ++g) {
+      const __m256 a = _mm256_unpacklo_ps(rows[4 * g].data, rows[4 * g + 1].data);
+      const __m256 b = _mm256_unpackhi_ps(rows[4 * g].data, rows[4 * g + 1].data);
+      const __m256 c = _mm256_unpacklo_ps(rows[4 * g + 2].data, rows[4 * g + 3].data);
+      const __m256 d = _mm256_unpackhi_ps(rows[4 * g + 2].data, rows[4 * g + 3].data);
+      quad[4 * g + 0] = _mm256_shuffle_ps(a, c, 0x44);
+      quad[4 * g + 1] = _mm256_shuffle_ps(a, c, 0xee);
+      quad[4 * g + 2] = _mm256_shuffle_ps(b, d, 0x44);
+      quad[4 * g + 3] = _mm256_shuffle_ps(b, d, 0xee);
+    }
+    for (int k = 0; k < 4; ++k) {
+      rows[k] = _mm256_permute2f128_ps(quad[k], quad[4 + k], 0x20);
+      rows[4 + k] = _mm256_permute2f128_ps(quad[k], quad[4 + k], 0x31);
+    }
+    return;
+  }
+#endif
+#if defined(__SSE2__)
+  if constexpr (is_sse<A>) {
+    const __m128 a = _mm_unpacklo_ps(rows[0].data, rows[1].data), b = _mm_unpackhi_ps(rows[0].data, rows[1].data);
+    const __m128 c = _mm_unpacklo_ps(rows[2].data, rows[3].data), d = _mm_unpackhi_ps(rows[2].data, rows[3].data);
+    rows[0] = _mm_movelh_ps(a, c);
+    rows[1] = _mm_movehl_ps(c, a);
+    rows[2] = _mm_movelh_ps(b, d);
+    rows[3] = _mm_movehl_ps(d, b);
+    return;
+  }
+#endif
+#if defined(__aarch64__)
+  if constexpr (std::is_base_of_v<xsimd::neon, A>) {
+    const float32x4_t a = vtrn1q_f32(rows[0].data, rows[1].data), b = vtrn2q_f32(rows[0].data, rows[1].data);
+    const float32x4_t c = vtrn1q_f32(rows[2].data, rows[3].data), d = vtrn2q_f32(rows[2].data, rows[3].data);
+    auto pairs = [](float32x4_t x, float32x4_t y, bool high) {
+      const float64x2_t x2 = vreinterpretq_f64_f32(x), y2 = vreinterpretq_f64_f32(y);
+      return vreinterpretq_f32_f64(high ? vtrn2q_f64(x2, y2) : vtrn1q_f64(x2, y2));
+    };
+    rows[0] = pairs(a, c, false);
+    rows[1] = pairs(b, d, false);
+    rows[2] = pairs(a, c, true);
+    rows[3] = pairs(b, d, true);
+    return;
+  }
+#endif
+  if constexpr (!is_avx512<A> && !is_avx<A> && !is_sse<A>) {
+    alignas(64) float block[n][n];
+    for (std::size_t r = 0; r < n; ++r) rows[r].store_aligned(block[r]);
+    for (std::size_t c = 0; c < n; ++c) {
+      alignas(64) float column[n];
+      for (std::size_t r = 0; r < n; ++r) column[r] = block[r][c];
+      rows[c] = fbatch<A>::load_aligned(column);
+    }
+  }
+}
+
+/// For compress_store on AVX2: entry b holds, one byte each, the lanes of the set bits of b in order.
+struct compress_indices8 {
+  std::uint64_t of_bits[256];
+  constexpr compress_indices8() : of_bits() {
+    for (unsigned b = 0; b < 256; ++b)
+      for (unsigned l = 0, at = 0; l < 8; ++l)
+        if (b >> l & 1u) of_bits[b] |= static_cast<std::uint64_t>(l) << (8 * at++);
+  }
+};
+inline constexpr compress_indices8 compress_table8{};
+
+/// Stores the lanes of `values` whose bit is set in `selected` (all below lane `valid`) contiguously at dst, in
+/// lane order, and returns how many; dst[count .. valid) may be overwritten too, nothing past it. Branch-free
+/// (which lanes are set is data, at random): vpcompressd into a register and a masked store (AVX-512; the
+/// compress-to-memory form is microcoded on AMD), a table-driven vpermd and a full store when all lanes are
+/// valid (AVX2), else every valid lane stored at the running count. dst is untyped storage (stored to as
+/// bytes), so it may be scratch space reused for another type.
+template <class A>
+inline std::size_t compress_store(ubatch<A> values, std::uint32_t selected, std::size_t valid, void* dst) noexcept {
+  const auto count = static_cast<std::size_t>(std::popcount(selected));
+#if defined(__AVX512F__)
+  if constexpr (is_avx512<A>) {
+    const __m512i packed = _mm512_maskz_compress_epi32(static_cast<__mmask16>(selected), values.data);
+    _mm512_mask_storeu_epi32(dst, static_cast<__mmask16>((1u << count) - 1u), packed);
+    return count;
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (is_avx<A>) {
+    if (valid == 8) {
+      const __m256i lanes =
+          _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(compress_table8.of_bits[selected & 0xffu])));
+      _mm256_storeu_si256(static_cast<__m256i*>(dst), _mm256_permutevar8x32_epi32(values.data, lanes));
+      return count;
+    }
+  }
+#endif
+  if constexpr (!is_avx512<A>) {
+    alignas(64) std::uint32_t lanes[ubatch<A>::size];
+    values.store_aligned(lanes);
+    auto* out = static_cast<unsigned char*>(dst);
+    for (std::size_t l = 0, at = 0; l < valid; ++l) {  // lane l lands at index at <= l < valid
+      std::memcpy(out + sizeof(std::uint32_t) * at, &lanes[l], sizeof(std::uint32_t));
+      at += selected >> l & 1u;
+    }
+  }
+  return count;
+}
+
+/// The first `count` (< the batch size) floats at p, zeros in the other lanes, reading nothing past p + count:
+/// a masked load (AVX-512, AVX2), else copied lane by lane.
+template <class A>
+inline fbatch<A> load_first(const float* p, std::size_t count) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (is_avx512<A>) return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), p);
+#endif
+#if defined(__AVX2__)
+  if constexpr (is_avx<A>) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), lane));
+  }
+#endif
+  alignas(64) float lanes[fbatch<A>::size] = {};
+  for (std::size_t l = 0; l < count; ++l) lanes[l] = p[l];
+  return fbatch<A>::load_aligned(lanes);
+}
+
+/// Asks for the cache line at p ahead of its load (a hint: never faults, does nothing where unsupported).
+inline void prefetch_line(const void* p) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p);
+#else
+  (void)p;
+#endif
 }
 
 template <class A>
