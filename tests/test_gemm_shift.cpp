@@ -21,6 +21,26 @@ std::vector<std::int8_t> relu_codes(const kernels::kernel_table& k, std::size_t 
   return codes;
 }
 
+// The operands as a weight gradient reads them: codes [depth][m] with q_rs = 1, B [depth][n], C transposed.
+kernels::gemm_shift_params weight_gradient_shaped(const std::vector<std::int8_t>& codes, const std::vector<float>& b,
+                                                  std::size_t m, std::size_t n, std::size_t depth, bool list_b,
+                                                  const kernels::cache_sizes& caches, void* workspace) {
+  return {.m = m,
+          .n = n,
+          .k = depth,
+          .q = codes.data(),
+          .q_rs = 1,
+          .q_cs = m,
+          .b = b.data(),
+          .ldb = n,
+          .c = nullptr,
+          .c_rs = 1,
+          .c_cs = m,
+          .list_b = list_b,
+          .caches = caches,
+          .workspace = workspace};
+}
+
 }  // namespace
 
 TEST_CASE("gemm_shift matches the reference bit for bit across tiles and blocks") {
@@ -83,20 +103,7 @@ TEST_CASE("gemm_shift list_b packs whole code panels on vectors: m around the pa
                             seed, 0);
             const auto b = random_floats(depth * n, seed + 1);
             // codes [depth][m]: Q(i, q) = codes[q * m + i], so q_rs = 1 as the weight gradient reads them.
-            const kernels::gemm_shift_params h{.m = m,
-                                               .n = n,
-                                               .k = depth,
-                                               .q = codes.data(),
-                                               .q_rs = 1,
-                                               .q_cs = m,
-                                               .b = b.data(),
-                                               .ldb = n,
-                                               .c = nullptr,
-                                               .c_rs = 1,
-                                               .c_cs = m,
-                                               .list_b = true,
-                                               .caches = caches,
-                                               .workspace = ws.get()};
+            const auto h = weight_gradient_shaped(codes, b, m, n, depth, true, caches, ws.get());
             CHECK(matches_reference(kernels::reference_kernels().gemm_shift, k.gemm_shift, h));
           }
     }
@@ -214,20 +221,7 @@ TEST_CASE("gemm_shift lists built by squares: ragged listed counts, zero pattern
               // The listed operand is the codes (m = listed) or B (n = listed); codes [depth][m] read with
               // q_rs = 1 and B [depth][n], as the weight gradient reads them.
               const std::size_t m = list_b ? other : listed, n = list_b ? listed : other;
-              const kernels::gemm_shift_params h{.m = m,
-                                                 .n = n,
-                                                 .k = depth,
-                                                 .q = codes.data(),
-                                                 .q_rs = 1,
-                                                 .q_cs = m,
-                                                 .b = b.data(),
-                                                 .ldb = n,
-                                                 .c = nullptr,
-                                                 .c_rs = 1,
-                                                 .c_cs = m,
-                                                 .list_b = list_b,
-                                                 .caches = caches,
-                                                 .workspace = ws.get()};
+              const auto h = weight_gradient_shaped(codes, b, m, n, depth, list_b, caches, ws.get());
               CHECK(matches_reference(kernels::reference_kernels().gemm_shift, k.gemm_shift, h));
             }
           }
