@@ -87,36 +87,22 @@ inline void fold_gradient(const step_context& ctx, const batch_split& split, con
                           float* grad) {
   if (!split.fold_deferred(grad)) fold_parts(ctx, split, partials, count, grad);
 }
-/// Sums over the minibatch of `count` floats into out (collective.hpp): sum_part(r0, r1, part, partial) writes
-/// the sum over local rows [r0, r1) of global part `part` to partial; the parts' partials are then folded in part
-/// order with the other processes'. Without parts: one call over all rows, into out. sum_over_parts folds at once
-/// (statistics the pass needs next); gradient_over_parts is for a parameter's gradient `out`, whose fold the
-/// optimizer may do (fold_gradient).
-template <bool Gradient, class SumPart>
-void sum_over_parts_of(const step_context& ctx, std::size_t rows, std::size_t count, std::vector<float>& scratch,
-                       float* out, SumPart&& sum_part) {
+/// A sum over the minibatch of `count` floats into out (collective.hpp): sum_part(r0, r1, part, partial)
+/// writes the sum over local rows [r0, r1) of global part `part` to partial; the parts' partials are then
+/// folded in part order with the other processes'. Without parts: one call over all rows, into out.
+template <class SumPart>
+void sum_over_parts(const step_context& ctx, std::size_t rows, std::size_t count, std::vector<float>& scratch,
+                    float* out, SumPart&& sum_part) {
   const batch_split* split = parts_of(ctx);
   if (!split) {
     sum_part(std::size_t{0}, rows, std::uint64_t{0}, out);
     return;
   }
-  float* partials = Gradient ? split->gradient_partials(out, count, scratch) : split->partials_for_fold(count, scratch);
-  for (std::size_t i = 0; i < split->local_parts(); ++i)
+  const std::size_t parts = split->local_parts();
+  float* partials = split->partials_for_fold(count, scratch);
+  for (std::size_t i = 0; i < parts; ++i)
     sum_part(split->bounds[i], split->bounds[i + 1], std::uint64_t{split->first_part + i}, partials + i * count);
-  if (Gradient)
-    fold_gradient(ctx, *split, partials, count, out);
-  else
-    fold_parts(ctx, *split, partials, count, out);
-}
-template <class SumPart>
-void sum_over_parts(const step_context& ctx, std::size_t rows, std::size_t count, std::vector<float>& scratch,
-                    float* out, SumPart&& sum_part) {
-  sum_over_parts_of<false>(ctx, rows, count, scratch, out, sum_part);
-}
-template <class SumPart>
-void gradient_over_parts(const step_context& ctx, std::size_t rows, std::size_t count, std::vector<float>& scratch,
-                         float* grad, SumPart&& sum_part) {
-  sum_over_parts_of<true>(ctx, rows, count, scratch, grad, sum_part);
+  fold_parts(ctx, *split, partials, count, out);
 }
 /// The random-stream code of slab `slab` of part `part` of a weight gradient (0 for the first of each).
 inline std::uint64_t gradient_stream(std::uint64_t part, std::size_t slab) { return slab + (part << 20); }

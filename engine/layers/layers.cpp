@@ -114,7 +114,7 @@ class dense_layer final : public detail::serializable_layer {
       // Sampled weights only: a product that reads the master weights themselves needs all of them every step.
       // Otherwise the optimizer updates this process's slice only: from the next step on, the others' weights
       // are sampled by them (prepare).
-      masters_in_slices_ = core_.sampled() && split->update_in_slices(grad, in * out, slice_offsets_.data());
+      masters_in_slices_ = core_.sampled() && split->update_in_slices(grad, slice_offsets_.data());
       if (core_.options().qbp && !pm1_inputs) {
         codes_.resize(x.rows * in);
         core_.quantize_inputs(x.data.data(), x.rows * in, codes_.data(), index, 0,

@@ -67,7 +67,7 @@ class weight_core {
   /// Samples (training) or packs (inference) the weights every product of this step uses; `layer`
   /// is part of the random key. With `process_rows` (training with several processes, size + 1 output rows,
   /// each a multiple of 32 but the last) this process samples its rows only and gathers the others' samples
-  /// from them (its copy of their master weights may be stale: collective.hpp, gradient_slices).
+  /// from them (its copy of their master weights may be stale: collective.hpp, update_in_slices).
   void prepare(const step_context& ctx, std::uint32_t layer, const std::size_t* process_rows = nullptr);
   /// y[rows][outputs] = a[rows][inputs] W^T (row strides = the widths).
   void forward(const float* a, std::size_t rows, float* y, const step_context& ctx);

@@ -678,7 +678,6 @@ class training_run {
                            .split = &split_};
     float loss = 0;
     std::size_t batch_errors = 0;
-    split_.deferred.clear();
     try {
       const matrix& out = net_.forward(x_, ctx);
       loss = split_loss_and_gradient(config_.loss, out, y_.data(), grad_, batch_errors, split_, loss_scratch_);

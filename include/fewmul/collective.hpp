@@ -11,7 +11,7 @@
 // computed which part changes nothing of that expression, so one process and any number R <= parts of
 // processes give the same bits. A dense layer's weight gradient is instead one product over the whole
 // minibatch, as without parts: the processes gather each other's rows of its inputs and output gradient and
-// each computes a slice of its outputs (gather_ranges, gradient_slices); every element is the same sum
+// each computes a slice of its outputs (gather_ranges, update_in_slices); every element is the same sum
 // whoever computes it. Everything random is drawn from counters of the example's row in the whole minibatch
 // (or of the part), never from the process.
 #include <cstddef>
@@ -54,13 +54,12 @@ struct collective {
 };
 
 /// A weight gradient the optimizer folds over the parts in its update pass: the partials of all `parts` parts
-/// of the minibatch lie at `partials`, `count` floats apart; `grad` is the parameter's gradient it stands for.
+/// of the minibatch lie at `partials`, the gradient's size apart; `grad` is the parameter's gradient it stands for.
 struct deferred_gradient {
   const float* grad = nullptr;
   const float* partials = nullptr;
-  std::size_t count = 0;
   std::size_t parts = 1;
-  /// Computed in slices (gradient_slices): process r holds elements [slices[r], slices[r + 1]) (size + 1
+  /// Computed in slices (update_in_slices): process r holds elements [slices[r], slices[r + 1]) (size + 1
   /// offsets) and updates only those; the others' stay stale in its copy until the optimizer gathers them.
   const std::size_t* slices = nullptr;
 };
@@ -104,7 +103,7 @@ struct batch_split {
     comm->fold_parts(comm->context, local, parts, count, out);
   }
 
-  /// Set by a trainer whose optimizer folds weight gradients in its update pass (fold_deferred_gradients).
+  /// Set by a trainer whose optimizer folds weight gradients in its update pass (optimizer::step).
   bool defer_gradient_folds = false;
   /// This step's weight gradients left to the optimizer, in the order the layers wrote them.
   mutable std::vector<deferred_gradient> deferred;
@@ -114,24 +113,23 @@ struct batch_split {
   float* gradient_partials(const float* grad, std::size_t count, std::vector<float>& scratch) const {
     if (defer_gradient_folds && comm->size == 1) {
       scratch.resize(parts * count);
-      deferred.push_back({grad, scratch.data(), count, parts});
+      deferred.push_back({grad, scratch.data(), parts});
       return scratch.data();
     }
     if (defer_gradient_folds && comm->gradient_parts != nullptr)
       if (float* all = comm->gradient_parts(comm->context, parts, count)) {
-        deferred.push_back({grad, all, count, parts});
+        deferred.push_back({grad, all, parts});
         return all + first_part * count;
       }
     return partials_for_fold(count, scratch);
   }
-  /// A weight gradient `grad` of `count` floats that the processes compute in slices (a dense layer's, over
-  /// the whole minibatch), this process's being [slices[rank], slices[rank + 1]) (`slices` must outlive the
-  /// step). When the trainer defers, the optimizer updates only this slice (recorded in `deferred`: true is
-  /// returned, and the layer takes the others' weights from them); else (false) gather_ranges must complete
-  /// `grad` for every process to update all of it.
-  bool update_in_slices(const float* grad, std::size_t count, const std::size_t* slices) const {
+  /// A weight gradient `grad` that the processes compute in slices (a dense layer's, over the whole minibatch),
+  /// this process's being elements [slices[rank], slices[rank + 1]) (`slices` must outlive the step). When the trainer
+  /// defers, the optimizer updates only this slice (recorded in `deferred`: true is returned, and the layer takes the
+  /// others' weights from them); else (false) gather_ranges must complete `grad` for every process to update all of it.
+  bool update_in_slices(const float* grad, const std::size_t* slices) const {
     if (!defer_gradient_folds) return false;
-    deferred.push_back({grad, grad, count, 1, slices});
+    deferred.push_back({grad, grad, 1, slices});
     return true;
   }
   /// Whether the gradient `grad` was left to the optimizer this step.
