@@ -142,11 +142,11 @@ void free_shared(MPI_Win& window) {
   MPI_Win_free(&window);
 }
 
-// Every process of the node has arrived, and what each stored in `window` before is visible to all.
-void shared_barrier(mpi_state& s, MPI_Win window) {
-  check(MPI_Win_sync(window), "MPI_Win_sync");
+// Every process of the node has arrived, and what each stored in the `count` buffers before is visible to all.
+void shared_barrier(mpi_state& s, const mpi_state::fold_buffer* buffers, std::size_t count = 1) {
+  for (std::size_t i = 0; i < count; ++i) check(MPI_Win_sync(buffers[i].window), "MPI_Win_sync");
   check(MPI_Barrier(s.node), "MPI_Barrier");
-  check(MPI_Win_sync(window), "MPI_Win_sync");
+  for (std::size_t i = 0; i < count; ++i) check(MPI_Win_sync(buffers[i].window), "MPI_Win_sync");
 }
 
 // fold_parts when every process of the job is on this node: no messages. Each process stores its parts'
@@ -214,9 +214,7 @@ float* gradient_parts(void* context, std::size_t parts, std::size_t count) {
 void share_gradients(void* context) {
   auto& s = *static_cast<mpi_state*>(context);
   timed_call timer;
-  for (std::size_t i = 0; i < s.next_step_block; ++i) check(MPI_Win_sync(s.step_blocks[i].window), "MPI_Win_sync");
-  check(MPI_Barrier(s.node), "MPI_Barrier");
-  for (std::size_t i = 0; i < s.next_step_block; ++i) check(MPI_Win_sync(s.step_blocks[i].window), "MPI_Win_sync");
+  shared_barrier(s, s.step_blocks.data(), s.next_step_block);
   s.next_step_block = 0;
 }
 
@@ -234,7 +232,7 @@ const void* gather_ranges(void* context, const void* mine, const std::size_t* of
     auto* base = reinterpret_cast<unsigned char*>(b.base);
     if (my_bytes > 0) std::memcpy(base + offsets[rank], mine, my_bytes);
     timed_call timer;
-    shared_barrier(s, b.window);
+    shared_barrier(s, &b);
     return base;
   }
   timed_call timer;
@@ -262,7 +260,7 @@ void fold_parts_shared(mpi_state& s, const float* local, std::size_t parts, std:
   const std::size_t mine = local_parts(parts, rank, size);
   float* my_partials = partials + first_part(parts, rank, size) * count;
   if (local != my_partials) std::copy_n(local, mine * count, my_partials);  // unless written there (part_buffer)
-  shared_barrier(s, b.window);
+  shared_barrier(s, &b);
   // Every process folding all elements reads (parts + 1) count floats and writes count; folding a slice and
   // copying the result out reads about (parts + 1) count / R + 2 count and needs a second barrier. For two
   // processes on two or three parts (the usual split of a node), folding all is the lighter.
@@ -275,7 +273,7 @@ void fold_parts_shared(mpi_state& s, const float* local, std::size_t parts, std:
   const std::size_t my_begin = count * static_cast<std::size_t>(rank) / ranks;
   const std::size_t my_length = count * static_cast<std::size_t>(rank + 1) / ranks - my_begin;
   fold_in_order(partials + my_begin, parts, my_length, count, folded + my_begin);
-  shared_barrier(s, b.window);
+  shared_barrier(s, &b);
   std::copy_n(folded, count, out);
   s.stats.bytes_sent += (mine * (count - my_length) + my_length * (ranks - 1)) * sizeof(float);
   s.stats.bytes_received += ((parts - mine) * my_length + (count - my_length)) * sizeof(float);
