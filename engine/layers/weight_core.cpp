@@ -388,19 +388,22 @@ void weight_core::multiply(const weight_kind_traits& kind, const float* a, std::
                            std::size_t width, const weight_view& w, float* out, const step_context& ctx) {
   const int planes = kind.planes ? kind.arrays(options_) : 0;
   if (planes > 1) plane_out_.resize(rows * width);
-  parallel_gemm(ctx.rt, rows, width, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-    kind.multiply(ctx.kernels, {.a = a,
-                                .depth = depth,
-                                .width = width,
-                                .w = w,
-                                .planes = planes,
-                                .out = out,
-                                .scratch = plane_out_.data(),
-                                .i0 = i0,
-                                .i1 = i1,
-                                .j0 = j0,
-                                .j1 = j1});
-  });
+  parallel_gemm(
+      ctx.rt, rows, width,
+      [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+        kind.multiply(ctx.kernels, {.a = a,
+                                    .depth = depth,
+                                    .width = width,
+                                    .w = w,
+                                    .planes = planes,
+                                    .out = out,
+                                    .scratch = plane_out_.data(),
+                                    .i0 = i0,
+                                    .i1 = i1,
+                                    .j0 = j0,
+                                    .j1 = j1});
+      },
+      kind.multiplies ? gemm_split::columns : gemm_split::rows);
 }
 
 // In 32 x 32 tiles, so that both the rows read and the rows written stay in L1 (a row-at-a-time transpose

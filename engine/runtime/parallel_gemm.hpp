@@ -3,10 +3,12 @@
 // need from the op layer: the CPU's cache sizes and one workspace per thread.
 //
 // Every output element is one sum whose order the kernel fixes (see fewmul/kernels.hpp), whichever block
-// computes it, so the grid may follow the thread count without changing a bit: blocks wide enough that
-// packing pays off (at least 256 columns) and about one block per thread, so that no two tasks pack the same
-// panels of B (fp32 MNIST MLP training +6% against two blocks per thread; binary methods unchanged). Column
-// blocks start at multiples of 64, so packed-bit operands can be offset by whole words.
+// computes it, so the grid may follow the thread count without changing a bit. About one block per thread,
+// split the way that keeps each task's preparation its own (gemm_split): by columns when packing B is the
+// costly part (blocks of at least 256 columns: fp32 MNIST MLP training +6% against two blocks per thread),
+// by rows when A's preparation is (the lookup kernel's tables are built per row of A: split by columns,
+// every task rebuilt all of them). Column blocks start at multiples of 64, so packed-bit operands can be
+// offset by whole words.
 #include <algorithm>
 #include <cstddef>
 #include <type_traits>
@@ -16,16 +18,33 @@
 
 namespace fewmul::detail {
 
+/// Which side of a GEMM the grid splits first: `columns` when each task packs its panels of B (fp32 weights),
+/// `rows` when each task prepares its rows of A (binary weights' lookup tables; B is bits).
+enum class gemm_split { columns, rows };
+
 /// Calls block(i0, i1, j0, j1) for each block of the grid, in parallel.
 template <class Block>
-void parallel_gemm(const runtime& rt, std::size_t m, std::size_t n, Block&& block) {
+void parallel_gemm(const runtime& rt, std::size_t m, std::size_t n, Block&& block,
+                   gemm_split split = gemm_split::columns) {
   if (m == 0 || n == 0) return;
   const std::size_t threads = static_cast<std::size_t>(std::max(1, rt.threads()));
-  const std::size_t per_thread_cols = (n + threads - 1) / threads;
-  const std::size_t block_cols = std::max<std::size_t>(256, (per_thread_cols + 63) / 64 * 64);
+  const auto rows_for = [&](std::size_t target) {  // at least 16 rows, a multiple of 8
+    return std::max<std::size_t>(16, ((m + target - 1) / target + 7) / 8 * 8);
+  };
+  const auto cols_for = [&](std::size_t target, std::size_t least) {  // a multiple of 64
+    return std::max<std::size_t>(least, ((n + target - 1) / target + 63) / 64 * 64);
+  };
+  std::size_t block_rows, block_cols;
+  if (split == gemm_split::columns) {
+    block_cols = cols_for(threads, 256);
+    const std::size_t col_blocks = (n + block_cols - 1) / block_cols;
+    block_rows = rows_for((threads + col_blocks - 1) / col_blocks);
+  } else {
+    block_rows = rows_for(threads);
+    const std::size_t row_blocks = (m + block_rows - 1) / block_rows;
+    block_cols = cols_for((threads + row_blocks - 1) / row_blocks, 64);
+  }
   const std::size_t col_blocks = (n + block_cols - 1) / block_cols;
-  const std::size_t row_target = std::max<std::size_t>(1, (threads + col_blocks - 1) / col_blocks);
-  const std::size_t block_rows = std::max<std::size_t>(16, ((m + row_target - 1) / row_target + 7) / 8 * 8);
   const std::size_t row_blocks = (m + block_rows - 1) / block_rows;
   auto task = [&](std::size_t t) {
     const std::size_t rb = t / col_blocks, cb = t % col_blocks;
