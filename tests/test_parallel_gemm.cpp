@@ -64,7 +64,7 @@ TEST_CASE("parallel_gemm gives each thread a block of a batch-200 layer and spli
     CHECK(run_grid(rt, 200, 1024, gemm_split::columns).blocks >= static_cast<std::size_t>(threads));
     CHECK(run_grid(rt, 200, 1024, gemm_split::rows).blocks >= static_cast<std::size_t>(threads));
   }
-  // Two threads, rows first: two blocks of 100 whole rows (each builds the tables of its own rows only).
+  // Two threads, rows first: two blocks of whole rows (each task reads only its own rows of A).
   const runtime two(2);
   std::vector<std::size_t> row_starts, widths;
   std::mutex lock;
