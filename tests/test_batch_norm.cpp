@@ -70,29 +70,99 @@ TEST_CASE("batch_norm matches the reference bit for bit on every ISA, feature co
           p.beta_grad = beta_grad.data();
           p.count = static_cast<float>(rows * 3);
           p.second = features + 2;
-          for (const kernels::batch_norm_fn kernels::kernel_table::*pass :
-               {&kernels::kernel_table::batch_norm_forward, &kernels::kernel_table::batch_norm_inference,
-                &kernels::kernel_table::batch_norm_backward}) {
-            std::vector<float> want(rows * ld, 7.0f), got = want;  // 7: every value of the block is written
-            p.out = want.data();
-            (ref.*pass)(p);
-            p.out = got.data();
-            (k.*pass)(p);
-            CHECK(same_values(want, got));
-          }
-          for (batch_norm_sum sum : {batch_norm_sum::values, batch_norm_sum::squares, batch_norm_sum::shift_squares,
-                                     batch_norm_sum::gradients}) {
-            CAPTURE(static_cast<int>(sum));
-            std::vector<float> want(2 * features + 2, 7.0f), got = want;
-            p.sum = sum;
-            p.sums = want.data();
-            ref.batch_norm_sums(p);
-            p.sums = got.data();
-            k.batch_norm_sums(p);
-            CHECK(same_values(want, got));
+          for (bool relu : {false, true}) {
+            CAPTURE(relu);
+            p.relu = relu;
+            for (const kernels::batch_norm_fn kernels::kernel_table::*pass :
+                 {&kernels::kernel_table::batch_norm_forward, &kernels::kernel_table::batch_norm_inference,
+                  &kernels::kernel_table::batch_norm_backward}) {
+              std::vector<float> want(rows * ld, 7.0f), got = want;  // 7: every value of the block is written
+              p.out = want.data();
+              (ref.*pass)(p);
+              p.out = got.data();
+              (k.*pass)(p);
+              CHECK(same_values(want, got));
+            }
+            for (batch_norm_sum sum : {batch_norm_sum::values, batch_norm_sum::squares, batch_norm_sum::shift_squares,
+                                       batch_norm_sum::gradients}) {
+              CAPTURE(static_cast<int>(sum));
+              std::vector<float> want(2 * features + 2, 7.0f), got = want;
+              p.sum = sum;
+              p.sums = want.data();
+              ref.batch_norm_sums(p);
+              p.sums = got.data();
+              k.batch_norm_sums(p);
+              CHECK(same_values(want, got));
+            }
           }
         }
   }
+}
+
+TEST_CASE("batch_norm with a fused ReLU gives the bits of batch norm and ReLU apart") {
+  // The reference fused against the two steps: ReLU on the forward values; the backward and gradient sums
+  // on dy zeroed where the forward value was not positive (the ReLU layer's gradient), NaNs included.
+  const auto& ref = kernels::reference_kernels();
+  std::size_t positive = 0, values = 0;  // both sides of the ReLU must be exercised
+  for (std::size_t features : {1, 7, 16, 33})
+    for (std::size_t rows : {1, 5, 33}) {
+      CAPTURE(features);
+      CAPTURE(rows);
+      const std::size_t ld = features + 3;
+      const auto seed = static_cast<std::uint32_t>(features * 31 + rows);
+      const std::vector<float> x = inputs(rows * ld, seed, true), dy = inputs(rows * ld, seed + 1, true);
+      const std::vector<float> mean = random_floats(features, seed + 2, -0.5f, 0.5f);
+      const std::vector<float> inv_std = random_floats(features, seed + 3, 0.25f, 4.0f);
+      const std::vector<float> gamma = random_floats(features, seed + 4, -2.0f, 2.0f);
+      const std::vector<float> beta = random_floats(features, seed + 5, -1.0f, 1.0f);
+      const std::vector<float> gamma_grad = random_floats(features, seed + 6, -9.0f, 9.0f);
+      const std::vector<float> beta_grad = random_floats(features, seed + 7, -9.0f, 9.0f);
+      kernels::batch_norm_params p{.rows = rows, .features = features, .ld = ld};
+      p.x = x.data();
+      p.dy = dy.data();
+      p.mean = mean.data();
+      p.inv_std = inv_std.data();
+      p.gamma = gamma.data();
+      p.beta = beta.data();
+      p.gamma_grad = gamma_grad.data();
+      p.beta_grad = beta_grad.data();
+      p.count = static_cast<float>(rows * 2);
+      p.second = features;
+      // Apart: batch norm, then ReLU (y > 0 ? y : 0) and its gradient (y > 0 ? dy : 0).
+      std::vector<float> y(rows * ld, 7.0f), relu_y = y, masked_dy = dy;
+      p.out = y.data();
+      ref.batch_norm_forward(p);
+      values += rows * features;
+      for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t f = 0; f < features; ++f) {
+          const std::size_t at = r * ld + f;
+          relu_y[at] = y[at] > 0.0f ? y[at] : 0.0f;
+          masked_dy[at] = y[at] > 0.0f ? dy[at] : 0.0f;
+          positive += y[at] > 0.0f;
+        }
+      std::vector<float> apart_sums(2 * features, 7.0f), apart_dx(rows * ld, 7.0f);
+      p.dy = masked_dy.data();
+      p.sum = kernels::batch_norm_sum::gradients;
+      p.sums = apart_sums.data();
+      ref.batch_norm_sums(p);
+      p.out = apart_dx.data();
+      ref.batch_norm_backward(p);
+      // Fused.
+      p.relu = true;
+      p.dy = dy.data();
+      std::vector<float> fused_y(rows * ld, 7.0f), fused_sums(2 * features, 7.0f), fused_dx(rows * ld, 7.0f);
+      p.out = fused_y.data();
+      ref.batch_norm_forward(p);
+      p.sums = fused_sums.data();
+      ref.batch_norm_sums(p);
+      p.out = fused_dx.data();
+      ref.batch_norm_backward(p);
+      CHECK(same_values(relu_y, fused_y));
+      CHECK(same_values(apart_sums, fused_sums));
+      CHECK(same_values(apart_dx, fused_dx));
+    }
+  CHECK(positive > values / 4);
+  CHECK(positive < values * 3 / 4);
 }
 
 TEST_CASE("batch_norm's reference sums and normalizes as worked out by hand") {

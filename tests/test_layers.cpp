@@ -281,3 +281,56 @@ TEST_CASE("fp32 convnet gradients match finite differences") {
   std::vector<std::uint8_t> labels{0, 1, 2, 0, 1, 2};
   check_network_gradients(net, x, labels, loss_kind::softmax_cross_entropy);
 }
+
+TEST_CASE("a network runs batch norm and the ReLU after it as one pass, with the bits of the two apart") {
+  // The network fuses the pair (the ReLU applied in the batch-norm kernels); the same layers run one by one,
+  // unfused, must give the same output, input gradient and parameter gradients, bit for bit.
+  runtime rt(2);
+  const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 4, .step = 2, .training = true};
+  const auto fp32 = dense_options_for(method::fp32);
+  using batch_norm_factory = std::unique_ptr<layer> (*)(std::size_t);
+  const batch_norm_factory factories[] = {[](std::size_t n) { return make_batch_norm(n); },
+                                          [](std::size_t n) { return make_shift_batch_norm(n); }};
+  for (const batch_norm_factory make_norm : factories) {
+    std::vector<std::unique_ptr<layer>> apart;
+    apart.push_back(make_dense(12, 9, fp32, 3));
+    apart.push_back(make_norm(9));
+    apart.push_back(make_relu(9));
+    apart.push_back(make_dense(9, 5, fp32, 4));
+    network net;
+    net.add(make_dense(12, 9, fp32, 3));
+    net.add(make_norm(9));
+    net.add(make_relu(9));
+    net.add(make_dense(9, 5, fp32, 4));
+    CAPTURE(net.describe());
+    const matrix x = random_matrix(16, 12, 5, -2.0f, 2.0f);
+    const matrix dy = random_matrix(16, 5, 6);
+    std::vector<matrix> outputs(apart.size());
+    const matrix* current = &x;
+    for (std::size_t i = 0; i < apart.size(); ++i) {
+      apart[i]->forward(*current, outputs[i], ctx);
+      current = &outputs[i];
+    }
+    const matrix* grad = &dy;
+    std::vector<matrix> grads(apart.size());
+    for (std::size_t i = apart.size(); i-- > 0;) {
+      apart[i]->backward(i == 0 ? x : outputs[i - 1], outputs[i], *grad, i == 0 ? nullptr : &grads[i], ctx);
+      grad = &grads[i];
+    }
+    std::size_t zeros = 0;
+    for (float v : outputs[2].data) zeros += v == 0.0f;
+    CHECK(zeros > 0);  // the ReLU cut something
+    const matrix& y = net.forward(x, ctx);
+    CHECK(y.data == outputs[3].data);
+    net.backward(dy, ctx);
+    const auto fused_parameters = net.parameters();
+    std::vector<parameter*> apart_parameters;
+    for (auto& l : apart)
+      for (parameter* p : l->parameters()) apart_parameters.push_back(p);
+    REQUIRE(fused_parameters.size() == apart_parameters.size());
+    for (std::size_t i = 0; i < apart_parameters.size(); ++i) {
+      CAPTURE(apart_parameters[i]->name);
+      CHECK(fused_parameters[i]->grad == apart_parameters[i]->grad);
+    }
+  }
+}

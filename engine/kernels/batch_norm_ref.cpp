@@ -2,12 +2,24 @@
 #include "kernels/reference.hpp"
 
 namespace fewmul::kernels::detail {
+namespace {
+
+float relu(float y) { return y > 0.0f ? y : 0.0f; }
+// The gradient a fused ReLU passes back: dy where the forward value was positive.
+float through_relu(const batch_norm_params& p, std::size_t at, std::size_t f) {
+  if (!p.relu) return p.dy[at];
+  const float y = p.gamma[f] * ((p.x[at] - p.mean[f]) * p.inv_std[f]) + p.beta[f];
+  return y > 0.0f ? p.dy[at] : 0.0f;
+}
+
+}  // namespace
 
 void batch_norm_forward_ref(const batch_norm_params& p) noexcept {
   for (std::size_t r = 0; r < p.rows; ++r)
     for (std::size_t f = 0; f < p.features; ++f) {
       const std::size_t at = r * p.ld + f;
-      p.out[at] = p.gamma[f] * ((p.x[at] - p.mean[f]) * p.inv_std[f]) + p.beta[f];
+      const float y = p.gamma[f] * ((p.x[at] - p.mean[f]) * p.inv_std[f]) + p.beta[f];
+      p.out[at] = p.relu ? relu(y) : y;
     }
 }
 
@@ -15,7 +27,8 @@ void batch_norm_inference_ref(const batch_norm_params& p) noexcept {
   for (std::size_t r = 0; r < p.rows; ++r)
     for (std::size_t f = 0; f < p.features; ++f) {
       const std::size_t at = r * p.ld + f;
-      p.out[at] = p.gamma[f] * (p.x[at] - p.mean[f]) * p.inv_std[f] + p.beta[f];
+      const float y = p.gamma[f] * (p.x[at] - p.mean[f]) * p.inv_std[f] + p.beta[f];
+      p.out[at] = p.relu ? relu(y) : y;
     }
 }
 
@@ -39,7 +52,7 @@ void batch_norm_sums_ref(const batch_norm_params& p) noexcept {
           break;
         }
         case batch_norm_sum::gradients: {
-          const float dy = p.dy[r * p.ld + f];
+          const float dy = through_relu(p, r * p.ld + f, f);
           sum += dy * ((x - p.mean[f]) * p.inv_std[f]);
           dy_sum += dy;
           break;
@@ -57,7 +70,7 @@ void batch_norm_backward_ref(const batch_norm_params& p) noexcept {
       const std::size_t at = r * p.ld + f;
       const float scale = p.gamma[f] * p.inv_std[f] / p.count;
       const float xhat = (p.x[at] - p.mean[f]) * p.inv_std[f];
-      p.out[at] = scale * (p.count * p.dy[at] - p.beta_grad[f] - xhat * p.gamma_grad[f]);
+      p.out[at] = scale * (p.count * through_relu(p, at, f) - p.beta_grad[f] - xhat * p.gamma_grad[f]);
     }
 }
 

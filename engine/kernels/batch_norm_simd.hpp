@@ -55,13 +55,15 @@ struct batch_norm_simd : simd_common<A> {
 
   // The element-wise passes run along each row (contiguous memory, whatever the row stride), the per-feature
   // constants coming from L1; backward's per-feature scale is computed once per slab of features.
-  template <bool Inference>
+  // A fused ReLU (p.relu): y > 0 ? y : +0, as the reference (a NaN gives +0).
+  static fb relu(fb y) { return xsimd::select(y > fb(0.0f), y, fb(0.0f)); }
+  static float relu(float y) { return y > 0.0f ? y : 0.0f; }
+  template <bool Inference, bool Relu>
   static void normalize(const batch_norm_params& p) {
     auto value = [](auto x, auto mean, auto inv_std, auto gamma, auto beta) {
-      if constexpr (Inference)
-        return gamma * (x - mean) * inv_std + beta;
-      else
-        return gamma * ((x - mean) * inv_std) + beta;
+      auto y = Inference ? gamma * (x - mean) * inv_std + beta : gamma * ((x - mean) * inv_std) + beta;
+      if constexpr (Relu) y = relu(y);
+      return y;
     };
     for (std::size_t r = 0; r < p.rows; ++r) {
       const float* x = p.x + r * p.ld;
@@ -74,18 +76,26 @@ struct batch_norm_simd : simd_common<A> {
       for (; f < p.features; ++f) out[f] = value(x[f], p.mean[f], p.inv_std[f], p.gamma[f], p.beta[f]);
     }
   }
-  static void batch_norm_forward(const batch_norm_params& p) noexcept { normalize<false>(p); }
-  static void batch_norm_inference(const batch_norm_params& p) noexcept { normalize<true>(p); }
+  static void batch_norm_forward(const batch_norm_params& p) noexcept {
+    p.relu ? normalize<false, true>(p) : normalize<false, false>(p);
+  }
+  static void batch_norm_inference(const batch_norm_params& p) noexcept {
+    p.relu ? normalize<true, true>(p) : normalize<true, false>(p);
+  }
 
-  template <batch_norm_sum S>
+  template <batch_norm_sum S, bool Relu = false>
   static void sums(const batch_norm_params& p) {
     for_feature_groups(
         p.features,
         [&]<std::size_t G>(std::size_t f) {
-          fb mean[G], inv_std[G], sum[G], dy_sum[G];
+          fb mean[G], inv_std[G], sum[G], dy_sum[G], gamma[G], beta[G];
           for (std::size_t v = 0; v < G; ++v) sum[v] = dy_sum[v] = fb(0.0f);
           if constexpr (S != batch_norm_sum::values) load_features(mean, p.mean + f);
           if constexpr (S == batch_norm_sum::gradients) load_features(inv_std, p.inv_std + f);
+          if constexpr (Relu) {
+            load_features(gamma, p.gamma + f);
+            load_features(beta, p.beta + f);
+          }
           for (std::size_t r = 0; r < p.rows; ++r) {
             const float* x = p.x + r * p.ld + f;
             for (std::size_t v = 0; v < G; ++v) {
@@ -99,8 +109,10 @@ struct batch_norm_simd : simd_common<A> {
                 const fb d = xv - mean[v];
                 sum[v] += d * ap2(d);
               } else {
-                const fb dy = fb::load_unaligned(p.dy + r * p.ld + f + v * lanes);
-                sum[v] += dy * ((xv - mean[v]) * inv_std[v]);
+                const fb xhat = (xv - mean[v]) * inv_std[v];
+                fb dy = fb::load_unaligned(p.dy + r * p.ld + f + v * lanes);
+                if constexpr (Relu) dy = xsimd::select(gamma[v] * xhat + beta[v] > fb(0.0f), dy, fb(0.0f));
+                sum[v] += dy * xhat;
                 dy_sum[v] += dy;
               }
             }
@@ -123,8 +135,10 @@ struct batch_norm_simd : simd_common<A> {
               const float d = x - p.mean[f];
               sum += d * kernels::ap2(d);
             } else {
-              const float dy = p.dy[r * p.ld + f];
-              sum += dy * ((x - p.mean[f]) * p.inv_std[f]);
+              const float xhat = (x - p.mean[f]) * p.inv_std[f];
+              float dy = p.dy[r * p.ld + f];
+              if constexpr (Relu) dy = p.gamma[f] * xhat + p.beta[f] > 0.0f ? dy : 0.0f;
+              sum += dy * xhat;
               dy_sum += dy;
             }
           }
@@ -141,11 +155,15 @@ struct batch_norm_simd : simd_common<A> {
       case batch_norm_sum::shift_squares:
         return sums<batch_norm_sum::shift_squares>(p);
       case batch_norm_sum::gradients:
-        return sums<batch_norm_sum::gradients>(p);
+        return p.relu ? sums<batch_norm_sum::gradients, true>(p) : sums<batch_norm_sum::gradients, false>(p);
     }
   }
 
   static void batch_norm_backward(const batch_norm_params& p) noexcept {
+    p.relu ? backward<true>(p) : backward<false>(p);
+  }
+  template <bool Relu>
+  static void backward(const batch_norm_params& p) {
     constexpr std::size_t slab = 256;  // features whose scales sit on the stack
     alignas(64) float scales[slab];
     const fb count(p.count);
@@ -157,20 +175,26 @@ struct batch_norm_simd : simd_common<A> {
             .store_aligned(scales + f);
       for (; f < width; ++f) scales[f] = p.gamma[f0 + f] * p.inv_std[f0 + f] / p.count;
       const float *mean = p.mean + f0, *inv_std = p.inv_std + f0, *beta_grad = p.beta_grad + f0,
-                  *gamma_grad = p.gamma_grad + f0;
+                  *gamma_grad = p.gamma_grad + f0, *gamma = p.gamma + f0, *beta = Relu ? p.beta + f0 : nullptr;
       for (std::size_t r = 0; r < p.rows; ++r) {
         const float* x = p.x + r * p.ld + f0;
         const float* dy = p.dy + r * p.ld + f0;
         float* out = p.out + r * p.ld + f0;
         for (f = 0; f + lanes <= width; f += lanes) {
           const fb xhat = (fb::load_unaligned(x + f) - fb::load_unaligned(mean + f)) * fb::load_unaligned(inv_std + f);
-          (fb::load_aligned(scales + f) * ((count * fb::load_unaligned(dy + f) - fb::load_unaligned(beta_grad + f)) -
-                                           xhat * fb::load_unaligned(gamma_grad + f)))
+          fb g = fb::load_unaligned(dy + f);
+          if constexpr (Relu)
+            g = xsimd::select(fb::load_unaligned(gamma + f) * xhat + fb::load_unaligned(beta + f) > fb(0.0f), g,
+                              fb(0.0f));
+          (fb::load_aligned(scales + f) *
+           ((count * g - fb::load_unaligned(beta_grad + f)) - xhat * fb::load_unaligned(gamma_grad + f)))
               .store_unaligned(out + f);
         }
         for (; f < width; ++f) {
           const float xhat = (x[f] - mean[f]) * inv_std[f];
-          out[f] = scales[f] * (p.count * dy[f] - beta_grad[f] - xhat * gamma_grad[f]);
+          float g = dy[f];
+          if constexpr (Relu) g = gamma[f] * xhat + beta[f] > 0.0f ? g : 0.0f;
+          out[f] = scales[f] * (p.count * g - beta_grad[f] - xhat * gamma_grad[f]);
         }
       }
     }

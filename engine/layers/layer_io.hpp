@@ -22,6 +22,12 @@ class serializable_layer : public layer {
   /// Appends the layer's tag, configuration and parameters to a model (`packed`: deterministic
   /// 1/2-bit weights for inference) or checkpoint (master weights) payload.
   virtual void write(byte_writer& out, bool packed) const = 0;
+  /// Offered the layer network::add appends after this one: true when this layer applies it itself, its
+  /// forward pass then writing `next`'s output and its backward pass taking the gradient of `next`'s output.
+  /// network::forward and backward skip `next`, which stays in the network, its listing and its files.
+  virtual bool absorb_next(const serializable_layer& /*next*/) { return false; }
+  /// True for ReLU (which batch norm absorbs).
+  virtual bool is_relu() const { return false; }
 };
 /// Serializes every layer of `net` / rebuilds a network from such a payload (engine/model/network.cpp).
 void write_network(const network& net, byte_writer& out, bool packed);

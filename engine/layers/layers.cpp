@@ -174,6 +174,13 @@ class batch_norm_layer final : public detail::serializable_layer {
   std::size_t output_size() const override { return n_ * spatial_; }
   std::vector<parameter*> parameters() override { return {&gamma_, &beta_}; }
   std::vector<std::vector<float>*> buffers() override { return {&running_mean_, &running_var_}; }
+  // A ReLU after it is applied in its kernels (batch_norm_params::relu): the forward pass writes the ReLU's
+  // output, the backward pass takes the ReLU's output gradient. Applied twice (a caller running the layers
+  // one by one), ReLU changes nothing.
+  bool absorb_next(const serializable_layer& next) override {
+    relu_ = next.is_relu() && next.input_size() == output_size();
+    return relu_;
+  }
 
   // Counted as in Lin et al.: three multiplications per value (scale in the forward pass, scale and
   // the xhat product in the backward pass); sums and differences as additions. Shift-based: the
@@ -264,7 +271,7 @@ class batch_norm_layer final : public detail::serializable_layer {
       batch_norm_view v;
       view(v, ctx.expected_weights);
       const kernels::batch_norm_params p{
-          .x = xv, .out = yv, .mean = v.mean, .inv_std = v.inv_std, .gamma = v.gamma, .beta = v.beta};
+          .x = xv, .out = yv, .mean = v.mean, .inv_std = v.inv_std, .gamma = v.gamma, .beta = v.beta, .relu = relu_};
       for_rows(ctx, rows, [&](std::size_t r0, std::size_t r1) { ctx.kernels.batch_norm_inference(block(p, r0, r1)); });
       return;
     }
@@ -291,6 +298,7 @@ class batch_norm_layer final : public detail::serializable_layer {
     p.inv_std = inv_std_.data();
     p.gamma = refresh_gamma_used();
     p.beta = beta_.value.data();
+    p.relu = relu_;
     for_rows(ctx, rows, [&](std::size_t r0, std::size_t r1) { ctx.kernels.batch_norm_forward(block(p, r0, r1)); });
   }
 
@@ -303,7 +311,13 @@ class batch_norm_layer final : public detail::serializable_layer {
     // with the AP2-rounded gamma and inv_std of the forward pass (AP2 passes gradients straight through).
     // Both sums in one pass (and one fold over the parts): gamma's gradient in [0, n), beta's in [n, 2n).
     grad_sums_.resize(2 * n_);
-    kernels::batch_norm_params p{.x = xv, .dy = dv, .mean = mean_.data(), .inv_std = inv_std_.data()};
+    kernels::batch_norm_params p{.x = xv,
+                                 .dy = dv,
+                                 .mean = mean_.data(),
+                                 .inv_std = inv_std_.data(),
+                                 .gamma = gamma_used_.data(),
+                                 .beta = beta_.value.data(),
+                                 .relu = relu_};
     p.sum = kernels::batch_norm_sum::gradients;
     column_sums(ctx, x.rows, 2 * n_, p, grad_sums_.data());
     std::copy_n(grad_sums_.data(), n_, gamma_.grad.data());
@@ -311,7 +325,6 @@ class batch_norm_layer final : public detail::serializable_layer {
     if (!dx) return;
     dx->resize(x.rows, n_ * spatial_);
     p.out = dx->data.data();
-    p.gamma = gamma_used_.data();
     p.gamma_grad = gamma_.grad.data();
     p.beta_grad = beta_.grad.data();
     p.count = static_cast<float>((ctx.split ? ctx.split->batch_rows : x.rows) * spatial_);
@@ -400,6 +413,7 @@ class batch_norm_layer final : public detail::serializable_layer {
   std::size_t n_, spatial_;
   float epsilon_, momentum_;
   bool shift_;
+  bool relu_ = false;  // a ReLU absorbed (absorb_next)
   parameter gamma_, beta_;
   std::vector<float> running_mean_, running_var_;
   std::vector<float> expected_mean_, expected_var_;  // empty unless re-estimated under E[Wb]
@@ -421,6 +435,7 @@ class elementwise_layer final : public detail::serializable_layer {
   std::string describe() const override { return name_ + " " + std::to_string(n_); }
   std::size_t input_size() const override { return n_; }
   std::size_t output_size() const override { return n_; }
+  bool is_relu() const override { return tag_ == tag_relu; }
   void forward(const matrix& x, matrix& y, const step_context& ctx) override {
     check_width(*this, x);
     y.resize(x.rows, n_);

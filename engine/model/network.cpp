@@ -12,6 +12,10 @@ void network::add(std::unique_ptr<layer> l) {
     throw error("cannot stack '" + l->describe() + "' after '" + layers_.back()->describe() + "': sizes differ");
   l->index = static_cast<std::uint32_t>(layers_.size());
   if (!layers_.empty()) l->set_input_bits(layers_.back()->output_bits(false), layers_.back()->output_bits(true));
+  // A fused pair (batch norm then ReLU): one pass over the values each way instead of two, the same bits.
+  auto* previous = layers_.empty() ? nullptr : dynamic_cast<detail::serializable_layer*>(layers_.back().get());
+  const auto* next = dynamic_cast<const detail::serializable_layer*>(l.get());
+  absorbed_.push_back(previous && !absorbed_.back() && next && previous->absorb_next(*next));
   layers_.push_back(std::move(l));
   activations_.resize(layers_.size());
 }
@@ -24,6 +28,7 @@ const matrix& network::forward(const matrix& x, const step_context& ctx) {
   input_ = &x;
   const matrix* current = &x;
   for (std::size_t i = 0; i < layers_.size(); ++i) {
+    if (absorbed_[i]) continue;  // its output is the previous layer's
     layers_[i]->forward(*current, activations_[i], ctx);
     current = &activations_[i];
   }
@@ -34,7 +39,10 @@ void network::backward(const matrix& output_grad, const step_context& ctx) {
   if (input_ == nullptr) throw error("backward called before forward");
   const matrix* dy = &output_grad;
   for (std::size_t i = layers_.size(); i-- > 0;) {
-    const matrix& x = i == 0 ? *input_ : activations_[i - 1];
+    if (absorbed_[i]) continue;  // the layer before it takes dy as it is
+    std::size_t source = i;      // the layer whose output is layer i's input (absorbed layers write none)
+    while (source > 0 && absorbed_[source - 1]) --source;
+    const matrix& x = source == 0 ? *input_ : activations_[source - 1];
     matrix* dx = i == 0 ? nullptr : (dy == &grad_a_ ? &grad_b_ : &grad_a_);
     layers_[i]->backward(x, activations_[i], *dy, dx, ctx);
     dy = dx;

@@ -253,9 +253,13 @@ enum class batch_norm_sum : std::uint8_t {
 ///   batch_norm_sums:     the `sum` of each feature's values over the rows, as listed at batch_norm_sum
 ///   batch_norm_backward: out = ((gamma[f] * inv_std[f]) / count) *
 ///                              ((count * dy - beta_grad[f]) - ((x - mean[f]) * inv_std[f]) * gamma_grad[f])
-/// evaluated in exactly this order in single precision (no fused multiply-add). Each sum starts from +0 and
-/// adds its rows' terms in row order, so every ISA gives the same bits; the element-wise passes give the same
-/// results for any split of the block, the sums for any split of the features.
+/// evaluated in exactly this order in single precision (no fused multiply-add). With `relu` (a ReLU fused
+/// after the batch norm): forward and inference write y > 0 ? y : +0 for each value y above; the gradient sums
+/// and backward take dy from the ReLU's output and use (y > 0 ? dy : +0) in place of dy, y being the forward
+/// value gamma[f] * ((x - mean[f]) * inv_std[f]) + beta[f] recomputed in the same order (so the same bits as
+/// the two layers apart). Each sum starts from +0 and adds its rows' terms in row order, so every ISA gives the
+/// same bits; the element-wise passes give the same results for any split of the block, the sums for any
+/// split of the features.
 struct batch_norm_params {
   std::size_t rows = 0, features = 0, ld = 0;
   const float* x = nullptr;
@@ -268,6 +272,7 @@ struct batch_norm_params {
   const float* gamma_grad = nullptr;
   const float* beta_grad = nullptr;
   float count = 1.0f;  ///< values per feature over the whole minibatch
+  bool relu = false;   ///< a ReLU follows (see above); gradients sums and backward then also read gamma, beta
   batch_norm_sum sum = batch_norm_sum::values;
   float* sums = nullptr;
   std::size_t second = 0;  ///< gradients: offset of the sums of dy in `sums`

@@ -229,7 +229,8 @@ class network {
 
  private:
   std::vector<std::unique_ptr<layer>> layers_;
-  std::vector<matrix> activations_;  // activations_[i] = output of layer i
+  std::vector<matrix> activations_;     // activations_[i] = output of layer i (unused where absorbed)
+  std::vector<std::uint8_t> absorbed_;  // absorbed_[i]: layer i - 1 applies layer i (absorb_next)
   const matrix* input_ = nullptr;
   matrix grad_a_, grad_b_;
 };
