@@ -1,7 +1,8 @@
 // batch_norm: batch normalization's passes over a minibatch's [rows][features] activations,
 // batch_norm/<isa>/<pass>/<rows>x<features>, pass = forward | sums_values | sums_squares | sums_gradients |
-// backward (one call over the whole array; the layer calls the same kernel per block of rows and features);
-// bytes/s counts the arrays each pass reads and writes.
+// backward, and forward+relu | sums_gradients+relu | backward+relu with a ReLU fused (one call over the whole
+// array; the layer calls the same kernel per block of rows and features); bytes/s counts the arrays each pass
+// reads and writes.
 #include <benchmark/benchmark.h>
 
 #include <string>
@@ -24,7 +25,7 @@ struct norm_shape {
 enum class norm_pass { forward, sums_values, sums_squares, sums_gradients, backward };
 constexpr const char* pass_names[] = {"forward", "sums_values", "sums_squares", "sums_gradients", "backward"};
 
-void batch_norm_bench(benchmark::State& state, isa which, norm_pass pass, norm_shape s) {
+void batch_norm_bench(benchmark::State& state, isa which, norm_pass pass, bool relu, norm_shape s) {
   if (skip_unsupported(state, which)) return;
   const auto& k = kernels::kernels_for(which);
   const std::size_t n = s.rows * s.features, f = s.features;
@@ -42,6 +43,7 @@ void batch_norm_bench(benchmark::State& state, isa which, norm_pass pass, norm_s
   p.count = static_cast<float>(s.rows);
   p.sums = sums.data();
   p.second = f;
+  p.relu = relu;
   p.sum = pass == norm_pass::sums_values    ? kernels::batch_norm_sum::values
           : pass == norm_pass::sums_squares ? kernels::batch_norm_sum::squares
                                             : kernels::batch_norm_sum::gradients;
@@ -68,11 +70,15 @@ void register_batch_norm(isa which) {
   for (const norm_shape s : {norm_shape{200, 1024}, norm_shape{200 * 32 * 32, 64}, norm_shape{200 * 8 * 8, 256}})
     for (const norm_pass pass : {norm_pass::forward, norm_pass::sums_values, norm_pass::sums_squares,
                                  norm_pass::sums_gradients, norm_pass::backward})
-      benchmark::RegisterBenchmark(("batch_norm/" + isa_text + "/" + pass_names[static_cast<int>(pass)] + "/" +
-                                    std::to_string(s.rows) + "x" + std::to_string(s.features))
-                                       .c_str(),
-                                   batch_norm_bench, which, pass, s)
-          ->Unit(benchmark::kMicrosecond);
+      for (const bool relu : {false, true}) {
+        if (relu && (pass == norm_pass::sums_values || pass == norm_pass::sums_squares)) continue;  // no ReLU there
+        benchmark::RegisterBenchmark(
+            ("batch_norm/" + isa_text + "/" + pass_names[static_cast<int>(pass)] + (relu ? "+relu/" : "/") +
+             std::to_string(s.rows) + "x" + std::to_string(s.features))
+                .c_str(),
+            batch_norm_bench, which, pass, relu, s)
+            ->Unit(benchmark::kMicrosecond);
+      }
 }
 
 }  // namespace fewmul_bench

@@ -110,7 +110,7 @@ struct batch_norm_simd : simd_common<A> {
                 sum[v] += d * ap2(d);
               } else {
                 const fb xhat = (xv - mean[v]) * inv_std[v];
-                fb dy = fb::load_unaligned(p.dy + r * p.ld + f + v * lanes);
+                fb dy = simd_compat::unfolded<A>(fb::load_unaligned(p.dy + r * p.ld + f + v * lanes));
                 if constexpr (Relu) dy = xsimd::select(gamma[v] * xhat + beta[v] > fb(0.0f), dy, fb(0.0f));
                 sum[v] += dy * xhat;
                 dy_sum[v] += dy;
@@ -182,7 +182,7 @@ struct batch_norm_simd : simd_common<A> {
         float* out = p.out + r * p.ld + f0;
         for (f = 0; f + lanes <= width; f += lanes) {
           const fb xhat = (fb::load_unaligned(x + f) - fb::load_unaligned(mean + f)) * fb::load_unaligned(inv_std + f);
-          fb g = fb::load_unaligned(dy + f);
+          fb g = simd_compat::unfolded<A>(fb::load_unaligned(dy + f));
           if constexpr (Relu)
             g = xsimd::select(fb::load_unaligned(gamma + f) * xhat + fb::load_unaligned(beta + f) > fb(0.0f), g,
                               fb(0.0f));
