@@ -36,6 +36,34 @@ std::vector<float> inputs(std::size_t n, std::uint32_t seed, bool specials) {
   return x;
 }
 
+// The operands of one block: x and dy (`rows` x `features`, row stride ld), random per-feature statistics,
+// scale, shift and their gradients, and the parameters pointing at them.
+struct block_operands {
+  std::vector<float> x, dy, mean, inv_std, gamma, beta, gamma_grad, beta_grad;
+  kernels::batch_norm_params p;
+  block_operands(std::size_t rows, std::size_t features, std::size_t ld, std::uint32_t seed, bool specials)
+      : x(inputs(rows * ld, seed, specials)),
+        dy(inputs(rows * ld, seed + 1, specials)),
+        mean(random_floats(features, seed + 2, -0.5f, 0.5f)),
+        inv_std(random_floats(features, seed + 3, 0.25f, 4.0f)),
+        gamma(random_floats(features, seed + 4, -2.0f, 2.0f)),
+        beta(random_floats(features, seed + 5, -1.0f, 1.0f)),
+        gamma_grad(random_floats(features, seed + 6, -9.0f, 9.0f)),
+        beta_grad(random_floats(features, seed + 7, -9.0f, 9.0f)),
+        p{.rows = rows, .features = features, .ld = ld} {
+    p.x = x.data();
+    p.dy = dy.data();
+    p.mean = mean.data();
+    p.inv_std = inv_std.data();
+    p.gamma = gamma.data();
+    p.beta = beta.data();
+    p.gamma_grad = gamma_grad.data();
+    p.beta_grad = beta_grad.data();
+  }
+  block_operands(const block_operands&) = delete;  // p points into this object
+  block_operands& operator=(const block_operands&) = delete;
+};
+
 }  // namespace
 
 TEST_CASE("batch_norm matches the reference bit for bit on every ISA, feature count and row count") {
@@ -51,23 +79,9 @@ TEST_CASE("batch_norm matches the reference bit for bit on every ISA, feature co
           CAPTURE(rows);
           CAPTURE(specials);
           const std::size_t ld = features + 5;  // columns past the block must stay untouched
-          const auto seed = static_cast<std::uint32_t>(features * 97 + rows * 5 + specials);
-          const std::vector<float> x = inputs(rows * ld, seed, specials), dy = inputs(rows * ld, seed + 1, specials);
-          const std::vector<float> mean = random_floats(features, seed + 2, -0.5f, 0.5f);
-          const std::vector<float> inv_std = random_floats(features, seed + 3, 0.25f, 4.0f);
-          const std::vector<float> gamma = random_floats(features, seed + 4, -2.0f, 2.0f);
-          const std::vector<float> beta = random_floats(features, seed + 5, -1.0f, 1.0f);
-          const std::vector<float> gamma_grad = random_floats(features, seed + 6, -9.0f, 9.0f);
-          const std::vector<float> beta_grad = random_floats(features, seed + 7, -9.0f, 9.0f);
-          kernels::batch_norm_params p{.rows = rows, .features = features, .ld = ld};
-          p.x = x.data();
-          p.dy = dy.data();
-          p.mean = mean.data();
-          p.inv_std = inv_std.data();
-          p.gamma = gamma.data();
-          p.beta = beta.data();
-          p.gamma_grad = gamma_grad.data();
-          p.beta_grad = beta_grad.data();
+          block_operands operands(rows, features, ld, static_cast<std::uint32_t>(features * 97 + rows * 5 + specials),
+                                  specials);
+          kernels::batch_norm_params& p = operands.p;
           p.count = static_cast<float>(rows * 3);
           p.second = features + 2;
           for (bool relu : {false, true}) {
@@ -109,23 +123,9 @@ TEST_CASE("batch_norm with a fused ReLU gives the bits of batch norm and ReLU ap
       CAPTURE(features);
       CAPTURE(rows);
       const std::size_t ld = features + 3;
-      const auto seed = static_cast<std::uint32_t>(features * 31 + rows);
-      const std::vector<float> x = inputs(rows * ld, seed, true), dy = inputs(rows * ld, seed + 1, true);
-      const std::vector<float> mean = random_floats(features, seed + 2, -0.5f, 0.5f);
-      const std::vector<float> inv_std = random_floats(features, seed + 3, 0.25f, 4.0f);
-      const std::vector<float> gamma = random_floats(features, seed + 4, -2.0f, 2.0f);
-      const std::vector<float> beta = random_floats(features, seed + 5, -1.0f, 1.0f);
-      const std::vector<float> gamma_grad = random_floats(features, seed + 6, -9.0f, 9.0f);
-      const std::vector<float> beta_grad = random_floats(features, seed + 7, -9.0f, 9.0f);
-      kernels::batch_norm_params p{.rows = rows, .features = features, .ld = ld};
-      p.x = x.data();
-      p.dy = dy.data();
-      p.mean = mean.data();
-      p.inv_std = inv_std.data();
-      p.gamma = gamma.data();
-      p.beta = beta.data();
-      p.gamma_grad = gamma_grad.data();
-      p.beta_grad = beta_grad.data();
+      block_operands operands(rows, features, ld, static_cast<std::uint32_t>(features * 31 + rows), true);
+      kernels::batch_norm_params& p = operands.p;
+      const std::vector<float>& dy = operands.dy;
       p.count = static_cast<float>(rows * 2);
       p.second = features;
       // Apart: batch norm, then ReLU (y > 0 ? y : 0) and its gradient (y > 0 ? dy : 0).
