@@ -62,10 +62,13 @@ conv_shape shape_of(std::size_t h, std::size_t w, std::size_t cin, std::size_t c
 
 TEST_CASE("convolution forward and input gradient match direct loops on ragged shapes") {
   runtime rt(3);
-  // Ragged channel counts around the 64-bit word and the kernels' column tiles.
-  const conv_shape shapes[] = {shape_of(5, 7, 3, 4, 3, true), shape_of(6, 6, 1, 65, 3, false),
+  // Ragged channel counts around the 64-bit word and the kernels' column tiles. Binary weights on same-padded
+  // maps with a multiple of 4 output channels take the input gradient on conv_binary (flipped kernel, input
+  // channels not a multiple of 64 to shift bits across words): the 1st, 6th and 7th shapes.
+  const conv_shape shapes[] = {shape_of(5, 7, 3, 4, 3, true),   shape_of(6, 6, 1, 65, 3, false),
                                shape_of(4, 3, 64, 63, 1, true), shape_of(9, 5, 2, 1, 5, true),
-                               shape_of(3, 3, 7, 129, 3, true)};
+                               shape_of(3, 3, 7, 129, 3, true), shape_of(6, 5, 70, 8, 3, true),
+                               shape_of(5, 4, 100, 12, 5, true)};
   for (const conv_shape& s : shapes)
     for (method m : {method::fp32, method::bc, method::tc}) {
       CAPTURE(s.height);

@@ -216,7 +216,7 @@ class conv2d_layer final : public detail::serializable_layer {
             for (std::size_t j = i0; j < i1; ++j) sum[j] += partial_[j];
           });
         }
-        if (!dx) return;
+        if (!dx || core_.input_gradient_conv_binary(dy.row(b0), n, shape_, dx->row(b0), ctx)) return;
         cols_.resize(rows * k_size);
         core_.input_gradient(dy.row(b0), rows, cols_.data(), ctx);
         parallel_rows(ctx.rt, n, 1, [&](std::size_t a0, std::size_t a1) {

@@ -209,6 +209,7 @@ void weight_core::pack(const step_context& ctx, kernels::sample_mode mode, std::
     }
   }
   for (std::size_t j = 0; j < arrays; ++j) transpose(bits_.data() + j * plane, bits_t_.data() + j * plane_t, ctx);
+  flipped_ready_ = false;
   if (!traits_->planes || (input_bits_[0] == 0 && input_bits_[1] == 0)) return;
   xnor_.set_weights(bits_.data(), arrays, out_, words_in, ctx);
 }
@@ -260,6 +261,58 @@ bool weight_core::forward_conv_binary(const float* x, std::size_t images, const 
                      .ldb = ldb,
                      .c = y + p0 * out_,
                      .ldc = out_});
+  });
+  return true;
+}
+
+// dx of a same-padded, stride-1 convolution: dx[y][x][c] = sum over taps (ky, kx) and outputs o of
+// dy[y + kernel/2 - ky][x + kernel/2 - kx][o] W[o][ky][kx][c] (zero outside the map), i.e. the same-padded
+// convolution of dy with W'[(kernel-1-ky) kernel + (kernel-1-kx)][o] as its im2col weights for output channel c.
+bool weight_core::input_gradient_conv_binary(const float* dy, std::size_t images, const conv_shape& s, float* dx,
+                                             const step_context& ctx) {
+  if (!traits_->planes || weight_planes() != 1 || use_expectation_ || !s.same_padding) return false;
+  if (out_ % 4 != 0 || !kernels::conv_binary_fits(s.width, out_, s.kernel, gemm_caches())) return false;
+  const std::size_t taps = s.kernel * s.kernel, channels = s.in_channels, words = kernels::words_for(channels);
+  const std::size_t words_in = kernels::words_for(in_);
+  if (!flipped_ready_) {
+    flipped_.resize(taps * out_ * words);
+    parallel_rows(ctx.rt, out_, 16, [&](std::size_t o0, std::size_t o1) {
+      for (std::size_t o = o0; o < o1; ++o)
+        for (std::size_t t = 0; t < taps; ++t) {
+          // Row (t, o) of W' is bits [(taps-1-t) channels, +channels) of W's row o.
+          const std::uint64_t* from = bits_.data() + o * words_in;
+          std::uint64_t* to = flipped_.data() + (t * out_ + o) * words;
+          const std::size_t first = (taps - 1 - t) * channels;
+          for (std::size_t w = 0; w < words; ++w) {
+            const std::size_t bit = first + 64 * w, shift = bit % 64, word = bit / 64;
+            std::uint64_t v = from[word] >> shift;
+            if (shift != 0 && word + 1 < words_in) v |= from[word + 1] << (64 - shift);
+            const std::size_t valid = std::min<std::size_t>(64, channels - 64 * w);
+            to[w] = valid == 64 ? v : v & ((std::uint64_t{1} << valid) - 1);
+          }
+        }
+    });
+    flipped_ready_ = true;
+  }
+  const std::size_t positions = images * s.height * s.width;
+  const auto threads = static_cast<std::size_t>(std::max(1, ctx.rt.threads()));
+  const std::size_t chunk = std::max<std::size_t>(96, (positions / (4 * threads) + 11) / 12 * 12);
+  parallel_rows(ctx.rt, positions, chunk, [&](std::size_t p0, std::size_t p1) {
+    run_packed_gemm(ctx.kernels, ctx.kernels.conv_binary,
+                    {.x = dy,
+                     .images = images,
+                     .height = s.height,
+                     .width = s.width,
+                     .channels = out_,
+                     .kernel = s.kernel,
+                     .same_padding = true,
+                     .p0 = p0,
+                     .rows = p1 - p0,
+                     .n = channels,
+                     .sign = flipped_.data(),
+                     .ldb = words,
+                     .c = dx + p0 * channels,
+                     .ldc = channels});
   });
   return true;
 }

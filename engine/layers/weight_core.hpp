@@ -77,6 +77,13 @@ class weight_core {
   /// conv_binary kernel: same bits as forward() on the im2col rows). Runs, and returns true, only where
   /// forward() would take gemm_binary (binary weights, float inputs, not E[W]) and the shape fits.
   bool forward_conv_binary(const float* x, std::size_t images, const conv_shape& s, float* y, const step_context& ctx);
+  /// The input gradient of a "same" convolution with these weights, read from its `images` output-gradient maps
+  /// in place: the transposed convolution is the same-padded convolution of dy with the kernel flipped and its
+  /// channels exchanged, run on conv_binary (no im2col matrix of dx, no col2im). Runs, and returns true, only for
+  /// binary weights (not E[W]) and a shape conv_binary takes; its sums are grouped over (tap, output channel),
+  /// not per tap and then over the taps as input_gradient + col2im.
+  bool input_gradient_conv_binary(const float* dy, std::size_t images, const conv_shape& s, float* dx,
+                                  const step_context& ctx);
   /// grad[outputs][inputs] = dy^T x over `rows` rows. With quantized backprop x is first rounded to
   /// powers of two (random stream keyed by the step, `layer` and `part`) and the products are shifts.
   /// Only grad's rows `outputs` are computed (the others are left alone): the same bits in them as a whole call.
@@ -131,6 +138,10 @@ class weight_core {
   // The sampled weights as the kind's bit arrays one after another, [arrays][out][words(in)], and their
   // transposes [arrays][in][words(out)] (weight_kinds.hpp).
   std::vector<std::uint64_t> bits_, bits_t_;
+  // For input_gradient_conv_binary: the sampled ±1 kernel flipped, [tap][out][words(in channels)], rebuilt
+  // after each pack.
+  std::vector<std::uint64_t> flipped_;
+  bool flipped_ready_ = false;
   std::vector<float> plane_out_;   // [rows][width]: one weight plane's product (k-bit)
   std::vector<float> transposed_;  // fp32 W^T [in][out]
   std::vector<std::int8_t> codes_;
