@@ -180,7 +180,8 @@ struct conv_shape {
 /// Convolution without bias over channel-last maps (kernel odd with same padding, any size up to 15 with
 /// valid padding), with fp32, binary or ternary weights
 /// [out_channels][kernel][kernel][in_channels] (and quantized backprop) as in dense_options. Computed as
-/// im2col followed by the dense layer's products, over slabs of examples to bound the scratch memory.
+/// im2col followed by the dense layer's products, over slabs of examples to bound the scratch memory; binary
+/// weights' forward pass (and with same padding their input gradient) as implicit GEMMs on the maps instead.
 std::unique_ptr<layer> make_conv2d(const conv_shape& shape, const dense_options& options, std::uint64_t init_seed);
 /// 2x2 max-pooling with stride 2 of channel-last maps (odd last rows/columns are dropped).
 std::unique_ptr<layer> make_max_pool(std::size_t height, std::size_t width, std::size_t channels);
