@@ -234,34 +234,40 @@ void weight_core::forward(const float* a, std::size_t rows, float* y, const step
       y, ctx);
 }
 
-bool weight_core::forward_conv_binary(const float* x, std::size_t images, const conv_shape& s, float* y,
-                                      const step_context& ctx) {
-  // conv_binary reads one ±1 plane: binary weights.
-  if (weight_planes() != 1 || use_expectation_ || xnor_input_bits(ctx.training) > 0) return false;
-  if (!kernels::conv_binary_fits(s.width, s.in_channels, s.kernel, gemm_caches())) return false;
+// conv_binary over every output position of `images` same-size maps x [height][width][channels] with the sign
+// kernel `sign` ([kernel^2 channels][ldb words] of n bits), in chunks of positions, a few per thread (a chunk
+// rebuilds the tables of the kernel - 1 input rows it shares with its neighbour); whichever chunk computes a
+// position, its sum is the same.
+void weight_core::run_conv_binary(const float* x, std::size_t images, const conv_shape& s, std::size_t channels,
+                                  const std::uint64_t* sign, std::size_t n, float* out, const step_context& ctx) {
   const std::size_t positions = images * s.out_height() * s.out_width();
-  // Chunks of output positions, a few per thread (a chunk rebuilds the tables of the kernel - 1 input rows it
-  // shares with its neighbour); whichever chunk computes a position, its sum is the same.
   const auto threads = static_cast<std::size_t>(std::max(1, ctx.rt.threads()));
   const std::size_t chunk = std::max<std::size_t>(96, (positions / (4 * threads) + 11) / 12 * 12);
-  const std::size_t ldb = kernels::words_for(out_);
   parallel_rows(ctx.rt, positions, chunk, [&](std::size_t p0, std::size_t p1) {
     run_packed_gemm(ctx.kernels, ctx.kernels.conv_binary,
                     {.x = x,
                      .images = images,
                      .height = s.height,
                      .width = s.width,
-                     .channels = s.in_channels,
+                     .channels = channels,
                      .kernel = s.kernel,
                      .same_padding = s.same_padding,
                      .p0 = p0,
                      .rows = p1 - p0,
-                     .n = out_,
-                     .sign = bits_t_.data(),
-                     .ldb = ldb,
-                     .c = y + p0 * out_,
-                     .ldc = out_});
+                     .n = n,
+                     .sign = sign,
+                     .ldb = kernels::words_for(n),
+                     .c = out + p0 * n,
+                     .ldc = n});
   });
+}
+
+bool weight_core::forward_conv_binary(const float* x, std::size_t images, const conv_shape& s, float* y,
+                                      const step_context& ctx) {
+  // conv_binary reads one ±1 plane: binary weights.
+  if (weight_planes() != 1 || use_expectation_ || xnor_input_bits(ctx.training) > 0) return false;
+  if (!kernels::conv_binary_fits(s.width, s.in_channels, s.kernel, gemm_caches())) return false;
+  run_conv_binary(x, images, s, s.in_channels, bits_t_.data(), out_, y, ctx);
   return true;
 }
 
@@ -270,7 +276,7 @@ bool weight_core::forward_conv_binary(const float* x, std::size_t images, const 
 // convolution of dy with W'[(kernel-1-ky) kernel + (kernel-1-kx)][o] as its im2col weights for output channel c.
 bool weight_core::input_gradient_conv_binary(const float* dy, std::size_t images, const conv_shape& s, float* dx,
                                              const step_context& ctx) {
-  if (!traits_->planes || weight_planes() != 1 || use_expectation_ || !s.same_padding) return false;
+  if (weight_planes() != 1 || use_expectation_ || !s.same_padding) return false;
   if (out_ % 4 != 0 || !kernels::conv_binary_fits(s.width, out_, s.kernel, gemm_caches())) return false;
   const std::size_t taps = s.kernel * s.kernel, channels = s.in_channels, words = kernels::words_for(channels);
   const std::size_t words_in = kernels::words_for(in_);
@@ -294,26 +300,7 @@ bool weight_core::input_gradient_conv_binary(const float* dy, std::size_t images
     });
     flipped_ready_ = true;
   }
-  const std::size_t positions = images * s.height * s.width;
-  const auto threads = static_cast<std::size_t>(std::max(1, ctx.rt.threads()));
-  const std::size_t chunk = std::max<std::size_t>(96, (positions / (4 * threads) + 11) / 12 * 12);
-  parallel_rows(ctx.rt, positions, chunk, [&](std::size_t p0, std::size_t p1) {
-    run_packed_gemm(ctx.kernels, ctx.kernels.conv_binary,
-                    {.x = dy,
-                     .images = images,
-                     .height = s.height,
-                     .width = s.width,
-                     .channels = out_,
-                     .kernel = s.kernel,
-                     .same_padding = true,
-                     .p0 = p0,
-                     .rows = p1 - p0,
-                     .n = channels,
-                     .sign = flipped_.data(),
-                     .ldb = words,
-                     .c = dx + p0 * channels,
-                     .ldc = channels});
-  });
+  run_conv_binary(dy, images, s, out_, flipped_.data(), channels, dx, ctx);
   return true;
 }
 

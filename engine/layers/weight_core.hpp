@@ -121,6 +121,9 @@ class weight_core {
             const std::size_t* process_rows = nullptr);
   void multiply(const weight_kind_traits& kind, const float* a, std::size_t rows, std::size_t depth, std::size_t width,
                 const weight_view& w, float* out, const step_context& ctx);
+  // conv_binary over all output positions of `images` maps of `channels` channels, sign kernel of n columns.
+  void run_conv_binary(const float* x, std::size_t images, const conv_shape& s, std::size_t channels,
+                       const std::uint64_t* sign, std::size_t n, float* out, const step_context& ctx);
   void transpose_master(const step_context& ctx);
   void transpose(const std::uint64_t* rows_o, std::uint64_t* rows_i, const step_context& ctx) const;
   [[noreturn]] void throw_exploding_gradient(std::uint32_t layer, const step_context& ctx) const;
