@@ -57,7 +57,7 @@ TEST_CASE("parallel_gemm covers every output once, split by columns or by rows")
   }
 }
 
-TEST_CASE("parallel_gemm gives each thread a block of a batch-200 layer and splits rows when asked") {
+TEST_CASE("parallel_gemm gives each thread a block of a batch-200 layer and splits rows evenly when asked") {
   for (int threads : {2, 16}) {
     CAPTURE(threads);
     const runtime rt(threads);
@@ -79,5 +79,20 @@ TEST_CASE("parallel_gemm gives each thread a block of a batch-200 layer and spli
   REQUIRE(row_starts.size() == 2);
   CHECK(widths[0] == 1024);
   CHECK(widths[1] == 1024);
-  CHECK(row_starts[0] + row_starts[1] == 104);  // 0 and 104: blocks of a multiple of 8 rows
+  CHECK(row_starts[0] + row_starts[1] == 100);  // 0 and 100: equal halves
+  // Sixteen threads, rows first: sixteen equal blocks (8 x 25 rows, 2 x 512 columns), one per thread.
+  const runtime sixteen(16);
+  std::vector<std::size_t> heights;
+  widths.clear();
+  detail::parallel_gemm(
+      sixteen, 200, 1024,
+      [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+        const std::lock_guard<std::mutex> hold(lock);
+        heights.push_back(i1 - i0);
+        widths.push_back(j1 - j0);
+      },
+      gemm_split::rows);
+  CHECK(heights.size() == 16);
+  for (std::size_t h : heights) CHECK(h == 25);
+  for (std::size_t w : widths) CHECK(w == 512);
 }
