@@ -9,8 +9,9 @@
 // MLP training +6% against two blocks per thread); by rows when B is bits, so that each task reads only its
 // rows of the activations A instead of all of them (a 1024-wide layer's B is 128 KiB of bits, its A at batch
 // 200 is 800 KiB of floats). Rows first, MNIST MLP training on 2 threads (AMD EPYC Zen 5, interleaved A/B):
-// bc +12%, bc+qbp +13%, tc+qbp +25%; the weight gradient's shift GEMM measured 6% slower split by rows, so it
-// keeps columns. Column blocks start at multiples of 64, so packed-bit operands can be offset by whole words.
+// bc +12%, bc+qbp +13%, tc+qbp +25% against the columns-first grid in its slow streaks, +1-3% in its fast
+// ones; the weight gradient's shift GEMM measured 6% slower split by rows, so it keeps columns. Column blocks start at
+// multiples of 64, so packed-bit operands can be offset by whole words.
 #include <algorithm>
 #include <cstddef>
 #include <type_traits>
