@@ -277,7 +277,7 @@ bool weight_core::forward_conv_binary(const float* x, std::size_t images, const 
 bool weight_core::input_gradient_conv_binary(const float* dy, std::size_t images, const conv_shape& s, float* dx,
                                              const step_context& ctx) {
   if (weight_planes() != 1 || use_expectation_ || !s.same_padding) return false;
-  if (out_ % 4 != 0 || !kernels::conv_binary_fits(s.width, out_, s.kernel, gemm_caches())) return false;
+  if (!kernels::conv_binary_fits(s.width, out_, s.kernel, gemm_caches())) return false;  // also out_ % 4 == 0
   const std::size_t taps = s.kernel * s.kernel, channels = s.in_channels, words = kernels::words_for(channels);
   const std::size_t words_in = kernels::words_for(in_);
   if (!flipped_ready_) {
