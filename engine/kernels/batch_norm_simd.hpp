@@ -58,6 +58,9 @@ struct batch_norm_simd : simd_common<A> {
   // A fused ReLU (p.relu): y > 0 ? y : +0, as the reference (a NaN gives +0).
   static fb relu(fb y) { return xsimd::select(y > fb(0.0f), y, fb(0.0f)); }
   static float relu(float y) { return y > 0.0f ? y : 0.0f; }
+  // The gradient the fused ReLU passes back: dy where the forward value y was positive, else +0.
+  static fb through_relu(fb dy, fb y) { return xsimd::select(y > fb(0.0f), dy, fb(0.0f)); }
+  static float through_relu(float dy, float y) { return y > 0.0f ? dy : 0.0f; }
   template <bool Inference, bool Relu>
   static void normalize(const batch_norm_params& p) {
     auto value = [](auto x, auto mean, auto inv_std, auto gamma, auto beta) {
@@ -111,7 +114,7 @@ struct batch_norm_simd : simd_common<A> {
               } else {
                 const fb xhat = (xv - mean[v]) * inv_std[v];
                 fb dy = simd_compat::unfolded<A>(fb::load_unaligned(p.dy + r * p.ld + f + v * lanes));
-                if constexpr (Relu) dy = xsimd::select(gamma[v] * xhat + beta[v] > fb(0.0f), dy, fb(0.0f));
+                if constexpr (Relu) dy = through_relu(dy, gamma[v] * xhat + beta[v]);
                 sum[v] += dy * xhat;
                 dy_sum[v] += dy;
               }
@@ -137,7 +140,7 @@ struct batch_norm_simd : simd_common<A> {
             } else {
               const float xhat = (x - p.mean[f]) * p.inv_std[f];
               float dy = p.dy[r * p.ld + f];
-              if constexpr (Relu) dy = p.gamma[f] * xhat + p.beta[f] > 0.0f ? dy : 0.0f;
+              if constexpr (Relu) dy = through_relu(dy, p.gamma[f] * xhat + p.beta[f]);
               sum += dy * xhat;
               dy_sum += dy;
             }
@@ -183,9 +186,7 @@ struct batch_norm_simd : simd_common<A> {
         for (f = 0; f + lanes <= width; f += lanes) {
           const fb xhat = (fb::load_unaligned(x + f) - fb::load_unaligned(mean + f)) * fb::load_unaligned(inv_std + f);
           fb g = simd_compat::unfolded<A>(fb::load_unaligned(dy + f));
-          if constexpr (Relu)
-            g = xsimd::select(fb::load_unaligned(gamma + f) * xhat + fb::load_unaligned(beta + f) > fb(0.0f), g,
-                              fb(0.0f));
+          if constexpr (Relu) g = through_relu(g, fb::load_unaligned(gamma + f) * xhat + fb::load_unaligned(beta + f));
           (fb::load_aligned(scales + f) *
            ((count * g - fb::load_unaligned(beta_grad + f)) - xhat * fb::load_unaligned(gamma_grad + f)))
               .store_unaligned(out + f);
@@ -193,7 +194,7 @@ struct batch_norm_simd : simd_common<A> {
         for (; f < width; ++f) {
           const float xhat = (x[f] - mean[f]) * inv_std[f];
           float g = dy[f];
-          if constexpr (Relu) g = gamma[f] * xhat + beta[f] > 0.0f ? g : 0.0f;
+          if constexpr (Relu) g = through_relu(g, gamma[f] * xhat + beta[f]);
           out[f] = scales[f] * (p.count * g - beta_grad[f] - xhat * gamma_grad[f]);
         }
       }
