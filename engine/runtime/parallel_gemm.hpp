@@ -31,35 +31,28 @@ void parallel_gemm(const runtime& rt, std::size_t m, std::size_t n, Block&& bloc
                    gemm_split split = gemm_split::columns) {
   if (m == 0 || n == 0) return;
   const std::size_t threads = static_cast<std::size_t>(std::max(1, rt.threads()));
-  const auto rows_for = [&](std::size_t target) {  // at least 16 rows, a multiple of 8
-    return std::max<std::size_t>(16, ((m + target - 1) / target + 7) / 8 * 8);
-  };
   const auto cols_for = [&](std::size_t target, std::size_t least) {  // a multiple of 64
     return std::max<std::size_t>(least, ((n + target - 1) / target + 63) / 64 * 64);
   };
-  std::size_t row_blocks, block_rows = 0, block_cols;
+  // Row blocks are equal (any row count runs, and a block's rows do not change its sums), at least 16 rows each.
+  std::size_t row_blocks = 1, block_cols;
   if (split == gemm_split::columns) {
     block_cols = cols_for(threads, 256);
     const std::size_t col_blocks = (n + block_cols - 1) / block_cols;
-    block_rows = rows_for((threads + col_blocks - 1) / col_blocks);
-    row_blocks = (m + block_rows - 1) / block_rows;
+    row_blocks = std::max<std::size_t>(1, std::min((threads + col_blocks - 1) / col_blocks, m / 16));
   } else {
-    // Equal row blocks (any row count runs, and a block's rows do not change its sums), as many as the largest
-    // divisor of the thread count that leaves each at least 16 rows; the columns take the rest of the threads:
-    // at batch 200, 2 threads 2 x 1 blocks of 100 rows, 16 threads 8 x 2 blocks of 25 rows x 512 columns.
-    row_blocks = 1;
+    // As many row blocks as the largest divisor of the thread count that leaves each 16 rows; the columns take
+    // the rest of the threads: at batch 200, 2 threads 2 x 1 blocks of 100 rows, 16 threads 8 x 2 blocks of 25
+    // rows x 512 columns.
     for (std::size_t d = 2; d <= threads; ++d)
       if (threads % d == 0 && 16 * d <= m) row_blocks = d;
     block_cols = cols_for(threads / row_blocks, 64);
   }
   const std::size_t col_blocks = (n + block_cols - 1) / block_cols;
-  const auto row_start = [&](std::size_t rb) {
-    return block_rows ? std::min(m, rb * block_rows) : m * rb / row_blocks;
-  };
   auto task = [&](std::size_t t) {
     const std::size_t rb = t / col_blocks, cb = t % col_blocks;
     const std::size_t j0 = cb * block_cols;
-    block(row_start(rb), row_start(rb + 1), j0, std::min(n, j0 + block_cols));
+    block(m * rb / row_blocks, m * (rb + 1) / row_blocks, j0, std::min(n, j0 + block_cols));
   };
   rt.parallel_for(row_blocks * col_blocks, task);
 }
