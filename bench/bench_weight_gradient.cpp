@@ -33,7 +33,8 @@ constexpr gradient_shape gradient_shapes[] = {
     {"mnist_l4_b200", 1024, 10, 200, 0.0},
     {"cifar_w0.5_conv2_16img", 9 * 64, 64, 16 * 32 * 32, 0.75},    // width 0.5, second layer (before a pool)
     {"cifar_w0.5_conv4_64img", 9 * 128, 128, 64 * 16 * 16, 0.75},  // fourth layer (before a pool)
-    {"cifar_w0.5_conv5_64img", 9 * 128, 256, 64 * 8 * 8, 0.5},     // fifth layer (no pool after it)
+    {"cifar_w0.5_conv3_64img", 9 * 64, 128, 64 * 16 * 16, 0.0},    // third layer (no pool after it: dy dense)
+    {"cifar_w0.5_conv5_64img", 9 * 128, 256, 64 * 8 * 8, 0.0},     // fifth layer (no pool after it: dy dense)
 };
 
 // A layer's inputs x [rows][in] (half zero, as after a ReLU) and output gradient δ [rows][out] with the shape's

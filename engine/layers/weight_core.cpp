@@ -22,6 +22,20 @@ float uniform_pm1(std::uint64_t key, std::uint32_t index) {
 // random stream distinct across chunks.
 std::uint64_t key_for_rows(std::uint64_t key, std::size_t first_row) { return kernels::derive_key(key, first_row); }
 
+// Fraction of zeros among columns [c0, c1) of up to 256 evenly spaced rows of a row-major [rows][ld] block: an
+// estimate for choosing a loop order, never a result (both orders give the same bits).
+template <class T>
+double sampled_zero_fraction(const T* x, std::size_t rows, std::size_t ld, std::size_t c0, std::size_t c1) {
+  const std::size_t sampled = std::min<std::size_t>(rows, 256);
+  if (sampled == 0 || c1 <= c0) return 0.0;
+  std::size_t zeros = 0;
+  for (std::size_t s = 0; s < sampled; ++s) {
+    const T* row = x + (s * rows / sampled) * ld;
+    zeros += static_cast<std::size_t>(std::count(row + c0, row + c1, T{0}));
+  }
+  return static_cast<double>(zeros) / static_cast<double>(sampled * (c1 - c0));
+}
+
 }  // namespace
 
 weight_core::weight_core(std::size_t inputs, std::size_t outputs, const dense_options& options, std::uint64_t init_seed,
@@ -396,10 +410,20 @@ void weight_core::weight_gradient_codes(const float* dy, const std::int8_t* code
   const std::size_t o0 = outputs.begin, o1 = std::min(outputs.end, out_);
   // Computed as grad^T[i][o] = sum_r code(x[r][i]) * dy[r][o] and written through strides into grad[o][i].
   // The kernel's loop runs over the nonzeros of one operand, listed once per K block and reused by every
-  // panel of the other: the codes (in_ per row) when in_ <= out_, else the gradient dy (out_ per row; a
-  // convolution's in_ is 9x its channels, and its dy after max-pooling is mostly zeros). Same bits either way.
+  // panel of the other (same bits either way). Listing dy pays a mask per product for the zero codes; listing
+  // the codes pays a zero test per product only where dy holds zeros, and fewer products per list entry
+  // (bench gemm_shift_weight_gradient, AMD EPYC Zen 5: dense dy with half-zero codes 1.5-1.7x faster listing
+  // the codes; dy a quarter zero about even; dy 3/4 zero, as before a max-pool, 2.2-2.8x faster listing dy).
+  // So: the codes when in_ <= out_ (MLP hidden layers), or when their nonzeros, weighted 4/3 if dy holds
+  // zeros, are fewer than dy's; dy for outputs narrower than the codes mode's panels (the MLP's 10 outputs).
   // The kernel also conditions dy as it packs it (values too small to matter count as zero, and it reports
   // anything non-finite or huge), so there is no separate pass over dy.
+  bool list_dy = out_ < in_;
+  if (list_dy && o1 - o0 >= 32) {
+    const double dy_nonzero = 1.0 - sampled_zero_fraction(dy, rows, out_, o0, o1);
+    const double code_nonzero = 1.0 - sampled_zero_fraction(codes, rows, in_, 0, in_);
+    list_dy = dy_nonzero < code_nonzero * (dy_nonzero < 1.0 ? 4.0 / 3.0 : 1.0);
+  }
   std::atomic<bool> out_of_range{false};
   parallel_gemm(ctx.rt, in_, o1 - o0, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
     bool block_out_of_range = false;
@@ -415,7 +439,7 @@ void weight_core::weight_gradient_codes(const float* dy, const std::int8_t* code
                      .c = grad + (o0 + j0) * in_ + i0,
                      .c_rs = 1,
                      .c_cs = in_,
-                     .list_b = out_ < in_,
+                     .list_b = list_dy,
                      .b_out_of_range = &block_out_of_range});
     if (block_out_of_range) out_of_range.store(true);
   });
