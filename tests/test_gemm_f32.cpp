@@ -76,6 +76,53 @@ TEST_CASE("gemm_f32 skip_zero_a matches the reference bit for bit and gives the 
   });
 }
 
+TEST_CASE("gemm_f32 b_rows (an implicit im2col) matches the reference and the explicit B bit for bit") {
+  for_each_packed_case([](const packed_case& t) {
+    auto a = random_floats(t.m * t.depth, t.seed);
+    if (t.transposed)  // the weight gradient's A after a max-pool: mostly zeros, for skip_zero_a below
+      for (std::size_t i = 0; i < a.size(); ++i)
+        if ((i * 2654435761u + t.seed) % 4 != 0) a[i] = 0.0f;
+    auto b = random_floats(t.depth * t.n, t.seed + 1);
+    // Segments of 7 floats (runs across segment edges, scalar copies) and of 64 (whole vector panels on every
+    // ISA); one segment in five points at a buffer of zeros (the padding), the others at their own copies, so
+    // a kernel reading the wrong segment or past one reads different values.
+    for (const std::size_t segment : {std::size_t{7}, std::size_t{64}}) {
+      CAPTURE(segment);
+      const std::size_t per_row = (t.n + segment - 1) / segment;
+      const std::vector<float> zeros(segment, 0.0f);
+      std::vector<float> store(t.depth * per_row * segment, 5.0f);
+      std::vector<const float*> rows(t.depth * per_row);
+      for (std::size_t q = 0; q < t.depth; ++q)
+        for (std::size_t g = 0; g < per_row; ++g) {
+          const bool padding = (q * 31 + g * 7 + t.seed) % 5 == 0;
+          float* own = store.data() + (q * per_row + g) * segment;
+          rows[q * per_row + g] = padding ? zeros.data() : own;
+          for (std::size_t c = 0; c < segment && g * segment + c < t.n; ++c) {
+            float& value = b[q * t.n + g * segment + c];
+            if (padding) value = 0.0f;
+            own[c] = value;
+          }
+        }
+      for (const bool skip : {false, true}) {
+        CAPTURE(skip);
+        kernels::gemm_f32_params p = case_params(t, a, b);
+        p.skip_zero_a = skip;
+        std::vector<float> explicit_b(t.m * t.n), implicit_b(t.m * t.n);
+        p.c = explicit_b.data();
+        t.ref.gemm_f32(p);
+        p.b = nullptr;
+        p.b_rows = rows.data();
+        p.b_segment = segment;
+        p.ldb = per_row;
+        CHECK(matches_reference(t.ref.gemm_f32, t.k.gemm_f32, p));
+        p.c = implicit_b.data();
+        t.ref.gemm_f32(p);
+        CHECK(same_bits(explicit_b, implicit_b));
+      }
+    }
+  });
+}
+
 TEST_CASE("gemm_f32 reference is one fused multiply-add per step, and so is every ISA") {
   // Values chosen so that a separate multiply and add rounds differently from the fused one:
   // (1 + 2^-12)^2 = 1 + 2^-11 + 2^-24, and the 2^-24 is lost unless the product is kept exact.

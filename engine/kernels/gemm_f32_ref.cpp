@@ -1,6 +1,7 @@
 // gemm_f32: scalar reference (contract in fewmul/kernels.hpp).
 #include <cmath>
 
+#include "kernels/gemm_operands.hpp"
 #include "kernels/reference.hpp"
 
 namespace fewmul::kernels::detail {
@@ -11,8 +12,7 @@ void gemm_f32_ref(const gemm_f32_params& p) noexcept {
       float acc = 0.0f;
       for (std::size_t q = 0; q < p.k; ++q) {
         if (p.skip_zero_a && p.a[i * p.a_rs + q * p.a_cs] == 0.0f) continue;
-        const float b = p.b_transposed ? p.b[j * p.ldb + q] : p.b[q * p.ldb + j];
-        acc = std::fma(p.a[i * p.a_rs + q * p.a_cs], b, acc);
+        acc = std::fma(p.a[i * p.a_rs + q * p.a_cs], gemm_f32_b(p, q, j), acc);
       }
       p.c[i * p.ldc + j] = acc;
     }

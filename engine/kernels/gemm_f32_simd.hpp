@@ -1,5 +1,6 @@
 #pragma once
 // gemm_f32: packed float GEMM with explicit fused multiply-adds (contract in fewmul/kernels.hpp).
+#include "kernels/gemm_operands.hpp"
 #include "kernels/simd_common.hpp"
 
 namespace fewmul::kernels::detail {
@@ -39,6 +40,18 @@ struct gemm_f32_simd : simd_common<A> {
         for (std::size_t r = h; r < f32_mr; ++r) panel[q * f32_mr + r] = 0.0f;
     }
   }
+  // B(q, n .. n + w) into the panel row dst [width], zero-padded: whole vectors where the columns are contiguous
+  // (always for a row-major B; for an indirection buffer, a panel within one segment).
+  template <std::size_t width = panel_nr>
+  static void copy_b_row(const gemm_f32_params& p, std::size_t q, std::size_t n, std::size_t w, float* dst) {
+    const b_run run = gemm_f32_b_run(p, q, n, w);
+    if (run.length == width) {
+      for (std::size_t v = 0; v < width / lanes; ++v)
+        fb::load_unaligned(run.at + v * lanes).store_aligned(dst + v * lanes);
+    } else {
+      for (std::size_t j = 0; j < width; ++j) dst[j] = j < w ? gemm_f32_b(p, q, n + j) : 0.0f;
+    }
+  }
   static void pack_b_f32(const gemm_f32_params& p, std::size_t pc, std::size_t kb, std::size_t jc, std::size_t nb,
                          float* out) {
     for (std::size_t j0 = 0; j0 < nb; j0 += panel_nr) {
@@ -53,15 +66,7 @@ struct gemm_f32_simd : simd_common<A> {
           for (std::size_t q = 0; q < kb; ++q) panel[q * panel_nr + j] = 0.0f;
         continue;
       }
-      for (std::size_t q = 0; q < kb; ++q) {
-        const float* src = p.b + (pc + q) * p.ldb + jc + j0;
-        float* dst = panel + q * panel_nr;
-        if (w == panel_nr) {
-          for (std::size_t v = 0; v < nv; ++v) fb::load_unaligned(src + v * lanes).store_aligned(dst + v * lanes);
-        } else {
-          for (std::size_t j = 0; j < panel_nr; ++j) dst[j] = j < w ? src[j] : 0.0f;
-        }
-      }
+      for (std::size_t q = 0; q < kb; ++q) copy_b_row(p, pc + q, jc + j0, w, panel + q * panel_nr);
     }
   }
   // Where the tile reads A: a packed row panel ([kb][mr]), or A itself through its strides (rows past h
@@ -154,16 +159,7 @@ struct gemm_f32_simd : simd_common<A> {
   // B rows pc .. pc + kb, columns j0 .. j0 + w, into [kb + 1][sparse_nr], zero-padded, the last row zeros.
   static void pack_b_sparse(const gemm_f32_params& p, std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w,
                             float* panel) {
-    for (std::size_t q = 0; q < kb; ++q) {
-      float* dst = panel + q * sparse_nr;
-      if (!p.b_transposed && w == sparse_nr) {
-        const float* src = p.b + (pc + q) * p.ldb + j0;
-        for (std::size_t v = 0; v < sparse_nv; ++v) fb::load_unaligned(src + v * lanes).store_aligned(dst + v * lanes);
-      } else {
-        for (std::size_t j = 0; j < sparse_nr; ++j)
-          dst[j] = j >= w ? 0.0f : p.b_transposed ? p.b[(j0 + j) * p.ldb + pc + q] : p.b[(pc + q) * p.ldb + j0 + j];
-      }
-    }
+    for (std::size_t q = 0; q < kb; ++q) copy_b_row<sparse_nr>(p, pc + q, j0, w, panel + q * sparse_nr);
     for (std::size_t j = 0; j < sparse_nr; ++j) panel[kb * sparse_nr + j] = 0.0f;
   }
   static void sparse_tile(std::size_t steps, const sparse_entry* list, const float* panel, float* c, std::size_t ldc,
@@ -199,7 +195,7 @@ struct gemm_f32_simd : simd_common<A> {
     if (p.m == 0 || p.n == 0) return;
     if (p.k == 0) return zero_output(p.m, p.n, p.c, p.ldc);
     if (p.skip_zero_a) return gemm_f32_skip_zero_a(p);
-    if (p.m < 4 && !p.b_transposed) return gemm_f32_few_rows(p);
+    if (p.m < 4 && !p.b_transposed && !p.b_rows) return gemm_f32_few_rows(p);
     gemm_blocks bl = f32_blocks(p.caches, f32_mr, panel_nr);
     float* a_pack = at_bytes<float>(p.workspace, 0);
     float* b_pack = at_bytes<float>(p.workspace, 4 * bl.mc * f32_kc_max(bl.kc));

@@ -16,7 +16,6 @@ namespace {
 using detail::check_width;
 using detail::first_row;
 using detail::fold_gradient;
-using detail::gradient_stream;
 using detail::parallel_rows;
 using detail::parts_of;
 
@@ -184,7 +183,6 @@ class conv2d_layer final : public detail::serializable_layer {
     float* partials = split ? split->gradient_partials(grad.data(), grad.size(), part_sums_) : nullptr;
     for (std::size_t i = 0; i < parts; ++i) {
       const std::size_t e0 = split ? split->bounds[i] : 0, e1 = split ? split->bounds[i + 1] : x.rows;
-      const std::uint64_t part = split ? split->first_part + i : 0;
       float* sum = split ? partials + i * grad.size() : grad.data();
       for_slabs(e0, e1, [&](std::size_t slab, std::size_t b0, std::size_t n) {
         const std::size_t rows = n * positions();
@@ -208,8 +206,10 @@ class conv2d_layer final : public detail::serializable_layer {
           });
           core_.weight_gradient_codes(dy.row(b0), col_codes_.data(), rows, slab_grad, index, ctx);
         } else {
-          unfold(x, b0, n, ctx);
-          core_.weight_gradient(dy.row(b0), cols_.data(), rows, slab_grad, index, gradient_stream(part, slab), ctx);
+          // The float weight gradient reads the maps through an indirection buffer (8 bytes per tap instead of
+          // the im2col matrix's 4 x channels): the same sums as on the explicit matrix.
+          index_taps(x, b0, n, ctx);
+          core_.weight_gradient_implicit(dy.row(b0), tap_rows_.data(), shape_.in_channels, rows, slab_grad, ctx);
         }
         if (slab > 0) {
           parallel_rows(ctx.rt, grad.size(), 65536, [&](std::size_t i0, std::size_t i1) {
@@ -263,10 +263,37 @@ class conv2d_layer final : public detail::serializable_layer {
     });
   }
 
+  // tap_rows_[(e * positions + p) * kernel^2 + tap]: the first channel of the input pixel under `tap` of output
+  // position p of example b0 + e, or zeros_ in the padding (im2col as an indirection buffer).
+  void index_taps(const matrix& x, std::size_t b0, std::size_t n, const step_context& ctx) {
+    const std::size_t c_in = shape_.in_channels, kernel = shape_.kernel, wo = shape_.out_width();
+    const std::size_t taps = kernel * kernel, per_example = positions() * taps;
+    const std::ptrdiff_t pad = shape_.same_padding ? static_cast<std::ptrdiff_t>((kernel - 1) / 2) : 0;
+    zeros_.assign(c_in, 0.0f);
+    tap_rows_.resize(n * per_example);
+    parallel_rows(ctx.rt, n, 1, [&](std::size_t e0, std::size_t e1) {
+      for (std::size_t e = e0; e < e1; ++e) {
+        const float* map = x.row(b0 + e);
+        const float** out = tap_rows_.data() + e * per_example;
+        for (std::size_t p = 0; p < positions(); ++p)
+          for (std::size_t t = 0; t < taps; ++t) {
+            const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(p / wo + t / kernel) - pad;
+            const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(p % wo + t % kernel) - pad;
+            const bool inside = iy >= 0 && iy < static_cast<std::ptrdiff_t>(shape_.height) && ix >= 0 &&
+                                ix < static_cast<std::ptrdiff_t>(shape_.width);
+            out[p * taps + t] =
+                inside ? map + (static_cast<std::size_t>(iy) * shape_.width + static_cast<std::size_t>(ix)) * c_in
+                       : zeros_.data();
+          }
+      }
+    });
+  }
+
   friend const detail::weight_core* detail::conv_weights(const layer& l, conv_shape& shape);
   conv_shape shape_;
   detail::weight_core core_;
-  std::vector<float> cols_, partial_;
+  std::vector<float> cols_, partial_, zeros_;
+  std::vector<const float*> tap_rows_;              // the slab's im2col as pointers (index_taps)
   std::vector<float> part_sums_;                    // the weight gradients of this process's parts of the minibatch
   std::vector<std::int8_t> map_codes_, col_codes_;  // QBP: the slab's input codes and their im2col
 };

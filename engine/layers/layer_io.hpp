@@ -110,8 +110,6 @@ void sum_over_parts(const step_context& ctx, std::size_t rows, std::size_t count
     sum_part(split->bounds[i], split->bounds[i + 1], std::uint64_t{split->first_part + i}, partials + i * count);
   fold_parts(ctx, *split, partials, count, out);
 }
-/// The random-stream code of slab `slab` of part `part` of a weight gradient (0 for the first of each).
-inline std::uint64_t gradient_stream(std::uint64_t part, std::size_t slab) { return slab + (part << 20); }
 
 class weight_core;
 /// What inference compilers (packed_network) read of the layers defined in layers.cpp.

@@ -328,33 +328,44 @@ void weight_core::input_gradient(const float* dy, std::size_t rows, float* dx, c
 void weight_core::weight_gradient(const float* dy, const float* x, std::size_t rows, float* grad, std::uint32_t layer,
                                   std::uint64_t part, const step_context& ctx, output_range outputs) {
   materialize();
-  const auto& k = ctx.kernels;
-  const std::size_t o0 = outputs.begin, o1 = std::min(outputs.end, out_);
-  if (!options_.qbp) {
-    // A layer followed by 2x2 max-pooling gets three zeros in four of its output gradient: their steps are
-    // skipped (the same sums, see skip_zero_a), 1.5x faster there; at half zeros both modes cost the same
-    // (bench gemm_f32_weight_gradient). Counting is one pass over dy, against a GEMM that reads it in_ times.
-    const auto zeros = static_cast<std::size_t>(std::count(dy, dy + rows * out_, 0.0f));
-    const bool skip_zeros = 8 * zeros >= 5 * rows * out_;
-    parallel_gemm(ctx.rt, o1 - o0, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
-      run_packed_gemm(k, k.gemm_f32,
-                      {.m = i1 - i0,
-                       .n = j1 - j0,
-                       .k = rows,
-                       .a = dy + o0 + i0,
-                       .a_rs = 1,
-                       .a_cs = out_,
-                       .b = x + j0,
-                       .ldb = in_,
-                       .skip_zero_a = skip_zeros,
-                       .c = grad + (o0 + i0) * in_ + j0,
-                       .ldc = in_});
-    });
-    return;
-  }
+  if (!options_.qbp) return float_weight_gradient(dy, rows, {.b = x, .ldb = in_}, grad, ctx, outputs);
   codes_.resize(rows * in_);
   quantize_inputs(x, rows * in_, codes_.data(), layer, part, 0, ctx);
   weight_gradient_codes(dy, codes_.data(), rows, grad, layer, ctx, outputs);
+}
+
+void weight_core::weight_gradient_implicit(const float* dy, const float* const* x_rows, std::size_t segment,
+                                           std::size_t rows, float* grad, const step_context& ctx) {
+  materialize();
+  float_weight_gradient(dy, rows, {.ldb = in_ / segment, .b_rows = x_rows, .b_segment = segment}, grad, ctx, {});
+}
+
+void weight_core::float_weight_gradient(const float* dy, std::size_t rows, const kernels::gemm_f32_params& operand,
+                                        float* grad, const step_context& ctx, output_range outputs) {
+  const auto& k = ctx.kernels;
+  const std::size_t o0 = outputs.begin, o1 = std::min(outputs.end, out_);
+  // A layer followed by 2x2 max-pooling gets three zeros in four of its output gradient: their steps are
+  // skipped (the same sums, see skip_zero_a), 1.5x faster there; at half zeros both modes cost the same
+  // (bench gemm_f32_weight_gradient). Counting is one pass over dy, against a GEMM that reads it in_ times.
+  const auto zeros = static_cast<std::size_t>(std::count(dy, dy + rows * out_, 0.0f));
+  const bool skip_zeros = 8 * zeros >= 5 * rows * out_;
+  parallel_gemm(ctx.rt, o1 - o0, in_, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
+    kernels::gemm_f32_params p = operand;
+    if (p.b_rows)
+      p.b_column = j0;
+    else
+      p.b += j0;
+    p.m = i1 - i0;
+    p.n = j1 - j0;
+    p.k = rows;
+    p.a = dy + o0 + i0;
+    p.a_rs = 1;
+    p.a_cs = out_;
+    p.skip_zero_a = skip_zeros;
+    p.c = grad + (o0 + i0) * in_ + j0;
+    p.ldc = in_;
+    run_packed_gemm(k, k.gemm_f32, p);
+  });
 }
 
 void weight_core::weight_gradient_pm1(const float* dy, const float* x, std::size_t rows, float* grad,

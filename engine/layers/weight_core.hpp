@@ -89,6 +89,11 @@ class weight_core {
   /// Only grad's rows `outputs` are computed (the others are left alone): the same bits in them as a whole call.
   void weight_gradient(const float* dy, const float* x, std::size_t rows, float* grad, std::uint32_t layer,
                        std::uint64_t part, const step_context& ctx, output_range outputs = {});
+  /// weight_gradient without quantized backprop for x given as an indirection buffer, a convolution's implicit
+  /// im2col: x[r][i] = x_rows[r * (inputs / segment) + i / segment][i % segment] (gemm_f32_params::b_rows). The
+  /// same bits as weight_gradient on the explicit matrix.
+  void weight_gradient_implicit(const float* dy, const float* const* x_rows, std::size_t segment, std::size_t rows,
+                                float* grad, const step_context& ctx);
   /// dW for inputs that are exactly +-1 (a sign activation's output): dW[o][i] = sum_r (x >= 0 ? dy : -dy),
   /// additions only, on gemm_binary (grouped sums: not the bits of weight_gradient's gemm_f32).
   void weight_gradient_pm1(const float* dy, const float* x, std::size_t rows, float* grad, const step_context& ctx,
@@ -116,6 +121,9 @@ class weight_core {
   std::string kind_name() const { return traits_->name(options_); }
 
  private:
+  // grad's rows `outputs` = dy^T B on gemm_f32, B the float inputs as `operand` gives them (b or b_rows).
+  void float_weight_gradient(const float* dy, std::size_t rows, const kernels::gemm_f32_params& operand, float* grad,
+                             const step_context& ctx, output_range outputs);
   void materialize();
   void pack(const step_context& ctx, kernels::sample_mode mode, std::uint64_t key, bool from_loaded,
             const std::size_t* process_rows = nullptr);

@@ -102,12 +102,17 @@ cache_sizes detect_cache_sizes() noexcept;
 /// skip_zero_a: A's zeros skip their steps (the reference's `continue`), for an A that is mostly zeros (a
 /// pooled layer's output gradient: three in four). Wherever B is finite this gives the same bits as
 /// without: a skipped step is fma(0, b, acc) = acc + (±0) = acc, as acc starts at +0 and is never -0.
+/// b_rows (instead of b; not with b_transposed): B through an indirection buffer, an implicit im2col:
+/// B(k, n) = b_rows[k*ldb + t/b_segment][t % b_segment] with t = b_column + n, ldb pointers per row of B, each
+/// to b_segment floats (a convolution's input pixel under one kernel tap, or a buffer of zeros in the padding).
 struct gemm_f32_params {
   std::size_t m = 0, n = 0, k = 0;
   const float* a = nullptr;
   std::size_t a_rs = 0, a_cs = 0;
   const float* b = nullptr;
   std::size_t ldb = 0;
+  const float* const* b_rows = nullptr;
+  std::size_t b_segment = 0, b_column = 0;
   bool b_transposed = false;
   bool skip_zero_a = false;
   float* c = nullptr;
