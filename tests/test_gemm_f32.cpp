@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "kernel_test_support.hpp"
@@ -82,13 +83,14 @@ TEST_CASE("gemm_f32 b_rows (an implicit im2col) matches the reference and the ex
     if (t.transposed)  // the weight gradient's A after a max-pool: mostly zeros, for skip_zero_a below
       for (std::size_t i = 0; i < a.size(); ++i)
         if ((i * 2654435761u + t.seed) % 4 != 0) a[i] = 0.0f;
-    auto b = random_floats(t.depth * t.n, t.seed + 1);
     // Segments of 7 floats (runs across segment edges, scalar copies) and of 64 (whole vector panels on every
-    // ISA); one segment in five points at a buffer of zeros (the padding), the others at their own copies, so
-    // a kernel reading the wrong segment or past one reads different values.
-    for (const std::size_t segment : {std::size_t{7}, std::size_t{64}}) {
+    // ISA), B starting `first` columns into the indirect rows (a block of a parallel split); one segment in
+    // five points at a buffer of zeros (the padding), the others at their own copies, so a kernel reading the
+    // wrong segment or past one reads different values. `wide` is the explicit matrix of all the columns.
+    for (const auto& [segment, first] : {std::pair<std::size_t, std::size_t>{7, 3}, {64, 64}}) {
       CAPTURE(segment);
-      const std::size_t per_row = (t.n + segment - 1) / segment;
+      const std::size_t width = first + t.n, per_row = (width + segment - 1) / segment;
+      auto wide = random_floats(t.depth * width, t.seed + 1);
       const std::vector<float> zeros(segment, 0.0f);
       std::vector<float> store(t.depth * per_row * segment, 5.0f);
       std::vector<const float*> rows(t.depth * per_row);
@@ -97,15 +99,17 @@ TEST_CASE("gemm_f32 b_rows (an implicit im2col) matches the reference and the ex
           const bool padding = (q * 31 + g * 7 + t.seed) % 5 == 0;
           float* own = store.data() + (q * per_row + g) * segment;
           rows[q * per_row + g] = padding ? zeros.data() : own;
-          for (std::size_t c = 0; c < segment && g * segment + c < t.n; ++c) {
-            float& value = b[q * t.n + g * segment + c];
+          for (std::size_t c = 0; c < segment && g * segment + c < width; ++c) {
+            float& value = wide[q * width + g * segment + c];
             if (padding) value = 0.0f;
             own[c] = value;
           }
         }
       for (const bool skip : {false, true}) {
         CAPTURE(skip);
-        kernels::gemm_f32_params p = case_params(t, a, b);
+        kernels::gemm_f32_params p = case_params(t, a, wide);
+        p.b = wide.data() + first;
+        p.ldb = width;
         p.skip_zero_a = skip;
         std::vector<float> explicit_b(t.m * t.n), implicit_b(t.m * t.n);
         p.c = explicit_b.data();
@@ -113,6 +117,7 @@ TEST_CASE("gemm_f32 b_rows (an implicit im2col) matches the reference and the ex
         p.b = nullptr;
         p.b_rows = rows.data();
         p.b_segment = segment;
+        p.b_column = first;
         p.ldb = per_row;
         CHECK(matches_reference(t.ref.gemm_f32, t.k.gemm_f32, p));
         p.c = implicit_b.data();
