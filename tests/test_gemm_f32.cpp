@@ -83,11 +83,13 @@ TEST_CASE("gemm_f32 b_rows (an implicit im2col) matches the reference and the ex
     if (t.transposed)  // the weight gradient's A after a max-pool: mostly zeros, for skip_zero_a below
       for (std::size_t i = 0; i < a.size(); ++i)
         if ((i * 2654435761u + t.seed) % 4 != 0) a[i] = 0.0f;
-    // Segments of 7 floats (runs across segment edges, scalar copies) and of 64 (whole vector panels on every
-    // ISA), B starting `first` columns into the indirect rows (a block of a parallel split); one segment in
-    // five points at a buffer of zeros (the padding), the others at their own copies, so a kernel reading the
-    // wrong segment or past one reads different values. `wide` is the explicit matrix of all the columns.
-    for (const auto& [segment, first] : {std::pair<std::size_t, std::size_t>{7, 3}, {64, 64}}) {
+    // Segments of 7 floats (runs across segment edges, scalar copies), of 32 (a panel of whole vectors in one
+    // run or in two, as for a convolution with 32 channels) and of 64 entered 3 columns in (vectors, then a
+    // scalar tail), B starting `first` columns into the indirect rows (a block of a parallel split); one
+    // segment in five points at a buffer of zeros (the padding), the others at their own copies, so a kernel
+    // reading the wrong segment or past one reads different values. `wide` is the explicit matrix of all the
+    // columns.
+    for (const auto& [segment, first] : {std::pair<std::size_t, std::size_t>{7, 3}, {32, 32}, {64, 3}}) {
       CAPTURE(segment);
       const std::size_t width = first + t.n, per_row = (width + segment - 1) / segment;
       auto wide = random_floats(t.depth * width, t.seed + 1);

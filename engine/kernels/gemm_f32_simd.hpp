@@ -40,17 +40,20 @@ struct gemm_f32_simd : simd_common<A> {
         for (std::size_t r = h; r < f32_mr; ++r) panel[q * f32_mr + r] = 0.0f;
     }
   }
-  // B(q, n .. n + w) into the panel row dst [width], zero-padded: whole vectors where the columns are contiguous
-  // (always for a row-major B; for an indirection buffer, a panel within one segment).
+  // B(q, n .. n + w) into the panel row dst [width], zero-padded, one contiguous run at a time: one run for a
+  // row-major B, one per segment an indirection buffer's panel row crosses (whole vectors where a run holds
+  // them: a convolution with 32 channels fills the 64-column panel of skip_zero_a with two).
   template <std::size_t width = panel_nr>
   static void copy_b_row(const gemm_f32_params& p, std::size_t q, std::size_t n, std::size_t w, float* dst) {
-    const b_run run = gemm_f32_b_run(p, q, n, w);
-    if (run.length == width) {
-      for (std::size_t v = 0; v < width / lanes; ++v)
-        fb::load_unaligned(run.at + v * lanes).store_aligned(dst + v * lanes);
-    } else {
-      for (std::size_t j = 0; j < width; ++j) dst[j] = j < w ? gemm_f32_b(p, q, n + j) : 0.0f;
+    std::size_t j = 0;
+    while (j < w) {
+      const b_run run = gemm_f32_b_run(p, q, n + j, w - j);
+      std::size_t u = 0;
+      for (; u + lanes <= run.length; u += lanes) fb::load_unaligned(run.at + u).store_unaligned(dst + j + u);
+      for (; u < run.length; ++u) dst[j + u] = run.at[u];
+      j += run.length;
     }
+    for (; j < width; ++j) dst[j] = 0.0f;
   }
   static void pack_b_f32(const gemm_f32_params& p, std::size_t pc, std::size_t kb, std::size_t jc, std::size_t nb,
                          float* out) {
