@@ -1,6 +1,7 @@
 // The weight-gradient GEMMs as the layers call them, on the same shapes and sparsity: gemm_shift for QBP
 // (gemm_shift_weight_gradient/<isa>/<shape>/list_codes|list_dy) and gemm_f32 for float inputs
-// (gemm_f32_weight_gradient/<isa>/<shape>/dense|skip_zero_dy).
+// (gemm_f32_weight_gradient/<isa>/<shape>/dense|skip_zero_dy; on the convolutions' shapes also
+// .../implicit_dense|implicit_skip_zero_dy: B read from the input maps through an indirection buffer, b_rows).
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -25,16 +26,17 @@ struct gradient_shape {
   std::size_t in, out, rows;
   double dy_zero_fraction;
   double x_zero_fraction = 0.5;  // ReLU outputs; MNIST's pixels are 0.8
+  std::size_t map_side = 0;      // convolutions: square maps of in / 9 channels, 3x3 kernel, same padding
 };
 constexpr gradient_shape gradient_shapes[] = {
     {"mnist_l1_b200", 784, 1024, 200, 0.0, 0.8},
     {"mnist_l2_b200", 1024, 1024, 200, 0.5},
     {"mnist_l2_b100", 1024, 1024, 100, 0.5},  // one of two minibatch parts (--batch-parts 2)
     {"mnist_l4_b200", 1024, 10, 200, 0.0},
-    {"cifar_w0.5_conv2_16img", 9 * 64, 64, 16 * 32 * 32, 0.75},    // width 0.5, second layer (before a pool)
-    {"cifar_w0.5_conv4_64img", 9 * 128, 128, 64 * 16 * 16, 0.75},  // fourth layer (before a pool)
-    {"cifar_w0.5_conv3_64img", 9 * 64, 128, 64 * 16 * 16, 0.0},    // third layer (no pool after it: dy dense)
-    {"cifar_w0.5_conv5_64img", 9 * 128, 256, 64 * 8 * 8, 0.0},     // fifth layer (no pool after it: dy dense)
+    {"cifar_w0.5_conv2_16img", 9 * 64, 64, 16 * 32 * 32, 0.75, 0.5, 32},    // width 0.5, second layer (before a pool)
+    {"cifar_w0.5_conv4_64img", 9 * 128, 128, 64 * 16 * 16, 0.75, 0.5, 16},  // fourth layer (before a pool)
+    {"cifar_w0.5_conv3_64img", 9 * 64, 128, 64 * 16 * 16, 0.0, 0.5, 16},    // third layer (no pool after it: dy dense)
+    {"cifar_w0.5_conv5_64img", 9 * 128, 256, 64 * 8 * 8, 0.0, 0.5, 8},      // fifth layer (no pool after it: dy dense)
 };
 
 // A layer's inputs x [rows][in] (half zero, as after a ReLU) and output gradient δ [rows][out] with the shape's
@@ -96,27 +98,45 @@ void shift_weight_gradient_bench(benchmark::State& state, isa which, gradient_sh
 
 // gemm_f32 as fp32/bc layers call it for the weight gradient: ΔW[out][in] = Σ_r δ[r][out] x[r][in], A = δ through
 // a transposed view, dense or with its zeros skipped (skip_zero_a).
-void f32_weight_gradient_bench(benchmark::State& state, isa which, gradient_shape g, bool skip_zeros) {
+// implicit: x is the im2col of maps (the first rows / side^2 examples of o.x as [side][side][channels] maps),
+// read through an indirection buffer of 9 pointers per position, as convolutions call it.
+void f32_weight_gradient_bench(benchmark::State& state, isa which, gradient_shape g, bool skip_zeros, bool implicit) {
   if (skip_unsupported(state, which)) return;
   const auto& k = kernels::kernels_for(which);
   const shape s{g.name, g.out, g.in, g.rows};
   const gradient_operands o = operands_of(g);
   std::vector<float> grad(s.m * s.n);
   const kernels::cache_sizes caches = kernels::detect_cache_sizes();
+  kernels::gemm_f32_params p{.m = s.m,
+                             .n = s.n,
+                             .k = s.k,
+                             .a = o.delta.data(),
+                             .a_rs = 1,
+                             .a_cs = s.m,
+                             .b = o.x.data(),
+                             .ldb = s.n,
+                             .skip_zero_a = skip_zeros,
+                             .c = grad.data(),
+                             .ldc = s.n,
+                             .caches = caches};
+  const std::size_t side = g.map_side, channels = g.in / 9, positions = side * side;
+  const std::vector<float> zeros(channels, 0.0f);
+  std::vector<const float*> taps(implicit ? g.rows * 9 : 0);
+  for (std::size_t r = 0; r < taps.size() / 9; ++r)
+    for (std::size_t t = 0; t < 9; ++t) {
+      const std::size_t image = r / positions, y = r % positions / side + t / 3, x = r % side + t % 3;
+      const bool inside = y >= 1 && x >= 1 && y <= side && x <= side;
+      taps[r * 9 + t] = inside ? o.x.data() + ((image * side + y - 1) * side + x - 1) * channels : zeros.data();
+    }
+  if (implicit) {
+    p.b = nullptr;
+    p.b_rows = taps.data();
+    p.b_segment = channels;
+    p.ldb = 9;
+  }
   time_weight_gradient(state, k, s, which, "f32", 1.0, grad, [&](void* ws) {
-    k.gemm_f32({.m = s.m,
-                .n = s.n,
-                .k = s.k,
-                .a = o.delta.data(),
-                .a_rs = 1,
-                .a_cs = s.m,
-                .b = o.x.data(),
-                .ldb = s.n,
-                .skip_zero_a = skip_zeros,
-                .c = grad.data(),
-                .ldc = s.n,
-                .caches = caches,
-                .workspace = ws});
+    p.workspace = ws;
+    k.gemm_f32(p);
   });
 }
 
@@ -125,11 +145,15 @@ void f32_weight_gradient_bench(benchmark::State& state, isa which, gradient_shap
 void register_weight_gradient(isa which) {
   const std::string isa_text(isa_name(which));
   for (const gradient_shape& g : gradient_shapes)
-    for (const bool skip : {false, true})
-      benchmark::RegisterBenchmark(
-          ("gemm_f32_weight_gradient/" + isa_text + "/" + g.name + (skip ? "/skip_zero_dy" : "/dense")).c_str(),
-          f32_weight_gradient_bench, which, g, skip)
-          ->Unit(benchmark::kMicrosecond);
+    for (const bool implicit : {false, true})
+      for (const bool skip : {false, true}) {
+        if (implicit && g.map_side == 0) continue;
+        benchmark::RegisterBenchmark(("gemm_f32_weight_gradient/" + isa_text + "/" + g.name + "/" +
+                                      (implicit ? "implicit_" : "") + (skip ? "skip_zero_dy" : "dense"))
+                                         .c_str(),
+                                     f32_weight_gradient_bench, which, g, skip, implicit)
+            ->Unit(benchmark::kMicrosecond);
+      }
   for (const gradient_shape& g : gradient_shapes)
     for (const bool list_b : {false, true})
       benchmark::RegisterBenchmark(
