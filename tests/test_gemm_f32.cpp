@@ -89,7 +89,8 @@ TEST_CASE("gemm_f32 b_rows (an implicit im2col) matches the reference and the ex
     // segment in five points at a buffer of zeros (the padding), the others at their own copies, so a kernel
     // reading the wrong segment or past one reads different values. `wide` is the explicit matrix of all the
     // columns.
-    for (const auto& [segment, first] : {std::pair<std::size_t, std::size_t>{7, 3}, {32, 32}, {64, 3}}) {
+    for (const auto& cut : {std::pair<std::size_t, std::size_t>{7, 3}, {32, 32}, {64, 3}}) {
+      const std::size_t segment = cut.first, first = cut.second;  // (not a structured binding: clang's CAPTURE)
       CAPTURE(segment);
       const std::size_t width = first + t.n, per_row = (width + segment - 1) / segment;
       auto wide = random_floats(t.depth * width, t.seed + 1);
