@@ -207,7 +207,7 @@ class conv2d_layer final : public detail::serializable_layer {
           core_.weight_gradient_codes(dy.row(b0), col_codes_.data(), rows, slab_grad, index, ctx);
         } else {
           // The float weight gradient reads the maps through an indirection buffer (8 bytes per tap instead of
-          // the im2col matrix's 4 x channels): the same sums as on the explicit matrix.
+          // the im2col matrix's 4 x channels): the same sums as on the explicit matrix, slab by slab as before.
           index_taps(x, b0, n, ctx);
           core_.weight_gradient_implicit(dy.row(b0), tap_rows_.data(), shape_.in_channels, rows, slab_grad, ctx);
         }

@@ -90,8 +90,8 @@ class weight_core {
   void weight_gradient(const float* dy, const float* x, std::size_t rows, float* grad, std::uint32_t layer,
                        std::uint64_t part, const step_context& ctx, output_range outputs = {});
   /// weight_gradient without quantized backprop for x given as an indirection buffer, a convolution's implicit
-  /// im2col: x[r][i] = x_rows[r * (inputs / segment) + i / segment][i % segment] (gemm_f32_params::b_rows). The
-  /// same bits as weight_gradient on the explicit matrix.
+  /// im2col: x[r][i] = x_rows[r * (inputs / segment) + i / segment][i % segment] (gemm_f32_params::b_rows; inputs
+  /// a multiple of segment). The same bits as weight_gradient on the explicit matrix.
   void weight_gradient_implicit(const float* dy, const float* const* x_rows, std::size_t segment, std::size_t rows,
                                 float* grad, const step_context& ctx);
   /// dW for inputs that are exactly +-1 (a sign activation's output): dW[o][i] = sum_r (x >= 0 ? dy : -dy),
