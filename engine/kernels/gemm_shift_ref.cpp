@@ -1,6 +1,7 @@
 // gemm_shift: scalar reference (contract in fewmul/kernels.hpp).
 #include <cmath>
 
+#include "kernels/gemm_operands.hpp"
 #include "kernels/reference.hpp"
 
 namespace fewmul::kernels::detail {
@@ -15,7 +16,7 @@ void gemm_shift_ref(const gemm_shift_params& p) noexcept {
     for (std::size_t j = 0; j < p.n; ++j) {
       float acc = 0.0f;
       for (std::size_t q = 0; q < p.k; ++q) {
-        const int code = p.q[i * p.q_rs + q * p.q_cs];
+        const int code = gemm_shift_q(p, i, q);
         const float v = p.b[q * p.ldb + j];
         if (std::fabs(v) < tiny || code == 0) continue;
         const float scaled = std::ldexp(v, (code < 0 ? -code : code) - pow2_code_bias);

@@ -4,6 +4,7 @@
 #include <limits>
 #include <utility>
 
+#include "kernels/gemm_operands.hpp"
 #include "kernels/simd_common.hpp"
 
 namespace fewmul::kernels::detail {
@@ -132,10 +133,10 @@ struct gemm_shift_simd : simd_common<A> {
     compress_lists<shift_nr>(
         count, kb, scratch, counts,
         [&](std::size_t q) {
-          const std::int8_t* src = p.q + i0 + (pc + q) * p.q_cs;
-          if (count == lanes) return xsimd::bitwise_cast<fb>(simd_compat::load_i8_widened<A>(src));
+          const q_run run = gemm_shift_q_run(p, i0, pc + q, count);
+          if (run.length == lanes) return xsimd::bitwise_cast<fb>(simd_compat::load_i8_widened<A>(run.at));
           std::int8_t part[lanes] = {};
-          for (std::size_t c = 0; c < count; ++c) part[c] = src[c];
+          for (std::size_t c = 0; c < count; ++c) part[c] = static_cast<std::int8_t>(gemm_shift_q(p, i0 + c, pc + q));
           return xsimd::bitwise_cast<fb>(simd_compat::load_i8_widened<A>(part));
         },
         [](fb column) {  // shift_addend on vectors, as pack_q_addends
@@ -153,10 +154,9 @@ struct gemm_shift_simd : simd_common<A> {
                                        std::size_t kb, shift_entry* list) {
     std::size_t counts[shift_mr] = {}, steps = 0;
     for (std::size_t r = 0; r < h; ++r) {
-      const std::int8_t* row = p.q + (i0 + r) * p.q_rs + pc * p.q_cs;
       std::size_t count = 0;
       for (std::size_t q = 0; q < kb; ++q) {  // branch-free: zeros are random, so a branch would mispredict
-        const int code = row[q * p.q_cs];
+        const int code = gemm_shift_q(p, i0 + r, pc + q);
         list[count * shift_mr + r] = {static_cast<std::uint32_t>(q * shift_nr), shift_addend(code)};
         count += code != 0 ? 1 : 0;
       }
@@ -287,28 +287,41 @@ struct gemm_shift_simd : simd_common<A> {
     out_of_range = out_of_range || xsimd::any(bad);
     interleave_lists(scratch, counts, count, kb, {static_cast<std::uint32_t>(kb * list_nr), 0u}, list, steps);
   }
-  // Codes of Q rows i0 .. i0 + w (along m), K rows pc .. pc + kb, as addends [kb + 1][nr].
+  // shift_addend on vectors: (|code| - bias) << 23, plus 2^31 if negative; the sentinel for a zero code.
+  static ib addends_of(const std::int8_t* codes) {
+    const ib code = simd_compat::load_i8_widened<A>(codes);
+    const ib addend = ((xsimd::abs(code) - ib(pow2_code_bias)) << 23) +
+                      xsimd::select(code < ib(0), ib(std::numeric_limits<std::int32_t>::min()), ib(0));
+    return xsimd::select(code == ib(0), ib(static_cast<std::int32_t>(zero_code_sentinel)), addend);
+  }
+  // Codes of Q rows i0 .. i0 + w (along m), K rows pc .. pc + kb, as addends [kb + 1][nr]: a whole panel row of
+  // contiguous codes in list_nv vectors, else one contiguous run at a time (one per segment of an indirection
+  // buffer, one code for other strides), in vectors where a run holds them.
   static void pack_q_addends(const gemm_shift_params& p, std::size_t pc, std::size_t kb, std::size_t i0, std::size_t w,
                              std::uint32_t* panel) {
     for (std::size_t q = 0; q < kb; ++q) {
-      const auto* codes = reinterpret_cast<const std::uint8_t*>(p.q + i0 * p.q_rs + (pc + q) * p.q_cs);
       std::uint32_t* dst = panel + q * list_nr;
-      if (w == list_nr && p.q_rs == 1) {  // shift_addend on vectors: (|code| - bias) << 23, plus 2^31 if negative
-        const auto* signed_codes = reinterpret_cast<const std::int8_t*>(codes);
+      const q_run row = gemm_shift_q_run(p, i0, pc + q, w);
+      if (row.length == list_nr) {
         // The codes of a convolution's weight gradient (im2col rows) are read down a column, as B in
         // build_float_lists: requested prefetch_rows ahead.
-        if (pc + q + prefetch_rows < p.k) simd_compat::prefetch_line(signed_codes + prefetch_rows * p.q_cs);
-        for (std::size_t v = 0; v < list_nv; ++v) {
-          const ib code = simd_compat::load_i8_widened<A>(signed_codes + v * lanes);
-          const ib addend = ((xsimd::abs(code) - ib(pow2_code_bias)) << 23) +
-                            xsimd::select(code < ib(0), ib(std::numeric_limits<std::int32_t>::min()), ib(0));
-          xsimd::select(code == ib(0), ib(static_cast<std::int32_t>(zero_code_sentinel)), addend)
-              .store_aligned(reinterpret_cast<std::int32_t*>(dst) + v * lanes);
-        }
-      } else {
-        for (std::size_t t = 0; t < list_nr; ++t)
-          dst[t] = t < w ? panel_addends.of_byte[codes[t * p.q_rs]] : zero_code_sentinel;
+        if (pc + q + prefetch_rows < p.k)
+          simd_compat::prefetch_line(p.q_rows ? gemm_shift_q_run(p, i0, pc + q + prefetch_rows, 1).at
+                                              : row.at + prefetch_rows * p.q_cs);
+        for (std::size_t v = 0; v < list_nv; ++v)
+          addends_of(row.at + v * lanes).store_aligned(reinterpret_cast<std::int32_t*>(dst) + v * lanes);
+        continue;
       }
+      std::size_t t = 0;
+      while (t < w) {
+        const q_run run = gemm_shift_q_run(p, i0 + t, pc + q, w - t);
+        std::size_t u = 0;
+        for (; u + lanes <= run.length; u += lanes)
+          addends_of(run.at + u).store_unaligned(reinterpret_cast<std::int32_t*>(dst + t + u));
+        for (; u < run.length; ++u) dst[t + u] = panel_addends.of_byte[static_cast<std::uint8_t>(run.at[u])];
+        t += run.length;
+      }
+      for (; t < list_nr; ++t) dst[t] = zero_code_sentinel;
     }
     for (std::size_t t = 0; t < list_nr; ++t) panel[kb * list_nr + t] = zero_code_sentinel;
   }
@@ -370,7 +383,7 @@ struct gemm_shift_simd : simd_common<A> {
         p.m, p.n, p.k, bl, shift_nr, ws.steps,
         [&](std::size_t i0, std::size_t count, std::size_t pc, std::size_t kb, std::size_t list, std::uint32_t* steps) {
           // Squares of 4 lanes (SSE, NEON) list the codes slower than the scalar build (measured on SSE4.2).
-          if (p.q_rs == 1 && lanes >= 8)
+          if ((p.q_rs == 1 || p.q_rows) && lanes >= 8)
             return build_shift_lists_square(p, i0, count, pc, kb, reinterpret_cast<unsigned char*>(ws.panel),
                                             ws.lists + list, steps);
           for (std::size_t r = 0; r < count; r += shift_mr)  // one tile at a time, a row's codes read down k

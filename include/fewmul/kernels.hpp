@@ -160,10 +160,14 @@ using gemm_ternary_fn = void (*)(const gemm_ternary_params& p) noexcept;
 /// caller needs no separate pass over B to condition it. `list_b` picks which operand's nonzeros drive
 /// the loop (false: Q's codes, true: B's floats; a caller lists the operand with fewer or sparser entries
 /// per k, e.g. a convolution's gradient after max-pooling); the results are the same bits either way.
+/// q_rows (instead of q; q_rs unused): Q through an indirection buffer, a convolution's implicit im2col of its
+/// codes: Q(m,k) = q_rows[k*q_cs + t/q_segment][t % q_segment] with t = q_column + m, q_cs pointers per k.
 struct gemm_shift_params {
   std::size_t m = 0, n = 0, k = 0;
   const std::int8_t* q = nullptr;
   std::size_t q_rs = 0, q_cs = 0;
+  const std::int8_t* const* q_rows = nullptr;
+  std::size_t q_segment = 0, q_column = 0;
   const float* b = nullptr;
   std::size_t ldb = 0;
   float* c = nullptr;
