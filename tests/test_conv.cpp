@@ -108,38 +108,47 @@ TEST_CASE("convolution forward and input gradient match direct loops on ragged s
 TEST_CASE("convolution weight gradient matches dW = sum over positions of dy x^T") {
   runtime rt(2);
   // Same padding with 3 channels (taps shorter than a vector), 64 channels (whole vector panels of the
-  // implicit im2col), valid padding with an even kernel (Lin et al.'s 2x2).
-  for (const conv_shape& s :
-       {shape_of(5, 4, 3, 6, 3, true), shape_of(4, 3, 64, 5, 3, true), shape_of(5, 4, 3, 6, 2, false)}) {
-    CAPTURE(s.in_channels);
-    CAPTURE(s.kernel);
-    auto l = make_conv2d(s, dense_options_for(method::fp32), 9);
-    const matrix x = random_matrix(2, l->input_size(), 1), dy = random_matrix(2, l->output_size(), 2);
-    const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 3, .step = 1, .training = true};
-    matrix y;
-    l->forward(x, y, ctx);
-    l->backward(x, y, dy, nullptr, ctx);
-    const auto& g = l->parameters()[0]->grad;
-    const std::size_t k = s.kernel, c_in = s.in_channels, c_out = s.out_channels;
-    const long pad = s.same_padding ? static_cast<long>(k - 1) / 2 : 0;
-    const std::size_t ho = s.out_height(), wo = s.out_width();
-    for (std::size_t o = 0; o < c_out; ++o)
-      for (std::size_t ky = 0; ky < k; ++ky)
-        for (std::size_t kx = 0; kx < k; ++kx)
-          for (std::size_t c = 0; c < c_in; ++c) {
-            double want = 0;
-            for (std::size_t b = 0; b < 2; ++b)
-              for (std::size_t oy = 0; oy < ho; ++oy)
-                for (std::size_t ox = 0; ox < wo; ++ox) {
-                  const long iy = static_cast<long>(oy + ky) - pad, ix = static_cast<long>(ox + kx) - pad;
-                  if (iy < 0 || ix < 0 || iy >= static_cast<long>(s.height) || ix >= static_cast<long>(s.width))
-                    continue;
-                  want += static_cast<double>(dy.at(b, (oy * wo + ox) * c_out + o)) *
-                          x.at(b, (static_cast<std::size_t>(iy) * s.width + static_cast<std::size_t>(ix)) * c_in + c);
-                }
-            CHECK(g[((o * k + ky) * k + kx) * c_in + c] == doctest::Approx(want).epsilon(1e-4).scale(10));
-          }
-  }
+  // implicit im2col) and 32 channels with 40 outputs (panels of two segments), valid padding with an even
+  // kernel (Lin et al.'s 2x2); fp32 (floats through the indirection buffer) and bc+qbp on inputs that are
+  // powers of two or zero (their codes, read through the indirection buffer, are exact whatever the random
+  // rounding draws).
+  for (const method m : {method::fp32, method::bc_qbp})
+    for (const conv_shape& s : {shape_of(5, 4, 3, 6, 3, true), shape_of(4, 3, 64, 5, 3, true),
+                                shape_of(5, 4, 3, 6, 2, false), shape_of(4, 4, 32, 40, 3, true)}) {
+      CAPTURE(static_cast<int>(m));
+      CAPTURE(s.in_channels);
+      CAPTURE(s.kernel);
+      auto l = make_conv2d(s, dense_options_for(m), 9);
+      matrix x = random_matrix(2, l->input_size(), 1);
+      const matrix dy = random_matrix(2, l->output_size(), 2);
+      if (m == method::bc_qbp)
+        for (std::size_t i = 0; i < x.data.size(); ++i)
+          x.data[i] = i % 3 == 0 ? 0.0f : std::ldexp(i % 2 ? 1.0f : -1.0f, static_cast<int>(i % 5) - 3);
+      const step_context ctx{.rt = rt, .kernels = kernels::active_kernels(), .seed = 3, .step = 1, .training = true};
+      matrix y;
+      l->forward(x, y, ctx);
+      l->backward(x, y, dy, nullptr, ctx);
+      const auto& g = l->parameters()[0]->grad;
+      const std::size_t k = s.kernel, c_in = s.in_channels, c_out = s.out_channels;
+      const long pad = s.same_padding ? static_cast<long>(k - 1) / 2 : 0;
+      const std::size_t ho = s.out_height(), wo = s.out_width();
+      for (std::size_t o = 0; o < c_out; ++o)
+        for (std::size_t ky = 0; ky < k; ++ky)
+          for (std::size_t kx = 0; kx < k; ++kx)
+            for (std::size_t c = 0; c < c_in; ++c) {
+              double want = 0;
+              for (std::size_t b = 0; b < 2; ++b)
+                for (std::size_t oy = 0; oy < ho; ++oy)
+                  for (std::size_t ox = 0; ox < wo; ++ox) {
+                    const long iy = static_cast<long>(oy + ky) - pad, ix = static_cast<long>(ox + kx) - pad;
+                    if (iy < 0 || ix < 0 || iy >= static_cast<long>(s.height) || ix >= static_cast<long>(s.width))
+                      continue;
+                    want += static_cast<double>(dy.at(b, (oy * wo + ox) * c_out + o)) *
+                            x.at(b, (static_cast<std::size_t>(iy) * s.width + static_cast<std::size_t>(ix)) * c_in + c);
+                  }
+              CHECK(g[((o * k + ky) * k + kx) * c_in + c] == doctest::Approx(want).epsilon(1e-4).scale(10));
+            }
+    }
 }
 
 TEST_CASE("QBP rounds a convolution's input once: every tap reading a pixel sees the same code") {

@@ -40,20 +40,31 @@ struct gemm_f32_simd : simd_common<A> {
         for (std::size_t r = h; r < f32_mr; ++r) panel[q * f32_mr + r] = 0.0f;
     }
   }
-  // B(q, n .. n + w) into the panel row dst [width], zero-padded, one contiguous run at a time: one run for a
-  // row-major B, one per segment an indirection buffer's panel row crosses (whole vectors where a run holds
-  // them: a convolution with 32 channels fills the 64-column panel of skip_zero_a with two).
+  static void copy_floats(const float* src, std::size_t count, float* dst) {
+    std::size_t u = 0;
+    for (; u + lanes <= count; u += lanes) fb::load_unaligned(src + u).store_unaligned(dst + u);
+    for (; u < count; ++u) dst[u] = src[u];
+  }
+  // B(q, n .. n + w) into the panel row dst [width], zero-padded: one contiguous run for a row-major B, the
+  // panel's runs (located once per panel) for an indirection buffer, in vectors where a run holds them (a
+  // convolution with 32 channels fills the 64-column panel of skip_zero_a with two).
   template <std::size_t width = panel_nr>
-  static void copy_b_row(const gemm_f32_params& p, std::size_t q, std::size_t n, std::size_t w, float* dst) {
-    std::size_t j = 0;
-    while (j < w) {
-      const b_run run = gemm_f32_b_run(p, q, n + j, w - j);
-      std::size_t u = 0;
-      for (; u + lanes <= run.length; u += lanes) fb::load_unaligned(run.at + u).store_unaligned(dst + j + u);
-      for (; u < run.length; ++u) dst[j + u] = run.at[u];
-      j += run.length;
+  static void copy_b_row(const gemm_f32_params& p, std::size_t q, std::size_t n, std::size_t w,
+                         const segment_runs& runs, float* dst) {
+    if (p.b_rows) {
+      const float* const* row = p.b_rows + q * p.ldb;
+      for (std::size_t r = 0; r < runs.count; ++r) {
+        const auto& run = runs.runs[r];
+        copy_floats(row[run.segment] + run.within, run.length, dst + run.offset);
+      }
+    } else if (!p.b_transposed && w == width) {
+      for (std::size_t v = 0; v < width / lanes; ++v)
+        fb::load_unaligned(p.b + q * p.ldb + n + v * lanes).store_aligned(dst + v * lanes);
+      return;
+    } else {
+      for (std::size_t j = 0; j < w; ++j) dst[j] = gemm_f32_b(p, q, n + j);
     }
-    for (; j < width; ++j) dst[j] = 0.0f;
+    for (std::size_t j = w; j < width; ++j) dst[j] = 0.0f;
   }
   static void pack_b_f32(const gemm_f32_params& p, std::size_t pc, std::size_t kb, std::size_t jc, std::size_t nb,
                          float* out) {
@@ -69,7 +80,8 @@ struct gemm_f32_simd : simd_common<A> {
           for (std::size_t q = 0; q < kb; ++q) panel[q * panel_nr + j] = 0.0f;
         continue;
       }
-      for (std::size_t q = 0; q < kb; ++q) copy_b_row(p, pc + q, jc + j0, w, panel + q * panel_nr);
+      const segment_runs runs = p.b_rows ? runs_of(p.b_column + jc + j0, w, p.b_segment) : segment_runs{};
+      for (std::size_t q = 0; q < kb; ++q) copy_b_row(p, pc + q, jc + j0, w, runs, panel + q * panel_nr);
     }
   }
   // Where the tile reads A: a packed row panel ([kb][mr]), or A itself through its strides (rows past h
@@ -162,7 +174,8 @@ struct gemm_f32_simd : simd_common<A> {
   // B rows pc .. pc + kb, columns j0 .. j0 + w, into [kb + 1][sparse_nr], zero-padded, the last row zeros.
   static void pack_b_sparse(const gemm_f32_params& p, std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w,
                             float* panel) {
-    for (std::size_t q = 0; q < kb; ++q) copy_b_row<sparse_nr>(p, pc + q, j0, w, panel + q * sparse_nr);
+    const segment_runs runs = p.b_rows ? runs_of(p.b_column + j0, w, p.b_segment) : segment_runs{};
+    for (std::size_t q = 0; q < kb; ++q) copy_b_row<sparse_nr>(p, pc + q, j0, w, runs, panel + q * sparse_nr);
     for (std::size_t j = 0; j < sparse_nr; ++j) panel[kb * sparse_nr + j] = 0.0f;
   }
   static void sparse_tile(std::size_t steps, const sparse_entry* list, const float* panel, float* c, std::size_t ldc,

@@ -130,13 +130,24 @@ struct gemm_shift_simd : simd_common<A> {
                                        std::size_t kb, unsigned char* scratch, shift_entry* list,
                                        std::uint32_t* steps) {
     std::uint32_t counts[lanes] = {};
+    const segment_runs runs = p.q_rows ? runs_of(p.q_column + i0, count, p.q_segment) : segment_runs{};
     compress_lists<shift_nr>(
         count, kb, scratch, counts,
         [&](std::size_t q) {
-          const q_run run = gemm_shift_q_run(p, i0, pc + q, count);
-          if (run.length == lanes) return xsimd::bitwise_cast<fb>(simd_compat::load_i8_widened<A>(run.at));
+          const std::int8_t* const* row = p.q_rows ? p.q_rows + (pc + q) * p.q_cs : nullptr;
+          if (count == lanes && (!row || runs.count == 1)) {
+            const std::int8_t* src =
+                row ? row[runs.runs[0].segment] + runs.runs[0].within : p.q + i0 + (pc + q) * p.q_cs;
+            return xsimd::bitwise_cast<fb>(simd_compat::load_i8_widened<A>(src));
+          }
           std::int8_t part[lanes] = {};
-          for (std::size_t c = 0; c < count; ++c) part[c] = static_cast<std::int8_t>(gemm_shift_q(p, i0 + c, pc + q));
+          if (row) {
+            for (std::size_t r = 0; r < runs.count; ++r)
+              std::memcpy(part + runs.runs[r].offset, row[runs.runs[r].segment] + runs.runs[r].within,
+                          runs.runs[r].length);
+          } else {
+            std::memcpy(part, p.q + i0 + (pc + q) * p.q_cs, count);
+          }
           return xsimd::bitwise_cast<fb>(simd_compat::load_i8_widened<A>(part));
         },
         [](fb column) {  // shift_addend on vectors, as pack_q_addends
@@ -154,9 +165,13 @@ struct gemm_shift_simd : simd_common<A> {
                                        std::size_t kb, shift_entry* list) {
     std::size_t counts[shift_mr] = {}, steps = 0;
     for (std::size_t r = 0; r < h; ++r) {
+      // Row i0 + r: strided codes, or one place in every indirect row (located once).
+      const std::size_t t = p.q_column + i0 + r, segment = p.q_rows ? t / p.q_segment : 0;
+      const std::size_t within = p.q_rows ? t % p.q_segment : 0;
+      const std::int8_t* row = p.q_rows ? nullptr : p.q + (i0 + r) * p.q_rs + pc * p.q_cs;
       std::size_t count = 0;
       for (std::size_t q = 0; q < kb; ++q) {  // branch-free: zeros are random, so a branch would mispredict
-        const int code = gemm_shift_q(p, i0 + r, pc + q);
+        const int code = row ? row[q * p.q_cs] : p.q_rows[(pc + q) * p.q_cs + segment][within];
         list[count * shift_mr + r] = {static_cast<std::uint32_t>(q * shift_nr), shift_addend(code)};
         count += code != 0 ? 1 : 0;
       }
@@ -295,33 +310,40 @@ struct gemm_shift_simd : simd_common<A> {
     return xsimd::select(code == ib(0), ib(static_cast<std::int32_t>(zero_code_sentinel)), addend);
   }
   // Codes of Q rows i0 .. i0 + w (along m), K rows pc .. pc + kb, as addends [kb + 1][nr]: a whole panel row of
-  // contiguous codes in list_nv vectors, else one contiguous run at a time (one per segment of an indirection
-  // buffer, one code for other strides), in vectors where a run holds them.
+  // contiguous codes in list_nv vectors, else one contiguous run at a time (the panel's runs of an indirection
+  // buffer, located once; one code for other strides), in vectors where a run holds them.
   static void pack_q_addends(const gemm_shift_params& p, std::size_t pc, std::size_t kb, std::size_t i0, std::size_t w,
                              std::uint32_t* panel) {
+    const segment_runs runs = p.q_rows ? runs_of(p.q_column + i0, w, p.q_segment) : segment_runs{};
+    const bool whole = w == list_nr && (p.q_rows ? runs.count == 1 : p.q_rs == 1);
     for (std::size_t q = 0; q < kb; ++q) {
       std::uint32_t* dst = panel + q * list_nr;
-      const q_run row = gemm_shift_q_run(p, i0, pc + q, w);
-      if (row.length == list_nr) {
-        // The codes of a convolution's weight gradient (im2col rows) are read down a column, as B in
-        // build_float_lists: requested prefetch_rows ahead.
+      const std::int8_t* const* row = p.q_rows ? p.q_rows + (pc + q) * p.q_cs : nullptr;
+      if (whole) {
+        const std::int8_t* src = row ? row[runs.runs[0].segment] + runs.runs[0].within : p.q + i0 + (pc + q) * p.q_cs;
+        // The codes of a convolution's weight gradient are read down a column, as B in build_float_lists:
+        // requested prefetch_rows ahead.
         if (pc + q + prefetch_rows < p.k)
-          simd_compat::prefetch_line(p.q_rows ? gemm_shift_q_run(p, i0, pc + q + prefetch_rows, 1).at
-                                              : row.at + prefetch_rows * p.q_cs);
+          simd_compat::prefetch_line(row ? row[prefetch_rows * p.q_cs + runs.runs[0].segment] + runs.runs[0].within
+                                         : src + prefetch_rows * p.q_cs);
         for (std::size_t v = 0; v < list_nv; ++v)
-          addends_of(row.at + v * lanes).store_aligned(reinterpret_cast<std::int32_t*>(dst) + v * lanes);
+          addends_of(src + v * lanes).store_aligned(reinterpret_cast<std::int32_t*>(dst) + v * lanes);
         continue;
       }
-      std::size_t t = 0;
-      while (t < w) {
-        const q_run run = gemm_shift_q_run(p, i0 + t, pc + q, w - t);
-        std::size_t u = 0;
-        for (; u + lanes <= run.length; u += lanes)
-          addends_of(run.at + u).store_unaligned(reinterpret_cast<std::int32_t*>(dst + t + u));
-        for (; u < run.length; ++u) dst[t + u] = panel_addends.of_byte[static_cast<std::uint8_t>(run.at[u])];
-        t += run.length;
+      if (row) {
+        for (std::size_t r = 0; r < runs.count; ++r) {
+          const auto& run = runs.runs[r];
+          const std::int8_t* src = row[run.segment] + run.within;
+          std::size_t u = 0;
+          for (; u + lanes <= run.length; u += lanes)
+            addends_of(src + u).store_unaligned(reinterpret_cast<std::int32_t*>(dst + run.offset + u));
+          for (; u < run.length; ++u) dst[run.offset + u] = panel_addends.of_byte[static_cast<std::uint8_t>(src[u])];
+        }
+      } else {
+        for (std::size_t t = 0; t < w; ++t)
+          dst[t] = panel_addends.of_byte[static_cast<std::uint8_t>(p.q[(i0 + t) * p.q_rs + (pc + q) * p.q_cs])];
       }
-      for (; t < list_nr; ++t) dst[t] = zero_code_sentinel;
+      for (std::size_t t = w; t < list_nr; ++t) dst[t] = zero_code_sentinel;
     }
     for (std::size_t t = 0; t < list_nr; ++t) panel[kb * list_nr + t] = zero_code_sentinel;
   }

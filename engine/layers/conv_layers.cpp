@@ -191,24 +191,23 @@ class conv2d_layer final : public detail::serializable_layer {
           partial_.resize(grad.size());
           slab_grad = partial_.data();
         }
+        // The weight gradient reads the input maps (QBP: their codes) through an indirection buffer, 8 bytes per
+        // kernel tap instead of an im2col matrix of `channels` floats or codes: the same sums as on the explicit
+        // matrix, slab by slab as before.
         if (qbp) {
           // QBP rounds the layer's input once (Lin et al.: x is quantized, then convolved), so every tap
-          // reading a pixel sees the same code; the codes' im2col is a quarter of the floats' bytes. Random
-          // index: the element's place in the whole minibatch's input (whichever process holds it).
+          // reading a pixel sees the same code. Random index: the element's place in the whole minibatch's
+          // input (whichever process holds it).
           map_codes_.resize(n * input_size());
           core_.quantize_inputs(x.row(b0), n * input_size(), map_codes_.data(), index, 0,
                                 static_cast<std::uint32_t>((first_row(ctx) + b0) * input_size()), ctx);
-          const std::size_t per_example = positions() * core_.inputs();
-          col_codes_.resize(n * per_example);
-          parallel_rows(ctx.rt, n, 1, [&](std::size_t a0, std::size_t a1) {
-            for (std::size_t e = a0; e < a1; ++e)
-              im2col(map_codes_.data() + e * input_size(), shape_, col_codes_.data() + e * per_example);
-          });
-          core_.weight_gradient_codes(dy.row(b0), col_codes_.data(), rows, slab_grad, index, ctx);
+          zero_codes_.assign(shape_.in_channels, 0);
+          index_taps(map_codes_.data(), n, zero_codes_.data(), tap_codes_, ctx);
+          core_.weight_gradient_codes_implicit(dy.row(b0), tap_codes_.data(), shape_.in_channels, rows, slab_grad,
+                                               index, ctx);
         } else {
-          // The float weight gradient reads the maps through an indirection buffer (8 bytes per tap instead of
-          // the im2col matrix's 4 x channels): the same sums as on the explicit matrix, slab by slab as before.
-          index_taps(x, b0, n, ctx);
+          zeros_.assign(shape_.in_channels, 0.0f);
+          index_taps(x.row(b0), n, zeros_.data(), tap_rows_, ctx);
           core_.weight_gradient_implicit(dy.row(b0), tap_rows_.data(), shape_.in_channels, rows, slab_grad, ctx);
         }
         if (slab > 0) {
@@ -263,18 +262,20 @@ class conv2d_layer final : public detail::serializable_layer {
     });
   }
 
-  // tap_rows_[(e * positions + p) * kernel^2 + tap]: the first channel of the input pixel under `tap` of output
-  // position p of example b0 + e, or zeros_ in the padding (im2col as an indirection buffer).
-  void index_taps(const matrix& x, std::size_t b0, std::size_t n, const step_context& ctx) {
+  // taps[(e * positions + p) * kernel^2 + tap]: the first channel of the input pixel under `tap` of output
+  // position p of the example e of the `n` consecutive maps at `maps`, or `zeros` in the padding (im2col as an
+  // indirection buffer).
+  template <class T>
+  void index_taps(const T* maps, std::size_t n, const T* zeros, std::vector<const T*>& taps_out,
+                  const step_context& ctx) const {
     const std::size_t c_in = shape_.in_channels, kernel = shape_.kernel, wo = shape_.out_width();
     const std::size_t taps = kernel * kernel, per_example = positions() * taps;
     const std::ptrdiff_t pad = shape_.same_padding ? static_cast<std::ptrdiff_t>((kernel - 1) / 2) : 0;
-    zeros_.assign(c_in, 0.0f);
-    tap_rows_.resize(n * per_example);
+    taps_out.resize(n * per_example);
     parallel_rows(ctx.rt, n, 1, [&](std::size_t e0, std::size_t e1) {
       for (std::size_t e = e0; e < e1; ++e) {
-        const float* map = x.row(b0 + e);
-        const float** out = tap_rows_.data() + e * per_example;
+        const T* map = maps + e * input_size();
+        const T** out = taps_out.data() + e * per_example;
         for (std::size_t p = 0; p < positions(); ++p)
           for (std::size_t t = 0; t < taps; ++t) {
             const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(p / wo + t / kernel) - pad;
@@ -283,7 +284,7 @@ class conv2d_layer final : public detail::serializable_layer {
                                 ix < static_cast<std::ptrdiff_t>(shape_.width);
             out[p * taps + t] =
                 inside ? map + (static_cast<std::size_t>(iy) * shape_.width + static_cast<std::size_t>(ix)) * c_in
-                       : zeros_.data();
+                       : zeros;
           }
       }
     });
@@ -293,9 +294,10 @@ class conv2d_layer final : public detail::serializable_layer {
   conv_shape shape_;
   detail::weight_core core_;
   std::vector<float> cols_, partial_, zeros_;
-  std::vector<const float*> tap_rows_;              // the slab's im2col as pointers (index_taps)
-  std::vector<float> part_sums_;                    // the weight gradients of this process's parts of the minibatch
-  std::vector<std::int8_t> map_codes_, col_codes_;  // QBP: the slab's input codes and their im2col
+  std::vector<const float*> tap_rows_;               // the slab's im2col as pointers (index_taps)
+  std::vector<float> part_sums_;                     // the weight gradients of this process's parts of the minibatch
+  std::vector<std::int8_t> map_codes_, zero_codes_;  // QBP: the slab's input codes, the padding's
+  std::vector<const std::int8_t*> tap_codes_;        // QBP: their im2col as pointers
 };
 
 class max_pool_layer final : public detail::serializable_layer {

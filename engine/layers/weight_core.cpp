@@ -417,6 +417,29 @@ void weight_core::quantize_inputs(const float* x, std::size_t count, std::int8_t
 
 void weight_core::weight_gradient_codes(const float* dy, const std::int8_t* codes, std::size_t rows, float* grad,
                                         std::uint32_t layer, const step_context& ctx, output_range outputs) {
+  shift_weight_gradient(dy, rows, {.q = codes, .q_rs = 1, .q_cs = in_}, sampled_zero_fraction(codes, rows, in_, 0, in_),
+                        grad, layer, ctx, outputs);
+}
+
+void weight_core::weight_gradient_codes_implicit(const float* dy, const std::int8_t* const* code_rows,
+                                                 std::size_t segment, std::size_t rows, float* grad,
+                                                 std::uint32_t layer, const step_context& ctx) {
+  // The codes' zeros counted as sampled_zero_fraction does, through the pointers.
+  const std::size_t per_row = in_ / segment, sampled = std::min<std::size_t>(rows, 256);
+  std::size_t zeros = 0;
+  for (std::size_t s = 0; s < sampled; ++s)
+    for (std::size_t g = 0; g < per_row; ++g) {
+      const std::int8_t* run = code_rows[(s * rows / sampled) * per_row + g];
+      zeros += static_cast<std::size_t>(std::count(run, run + segment, std::int8_t{0}));
+    }
+  const double code_zeros = sampled == 0 ? 0.0 : static_cast<double>(zeros) / static_cast<double>(sampled * in_);
+  shift_weight_gradient(dy, rows, {.q_cs = per_row, .q_rows = code_rows, .q_segment = segment}, code_zeros, grad, layer,
+                        ctx, {});
+}
+
+void weight_core::shift_weight_gradient(const float* dy, std::size_t rows, const kernels::gemm_shift_params& codes,
+                                        double code_zeros, float* grad, std::uint32_t layer, const step_context& ctx,
+                                        output_range outputs) {
   const auto& k = ctx.kernels;
   const std::size_t o0 = outputs.begin, o1 = std::min(outputs.end, out_);
   // Computed as grad^T[i][o] = sum_r code(x[r][i]) * dy[r][o] and written through strides into grad[o][i].
@@ -432,26 +455,27 @@ void weight_core::weight_gradient_codes(const float* dy, const std::int8_t* code
   bool list_dy = out_ < in_;
   if (list_dy && o1 - o0 >= 32) {
     const double dy_nonzero = 1.0 - sampled_zero_fraction(dy, rows, out_, o0, o1);
-    const double code_nonzero = 1.0 - sampled_zero_fraction(codes, rows, in_, 0, in_);
-    list_dy = dy_nonzero < code_nonzero * (dy_nonzero < 1.0 ? 4.0 / 3.0 : 1.0);
+    list_dy = dy_nonzero < (1.0 - code_zeros) * (dy_nonzero < 1.0 ? 4.0 / 3.0 : 1.0);
   }
   std::atomic<bool> out_of_range{false};
   parallel_gemm(ctx.rt, in_, o1 - o0, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
     bool block_out_of_range = false;
-    run_packed_gemm(k, k.gemm_shift,
-                    {.m = i1 - i0,
-                     .n = j1 - j0,
-                     .k = rows,
-                     .q = codes + i0,
-                     .q_rs = 1,
-                     .q_cs = in_,
-                     .b = dy + o0 + j0,
-                     .ldb = out_,
-                     .c = grad + (o0 + j0) * in_ + i0,
-                     .c_rs = 1,
-                     .c_cs = in_,
-                     .list_b = list_dy,
-                     .b_out_of_range = &block_out_of_range});
+    kernels::gemm_shift_params p = codes;
+    if (p.q_rows)
+      p.q_column = i0;
+    else
+      p.q += i0;
+    p.m = i1 - i0;
+    p.n = j1 - j0;
+    p.k = rows;
+    p.b = dy + o0 + j0;
+    p.ldb = out_;
+    p.c = grad + (o0 + j0) * in_ + i0;
+    p.c_rs = 1;
+    p.c_cs = in_;
+    p.list_b = list_dy;
+    p.b_out_of_range = &block_out_of_range;
+    run_packed_gemm(k, k.gemm_shift, p);
     if (block_out_of_range) out_of_range.store(true);
   });
   if (out_of_range.load()) throw_exploding_gradient(layer, ctx);

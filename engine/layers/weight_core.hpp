@@ -106,6 +106,11 @@ class weight_core {
   /// im2col of its once-quantized input map.
   void weight_gradient_codes(const float* dy, const std::int8_t* codes, std::size_t rows, float* grad,
                              std::uint32_t layer, const step_context& ctx, output_range outputs = {});
+  /// weight_gradient_codes for codes given as an indirection buffer, a convolution's implicit im2col of its
+  /// quantized maps: code[r][i] = code_rows[r * (inputs / segment) + i / segment][i % segment]
+  /// (gemm_shift_params::q_rows). The same bits as on the explicit matrix.
+  void weight_gradient_codes_implicit(const float* dy, const std::int8_t* const* code_rows, std::size_t segment,
+                                      std::size_t rows, float* grad, std::uint32_t layer, const step_context& ctx);
 
   // Model and checkpoint files (weight_io.cpp).
   /// Options and weights (packed: deterministic bits) in the format of the dense layer.
@@ -122,6 +127,10 @@ class weight_core {
 
  private:
   // grad's rows `outputs` = dy^T B on gemm_f32, B the float inputs as `operand` gives them (b or b_rows).
+  // shift_weight_gradient: the same on gemm_shift from codes (q or q_rows) with about code_zeros of them zero.
+  void shift_weight_gradient(const float* dy, std::size_t rows, const kernels::gemm_shift_params& codes,
+                             double code_zeros, float* grad, std::uint32_t layer, const step_context& ctx,
+                             output_range outputs);
   void float_weight_gradient(const float* dy, std::size_t rows, const kernels::gemm_f32_params& operand, float* grad,
                              const step_context& ctx, output_range outputs);
   void materialize();
