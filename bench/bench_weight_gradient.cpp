@@ -1,7 +1,7 @@
 // The weight-gradient GEMMs as the layers call them, on the same shapes and sparsity: gemm_shift for QBP
 // (gemm_shift_weight_gradient/<isa>/<shape>/list_codes|list_dy) and gemm_f32 for float inputs
-// (gemm_f32_weight_gradient/<isa>/<shape>/dense|skip_zero_dy; on the convolutions' shapes also
-// .../implicit_dense|implicit_skip_zero_dy: B read from the input maps through an indirection buffer, b_rows).
+// (gemm_f32_weight_gradient/<isa>/<shape>/dense|skip_zero_dy); on the convolutions' shapes also .../implicit_*:
+// the inputs (codes) read from maps through an indirection buffer (b_rows, q_rows), as the layers read them.
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -69,7 +69,24 @@ void time_weight_gradient(benchmark::State& state, const kernels::kernel_table& 
   report_macs(state, s, seconds_since(start), which, kind, computed);
 }
 
-void shift_weight_gradient_bench(benchmark::State& state, isa which, gradient_shape g, bool list_b) {
+// The implicit im2col of a convolution shape's rows: 9 pointers per output position into `maps` (the first
+// rows / side^2 examples of the operand as [side][side][channels] maps, 3x3 kernel, same padding), `zeros` in
+// the padding.
+template <class T>
+std::vector<const T*> im2col_taps(const gradient_shape& g, const T* maps, const T* zeros) {
+  const std::size_t side = g.map_side, channels = g.in / 9, positions = side * side;
+  std::vector<const T*> taps(g.rows * 9);
+  for (std::size_t r = 0; r < g.rows; ++r)
+    for (std::size_t t = 0; t < 9; ++t) {
+      const std::size_t image = r / positions, y = r % positions / side + t / 3, x = r % side + t % 3;
+      const bool inside = y >= 1 && x >= 1 && y <= side && x <= side;
+      taps[r * 9 + t] = inside ? maps + ((image * side + y - 1) * side + x - 1) * channels : zeros;
+    }
+  return taps;
+}
+
+// implicit: the codes read as a convolution reads its quantized maps (im2col_taps, gemm_shift's q_rows).
+void shift_weight_gradient_bench(benchmark::State& state, isa which, gradient_shape g, bool list_b, bool implicit) {
   if (skip_unsupported(state, which)) return;
   const auto& k = kernels::kernels_for(which);
   const shape s{g.name, g.in, g.out, g.rows};
@@ -78,21 +95,30 @@ void shift_weight_gradient_bench(benchmark::State& state, isa which, gradient_sh
   k.quantize_pow2(o.x.data(), o.x.size(), codes.data(), -4, 3, 1, 0);
   std::vector<float> grad(s.m * s.n);
   const kernels::cache_sizes caches = kernels::detect_cache_sizes();
+  kernels::gemm_shift_params p{.m = s.m,
+                               .n = s.n,
+                               .k = s.k,
+                               .q = codes.data(),
+                               .q_rs = 1,
+                               .q_cs = s.m,
+                               .b = o.delta.data(),
+                               .ldb = s.n,
+                               .c = grad.data(),
+                               .c_rs = 1,
+                               .c_cs = s.m,
+                               .list_b = list_b,
+                               .caches = caches};
+  const std::vector<std::int8_t> zeros(g.in / 9, 0);
+  const auto taps = implicit ? im2col_taps(g, codes.data(), zeros.data()) : std::vector<const std::int8_t*>{};
+  if (implicit) {
+    p.q = nullptr;
+    p.q_rows = taps.data();
+    p.q_segment = g.in / 9;
+    p.q_cs = 9;
+  }
   time_weight_gradient(state, k, s, which, "shift", 0.5, grad, [&](void* ws) {
-    k.gemm_shift({.m = s.m,
-                  .n = s.n,
-                  .k = s.k,
-                  .q = codes.data(),
-                  .q_rs = 1,
-                  .q_cs = s.m,
-                  .b = o.delta.data(),
-                  .ldb = s.n,
-                  .c = grad.data(),
-                  .c_rs = 1,
-                  .c_cs = s.m,
-                  .list_b = list_b,
-                  .caches = caches,
-                  .workspace = ws});
+    p.workspace = ws;
+    k.gemm_shift(p);
   });
 }
 
@@ -119,19 +145,12 @@ void f32_weight_gradient_bench(benchmark::State& state, isa which, gradient_shap
                              .c = grad.data(),
                              .ldc = s.n,
                              .caches = caches};
-  const std::size_t side = g.map_side, channels = g.in / 9, positions = side * side;
-  const std::vector<float> zeros(channels, 0.0f);
-  std::vector<const float*> taps(implicit ? g.rows * 9 : 0);
-  for (std::size_t r = 0; r < taps.size() / 9; ++r)
-    for (std::size_t t = 0; t < 9; ++t) {
-      const std::size_t image = r / positions, y = r % positions / side + t / 3, x = r % side + t % 3;
-      const bool inside = y >= 1 && x >= 1 && y <= side && x <= side;
-      taps[r * 9 + t] = inside ? o.x.data() + ((image * side + y - 1) * side + x - 1) * channels : zeros.data();
-    }
+  const std::vector<float> zeros(g.in / 9, 0.0f);
+  const auto taps = implicit ? im2col_taps(g, o.x.data(), zeros.data()) : std::vector<const float*>{};
   if (implicit) {
     p.b = nullptr;
     p.b_rows = taps.data();
-    p.b_segment = channels;
+    p.b_segment = g.in / 9;
     p.ldb = 9;
   }
   time_weight_gradient(state, k, s, which, "f32", 1.0, grad, [&](void* ws) {
@@ -155,11 +174,15 @@ void register_weight_gradient(isa which) {
             ->Unit(benchmark::kMicrosecond);
       }
   for (const gradient_shape& g : gradient_shapes)
-    for (const bool list_b : {false, true})
-      benchmark::RegisterBenchmark(
-          ("gemm_shift_weight_gradient/" + isa_text + "/" + g.name + (list_b ? "/list_dy" : "/list_codes")).c_str(),
-          shift_weight_gradient_bench, which, g, list_b)
-          ->Unit(benchmark::kMicrosecond);
+    for (const bool implicit : {false, true})
+      for (const bool list_b : {false, true}) {
+        if (implicit && g.map_side == 0) continue;
+        benchmark::RegisterBenchmark(("gemm_shift_weight_gradient/" + isa_text + "/" + g.name + "/" +
+                                      (implicit ? "implicit_" : "") + (list_b ? "list_dy" : "list_codes"))
+                                         .c_str(),
+                                     shift_weight_gradient_bench, which, g, list_b, implicit)
+            ->Unit(benchmark::kMicrosecond);
+      }
 }
 
 }  // namespace fewmul_bench
