@@ -90,4 +90,32 @@ bool matches_reference(void (*reference)(const Params&) noexcept, void (*simd)(c
   return same_bits(want, got);
 }
 
+// A row-major [depth][width] operand `wide` as an indirection buffer (an implicit im2col): `per_row` pointers per
+// row, each to `segment` values of its own copy, except one segment in five, which points at `zeros` (the
+// padding; those values of `wide` are set to 0 so that both forms hold the same operand). A kernel reading the
+// wrong segment, or past one, reads different values.
+template <class T>
+struct indirect_operand {
+  std::size_t per_row;
+  std::vector<T> zeros, store;
+  std::vector<const T*> rows;
+  indirect_operand(std::vector<T>& wide, std::size_t depth, std::size_t width, std::size_t segment, std::uint32_t seed)
+      : per_row((width + segment - 1) / segment),
+        zeros(segment, T{0}),
+        store(depth * per_row * segment, T{5}),
+        rows(depth * per_row) {
+    for (std::size_t q = 0; q < depth; ++q)
+      for (std::size_t g = 0; g < per_row; ++g) {
+        const bool padding = (q * 31 + g * 7 + seed) % 5 == 0;
+        T* own = store.data() + (q * per_row + g) * segment;
+        rows[q * per_row + g] = padding ? zeros.data() : own;
+        for (std::size_t c = 0; c < segment && g * segment + c < width; ++c) {
+          T& value = wide[q * width + g * segment + c];
+          if (padding) value = T{0};
+          own[c] = value;
+        }
+      }
+  }
+};
+
 }  // namespace fewmul_test

@@ -85,29 +85,14 @@ TEST_CASE("gemm_f32 b_rows (an implicit im2col) matches the reference and the ex
         if ((i * 2654435761u + t.seed) % 4 != 0) a[i] = 0.0f;
     // Segments of 7 floats (runs across segment edges, scalar copies), of 32 (a panel of whole vectors in one
     // run or in two, as for a convolution with 32 channels) and of 64 entered 3 columns in (vectors, then a
-    // scalar tail), B starting `first` columns into the indirect rows (a block of a parallel split); one
-    // segment in five points at a buffer of zeros (the padding), the others at their own copies, so a kernel
-    // reading the wrong segment or past one reads different values. `wide` is the explicit matrix of all the
-    // columns.
+    // scalar tail), B starting `first` columns into the indirect rows (a block of a parallel split); `wide` is
+    // the explicit matrix of all the columns (indirect_operand: one segment in five the padding).
     for (const auto& cut : {std::pair<std::size_t, std::size_t>{7, 3}, {32, 32}, {64, 3}}) {
       const std::size_t segment = cut.first, first = cut.second;  // (not a structured binding: clang's CAPTURE)
       CAPTURE(segment);
-      const std::size_t width = first + t.n, per_row = (width + segment - 1) / segment;
+      const std::size_t width = first + t.n;
       auto wide = random_floats(t.depth * width, t.seed + 1);
-      const std::vector<float> zeros(segment, 0.0f);
-      std::vector<float> store(t.depth * per_row * segment, 5.0f);
-      std::vector<const float*> rows(t.depth * per_row);
-      for (std::size_t q = 0; q < t.depth; ++q)
-        for (std::size_t g = 0; g < per_row; ++g) {
-          const bool padding = (q * 31 + g * 7 + t.seed) % 5 == 0;
-          float* own = store.data() + (q * per_row + g) * segment;
-          rows[q * per_row + g] = padding ? zeros.data() : own;
-          for (std::size_t c = 0; c < segment && g * segment + c < width; ++c) {
-            float& value = wide[q * width + g * segment + c];
-            if (padding) value = 0.0f;
-            own[c] = value;
-          }
-        }
+      const indirect_operand<float> indirect(wide, t.depth, width, segment, t.seed);
       for (const bool skip : {false, true}) {
         CAPTURE(skip);
         kernels::gemm_f32_params p = case_params(t, a, wide);
@@ -118,10 +103,10 @@ TEST_CASE("gemm_f32 b_rows (an implicit im2col) matches the reference and the ex
         p.c = explicit_b.data();
         t.ref.gemm_f32(p);
         p.b = nullptr;
-        p.b_rows = rows.data();
+        p.b_rows = indirect.rows.data();
         p.b_segment = segment;
         p.b_column = first;
-        p.ldb = per_row;
+        p.ldb = indirect.per_row;
         CHECK(matches_reference(t.ref.gemm_f32, t.k.gemm_f32, p));
         p.c = implicit_b.data();
         t.ref.gemm_f32(p);

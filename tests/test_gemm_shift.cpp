@@ -87,27 +87,14 @@ TEST_CASE("gemm_shift q_rows (an implicit im2col of codes) matches the reference
     const auto b = random_floats(t.depth * t.n, t.seed + 1);
     // As test_gemm_f32's b_rows case: segments of 7 codes (runs across edges, scalar), 16 (one vector of
     // AVX-512 codes), 32 (a 64-code panel in two runs) and 64 entered 3 codes in; the codes start `first` into
-    // the indirect rows; one segment in five points at zero codes (the padding), the others at their own copies.
+    // the indirect rows (indirect_operand: one segment in five the padding).
     const std::pair<std::size_t, std::size_t> cuts[] = {{7, 3}, {16, 16}, {32, 32}, {64, 3}};
     for (const auto& cut : cuts) {
       const std::size_t segment = cut.first, first = cut.second;
       CAPTURE(segment);
-      const std::size_t width = first + t.m, per_row = (width + segment - 1) / segment;
+      const std::size_t width = first + t.m;
       auto wide = relu_codes(t.k, t.depth * width, t.seed + 5);
-      const std::vector<std::int8_t> zeros(segment, 0);
-      std::vector<std::int8_t> store(t.depth * per_row * segment, 9);
-      std::vector<const std::int8_t*> rows(t.depth * per_row);
-      for (std::size_t q = 0; q < t.depth; ++q)
-        for (std::size_t g = 0; g < per_row; ++g) {
-          const bool padding = (q * 31 + g * 7 + t.seed) % 5 == 0;
-          std::int8_t* own = store.data() + (q * per_row + g) * segment;
-          rows[q * per_row + g] = padding ? zeros.data() : own;
-          for (std::size_t c = 0; c < segment && g * segment + c < width; ++c) {
-            std::int8_t& code = wide[q * width + g * segment + c];
-            if (padding) code = 0;
-            own[c] = code;
-          }
-        }
+      const indirect_operand<std::int8_t> indirect(wide, t.depth, width, segment, t.seed);
       kernels::gemm_shift_params h{.m = t.m,
                                    .n = t.n,
                                    .k = t.depth,
@@ -131,8 +118,8 @@ TEST_CASE("gemm_shift q_rows (an implicit im2col of codes) matches the reference
         h.c = explicit_q.data();
         t.ref.gemm_shift(h);
         h.q = nullptr;
-        h.q_cs = per_row;
-        h.q_rows = rows.data();
+        h.q_cs = indirect.per_row;
+        h.q_rows = indirect.rows.data();
         h.q_segment = segment;
         h.q_column = first;
         CHECK(matches_reference(t.ref.gemm_shift, t.k.gemm_shift, h));
