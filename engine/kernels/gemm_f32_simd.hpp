@@ -80,7 +80,7 @@ struct gemm_f32_simd : simd_common<A> {
           for (std::size_t q = 0; q < kb; ++q) panel[q * panel_nr + j] = 0.0f;
         continue;
       }
-      const segment_runs runs = p.b_rows ? runs_of(p.b_column + jc + j0, w, p.b_segment) : segment_runs{};
+      const segment_runs runs = runs_of(p.b_rows != nullptr, p.b_column + jc + j0, w, p.b_segment);
       for (std::size_t q = 0; q < kb; ++q) copy_b_row(p, pc + q, jc + j0, w, runs, panel + q * panel_nr);
     }
   }
@@ -174,7 +174,7 @@ struct gemm_f32_simd : simd_common<A> {
   // B rows pc .. pc + kb, columns j0 .. j0 + w, into [kb + 1][sparse_nr], zero-padded, the last row zeros.
   static void pack_b_sparse(const gemm_f32_params& p, std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w,
                             float* panel) {
-    const segment_runs runs = p.b_rows ? runs_of(p.b_column + j0, w, p.b_segment) : segment_runs{};
+    const segment_runs runs = runs_of(p.b_rows != nullptr, p.b_column + j0, w, p.b_segment);
     for (std::size_t q = 0; q < kb; ++q) copy_b_row<sparse_nr>(p, pc + q, j0, w, runs, panel + q * sparse_nr);
     for (std::size_t j = 0; j < sparse_nr; ++j) panel[kb * sparse_nr + j] = 0.0f;
   }

@@ -14,7 +14,9 @@ namespace {  // one copy per translation unit: each ISA's unit compiles these wi
 
 // Columns [column, column + w) of an indirection buffer's rows (w <= 64, a panel's width) cut at segment edges:
 // run r reads segment runs[r].segment from runs[r].within, runs[r].length values, into the panel row at
-// runs[r].offset. Located once per panel (the divisions), then read row by row.
+// runs[r].offset. Located once per panel (the divisions), then read row by row. For a strided operand
+// (`indirect` false) the list is empty and its 2 KiB array is left uninitialized: the packing calls this once
+// per panel on every GEMM, and zero-filling the array there would be a memset on the hot path.
 struct segment_runs {
   struct run {
     std::size_t segment, within, length, offset;
@@ -22,8 +24,9 @@ struct segment_runs {
   std::array<run, 64> runs;
   std::size_t count = 0;
 };
-inline segment_runs runs_of(std::size_t column, std::size_t w, std::size_t segment) {
-  segment_runs r;
+inline segment_runs runs_of(bool indirect, std::size_t column, std::size_t w, std::size_t segment) {
+  segment_runs r;  // default-initialized: count 0, runs not written until used
+  if (!indirect) return r;
   for (std::size_t j = 0; j < w && r.count < r.runs.size(); ++r.count) {
     const std::size_t t = column + j, within = t % segment, length = std::min(w - j, segment - within);
     r.runs[r.count] = {t / segment, within, length, j};

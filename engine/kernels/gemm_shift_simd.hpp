@@ -130,7 +130,7 @@ struct gemm_shift_simd : simd_common<A> {
                                        std::size_t kb, unsigned char* scratch, shift_entry* list,
                                        std::uint32_t* steps) {
     std::uint32_t counts[lanes] = {};
-    const segment_runs runs = p.q_rows ? runs_of(p.q_column + i0, count, p.q_segment) : segment_runs{};
+    const segment_runs runs = runs_of(p.q_rows != nullptr, p.q_column + i0, count, p.q_segment);
     compress_lists<shift_nr>(
         count, kb, scratch, counts,
         [&](std::size_t q) {
@@ -314,7 +314,7 @@ struct gemm_shift_simd : simd_common<A> {
   // buffer, located once; one code for other strides), in vectors where a run holds them.
   static void pack_q_addends(const gemm_shift_params& p, std::size_t pc, std::size_t kb, std::size_t i0, std::size_t w,
                              std::uint32_t* panel) {
-    const segment_runs runs = p.q_rows ? runs_of(p.q_column + i0, w, p.q_segment) : segment_runs{};
+    const segment_runs runs = runs_of(p.q_rows != nullptr, p.q_column + i0, w, p.q_segment);
     const bool whole = w == list_nr && (p.q_rows ? runs.count == 1 : p.q_rs == 1);
     for (std::size_t q = 0; q < kb; ++q) {
       std::uint32_t* dst = panel + q * list_nr;
