@@ -22,18 +22,22 @@ float uniform_pm1(std::uint64_t key, std::uint32_t index) {
 // random stream distinct across chunks.
 std::uint64_t key_for_rows(std::uint64_t key, std::size_t first_row) { return kernels::derive_key(key, first_row); }
 
-// Fraction of zeros among columns [c0, c1) of up to 256 evenly spaced rows of a row-major [rows][ld] block: an
-// estimate for choosing a loop order, never a result (both orders give the same bits).
+// Fraction of zeros in up to 256 evenly spaced of `rows` rows, `width` values each, row_zeros(r) counting row r's:
+// an estimate for choosing a loop order, never a result (both orders give the same bits).
+template <class RowZeros>
+double sampled_zero_fraction(std::size_t rows, std::size_t width, RowZeros&& row_zeros) {
+  const std::size_t sampled = std::min<std::size_t>(rows, 256);
+  if (sampled == 0 || width == 0) return 0.0;
+  std::size_t zeros = 0;
+  for (std::size_t s = 0; s < sampled; ++s) zeros += row_zeros(s * rows / sampled);
+  return static_cast<double>(zeros) / static_cast<double>(sampled * width);
+}
+// ... of columns [c0, c1) of a row-major [rows][ld] matrix.
 template <class T>
 double sampled_zero_fraction(const T* x, std::size_t rows, std::size_t ld, std::size_t c0, std::size_t c1) {
-  const std::size_t sampled = std::min<std::size_t>(rows, 256);
-  if (sampled == 0 || c1 <= c0) return 0.0;
-  std::size_t zeros = 0;
-  for (std::size_t s = 0; s < sampled; ++s) {
-    const T* row = x + (s * rows / sampled) * ld;
-    zeros += static_cast<std::size_t>(std::count(row + c0, row + c1, T{0}));
-  }
-  return static_cast<double>(zeros) / static_cast<double>(sampled * (c1 - c0));
+  return sampled_zero_fraction(rows, c1 > c0 ? c1 - c0 : 0, [&](std::size_t r) {
+    return static_cast<std::size_t>(std::count(x + r * ld + c0, x + r * ld + c1, T{0}));
+  });
 }
 
 }  // namespace
@@ -424,15 +428,15 @@ void weight_core::weight_gradient_codes(const float* dy, const std::int8_t* code
 void weight_core::weight_gradient_codes_implicit(const float* dy, const std::int8_t* const* code_rows,
                                                  std::size_t segment, std::size_t rows, float* grad,
                                                  std::uint32_t layer, const step_context& ctx) {
-  // The codes' zeros counted as sampled_zero_fraction does, through the pointers.
-  const std::size_t per_row = in_ / segment, sampled = std::min<std::size_t>(rows, 256);
-  std::size_t zeros = 0;
-  for (std::size_t s = 0; s < sampled; ++s)
+  const std::size_t per_row = in_ / segment;
+  const double code_zeros = sampled_zero_fraction(rows, in_, [&](std::size_t r) {
+    std::size_t zeros = 0;
     for (std::size_t g = 0; g < per_row; ++g) {
-      const std::int8_t* run = code_rows[(s * rows / sampled) * per_row + g];
+      const std::int8_t* run = code_rows[r * per_row + g];
       zeros += static_cast<std::size_t>(std::count(run, run + segment, std::int8_t{0}));
     }
-  const double code_zeros = sampled == 0 ? 0.0 : static_cast<double>(zeros) / static_cast<double>(sampled * in_);
+    return zeros;
+  });
   shift_weight_gradient(dy, rows, {.q_cs = per_row, .q_rows = code_rows, .q_segment = segment}, code_zeros, grad, layer,
                         ctx, {});
 }
