@@ -1,5 +1,6 @@
 // Convolution (im2col + the dense layer's weight products) and 2x2 max-pooling over channel-last maps.
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <string>
 
@@ -264,28 +265,33 @@ class conv2d_layer final : public detail::serializable_layer {
 
   // taps[(e * positions + p) * kernel^2 + tap]: the first channel of the input pixel under `tap` of output
   // position p of the example e of the `n` consecutive maps at `maps`, or `zeros` in the padding (im2col as an
-  // indirection buffer).
+  // indirection buffer). The geometry is the same for every example and slab: tap_offsets_, computed once.
   template <class T>
   void index_taps(const T* maps, std::size_t n, const T* zeros, std::vector<const T*>& taps_out,
-                  const step_context& ctx) const {
-    const std::size_t c_in = shape_.in_channels, kernel = shape_.kernel, wo = shape_.out_width();
-    const std::size_t taps = kernel * kernel, per_example = positions() * taps;
-    const std::ptrdiff_t pad = shape_.same_padding ? static_cast<std::ptrdiff_t>((kernel - 1) / 2) : 0;
+                  const step_context& ctx) {
+    const std::size_t per_example = positions() * shape_.kernel * shape_.kernel;
+    if (tap_offsets_.empty()) {
+      const std::size_t kernel = shape_.kernel, taps = kernel * kernel, wo = shape_.out_width();
+      const std::ptrdiff_t pad = shape_.same_padding ? static_cast<std::ptrdiff_t>((kernel - 1) / 2) : 0;
+      tap_offsets_.resize(per_example);
+      for (std::size_t p = 0; p < positions(); ++p)
+        for (std::size_t t = 0; t < taps; ++t) {
+          const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(p / wo + t / kernel) - pad;
+          const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(p % wo + t % kernel) - pad;
+          const bool inside = iy >= 0 && iy < static_cast<std::ptrdiff_t>(shape_.height) && ix >= 0 &&
+                              ix < static_cast<std::ptrdiff_t>(shape_.width);
+          tap_offsets_[p * taps + t] =
+              inside ? (static_cast<std::size_t>(iy) * shape_.width + static_cast<std::size_t>(ix)) * shape_.in_channels
+                     : padding_tap;
+        }
+    }
     taps_out.resize(n * per_example);
     parallel_rows(ctx.rt, n, 1, [&](std::size_t e0, std::size_t e1) {
       for (std::size_t e = e0; e < e1; ++e) {
         const T* map = maps + e * input_size();
         const T** out = taps_out.data() + e * per_example;
-        for (std::size_t p = 0; p < positions(); ++p)
-          for (std::size_t t = 0; t < taps; ++t) {
-            const std::ptrdiff_t iy = static_cast<std::ptrdiff_t>(p / wo + t / kernel) - pad;
-            const std::ptrdiff_t ix = static_cast<std::ptrdiff_t>(p % wo + t % kernel) - pad;
-            const bool inside = iy >= 0 && iy < static_cast<std::ptrdiff_t>(shape_.height) && ix >= 0 &&
-                                ix < static_cast<std::ptrdiff_t>(shape_.width);
-            out[p * taps + t] =
-                inside ? map + (static_cast<std::size_t>(iy) * shape_.width + static_cast<std::size_t>(ix)) * c_in
-                       : zeros;
-          }
+        for (std::size_t i = 0; i < per_example; ++i)
+          out[i] = tap_offsets_[i] == padding_tap ? zeros : map + tap_offsets_[i];
       }
     });
   }
@@ -294,7 +300,9 @@ class conv2d_layer final : public detail::serializable_layer {
   conv_shape shape_;
   detail::weight_core core_;
   std::vector<float> cols_, partial_, zeros_;
-  std::vector<const float*> tap_rows_;               // the slab's im2col as pointers (index_taps)
+  std::vector<const float*> tap_rows_;  // the slab's im2col as pointers (index_taps)
+  static constexpr std::size_t padding_tap = SIZE_MAX;
+  std::vector<std::size_t> tap_offsets_;             // [position][tap]: offset in a map, or padding_tap (index_taps)
   std::vector<float> part_sums_;                     // the weight gradients of this process's parts of the minibatch
   std::vector<std::int8_t> map_codes_, zero_codes_;  // QBP: the slab's input codes, the padding's
   std::vector<const std::int8_t*> tap_codes_;        // QBP: their im2col as pointers
