@@ -20,7 +20,9 @@ using detail::fold_gradient;
 using detail::parallel_rows;
 using detail::parts_of;
 
-// im2col scratch per slab of examples (floats); bounds memory for wide layers and big batches.
+// im2col scratch per slab of examples (floats); bounds memory for wide layers and big batches. The weight
+// gradients that read the maps through an indirection buffer keep the same slabs: their sums (bits) are those of
+// the explicit matrix.
 constexpr std::size_t slab_budget = std::size_t{1} << 22;
 
 void check_shape(const conv_shape& s) {
