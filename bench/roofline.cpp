@@ -2,7 +2,10 @@
 // (the rest of the benchmark is built for the baseline ISA and calls these only where the CPU has it).
 // Each loop keeps 16 (AVX2: 12) independent accumulator chains, enough to cover the latency of any of these
 // instructions, and an empty asm statement makes the loop-invariant operands opaque so the compiler
-// cannot hoist the work. Products per instruction group: f32 FMA: lanes; binary lookup: 4 * lanes;
+// cannot hoist the work. Where a group does not read its accumulator (lookups, shifts), the statement follows
+// every group: identical groups of one iteration would otherwise be merged into one (common subexpressions),
+// which measured the float add alone, while the kernels' groups read different tables and addends.
+// Products per instruction group: f32 FMA: lanes; binary lookup: 4 * lanes;
 // ternary lookup: 3 * lanes; shift (integer add + float add): lanes; xnor (xor + popcount + add): 64 * lanes64.
 #include "roofline.hpp"
 
@@ -85,9 +88,11 @@ double avx512_peak(mix m, bool vpopcnt) {
           [&](long n) {
             LOCAL_ACC(__m512, acc);
             for (long it = 0; it < n; ++it) {
-              for (int i = 0; i < 16; ++i) a[i] = _mm512_add_ps(a[i], _mm512_permutexvar_ps(idx, x));
+              for (int i = 0; i < 16; ++i) {
+                a[i] = _mm512_add_ps(a[i], _mm512_permutexvar_ps(idx, x));
+                FEWMUL_OPAQUE(idx);
+              }
               FEWMUL_OPAQUE(x);
-              FEWMUL_OPAQUE(idx);
             }
             STORE_ACC(acc);
           },
@@ -98,9 +103,11 @@ double avx512_peak(mix m, bool vpopcnt) {
           [&](long n) {
             LOCAL_ACC(__m512, acc);
             for (long it = 0; it < n; ++it) {
-              for (int i = 0; i < 16; ++i) a[i] = _mm512_add_ps(a[i], _mm512_permutex2var_ps(x, idx, t2));
+              for (int i = 0; i < 16; ++i) {
+                a[i] = _mm512_add_ps(a[i], _mm512_permutex2var_ps(x, idx, t2));
+                FEWMUL_OPAQUE(idx);
+              }
               FEWMUL_OPAQUE(x);
-              FEWMUL_OPAQUE(idx);
             }
             STORE_ACC(acc);
           },
@@ -111,10 +118,11 @@ double avx512_peak(mix m, bool vpopcnt) {
           [&](long n) {
             LOCAL_ACC(__m512, acc);
             for (long it = 0; it < n; ++it) {
-              for (int i = 0; i < 16; ++i)
+              for (int i = 0; i < 16; ++i) {
                 a[i] = _mm512_add_ps(a[i], _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(y), addend)));
+                FEWMUL_OPAQUE(addend);
+              }
               FEWMUL_OPAQUE(y);
-              FEWMUL_OPAQUE(addend);
             }
             STORE_ACC(acc);
           },
@@ -201,11 +209,12 @@ double avx2_peak(mix m) {  // 12 chains: AVX2 has 16 vector registers
           [&](long n) {
             LOCAL_ACC(__m256, acc);
             for (long it = 0; it < n; ++it) {
-              for (int i = 0; i < 12; ++i)
+              for (int i = 0; i < 12; ++i) {
                 a[i] = _mm256_add_ps(
                     a[i], _mm256_blendv_ps(_mm256_permutevar8x32_ps(x, idx), _mm256_permutevar8x32_ps(t1, idx), bit3));
+                FEWMUL_OPAQUE(idx);
+              }
               FEWMUL_OPAQUE(x);
-              FEWMUL_OPAQUE(idx);
             }
             STORE_ACC(acc);
           },
@@ -222,9 +231,9 @@ double avx2_peak(mix m) {  // 12 chains: AVX2 has 16 vector registers
                 const __m256 hi =
                     _mm256_blendv_ps(_mm256_permutevar8x32_ps(y, idx), _mm256_permutevar8x32_ps(x, idx), bit3);
                 a[i] = _mm256_add_ps(a[i], _mm256_blendv_ps(lo, hi, t1));
+                FEWMUL_OPAQUE(idx);
               }
               FEWMUL_OPAQUE(x);
-              FEWMUL_OPAQUE(idx);
             }
             STORE_ACC(acc);
           },
@@ -235,10 +244,11 @@ double avx2_peak(mix m) {  // 12 chains: AVX2 has 16 vector registers
           [&](long n) {
             LOCAL_ACC(__m256, acc);
             for (long it = 0; it < n; ++it) {
-              for (int i = 0; i < 12; ++i)
+              for (int i = 0; i < 12; ++i) {
                 a[i] = _mm256_add_ps(a[i], _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y), addend)));
+                FEWMUL_OPAQUE(addend);
+              }
               FEWMUL_OPAQUE(y);
-              FEWMUL_OPAQUE(addend);
             }
             STORE_ACC(acc);
           },
