@@ -84,6 +84,25 @@ inline std::uint32_t bits_from_mask(fmask<A> mask) noexcept {
 #endif
 }
 
+/// acc + x in the lanes where a and b differ, acc elsewhere: one integer compare into a mask and a masked add
+/// (AVX-512), a compare and a blend (elsewhere).
+template <class A>
+inline fbatch<A> add_where_unequal(fbatch<A> acc, fbatch<A> x, ubatch<A> a, ubatch<A> b) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (is_avx512<A>) return _mm512_mask_add_ps(acc, _mm512_cmpneq_epu32_mask(a, b), acc, x);
+#endif
+  const auto equal = a == b;
+#if defined(__AVX__)
+  if constexpr (is_avx<A>) return xsimd::select(fmask<A>(_mm256_castsi256_ps(equal.data)), acc, acc + x);
+#endif
+#if defined(__SSE2__)
+  if constexpr (is_sse<A>) return xsimd::select(fmask<A>(_mm_castsi128_ps(equal.data)), acc, acc + x);
+#endif
+#if defined(__aarch64__)
+  if constexpr (std::is_base_of_v<xsimd::neon, A>) return xsimd::select(fmask<A>(equal.data), acc, acc + x);
+#endif
+}
+
 template <class A>
 using u64batch = xsimd::batch<std::uint64_t, A>;
 
