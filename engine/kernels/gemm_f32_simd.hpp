@@ -1,5 +1,7 @@
 #pragma once
 // gemm_f32: packed float GEMM with explicit fused multiply-adds (contract in fewmul/kernels.hpp).
+#include <bit>
+
 #include "kernels/gemm_operands.hpp"
 #include "kernels/simd_common.hpp"
 
@@ -14,6 +16,7 @@ struct gemm_f32_simd : simd_common<A> {
   using base::nv;
   using base::store_panel_tile;
   using typename base::fb;
+  using typename base::ub;
 
   // ---- packed GEMMs (gemm_f32, gemm_binary) --------------------------------------------------------
   // Blocked as gemm_blocking.hpp says; both operands packed into the workspace as zero-padded panels, so
@@ -140,35 +143,30 @@ struct gemm_f32_simd : simd_common<A> {
   }
 
   // ---- skip_zero_a: A's nonzeros drive the loop -----------------------------------------------------
-  // Each row of A becomes the list of its nonzero values in k order, (offset of B's row in a packed panel
-  // [kb + 1][sparse_nr], value); the rows of a tile step through their lists together, a shorter list
-  // padded with (the panel's extra row of zeros, 0), whose fma adds +0: acc unchanged. Every row reads its
+  // Each row of A becomes the list of its nonzero values in k order, (B's row in a packed panel
+  // [kb + 1][sparse_nr], value; layout: simd_common.hpp); the rows of a tile step through their lists together, a
+  // shorter list padded with (the panel's extra row of zeros, 0), whose fma adds +0: acc unchanged. Every row reads its
   // own B rows, so an entry (a scalar load and a broadcast) is amortized over the tile's width alone: four
   // vectors, not the dense tile's two. Blocked as gemm_shift: one K block of the panel stays in L1 (B read
   // in place instead, rows ldb apart, measured 1.7x slower on a convolution's weight gradient and 2.2x on
   // the MNIST MLP's, whose 4 KiB row stride maps every row to the same L1 sets).
-  static constexpr std::size_t sparse_mr = 4;
+  static constexpr std::size_t sparse_mr = list_tile_rows;
   static constexpr std::size_t sparse_nv = 4;
   static constexpr std::size_t sparse_nr = sparse_nv * lanes;
-  struct sparse_entry {
-    std::uint32_t offset;  // floats into the B panel
-    float value;
-  };
-  // Lists of rows i0 .. i0 + h of the K block [pc, pc + kb), interleaved [step][sparse_mr]; returns the steps.
+  // The list of rows i0 .. i0 + h of the K block [pc, pc + kb); returns its steps.
   static std::size_t build_sparse_lists(const gemm_f32_params& p, std::size_t i0, std::size_t h, std::size_t pc,
-                                        std::size_t kb, sparse_entry* list) {
+                                        std::size_t kb, tile_list list) {
     std::size_t counts[sparse_mr] = {};
     for (std::size_t q = 0; q < kb; ++q)     // k outer: the weight gradient's A is a transposed view (a_rs = 1)
       for (std::size_t r = 0; r < h; ++r) {  // branch-free: zeros are random, a branch would mispredict
         const float v = p.a[(i0 + r) * p.a_rs + (pc + q) * p.a_cs];
-        list[counts[r] * sparse_mr + r] = {static_cast<std::uint32_t>(q * sparse_nr), v};
+        list.set(counts[r], r, q, std::bit_cast<std::uint32_t>(v));
         counts[r] += v != 0.0f ? 1 : 0;
       }
     std::size_t steps = 0;
     for (std::size_t r = 0; r < h; ++r) steps = std::max(steps, counts[r]);
-    const sparse_entry padding{static_cast<std::uint32_t>(kb * sparse_nr), 0.0f};
     for (std::size_t r = 0; r < sparse_mr; ++r)
-      for (std::size_t s = r < h ? counts[r] : 0; s < steps; ++s) list[s * sparse_mr + r] = padding;
+      for (std::size_t s = r < h ? counts[r] : 0; s < steps; ++s) list.set(s, r, kb, 0u);  // 0.0f
     return steps;
   }
   // B rows pc .. pc + kb, columns j0 .. j0 + w, into [kb + 1][sparse_nr], zero-padded, the last row zeros.
@@ -178,33 +176,36 @@ struct gemm_f32_simd : simd_common<A> {
     for (std::size_t q = 0; q < kb; ++q) copy_b_row<sparse_nr>(p, pc + q, j0, w, runs, panel + q * sparse_nr);
     for (std::size_t j = 0; j < sparse_nr; ++j) panel[kb * sparse_nr + j] = 0.0f;
   }
-  static void sparse_tile(std::size_t steps, const sparse_entry* list, const float* panel, float* c, std::size_t ldc,
+  static void sparse_tile(std::size_t steps, tile_list list, const float* panel, float* c, std::size_t ldc,
                           std::size_t h, std::size_t w, bool first) {
     fb acc[sparse_mr][sparse_nv];
     load_panel_tile(acc, first, c, ldc, h, w);
-    for (std::size_t s = 0; s < steps; ++s)
-      for (std::size_t r = 0; r < sparse_mr; ++r) {
-        const sparse_entry e = list[s * sparse_mr + r];
-        const fb av(e.value);
+    for (std::size_t s = 0; s < steps; ++s) {
+      const auto step = list_step::at(list, s);
+      const ub quad = simd_compat::load_quad<A>(step.values);
+      for (std::size_t r = 0; r < list_tile_rows; ++r) {
+        const fb av = simd_compat::as_float<A>(quad_value<A>(quad, r));
+        const float* row = panel + step.row(r) * sparse_nr;
         for (std::size_t v = 0; v < sparse_nv; ++v)
-          acc[r][v] = simd_compat::fused_multiply_add<A>(av, fb::load_aligned(panel + e.offset + v * lanes), acc[r][v]);
+          acc[r][v] = simd_compat::fused_multiply_add<A>(av, fb::load_aligned(row + v * lanes), acc[r][v]);
       }
+    }
     store_panel_tile(acc, c, ldc, h, w);
   }
   static void gemm_f32_skip_zero_a(const gemm_f32_params& p) {
     const gemm_blocks bl = shift_blocks(p.caches, sparse_mr, sparse_nr);
-    const auto ws = list_workspace_of<sparse_entry, float>(p.workspace, bl, sparse_mr);
+    const auto ws = list_workspace_of<float>(p.workspace, bl);
     list_driven_loops(
-        p.m, p.n, p.k, bl, sparse_mr, sparse_nr, ws.steps,
-        [&](std::size_t i0, std::size_t h, std::size_t pc, std::size_t kb, std::size_t list) {
-          return build_sparse_lists(p, i0, h, pc, kb, ws.lists + list);
+        p.m, p.n, p.k, bl, sparse_nr, ws.lists, ws.steps,
+        [&](std::size_t i0, std::size_t h, std::size_t pc, std::size_t kb, tile_list list) {
+          return build_sparse_lists(p, i0, h, pc, kb, list);
         },
         [&](std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w) {
           pack_b_sparse(p, pc, kb, j0, w, ws.panel);
           return true;
         },
-        [&](bool, std::size_t steps, std::size_t list, std::size_t i0, std::size_t h, std::size_t j0, std::size_t w,
-            bool first) { sparse_tile(steps, ws.lists + list, ws.panel, p.c + i0 * p.ldc + j0, p.ldc, h, w, first); });
+        [&](bool, std::size_t steps, tile_list list, std::size_t i0, std::size_t h, std::size_t j0, std::size_t w,
+            bool first) { sparse_tile(steps, list, ws.panel, p.c + i0 * p.ldc + j0, p.ldc, h, w, first); });
   }
 
   static void gemm_f32(const gemm_f32_params& p) noexcept {

@@ -27,19 +27,15 @@ struct gemm_shift_simd : simd_common<A> {
 
   // Codes are the broadcast operand, so a zero code (ReLU zeros: about half of a layer's inputs) skips a
   // whole row of the register tile: each row of A becomes the list of its nonzero codes in k order, as
-  // (offset of B's row in the packed panel, addend (e << 23) + (s << 31)). The rows of a panel step
-  // through their lists together; a shorter list is padded with entries pointing at the panel's extra
-  // row of zeros, which B's own zero test then skips like any zero of B.
-  static constexpr std::size_t shift_mr = 4;
+  // (B's row in the packed panel, addend (e << 23) + (s << 31)) (layout: simd_common.hpp). The rows of a
+  // panel step through their lists together; a shorter list is padded with entries pointing at the panel's
+  // extra row of zeros, which B's own zero test then skips like any zero of B.
+  static constexpr std::size_t shift_mr = list_tile_rows;
   // Two vectors of columns: the B panel of a whole minibatch (200 rows x 32 floats = 25 KiB on AVX-512)
   // stays in L1 in one K block; four vectors (fewer entry loads per product) measured 40% slower on the
   // weight gradient, whose K block then split and whose transposed C tile was stored twice.
   static constexpr std::size_t shift_nv = 2;
   static constexpr std::size_t shift_nr = shift_nv * lanes;
-  struct shift_entry {
-    std::uint32_t offset;  // floats into the B panel
-    std::uint32_t addend;
-  };
   static constexpr std::uint32_t shift_addend(int code) {
     const int magnitude = code < 0 ? -code : code;
     return (static_cast<std::uint32_t>(magnitude - pow2_code_bias) << 23) + (code < 0 ? 0x80000000u : 0u);
@@ -48,7 +44,7 @@ struct gemm_shift_simd : simd_common<A> {
   // The listed operand is stored along the listed dimension, so one list (along k) is strided. The lists of
   // lanes neighbours are built together: a square of lanes k x lanes neighbours is loaded by k, transposed in
   // registers, and each neighbour's nonzeros are compress-stored in k order into `scratch` [2][lanes][kb]
-  // (panel offsets, then values) before the tiles' entries are interleaved [step][shift_mr]. The lists are
+  // (panel rows, then values) before the tiles' entries are interleaved [step][shift_mr]. The lists are
   // those of a scalar loop over k. The scratch is the panel's storage (floats in the codes mode), so it is
   // written and read as bytes.
   struct lane_indices {
@@ -60,45 +56,46 @@ struct gemm_shift_simd : simd_common<A> {
   static constexpr lane_indices lane_iota{};
   // load_row(q) gives row q < kb of the square (lanes neighbours; zeros past `count`); list(column) gives the
   // bit field of the column's listed lanes and the values to list. Adds each neighbour's list length to counts.
-  template <std::size_t nr, class LoadRow, class ListColumn>
+  template <class LoadRow, class ListColumn>
   static void compress_lists(std::size_t count, std::size_t kb, unsigned char* scratch, std::uint32_t* counts,
                              LoadRow&& load_row, ListColumn&& list) {
-    const ub lane_offset = ub::load_aligned(lane_iota.index) * ub(static_cast<std::uint32_t>(nr));
+    const ub lane_row = ub::load_aligned(lane_iota.index);
     for (std::size_t q0 = 0; q0 < kb; q0 += lanes) {
       fb square[lanes];
       for (std::size_t l = 0; l < lanes; ++l) square[l] = q0 + l < kb ? load_row(q0 + l) : fb(0.0f);
       simd_compat::transpose_square<A>(square);
-      const ub offsets = ub(static_cast<std::uint32_t>(q0 * nr)) + lane_offset;
+      const ub rows = ub(static_cast<std::uint32_t>(q0)) + lane_row;
       // A list holds at most q0 entries before this square, so the stores stay below kb in its scratch.
       const std::size_t valid = std::min(lanes, kb - q0);
       for (std::size_t c = 0; c < count; ++c) {
         const auto [listed, values] = list(square[c]);
-        simd_compat::compress_store<A>(offsets, listed, valid, scratch + 4 * (c * kb + counts[c]));
+        simd_compat::compress_store<A>(rows, listed, valid, scratch + 4 * (c * kb + counts[c]));
         counts[c] += static_cast<std::uint32_t>(
             simd_compat::compress_store<A>(values, listed, valid, scratch + 4 * ((lanes + c) * kb + counts[c])));
       }
     }
   }
-  // The compressed lists of `count` neighbours as the entries of count / shift_mr tiles (rounded up) at `list`,
-  // [step][shift_mr] each; a shorter list (or one past count) padded to the tile's longest with `padding`.
+  // The compressed lists of `count` neighbours as the lists of count / shift_mr tiles (rounded up) at `list`; a
+  // shorter list (or one past count) padded to the tile's longest with entries of the panel's extra row kb and
+  // `padding` as value.
   static void interleave_lists(const unsigned char* scratch, const std::uint32_t* counts, std::size_t count,
-                               std::size_t kb, shift_entry padding, shift_entry* list, std::uint32_t* steps) {
+                               std::size_t kb, std::uint32_t padding, list_slot* list, std::uint32_t* steps) {
     for (std::size_t t = 0; t * shift_mr < count; ++t) {
-      shift_entry* tile = list + t * shift_mr * kb;
+      const tile_list tile = tile_list_at(list + t * shift_mr * kb, kb);
       std::uint32_t tile_steps = 0;
       for (std::size_t r = 0; r < shift_mr && t * shift_mr + r < count; ++r)
         tile_steps = std::max(tile_steps, counts[t * shift_mr + r]);
       for (std::size_t r = 0; r < shift_mr; ++r) {
         const std::size_t c = t * shift_mr + r;
         const std::size_t listed = c < count ? counts[c] : 0;
-        const unsigned char *offset = scratch + 4 * c * kb, *value = scratch + 4 * (lanes + c) * kb;
+        const unsigned char *row = scratch + 4 * c * kb, *value = scratch + 4 * (lanes + c) * kb;
         for (std::size_t s = 0; s < listed; ++s) {
-          shift_entry e;
-          std::memcpy(&e.offset, offset + 4 * s, 4);
-          std::memcpy(&e.addend, value + 4 * s, 4);
-          tile[s * shift_mr + r] = e;
+          std::uint32_t row_s, value_s;
+          std::memcpy(&row_s, row + 4 * s, 4);
+          std::memcpy(&value_s, value + 4 * s, 4);
+          tile.set(s, r, row_s, value_s);
         }
-        for (std::size_t s = listed; s < tile_steps; ++s) tile[s * shift_mr + r] = padding;
+        for (std::size_t s = listed; s < tile_steps; ++s) tile.set(s, r, kb, padding);
       }
       steps[t] = tile_steps;
     }
@@ -108,7 +105,8 @@ struct gemm_shift_simd : simd_common<A> {
   // there. build may use the panel as scratch: the panel is packed only after the block's lists are built.
   template <class Build, class Pack, class Run>
   static void square_list_loops(std::size_t listed, std::size_t panelled, std::size_t depth, const gemm_blocks& bl,
-                                std::size_t panel_width, std::uint32_t* steps, Build&& build, Pack&& pack, Run&& run) {
+                                std::size_t panel_width, list_slot* lists, std::uint32_t* steps, Build&& build,
+                                Pack&& pack, Run&& run) {
     for (std::size_t pc = 0; pc < depth; pc += bl.kc) {
       const std::size_t kb = std::min(bl.kc, depth - pc);
       for (std::size_t rc = 0; rc < listed; rc += bl.mc) {
@@ -119,7 +117,8 @@ struct gemm_shift_simd : simd_common<A> {
           const std::size_t cols = std::min(panel_width, panelled - c0);
           const auto packed = pack(pc, kb, c0, cols);
           for (std::size_t r0 = 0; r0 < rb; r0 += shift_mr)
-            run(packed, steps[r0 / shift_mr], r0 * kb, rc + r0, std::min(shift_mr, rb - r0), c0, cols, pc == 0);
+            run(packed, steps[r0 / shift_mr], tile_list_at(lists + r0 * kb, kb), rc + r0, std::min(shift_mr, rb - r0),
+                c0, cols, pc == 0);
         }
       }
     }
@@ -127,11 +126,10 @@ struct gemm_shift_simd : simd_common<A> {
 
   // Codes of rows i0 .. i0 + count (count <= lanes), contiguous along the rows (q_rs = 1): their lists at `list`.
   static void build_shift_lists_square(const gemm_shift_params& p, std::size_t i0, std::size_t count, std::size_t pc,
-                                       std::size_t kb, unsigned char* scratch, shift_entry* list,
-                                       std::uint32_t* steps) {
+                                       std::size_t kb, unsigned char* scratch, list_slot* list, std::uint32_t* steps) {
     std::uint32_t counts[lanes] = {};
     const segment_runs runs = runs_of(p.q_rows != nullptr, p.q_column + i0, count, p.q_segment);
-    compress_lists<shift_nr>(
+    compress_lists(
         count, kb, scratch, counts,
         [&](std::size_t q) {
           const std::int8_t* const* row = p.q_rows ? p.q_rows + (pc + q) * p.q_cs : nullptr;
@@ -158,11 +156,12 @@ struct gemm_shift_simd : simd_common<A> {
           return std::pair{simd_compat::bits_from_mask<A>(xsimd::to_float(code) != fb(0.0f)),
                            xsimd::bitwise_cast<ub>(addend)};
         });
-    interleave_lists(scratch, counts, count, kb, {static_cast<std::uint32_t>(kb * shift_nr), 0u}, list, steps);
+    interleave_lists(scratch, counts, count, kb, 0u, list, steps);
   }
-  // Lists of rows i0 .. i0 + h of the K block [pc, pc + kb), interleaved [step][shift_mr]; returns the steps.
+  // The list of rows i0 .. i0 + h of the K block [pc, pc + kb) at `list`; returns its steps.
   static std::size_t build_shift_lists(const gemm_shift_params& p, std::size_t i0, std::size_t h, std::size_t pc,
-                                       std::size_t kb, shift_entry* list) {
+                                       std::size_t kb, list_slot* slots) {
+    const tile_list list = tile_list_at(slots, kb);
     std::size_t counts[shift_mr] = {}, steps = 0;
     for (std::size_t r = 0; r < h; ++r) {
       // Row i0 + r: strided codes, or one place in every indirect row (located once).
@@ -172,15 +171,14 @@ struct gemm_shift_simd : simd_common<A> {
       std::size_t count = 0;
       for (std::size_t q = 0; q < kb; ++q) {  // branch-free: zeros are random, so a branch would mispredict
         const int code = row ? row[q * p.q_cs] : p.q_rows[(pc + q) * p.q_cs + segment][within];
-        list[count * shift_mr + r] = {static_cast<std::uint32_t>(q * shift_nr), shift_addend(code)};
+        list.set(count, r, q, shift_addend(code));
         count += code != 0 ? 1 : 0;
       }
       counts[r] = count;
       steps = std::max(steps, count);
     }
-    const shift_entry padding{static_cast<std::uint32_t>(kb * shift_nr), 0u};
     for (std::size_t r = 0; r < shift_mr; ++r)
-      for (std::size_t s = counts[r]; s < steps; ++s) list[s * shift_mr + r] = padding;
+      for (std::size_t s = counts[r]; s < steps; ++s) list.set(s, r, kb, 0u);
     return steps;
   }
   // B rows pc .. pc + kb, columns j0 .. j0 + w, into a panel [kb + 1][nr] whose last row is zeros. Returns
@@ -228,15 +226,16 @@ struct gemm_shift_simd : simd_common<A> {
   // gradient) only the padding entries meet a zero: their addend 0 leaves it +0, and adding +0 changes no
   // accumulator (which is never -0: it starts at +0 and takes nonzero terms), so no test is needed.
   template <bool TestB>
-  static void shift_tile(std::size_t steps, const shift_entry* list, const float* panel, float* c, std::size_t c_rs,
+  static void shift_tile(std::size_t steps, tile_list list, const float* panel, float* c, std::size_t c_rs,
                          std::size_t c_cs, std::size_t h, std::size_t w, bool first) {
     fb acc[shift_mr][shift_nv];
     load_strided_tile(acc, first, c, c_rs, c_cs, h, w);
-    for (std::size_t s = 0; s < steps; ++s)
-      for (std::size_t r = 0; r < shift_mr; ++r) {
-        const shift_entry e = list[s * shift_mr + r];
-        const ub addend(e.addend);
-        const float* row = panel + e.offset;
+    for (std::size_t s = 0; s < steps; ++s) {
+      const auto step = list_step::at(list, s);
+      const ub quad = simd_compat::load_quad<A>(step.values);
+      for (std::size_t r = 0; r < list_tile_rows; ++r) {
+        const ub addend = quad_value<A>(quad, r);
+        const float* row = panel + step.row(r) * shift_nr;
         for (std::size_t v = 0; v < shift_nv; ++v) {
           const fb b = fb::load_aligned(row + v * lanes);
           const fb product = simd_compat::as_float<A>(simd_compat::as_bits<A>(b) + addend);
@@ -246,12 +245,13 @@ struct gemm_shift_simd : simd_common<A> {
             acc[r][v] = acc[r][v] + product;
         }
       }
+    }
     store_strided_tile(acc, c, c_rs, c_cs, h, w);
   }
 
   // ---- list_b: B's nonzeros drive the loop --------------------------------------------------------
   // The same sums with the roles exchanged: each column j of B becomes the list of its nonzero floats in
-  // k order, (offset of Q's row k in the code panel, bits(B[k][j])), and Q's codes are packed as addends
+  // k order, (Q's row k in the code panel, bits(B[k][j])), and Q's codes are packed as addends
   // into a panel [kb + 1][nr] whose vectors run along m. A zero code must not add anything, so it is
   // packed as a sentinel and masked: 0x3f800001 has a low bit set, and every addend is a multiple of 2^23.
   // The mask is an integer compare of the loaded addend, so one load feeds both the compare and the add (a
@@ -280,12 +280,12 @@ struct gemm_shift_simd : simd_common<A> {
   // Lists of B's columns j0 .. j0 + count (count <= lanes) of the K block [pc, pc + kb) at `list`; B is
   // row-major, so the columns are the contiguous neighbours.
   static void build_float_lists(const gemm_shift_params& p, std::size_t j0, std::size_t count, std::size_t pc,
-                                std::size_t kb, unsigned char* scratch, shift_entry* list, std::uint32_t* steps,
+                                std::size_t kb, unsigned char* scratch, list_slot* list, std::uint32_t* steps,
                                 bool& out_of_range) {
     const fb tiny(tiny_b), huge(huge_b);
     auto bad = fb(1.0f) == fb(0.0f);
     std::uint32_t counts[lanes] = {};
-    compress_lists<list_nr>(
+    compress_lists(
         count, kb, scratch, counts,
         [&](std::size_t q) {
           const float* src = p.b + (pc + q) * p.ldb + j0;
@@ -301,7 +301,7 @@ struct gemm_shift_simd : simd_common<A> {
                            simd_compat::as_bits<A>(column)};
         });
     out_of_range = out_of_range || xsimd::any(bad);
-    interleave_lists(scratch, counts, count, kb, {static_cast<std::uint32_t>(kb * list_nr), 0u}, list, steps);
+    interleave_lists(scratch, counts, count, kb, 0u, list, steps);
   }
   // shift_addend on vectors: (|code| - bias) << 23, plus 2^31 if negative; the sentinel for a zero code.
   static ib addends_of(const std::int8_t* codes) {
@@ -348,31 +348,34 @@ struct gemm_shift_simd : simd_common<A> {
     }
     for (std::size_t t = 0; t < list_nr; ++t) panel[kb * list_nr + t] = zero_code_sentinel;
   }
-  static void float_list_tile(std::size_t steps, const shift_entry* list, const std::uint32_t* panel, float* c,
-                              std::size_t c_rs, std::size_t c_cs, std::size_t h, std::size_t w, bool first) {
+  static void float_list_tile(std::size_t steps, tile_list list, const std::uint32_t* panel, float* c, std::size_t c_rs,
+                              std::size_t c_cs, std::size_t h, std::size_t w, bool first) {
     fb acc[shift_mr][list_nv];
     load_strided_tile(acc, first, c, c_rs, c_cs, h, w);
     const ub sentinel(zero_code_sentinel);
-    for (std::size_t s = 0; s < steps; ++s)
-      for (std::size_t r = 0; r < shift_mr; ++r) {
-        const shift_entry e = list[s * shift_mr + r];
-        const ub b_bits(e.addend);
-        const std::uint32_t* row = panel + e.offset;
+    for (std::size_t s = 0; s < steps; ++s) {
+      const auto step = list_step::at(list, s);
+      for (std::size_t r = 0; r < list_tile_rows; ++r) {
+        // A broadcast load, not load_quad's shuffles: the extra register made GCC keep this 16-accumulator
+        // tile's sums in memory (30% slower).
+        const ub b_bits(step.values[r]);
+        const std::uint32_t* row = panel + step.row(r) * list_nr;
         for (std::size_t v = 0; v < list_nv; ++v) {
           const ub addend = ub::load_aligned(row + v * lanes);
           const fb product = simd_compat::as_float<A>(addend + b_bits);
           acc[r][v] = simd_compat::add_where_unequal<A>(acc[r][v], product, addend, sentinel);
         }
       }
+    }
     store_strided_tile(acc, c, c_rs, c_cs, h, w);
   }
   static void gemm_shift_list_b(const gemm_shift_params& p) noexcept {
     bool out_of_range = false;
     const gemm_blocks bl = shift_blocks(p.caches, shift_mr, list_nr);
-    const auto ws = list_workspace_of<shift_entry, std::uint32_t>(p.workspace, bl, shift_mr);
+    const auto ws = list_workspace_of<std::uint32_t>(p.workspace, bl);
     static_assert(2 * lanes <= list_nr, "a square's compressed lists fit in the panel");
     square_list_loops(  // listed: B's columns (n); panels: the codes along m; C's tile: rows along n, vectors along m
-        p.n, p.m, p.k, bl, list_nr, ws.steps,
+        p.n, p.m, p.k, bl, list_nr, ws.lists, ws.steps,
         [&](std::size_t j0, std::size_t count, std::size_t pc, std::size_t kb, std::size_t list, std::uint32_t* steps) {
           build_float_lists(p, j0, count, pc, kb, reinterpret_cast<unsigned char*>(ws.panel), ws.lists + list, steps,
                             out_of_range);
@@ -381,10 +384,9 @@ struct gemm_shift_simd : simd_common<A> {
           pack_q_addends(p, pc, kb, i0, w, ws.panel);
           return true;
         },
-        [&](bool, std::size_t steps, std::size_t list, std::size_t j0, std::size_t h, std::size_t i0, std::size_t w,
+        [&](bool, std::size_t steps, tile_list list, std::size_t j0, std::size_t h, std::size_t i0, std::size_t w,
             bool first) {
-          float_list_tile(steps, ws.lists + list, ws.panel, p.c + i0 * p.c_rs + j0 * p.c_cs, p.c_cs, p.c_rs, h, w,
-                          first);
+          float_list_tile(steps, list, ws.panel, p.c + i0 * p.c_rs + j0 * p.c_cs, p.c_cs, p.c_rs, h, w, first);
         });
     if (out_of_range && p.b_out_of_range) *p.b_out_of_range = true;
   }
@@ -399,10 +401,10 @@ struct gemm_shift_simd : simd_common<A> {
     if (p.list_b) return gemm_shift_list_b(p);
     bool out_of_range = false;
     const gemm_blocks bl = shift_blocks(p.caches, shift_mr, shift_nr);
-    const auto ws = list_workspace_of<shift_entry, float>(p.workspace, bl, shift_mr);
+    const auto ws = list_workspace_of<float>(p.workspace, bl);
     static_assert(2 * lanes <= shift_nr, "a square's compressed lists fit in the panel");
     square_list_loops(  // listed: the codes' rows (m); panels: B along n
-        p.m, p.n, p.k, bl, shift_nr, ws.steps,
+        p.m, p.n, p.k, bl, shift_nr, ws.lists, ws.steps,
         [&](std::size_t i0, std::size_t count, std::size_t pc, std::size_t kb, std::size_t list, std::uint32_t* steps) {
           // Squares of 4 lanes (SSE, NEON) list the codes slower than the scalar build (measured on SSE4.2).
           if ((p.q_rs == 1 || p.q_rows) && lanes >= 8)
@@ -415,10 +417,10 @@ struct gemm_shift_simd : simd_common<A> {
         [&](std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w) {
           return pack_b_shift(p, pc, kb, j0, w, ws.panel, out_of_range);  // whether the tiles must test B
         },
-        [&](bool b_has_zeros, std::size_t steps, std::size_t list, std::size_t i0, std::size_t h, std::size_t j0,
+        [&](bool b_has_zeros, std::size_t steps, tile_list list, std::size_t i0, std::size_t h, std::size_t j0,
             std::size_t w, bool first) {
           const auto tile = b_has_zeros ? &shift_tile<true> : &shift_tile<false>;
-          tile(steps, ws.lists + list, ws.panel, p.c + i0 * p.c_rs + j0 * p.c_cs, p.c_rs, p.c_cs, h, w, first);
+          tile(steps, list, ws.panel, p.c + i0 * p.c_rs + j0 * p.c_cs, p.c_rs, p.c_cs, h, w, first);
         });
     if (out_of_range && p.b_out_of_range) *p.b_out_of_range = true;
   }

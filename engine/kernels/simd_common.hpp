@@ -166,42 +166,96 @@ T* at_bytes(void* base, std::size_t offset) {
 }
 
 // ---- the list-driven GEMMs (gemm_shift both ways, gemm_f32's skip_zero_a) -----------------------------------
-// One operand's nonzeros are listed per tile of `tile_rows` of its rows ("listed" dimension of C) as 8-byte
-// entries, once per K block and block of bl.mc listed rows; the other operand is packed once per panel of
-// `panel_width` ("panelled" dimension) and every tile of the block runs over that panel. The workspace holds
-// the block's lists, each tile's step count and one panel, as shift_workspace_bytes sizes it.
-template <class Entry, class Panel>
+// One operand's nonzeros are listed per tile of list_tile_rows of its rows ("listed" dimension of C), once per K
+// block and block of bl.mc listed rows; the other operand is packed once per panel of `panel_width`
+// ("panelled" dimension) and every tile of the block runs over that panel. The workspace holds the block's
+// lists (8 bytes per listed row and K index), each tile's step count and one panel, as shift_workspace_bytes
+// sizes it.
+//
+// A tile owns the kb * 4 slots of its rows. Step s of its list is four entries, one per row: values[4 s + r]
+// (32 bits: a code's addend, or a float's bits) and rows[4 s + r], the panel row the entry reads (16 bits:
+// shift_blocks keeps K blocks at most 4096 deep, so every row and the padding row kb fit). A step is then one
+// 8-byte load (the rows) and one 16-byte load (the values, broadcast by in-register shuffles), where four
+// 8-byte entries cost an address load and a broadcast load each: the tiles are bound by loads (AMD EPYC Zen 5
+// issues about two per cycle; the codes tile's loop timed alone ran 32% faster so).
+inline constexpr std::size_t list_tile_rows = 4;
+struct list_slot {
+  std::uint32_t words[2];
+};
+struct tile_list {
+  std::uint32_t* values;
+  std::uint16_t* rows;
+  void set(std::size_t step, std::size_t r, std::size_t row, std::uint32_t value) const {
+    values[list_tile_rows * step + r] = value;
+    rows[list_tile_rows * step + r] = static_cast<std::uint16_t>(row);
+  }
+};
+// The list of the tile whose slots start at `region`, in a K block of kb.
+inline tile_list tile_list_at(list_slot* region, std::size_t kb) {
+  auto* values = reinterpret_cast<std::uint32_t*>(region);
+  return {values, reinterpret_cast<std::uint16_t*>(values + list_tile_rows * kb)};
+}
+// Step `step` of a tile's list: its rows (one 8-byte load) and where its four values are.
+struct list_step {
+  std::uint64_t rows;  // row r in bits 16 r .. 16 r + 15
+  const std::uint32_t* values;
+  static list_step at(tile_list list, std::size_t step) {
+    list_step s{0, list.values + list_tile_rows * step};
+    std::memcpy(&s.rows, list.rows + list_tile_rows * step, sizeof s.rows);
+    return s;
+  }
+  std::size_t row(std::size_t r) const { return static_cast<std::size_t>((rows >> (16 * r)) & 0xffffu); }
+};
+// Value r of a step whose values were loaded by simd_compat::load_quad, in every lane. The tiles' loops over
+// r are unrolled (four rows), so r is a constant here and the switch folds away (quad_lane's shuffle takes
+// its lane as an immediate).
+template <class A>
+simd_compat::ubatch<A> quad_value(simd_compat::ubatch<A> quad, std::size_t r) {
+  switch (r) {
+    case 0:
+      return simd_compat::quad_lane<A, 0>(quad);
+    case 1:
+      return simd_compat::quad_lane<A, 1>(quad);
+    case 2:
+      return simd_compat::quad_lane<A, 2>(quad);
+    default:
+      return simd_compat::quad_lane<A, 3>(quad);
+  }
+}
+template <class Panel>
 struct list_workspace {
-  static_assert(sizeof(Entry) == 8, "shift_workspace_bytes counts 8 bytes per list entry");
-  Entry* lists;
+  list_slot* lists;
   std::uint32_t* steps;
   Panel* panel;
 };
-template <class Entry, class Panel>
-list_workspace<Entry, Panel> list_workspace_of(void* workspace, const gemm_blocks& bl, std::size_t tile_rows) {
-  return {at_bytes<Entry>(workspace, 0), at_bytes<std::uint32_t>(workspace, 8 * bl.mc * bl.kc),
-          at_bytes<Panel>(workspace, 8 * bl.mc * bl.kc + 4 * bl.mc / tile_rows + 64)};
+template <class Panel>
+list_workspace<Panel> list_workspace_of(void* workspace, const gemm_blocks& bl) {
+  static_assert(sizeof(list_slot) == 8, "shift_workspace_bytes counts 8 bytes per list slot");
+  return {at_bytes<list_slot>(workspace, 0), at_bytes<std::uint32_t>(workspace, 8 * bl.mc * bl.kc),
+          at_bytes<Panel>(workspace, 8 * bl.mc * bl.kc + 4 * bl.mc / list_tile_rows + 64)};
 }
-// build(row0, rows, pc, kb, list) lists rows [row0, row0 + rows) of K block [pc, pc + kb) at entry `list` of the
-// block's lists and returns the tile's steps; pack(pc, kb, col0, cols) packs a panel and returns what the tiles
-// must know of it; run(packed, steps, list, row0, rows, col0, cols, first) runs one tile (first: the first K
-// block, C starts from zero).
+// build(row0, rows, pc, kb, list) lists rows [row0, row0 + rows) of K block [pc, pc + kb) in their tile_list
+// and returns the tile's steps; pack(pc, kb, col0, cols) packs a panel and returns what the tiles must know of
+// it; run(packed, steps, list, row0, rows, col0, cols, first) runs one tile (first: the first K block, C starts
+// from zero).
 template <class Build, class Pack, class Run>
 void list_driven_loops(std::size_t listed, std::size_t panelled, std::size_t depth, const gemm_blocks& bl,
-                       std::size_t tile_rows, std::size_t panel_width, std::uint32_t* steps, Build&& build, Pack&& pack,
+                       std::size_t panel_width, list_slot* lists, std::uint32_t* steps, Build&& build, Pack&& pack,
                        Run&& run) {
+  constexpr std::size_t tile_rows = list_tile_rows;
   for (std::size_t pc = 0; pc < depth; pc += bl.kc) {
     const std::size_t kb = std::min(bl.kc, depth - pc);
     for (std::size_t rc = 0; rc < listed; rc += bl.mc) {
       const std::size_t rb = std::min(bl.mc, listed - rc);
       for (std::size_t r0 = 0; r0 < rb; r0 += tile_rows)
-        steps[r0 / tile_rows] =
-            static_cast<std::uint32_t>(build(rc + r0, std::min(tile_rows, rb - r0), pc, kb, r0 * kb));
+        steps[r0 / tile_rows] = static_cast<std::uint32_t>(
+            build(rc + r0, std::min(tile_rows, rb - r0), pc, kb, tile_list_at(lists + r0 * kb, kb)));
       for (std::size_t c0 = 0; c0 < panelled; c0 += panel_width) {
         const std::size_t cols = std::min(panel_width, panelled - c0);
         const auto packed = pack(pc, kb, c0, cols);
         for (std::size_t r0 = 0; r0 < rb; r0 += tile_rows)
-          run(packed, steps[r0 / tile_rows], r0 * kb, rc + r0, std::min(tile_rows, rb - r0), c0, cols, pc == 0);
+          run(packed, steps[r0 / tile_rows], tile_list_at(lists + r0 * kb, kb), rc + r0, std::min(tile_rows, rb - r0),
+              c0, cols, pc == 0);
       }
     }
   }

@@ -569,6 +569,43 @@ inline fbatch<A> load_first(const float* p, std::size_t count) noexcept {
   return fbatch<A>::load_aligned(lanes);
 }
 
+/// Four 32-bit values at p (no alignment needed) held so that quad_lane can broadcast any of them with one
+/// in-register shuffle: repeated in every 128-bit lane (AVX-512, AVX2), one register (SSE, NEON). One load
+/// and four shuffles instead of four broadcast loads, where a kernel is bound by loads.
+template <class A>
+inline ubatch<A> load_quad(const std::uint32_t* p) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (is_avx512<A>) return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if defined(__AVX2__)
+  if constexpr (is_avx<A>) return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if defined(__SSE2__)
+  if constexpr (is_sse<A>) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+#endif
+#if defined(__aarch64__)
+  if constexpr (std::is_base_of_v<xsimd::neon, A>) return vld1q_u32(p);
+#endif
+}
+
+/// Value R (0..3) of a load_quad in every lane.
+template <class A, int R>
+inline ubatch<A> quad_lane(ubatch<A> quad) noexcept {
+  static_assert(R >= 0 && R < 4);
+#if defined(__AVX512F__)
+  if constexpr (is_avx512<A>) return _mm512_shuffle_epi32(quad, static_cast<_MM_PERM_ENUM>(R * 0x55));
+#endif
+#if defined(__AVX2__)
+  if constexpr (is_avx<A>) return _mm256_shuffle_epi32(quad, R * 0x55);
+#endif
+#if defined(__SSE2__)
+  if constexpr (is_sse<A>) return _mm_shuffle_epi32(quad, R * 0x55);
+#endif
+#if defined(__aarch64__)
+  if constexpr (std::is_base_of_v<xsimd::neon, A>) return vdupq_laneq_u32(quad, R);
+#endif
+}
+
 /// Asks for the cache line at p ahead of its load (a hint: never faults, does nothing where unsupported).
 inline void prefetch_line(const void* p) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
