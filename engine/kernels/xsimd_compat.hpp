@@ -33,6 +33,9 @@ constexpr bool is_avx = std::is_base_of_v<xsimd::avx, A> && !is_avx512<A>;
 template <class A>
 constexpr bool is_sse = std::is_base_of_v<xsimd::sse2, A> && !is_avx<A> && !is_avx512<A>;
 
+/// Architectural vector registers: 32 on AVX-512 and AArch64, 16 on AVX2 and SSE (what a register tile can hold).
+template <class A>
+constexpr std::size_t vector_registers = is_avx512<A> || std::is_base_of_v<xsimd::neon, A> ? 32 : 16;
 template <class A>
 using fbatch = xsimd::batch<float, A>;
 template <class A>
