@@ -144,12 +144,12 @@ struct gemm_f32_simd : simd_common<A> {
 
   // ---- skip_zero_a: A's nonzeros drive the loop -----------------------------------------------------
   // Each row of A becomes the list of its nonzero values in k order, (B's row in a packed panel
-  // [kb + 1][sparse_nr], value; layout: simd_common.hpp); the rows of a tile step through their lists together, a
-  // shorter list padded with (the panel's extra row of zeros, 0), whose fma adds +0: acc unchanged. Every row reads its
-  // own B rows, so an entry (a scalar load and a broadcast) is amortized over the tile's width alone: four
-  // vectors, not the dense tile's two. Blocked as gemm_shift: one K block of the panel stays in L1 (B read
-  // in place instead, rows ldb apart, measured 1.7x slower on a convolution's weight gradient and 2.2x on
-  // the MNIST MLP's, whose 4 KiB row stride maps every row to the same L1 sets).
+  // [kb + 1][sparse_nr], value) as simd_common.hpp lays lists out; the rows of a tile step through their lists
+  // together, a shorter list padded with (the panel's extra row of zeros, 0), whose fma adds +0: acc unchanged.
+  // Every row reads its own B rows, so a step's loads (its rows and values) are amortized over the tile's width
+  // alone: four vectors, not the dense tile's two. Blocked as gemm_shift: one K block of the panel stays in L1
+  // (B read in place instead, rows ldb apart, measured 1.7x slower on a convolution's weight gradient and 2.2x
+  // on the MNIST MLP's, whose 4 KiB row stride maps every row to the same L1 sets).
   static constexpr std::size_t sparse_mr = list_tile_rows;
   static constexpr std::size_t sparse_nv = 4;
   static constexpr std::size_t sparse_nr = sparse_nv * lanes;
