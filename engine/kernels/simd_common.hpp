@@ -179,7 +179,7 @@ T* at_bytes(void* base, std::size_t offset) {
 // 8-byte entries cost an address load and a broadcast load each: the tiles are bound by loads (AMD EPYC Zen 5
 // issues about two per cycle; the codes tile's loop timed alone ran 32% faster so).
 inline constexpr std::size_t list_tile_rows = 4;
-struct list_slot {
+struct list_slot {  // the unit the lists' storage is counted in (8 bytes per listed row and K index)
   std::uint32_t words[2];
 };
 struct tile_list {
