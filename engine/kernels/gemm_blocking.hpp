@@ -63,9 +63,11 @@ constexpr std::size_t lookup_workspace_bytes(const cache_sizes& c, std::size_t g
   return 4 * groups * b.nc + 4 * entries * mr * groups + 128;
 }
 
-// kc at most 4096: the list-driven tiles keep panel rows in 16 bits (simd_common.hpp).
+// kc at most shift_kc_max: the list-driven tiles keep panel rows, up to the padding row kc, in 16 bits
+// (simd_common.hpp).
+inline constexpr std::size_t shift_kc_max = 4096;
 constexpr gemm_blocks shift_blocks(const cache_sizes& c, std::size_t mr, std::size_t nr) {
-  const std::size_t kc = std::clamp<std::size_t>(round_down(c.l1 * 3 / 4 / (nr * 4), 4), 4, 4096);
+  const std::size_t kc = std::clamp<std::size_t>(round_down(c.l1 * 3 / 4 / (nr * 4), 4), 4, shift_kc_max);
   const std::size_t mc = std::clamp<std::size_t>(round_down(c.l2 / 2 / (kc * 8), mr), mr, 4096);
   return {kc, mc, nr};
 }

@@ -174,11 +174,12 @@ T* at_bytes(void* base, std::size_t offset) {
 //
 // A tile owns the kb * 4 slots of its rows. Step s of its list is four entries, one per row: values[4 s + r]
 // (32 bits: a code's addend, or a float's bits) and rows[4 s + r], the panel row the entry reads (16 bits:
-// shift_blocks keeps K blocks at most 4096 deep, so every row and the padding row kb fit). A step is then one
+// shift_blocks keeps K blocks at most shift_kc_max deep, so every row and the padding row kb fit). A step is then one
 // 8-byte load (the rows) and one 16-byte load (the values, broadcast by in-register shuffles), where four
 // 8-byte entries cost an address load and a broadcast load each: the tiles are bound by loads (AMD EPYC Zen 5
 // issues about two per cycle; the codes tile's loop timed alone ran 32% faster so).
 inline constexpr std::size_t list_tile_rows = 4;
+static_assert(shift_kc_max <= 0xffff, "a K block's rows and its padding row fit the lists' 16 bits");
 struct list_slot {  // the unit the lists' storage is counted in (8 bytes per listed row and K index)
   std::uint32_t words[2];
 };
