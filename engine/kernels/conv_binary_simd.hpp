@@ -63,7 +63,8 @@ struct conv_binary_simd {
         for (std::size_t v = 0; v < NV; ++v) idx[v] = ib::load_aligned(tap_ip + (g * NV + v) * lanes);
         for (std::size_t r = 0; r < MR; ++r) {
           const auto table = simd_compat::load_table16<A>(row_tables[r] + g * 16);
-          for (std::size_t v = 0; v < NV; ++v) acc[r][v] = acc[r][v] + simd_compat::lookup16<A>(table, idx[v]);
+          for (std::size_t v = 0; v < NV; ++v)
+            acc[r][v] = lookup::accumulate_lookup(acc[r][v], simd_compat::lookup16<A>(table, idx[v]), v);
         }
       }
     }

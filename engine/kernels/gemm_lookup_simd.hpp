@@ -154,9 +154,11 @@ struct gemm_lookup_simd : simd_common<A> {
         const float* t = tables + (g * MR + r) * entries;
         if constexpr (entries == 16) {
           const auto table = simd_compat::load_table16<A>(t);
-          for (std::size_t v = 0; v < NV; ++v) acc[r][v] = acc[r][v] + simd_compat::lookup16<A>(table, idx[v]);
+          for (std::size_t v = 0; v < NV; ++v)
+            acc[r][v] = base::accumulate_lookup(acc[r][v], simd_compat::lookup16<A>(table, idx[v]), v);
         } else {
           const auto table = simd_compat::load_table32<A>(t);
+          // Plain adds: with the two-source permute, sums on the FMA unit measured 2-5% slower.
           for (std::size_t v = 0; v < NV; ++v) acc[r][v] = acc[r][v] + simd_compat::lookup32<A>(table, idx[v]);
         }
       }
