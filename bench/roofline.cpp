@@ -55,6 +55,7 @@ double avx512_peak(mix m, bool vpopcnt) {
   __m512 acc[16];
   for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
   const __m512 x_in = _mm512_set1_ps(1.0001f), y_in = _mm512_set1_ps(0.5f), t2 = _mm512_set1_ps(2.0f);
+  const __m512 one = _mm512_set1_ps(1.0f);
   const __m512i idx_in = _mm512_set1_epi32(3), addend_in = _mm512_set1_epi32(1 << 23);
   const __m512i words_in = _mm512_set1_epi64(0x5555);
   __m512i acc64[16];
@@ -88,8 +89,9 @@ double avx512_peak(mix m, bool vpopcnt) {
           [&](long n) {
             LOCAL_ACC(__m512, acc);
             for (long it = 0; it < n; ++it) {
-              for (int i = 0; i < 16; ++i) {
-                a[i] = _mm512_add_ps(a[i], _mm512_permutexvar_ps(idx, x));
+              for (int i = 0; i < 16; ++i) {  // as the kernels: odd columns' sums on the FMA unit, x * 1 + acc
+                const __m512 entry = _mm512_permutexvar_ps(idx, x);
+                a[i] = i % 2 ? _mm512_fmadd_ps(entry, one, a[i]) : _mm512_add_ps(a[i], entry);
                 FEWMUL_OPAQUE(idx);
               }
               FEWMUL_OPAQUE(x);
