@@ -210,15 +210,12 @@ inline fbatch<A> fused_multiply_add(fbatch<A> a, fbatch<A> b, fbatch<A> c) noexc
 #endif
 }
 
-/// acc + x issued as x * 1 + acc on a fused multiply-add where the ISA has one (AVX-512; AVX2 units built with
-/// -mfma), else the add. The same bits as the add: x * 1 is exact, and the sum is rounded once either way.
+/// acc + x issued as x * 1 + acc on the FMA unit (AVX-512), else the add. The same bits as the add: x * 1 is
+/// exact, and the sum is rounded once either way.
 template <class A>
 inline fbatch<A> add_on_fma_unit(fbatch<A> acc, fbatch<A> x) noexcept {
 #if defined(__AVX512F__)
   if constexpr (is_avx512<A>) return _mm512_fmadd_ps(x, _mm512_set1_ps(1.0f), acc);
-#endif
-#if defined(__FMA__)
-  if constexpr (is_avx<A>) return _mm256_fmadd_ps(x, _mm256_set1_ps(1.0f), acc);
 #endif
   return acc + x;
 }
