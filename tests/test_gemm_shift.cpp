@@ -280,3 +280,51 @@ TEST_CASE("gemm_shift lists built by squares: ragged listed counts, zero pattern
     }
   }
 }
+
+TEST_CASE("list-driven GEMMs at the deepest K block: 16-bit panel rows up to shift_kc_max and its padding row") {
+  // Caches large enough that shift_blocks clamps kc to shift_kc_max: the lists' 16-bit rows then reach 4095
+  // and the padding row 4096, and depth shift_kc_max + 5 adds a second, ragged K block. Rows of unequal
+  // lengths (zeros at random) pad the shorter lists with that padding row. gemm_shift both ways and gemm_f32's
+  // skip_zero_a (the same lists) against the reference, bit for bit, on every ISA.
+  const kernels::cache_sizes deep{std::size_t{1} << 24, std::size_t{1} << 26, std::size_t{1} << 27};
+  const std::size_t deepest = 4096;  // engine/kernels/gemm_blocking.hpp's shift_kc_max
+  const std::size_t m = 9, n = 37, depth = deepest + 5;
+  const auto& ref = kernels::reference_kernels();
+  std::vector<std::int8_t> codes(m * depth);
+  {
+    auto x = random_floats(m * depth, 77, -2.0f, 2.0f);
+    for (std::size_t i = 0; i < x.size(); ++i)
+      if ((i * 2654435761u) % 3 == 0) x[i] = 0.0f;
+    ref.quantize_pow2(x.data(), x.size(), codes.data(), -8, 3, 77, 0);
+  }
+  auto b = random_floats(depth * n, 78);
+  for (std::size_t i = 0; i < b.size(); ++i)
+    if ((i * 40503u) % 4 == 0) b[i] = 0.0f;
+  for (isa which : isas_under_test()) {
+    CAPTURE(isa_label(which));
+    const auto& k = kernels::kernels_for(which);
+    workspace ws(k.workspace_bytes(deep));
+    for (const bool list_b : {false, true}) {
+      CAPTURE(list_b);
+      CHECK(matches_reference(ref.gemm_shift, k.gemm_shift,
+                              weight_gradient_shaped(codes, b, m, n, depth, list_b, deep, ws.get())));
+    }
+    // dy [depth][n] read transposed as A (m = n outputs, k = depth), B = the codes' values [depth][m].
+    std::vector<float> values(codes.size());
+    for (std::size_t i = 0; i < codes.size(); ++i) values[i] = kernels::pow2_code_value(codes[i]);
+    CHECK(matches_reference(ref.gemm_f32, k.gemm_f32,
+                            kernels::gemm_f32_params{.m = n,
+                                                     .n = m,
+                                                     .k = depth,
+                                                     .a = b.data(),
+                                                     .a_rs = 1,
+                                                     .a_cs = n,
+                                                     .b = values.data(),
+                                                     .ldb = m,
+                                                     .skip_zero_a = true,
+                                                     .c = nullptr,
+                                                     .ldc = m,
+                                                     .caches = deep,
+                                                     .workspace = ws.get()}));
+  }
+}
