@@ -286,8 +286,9 @@ TEST_CASE("list-driven GEMMs at the deepest K block: 16-bit panel rows up to shi
   // and the padding row 4096, and depth shift_kc_max + 5 adds a second, ragged K block. Rows of unequal
   // lengths (zeros at random) pad the shorter lists with that padding row. gemm_shift both ways and gemm_f32's
   // skip_zero_a (the same lists) against the reference, bit for bit, on every ISA.
-  const kernels::cache_sizes deep{std::size_t{1} << 24, std::size_t{1} << 26, std::size_t{1} << 27};
-  const std::size_t deepest = 4096;  // engine/kernels/gemm_blocking.hpp's shift_kc_max
+  const kernels::cache_sizes deep{std::size_t{2} << 20, std::size_t{4} << 20,
+                                  std::size_t{8} << 20};  // kc = 4096 at nr <= 64
+  const std::size_t deepest = 4096;                       // engine/kernels/gemm_blocking.hpp's shift_kc_max
   const std::size_t m = 9, n = 37, depth = deepest + 5;
   const auto& ref = kernels::reference_kernels();
   std::vector<std::int8_t> codes(m * depth);
