@@ -196,9 +196,9 @@ struct gemm_f32_simd : simd_common<A> {
     const gemm_blocks bl = shift_blocks(p.caches, sparse_mr, sparse_nr);
     const auto ws = list_workspace_of<float>(p.workspace, bl);
     list_driven_loops(
-        p.m, p.n, p.k, bl, sparse_nr, ws.lists, ws.steps,
-        [&](std::size_t i0, std::size_t h, std::size_t pc, std::size_t kb, tile_list list) {
-          return build_sparse_lists(p, i0, h, pc, kb, list);
+        p.m, p.n, p.k, bl, sparse_mr, sparse_nr, ws.lists, ws.steps,
+        [&](std::size_t i0, std::size_t h, std::size_t pc, std::size_t kb, list_slot* slots, std::uint32_t* steps) {
+          steps[0] = static_cast<std::uint32_t>(build_sparse_lists(p, i0, h, pc, kb, tile_list_at(slots, kb)));
         },
         [&](std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w) {
           pack_b_sparse(p, pc, kb, j0, w, ws.panel);

@@ -100,29 +100,6 @@ struct gemm_shift_simd : simd_common<A> {
       steps[t] = tile_steps;
     }
   }
-  // The nest of list_driven_loops with the lists of a block built lanes rows at a time:
-  // build(row0, rows <= lanes, pc, kb, list, steps) lists them and writes their tiles' steps; pack and run as
-  // there. build may use the panel as scratch: the panel is packed only after the block's lists are built.
-  template <class Build, class Pack, class Run>
-  static void square_list_loops(std::size_t listed, std::size_t panelled, std::size_t depth, const gemm_blocks& bl,
-                                std::size_t panel_width, list_slot* lists, std::uint32_t* steps, Build&& build,
-                                Pack&& pack, Run&& run) {
-    for (std::size_t pc = 0; pc < depth; pc += bl.kc) {
-      const std::size_t kb = std::min(bl.kc, depth - pc);
-      for (std::size_t rc = 0; rc < listed; rc += bl.mc) {
-        const std::size_t rb = std::min(bl.mc, listed - rc);
-        for (std::size_t r0 = 0; r0 < rb; r0 += lanes)
-          build(rc + r0, std::min(lanes, rb - r0), pc, kb, r0 * kb, steps + r0 / shift_mr);
-        for (std::size_t c0 = 0; c0 < panelled; c0 += panel_width) {
-          const std::size_t cols = std::min(panel_width, panelled - c0);
-          const auto packed = pack(pc, kb, c0, cols);
-          for (std::size_t r0 = 0; r0 < rb; r0 += shift_mr)
-            run(packed, steps[r0 / shift_mr], tile_list_at(lists + r0 * kb, kb), rc + r0, std::min(shift_mr, rb - r0),
-                c0, cols, pc == 0);
-        }
-      }
-    }
-  }
 
   // Codes of rows i0 .. i0 + count (count <= lanes), contiguous along the rows (q_rs = 1): their lists at `list`.
   static void build_shift_lists_square(const gemm_shift_params& p, std::size_t i0, std::size_t count, std::size_t pc,
@@ -375,10 +352,10 @@ struct gemm_shift_simd : simd_common<A> {
     const gemm_blocks bl = shift_blocks(p.caches, shift_mr, list_nr);
     const auto ws = list_workspace_of<std::uint32_t>(p.workspace, bl);
     static_assert(2 * lanes <= list_nr, "a square's compressed lists fit in the panel");
-    square_list_loops(  // listed: B's columns (n); panels: the codes along m; C's tile: rows along n, vectors along m
-        p.n, p.m, p.k, bl, list_nr, ws.lists, ws.steps,
-        [&](std::size_t j0, std::size_t count, std::size_t pc, std::size_t kb, std::size_t list, std::uint32_t* steps) {
-          build_float_lists(p, j0, count, pc, kb, reinterpret_cast<unsigned char*>(ws.panel), ws.lists + list, steps,
+    list_driven_loops(  // listed: B's columns (n), lanes at a time; panels: the codes along m; C's tile: rows along n
+        p.n, p.m, p.k, bl, lanes, list_nr, ws.lists, ws.steps,
+        [&](std::size_t j0, std::size_t count, std::size_t pc, std::size_t kb, list_slot* list, std::uint32_t* steps) {
+          build_float_lists(p, j0, count, pc, kb, reinterpret_cast<unsigned char*>(ws.panel), list, steps,
                             out_of_range);
         },
         [&](std::size_t pc, std::size_t kb, std::size_t i0, std::size_t w) {
@@ -404,16 +381,16 @@ struct gemm_shift_simd : simd_common<A> {
     const gemm_blocks bl = shift_blocks(p.caches, shift_mr, shift_nr);
     const auto ws = list_workspace_of<float>(p.workspace, bl);
     static_assert(2 * lanes <= shift_nr, "a square's compressed lists fit in the panel");
-    square_list_loops(  // listed: the codes' rows (m); panels: B along n
-        p.m, p.n, p.k, bl, shift_nr, ws.lists, ws.steps,
-        [&](std::size_t i0, std::size_t count, std::size_t pc, std::size_t kb, std::size_t list, std::uint32_t* steps) {
+    list_driven_loops(  // listed: the codes' rows (m), lanes at a time; panels: B along n
+        p.m, p.n, p.k, bl, lanes, shift_nr, ws.lists, ws.steps,
+        [&](std::size_t i0, std::size_t count, std::size_t pc, std::size_t kb, list_slot* list, std::uint32_t* steps) {
           // Squares of 4 lanes (SSE, NEON) list the codes slower than the scalar build (measured on SSE4.2).
           if ((p.q_rs == 1 || p.q_rows) && lanes >= 8)
-            return build_shift_lists_square(p, i0, count, pc, kb, reinterpret_cast<unsigned char*>(ws.panel),
-                                            ws.lists + list, steps);
+            return build_shift_lists_square(p, i0, count, pc, kb, reinterpret_cast<unsigned char*>(ws.panel), list,
+                                            steps);
           for (std::size_t r = 0; r < count; r += shift_mr)  // one tile at a time, a row's codes read down k
             steps[r / shift_mr] = static_cast<std::uint32_t>(
-                build_shift_lists(p, i0 + r, std::min(shift_mr, count - r), pc, kb, ws.lists + list + r * kb));
+                build_shift_lists(p, i0 + r, std::min(shift_mr, count - r), pc, kb, list + r * kb));
         },
         [&](std::size_t pc, std::size_t kb, std::size_t j0, std::size_t w) {
           return pack_b_shift(p, pc, kb, j0, w, ws.panel, out_of_range);  // whether the tiles must test B

@@ -248,22 +248,23 @@ list_workspace<Panel> list_workspace_of(void* workspace, const gemm_blocks& bl) 
   return {at_bytes<list_slot>(workspace, 0), at_bytes<std::uint32_t>(workspace, 8 * bl.mc * bl.kc),
           at_bytes<Panel>(workspace, 8 * bl.mc * bl.kc + 4 * bl.mc / list_tile_rows + 64)};
 }
-// build(row0, rows, pc, kb, list) lists rows [row0, row0 + rows) of K block [pc, pc + kb) in their tile_list
-// and returns the tile's steps; pack(pc, kb, col0, cols) packs a panel and returns what the tiles must know of
-// it; run(packed, steps, list, row0, rows, col0, cols, first) runs one tile (first: the first K block, C starts
-// from zero).
+// The loop nest: per K block [pc, pc + kb) and block of bl.mc listed rows, build(row0, rows, pc, kb, slots, steps)
+// lists rows [row0, row0 + rows) (at most `build_rows`, a multiple of list_tile_rows, at a time) into the block's
+// slots from their first tile's on and writes those tiles' steps; then per panel pack(pc, kb, col0, cols) packs it
+// and returns what the tiles must know of it, and run(packed, steps, list, row0, rows, col0, cols, first) runs
+// each tile (first: the first K block, C starts from zero). build may use the panel as scratch: the panel is
+// packed only after the block's lists are built.
 template <class Build, class Pack, class Run>
 void list_driven_loops(std::size_t listed, std::size_t panelled, std::size_t depth, const gemm_blocks& bl,
-                       std::size_t panel_width, list_slot* lists, std::uint32_t* steps, Build&& build, Pack&& pack,
-                       Run&& run) {
+                       std::size_t build_rows, std::size_t panel_width, list_slot* lists, std::uint32_t* steps,
+                       Build&& build, Pack&& pack, Run&& run) {
   constexpr std::size_t tile_rows = list_tile_rows;
   for (std::size_t pc = 0; pc < depth; pc += bl.kc) {
     const std::size_t kb = std::min(bl.kc, depth - pc);
     for (std::size_t rc = 0; rc < listed; rc += bl.mc) {
       const std::size_t rb = std::min(bl.mc, listed - rc);
-      for (std::size_t r0 = 0; r0 < rb; r0 += tile_rows)
-        steps[r0 / tile_rows] = static_cast<std::uint32_t>(
-            build(rc + r0, std::min(tile_rows, rb - r0), pc, kb, tile_list_at(lists + r0 * kb, kb)));
+      for (std::size_t r0 = 0; r0 < rb; r0 += build_rows)
+        build(rc + r0, std::min(build_rows, rb - r0), pc, kb, lists + r0 * kb, steps + r0 / tile_rows);
       for (std::size_t c0 = 0; c0 < panelled; c0 += panel_width) {
         const std::size_t cols = std::min(panel_width, panelled - c0);
         const auto packed = pack(pc, kb, c0, cols);
