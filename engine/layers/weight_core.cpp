@@ -39,6 +39,19 @@ double sampled_zero_fraction(const T* x, std::size_t rows, std::size_t ld, std::
     return static_cast<std::size_t>(std::count(x + r * ld + c0, x + r * ld + c1, T{0}));
   });
 }
+// ... of a weight gradient's `width` codes per row, strided (q, row stride q_cs) or through an indirection buffer
+// (q_cs pointers per row, q_segment codes each).
+double sampled_zero_fraction(const kernels::gemm_shift_params& codes, std::size_t rows, std::size_t width) {
+  if (!codes.q_rows) return sampled_zero_fraction(codes.q, rows, codes.q_cs, 0, width);
+  return sampled_zero_fraction(rows, width, [&](std::size_t r) {
+    std::size_t zeros = 0;
+    for (std::size_t g = 0; g < codes.q_cs; ++g) {
+      const std::int8_t* run = codes.q_rows[r * codes.q_cs + g];
+      zeros += static_cast<std::size_t>(std::count(run, run + codes.q_segment, std::int8_t{0}));
+    }
+    return zeros;
+  });
+}
 
 }  // namespace
 
@@ -421,28 +434,18 @@ void weight_core::quantize_inputs(const float* x, std::size_t count, std::int8_t
 
 void weight_core::weight_gradient_codes(const float* dy, const std::int8_t* codes, std::size_t rows, float* grad,
                                         std::uint32_t layer, const step_context& ctx, output_range outputs) {
-  shift_weight_gradient(dy, rows, {.q = codes, .q_rs = 1, .q_cs = in_}, sampled_zero_fraction(codes, rows, in_, 0, in_),
-                        grad, layer, ctx, outputs);
+  shift_weight_gradient(dy, rows, {.q = codes, .q_rs = 1, .q_cs = in_}, grad, layer, ctx, outputs);
 }
 
 void weight_core::weight_gradient_codes_implicit(const float* dy, const std::int8_t* const* code_rows,
                                                  std::size_t segment, std::size_t rows, float* grad,
                                                  std::uint32_t layer, const step_context& ctx) {
   const std::size_t per_row = in_ / segment;
-  const double code_zeros = sampled_zero_fraction(rows, in_, [&](std::size_t r) {
-    std::size_t zeros = 0;
-    for (std::size_t g = 0; g < per_row; ++g) {
-      const std::int8_t* run = code_rows[r * per_row + g];
-      zeros += static_cast<std::size_t>(std::count(run, run + segment, std::int8_t{0}));
-    }
-    return zeros;
-  });
-  shift_weight_gradient(dy, rows, {.q_cs = per_row, .q_rows = code_rows, .q_segment = segment}, code_zeros, grad, layer,
-                        ctx, {});
+  shift_weight_gradient(dy, rows, {.q_cs = per_row, .q_rows = code_rows, .q_segment = segment}, grad, layer, ctx, {});
 }
 
 void weight_core::shift_weight_gradient(const float* dy, std::size_t rows, const kernels::gemm_shift_params& codes,
-                                        double code_zeros, float* grad, std::uint32_t layer, const step_context& ctx,
+                                        float* grad, std::uint32_t layer, const step_context& ctx,
                                         output_range outputs) {
   const auto& k = ctx.kernels;
   const std::size_t o0 = outputs.begin, o1 = std::min(outputs.end, out_);
@@ -458,8 +461,10 @@ void weight_core::shift_weight_gradient(const float* dy, std::size_t rows, const
   // anything non-finite or huge), so there is no separate pass over dy.
   bool list_dy = out_ < in_;
   if (list_dy && o1 - o0 >= 32) {
+    // The codes' zeros are sampled only here: most calls (in_ <= out_) never need them.
     const double dy_nonzero = 1.0 - sampled_zero_fraction(dy, rows, out_, o0, o1);
-    list_dy = dy_nonzero < (1.0 - code_zeros) * (dy_nonzero < 1.0 ? 4.0 / 3.0 : 1.0);
+    const double code_nonzero = 1.0 - sampled_zero_fraction(codes, rows, in_);
+    list_dy = dy_nonzero < code_nonzero * (dy_nonzero < 1.0 ? 4.0 / 3.0 : 1.0);
   }
   std::atomic<bool> out_of_range{false};
   parallel_gemm(ctx.rt, in_, o1 - o0, [&](std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {

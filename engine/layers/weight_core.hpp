@@ -127,10 +127,9 @@ class weight_core {
 
  private:
   // grad's rows `outputs` = dy^T B on gemm_f32, B the float inputs as `operand` gives them (b or b_rows).
-  // shift_weight_gradient: the same on gemm_shift from codes (q or q_rows) with about code_zeros of them zero.
-  void shift_weight_gradient(const float* dy, std::size_t rows, const kernels::gemm_shift_params& codes,
-                             double code_zeros, float* grad, std::uint32_t layer, const step_context& ctx,
-                             output_range outputs);
+  // shift_weight_gradient: the same on gemm_shift from codes (q or q_rows).
+  void shift_weight_gradient(const float* dy, std::size_t rows, const kernels::gemm_shift_params& codes, float* grad,
+                             std::uint32_t layer, const step_context& ctx, output_range outputs);
   void float_weight_gradient(const float* dy, std::size_t rows, const kernels::gemm_f32_params& operand, float* grad,
                              const step_context& ctx, output_range outputs);
   void materialize();
