@@ -36,19 +36,6 @@ struct conv_binary_simd {
     return g;
   }
 
-  // The tables [groups][16] of one pixel (gemm_lookup_simd::build_tables' arithmetic).
-  static void build_pixel_tables(const float* pixel, std::size_t groups, float* out) {
-    alignas(64) static constexpr auto masks = lookup::make_table_masks();
-    for (std::size_t g = 0; g < groups; ++g)
-      for (std::size_t q = 0; q < 16; q += lanes) {
-        fb s[4];
-        for (std::size_t u = 0; u < 4; ++u)
-          s[u] = simd_compat::as_float<A>(simd_compat::as_bits<A>(fb(pixel[4 * g + u])) ^
-                                          ub::load_aligned(masks.negate[u] + q));
-        ((s[0] + s[1]) + (s[2] + s[3])).store_aligned(out + g * 16 + q);
-      }
-  }
-
   // `tables[t * MR + r]`: the tables of the pixel under tap t for row r of the tile.
   template <std::size_t MR, std::size_t NV>
   static void conv_tile(const float* const* tables, std::size_t taps, std::size_t groups, const std::int32_t* ip,
@@ -84,10 +71,7 @@ struct conv_binary_simd {
     const std::size_t band_input_rows = (conv_binary_workspace_bytes(p.caches) - fixed) / (4 * row_floats);
     const std::size_t band_rows = band_input_rows + 1 - p.kernel;  // output rows per band (conv_binary_fits: >= 1)
     const std::size_t taps_per_block = std::clamp<std::size_t>(p.caches.l1 / 2 / (4 * nr * g.groups), 1, g.taps);
-    {
-      alignas(64) float zeros[4] = {};
-      for (std::size_t q = 0; q < g.groups; ++q) build_pixel_tables(zeros, 1, zero_tables + q * 16);
-    }
+    lookup::build_binary_tables(nullptr, 0, g.groups, zero_tables, 16);
     // pack_indices reads the weight bits through gemm_lookup_simd's operand struct.
     const typename lookup::lookup_operands ops{
         0, p.n, p.kernel * p.kernel * p.channels, nullptr, 0, 0, p.sign, nullptr, p.ldb, nullptr, 0, p.caches, nullptr};
@@ -104,10 +88,9 @@ struct conv_binary_simd {
       const std::size_t iy0 = oy0 > g.pad ? oy0 - g.pad : 0;
       const std::size_t iy1 = std::min(p.height, oy1 - 1 + p.kernel - g.pad);
       const float* x = p.x + image * image_floats;
-      for (std::size_t iy = iy0; iy < iy1; ++iy)
-        for (std::size_t ix = 0; ix < p.width; ++ix)
-          build_pixel_tables(x + (iy * p.width + ix) * p.channels, g.groups,
-                             band_tables + (iy - iy0) * row_floats + ix * 16 * g.groups);
+      for (std::size_t iy = iy0; iy < iy1; ++iy)  // a row's pixels are contiguous, and so are their tables
+        lookup::build_binary_tables(x + iy * p.width * p.channels, p.width * p.channels, p.width * g.groups,
+                                    band_tables + (iy - iy0) * row_floats, 16);
       for (std::size_t j0 = 0; j0 < p.n; j0 += nr) {
         const std::size_t w = std::min(nr, p.n - j0);
         lookup::template pack_indices<4, NV>(ops, 0, 4 * g.k_groups, j0, w, indices);

@@ -69,7 +69,9 @@ struct gemm_lookup_simd : simd_common<A> {
       const std::size_t q = q0 + u;
       if (q >= p.k) break;
       if constexpr (Group == 4) {
-        idx = idx + (lane_ones(tile_bits(p.sign + q * p.ldb, j0)) << u);
+        // Bit u where the column's weight bit is set: one mask move and one masked move on AVX-512.
+        const auto set = simd_compat::mask_from_bits<A>(static_cast<std::uint32_t>(tile_bits(p.sign + q * p.ldb, j0)));
+        idx = idx + simd_compat::as_bits<A>(xsimd::select(set, simd_compat::as_float<A>(ub(1u << u)), fb(0.0f)));
       } else {
         const ub nz = lane_ones(tile_bits(p.nonzero + q * p.ldb, j0));
         const ub digit = nz + (nz ^ lane_ones(tile_bits(p.sign + q * p.ldb, j0)));  // sign ⊆ nonzero
@@ -110,12 +112,81 @@ struct gemm_lookup_simd : simd_common<A> {
       }
     return t;
   }
+  // Binary tables of `groups` groups of four consecutive floats at `a` (floats from `count` on read as 0), table g
+  // at out + g * stride. On AVX-512 four groups at a time from one load: the pair sums s0 + s1 and s2 + s3 for
+  // the four sign choices of each pair are formed for all four groups at once (lanes [group][choice]), and each
+  // table is then two permutes of them and one add, T[p] = pair01[p & 3] + pair23[p >> 2]: the same two sums
+  // and the same final add as the lane-by-lane form, about half its instructions and a quarter of its loads.
+  static void build_binary_tables(const float* a, std::size_t count, std::size_t groups, float* out,
+                                  std::size_t stride) {
+    alignas(64) static constexpr table_masks masks = make_table_masks();
+    std::size_t g = 0;
+    if constexpr (simd_compat::is_avx512<A>) {
+      struct constants {
+        alignas(64) std::int32_t spread[4][16], expand_low[4][16], expand_high[4][16];
+        alignas(64) std::uint32_t negate_first[16], negate_second[16];
+      };
+      alignas(64) static constexpr constants k = [] {
+        constants c{};
+        for (std::size_t l = 0; l < 16; ++l) {
+          for (std::size_t u = 0; u < 4; ++u) {
+            c.spread[u][l] = static_cast<std::int32_t>((l & 12) + u);           // lane [group][choice] <- a_u
+            c.expand_low[u][l] = static_cast<std::int32_t>(4 * u + (l & 3));    // entry l of table u: pair01
+            c.expand_high[u][l] = static_cast<std::int32_t>(4 * u + (l >> 2));  // and pair23
+          }
+          c.negate_first[l] = l & 1 ? 0u : 0x80000000u;  // choice c: bit 0 the first sign, bit 1 the second
+          c.negate_second[l] = l & 2 ? 0u : 0x80000000u;
+        }
+        return c;
+      }();
+      const ub first = ub::load_aligned(k.negate_first), second = ub::load_aligned(k.negate_second);
+      auto spread = [&](fb v, std::size_t u) {
+        return simd_compat::lookup16<A>(simd_compat::table16<A>{v}, ib::load_aligned(k.spread[u]));
+      };
+      auto sign = [](fb v, ub negate) { return simd_compat::as_float<A>(simd_compat::as_bits<A>(v) ^ negate); };
+      for (; g < groups; g += 4) {
+        fb v;
+        if (4 * g + 16 <= count) {
+          v = fb::load_unaligned(a + 4 * g);
+        } else {
+          alignas(64) float part[16] = {};
+          for (std::size_t q = 4 * g; q < count && q < 4 * g + 16; ++q) part[q - 4 * g] = a[q];
+          v = fb::load_aligned(part);
+        }
+        const fb pair01 = sign(spread(v, 0), first) + sign(spread(v, 1), second);
+        const fb pair23 = sign(spread(v, 2), first) + sign(spread(v, 3), second);
+        const simd_compat::table16<A> low{pair01}, high{pair23};
+        for (std::size_t u = 0; u < 4 && g + u < groups; ++u)
+          (simd_compat::lookup16<A>(low, ib::load_aligned(k.expand_low[u])) +
+           simd_compat::lookup16<A>(high, ib::load_aligned(k.expand_high[u])))
+              .store_aligned(out + (g + u) * stride);
+      }
+    }
+    for (; g < groups; ++g) {
+      float a_u[4] = {};
+      for (std::size_t u = 0; u < 4 && 4 * g + u < count; ++u) a_u[u] = a[4 * g + u];
+      for (std::size_t q = 0; q < 16; q += lanes) {
+        fb s[4];
+        for (std::size_t u = 0; u < 4; ++u)
+          s[u] = simd_compat::as_float<A>(simd_compat::as_bits<A>(fb(a_u[u])) ^ ub::load_aligned(masks.negate[u] + q));
+        ((s[0] + s[1]) + (s[2] + s[3])).store_aligned(out + g * stride + q);
+      }
+    }
+  }
   template <std::size_t Group, std::size_t MR>
   static void build_tables(const lookup_operands& p, std::size_t i0, std::size_t h, std::size_t pc, std::size_t kb,
                            float* out) {
     alignas(64) static constexpr table_masks masks = make_table_masks();
     constexpr std::size_t entries = table_entries<Group>;
     const std::size_t groups = (kb + Group - 1) / Group;
+    if constexpr (Group == 4) {
+      if (p.a_cs == 1) {  // rows of A contiguous along k: whole rows at a time
+        for (std::size_t r = 0; r < MR; ++r)
+          build_binary_tables(p.a + (i0 + std::min(r, h - 1)) * p.a_rs + pc, r < h ? kb : 0, groups, out + r * entries,
+                              MR * entries);
+        return;
+      }
+    }
     for (std::size_t g = 0; g < groups; ++g)
       for (std::size_t r = 0; r < MR; ++r) {
         float a_u[Group] = {};
