@@ -54,14 +54,6 @@ struct gemm_lookup_simd : simd_common<A> {
   static constexpr std::size_t table_entries = Group == 4 ? 16 : 32;
 
   static std::uint64_t tile_bits(const std::uint64_t* row, std::size_t j0) { return row[j0 / 64] >> (j0 % 64); }
-  // Lanes of `word` (bits of `lanes` columns) as 0/1 integers.
-  static ub lane_ones(std::uint64_t word) {
-    alignas(64) static constexpr std::uint32_t lane_bits[16] = {
-        1u << 0, 1u << 1, 1u << 2,  1u << 3,  1u << 4,  1u << 5,  1u << 6,  1u << 7,
-        1u << 8, 1u << 9, 1u << 10, 1u << 11, 1u << 12, 1u << 13, 1u << 14, 1u << 15};
-    const ub bit = ub::load_aligned(lane_bits);
-    return xsimd::select((ub(static_cast<std::uint32_t>(word) & lane_mask) & bit) != ub(0u), ub(1u), ub(0u));
-  }
   template <std::size_t Group>
   static ub group_index(const lookup_operands& p, std::size_t q0, std::size_t j0) {
     ub idx(0u);
@@ -73,10 +65,12 @@ struct gemm_lookup_simd : simd_common<A> {
         const auto set = simd_compat::mask_from_bits<A>(static_cast<std::uint32_t>(tile_bits(p.sign + q * p.ldb, j0)));
         idx = idx + simd_compat::as_bits<A>(xsimd::select(set, simd_compat::as_float<A>(ub(1u << u)), fb(0.0f)));
       } else {
-        const ub nz = lane_ones(tile_bits(p.nonzero + q * p.ldb, j0));
-        const ub digit = nz + (nz ^ lane_ones(tile_bits(p.sign + q * p.ldb, j0)));  // sign ⊆ nonzero
-        const ub weighted = u == 0 ? digit : u == 1 ? digit + (digit << 1) : digit + (digit << 3);
-        idx = idx + weighted;
+        // Digit 1 (+1) or 2 (-1) times 3^u: the weight where the bit is nonzero, once more where it is negative.
+        const auto nz = static_cast<std::uint32_t>(tile_bits(p.nonzero + q * p.ldb, j0));
+        const auto negative = nz & ~static_cast<std::uint32_t>(tile_bits(p.sign + q * p.ldb, j0));
+        const fb weight = simd_compat::as_float<A>(ub(u == 0 ? 1u : u == 1 ? 3u : 9u));
+        idx = idx + simd_compat::as_bits<A>(xsimd::select(simd_compat::mask_from_bits<A>(nz), weight, fb(0.0f))) +
+              simd_compat::as_bits<A>(xsimd::select(simd_compat::mask_from_bits<A>(negative), weight, fb(0.0f)));
       }
     }
     return idx;
@@ -173,17 +167,64 @@ struct gemm_lookup_simd : simd_common<A> {
       }
     }
   }
+  // Ternary tables (AVX-512) of `groups` groups of three consecutive floats at `a` (floats from `count` on read as
+  // 0), table g at out + g * stride: the pair sums v0 + v1 of the nine digit pairs first (lanes d0 + 3 d1), then
+  // each half of the table as one permute of them plus v2, T[p] = pair[p % 9] + v2 (entries 27..31: lane 0 of
+  // the pairs, +0, plus +0) - the lane-by-lane form's operands and order, with a third fewer instructions.
+  static void build_ternary_tables(const float* a, std::size_t count, std::size_t groups, float* out,
+                                   std::size_t stride) {
+    static_assert(simd_compat::is_avx512<A>, "one 16-lane register per half table");
+    struct constants {
+      alignas(64) std::uint32_t negate[2][16], keep[2][16];          // v0, v1 in the pair lanes
+      alignas(64) std::uint32_t negate2[2][16], keep2[2][16];        // v2 in each half
+      alignas(64) std::int32_t pair_of[2][16];                       // each half's entries' pair lane
+    };
+    alignas(64) static constexpr constants k = [] {
+      constants c{};
+      auto negate = [](std::size_t digit) { return digit == 2 ? 0x80000000u : 0u; };
+      auto keep = [](std::size_t digit) { return digit != 0 ? 0xffffffffu : 0u; };
+      for (std::size_t l = 0; l < 16; ++l) {
+        const std::size_t d0 = l < 9 ? l % 3 : 0, d1 = l < 9 ? l / 3 : 0;
+        c.negate[0][l] = negate(d0), c.keep[0][l] = keep(d0);
+        c.negate[1][l] = negate(d1), c.keep[1][l] = keep(d1);
+        for (std::size_t h = 0; h < 2; ++h) {
+          const std::size_t e = 16 * h + l, d2 = e < 27 ? e / 9 : 0;
+          c.negate2[h][l] = negate(d2), c.keep2[h][l] = keep(d2);
+          c.pair_of[h][l] = static_cast<std::int32_t>(e < 27 ? e % 9 : 0);
+        }
+      }
+      return c;
+    }();
+    auto digit_value = [](float v, const std::uint32_t* negate, const std::uint32_t* keep) {
+      return simd_compat::as_float<A>((simd_compat::as_bits<A>(fb(v)) ^ ub::load_aligned(negate)) &
+                                      ub::load_aligned(keep));
+    };
+    for (std::size_t g = 0; g < groups; ++g) {
+      float a_u[3] = {};
+      for (std::size_t u = 0; u < 3 && 3 * g + u < count; ++u) a_u[u] = a[3 * g + u];
+      const simd_compat::table16<A> pairs{digit_value(a_u[0], k.negate[0], k.keep[0]) +
+                                          digit_value(a_u[1], k.negate[1], k.keep[1])};
+      for (std::size_t h = 0; h < 2; ++h)
+        (simd_compat::lookup16<A>(pairs, ib::load_aligned(k.pair_of[h])) +
+         digit_value(a_u[2], k.negate2[h], k.keep2[h]))
+            .store_aligned(out + g * stride + 16 * h);
+    }
+  }
   template <std::size_t Group, std::size_t MR>
   static void build_tables(const lookup_operands& p, std::size_t i0, std::size_t h, std::size_t pc, std::size_t kb,
                            float* out) {
     alignas(64) static constexpr table_masks masks = make_table_masks();
     constexpr std::size_t entries = table_entries<Group>;
     const std::size_t groups = (kb + Group - 1) / Group;
-    if constexpr (Group == 4) {
-      if (p.a_cs == 1) {  // rows of A contiguous along k: whole rows at a time
-        for (std::size_t r = 0; r < MR; ++r)
-          build_binary_tables(p.a + (i0 + std::min(r, h - 1)) * p.a_rs + pc, r < h ? kb : 0, groups, out + r * entries,
-                              MR * entries);
+    if constexpr (Group == 4 || simd_compat::is_avx512<A>) {
+      if (p.a_cs == 1) {  // rows of A contiguous along k: row by row
+        for (std::size_t r = 0; r < MR; ++r) {
+          const float* row = p.a + (i0 + std::min(r, h - 1)) * p.a_rs + pc;
+          if constexpr (Group == 4)
+            build_binary_tables(row, r < h ? kb : 0, groups, out + r * entries, MR * entries);
+          else
+            build_ternary_tables(row, r < h ? kb : 0, groups, out + r * entries, MR * entries);
+        }
         return;
       }
     }
