@@ -281,25 +281,45 @@ class batch_norm_layer final : public detail::serializable_layer {
     mean_.resize(n_);
     inv_std_.resize(n_);
     kernels::batch_norm_params p{.x = xv, .mean = mean_.data(), .sum = kernels::batch_norm_sum::values};
+    // Shift-based (Hubara et al., Algorithm 3): the variance sums C * AP2(C), C = x - mean.
+    const auto squares = shift_ ? kernels::batch_norm_sum::shift_squares : kernels::batch_norm_sum::squares;
+    auto statistics = [&](std::size_t f0, std::size_t f1) {
+      for (std::size_t f = f0; f < f1; ++f) {
+        const float var = inv_std_[f] / count;
+        const float unbiased = inv_std_[f] / (count - 1.0f);
+        running_mean_[f] = (1.0f - momentum_) * running_mean_[f] + momentum_ * mean_[f];
+        running_var_[f] = (1.0f - momentum_) * running_var_[f] + momentum_ * unbiased;
+        inv_std_[f] = 1.0f / std::sqrt(var + epsilon_);
+        if (shift_) inv_std_[f] = ap2(inv_std_[f]);
+      }
+    };
+    kernels::batch_norm_params normalize = p;
+    normalize.out = yv;
+    normalize.inv_std = inv_std_.data();
+    normalize.gamma = refresh_gamma_used();
+    normalize.beta = beta_.value.data();
+    normalize.relu = relu_;
+    if (one_chunk(ctx, rows)) {
+      // Every row in one chunk: each feature block's sums, statistics and outputs in one task, one parallel
+      // region for the pass (the same kernel calls on the same blocks as the three regions below).
+      for_features(ctx, [&](std::size_t f0, std::size_t f1) {
+        column_block_sums(ctx, p, rows, f0, f1, mean_.data());
+        for (std::size_t f = f0; f < f1; ++f) mean_[f] /= count;
+        kernels::batch_norm_params q = p;
+        q.sum = squares;
+        column_block_sums(ctx, q, rows, f0, f1, inv_std_.data());
+        statistics(f0, f1);
+        ctx.kernels.batch_norm_forward(block(normalize, 0, rows, f0, f1));
+      });
+      return;
+    }
     column_sums(ctx, x.rows, n_, p, mean_.data());
     for (std::size_t f = 0; f < n_; ++f) mean_[f] /= count;
-    // Shift-based (Hubara et al., Algorithm 3): the variance sums C * AP2(C), C = x - mean.
-    p.sum = shift_ ? kernels::batch_norm_sum::shift_squares : kernels::batch_norm_sum::squares;
+    p.sum = squares;
     column_sums(ctx, x.rows, n_, p, inv_std_.data());
-    for (std::size_t f = 0; f < n_; ++f) {
-      const float var = inv_std_[f] / count;
-      const float unbiased = inv_std_[f] / (count - 1.0f);
-      running_mean_[f] = (1.0f - momentum_) * running_mean_[f] + momentum_ * mean_[f];
-      running_var_[f] = (1.0f - momentum_) * running_var_[f] + momentum_ * unbiased;
-      inv_std_[f] = 1.0f / std::sqrt(var + epsilon_);
-      if (shift_) inv_std_[f] = ap2(inv_std_[f]);
-    }
-    p.out = yv;
-    p.inv_std = inv_std_.data();
-    p.gamma = refresh_gamma_used();
-    p.beta = beta_.value.data();
-    p.relu = relu_;
-    for_rows(ctx, rows, [&](std::size_t r0, std::size_t r1) { ctx.kernels.batch_norm_forward(block(p, r0, r1)); });
+    statistics(0, n_);
+    for_rows(ctx, rows,
+             [&](std::size_t r0, std::size_t r1) { ctx.kernels.batch_norm_forward(block(normalize, r0, r1)); });
   }
 
   void backward(const matrix& x, const matrix&, const matrix& dy, matrix* dx, const step_context& ctx) override {
@@ -319,16 +339,29 @@ class batch_norm_layer final : public detail::serializable_layer {
                                  .beta = beta_.value.data(),
                                  .relu = relu_};
     p.sum = kernels::batch_norm_sum::gradients;
+    kernels::batch_norm_params gradient = p;
+    if (dx) {
+      dx->resize(x.rows, n_ * spatial_);
+      gradient.out = dx->data.data();
+      gradient.gamma_grad = gamma_.grad.data();
+      gradient.beta_grad = beta_.grad.data();
+      gradient.count = static_cast<float>((ctx.split ? ctx.split->batch_rows : x.rows) * spatial_);
+    }
+    if (one_chunk(ctx, rows)) {  // as in forward: one task per feature block, one region
+      for_features(ctx, [&](std::size_t f0, std::size_t f1) {
+        column_block_sums(ctx, p, rows, f0, f1, grad_sums_.data());
+        std::copy(grad_sums_.data() + f0, grad_sums_.data() + f1, gamma_.grad.data() + f0);
+        std::copy(grad_sums_.data() + n_ + f0, grad_sums_.data() + n_ + f1, beta_.grad.data() + f0);
+        if (dx) ctx.kernels.batch_norm_backward(block(gradient, 0, rows, f0, f1));
+      });
+      return;
+    }
     column_sums(ctx, x.rows, 2 * n_, p, grad_sums_.data());
     std::copy_n(grad_sums_.data(), n_, gamma_.grad.data());
     std::copy_n(grad_sums_.data() + n_, n_, beta_.grad.data());
     if (!dx) return;
-    dx->resize(x.rows, n_ * spatial_);
-    p.out = dx->data.data();
-    p.gamma_grad = gamma_.grad.data();
-    p.beta_grad = beta_.grad.data();
-    p.count = static_cast<float>((ctx.split ? ctx.split->batch_rows : x.rows) * spatial_);
-    for_rows(ctx, rows, [&](std::size_t r0, std::size_t r1) { ctx.kernels.batch_norm_backward(block(p, r0, r1)); });
+    for_rows(ctx, rows,
+             [&](std::size_t r0, std::size_t r1) { ctx.kernels.batch_norm_backward(block(gradient, r0, r1)); });
   }
 
  private:
@@ -355,6 +388,23 @@ class batch_norm_layer final : public detail::serializable_layer {
            std::min(n_, (fb + 1) * block_features), partial_.data() + c * width);
     };
     ctx.rt.parallel_for(chunks * blocks, task);
+  }
+
+  // Whether a training pass's rows form one chunk of the sums' grid (and no parts of a split minibatch): then
+  // the sums need no reduction across tasks, and a feature block's whole pass is one task (for_features).
+  static bool one_chunk(const step_context& ctx, std::size_t rows) { return rows <= chunk_rows && !parts_of(ctx); }
+  template <class Body>
+  void for_features(const step_context& ctx, Body&& body) const {
+    parallel_rows(ctx.rt, n_, block_features, body);
+  }
+  // The sums of rows [0, rows) x features [f0, f1) of whole.sum into out[f0, f1) (gradients: and out[n_ + f0,
+  // n_ + f1)), as for_blocks' one chunk computes them.
+  void column_block_sums(const step_context& ctx, const kernels::batch_norm_params& whole, std::size_t rows,
+                         std::size_t f0, std::size_t f1, float* out) const {
+    kernels::batch_norm_params p = block(whole, 0, rows, f0, f1);
+    p.sums = out + f0;
+    p.second = n_;
+    ctx.kernels.batch_norm_sums(p);
   }
 
   // The element-wise passes: body(r0, r1) over chunks of whole rows, in parallel (any split gives the same
