@@ -106,6 +106,26 @@ struct gemm_lookup_simd : simd_common<A> {
       }
     return t;
   }
+  // One table the lane-by-lane way, from the group's Group values a_u (layout and sums: the top of this file).
+  template <std::size_t Group>
+  static void lane_table(const float* a_u, float* table) {
+    alignas(64) static constexpr table_masks masks = make_table_masks();
+    for (std::size_t q = 0; q < table_entries<Group>; q += lanes) {
+      if constexpr (Group == 4) {
+        fb s[4];
+        for (std::size_t u = 0; u < 4; ++u)
+          s[u] = simd_compat::as_float<A>(simd_compat::as_bits<A>(fb(a_u[u])) ^ ub::load_aligned(masks.negate[u] + q));
+        ((s[0] + s[1]) + (s[2] + s[3])).store_aligned(table + q);
+      } else {
+        fb v[3];
+        for (std::size_t u = 0; u < 3; ++u)
+          v[u] = simd_compat::as_float<A>(
+              (simd_compat::as_bits<A>(fb(a_u[u])) ^ ub::load_aligned(masks.ternary_negate[u] + q)) &
+              ub::load_aligned(masks.ternary_keep[u] + q));
+        ((v[0] + v[1]) + v[2]).store_aligned(table + q);
+      }
+    }
+  }
   // Binary tables of `groups` groups of four consecutive floats at `a` (floats from `count` on read as 0), table g
   // at out + g * stride. On AVX-512 four groups at a time from one load: the pair sums s0 + s1 and s2 + s3 for
   // the four sign choices of each pair are formed for all four groups at once (lanes [group][choice]), and each
@@ -113,7 +133,6 @@ struct gemm_lookup_simd : simd_common<A> {
   // and the same final add as the lane-by-lane form, about half its instructions and a quarter of its loads.
   static void build_binary_tables(const float* a, std::size_t count, std::size_t groups, float* out,
                                   std::size_t stride) {
-    alignas(64) static constexpr table_masks masks = make_table_masks();
     std::size_t g = 0;
     if constexpr (simd_compat::is_avx512<A>) {
       struct constants {
@@ -159,12 +178,7 @@ struct gemm_lookup_simd : simd_common<A> {
     for (; g < groups; ++g) {
       float a_u[4] = {};
       for (std::size_t u = 0; u < 4 && 4 * g + u < count; ++u) a_u[u] = a[4 * g + u];
-      for (std::size_t q = 0; q < 16; q += lanes) {
-        fb s[4];
-        for (std::size_t u = 0; u < 4; ++u)
-          s[u] = simd_compat::as_float<A>(simd_compat::as_bits<A>(fb(a_u[u])) ^ ub::load_aligned(masks.negate[u] + q));
-        ((s[0] + s[1]) + (s[2] + s[3])).store_aligned(out + g * stride + q);
-      }
+      lane_table<4>(a_u, out + g * stride);
     }
   }
   // Ternary tables (AVX-512) of `groups` groups of three consecutive floats at `a` (floats from `count` on read as
@@ -175,9 +189,9 @@ struct gemm_lookup_simd : simd_common<A> {
                                    std::size_t stride) {
     static_assert(simd_compat::is_avx512<A>, "one 16-lane register per half table");
     struct constants {
-      alignas(64) std::uint32_t negate[2][16], keep[2][16];          // v0, v1 in the pair lanes
-      alignas(64) std::uint32_t negate2[2][16], keep2[2][16];        // v2 in each half
-      alignas(64) std::int32_t pair_of[2][16];                       // each half's entries' pair lane
+      alignas(64) std::uint32_t negate[2][16], keep[2][16];    // v0, v1 in the pair lanes
+      alignas(64) std::uint32_t negate2[2][16], keep2[2][16];  // v2 in each half
+      alignas(64) std::int32_t pair_of[2][16];                 // each half's entries' pair lane
     };
     alignas(64) static constexpr constants k = [] {
       constants c{};
@@ -213,7 +227,6 @@ struct gemm_lookup_simd : simd_common<A> {
   template <std::size_t Group, std::size_t MR>
   static void build_tables(const lookup_operands& p, std::size_t i0, std::size_t h, std::size_t pc, std::size_t kb,
                            float* out) {
-    alignas(64) static constexpr table_masks masks = make_table_masks();
     constexpr std::size_t entries = table_entries<Group>;
     const std::size_t groups = (kb + Group - 1) / Group;
     if constexpr (Group == 4 || simd_compat::is_avx512<A>) {
@@ -234,23 +247,7 @@ struct gemm_lookup_simd : simd_common<A> {
         if (r < h)
           for (std::size_t u = 0; u < Group && Group * g + u < kb; ++u)
             a_u[u] = p.a[(i0 + r) * p.a_rs + (pc + Group * g + u) * p.a_cs];
-        float* table = out + (g * MR + r) * entries;
-        for (std::size_t q = 0; q < entries; q += lanes) {
-          if constexpr (Group == 4) {
-            fb s[4];
-            for (std::size_t u = 0; u < 4; ++u)
-              s[u] =
-                  simd_compat::as_float<A>(simd_compat::as_bits<A>(fb(a_u[u])) ^ ub::load_aligned(masks.negate[u] + q));
-            ((s[0] + s[1]) + (s[2] + s[3])).store_aligned(table + q);
-          } else {
-            fb v[3];
-            for (std::size_t u = 0; u < 3; ++u)
-              v[u] = simd_compat::as_float<A>(
-                  (simd_compat::as_bits<A>(fb(a_u[u])) ^ ub::load_aligned(masks.ternary_negate[u] + q)) &
-                  ub::load_aligned(masks.ternary_keep[u] + q));
-            ((v[0] + v[1]) + v[2]).store_aligned(table + q);
-          }
-        }
+        lane_table<Group>(a_u, out + (g * MR + r) * entries);
       }
   }
   template <std::size_t Group, std::size_t MR, std::size_t NV>
