@@ -127,14 +127,15 @@ struct gemm_lookup_simd : simd_common<A> {
     }
   }
   // Binary tables of `groups` groups of four consecutive floats at `a` (floats from `count` on read as 0), table g
-  // at out + g * stride. On AVX-512 four groups at a time from one load: the pair sums s0 + s1 and s2 + s3 for
-  // the four sign choices of each pair are formed for all four groups at once (lanes [group][choice]), and each
-  // table is then two permutes of them and one add, T[p] = pair01[p & 3] + pair23[p >> 2]: the same two sums
-  // and the same final add as the lane-by-lane form, about half its instructions and a quarter of its loads.
+  // at out + g * stride. On AVX-512 and AVX2 lanes / 4 groups at a time from one load: the pair sums s0 + s1 and
+  // s2 + s3 for the four sign choices of each pair are formed for all those groups at once (lanes [group][choice]),
+  // and each table vector is then two permutes of them and one add, T[p] = pair01[p & 3] + pair23[p >> 2]: the
+  // same two sums and the same final add as the lane-by-lane form, about half its instructions.
   static void build_binary_tables(const float* a, std::size_t count, std::size_t groups, float* out,
                                   std::size_t stride) {
     std::size_t g = 0;
-    if constexpr (simd_compat::is_avx512<A>) {
+    if constexpr (simd_compat::is_avx512<A> || simd_compat::is_avx<A>) {
+      constexpr std::size_t per_load = lanes / 4;  // groups
       struct constants {
         alignas(64) std::int32_t spread[4][16], expand_low[4][16], expand_high[4][16];
         alignas(64) std::uint32_t negate_first[16], negate_second[16];
@@ -144,8 +145,8 @@ struct gemm_lookup_simd : simd_common<A> {
         for (std::size_t l = 0; l < 16; ++l) {
           for (std::size_t u = 0; u < 4; ++u) {
             c.spread[u][l] = static_cast<std::int32_t>((l & 12) + u);           // lane [group][choice] <- a_u
-            c.expand_low[u][l] = static_cast<std::int32_t>(4 * u + (l & 3));    // entry l of table u: pair01
-            c.expand_high[u][l] = static_cast<std::int32_t>(4 * u + (l >> 2));  // and pair23
+            c.expand_low[u][l] = static_cast<std::int32_t>(4 * u + (l & 3));    // entry l of group u's table:
+            c.expand_high[u][l] = static_cast<std::int32_t>(4 * u + (l >> 2));  // pair01 and pair23 lanes
           }
           c.negate_first[l] = l & 1 ? 0u : 0x80000000u;  // choice c: bit 0 the first sign, bit 1 the second
           c.negate_second[l] = l & 2 ? 0u : 0x80000000u;
@@ -154,25 +155,25 @@ struct gemm_lookup_simd : simd_common<A> {
       }();
       const ub first = ub::load_aligned(k.negate_first), second = ub::load_aligned(k.negate_second);
       auto spread = [&](fb v, std::size_t u) {
-        return simd_compat::lookup16<A>(simd_compat::table16<A>{v}, ib::load_aligned(k.spread[u]));
+        return simd_compat::permute_lanes<A>(v, ib::load_aligned(k.spread[u]));
       };
       auto sign = [](fb v, ub negate) { return simd_compat::as_float<A>(simd_compat::as_bits<A>(v) ^ negate); };
-      for (; g < groups; g += 4) {
+      for (; g < groups; g += per_load) {
         fb v;
-        if (4 * g + 16 <= count) {
+        if (4 * g + lanes <= count) {
           v = fb::load_unaligned(a + 4 * g);
         } else {
-          alignas(64) float part[16] = {};
-          for (std::size_t q = 4 * g; q < count && q < 4 * g + 16; ++q) part[q - 4 * g] = a[q];
+          alignas(64) float part[lanes] = {};
+          for (std::size_t q = 4 * g; q < count && q < 4 * g + lanes; ++q) part[q - 4 * g] = a[q];
           v = fb::load_aligned(part);
         }
         const fb pair01 = sign(spread(v, 0), first) + sign(spread(v, 1), second);
         const fb pair23 = sign(spread(v, 2), first) + sign(spread(v, 3), second);
-        const simd_compat::table16<A> low{pair01}, high{pair23};
-        for (std::size_t u = 0; u < 4 && g + u < groups; ++u)
-          (simd_compat::lookup16<A>(low, ib::load_aligned(k.expand_low[u])) +
-           simd_compat::lookup16<A>(high, ib::load_aligned(k.expand_high[u])))
-              .store_aligned(out + (g + u) * stride);
+        for (std::size_t u = 0; u < per_load && g + u < groups; ++u)
+          for (std::size_t q = 0; q < 16; q += lanes)
+            (simd_compat::permute_lanes<A>(pair01, ib::load_aligned(k.expand_low[u] + q)) +
+             simd_compat::permute_lanes<A>(pair23, ib::load_aligned(k.expand_high[u] + q)))
+                .store_aligned(out + (g + u) * stride + q);
       }
     }
     for (; g < groups; ++g) {
@@ -216,10 +217,9 @@ struct gemm_lookup_simd : simd_common<A> {
     for (std::size_t g = 0; g < groups; ++g) {
       float a_u[3] = {};
       for (std::size_t u = 0; u < 3 && 3 * g + u < count; ++u) a_u[u] = a[3 * g + u];
-      const simd_compat::table16<A> pairs{digit_value(a_u[0], k.negate[0], k.keep[0]) +
-                                          digit_value(a_u[1], k.negate[1], k.keep[1])};
+      const fb pairs = digit_value(a_u[0], k.negate[0], k.keep[0]) + digit_value(a_u[1], k.negate[1], k.keep[1]);
       for (std::size_t h = 0; h < 2; ++h)
-        (simd_compat::lookup16<A>(pairs, ib::load_aligned(k.pair_of[h])) +
+        (simd_compat::permute_lanes<A>(pairs, ib::load_aligned(k.pair_of[h])) +
          digit_value(a_u[2], k.negate2[h], k.keep2[h]))
             .store_aligned(out + g * stride + 16 * h);
     }

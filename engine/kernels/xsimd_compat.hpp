@@ -1,7 +1,7 @@
 #pragma once
 // The few operations xsimd 8.1 lacks (or spells differently in later versions), in one place:
 // lane masks from/to bit fields, float <-> int reinterpretation, a fused
-// multiply-add that is exact on every ISA, correctly rounded square root and division, a 16-entry
+// multiply-add that is exact on every ISA, correctly rounded square root and division, a lane permute, a 16-entry
 // table lookup, a square in-register transpose, a compress-store, a partial load, a prefetch hint and a
 // barrier against masked loads.
 // Each ISA's translation unit includes this with only its own ISA enabled, so the #if guards pick
@@ -258,6 +258,19 @@ inline ibatch<A> load_i8_widened(const std::int8_t* p) noexcept {
   alignas(64) std::int32_t lanes[ibatch<A>::size];
   for (std::size_t l = 0; l < ibatch<A>::size; ++l) lanes[l] = p[l];
   return ibatch<A>::load_aligned(lanes);
+}
+
+/// Lane l of the result is lane idx[l] of v: one vpermps (AVX-512 and AVX2 only; the other ISAs have no
+/// variable permute across the vector).
+template <class A>
+inline fbatch<A> permute_lanes(fbatch<A> v, ibatch<A> idx) noexcept {
+  static_assert(is_avx512<A> || is_avx<A>, "permute_lanes: AVX-512 or AVX2");
+#if defined(__AVX512F__)
+  if constexpr (is_avx512<A>) return _mm512_permutexvar_ps(idx.data, v.data);
+#endif
+#if defined(__AVX2__)
+  if constexpr (is_avx<A>) return _mm256_permutevar8x32_ps(v.data, idx.data);
+#endif
 }
 
 /// Loads the 16 floats at `t` (64-byte aligned).
