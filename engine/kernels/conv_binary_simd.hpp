@@ -19,7 +19,6 @@ struct conv_binary_simd {
   using lookup = gemm_lookup_simd<A>;
   using fb = typename lookup::fb;
   using ib = typename lookup::ib;
-  using ub = typename lookup::ub;
   static constexpr std::size_t lanes = lookup::lanes;
 
   struct geometry {

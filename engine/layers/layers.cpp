@@ -301,7 +301,8 @@ class batch_norm_layer final : public detail::serializable_layer {
     normalize.relu = relu_;
     if (one_chunk(ctx, rows)) {
       // Every row in one chunk: each feature block's sums, statistics and outputs in one task, one parallel
-      // region for the pass (the same kernel calls on the same blocks as the three regions below).
+      // region for the pass. The sums are the same kernel calls on the same blocks as below; the outputs come in
+      // feature blocks instead of row chunks, the same bits (the element-wise kernels give them for any split).
       for_features(ctx, [&](std::size_t f0, std::size_t f1) {
         column_block_sums(ctx, p, rows, f0, f1, mean_.data());
         for (std::size_t f = f0; f < f1; ++f) mean_[f] /= count;
@@ -347,7 +348,7 @@ class batch_norm_layer final : public detail::serializable_layer {
       gradient.beta_grad = beta_.grad.data();
       gradient.count = static_cast<float>((ctx.split ? ctx.split->batch_rows : x.rows) * spatial_);
     }
-    if (one_chunk(ctx, rows)) {  // as in forward: one task per feature block, one region
+    if (one_chunk(ctx, rows)) {  // as in forward: one task per feature block (its sums, then its dx), one region
       for_features(ctx, [&](std::size_t f0, std::size_t f1) {
         column_block_sums(ctx, p, rows, f0, f1, grad_sums_.data());
         std::copy(grad_sums_.data() + f0, grad_sums_.data() + f1, gamma_.grad.data() + f0);
