@@ -30,19 +30,26 @@ struct pack_simd : simd_common<A> {
     for (std::size_t r = 0; r < rows; ++r) {
       const float* src = w + r * ldw;
       std::uint64_t* dst = bits + r * ldb;
-      for (std::size_t word = 0; word < words_for(cols); ++word) dst[word] = 0;
       const auto row_index = static_cast<std::uint32_t>(r * ldw);
+      // Each 64-bit word is gathered in a register and stored once: or-ing every vector's bits into memory made
+      // each store wait for the previous one through store-to-load forwarding.
+      std::uint64_t word = 0;
       for (std::size_t c = 0; c < full; c += lanes) {
         const fm m = binary_bits(fb::load_unaligned(src + c), mode, key, row_index + static_cast<std::uint32_t>(c));
-        dst[c / 64] |= std::uint64_t{simd_compat::bits_from_mask<A>(m)} << (c % 64);
+        word |= std::uint64_t{simd_compat::bits_from_mask<A>(m)} << (c % 64);
+        if ((c + lanes) % 64 == 0) {
+          dst[c / 64] = word;
+          word = 0;
+        }
       }
       if (full < cols) {
         alignas(64) float tail[lanes] = {};
         for (std::size_t c = full; c < cols; ++c) tail[c - full] = src[c];
         const std::uint32_t valid = (1u << (cols - full)) - 1u;
         const fm m = binary_bits(fb::load_aligned(tail), mode, key, row_index + static_cast<std::uint32_t>(full));
-        dst[full / 64] |= std::uint64_t{simd_compat::bits_from_mask<A>(m) & valid} << (full % 64);
+        word |= std::uint64_t{simd_compat::bits_from_mask<A>(m) & valid} << (full % 64);
       }
+      if (full % 64 != 0 || full < cols) dst[full / 64] = word;  // the row's last word (cols - full < lanes)
     }
   }
 
