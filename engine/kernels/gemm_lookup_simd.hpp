@@ -94,15 +94,20 @@ struct gemm_lookup_simd : simd_common<A> {
     alignas(64) std::uint32_t ternary_negate[3][32];
     alignas(64) std::uint32_t ternary_keep[3][32];
   };
+  // The masks' rules, shared by the lane-by-lane tables and the permuted ones: a binary weight bit clear
+  // negates, a ternary digit 2 negates and a digit 0 drops the value.
+  static constexpr std::uint32_t negate_unless(bool bit) { return bit ? 0u : 0x80000000u; }
+  static constexpr std::uint32_t digit_negate(std::size_t digit) { return digit == 2 ? 0x80000000u : 0u; }
+  static constexpr std::uint32_t digit_keep(std::size_t digit) { return digit != 0 ? 0xffffffffu : 0u; }
   static constexpr table_masks make_table_masks() {
     table_masks t{};
     for (std::size_t p = 0; p < 16; ++p)
-      for (std::size_t u = 0; u < 4; ++u) t.negate[u][p] = (p >> u) & 1u ? 0u : 0x80000000u;
+      for (std::size_t u = 0; u < 4; ++u) t.negate[u][p] = negate_unless((p >> u) & 1u);
     for (std::size_t p = 0; p < 32; ++p)
       for (std::size_t u = 0, d = p; u < 3; ++u, d /= 3) {
         const std::size_t digit = p < 27 ? d % 3 : 0;
-        t.ternary_negate[u][p] = digit == 2 ? 0x80000000u : 0u;
-        t.ternary_keep[u][p] = digit != 0 ? 0xffffffffu : 0u;
+        t.ternary_negate[u][p] = digit_negate(digit);
+        t.ternary_keep[u][p] = digit_keep(digit);
       }
     return t;
   }
@@ -148,8 +153,8 @@ struct gemm_lookup_simd : simd_common<A> {
             c.expand_low[u][l] = static_cast<std::int32_t>(4 * u + (l & 3));    // entry l of group u's table:
             c.expand_high[u][l] = static_cast<std::int32_t>(4 * u + (l >> 2));  // pair01 and pair23 lanes
           }
-          c.negate_first[l] = l & 1 ? 0u : 0x80000000u;  // choice c: bit 0 the first sign, bit 1 the second
-          c.negate_second[l] = l & 2 ? 0u : 0x80000000u;
+          c.negate_first[l] = negate_unless(l & 1);  // choice c: bit 0 the first sign, bit 1 the second
+          c.negate_second[l] = negate_unless(l & 2);
         }
         return c;
       }();
@@ -196,15 +201,13 @@ struct gemm_lookup_simd : simd_common<A> {
     };
     alignas(64) static constexpr constants k = [] {
       constants c{};
-      auto negate = [](std::size_t digit) { return digit == 2 ? 0x80000000u : 0u; };
-      auto keep = [](std::size_t digit) { return digit != 0 ? 0xffffffffu : 0u; };
       for (std::size_t l = 0; l < 16; ++l) {
         const std::size_t d0 = l < 9 ? l % 3 : 0, d1 = l < 9 ? l / 3 : 0;
-        c.negate[0][l] = negate(d0), c.keep[0][l] = keep(d0);
-        c.negate[1][l] = negate(d1), c.keep[1][l] = keep(d1);
+        c.negate[0][l] = digit_negate(d0), c.keep[0][l] = digit_keep(d0);
+        c.negate[1][l] = digit_negate(d1), c.keep[1][l] = digit_keep(d1);
         for (std::size_t h = 0; h < 2; ++h) {
           const std::size_t e = 16 * h + l, d2 = e < 27 ? e / 9 : 0;
-          c.negate2[h][l] = negate(d2), c.keep2[h][l] = keep(d2);
+          c.negate2[h][l] = digit_negate(d2), c.keep2[h][l] = digit_keep(d2);
           c.pair_of[h][l] = static_cast<std::int32_t>(e < 27 ? e % 9 : 0);
         }
       }

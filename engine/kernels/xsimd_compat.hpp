@@ -290,12 +290,11 @@ inline table16<A> load_table16(const float* t) noexcept {
 template <class A>
 inline fbatch<A> lookup16(const table16<A>& t, ibatch<A> idx) noexcept {
 #if defined(__AVX512F__)
-  if constexpr (std::is_same_v<A, xsimd::avx512bw>) return _mm512_permutexvar_ps(idx.data, t.entries);
+  if constexpr (std::is_same_v<A, xsimd::avx512bw>) return permute_lanes<A>(t.entries, idx);
 #endif
 #if defined(__AVX2__)
   if constexpr (std::is_same_v<A, xsimd::avx2>) {
-    const __m256 low = _mm256_permutevar8x32_ps(t.low, idx.data);
-    const __m256 high = _mm256_permutevar8x32_ps(t.high, idx.data);
+    const fbatch<A> low = permute_lanes<A>(t.low, idx), high = permute_lanes<A>(t.high, idx);
     return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(idx.data, 28)));
   }
 #endif
@@ -351,10 +350,8 @@ inline fbatch<A> lookup32(const table32<A>& t, ibatch<A> idx) noexcept {
   if constexpr (std::is_same_v<A, xsimd::avx2>) {
     const __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(idx.data, 28));
     const __m256 bit4 = _mm256_castsi256_ps(_mm256_slli_epi32(idx.data, 27));
-    const __m256 low = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.part[0], idx.data),
-                                        _mm256_permutevar8x32_ps(t.part[1], idx.data), bit3);
-    const __m256 high = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.part[2], idx.data),
-                                         _mm256_permutevar8x32_ps(t.part[3], idx.data), bit3);
+    const __m256 low = _mm256_blendv_ps(permute_lanes<A>(t.part[0], idx), permute_lanes<A>(t.part[1], idx), bit3);
+    const __m256 high = _mm256_blendv_ps(permute_lanes<A>(t.part[2], idx), permute_lanes<A>(t.part[3], idx), bit3);
     return _mm256_blendv_ps(low, high, bit4);
   }
 #endif
